@@ -1,0 +1,266 @@
+"""Helpers shared by the readers: row batches, addresses, protocols, labels and workloads."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import pyarrow as pa
+
+from ..schema import COLUMNS, FLOW_SCHEMA
+
+__all__ = [
+    "BatchBuilder",
+    "RecentKeys",
+    "infer_workload",
+    "norm_ip",
+    "norm_protocol",
+    "parse_label_list",
+    "to_micros",
+]
+
+DEFAULT_BATCH_ROWS: Final = 65536
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Times before 2000 or after 2100 are impossible for a flow log: a unit mix-up, most likely.
+_MIN_US: Final = 946_684_800 * 1_000_000
+_MAX_US: Final = 4_102_444_800 * 1_000_000
+
+
+class BadValue(ValueError):
+    """A field holds an impossible value; ``reason`` is the ledger key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def to_micros(value: Any, field: str = "time") -> int:
+    """Microseconds since the epoch (UTC) from a datetime, Unix seconds, or an RFC 3339 string."""
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        us = (dt - _EPOCH) // _ONE_US
+    elif isinstance(value, bool) or value is None:
+        raise BadValue("invalid-time", f"{field} is {value!r}")
+    elif isinstance(value, int | float):
+        us = int(value * 1_000_000)
+    elif isinstance(value, str):
+        try:
+            us = int(float(value) * 1_000_000)
+        except ValueError:
+            try:
+                us = to_micros(datetime.fromisoformat(_trim_fraction(value)), field)
+            except ValueError:
+                raise BadValue("invalid-time", f"{field} is {value!r}") from None
+    else:
+        raise BadValue("invalid-time", f"{field} is {value!r}")
+    if not _MIN_US <= us <= _MAX_US:
+        raise BadValue("invalid-time", f"{field} {value!r} is outside 2000-2100")
+    return us
+
+
+_ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _trim_fraction(text: str) -> str:
+    return _FRACTION.sub(r"\1", text.replace("z", "Z"))
+
+
+_IP_CACHE: dict[str, str] = {}
+
+
+def norm_ip(value: Any) -> str | None:
+    """The canonical text of an IPv4 or IPv6 address; None for empty values.
+
+    Raises
+    ------
+    BadValue
+        When ``value`` is not an IP address.
+    """
+    if value is None or value == "" or value == "-":
+        return None
+    cached = _IP_CACHE.get(value) if isinstance(value, str) else None
+    if cached is not None:
+        return cached
+    try:
+        text = str(ipaddress.ip_address(value))
+    except ValueError:
+        raise BadValue("invalid-ip", f"{value!r} is not an IP address") from None
+    if len(_IP_CACHE) < 1_000_000:
+        _IP_CACHE[value] = text
+    return text
+
+
+def norm_port(value: Any, field: str = "port") -> int | None:
+    """A port number 0-65535, or None when absent."""
+    if value is None or value == "" or value == "-":
+        return None
+    if isinstance(value, bool):
+        raise BadValue("invalid-port", f"{field} is {value!r}")
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise BadValue("invalid-port", f"{field} is {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise BadValue("invalid-port", f"{field} {port} is outside 0-65535")
+    return port
+
+
+_PROTOCOLS: Final = {
+    "tcp": "TCP",
+    "6": "TCP",
+    "udp": "UDP",
+    "17": "UDP",
+    "sctp": "SCTP",
+    "132": "SCTP",
+    "icmp": "ICMP",
+    "icmpv4": "ICMP",
+    "1": "ICMP",
+    "icmpv6": "ICMPv6",
+    "icmp6": "ICMPv6",
+    "58": "ICMPv6",
+}
+
+
+def norm_protocol(value: Any) -> str:
+    """``TCP``, ``UDP``, ``SCTP``, ``ICMP`` or ``ICMPv6`` from a name or an IANA number."""
+    proto = _PROTOCOLS.get(str(value).strip().lower())
+    if proto is None:
+        raise BadValue("invalid-protocol", f"protocol {value!r} is not TCP, UDP, SCTP or ICMP")
+    return proto
+
+
+def parse_label_list(items: Iterable[Any]) -> dict[str, str]:
+    """``{"k": "v"}`` from ``["k=v", ...]`` (a bare key maps to the empty string)."""
+    labels: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, str):
+            continue
+        key, _, value = item.partition("=")
+        if key:
+            labels[key] = value
+    return labels
+
+
+# Pod names made by controllers. Kubernetes draws generated suffixes from this alphabet
+# (k8s.io/apimachinery rand.SafeEncodeString: no vowels, no 0, 1 or 3).
+_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+_DEPLOYMENT_POD = re.compile(rf"^(?P<name>.+)-(?P<hash>{_SAFE}{{6,10}})-{_SAFE}{{5}}$")
+_DEPLOYMENT_PREFIX = re.compile(rf"^(?P<name>.+)-(?P<hash>{_SAFE}{{6,10}})-\*?$")
+_CRONJOB_JOB = re.compile(r"^(?P<name>.+)-\d{8,10}$")
+_GENERATED_POD = re.compile(rf"^(?P<name>.+)-{_SAFE}{{5}}$")
+_ORDINAL_POD = re.compile(r"^(?P<name>.+)-\d+$")
+
+
+def infer_workload(
+    pod: str | None, labels: Mapping[str, str] | None, prefix: str | None = None
+) -> tuple[str | None, str | None]:
+    """Guess a pod's owning workload as ``(name, kind)`` from its name and labels.
+
+    Labels decide first (``pod-template-hash`` for Deployments, ``job-name``, the StatefulSet and
+    DaemonSet hashes); then the shape of the pod name or of an aggregated name prefix (Calico's
+    ``nginx-86c57db685-*``, Goldmane's ``nginx-86c57db685-``). When only a prefix is known the
+    kind is ``prefix``; with neither pod nor prefix the result is ``(None, None)``.
+    """
+    labels = labels or {}
+    job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
+    if job:
+        cron = _CRONJOB_JOB.match(job)
+        return (cron["name"], "CronJob") if cron else (job, "Job")
+    name = pod or (prefix.rstrip("*") if prefix else None)
+    if not name:
+        return None, None
+    template = labels.get("pod-template-hash")
+    if template and f"-{template}-" in name + "-":
+        return name.split(f"-{template}-", 1)[0] or name, "Deployment"
+    if "statefulset.kubernetes.io/pod-name" in labels or (
+        "controller-revision-hash" in labels and "pod-template-generation" not in labels
+    ):
+        ordinal = _ORDINAL_POD.match(name.rstrip("-"))
+        if ordinal:
+            return ordinal["name"], "StatefulSet"
+    if "pod-template-generation" in labels:
+        gen = _GENERATED_POD.match(name)
+        return (gen["name"] if gen else name.rstrip("-")), "DaemonSet"
+    if pod:
+        dep = _DEPLOYMENT_POD.match(pod)
+        if dep:
+            return dep["name"], "Deployment"
+        gen = _GENERATED_POD.match(pod)
+        if gen:
+            return gen["name"], "prefix"
+        return pod, "Pod"
+    assert prefix is not None
+    dep = _DEPLOYMENT_PREFIX.match(prefix)
+    if dep:
+        return dep["name"], "Deployment"
+    return prefix.rstrip("*").rstrip("-") or prefix, "prefix"
+
+
+class RecentKeys:
+    """A bounded set of recently seen keys (least recently seen forgotten first).
+
+    Readers use it to merge the several events of one connection, which arrive close together;
+    its size bounds the memory that de-duplication needs whatever the input size.
+    """
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[Hashable, int] = OrderedDict()
+
+    def get(self, key: Hashable) -> int | None:
+        """The value stored for ``key`` (the row it was kept as), or None."""
+        value = self._keys.get(key)
+        if value is not None:
+            self._keys.move_to_end(key)
+        return value
+
+    def add(self, key: Hashable, value: int = 0) -> None:
+        """Remember ``key`` (forgetting the oldest key when full)."""
+        self._keys[key] = value
+        if len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._keys
+
+
+class BatchBuilder:
+    """Collects canonical rows (dicts keyed by column name) into Arrow record batches.
+
+    Missing keys are nulls. ``connections`` defaults to 1.
+    """
+
+    def __init__(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+        self.batch_rows = batch_rows
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Append one row."""
+        self.rows.append(row)
+
+    @property
+    def full(self) -> bool:
+        """True when a batch's worth of rows is waiting."""
+        return len(self.rows) >= self.batch_rows
+
+    def flush(self) -> pa.RecordBatch | None:
+        """The waiting rows as one record batch (None when there are none)."""
+        if not self.rows:
+            return None
+        rows, self.rows = self.rows, []
+        arrays = []
+        for name, field in zip(COLUMNS, FLOW_SCHEMA, strict=True):
+            values = [r.get(name) for r in rows]
+            if name == "connections":
+                values = [1 if v is None else v for v in values]
+            elif name in ("start_time", "end_time"):
+                arrays.append(pa.array(values, type=pa.int64()).cast(field.type))
+                continue
+            arrays.append(pa.array(values, type=field.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)

@@ -1,0 +1,92 @@
+"""Recognising a flow file's format from its first bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import FlowSourceError
+from ._source import read_head
+
+__all__ = ["detect_format", "format_of_record"]
+
+_DECODER = json.JSONDecoder()
+
+
+def format_of_record(obj: Any) -> str | None:
+    """The format a decoded JSON record belongs to, or None when it fits none."""
+    if not isinstance(obj, dict):
+        return None
+    if "flow" in obj and isinstance(obj["flow"], dict):
+        return "hubble"
+    if "Key" in obj and isinstance(obj["Key"], dict):
+        return "goldmane"
+    if {"IP", "l4"} & obj.keys() or ("verdict" in obj and ("source" in obj or "Type" in obj)):
+        return "hubble"  # a bare Flow object
+    if "source_name_aggr" in obj or "dest_name_aggr" in obj:
+        return "calico"
+    if "reporter" in obj and "proto" in obj and ("dest_port" in obj or "dest_type" in obj):
+        return "calico"
+    if "protocol" in obj and "action" in obj and ("dest_name" in obj or "source_name" in obj):
+        return "whisker"
+    if {"node_status", "lost_events"} & obj.keys():
+        return "hubble"  # hubble observe prints these between flows
+    return None
+
+
+def _first_json_record(head: bytes) -> Any:
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    stripped = text.lstrip()
+    if stripped.startswith("["):  # a JSON array of records, or of nothing
+        start = stripped.find("{")
+        if start < 0:
+            return None
+        stripped = stripped[start:]
+    for line in stripped.splitlines()[:50] if not text.lstrip().startswith("[") else [stripped]:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj, _ = _DECODER.raw_decode(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "items" in obj and isinstance(obj["items"], list):
+            obj = obj["items"][0] if obj["items"] else None
+        return obj
+    return None
+
+
+def detect_format(path: Path) -> str:
+    """Detect the format of ``path`` (one of ``recommender.ingest.FORMATS``).
+
+    Raises
+    ------
+    FlowSourceError
+        When the file is empty or fits no known format; the message suggests ``--format``.
+    """
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise FlowSourceError(f"{path}: cannot be read: {exc.strerror or exc}.") from None
+    if magic == b"PAR1":
+        return "parquet"
+    head = read_head(path)
+    if not head.strip():
+        raise FlowSourceError(f"{path}: the file is empty.")
+    first_line = head.lstrip().split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    if first_line.startswith(("{", "[")):
+        fmt = format_of_record(_first_json_record(head))
+        if fmt:
+            return fmt
+    elif "," in first_line and "start_time" in first_line and "src_kind" in first_line:
+        return "csv"
+    else:
+        fields = first_line.split()
+        if len(fields) >= 24 and fields[0].isdigit() and fields[1].isdigit():
+            return "calico-text"
+    raise FlowSourceError(
+        f"{path}: not a flow log of any known format (Hubble JSON, Calico flow logs, Goldmane, "
+        "Whisker, canonical Parquet or CSV); name the format with --format if it is one."
+    )

@@ -1,0 +1,127 @@
+"""Finding input files, opening them (plain, gzip, zstd) and cutting them into lines."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import pyarrow as pa
+
+from ..errors import FlowSourceError
+
+__all__ = ["expand_paths", "iter_line_chunks", "open_decompressed", "read_head"]
+
+_GZIP = b"\x1f\x8b"
+_ZSTD = b"\x28\xb5\x2f\xfd"
+CHUNK_BYTES = 4 << 20
+
+
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files, folders (recursively) and glob patterns into a sorted list of files.
+
+    Raises
+    ------
+    FlowSourceError
+        When a path does not exist, a glob matches nothing, or nothing at all is given.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        text = os.fspath(raw)
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not files:
+                raise FlowSourceError(f"{text}: the folder holds no files.")
+            found.extend(files)
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(text):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise FlowSourceError(f"{text}: the pattern matches no file.")
+            found.extend(matches)
+        elif path.exists():
+            raise FlowSourceError(f"{text}: not a regular file or folder.")
+        else:
+            raise FlowSourceError(f"{text}: no such file or folder.")
+    if not found:
+        raise FlowSourceError("No flow file was given.")
+    unique: dict[str, Path] = {}
+    for p in found:
+        unique.setdefault(str(p), p)
+    return list(unique.values())
+
+
+def _compression(path: Path) -> str | None:
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise FlowSourceError(f"{path}: cannot be read: {exc.strerror or exc}.") from None
+    if magic.startswith(_GZIP):
+        return "gzip"
+    if magic.startswith(_ZSTD):
+        return "zstd"
+    return None
+
+
+def open_decompressed(path: Path) -> BinaryIO:
+    """Open ``path`` for reading bytes, decompressing gzip or zstd (detected by magic bytes)."""
+    codec = _compression(path)
+    try:
+        if codec is None:
+            return path.open("rb")
+        raw = pa.OSFile(str(path), "rb")
+        return cast(BinaryIO, pa.CompressedInputStream(raw, codec))
+    except (OSError, pa.ArrowException) as exc:
+        raise FlowSourceError(f"{path}: cannot be opened: {exc}.") from None
+
+
+def read_head(path: Path, size: int = 65536) -> bytes:
+    """The first ``size`` decompressed bytes of ``path`` (fewer at the end of the file)."""
+    try:
+        with open_decompressed(path) as fh:
+            return fh.read(size)
+    except (OSError, pa.ArrowException) as exc:
+        raise FlowSourceError(f"{path}: cannot be read: {exc}.") from None
+
+
+def iter_line_chunks(
+    path: Path, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[tuple[int, list[bytes], str | None]]:
+    """Yield ``(first_line_number, lines, error)`` for ``path`` in chunks of about ``chunk_bytes``.
+
+    Lines keep no line terminator; line numbers start at 1. When the compressed stream breaks off
+    (a truncated gzip file, say), the last item carries the lines read so far and an ``error``
+    text; the caller records it in the ledger and goes on with the next file.
+    """
+    line_no = 1
+    rest = b""
+    with open_decompressed(path) as fh:
+        while True:
+            error = None
+            try:
+                block = fh.read(chunk_bytes)
+            except (OSError, EOFError, pa.ArrowException) as exc:
+                block, error = b"", f"the file breaks off: {exc}"
+            if not block:
+                if rest:
+                    yield line_no, [rest.rstrip(b"\r")], error
+                elif error:
+                    yield line_no, [], error
+                return
+            data = rest + block
+            lines = data.split(b"\n")
+            rest = lines.pop()
+            if lines:
+                if lines[0].endswith(b"\r") or (len(lines) > 1 and lines[1].endswith(b"\r")):
+                    lines = [ln.rstrip(b"\r") for ln in lines]
+                yield line_no, lines, None
+                line_no += len(lines)

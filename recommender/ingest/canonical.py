@@ -1,0 +1,121 @@
+"""The canonical schema itself, as Parquet or CSV (as written by ``recommend ingest``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ..errors import FlowFormatError, SchemaError
+from ..schema import FLOW_SCHEMA, PROTOCOLS, VERDICTS, conform_table
+from ._base import FlowReader
+from ._source import open_decompressed
+
+__all__ = ["CsvReader", "ParquetReader"]
+
+_KINDS = pa.array(["workload", "host", "remote-node", "external", "cluster-entity", "unknown"])
+
+
+class ParquetReader(FlowReader):
+    """Canonical Parquet files, read one row group at a time."""
+
+    name = "parquet"
+
+    def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+        try:
+            parquet = pq.ParquetFile(path)
+            columns = [c for c in FLOW_SCHEMA.names if c in parquet.schema_arrow.names]
+            batches = parquet.iter_batches(batch_size=self.builder.batch_rows, columns=columns)
+            row = 0
+            for batch in batches:
+                yield self._checked(pa.Table.from_batches([batch]), path, row)
+                row += batch.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise FlowFormatError(f"{path}: not a readable Parquet file: {exc}") from None
+
+    def _checked(self, table: pa.Table, path: Path, first_row: int) -> pa.RecordBatch:
+        """Conform one chunk to the schema; rows with impossible values are skipped."""
+        table = conform_table(table, origin=str(path))
+        n = table.num_rows
+        self.ledger.read += n
+        bad = pc.invert(
+            pc.and_(
+                pc.and_(
+                    pc.is_in(table["protocol"], value_set=pa.array(PROTOCOLS)),
+                    pc.is_in(table["verdict"], value_set=pa.array(VERDICTS)),
+                ),
+                pc.and_(
+                    pc.is_in(table["src_kind"], value_set=_KINDS),
+                    pc.is_in(table["dst_kind"], value_set=_KINDS),
+                ),
+            )
+        )
+        bad = pc.fill_null(bad, True)
+        for name in ("src_port", "dst_port"):
+            out_of_range = pc.or_(pc.less(table[name], 0), pc.greater(table[name], 65535))
+            bad = pc.or_(bad, pc.fill_null(out_of_range, False))
+        bad_rows = pc.indices_nonzero(bad).to_pylist()
+        for i in bad_rows:
+            self.ledger.skip(str(path), first_row + i + 1, "invalid-value",
+                             "protocol, verdict, endpoint kind or port out of its value set")
+        if bad_rows:
+            table = table.filter(pc.invert(bad))
+        # Provenance of re-read canonical rows stays that of the original input.
+        self.ledger.used += table.num_rows
+        if not table.num_rows:
+            return pa.RecordBatch.from_pylist([], schema=FLOW_SCHEMA)
+        return table.combine_chunks().to_batches(max_chunksize=n)[0]
+
+
+class CsvReader(ParquetReader):
+    """Canonical CSV files; map columns (labels) as JSON objects, list columns as JSON arrays."""
+
+    name = "csv"
+
+    def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+        import json
+
+        text_types = {
+            f.name: pa.string()
+            for f in FLOW_SCHEMA
+            if pa.types.is_map(f.type) or pa.types.is_list(f.type)
+        }
+        try:
+            with open_decompressed(path) as fh:
+                reader = pacsv.open_csv(
+                    fh,
+                    read_options=pacsv.ReadOptions(block_size=1 << 22),
+                    convert_options=pacsv.ConvertOptions(column_types=text_types),
+                )
+                row = 0
+                for batch in reader:
+                    table = pa.Table.from_batches([batch])
+                    for name in text_types:
+                        if name not in table.column_names:
+                            continue
+                        target = FLOW_SCHEMA.field(name).type
+                        values = []
+                        for cell in table[name].to_pylist():
+                            try:
+                                parsed = json.loads(cell) if cell else None
+                            except ValueError:
+                                parsed = None
+                            if pa.types.is_map(target) and isinstance(parsed, dict):
+                                parsed = {str(k): str(v) for k, v in parsed.items()}
+                            elif pa.types.is_list(target) and isinstance(parsed, list):
+                                parsed = [str(v) for v in parsed]
+                            else:
+                                parsed = None
+                            values.append(parsed)
+                        idx = table.column_names.index(name)
+                        table = table.set_column(idx, name, pa.array(values, type=target))
+                    yield self._checked(table, path, row)
+                    row += batch.num_rows
+        except SchemaError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise FlowFormatError(f"{path}: not a readable canonical CSV file: {exc}") from None

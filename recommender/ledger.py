@@ -1,0 +1,105 @@
+"""The ingest ledger: every input record is accounted for.
+
+Each record a reader sees ends in exactly one outcome: ``used`` (a row of the canonical table),
+``duplicate`` (merged into a row already kept: a second observation point, the other end's
+report of the same connection), ``reply`` (a reply-direction event, never a connection start),
+or ``skipped`` with a reason. The invariant ``read == used + duplicate + reply + skipped`` holds
+per file and in total, and is checked by the tests.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["IngestLedger", "SkipExample"]
+
+_MAX_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class SkipExample:
+    """Where a skipped record was, and why it was skipped."""
+
+    file: str
+    row: int
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class IngestLedger:
+    """Counts of what happened to every input record.
+
+    Attributes
+    ----------
+    read, used, duplicate, reply
+        Record counts; ``skipped`` holds the rest by reason.
+    files
+        Per input file: its detected format and its own counts.
+    examples
+        The first few skipped records, with file and row, for the report.
+    """
+
+    read: int = 0
+    used: int = 0
+    duplicate: int = 0
+    reply: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    examples: list[SkipExample] = field(default_factory=list)
+
+    @property
+    def skipped_total(self) -> int:
+        """All skipped records, whatever the reason."""
+        return sum(self.skipped.values())
+
+    @property
+    def balanced(self) -> bool:
+        """True when every record read has exactly one outcome."""
+        return self.read == self.used + self.duplicate + self.reply + self.skipped_total
+
+    def skip(self, file: str, row: int, reason: str, detail: str = "") -> None:
+        """Count one skipped record (``reason`` is a short stable key such as ``invalid-ip``)."""
+        self.skipped[reason] += 1
+        if len(self.examples) < _MAX_EXAMPLES:
+            self.examples.append(SkipExample(file, row, reason, detail[:200]))
+
+    def open_file(self, file: str, fmt: str) -> None:
+        """Start the per-file counts of ``file``, read as format ``fmt``."""
+        self.files[file] = {"format": fmt, "read": self.read, "used": self.used}
+
+    def close_file(self, file: str) -> None:
+        """Freeze the per-file counts of ``file``."""
+        entry = self.files[file]
+        entry["read"] = self.read - entry["read"]
+        entry["used"] = self.used - entry["used"]
+
+    def merge(self, other: IngestLedger) -> None:
+        """Add ``other``'s counts to this ledger (for ledgers of separate workers)."""
+        self.read += other.read
+        self.used += other.used
+        self.duplicate += other.duplicate
+        self.reply += other.reply
+        self.skipped.update(other.skipped)
+        self.files.update(other.files)
+        room = _MAX_EXAMPLES - len(self.examples)
+        self.examples.extend(other.examples[: max(room, 0)])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, with sorted keys, for reports."""
+        return {
+            "read": self.read,
+            "used": self.used,
+            "duplicate": self.duplicate,
+            "reply": self.reply,
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_total": self.skipped_total,
+            "balanced": self.balanced,
+            "files": {k: self.files[k] for k in sorted(self.files)},
+            "examples": [
+                {"file": e.file, "row": e.row, "reason": e.reason, "detail": e.detail}
+                for e in self.examples
+            ],
+        }
