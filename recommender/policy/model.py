@@ -1,0 +1,185 @@
+"""The dialect-neutral policy model: the contract between synthesis, writers and the evaluator.
+
+All classes are frozen dataclasses whose tuple fields are kept sorted by the code that builds
+them, so that equal policies compare equal and render to the same bytes.
+
+A :class:`PolicySet` holds :class:`Policy` objects. A policy selects pods of one namespace by a
+:class:`LabelSelector` and carries ingress and egress :class:`Rule` objects; a rule allows (or
+denies, or passes) traffic from or to its :class:`Peer` objects on its :class:`PortSpec` objects.
+Peers within a rule are OR-ed; in one peer, a namespace selector and a pod selector are AND-ed
+(the Kubernetes NetworkPolicy meaning). An empty ``ports`` tuple means every port and protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+__all__ = [
+    "Action",
+    "Direction",
+    "Evidence",
+    "LabelSelector",
+    "Peer",
+    "Policy",
+    "PolicySet",
+    "PortSpec",
+    "Rule",
+]
+
+Direction = Literal["ingress", "egress"]
+Action = Literal["allow", "deny", "pass"]
+PeerKind = Literal["pods", "cidr", "entity"]
+
+
+@dataclass(frozen=True, order=True)
+class LabelSelector:
+    """A Kubernetes label selector; the empty selector matches everything.
+
+    ``match_expressions`` holds ``(key, operator, values)`` with operator ``In``, ``NotIn``,
+    ``Exists`` or ``DoesNotExist`` and values sorted.
+    """
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def of(cls, labels: dict[str, str] | None = None) -> LabelSelector:
+        """A selector matching exactly these labels (sorted)."""
+        return cls(tuple(sorted((labels or {}).items())))
+
+    @property
+    def is_empty(self) -> bool:
+        """True for the selector that matches everything."""
+        return not self.match_labels and not self.match_expressions
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether a pod or namespace with ``labels`` is selected."""
+        for key, value in self.match_labels:
+            if labels.get(key) != value:
+                return False
+        for key, op, values in self.match_expressions:
+            present = key in labels
+            if op == "In" and (not present or labels[key] not in values):
+                return False
+            if op == "NotIn" and present and labels[key] in values:
+                return False
+            if op == "Exists" and not present:
+                return False
+            if op == "DoesNotExist" and present:
+                return False
+        return True
+
+
+@dataclass(frozen=True, order=True)
+class PortSpec:
+    """A protocol with one port, a port range (``port``..``end_port``), or every port (None)."""
+
+    protocol: str
+    port: int | None = None
+    end_port: int | None = None
+
+    def contains(self, protocol: str, port: int | None) -> bool:
+        """Whether traffic of ``protocol`` to ``port`` falls in this spec."""
+        if protocol != self.protocol:
+            return False
+        if self.port is None:
+            return True
+        if port is None:
+            return False
+        return self.port <= port <= (self.end_port or self.port)
+
+
+@dataclass(frozen=True, order=True)
+class Peer:
+    """One peer of a rule.
+
+    ``kind`` is ``pods`` (``namespace_selector`` None means the policy's own namespace;
+    ``pod_selector`` None means every pod of the selected namespaces), ``cidr`` (``cidr`` with
+    ``except_``), or ``entity`` (a Cilium-style entity such as ``kube-apiserver``, ``host``,
+    ``remote-node`` or ``world``; writers without entities use ``cidr`` peers instead).
+    ``note`` explains a peer that needs a human eye (node addresses, say) and is not rendered
+    into the policy itself.
+    """
+
+    kind: PeerKind
+    namespace_selector: LabelSelector | None = None
+    pod_selector: LabelSelector | None = None
+    cidr: str | None = None
+    except_: tuple[str, ...] = ()
+    entity: str | None = None
+    note: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a rule rests on: observed connections and when."""
+
+    connections: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    windows: int = 0
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Traffic from (ingress) or to (egress) ``peers`` on ``ports`` gets ``action``."""
+
+    direction: Direction
+    peers: tuple[Peer, ...]
+    ports: tuple[PortSpec, ...] = ()
+    action: Action = "allow"
+    evidence: Evidence = field(default_factory=Evidence, compare=False)
+    comment: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One namespaced policy selecting pods by ``selector``.
+
+    ``policy_types`` lists the directions the policy isolates (a policy with no ingress rules
+    but ``ingress`` in its types denies all ingress to its pods). ``precedence`` and ``tier``
+    are for dialects that order policies (Calico); Kubernetes ignores them.
+    """
+
+    name: str
+    namespace: str
+    selector: LabelSelector
+    policy_types: tuple[Direction, ...] = ("ingress", "egress")
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    precedence: int | None = None
+    tier: str | None = None
+    description: str = field(default="", compare=False)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Ingress then egress rules."""
+        return self.ingress + self.egress
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Every policy of a recommendation, sorted by namespace and name."""
+
+    policies: tuple[Policy, ...] = ()
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.policies, key=lambda p: (p.namespace, p.name)))
+        object.__setattr__(self, "policies", ordered)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """The namespaces that have at least one policy, sorted."""
+        return tuple(sorted({p.namespace for p in self.policies}))
+
+    def in_namespace(self, namespace: str) -> tuple[Policy, ...]:
+        """The policies of one namespace."""
+        return tuple(p for p in self.policies if p.namespace == namespace)
+
+    def __len__(self) -> int:
+        return len(self.policies)
