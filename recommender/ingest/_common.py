@@ -231,17 +231,26 @@ class RecentKeys:
 
 
 class BatchBuilder:
-    """Collects canonical rows (dicts keyed by column name) into Arrow record batches.
+    """Collects canonical rows into Arrow record batches.
 
-    Missing keys are nulls. ``connections`` defaults to 1.
+    :meth:`add` takes a dict keyed by column name (missing keys are nulls; ``connections``
+    defaults to 1); :meth:`add_tuple` takes a tuple in :data:`~recommender.schema.COLUMNS`
+    order, for readers on a hot path. Times are int microseconds since the epoch.
     """
 
     def __init__(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
         self.batch_rows = batch_rows
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[tuple[Any, ...]] = []
 
     def add(self, row: dict[str, Any]) -> None:
-        """Append one row."""
+        """Append one row given as a dict."""
+        values = tuple(row.get(name) for name in COLUMNS)
+        if values[_CONNECTIONS] is None:
+            values = values[:_CONNECTIONS] + (1,) + values[_CONNECTIONS + 1 :]
+        self.rows.append(values)
+
+    def add_tuple(self, row: tuple[Any, ...]) -> None:
+        """Append one row given in column order."""
         self.rows.append(row)
 
     @property
@@ -255,12 +264,12 @@ class BatchBuilder:
             return None
         rows, self.rows = self.rows, []
         arrays = []
-        for name, field in zip(COLUMNS, FLOW_SCHEMA, strict=True):
-            values = [r.get(name) for r in rows]
-            if name == "connections":
-                values = [1 if v is None else v for v in values]
-            elif name in ("start_time", "end_time"):
+        for values, field in zip(zip(*rows, strict=True), FLOW_SCHEMA, strict=True):
+            if field.name in ("start_time", "end_time"):
                 arrays.append(pa.array(values, type=pa.int64()).cast(field.type))
-                continue
-            arrays.append(pa.array(values, type=field.type))
+            else:
+                arrays.append(pa.array(values, type=field.type))
         return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
+
+
+_CONNECTIONS: Final = COLUMNS.index("connections")
