@@ -49,6 +49,7 @@ class IngestLedger:
     skipped: Counter[str] = field(default_factory=Counter)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     examples: list[SkipExample] = field(default_factory=list)
+    ignored_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def skipped_total(self) -> int:
@@ -65,6 +66,10 @@ class IngestLedger:
         self.skipped[reason] += 1
         if len(self.examples) < _MAX_EXAMPLES:
             self.examples.append(SkipExample(file, row, reason, detail[:200]))
+
+    def ignore_file(self, file: str, reason: str) -> None:
+        """Note a file found in a folder that is not a flow log (it holds no records)."""
+        self.ignored_files[file] = reason
 
     def open_file(self, file: str, fmt: str) -> None:
         """Start the per-file counts of ``file``, read as format ``fmt``."""
@@ -84,6 +89,7 @@ class IngestLedger:
         self.reply += other.reply
         self.skipped.update(other.skipped)
         self.files.update(other.files)
+        self.ignored_files.update(other.ignored_files)
         room = _MAX_EXAMPLES - len(self.examples)
         self.examples.extend(other.examples[: max(room, 0)])
 
@@ -98,6 +104,7 @@ class IngestLedger:
             "skipped_total": self.skipped_total,
             "balanced": self.balanced,
             "files": {k: self.files[k] for k in sorted(self.files)},
+            "ignored_files": sorted(self.ignored_files),
             "examples": [
                 {"file": e.file, "row": e.row, "reason": e.reason, "detail": e.detail}
                 for e in self.examples

@@ -24,7 +24,7 @@ __all__ = [
     "empty_flow_table",
 ]
 
-#: Version of the canonical schema; stored in the Parquet metadata as ``recommender.schema_version``.
+#: Version of the canonical schema (Parquet metadata key ``recommender.schema_version``).
 SCHEMA_VERSION: Final = "1.0"
 
 #: What an endpoint is.

@@ -19,7 +19,7 @@ from ..schema import FLOW_SCHEMA
 from ._base import FlowReader
 from ._common import DEFAULT_BATCH_ROWS
 from ._detect import detect_format
-from ._source import expand_paths
+from ._source import expand_paths_explicit
 from .calico import CalicoReader, CalicoTextReader
 from .canonical import CsvReader, ParquetReader
 from .goldmane import GoldmaneReader, WhiskerReader
@@ -67,10 +67,20 @@ class FlowBatches:
             raise FlowSourceError(
                 f"Unknown format {format!r}; choose one of {', '.join(FORMATS)}."
             )
-        self.files: list[tuple[Path, str]] = [
-            (p, format or detect_format(p)) for p in expand_paths(paths)
-        ]
         self.ledger = ledger if ledger is not None else IngestLedger()
+        self.files: list[tuple[Path, str]] = []
+        for path, explicit in expand_paths_explicit(paths):
+            if format is not None:
+                self.files.append((path, format))
+                continue
+            try:
+                self.files.append((path, detect_format(path)))
+            except FlowSourceError as exc:
+                if explicit:
+                    raise
+                self.ledger.ignore_file(str(path), str(exc))
+        if not self.files:
+            raise FlowSourceError("None of the given files is a flow log of a known format.")
         self.batch_rows = batch_rows
         self._iter = self._generate()
 

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import pyarrow as pa
@@ -25,7 +25,7 @@ __all__ = [
 
 DEFAULT_BATCH_ROWS: Final = 65536
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Times before 2000 or after 2100 are impossible for a flow log: a unit mix-up, most likely.
 _MIN_US: Final = 946_684_800 * 1_000_000
 _MAX_US: Final = 4_102_444_800 * 1_000_000
@@ -42,7 +42,7 @@ class BadValue(ValueError):
 def to_micros(value: Any, field: str = "time") -> int:
     """Microseconds since the epoch (UTC) from a datetime, Unix seconds, or an RFC 3339 string."""
     if isinstance(value, datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
         us = (dt - _EPOCH) // _ONE_US
     elif isinstance(value, bool) or value is None:
         raise BadValue("invalid-time", f"{field} is {value!r}")
@@ -63,7 +63,7 @@ def to_micros(value: Any, field: str = "time") -> int:
     return us
 
 
-_ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+_ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -246,7 +246,7 @@ class BatchBuilder:
         """Append one row given as a dict."""
         values = tuple(row.get(name) for name in COLUMNS)
         if values[_CONNECTIONS] is None:
-            values = values[:_CONNECTIONS] + (1,) + values[_CONNECTIONS + 1 :]
+            values = (*values[:_CONNECTIONS], 1, *values[_CONNECTIONS + 1 :])
         self.rows.append(values)
 
     def add_tuple(self, row: tuple[Any, ...]) -> None:

@@ -12,50 +12,61 @@ import pyarrow as pa
 
 from ..errors import FlowSourceError
 
-__all__ = ["expand_paths", "iter_line_chunks", "open_decompressed", "read_head"]
+__all__ = ["expand_paths", "expand_paths_explicit", "iter_line_chunks", "open_decompressed", "read_head"]
 
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
 CHUNK_BYTES = 4 << 20
 
 
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand files, folders (recursively) and glob patterns into a sorted list of files.
+    """Expand files, folders (recursively) and glob patterns into a list of files.
+
+    Files named directly come in the order given; a folder's or a pattern's files sorted.
+    """
+    return [p for p, _ in expand_paths_explicit(paths)]
+
+
+def expand_paths_explicit(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, bool]]:
+    """Like :func:`expand_paths`, with whether each file was named directly (True) or found in
+    a folder (False): a folder may hold other files, which are then passed over, not refused.
 
     Raises
     ------
     FlowSourceError
         When a path does not exist, a glob matches nothing, or nothing at all is given.
     """
-    found: list[Path] = []
+    found: list[tuple[Path, bool]] = []
     for raw in paths:
         text = os.fspath(raw)
         path = Path(text)
         if path.is_dir():
             files = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))
             )
             if not files:
                 raise FlowSourceError(f"{text}: the folder holds no files.")
-            found.extend(files)
+            found.extend((p, False) for p in files)
         elif path.is_file():
-            found.append(path)
+            found.append((path, True))
         elif glob.has_magic(text):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
             if not matches:
                 raise FlowSourceError(f"{text}: the pattern matches no file.")
-            found.extend(matches)
+            found.extend((p, True) for p in matches)
         elif path.exists():
             raise FlowSourceError(f"{text}: not a regular file or folder.")
         else:
             raise FlowSourceError(f"{text}: no such file or folder.")
     if not found:
         raise FlowSourceError("No flow file was given.")
-    unique: dict[str, Path] = {}
-    for p in found:
-        unique.setdefault(str(p), p)
+    unique: dict[str, tuple[Path, bool]] = {}
+    for p, explicit in found:
+        unique.setdefault(str(p), (p, explicit))
     return list(unique.values())
 
 

@@ -27,7 +27,7 @@ import msgspec
 import pyarrow as pa
 
 from ._base import FlowReader
-from ._common import BadValue, RecentKeys, infer_workload, norm_ip
+from ._common import _EPOCH, _ONE_US, BadValue, RecentKeys, infer_workload, norm_ip, to_micros
 from ._source import iter_line_chunks
 
 __all__ = ["HubbleReader", "infer_reply"]
@@ -454,7 +454,7 @@ class HubbleReader(FlowReader):
         if reply:
             ledger.reply += 1
             return
-        micros = int(when.timestamp() * 1_000_000)
+        micros = (when - _EPOCH) // _ONE_US if when.tzinfo else to_micros(when)
         conn_key = (sip, dip, protocol, sport, dport, icmp.type if icmp is not None else None)
         recent = self._recent
         seen = recent.get(conn_key)

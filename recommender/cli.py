@@ -1,0 +1,201 @@
+"""The ``recommend`` command: a thin shell over the library.
+
+Each command parses its options, calls one library function, renders the result and maps
+errors to exit codes: 0 success, 1 a finding that should fail a pipeline (see each command),
+2 bad input or usage, 70 an internal error (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import __version__
+from .errors import RecommenderError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="recommend",
+    help=(
+        "Least-privilege Kubernetes network policies from flow logs (Calico, Goldmane, "
+        "Whisker, Cilium Hubble, or the canonical Parquet/CSV).\n\n"
+        "`recommend FLOWS...` is short for `recommend run FLOWS...`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+FlowsArg = Annotated[
+    list[Path],
+    typer.Argument(help="Flow files, folders or glob patterns (plain, gzip or zstd).",
+                   show_default=False),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", "-f", help="Input format for every file (detected per file when "
+                 "omitted): calico, calico-text, csv, goldmane, hubble, parquet, whisker."),
+]
+
+
+def _err(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def _progress(enabled: bool) -> Any:
+    """A rich progress display on a terminal, or None when quiet."""
+    if not enabled:
+        return None
+    from rich.progress import (
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,.0f} rows"),
+        TextColumn("({task.speed} rows/s)" if False else "[{task.fields[rate]}]"),
+        TimeElapsedColumn(),
+        transient=True,
+    )
+
+
+def _print_ledger(ledger: dict[str, Any]) -> None:
+    typer.echo(
+        f"records read: {ledger['read']:,}  used: {ledger['used']:,}  "
+        f"merged duplicates: {ledger['duplicate']:,}  replies dropped: {ledger['reply']:,}  "
+        f"skipped: {ledger['skipped_total']:,}"
+    )
+    for name in ledger["ignored_files"]:
+        typer.echo(f"  passed over (not a flow log): {name}")
+    for reason, count in ledger["skipped"].items():
+        typer.echo(f"  skipped {reason}: {count:,}")
+    for example in ledger["examples"][:5]:
+        typer.echo(f"  e.g. {example['file']}:{example['row']}: {example['reason']}: "
+                   f"{example['detail']}")
+
+
+@app.command()
+def ingest(
+    flows: FlowsArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    format: FormatOpt = None,
+    summary: Annotated[bool, typer.Option("--summary", help="Print the ingest ledger and a "
+                                          "short profile of the flows.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Read flow logs into the canonical flow table (zstd Parquet)."""
+    from .ingest import iter_flow_batches
+    from .ingest._write import write_flows_parquet
+
+    batches = iter_flow_batches(flows, format)
+    progress = _progress(sys.stderr.isatty() and not json_out)
+    started = time.perf_counter()
+    if progress is not None:
+        with progress:
+            task = progress.add_task("ingesting", total=None, rate="")
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+                done = progress.tasks[0].completed
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                progress.update(task, rate=f"{done / elapsed:,.0f} rows/s")
+
+            rows = write_flows_parquet(batches, output, ledger=batches.ledger, on_batch=advance)
+    else:
+        rows = write_flows_parquet(batches, output, ledger=batches.ledger)
+    ledger = batches.ledger.to_dict()
+    if json_out:
+        from .profile import profile_flows
+
+        payload = {"output": str(output), "rows": rows, "ledger": ledger}
+        if summary:
+            payload["profile"] = profile_flows(str(output)).to_dict()
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        return
+    typer.echo(f"wrote {rows:,} connection rows to {output}")
+    _print_ledger(ledger)
+    if summary:
+        from .profile import profile_flows
+
+        prof = profile_flows(str(output))
+        typer.echo(f"time span: {prof.first_seen} .. {prof.last_seen}")
+        typer.echo(f"namespaces ({len(prof.namespaces)}): {', '.join(prof.namespaces)}")
+        typer.echo(f"workloads: {prof.workloads}")
+        typer.echo("verdicts: " + ", ".join(f"{k} {v:,}" for k, v in prof.verdicts.items()))
+        typer.echo("protocols: " + ", ".join(f"{k} {v:,}" for k, v in prof.protocols.items()))
+        typer.echo("top talkers:")
+        for src, dst, count in prof.top_talkers:
+            typer.echo(f"  {count:>10,}  {src} -> {dst}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"recommend {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Least-privilege Kubernetes network policies from flow logs."""
+
+
+def _commands() -> set[str]:
+    import typer.main
+
+    group = typer.main.get_group(app)
+    return set(group.commands)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``recommend`` console script; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-") and args[0] not in _commands() and "run" in _commands():
+        args.insert(0, "run")
+    try:
+        app(args=args, prog_name="recommend", standalone_mode=False)
+    except RecommenderError as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted.")
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # noqa: BLE001 - a bug: say so without a traceback, unless asked
+        if os.environ.get("RECOMMENDER_DEBUG"):
+            raise
+        name = type(exc).__name__
+        if name in ("UsageError", "BadParameter", "NoSuchOption", "MissingParameter"):
+            message = getattr(exc, "format_message", lambda: str(exc))()
+            _err(f"{message}\nTry 'recommend --help'.")
+            return 2
+        if name == "Exit":
+            return int(getattr(exc, "exit_code", 0))
+        _err(f"internal error ({name}: {exc}). This is a bug; rerun with RECOMMENDER_DEBUG=1 "
+             "for the traceback and report it.")
+        return 70
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+
+
+def _console() -> None:
+    """The console-script wrapper: exit with :func:`main`'s status."""
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Deterministic YAML for emitted manifests: block style, no aliases, ambiguous strings quoted.
+
+The renderers build their dicts in Kubernetes-conventional key order, so keys are never
+re-sorted here. Strings that a YAML 1.1 or 1.2 parser could read as another type (``"80"``,
+``"on"``, ``"y"``, ``"1e3"``, ``"0o17"``, ``""``) are single-quoted, whatever PyYAML alone
+would decide, because kubectl (go-yaml) and PyYAML disagree on several of them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import yaml
+
+from ..errors import InputError
+
+__all__ = ["dump_yaml", "load_yaml_documents"]
+
+#: Plain scalars that some YAML parser (1.1 or 1.2 core, PyYAML or go-yaml) reads as a
+#: null, bool, int, float or merge/value key rather than a string.
+_AMBIGUOUS: Final = re.compile(
+    r"""
+    | ~ | null | Null | NULL
+    | y | Y | yes | Yes | YES | n | N | no | No | NO
+    | true | True | TRUE | false | False | FALSE
+    | on | On | ON | off | Off | OFF
+    | [-+]? (?: 0b[01_]+ | 0o?[0-7_]+ | 0x[0-9a-fA-F_]+ | [0-9][0-9_]* (?: :[0-5]?[0-9] )* )
+    | [-+]? (?: \.[0-9_]+ | [0-9][0-9_]* (?: \.[0-9_]* )? ) (?: [eE][-+]?[0-9]+ )?
+    | [-+]? \. (?: inf | Inf | INF ) | \. (?: nan | NaN | NAN )
+    | << | =
+    """,
+    re.VERBOSE,
+)
+
+#: Characters that single-quoted or plain scalars cannot carry faithfully (line breaks fold,
+#: NEL is read back as a space): strings with any of them are double-quoted with escapes.
+_NEEDS_ESCAPES: Final = re.compile(
+    r"[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\x85\u2028\u2029\ufeff]"
+)
+
+#: No line wrapping: long values stay on one line so diffs stay readable.
+_NO_WRAP: Final = 2**30
+
+
+class _Dumper(yaml.SafeDumper):
+    """A SafeDumper that never emits anchors or aliases and quotes ambiguous strings."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    """Quote strings that read as another type; leave the rest to PyYAML's own analysis."""
+    if _NEEDS_ESCAPES.search(data):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+    if _AMBIGUOUS.fullmatch(data):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="'")
+    return dumper.represent_str(data)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(docs: list[dict[str, Any]]) -> str:
+    """Serialise manifests as one deterministic multi-document YAML stream.
+
+    Parameters
+    ----------
+    docs : list of dict
+        The documents, each a mapping of plain values (dict, list, str, int, bool, None).
+        Key order is kept as built.
+
+    Returns
+    -------
+    str
+        The documents separated by ``---`` lines, ending with a newline; ``""`` for no
+        documents.
+
+    Examples
+    --------
+    >>> print(dump_yaml([{"kind": "A", "port": "80"}, {"kind": "B", "on": True}]), end="")
+    kind: A
+    port: '80'
+    ---
+    kind: B
+    'on': true
+    """
+    if not docs:
+        return ""
+    text = yaml.dump_all(
+        docs,
+        Dumper=_Dumper,
+        default_flow_style=False,
+        sort_keys=False,
+        allow_unicode=True,
+        width=_NO_WRAP,
+        indent=2,
+        explicit_start=False,
+        explicit_end=False,
+        line_break="\n",
+    )
+    return text if text.endswith("\n") else text + "\n"
+
+
+def load_yaml_documents(text: str) -> list[dict[str, Any]]:
+    """Parse a multi-document YAML stream (safely) into its mapping documents.
+
+    Empty documents are skipped.
+
+    Parameters
+    ----------
+    text : str
+        YAML text, for instance the output of :func:`dump_yaml`.
+
+    Returns
+    -------
+    list of dict
+        The documents in stream order.
+
+    Raises
+    ------
+    InputError
+        If the text is not valid YAML or a document is not a mapping.
+
+    Examples
+    --------
+    >>> load_yaml_documents(dump_yaml([{"a": "80"}, {"b": [1, 2]}]))
+    [{'a': '80'}, {'b': [1, 2]}]
+    """
+    try:
+        loaded = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise InputError(f"The YAML text cannot be parsed: {exc}") from None
+    docs: list[dict[str, Any]] = []
+    for index, doc in enumerate(loaded):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise InputError(
+                f"YAML document {index + 1} is a {type(doc).__name__}, not a mapping; "
+                "every manifest must be a mapping."
+            )
+        docs.append(doc)
+    return docs

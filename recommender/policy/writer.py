@@ -1,0 +1,254 @@
+"""Write rendered manifests as a kustomize tree, atomically, or as one YAML stream.
+
+The tree is ``<out>/<namespace>/<name>.yaml`` (one manifest per file), a
+``<out>/<namespace>/kustomization.yaml`` listing them, a top-level ``<out>/kustomization.yaml``
+listing the namespace folders, any extra files (reports) at the top level, and a marker file
+``.recommender-output`` that says the folder is ours to replace.
+
+The whole tree is built in a hidden sibling folder and swapped into place with renames, so a
+failure part-way leaves the previous tree as it was. A non-empty folder without the marker is
+never replaced: it may hold the user's own files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from ..errors import ConfigError, SynthesisError
+from ._names import is_dns1123_label, is_dns1123_subdomain
+from ._yaml import dump_yaml
+
+__all__ = ["MARKER_FILE", "write_policy_tree", "write_yaml_stream"]
+
+logger = logging.getLogger(__name__)
+
+#: Present at the top of every tree written here; its absence protects foreign folders.
+MARKER_FILE: Final = ".recommender-output"
+_MARKER_TEXT: Final = (
+    "This folder is written by recommender and replaced as a whole on every run.\n"
+    "Do not keep your own files here.\n"
+)
+_KUSTOMIZATION: Final = "kustomization.yaml"
+#: Longest file name most file systems accept (bytes; names here are ASCII).
+_NAME_MAX: Final = 255
+
+
+def write_yaml_stream(manifests: list[dict[str, Any]]) -> str:
+    """All manifests as one ``---``-separated YAML stream (for ``--dry-run``).
+
+    Parameters
+    ----------
+    manifests : list of dict
+        Rendered manifests, in the order to print them.
+
+    Returns
+    -------
+    str
+        The YAML text, ending with a newline (``""`` for no manifests).
+
+    Examples
+    --------
+    >>> print(write_yaml_stream([{"kind": "A"}, {"kind": "B"}]), end="")
+    kind: A
+    ---
+    kind: B
+    """
+    return dump_yaml(manifests)
+
+
+def write_policy_tree(
+    manifests_by_namespace: Mapping[str, list[dict[str, Any]]],
+    out_dir: Path,
+    *,
+    extra_files: Mapping[str, bytes | str] | None = None,
+) -> list[Path]:
+    """Write manifests as a kustomize tree under ``out_dir``, replacing any tree written before.
+
+    Parameters
+    ----------
+    manifests_by_namespace : mapping of str to list of dict
+        Namespaced manifests grouped by namespace; each manifest's ``metadata.namespace`` must
+        equal its key. A namespace with no manifests gets no folder.
+    out_dir : Path
+        The folder to create or replace. An existing folder is replaced only if it is empty or
+        holds the ``.recommender-output`` marker of an earlier run.
+    extra_files : mapping of str to bytes or str, optional
+        Files for the top level, such as ``report.json``; names must be DNS-1123 subdomains
+        (lowercase, digits, ``-`` and ``.``). Text is written as UTF-8.
+
+    Returns
+    -------
+    list of Path
+        Every file written (under ``out_dir``, the marker included), sorted.
+
+    Raises
+    ------
+    SynthesisError
+        If a namespace, manifest name or extra file name is not a valid, unique file name
+        built from DNS-1123 names, or a manifest sits under the wrong namespace.
+    ConfigError
+        If ``out_dir`` is a file, a symbolic link, or a non-empty folder not written by this
+        function.
+    OSError
+        If the file system refuses; the previous tree is then left in place.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> manifest = {"kind": "NetworkPolicy", "metadata": {"name": "web", "namespace": "shop"}}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     paths = write_policy_tree({"shop": [manifest]}, Path(tmp) / "out")
+    ...     [p.relative_to(tmp).as_posix() for p in paths]
+    ['out/.recommender-output', 'out/kustomization.yaml', 'out/shop/kustomization.yaml', 'out/shop/web.yaml']
+    """  # noqa: E501
+    files = _plan(manifests_by_namespace, extra_files or {})
+    _check_target(out_dir)
+
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{out_dir.name}.tmp-{secrets.token_hex(6)}"
+    tmp.mkdir()
+    try:
+        root = tmp.resolve()
+        for relative, content in files.items():
+            path = tmp.joinpath(*relative)
+            if not path.resolve().is_relative_to(root):  # pragma: no cover - names are checked
+                raise SynthesisError(f"The output path {path} would leave {out_dir}.")
+            path.parent.mkdir(exist_ok=True)
+            data = content() if callable(content) else content
+            path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        _swap(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sorted(out_dir.joinpath(*relative) for relative in files)
+
+
+#: File content: bytes, text, or YAML rendered only when the file is written.
+_Content = bytes | str | Callable[[], str]
+
+
+def _plan(
+    manifests_by_namespace: Mapping[str, list[dict[str, Any]]],
+    extra_files: Mapping[str, bytes | str],
+) -> dict[tuple[str, ...], _Content]:
+    """Every file of the tree as relative path parts → content, all names checked first."""
+    files: dict[tuple[str, ...], _Content] = {(MARKER_FILE,): _MARKER_TEXT}
+    folders: list[str] = []
+    for namespace in sorted(manifests_by_namespace):
+        manifests = manifests_by_namespace[namespace]
+        if not is_dns1123_label(namespace):
+            raise SynthesisError(
+                f"Namespace {namespace!r} is not a DNS-1123 label, so it cannot name an output "
+                "folder."
+            )
+        if not manifests:
+            continue
+        names: list[str] = []
+        for manifest in manifests:
+            file_name = _manifest_file_name(manifest, namespace)
+            if (namespace, file_name) in files:
+                raise SynthesisError(
+                    f"Two manifests in namespace {namespace!r} would both be written to "
+                    f"{file_name}; manifest names must be unique within a namespace."
+                )
+            files[(namespace, file_name)] = _lazy_dump(manifest)
+            names.append(file_name)
+        files[(namespace, _KUSTOMIZATION)] = _lazy_dump(_kustomization(sorted(names)))
+        folders.append(namespace)
+    files[(_KUSTOMIZATION,)] = _lazy_dump(_kustomization(folders))
+    for name, content in sorted(extra_files.items()):
+        if (
+            not is_dns1123_subdomain(name)
+            or len(name) > _NAME_MAX
+            or name in manifests_by_namespace
+            or (name,) in files
+        ):
+            raise SynthesisError(
+                f"Extra file name {name!r} must be a lowercase DNS-1123 subdomain such as "
+                "'report.json' that is not a namespace folder or kustomization.yaml."
+            )
+        files[(name,)] = content
+    return files
+
+
+def _manifest_file_name(manifest: dict[str, Any], namespace: str) -> str:
+    """``<metadata.name>.yaml`` after checking the name and namespace."""
+    metadata = manifest.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    actual_namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not is_dns1123_subdomain(name):
+        raise SynthesisError(
+            f"A manifest in namespace {namespace!r} has name {name!r}, which is not a DNS-1123 "
+            "subdomain, so it cannot name an output file."
+        )
+    if actual_namespace != namespace:
+        raise SynthesisError(
+            f"Manifest {name!r} has namespace {actual_namespace!r} but was given under "
+            f"namespace {namespace!r}."
+        )
+    file_name = f"{name}.yaml"
+    if file_name == _KUSTOMIZATION or len(file_name) > _NAME_MAX:
+        raise SynthesisError(
+            f"Manifest name {name!r} in namespace {namespace!r} cannot be a file name here "
+            f"(it is reserved or longer than {_NAME_MAX - 5} characters)."
+        )
+    return file_name
+
+
+def _kustomization(resources: list[str]) -> dict[str, Any]:
+    """A kustomization listing ``resources``."""
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": resources,
+    }
+
+
+def _lazy_dump(doc: dict[str, Any]) -> Callable[[], str]:
+    """Dump ``doc`` when its file is written (so a failing dump leaves a partial temp tree)."""
+    return lambda: dump_yaml([doc])
+
+
+def _check_target(out_dir: Path) -> None:
+    """Refuse to replace anything that is not an empty folder or a tree of ours."""
+    if out_dir.is_symlink():
+        raise ConfigError(
+            f"The output folder {out_dir} is a symbolic link; give the real folder instead."
+        )
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"The output path {out_dir} exists and is not a folder.")
+    if (out_dir / MARKER_FILE).is_file():
+        return
+    if any(out_dir.iterdir()):
+        raise ConfigError(
+            f"The output folder {out_dir} is not empty and was not written by recommender "
+            f"(no {MARKER_FILE} file); choose an empty or new folder so no file of yours is "
+            "deleted."
+        )
+
+
+def _swap(tmp: Path, out_dir: Path) -> None:
+    """Move the finished tree ``tmp`` to ``out_dir``, through a backup of the old tree."""
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+        return
+    backup = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(6)}"
+    os.rename(out_dir, backup)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(backup, out_dir)
+        raise
+    try:
+        shutil.rmtree(backup)
+    except OSError as exc:  # the new tree is in place; a leftover backup is only clutter
+        logger.warning("Could not delete the previous output %s: %s", backup, exc)
