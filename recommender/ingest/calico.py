@@ -38,7 +38,7 @@ from ._common import (
     parse_label_list,
     to_micros,
 )
-from ._source import iter_line_chunks, open_decompressed, read_head
+from ._source import iter_line_chunks, open_decompressed
 
 __all__ = [
     "CalicoReader",
@@ -594,13 +594,19 @@ class JsonRecordReader(FlowReader):
     @staticmethod
     def _is_document(path: Path) -> bool:
         """True for a pretty-printed JSON document (its first line is not a whole record)."""
-        head = read_head(path, 65536).lstrip(b"\xef\xbb\xbf \t\r\n")
-        first = head.split(b"\n", 1)[0].strip()
-        if first.startswith(b"[") or first == b"{":
-            try:
-                _decode(first)
-            except _DECODE_ERRORS:
-                return True
+        for _, lines, _ in iter_line_chunks(path, chunk_bytes=65536):
+            for line in lines:
+                first = line.strip().lstrip(b"\xef\xbb\xbf").strip()
+                if not first:
+                    continue
+                if first.startswith(b"[") or first == b"{":
+                    try:
+                        _decode(first)
+                    except _DECODE_ERRORS:
+                        return True
+                return False
+            if lines:
+                return False
         return False
 
     def _document_records(self, path: Path) -> list[tuple[int, Any]]:
