@@ -36,13 +36,18 @@ app = typer.Typer(
 
 FlowsArg = Annotated[
     list[Path],
-    typer.Argument(help="Flow files, folders or glob patterns (plain, gzip or zstd).",
-                   show_default=False),
+    typer.Argument(
+        help="Flow files, folders or glob patterns (plain, gzip or zstd).", show_default=False
+    ),
 ]
 FormatOpt = Annotated[
     str | None,
-    typer.Option("--format", "-f", help="Input format for every file (detected per file when "
-                 "omitted): calico, calico-text, csv, goldmane, hubble, parquet, whisker."),
+    typer.Option(
+        "--format",
+        "-f",
+        help="Input format for every file (detected per file when "
+        "omitted): calico, calico-text, csv, goldmane, hubble, parquet, whisker.",
+    ),
 ]
 
 
@@ -82,8 +87,9 @@ def _print_ledger(ledger: dict[str, Any]) -> None:
     for reason, count in ledger["skipped"].items():
         typer.echo(f"  skipped {reason}: {count:,}")
     for example in ledger["examples"][:5]:
-        typer.echo(f"  e.g. {example['file']}:{example['row']}: {example['reason']}: "
-                   f"{example['detail']}")
+        typer.echo(
+            f"  e.g. {example['file']}:{example['row']}: {example['reason']}: {example['detail']}"
+        )
 
 
 @app.command()
@@ -91,8 +97,10 @@ def ingest(
     flows: FlowsArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     format: FormatOpt = None,
-    summary: Annotated[bool, typer.Option("--summary", help="Print the ingest ledger and a "
-                                          "short profile of the flows.")] = False,
+    summary: Annotated[
+        bool,
+        typer.Option("--summary", help="Print the ingest ledger and a short profile of the flows."),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Read flow logs into the canonical flow table (zstd Parquet)."""
@@ -140,6 +148,102 @@ def ingest(
             typer.echo(f"  {count:>10,}  {src} -> {dst}")
 
 
+@app.command()
+def run(
+    flows: FlowsArg,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the policy tree and reports.")
+    ] = Path("recommendations"),
+    format: FormatOpt = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file with any of the options below.")
+    ] = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace", "-n", help="Only these namespaces get policies (repeat; shell patterns)."
+        ),
+    ] = None,
+    exclude_namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-namespace",
+            help="Namespaces that get no policies (repeat; shell patterns); "
+            "replaces the default list of system namespaces.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Use flows starting at or after this ISO 8601 time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Use flows starting before this ISO 8601 time.")
+    ] = None,
+    min_connections: Annotated[
+        int | None, typer.Option(help="Leave out edges with fewer connections.")
+    ] = None,
+    port_range_budget: Annotated[
+        int | None, typer.Option(help="Unobserved ports a port range may add (0: no ranges).")
+    ] = None,
+    cidr_budget: Annotated[
+        int | None,
+        typer.Option(help="Unobserved addresses a merged CIDR may add (0: exact addresses)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the policies as YAML; write nothing.")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the report summary as JSON.")
+    ] = False,
+) -> None:
+    """Recommend least-privilege NetworkPolicies from flows (the default command)."""
+    from .config import RecommendConfig, coerce_options, load_config
+    from .recommend import recommend
+
+    config = load_config(config_file) if config_file else RecommendConfig()
+    options = coerce_options(
+        {
+            k: v
+            for k, v in {
+                "namespaces": namespace or None,
+                "exclude_namespaces": exclude_namespace,
+                "since": since,
+                "until": until,
+                "min_connections": min_connections,
+                "port_range_budget": port_range_budget,
+                "cidr_budget": cidr_budget,
+            }.items()
+            if v is not None
+        },
+        "command line",
+    )
+    result = recommend(flows, config.replace(**options), format=format)
+    if dry_run:
+        typer.echo(result.to_yaml(), nl=False)
+        return
+    written = result.write(output)
+    summary = result.report["summary"]
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {"output": str(output), "files": len(written), **summary},
+                indent=2,
+                sort_keys=True,
+                default=str,
+            )
+        )
+        return
+    typer.echo(
+        f"wrote {summary['policies']} policies ({summary['rules']} rules) for "
+        f"{len(summary['namespaces_in_scope'])} namespaces to {output}/"
+    )
+    if result.report.get("ingest"):
+        _print_ledger(result.report["ingest"])
+    typer.echo(
+        f"{summary['flagged_rules']} rules flagged for review, {summary['denied_edges']} denied "
+        f"edges not allowed, {summary['excluded_edges']} edges left out; see {output}/report.md"
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"recommend {__version__}")
@@ -148,8 +252,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Least-privilege Kubernetes network policies from flow logs."""
 
@@ -176,18 +284,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except Exception as exc:  # noqa: BLE001 - a bug: say so without a traceback, unless asked
+    except Exception as exc:
         if os.environ.get("RECOMMENDER_DEBUG"):
             raise
         name = type(exc).__name__
         if name in ("UsageError", "BadParameter", "NoSuchOption", "MissingParameter"):
-            message = getattr(exc, "format_message", lambda: str(exc))()
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
             _err(f"{message}\nTry 'recommend --help'.")
             return 2
         if name == "Exit":
             return int(getattr(exc, "exit_code", 0))
-        _err(f"internal error ({name}: {exc}). This is a bug; rerun with RECOMMENDER_DEBUG=1 "
-             "for the traceback and report it.")
+        _err(
+            f"internal error ({name}: {exc}). This is a bug; rerun with RECOMMENDER_DEBUG=1 "
+            "for the traceback and report it."
+        )
         return 70
     return 0
 

@@ -64,9 +64,7 @@ class FlowBatches:
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         if format is not None and format not in _READERS:
-            raise FlowSourceError(
-                f"Unknown format {format!r}; choose one of {', '.join(FORMATS)}."
-            )
+            raise FlowSourceError(f"Unknown format {format!r}; choose one of {', '.join(FORMATS)}.")
         self.ledger = ledger if ledger is not None else IngestLedger()
         self.files: list[tuple[Path, str]] = []
         for path, explicit in expand_paths_explicit(paths):

@@ -12,7 +12,13 @@ import pyarrow as pa
 
 from ..errors import FlowSourceError
 
-__all__ = ["expand_paths", "expand_paths_explicit", "iter_line_chunks", "open_decompressed", "read_head"]
+__all__ = [
+    "expand_paths",
+    "expand_paths_explicit",
+    "iter_line_chunks",
+    "open_decompressed",
+    "read_head",
+]
 
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"

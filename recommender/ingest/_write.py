@@ -55,12 +55,14 @@ def write_flows_parquet(
                 if on_batch is not None:
                     on_batch(batch.num_rows)
                 if pending_rows >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_batches(pending, schema=schema),
-                                       row_group_size=ROW_GROUP_ROWS)
+                    writer.write_table(
+                        pa.Table.from_batches(pending, schema=schema), row_group_size=ROW_GROUP_ROWS
+                    )
                     pending, pending_rows = [], 0
             if pending:
-                writer.write_table(pa.Table.from_batches(pending, schema=schema),
-                                   row_group_size=ROW_GROUP_ROWS)
+                writer.write_table(
+                    pa.Table.from_batches(pending, schema=schema), row_group_size=ROW_GROUP_ROWS
+                )
             if ledger is not None:
                 writer.add_key_value_metadata(
                     {"recommender.ledger": json.dumps(ledger.to_dict(), sort_keys=True)}

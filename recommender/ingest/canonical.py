@@ -60,8 +60,12 @@ class ParquetReader(FlowReader):
             bad = pc.or_(bad, pc.fill_null(out_of_range, False))
         bad_rows = pc.indices_nonzero(bad).to_pylist()
         for i in bad_rows:
-            self.ledger.skip(str(path), first_row + i + 1, "invalid-value",
-                             "protocol, verdict, endpoint kind or port out of its value set")
+            self.ledger.skip(
+                str(path),
+                first_row + i + 1,
+                "invalid-value",
+                "protocol, verdict, endpoint kind or port out of its value set",
+            )
         if bad_rows:
             table = table.filter(pc.invert(bad))
         # Provenance of re-read canonical rows stays that of the original input.

@@ -178,14 +178,30 @@ _RESERVED_IDS: Final = {
 _RESERVED_ORDER: Final = ("reserved:kube-apiserver",)
 
 _EPHEMERAL_LOW: Final = 32768
-_ICMP_REPLIES: Final = {("ICMP", 0), ("ICMP", 14), ("ICMP", 16), ("ICMP", 18),
-                        ("ICMPv6", 129), ("ICMPv6", 130)}
-_ICMP_REQUESTS: Final = {("ICMP", 8), ("ICMP", 13), ("ICMP", 15), ("ICMP", 17),
-                         ("ICMPv6", 128), ("ICMPv6", 133), ("ICMPv6", 135)}
+_ICMP_REPLIES: Final = {
+    ("ICMP", 0),
+    ("ICMP", 14),
+    ("ICMP", 16),
+    ("ICMP", 18),
+    ("ICMPv6", 129),
+    ("ICMPv6", 130),
+}
+_ICMP_REQUESTS: Final = {
+    ("ICMP", 8),
+    ("ICMP", 13),
+    ("ICMP", 15),
+    ("ICMP", 17),
+    ("ICMPv6", 128),
+    ("ICMPv6", 133),
+    ("ICMPv6", 135),
+}
 
 
 def infer_reply(
-    protocol: str, src_port: int | None, dst_port: int | None, flags: _Flags | None = None,
+    protocol: str,
+    src_port: int | None,
+    dst_port: int | None,
+    flags: _Flags | None = None,
     icmp_type: int | None = None,
 ) -> bool | None:
     """Whether an event with no ``is_reply`` field is in the reply direction; None if unknown.
@@ -358,8 +374,11 @@ class HubbleReader(FlowReader):
             encoded = msgspec.json.encode(obj)
             try:
                 line = _DECODE_LINE.decode(encoded)
-                flow = line.flow or (_DECODE_FLOW.decode(encoded) if isinstance(obj, dict)
-                                     and ("IP" in obj or "verdict" in obj) else None)
+                flow = line.flow or (
+                    _DECODE_FLOW.decode(encoded)
+                    if isinstance(obj, dict) and ("IP" in obj or "verdict" in obj)
+                    else None
+                )
             except msgspec.ValidationError as exc:
                 self.ledger.skip(file, index + 1, _skip_reason(exc), str(exc))
                 continue
@@ -445,8 +464,12 @@ class HubbleReader(FlowReader):
             return
         reply = f.is_reply
         if reply is None:
-            reply = True if f.reply else infer_reply(
-                protocol, sport, dport, flags, icmp.type if icmp is not None else None
+            reply = (
+                True
+                if f.reply
+                else infer_reply(
+                    protocol, sport, dport, flags, icmp.type if icmp is not None else None
+                )
             )
         l7 = f.l7
         if l7 is not None and l7.type in ("RESPONSE", 2):
@@ -511,18 +534,44 @@ class HubbleReader(FlowReader):
                 l7_protocol = "kafka"
         point = f.trace_observation_point
         # Column order is recommender.schema.FLOW_SCHEMA's (checked by a test).
-        self.builder.add_tuple((
-            micros, micros,
-            *src, sip, sport, src_name,
-            *dst, dip, dport, dst_name,
-            protocol, icmp_type, icmp_code,
-            svc_ns, svc_name, None, dns_names,
-            verdict, drop_reason, None, None,
-            _DIRECTIONS.get(f.traffic_direction),
-            point if isinstance(point, str) and point else None,
-            f.node_name or node or None,
-            reply, connections, None, None,
-            l7_protocol, method, http_path, http_code, dns_query,
-            "hubble", file, line_no,
-        ))
+        self.builder.add_tuple(
+            (
+                micros,
+                micros,
+                *src,
+                sip,
+                sport,
+                src_name,
+                *dst,
+                dip,
+                dport,
+                dst_name,
+                protocol,
+                icmp_type,
+                icmp_code,
+                svc_ns,
+                svc_name,
+                None,
+                dns_names,
+                verdict,
+                drop_reason,
+                None,
+                None,
+                _DIRECTIONS.get(f.traffic_direction),
+                point if isinstance(point, str) and point else None,
+                f.node_name or node or None,
+                reply,
+                connections,
+                None,
+                None,
+                l7_protocol,
+                method,
+                http_path,
+                http_code,
+                dns_query,
+                "hubble",
+                file,
+                line_no,
+            )
+        )
         ledger.used += 1

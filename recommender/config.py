@@ -1,0 +1,161 @@
+"""Every option of a recommendation run, as one frozen dataclass loadable from YAML.
+
+The CLI builds a :class:`RecommendConfig` from ``--config FILE`` and its flags; notebooks pass
+keyword arguments to :func:`recommender.recommend`. Both end here, so validation is shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_EXCLUDED_NAMESPACES", "RecommendConfig", "load_config"]
+
+#: Namespaces left out by default (shell patterns): the cluster's own system components.
+DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = (
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "calico-system",
+    "calico-apiserver",
+    "tigera-operator",
+    "cilium-system",
+    "gke-*",
+    "gmp-*",
+)
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    """Options of :func:`recommender.recommend` (see ``docs/configuration.md``).
+
+    Attributes
+    ----------
+    namespaces
+        Only these namespaces (shell patterns) get policies; empty means every namespace seen.
+    exclude_namespaces
+        Namespaces (shell patterns) that get no policies; system namespaces by default.
+    since, until
+        Only flows that start in ``[since, until)`` are used.
+    min_connections
+        Edges with fewer observed connections are left out (and listed in the report).
+    rare_connections
+        Edges with fewer connections than this are kept but flagged for review.
+    port_range_budget
+        How many unobserved ports a port range (``endPort``) may add per rule; 0 = no ranges.
+    cidr_budget
+        How many unobserved addresses merging external addresses into CIDRs may add per rule
+        and address class; 0 = exact addresses.
+    internet_ingress_sources
+        Ingress from more distinct public sources than this becomes "from the internet"
+        (0.0.0.0/0 and ::/0 less private ranges) instead of one /32 per client.
+    max_ephemeral_ports
+        A peer pair using more distinct destination ports at or above 32768 than this is taken
+        for reply or ephemeral traffic: those ports get no rule (they are reported).
+    allow_node_probes
+        Traffic from the pod's own node (kubelet probes) needs no rule; True records them in the
+        report only. False adds ingress rules from the node addresses.
+    dns_both_protocols
+        Egress to a resolver on port 53 allows both UDP and TCP (DNS falls back to TCP).
+    """
+
+    namespaces: tuple[str, ...] = ()
+    exclude_namespaces: tuple[str, ...] = DEFAULT_EXCLUDED_NAMESPACES
+    since: datetime | None = None
+    until: datetime | None = None
+    min_connections: int = 1
+    rare_connections: int = 3
+    port_range_budget: int = 0
+    cidr_budget: int = 0
+    internet_ingress_sources: int = 16
+    max_ephemeral_ports: int = 3
+    allow_node_probes: bool = True
+    dns_both_protocols: bool = True
+    policy_prefix: str = "allow-"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "min_connections",
+            "rare_connections",
+            "port_range_budget",
+            "cidr_budget",
+            "internet_ingress_sources",
+            "max_ephemeral_ports",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}.")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                object.__setattr__(self, name, value.replace(tzinfo=UTC))
+        if self.since and self.until and self.since >= self.until:
+            raise ConfigError("since must be before until.")
+
+    def replace(self, **changes: Any) -> RecommendConfig:
+        """A copy with ``changes`` applied (None values are ignored)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}.")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _parse_time(value: Any, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not an ISO 8601 time.") from None
+
+
+def coerce_options(options: dict[str, Any], origin: str = "options") -> dict[str, Any]:
+    """Turn YAML or CLI values into the types :class:`RecommendConfig` expects."""
+    out: dict[str, Any] = {}
+    known = {f.name for f in fields(RecommendConfig)}
+    for key, value in options.items():
+        name = key.replace("-", "_")
+        if name not in known or name == "extra":
+            raise ConfigError(f"{origin}: unknown option {key!r}.")
+        if name in ("namespaces", "exclude_namespaces"):
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{origin}: {key} must be a list of names or patterns.")
+            value = tuple(value)
+        elif name in ("since", "until"):
+            value = _parse_time(value, f"{origin}: {key}")
+        out[name] = value
+    return out
+
+
+def load_config(path: str | Path) -> RecommendConfig:
+    """Read a YAML configuration file (keys are :class:`RecommendConfig` field names).
+
+    Keys of other tools' sections (for example ``output`` or ``dialects`` used by the CLI) may
+    sit under ``cli:``; they are kept in ``extra``.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values.")
+    extra = data.pop("cli", {}) or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{path}: 'cli' must be a mapping.")
+    try:
+        return RecommendConfig(**coerce_options(data, str(path)), extra=extra)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

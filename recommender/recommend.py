@@ -1,0 +1,139 @@
+"""The end-to-end pipeline: flows in, policies and a report out.
+
+>>> from recommender import recommend                          # doctest: +SKIP
+>>> rec = recommend("sample_flows/flows.parquet")              # doctest: +SKIP
+>>> print(rec.to_yaml())                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .config import RecommendConfig
+from .edges import EdgeTables, aggregate_edges
+from .errors import ConfigError
+from .ingest import read_flows
+from .policy.kubernetes import render_kubernetes
+from .policy.model import PolicySet
+from .policy.writer import write_policy_tree, write_yaml_stream
+from .report import build_report, report_json, report_markdown
+from .synthesize import Findings, synthesize
+
+__all__ = ["Recommendation", "recommend"]
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The result of :func:`recommend`.
+
+    Attributes
+    ----------
+    policy_set
+        The dialect-neutral policies.
+    report
+        The report as a JSON-ready dict (``report.json``).
+    edges
+        The aggregated edges (Arrow); :meth:`edges_frame` gives a DataFrame.
+    findings
+        Synthesis notes (rules with evidence, node-local traffic, ...).
+    config
+        The options used.
+    """
+
+    policy_set: PolicySet
+    report: dict[str, Any]
+    tables: EdgeTables
+    findings: Findings
+    config: RecommendConfig
+
+    @property
+    def edges(self) -> pa.Table:
+        """The evidence edges."""
+        return self.tables.edges
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """Kubernetes NetworkPolicy manifests, in policy order."""
+        return render_kubernetes(self.policy_set)
+
+    def to_yaml(self) -> str:
+        """Every manifest as one multi-document YAML string."""
+        return write_yaml_stream(self.manifests())
+
+    def edges_frame(self) -> Any:
+        """The edges as a pandas DataFrame."""
+        return self.tables.edges.to_pandas()
+
+    def rules_frame(self) -> Any:
+        """One row per emitted rule with its evidence, as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.report["rules"])
+
+    def write(self, out_dir: PathLike) -> list[Path]:
+        """Write the policy tree (a folder per namespace, kustomizations) and the reports."""
+        by_ns: dict[str, list[dict[str, Any]]] = {}
+        for manifest in self.manifests():
+            by_ns.setdefault(manifest["metadata"]["namespace"], []).append(manifest)
+        extra = {
+            "report.json": report_json(self.report),
+            "report.md": report_markdown(self.report),
+        }
+        return write_policy_tree(by_ns, Path(out_dir), extra_files=extra)
+
+
+def recommend(
+    flows: pa.Table | PathLike | Iterable[PathLike],
+    config: RecommendConfig | None = None,
+    *,
+    format: str | None = None,
+    **options: Any,
+) -> Recommendation:
+    """Recommend least-privilege Kubernetes NetworkPolicies from flows.
+
+    Parameters
+    ----------
+    flows
+        A canonical flow table (from :func:`recommender.read_flows`), or flow files, folders
+        or glob patterns of any supported format.
+    config
+        Options; keyword ``options`` override single fields (for example
+        ``namespaces=("shop",)``, ``since=datetime(...)``).
+    format
+        Input format when ``flows`` are paths (detected per file when None).
+
+    Returns
+    -------
+    Recommendation
+
+    Raises
+    ------
+    RecommenderError
+        On unreadable input or invalid options.
+    """
+    config = (
+        (config or RecommendConfig()).replace(**options)
+        if options
+        else (config or RecommendConfig())
+    )
+    if isinstance(flows, pa.Table):
+        table = flows
+        raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
+        ledger = json.loads(raw) if raw else None
+    else:
+        table = read_flows(flows, format)
+        ledger = json.loads(table.schema.metadata[b"recommender.ledger"])
+    if not isinstance(config, RecommendConfig):
+        raise ConfigError("config must be a RecommendConfig.")
+    tables = aggregate_edges(table, config)
+    policy_set, findings = synthesize(tables, config)
+    report = build_report(policy_set, findings, tables, config, ledger)
+    return Recommendation(policy_set, report, tables, findings, config)

@@ -1,0 +1,304 @@
+"""The recommendation report: a JSON-ready dict (``report.json``) and its Markdown rendering.
+
+The report explains every decision: the ingest ledger, what became a rule and on what
+evidence, what was flagged, what needed no rule and why, what could not be expressed, which
+flows were denied, and where external traffic goes by address class. It holds no wall-clock
+time, so the same input gives the same bytes. The schema is documented in ``docs/report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Final
+
+import pyarrow as pa
+
+from .config import RecommendConfig
+from .edges import EdgeTables
+from .policy.model import PolicySet
+from .synthesize import Findings
+
+__all__ = ["REPORT_VERSION", "build_report", "report_json", "report_markdown"]
+
+REPORT_VERSION: Final = "1"
+_MAX_LISTED: Final = 200
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _rows(table: pa.Table, limit: int = _MAX_LISTED) -> list[dict[str, Any]]:
+    keep = [
+        "src_kind",
+        "src_namespace",
+        "src_id",
+        "dst_kind",
+        "dst_namespace",
+        "dst_id",
+        "protocol",
+        "dst_port",
+        "connections",
+        "first_seen",
+        "last_seen",
+    ]
+    extra = [c for c in ("reason",) if c in table.column_names]
+    out = []
+    for row in table.select(keep + extra).slice(0, limit).to_pylist():
+        out.append({k: _iso(v) for k, v in row.items()})
+    return out
+
+
+def _config_dict(config: RecommendConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data.pop("extra", None)
+    return {k: (list(v) if isinstance(v, tuple) else _iso(v)) for k, v in sorted(data.items())}
+
+
+def build_report(
+    policy_set: PolicySet,
+    findings: Findings,
+    tables: EdgeTables,
+    config: RecommendConfig,
+    ledger: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the report (see ``docs/report.md`` for its schema)."""
+    rules = findings.rules
+    per_ns: dict[str, dict[str, Any]] = {}
+    for ns in findings.namespaces_in_scope:
+        policies = policy_set.in_namespace(ns)
+        ns_rules = [r for r in rules if r.namespace == ns]
+        per_ns[ns] = {
+            "policies": len(policies),
+            "workload_policies": sum(1 for p in policies if p.name != "default-deny"),
+            "ingress_rules": sum(1 for r in ns_rules if r.direction == "ingress"),
+            "egress_rules": sum(1 for r in ns_rules if r.direction == "egress"),
+            "connections": sum(r.connections for r in ns_rules),
+            "flagged_rules": sum(1 for r in ns_rules if r.flags),
+        }
+    flagged = [
+        {
+            "namespace": r.namespace,
+            "policy": r.policy,
+            "direction": r.direction,
+            "peers": r.peers,
+            "ports": r.ports,
+            "connections": r.connections,
+            "flags": r.flags,
+        }
+        for r in rules
+        if r.flags
+    ]
+    selectors = []
+    for (ns, workload), choice in sorted(findings.selectors.items()):
+        selectors.append(
+            {
+                "namespace": ns,
+                "workload": workload,
+                "selector": dict(choice.selector.match_labels),
+                "source": choice.source,
+                "ambiguous": choice.ambiguous,
+            }
+        )
+    external: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in sorted(
+        findings.external, key=lambda x: (x["class"], x["direction"], x["address"], x["port"])
+    ):
+        external[item["class"]].append(item)
+    denied_connections = (
+        int(sum(tables.denied["connections"].to_pylist())) if tables.denied.num_rows else 0
+    )
+    report: dict[str, Any] = {
+        "report_version": REPORT_VERSION,
+        "summary": {
+            "connection_rows": tables.rows_used,
+            "first_seen": _iso(tables.first_seen),
+            "last_seen": _iso(tables.last_seen),
+            "namespaces_in_scope": findings.namespaces_in_scope,
+            "namespaces_out_of_scope": findings.namespaces_out_of_scope,
+            "workloads": len(findings.selectors),
+            "edges": tables.edges.num_rows,
+            "policies": len(policy_set),
+            "rules": len(rules),
+            "flagged_rules": len(flagged),
+            "denied_edges": tables.denied.num_rows,
+            "denied_connections": denied_connections,
+            "excluded_edges": tables.excluded.num_rows,
+        },
+        "config": _config_dict(config),
+        "ingest": ledger,
+        "namespaces": per_ns,
+        "selectors": selectors,
+        "rules": [{**{k: _iso(v) for k, v in asdict(r).items()}} for r in rules],
+        "flagged": flagged,
+        "selector_fallbacks": [s for s in selectors if s["source"] != "labels" or s["ambiguous"]],
+        "node_local": findings.node_local,
+        "not_expressible": findings.not_expressible,
+        "invalid_labels": findings.invalid_labels,
+        "invalid_namespaces": findings.invalid_namespaces,
+        "external_by_class": {k: external[k] for k in sorted(external)},
+        "denied": _rows(tables.denied),
+        "excluded": _rows(tables.excluded),
+    }
+    return report
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """``report.json``: sorted keys, two-space indent, a final newline."""
+    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def _md_escape(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: the same report for people."""
+    s = report["summary"]
+    out = ["# Network policy recommendation", ""]
+    out += [
+        f"Flows from {s['first_seen']} to {s['last_seen']}: {s['connection_rows']:,} connection "
+        f"rows, {s['edges']:,} edges between {s['workloads']} workloads.",
+        "",
+        f"**{s['policies']} policies** with **{s['rules']} rules** for "
+        f"{len(s['namespaces_in_scope'])} namespaces "
+        f"({', '.join(s['namespaces_in_scope']) or 'none'}); "
+        f"{s['flagged_rules']} rules flagged for review; {s['denied_edges']} denied edges never "
+        "allowed.",
+        "",
+    ]
+    if s["namespaces_out_of_scope"]:
+        out += [
+            f"Namespaces without policies (out of scope): "
+            f"{', '.join(s['namespaces_out_of_scope'])}.",
+            "",
+        ]
+    ingest = report.get("ingest")
+    if ingest:
+        out += ["## Input", ""]
+        out += _table(
+            ["read", "used", "merged duplicates", "replies dropped", "skipped"],
+            [
+                [
+                    ingest["read"],
+                    ingest["used"],
+                    ingest["duplicate"],
+                    ingest["reply"],
+                    ingest["skipped_total"],
+                ]
+            ],
+        )
+        for reason, count in ingest["skipped"].items():
+            out.append(f"- skipped {reason}: {count}")
+        out.append("")
+    out += ["## Namespaces", ""]
+    out += _table(
+        ["namespace", "policies", "ingress rules", "egress rules", "connections", "flagged"],
+        [
+            [
+                ns,
+                v["policies"],
+                v["ingress_rules"],
+                v["egress_rules"],
+                v["connections"],
+                v["flagged_rules"],
+            ]
+            for ns, v in report["namespaces"].items()
+        ],
+    )
+    out += ["", "## Rules", ""]
+    out += _table(
+        ["namespace", "policy", "dir", "peers", "ports", "connections", "last seen", "flags"],
+        [
+            [
+                r["namespace"],
+                r["policy"],
+                r["direction"],
+                ", ".join(r["peers"]),
+                ", ".join(r["ports"]),
+                r["connections"],
+                r["last_seen"],
+                ", ".join(r["flags"]),
+            ]
+            for r in report["rules"]
+        ],
+    )
+    if report["selector_fallbacks"]:
+        out += ["", "## Selectors to check", ""]
+        out += [
+            "Workloads without observed labels get the assumed selector `app=<workload>`; "
+            "ambiguous selectors also match another observed workload.",
+            "",
+        ]
+        out += _table(
+            ["namespace", "workload", "selector", "source", "ambiguous"],
+            [
+                [x["namespace"], x["workload"], x["selector"], x["source"], x["ambiguous"]]
+                for x in report["selector_fallbacks"]
+            ],
+        )
+    if report["node_local"]:
+        out += ["", "## Node-local traffic (no rule needed)", ""]
+        out += _table(
+            ["workload", "from", "port", "connections", "why"],
+            [
+                [x["workload"], x["from"], x["port"], x["connections"], x["why"]]
+                for x in report["node_local"]
+            ],
+        )
+    if report["not_expressible"]:
+        out += ["", "## Not expressible in Kubernetes NetworkPolicy", ""]
+        out += _table(
+            ["source", "destination", "protocol", "connections", "why"],
+            [
+                [x["source"], x["destination"], x["protocol"], x["connections"], x["why"]]
+                for x in report["not_expressible"]
+            ],
+        )
+    if report["external_by_class"]:
+        out += ["", "## External addresses by class", ""]
+        counts: Counter[str] = Counter()
+        for cls, items in report["external_by_class"].items():
+            counts[cls] = len({i["address"] for i in items})
+        out += _table(["class", "addresses"], [[k, v] for k, v in sorted(counts.items())])
+    if report["denied"]:
+        out += ["", "## Denied flows (never allowed)", ""]
+        out += _table(
+            ["source", "destination", "port", "connections"],
+            [
+                [
+                    f"{d['src_namespace'] or d['src_kind']}/{d['src_id']}",
+                    f"{d['dst_namespace'] or d['dst_kind']}/{d['dst_id']}",
+                    f"{d['protocol']}/{d['dst_port']}",
+                    d["connections"],
+                ]
+                for d in report["denied"]
+            ],
+        )
+    if report["excluded"]:
+        out += ["", "## Left out on purpose", ""]
+        out += _table(
+            ["source", "destination", "port", "connections", "reason"],
+            [
+                [
+                    f"{d['src_namespace'] or d['src_kind']}/{d['src_id']}",
+                    f"{d['dst_namespace'] or d['dst_kind']}/{d['dst_id']}",
+                    f"{d['protocol']}/{d['dst_port']}",
+                    d["connections"],
+                    d["reason"],
+                ]
+                for d in report["excluded"]
+            ],
+        )
+    return "\n".join(out) + "\n"
