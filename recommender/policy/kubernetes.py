@@ -223,7 +223,9 @@ def _selector(selector: LabelSelector, where: str) -> dict[str, Any]:
 def _rule(rule: Rule, direction: str, where: str) -> dict[str, Any]:
     """One rule: ``from``/``to`` omitted for all peers, ``ports`` omitted for all ports."""
     if rule.direction != direction:
-        raise SynthesisError(f"{where} holds a {rule.direction} rule among its {direction} rules.")
+        raise SynthesisError(
+            f"{where} has a rule of direction {rule.direction!r} among its {direction} rules."
+        )
     if rule.action != "allow":
         raise SynthesisError(
             f"{where} has a {rule.action!r} {direction} rule; Kubernetes NetworkPolicy can only "
