@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import ipaddress
+import socket
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Final
@@ -44,8 +45,6 @@ __all__ = [
     "merge_cidrs",
     "merge_cidrs_by_class",
 ]
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # ---------------------------------------------------------------------------------------------
 # The registry. One row per registry entry: (class, cidr, rfc, description). Order is the order
@@ -242,14 +241,29 @@ def _segment_class(version: int, index: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _parse_int(text: str) -> tuple[int, int]:
+    """``(version, integer)`` of an address; ValueError when it is none.
+
+    ``socket.inet_pton`` is the fast path (it is strict: no leading zeros, no zone index);
+    whatever it refuses goes through :func:`ipaddress.ip_address`, which decides.
+    """
+    try:
+        if ":" in text:
+            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, ValueError):
+        addr = ipaddress.ip_address(text)  # an IPv6 zone index is dropped by int()
+        return addr.version, int(addr)
+
+
 @lru_cache(maxsize=65536)
 def _classify_cached(ip: str) -> str:
     try:
-        addr = ipaddress.ip_address(ip)
+        version, value = _parse_int(ip)
     except ValueError:
         hint = " (a network? use classify_network)" if "/" in ip else ""
         raise InputError(f"{ip!r} is not an IPv4 or IPv6 address{hint}.") from None
-    return _segment_class(addr.version, _segment_index(addr.version, int(addr)))
+    return _segment_class(version, _segment_index(version, value))
 
 
 def classify_address(ip: str) -> str:
@@ -283,23 +297,44 @@ def classify_address(ip: str) -> str:
     return _classify_cached(ip)
 
 
-def _parse_network(text: str) -> IPNetwork:
-    if not isinstance(text, str):
-        raise InputError(f"{text!r} is not an IP address or CIDR string.")
+# A block is (version, first, last) with integer addresses: ipaddress objects are too slow to
+# build by the hundred thousand.
+_Block = tuple[int, int, int]
+
+
+@lru_cache(maxsize=65536)
+def _parse_block_cached(text: str) -> _Block:
     try:
-        net = ipaddress.ip_network(text, strict=True)
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=True)
+            first = int(net.network_address)
+            return net.version, first, first + net.num_addresses - 1
+        version, value = _parse_int(text)
     except ValueError as exc:
         raise InputError(f"{text!r} is not an IP address or CIDR block: {exc}.") from None
-    # Rebuild from integers: drops an IPv6 zone index, which has no place in a CIDR block.
-    return ipaddress.ip_network((int(net.network_address), net.prefixlen))
+    return version, value, value
 
 
-def _block_class(net: IPNetwork) -> str | None:
-    first = int(net.network_address)
-    index = _segment_index(net.version, first)
-    if _segment_index(net.version, first + net.num_addresses - 1) != index:
+def _parse_block(text: str) -> _Block:
+    if not isinstance(text, str):
+        raise InputError(f"{text!r} is not an IP address or CIDR string.")
+    return _parse_block_cached(text)
+
+
+def _block_class(version: int, first: int, last: int) -> str | None:
+    index = _segment_index(version, first)
+    if _segment_index(version, last) != index:
         return None
-    return _segment_class(net.version, index)
+    return _segment_class(version, index)
+
+
+def _format_block(version: int, first: int, size: int) -> str:
+    if version == 4:
+        return (
+            f"{socket.inet_ntop(socket.AF_INET, first.to_bytes(4, 'big'))}/{33 - size.bit_length()}"
+        )
+    # ipaddress, not inet_ntop: the same spelling as the rest of the tool (::ffff:a00:1).
+    return f"{ipaddress.IPv6Address(first)}/{129 - size.bit_length()}"
 
 
 def classify_network(cidr: str) -> str | None:
@@ -322,7 +357,7 @@ def classify_network(cidr: str) -> str | None:
     InputError
         When ``cidr`` is not an address or a CIDR block, or has host bits set.
     """
-    return _block_class(_parse_network(cidr))
+    return _block_class(*_parse_block(cidr))
 
 
 def address_class_table() -> list[dict[str, str]]:
@@ -427,14 +462,39 @@ def _check_budget(budget: int) -> int:
     return budget
 
 
-def _parse_all(addresses: Iterable[str]) -> list[IPNetwork]:
+def _parse_all(addresses: Iterable[str]) -> list[_Block]:
     if isinstance(addresses, str):
         raise InputError("merge_cidrs takes an iterable of addresses, not a single string.")
-    return [_parse_network(item) for item in addresses]
+    return [_parse_block(item) for item in addresses]
 
 
-def _merge_blocks(blocks: list[IPNetwork], budget: int) -> list[IPNetwork]:
-    """Greedy merging of disjoint, sorted, exactly collapsed blocks of one class and version.
+def _collapse(ranges: list[tuple[int, int]], bits: int) -> list[tuple[int, int]]:
+    """Exact collapse of inclusive ranges into sorted, disjoint, maximal CIDR blocks.
+
+    Returns ``(first, size)`` pairs, like :func:`ipaddress.collapse_addresses` on integers.
+    """
+    ranges = sorted(ranges)
+    joined: list[list[int]] = []
+    for first, last in ranges:
+        if joined and first <= joined[-1][1] + 1:
+            joined[-1][1] = max(joined[-1][1], last)
+        else:
+            joined.append([first, last])
+    blocks: list[tuple[int, int]] = []
+    for first, last in joined:
+        while first <= last:
+            align = first & -first if first else 1 << bits
+            fits = 1 << ((last - first + 1).bit_length() - 1)
+            size = min(align, fits)
+            blocks.append((first, size))
+            first += size
+    return blocks
+
+
+def _merge_blocks(
+    version: int, blocks: list[tuple[int, int]], budget: int
+) -> list[tuple[int, int]]:
+    """Greedy merging of sorted, exactly collapsed ``(first, size)`` blocks of one class.
 
     The candidate merges of neighbouring blocks are exactly the branching nodes of the binary
     prefix trie of the blocks: the common supernet of neighbours ``b[i]`` and ``b[i+1]`` is the
@@ -446,64 +506,76 @@ def _merge_blocks(blocks: list[IPNetwork], budget: int) -> list[IPNetwork]:
     n = len(blocks)
     if n < 2 or budget == 0:
         return blocks
-    version = blocks[0].version
-    bits = blocks[0].max_prefixlen
-    firsts = [int(b.network_address) for b in blocks]
-    lasts = [f + b.num_addresses - 1 for f, b in zip(firsts, blocks, strict=True)]
+    firsts = [f for f, _ in blocks]
     observed_prefix = [0]
-    for block in blocks:
-        observed_prefix.append(observed_prefix[-1] + block.num_addresses)
+    for _, size in blocks:
+        observed_prefix.append(observed_prefix[-1] + size)
 
     # Node i is the common supernet of blocks[i] and blocks[i + 1].
     m = n - 1
     node_first: list[int] = []
-    node_plen: list[int] = []
-    node_lo: list[int] = []  # index range of blocks inside the node
+    node_size: list[int] = []
+    node_lo: list[int] = []  # the blocks inside the node are blocks[lo:hi]
     node_hi: list[int] = []
     cost: list[int] = []
     allowed: list[bool] = []
     for i in range(m):
-        plen = bits - (firsts[i] ^ lasts[i + 1]).bit_length()
-        size = 1 << (bits - plen)
+        span = firsts[i] ^ (firsts[i + 1] + blocks[i + 1][1] - 1)
+        size = 1 << span.bit_length()
         first = firsts[i] & ~(size - 1)
         last = first + size - 1
         lo = bisect.bisect_left(firsts, first)
         hi = bisect.bisect_right(firsts, last)
         node_first.append(first)
-        node_plen.append(plen)
+        node_size.append(size)
         node_lo.append(lo)
         node_hi.append(hi)
         cost.append(size - (observed_prefix[hi] - observed_prefix[lo]))
         allowed.append(_segment_index(version, first) == _segment_index(version, last))
 
-    # Parent of each node: the Cartesian tree over prefix lengths (shorter prefix = bigger node).
+    # Parent of each node: the Cartesian tree over node sizes (the largest node is the root).
     parent = [-1] * m
-    children: list[list[int]] = [[] for _ in range(m)]
     stack: list[int] = []
     for i in range(m):
         last_popped = -1
-        while stack and node_plen[stack[-1]] > node_plen[i]:
+        while stack and node_size[stack[-1]] < node_size[i]:
             last_popped = stack.pop()
         if last_popped != -1:
             parent[last_popped] = i
         if stack:
             parent[i] = stack[-1]
         stack.append(i)
+    children: list[list[int]] = [[] for _ in range(m)]
     for i in range(m):
         if parent[i] != -1:
             children[parent[i]].append(i)
 
-    heap = [(cost[i], node_first[i], node_plen[i], i) for i in range(m) if allowed[i]]
+    # One integer per heap entry (faster to compare than a tuple): the cost, then the lower
+    # network address, then the larger supernet, then the node's index.
+    index_bits = m.bit_length()
+    index_mask = (1 << index_bits) - 1
+    tie = [
+        ((node_first[i] << 8 | (255 - node_size[i].bit_length())) << index_bits) | i
+        for i in range(m)
+    ]
+    cost_shift = 136 + index_bits
+
+    # A node that does not fit now never will: a merge inside it lowers its cost by exactly
+    # what it takes from the budget, and a merge elsewhere only takes from the budget. Costs
+    # never fall going up the tree, so the first unfit ancestor ends a walk upwards.
+    heap = [cost[i] << cost_shift | tie[i] for i in range(m) if allowed[i] and cost[i] <= budget]
     heapq.heapify(heap)
     alive = [True] * m
     merged = [False] * m
     remaining = budget
     while heap:
-        c, _first, _plen, i = heapq.heappop(heap)
+        key = heapq.heappop(heap)
+        i = key & index_mask
+        c = key >> cost_shift
         if not alive[i] or c != cost[i]:
             continue  # a stale entry: the node died, or its cost has since dropped
         if c > remaining:
-            break  # the heap is exact, so nothing else fits either
+            break  # the heap holds every fitting node at its exact cost: nothing fits
         remaining -= c
         merged[i] = True
         # Everything below the merged node disappears into it.
@@ -513,23 +585,24 @@ def _merge_blocks(blocks: list[IPNetwork], budget: int) -> list[IPNetwork]:
             if alive[j]:
                 alive[j] = False
                 todo.extend(children[j])
-        # Every ancestor now has c fewer unobserved addresses left to pay for.
+        # Every ancestor now has c fewer unobserved addresses left to pay for. An ancestor of
+        # a node that crosses a class boundary crosses it too, so the walk stops there.
         j = parent[i]
-        while j != -1 and allowed[j]:
+        while j != -1 and allowed[j] and cost[j] - c <= remaining:
             cost[j] -= c
-            heapq.heappush(heap, (cost[j], node_first[j], node_plen[j], j))
+            heapq.heappush(heap, cost[j] << cost_shift | tie[j])
             j = parent[j]
 
     # The result: every merged node still alive (none above it was merged), plus the blocks
     # outside all of them, in address order.
     tops = sorted((node_lo[i], i) for i in range(m) if merged[i] and alive[i])
-    out: list[IPNetwork] = []
+    out: list[tuple[int, int]] = []
     covered_until = 0  # blocks below this index lie inside an emitted merged node
     top = 0
     for b in range(n):
         if top < len(tops) and tops[top][0] == b:
             i = tops[top][1]
-            out.append(ipaddress.ip_network((node_first[i], node_plen[i])))
+            out.append((node_first[i], node_size[i]))
             covered_until = node_hi[i]
             top += 1
         if b >= covered_until:
@@ -576,31 +649,33 @@ def merge_cidrs(addresses: Iterable[str], *, budget: int = 0) -> list[str]:
     whatever the budget.
     """
     budget = _check_budget(budget)
-    nets = _parse_all(addresses)
-    if not nets:
+    parsed = _parse_all(addresses)
+    if not parsed:
         return []
-    versions = {net.version for net in nets}
+    versions = {version for version, _, _ in parsed}
     if len(versions) > 1:
         raise InputError(
             "merge_cidrs got both IPv4 and IPv6 input; merge each version on its own "
             "(merge_cidrs_by_class does)."
         )
+    version = versions.pop()
     classes: set[str] = set()
-    for net in nets:
-        cls = _block_class(net)
+    for _, first, last in parsed:
+        cls = _block_class(version, first, last)
         if cls is None:
-            raise InputError(f"{net} spans several address classes; it cannot be merged.")
+            cidr = _format_block(version, first, last - first + 1)
+            raise InputError(f"{cidr} spans several address classes; it cannot be merged.")
         classes.add(cls)
     if len(classes) > 1:
         raise InputError(
             f"merge_cidrs got addresses of several classes ({', '.join(sorted(classes))}); "
             "blocks never cross address classes, group them first (merge_cidrs_by_class)."
         )
-    collapsed = sorted(
-        ipaddress.collapse_addresses(nets),  # type: ignore[type-var]
-        key=lambda net: int(net.network_address),
-    )
-    return [str(net) for net in _merge_blocks(collapsed, budget)]
+    bits = 32 if version == 4 else 128
+    collapsed = _collapse([(first, last) for _, first, last in parsed], bits)
+    return [
+        _format_block(version, f, size) for f, size in _merge_blocks(version, collapsed, budget)
+    ]
 
 
 def merge_cidrs_by_class(addresses: Iterable[str], budget: int = 0) -> dict[str, list[str]]:
@@ -630,11 +705,14 @@ def merge_cidrs_by_class(addresses: Iterable[str], budget: int = 0) -> dict[str,
     """
     budget = _check_budget(budget)
     groups: dict[tuple[str, int], list[str]] = {}
-    for net in _parse_all(addresses):
-        cls = _block_class(net)
+    if isinstance(addresses, str):
+        raise InputError("merge_cidrs_by_class takes an iterable of addresses, not one string.")
+    for item in addresses:
+        version, first, last = _parse_block(item)
+        cls = _block_class(version, first, last)
         if cls is None:
-            raise InputError(f"{net} spans several address classes; split it first.")
-        groups.setdefault((cls, net.version), []).append(str(net))
+            raise InputError(f"{item} spans several address classes; split it first.")
+        groups.setdefault((cls, version), []).append(item)
     order = {cls: k for k, cls in enumerate(ADDRESS_CLASSES)}
     result: dict[str, list[str]] = {}
     for cls, version in sorted(groups, key=lambda key: (order[key[0]], key[1])):
