@@ -26,9 +26,10 @@ from urllib.parse import urlsplit
 import msgspec
 import pyarrow as pa
 
+from ..errors import FlowFormatError
 from ._base import FlowReader
 from ._common import _EPOCH, _ONE_US, BadValue, RecentKeys, infer_workload, norm_ip, to_micros
-from ._source import iter_line_chunks
+from ._source import iter_line_chunks, open_decompressed, read_head
 
 __all__ = ["HubbleReader", "infer_reply"]
 
@@ -178,6 +179,7 @@ _RESERVED_IDS: Final = {
 _RESERVED_ORDER: Final = ("reserved:kube-apiserver",)
 
 _EPHEMERAL_LOW: Final = 32768
+_MAX_ARRAY_BYTES: Final = 512 << 20
 _ICMP_REPLIES: Final = {
     ("ICMP", 0),
     ("ICMP", 14),
@@ -307,23 +309,21 @@ class HubbleReader(FlowReader):
 
     def read(self, path: Path) -> Iterator[pa.RecordBatch]:
         file = str(path)
-        for first, lines, error in iter_line_chunks(path):
-            yield from self._read_lines(file, first, lines)
-            if error:
-                self.ledger.read += 1
-                self.ledger.skip(file, first + len(lines), "truncated-file", error)
-        batch = None
-        if self.builder.rows:
-            batch = self.builder.flush()
+        if read_head(path, 4096).lstrip().startswith(b"["):
+            yield from self._read_array(file, path)
+        else:
+            for first, lines, error in iter_line_chunks(path):
+                yield from self._read_lines(file, first, lines)
+                if error:
+                    self.ledger.read += 1
+                    self.ledger.skip(file, first + len(lines), "truncated-file", error)
+        batch = self.builder.flush()
         if batch is not None:
             yield batch
 
     def _read_lines(self, file: str, first: int, lines: list[bytes]) -> Iterator[pa.RecordBatch]:
         numbered = [(first + i, ln) for i, ln in enumerate(lines) if ln.strip()]
         if not numbered:
-            return
-        if numbered[0][1].lstrip()[:1] == b"[" or numbered[-1][1].rstrip()[-1:] == b"]":
-            yield from self._read_array(file, numbered)
             return
         try:
             decoded = _DECODE_LINES.decode(b"[" + b",".join(ln for _, ln in numbered) + b"]")
@@ -357,15 +357,21 @@ class HubbleReader(FlowReader):
             if self.builder.full:
                 yield from self._drain()
 
-    def _read_array(self, file: str, numbered: list[tuple[int, bytes]]) -> Iterator[pa.RecordBatch]:
-        """A file that is one JSON array of lines or flows (small files only)."""
-        text = b"\n".join(ln for _, ln in numbered)
-        first = numbered[0][0]
+    def _read_array(self, file: str, path: Path) -> Iterator[pa.RecordBatch]:
+        """A file that is one JSON array of lines or flows (read whole: such files are small)."""
+        size = path.stat().st_size
+        if size > _MAX_ARRAY_BYTES:
+            raise FlowFormatError(
+                f"{file}: a JSON array of {size:,} bytes is too large to read at once; "
+                "write the flows as JSON lines (hubble observe -o json does)."
+            )
+        with open_decompressed(path) as fh:
+            text = fh.read()
         try:
             items = _DECODE_ANY.decode(text)
         except msgspec.DecodeError as exc:
             self.ledger.read += 1
-            self.ledger.skip(file, first, "malformed-json", str(exc))
+            self.ledger.skip(file, 1, "malformed-json", str(exc))
             return
         if not isinstance(items, list):
             items = [items]
@@ -374,11 +380,9 @@ class HubbleReader(FlowReader):
             encoded = msgspec.json.encode(obj)
             try:
                 line = _DECODE_LINE.decode(encoded)
-                flow = line.flow or (
-                    _DECODE_FLOW.decode(encoded)
-                    if isinstance(obj, dict) and ("IP" in obj or "verdict" in obj)
-                    else None
-                )
+                flow = line.flow
+                if flow is None and isinstance(obj, dict) and ("IP" in obj or "verdict" in obj):
+                    flow = _DECODE_FLOW.decode(encoded)
             except msgspec.ValidationError as exc:
                 self.ledger.skip(file, index + 1, _skip_reason(exc), str(exc))
                 continue
