@@ -67,11 +67,7 @@ class EdgeTables:
     last_seen: datetime | None
 
 
-_EDGE_COLUMNS: Final = """
-    src_kind, src_namespace, {src} AS src_id, src_workload_kind, src_name,
-    dst_kind, dst_namespace, {dst} AS dst_id, dst_workload_kind, dst_name,
-    protocol, dst_port
-""".format(src=_ident("src"), dst=_ident("dst"))
+_IDS: Final = f"{_ident('src')} AS src_id, {_ident('dst')} AS dst_id"
 
 
 def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None) -> EdgeTables:
@@ -108,7 +104,7 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
     # Suspected replies: no reply flag either way, and a well-known port answering a high one.
     con.execute(f"""
         CREATE TEMP TABLE classified AS
-        SELECT *, {_EDGE_COLUMNS.replace(chr(10), " ")},
+        SELECT *, {_IDS},
             CASE
               WHEN verdict NOT IN ({verdicts}) THEN 'denied'
               WHEN is_reply THEN 'reply'
@@ -129,11 +125,13 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
         list(DISTINCT dst_ip ORDER BY dst_ip) FILTER (WHERE dst_ip IS NOT NULL) AS dst_ips,
         list(DISTINCT node ORDER BY node) FILTER (WHERE node IS NOT NULL) AS nodes,
         max(dst_service_name) AS dst_service,
+        max(src_workload_kind) AS src_workload_kind,
+        max(dst_workload_kind) AS dst_workload_kind,
         list(DISTINCT dns ORDER BY dns) FILTER (WHERE dns IS NOT NULL) AS dns_names
     """
     keys = (
-        "src_kind, src_namespace, src_id, src_workload_kind, src_name, dst_kind, "
-        "dst_namespace, dst_id, dst_workload_kind, dst_name, protocol, dst_port"
+        "src_kind, src_namespace, src_id, src_name, dst_kind, "
+        "dst_namespace, dst_id, dst_name, protocol, dst_port"
     )
     con.execute(f"""
         CREATE TEMP TABLE grouped AS

@@ -194,6 +194,9 @@ def infer_workload(
         gen = _GENERATED_POD.match(pod)
         if gen:
             return gen["name"], "prefix"
+        ordinal = _ORDINAL_POD.match(pod)
+        if ordinal:  # name-N: a StatefulSet's pod (Cilium drops the StatefulSet labels)
+            return ordinal["name"], "StatefulSet"
         return pod, "Pod"
     assert prefix is not None
     dep = _DEPLOYMENT_PREFIX.match(prefix)

@@ -17,6 +17,7 @@ Endpoints with a pod name and namespace are workloads even when labelled ``reser
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ import msgspec
 import pyarrow as pa
 
 from ..errors import FlowFormatError
+from ..schema import COLUMNS
 from ._base import FlowReader
 from ._common import _EPOCH, _ONE_US, BadValue, RecentKeys, infer_workload, norm_ip, to_micros
 from ._source import iter_line_chunks, open_decompressed, read_head
@@ -180,6 +182,10 @@ _RESERVED_ORDER: Final = ("reserved:kube-apiserver",)
 
 _EPHEMERAL_LOW: Final = 32768
 _MAX_ARRAY_BYTES: Final = 512 << 20
+_VERDICT_AT: Final = COLUMNS.index("verdict")
+# A later event of a connection overrides the verdict kept when it ranks higher.
+_RANK: Final = {"denied": 3, "audit": 2}
+_OVERRIDING: Final = frozenset(_RANK)
 _ICMP_REPLIES: Final = {
     ("ICMP", 0),
     ("ICMP", 14),
@@ -300,12 +306,21 @@ class HubbleReader(FlowReader):
     name = "hubble"
     #: A 5-tuple idle longer than this starts a new connection.
     idle_seconds: float = 300.0
+    #: How long (event time) a row waits for other events of its connection.
+    hold_seconds: float = 30.0
+    #: At most this many rows wait; the oldest go first beyond it.
+    max_pending: int = 200_000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._recent = RecentKeys()
         self._endpoints: dict[bytes, tuple[_Ep, int]] = {}
         self._pods: dict[Any, _Ep] = {}
+        # Rows wait here for hold_seconds (event time) before they reach the batch: a later
+        # event of the same connection may still turn it into a denied one (the source node
+        # reports FORWARDED, the destination node DROPPED).
+        self._pending: OrderedDict[Any, list[Any]] = OrderedDict()
+        self._latest = 0
 
     def read(self, path: Path) -> Iterator[pa.RecordBatch]:
         file = str(path)
@@ -320,6 +335,20 @@ class HubbleReader(FlowReader):
         batch = self.builder.flush()
         if batch is not None:
             yield batch
+
+    def finish(self) -> Iterator[pa.RecordBatch]:
+        self._release(None)
+        yield from super().finish()
+
+    def _release(self, cutoff: int | None) -> None:
+        """Move waiting rows older than ``cutoff`` (all when None) to the batch builder."""
+        pending = self._pending
+        while pending:
+            key, row = next(iter(pending.items()))
+            if cutoff is not None and row[0] >= cutoff and len(pending) <= self.max_pending:
+                break
+            del pending[key]
+            self.builder.add_tuple(tuple(row))
 
     def _read_lines(self, file: str, first: int, lines: list[bytes]) -> Iterator[pa.RecordBatch]:
         numbered = [(first + i, ln) for i, ln in enumerate(lines) if ln.strip()]
@@ -482,6 +511,7 @@ class HubbleReader(FlowReader):
             ledger.reply += 1
             return
         micros = (when - _EPOCH) // _ONE_US if when.tzinfo else to_micros(when)
+        verdict = _VERDICTS.get(f.verdict, "unknown")
         conn_key = (sip, dip, protocol, sport, dport, icmp.type if icmp is not None else None)
         recent = self._recent
         seen = recent.get(conn_key)
@@ -494,6 +524,12 @@ class HubbleReader(FlowReader):
             )
         if active:
             recent.add(conn_key, max(micros, seen or 0))
+            if verdict in _OVERRIDING:
+                waiting = self._pending.get(conn_key)
+                if waiting is not None and _RANK[verdict] > _RANK.get(waiting[_VERDICT_AT], 0):
+                    waiting[_VERDICT_AT] = verdict
+                    if verdict == "denied" and f.drop_reason_desc:
+                        waiting[_VERDICT_AT + 1] = str(f.drop_reason_desc)
             if l7_detail is None:
                 ledger.duplicate += 1
                 return
@@ -514,7 +550,6 @@ class HubbleReader(FlowReader):
         dst_full = self._endpoint(f.destination, dip)
         src, src_name = src_full[:6], src_full[6]
         dst, dst_name = dst_full[:6], dst_full[6]
-        verdict = _VERDICTS.get(f.verdict, "unknown")
         icmp_type = icmp_code = drop_reason = dns_names = None
         svc_ns = svc_name = l7_protocol = method = http_path = http_code = dns_query = None
         if icmp is not None:
@@ -538,44 +573,48 @@ class HubbleReader(FlowReader):
                 l7_protocol = "kafka"
         point = f.trace_observation_point
         # Column order is recommender.schema.FLOW_SCHEMA's (checked by a test).
-        self.builder.add_tuple(
-            (
-                micros,
-                micros,
-                *src,
-                sip,
-                sport,
-                src_name,
-                *dst,
-                dip,
-                dport,
-                dst_name,
-                protocol,
-                icmp_type,
-                icmp_code,
-                svc_ns,
-                svc_name,
-                None,
-                dns_names,
-                verdict,
-                drop_reason,
-                None,
-                None,
-                _DIRECTIONS.get(f.traffic_direction),
-                point if isinstance(point, str) and point else None,
-                f.node_name or node or None,
-                reply,
-                connections,
-                None,
-                None,
-                l7_protocol,
-                method,
-                http_path,
-                http_code,
-                dns_query,
-                "hubble",
-                file,
-                line_no,
-            )
-        )
+        key = conn_key if connections else (conn_key, l7_detail)
+        if key in self._pending:
+            self.builder.add_tuple(tuple(self._pending.pop(key)))
+        self._pending[key] = [
+            micros,
+            micros,
+            *src,
+            sip,
+            sport,
+            src_name,
+            *dst,
+            dip,
+            dport,
+            dst_name,
+            protocol,
+            icmp_type,
+            icmp_code,
+            svc_ns,
+            svc_name,
+            None,
+            dns_names,
+            verdict,
+            drop_reason,
+            None,
+            None,
+            _DIRECTIONS.get(f.traffic_direction),
+            point if isinstance(point, str) and point else None,
+            f.node_name or node or None,
+            reply,
+            connections,
+            None,
+            None,
+            l7_protocol,
+            method,
+            http_path,
+            http_code,
+            dns_query,
+            "hubble",
+            file,
+            line_no,
+        ]
         ledger.used += 1
+        if micros > self._latest:
+            self._latest = micros
+        self._release(self._latest - int(self.hold_seconds * 1_000_000))
