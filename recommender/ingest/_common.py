@@ -229,6 +229,10 @@ class RecentKeys:
         if len(self._keys) > self.capacity:
             self._keys.popitem(last=False)
 
+    def forget(self, key: Hashable) -> None:
+        """Forget ``key`` if it is known."""
+        self._keys.pop(key, None)
+
     def __contains__(self, key: Hashable) -> bool:
         return key in self._keys
 
@@ -266,13 +270,36 @@ class BatchBuilder:
         if not self.rows:
             return None
         rows, self.rows = self.rows, []
+        n = len(rows)
         arrays = []
         for values, field in zip(zip(*rows, strict=True), FLOW_SCHEMA, strict=True):
-            if field.name in ("start_time", "end_time"):
+            if values.count(None) == n:
+                arrays.append(pa.nulls(n, field.type))
+            elif field.name in ("start_time", "end_time"):
                 arrays.append(pa.array(values, type=pa.int64()).cast(field.type))
+            elif pa.types.is_map(field.type) or pa.types.is_list(field.type):
+                arrays.append(_shared_objects_array(values, field.type))
             else:
                 arrays.append(pa.array(values, type=field.type))
         return pa.RecordBatch.from_arrays(arrays, schema=FLOW_SCHEMA)
 
 
 _CONNECTIONS: Final = COLUMNS.index("connections")
+
+
+def _shared_objects_array(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
+    """An Arrow array of nested values that repeat as the same Python objects (label maps of
+    one endpoint): each distinct object is converted once, then taken by index."""
+    index: dict[int, int] = {}
+    uniques: list[Any] = []
+    positions = []
+    for value in values:
+        key = id(value)
+        at = index.get(key)
+        if at is None:
+            at = index[key] = len(uniques)
+            uniques.append(value)
+        positions.append(at)
+    if len(uniques) * 2 > len(values):
+        return pa.array(values, type=type_)
+    return pa.array(uniques, type=type_).take(pa.array(positions, type=pa.int32()))

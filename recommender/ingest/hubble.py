@@ -321,6 +321,7 @@ class HubbleReader(FlowReader):
         # reports FORWARDED, the destination node DROPPED).
         self._pending: OrderedDict[Any, list[Any]] = OrderedDict()
         self._latest = 0
+        self._released_at = 0
 
     def read(self, path: Path) -> Iterator[pa.RecordBatch]:
         file = str(path)
@@ -490,11 +491,6 @@ class HubbleReader(FlowReader):
             if not (0 <= sport <= 65535 and 0 <= dport <= 65535):
                 ledger.skip(file, line_no, "invalid-port", f"ports {sport} -> {dport}")
                 return
-        try:
-            sip, dip = norm_ip(ip.source), norm_ip(ip.destination)
-        except BadValue as exc:
-            ledger.skip(file, line_no, exc.reason, str(exc))
-            return
         reply = f.is_reply
         if reply is None:
             reply = (
@@ -512,6 +508,7 @@ class HubbleReader(FlowReader):
             return
         micros = (when - _EPOCH) // _ONE_US if when.tzinfo else to_micros(when)
         verdict = _VERDICTS.get(f.verdict, "unknown")
+        sip, dip = ip.source, ip.destination  # normalised below, for kept rows only
         conn_key = (sip, dip, protocol, sport, dport, icmp.type if icmp is not None else None)
         recent = self._recent
         seen = recent.get(conn_key)
@@ -546,6 +543,12 @@ class HubbleReader(FlowReader):
             if l7_detail is not None:
                 recent.add((conn_key, l7_detail), micros)
             connections = 1
+        try:
+            sip, dip = norm_ip(sip), norm_ip(dip)
+        except BadValue as exc:
+            recent.forget(conn_key)
+            ledger.skip(file, line_no, exc.reason, str(exc))
+            return
         src_full = self._endpoint(f.source, sip)
         dst_full = self._endpoint(f.destination, dip)
         src, src_name = src_full[:6], src_full[6]
@@ -617,4 +620,6 @@ class HubbleReader(FlowReader):
         ledger.used += 1
         if micros > self._latest:
             self._latest = micros
-        self._release(self._latest - int(self.hold_seconds * 1_000_000))
+        if len(self._pending) & 255 == 0 or micros - self._released_at >= 1_000_000:
+            self._released_at = micros
+            self._release(self._latest - int(self.hold_seconds * 1_000_000))
