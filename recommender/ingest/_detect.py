@@ -19,9 +19,17 @@ def format_of_record(obj: Any) -> str | None:
     if not isinstance(obj, dict):
         return None
     if "flow" in obj and isinstance(obj["flow"], dict):
-        return "hubble"
-    if "Key" in obj and isinstance(obj["Key"], dict):
+        inner = obj["flow"]
+        return "goldmane" if "Key" in inner or "key" in inner else "hubble"
+    if ("Key" in obj and isinstance(obj["Key"], dict)) or (
+        "key" in obj and isinstance(obj["key"], dict)
+    ):
         return "goldmane"
+    hits = obj.get("hits")
+    if isinstance(hits, dict) and isinstance(hits.get("hits"), list):  # Elasticsearch response
+        first = hits["hits"][0] if hits["hits"] else None
+        source = first.get("_source") if isinstance(first, dict) else None
+        return format_of_record(source) if source is not None else "calico"
     if {"IP", "l4"} & obj.keys() or ("verdict" in obj and ("source" in obj or "Type" in obj)):
         return "hubble"  # a bare Flow object
     if "source_name_aggr" in obj or "dest_name_aggr" in obj:
@@ -37,6 +45,11 @@ def format_of_record(obj: Any) -> str | None:
 
 def _first_json_record(head: bytes) -> Any:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    if text.lstrip().startswith("{"):
+        try:  # the first JSON value: a JSON line, or a pretty-printed document
+            return _DECODER.raw_decode(text.lstrip())[0]
+        except ValueError:
+            pass
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of records, or of nothing
         start = stripped.find("{")
@@ -75,7 +88,12 @@ def detect_format(path: Path) -> str:
     head = read_head(path)
     if not head.strip():
         raise FlowSourceError(f"{path}: the file is empty.")
-    first_line = head.lstrip().split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    lines = [
+        ln.strip()
+        for ln in head.decode("utf-8", errors="replace").splitlines()[:50]
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    first_line = lines[0] if lines else ""
     if first_line.startswith(("{", "[")):
         fmt = format_of_record(_first_json_record(head))
         if fmt:

@@ -102,12 +102,21 @@ def open_decompressed(path: Path) -> BinaryIO:
 
 
 def read_head(path: Path, size: int = 65536) -> bytes:
-    """The first ``size`` decompressed bytes of ``path`` (fewer at the end of the file)."""
-    try:
-        with open_decompressed(path) as fh:
-            return fh.read(size)
-    except (OSError, pa.ArrowException) as exc:
-        raise FlowSourceError(f"{path}: cannot be read: {exc}.") from None
+    """The first ``size`` decompressed bytes of ``path`` (fewer at the end of the file, or
+    where a compressed stream breaks off)."""
+    parts: list[bytes] = []
+    got = 0
+    with open_decompressed(path) as fh:
+        while got < size:
+            try:
+                part = fh.read(min(16384, size - got))
+            except (OSError, EOFError, pa.ArrowException):
+                break
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+    return b"".join(parts)
 
 
 def iter_line_chunks(
