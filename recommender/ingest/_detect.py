@@ -43,11 +43,18 @@ def format_of_record(obj: Any) -> str | None:
     return None
 
 
+def _unwrap(obj: Any) -> Any:
+    """The first record of an ``{"items": [...]}`` envelope (Whisker), else ``obj``."""
+    if isinstance(obj, dict) and "items" in obj and isinstance(obj["items"], list):
+        return obj["items"][0] if obj["items"] else None
+    return obj
+
+
 def _first_json_record(head: bytes) -> Any:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     if text.lstrip().startswith("{"):
         try:  # the first JSON value: a JSON line, or a pretty-printed document
-            return _DECODER.raw_decode(text.lstrip())[0]
+            return _unwrap(_DECODER.raw_decode(text.lstrip())[0])
         except ValueError:
             pass
     stripped = text.lstrip()
@@ -64,9 +71,7 @@ def _first_json_record(head: bytes) -> Any:
             obj, _ = _DECODER.raw_decode(line)
         except ValueError:
             continue
-        if isinstance(obj, dict) and "items" in obj and isinstance(obj["items"], list):
-            obj = obj["items"][0] if obj["items"] else None
-        return obj
+        return _unwrap(obj)
     return None
 
 
