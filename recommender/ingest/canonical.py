@@ -93,7 +93,12 @@ class CsvReader(ParquetReader):
                 reader = pacsv.open_csv(
                     fh,
                     read_options=pacsv.ReadOptions(block_size=1 << 22),
-                    convert_options=pacsv.ConvertOptions(column_types=text_types),
+                    # An empty cell is a null; a quoted empty cell ("") the empty string.
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=text_types,
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                    ),
                 )
                 row = 0
                 for batch in reader:
