@@ -88,6 +88,16 @@ class CsvReader(ParquetReader):
             for f in FLOW_SCHEMA
             if pa.types.is_map(f.type) or pa.types.is_list(f.type)
         }
+        # Every column's type is fixed up front: the streaming reader infers types from the
+        # first block only, so a column empty there (null type) would fail on the first value
+        # in a later block. Whole numbers are read as float64 (a pandas-written "8080.0" too)
+        # and cast exactly by conform_table; times keep their inferred type (zone or not).
+        column_types = {
+            f.name: pa.float64() if pa.types.is_integer(f.type) else f.type
+            for f in FLOW_SCHEMA
+            if not pa.types.is_timestamp(f.type)
+        }
+        column_types.update(text_types)
         try:
             with open_decompressed(path) as fh:
                 reader = pacsv.open_csv(
@@ -95,7 +105,7 @@ class CsvReader(ParquetReader):
                     read_options=pacsv.ReadOptions(block_size=1 << 22),
                     # An empty cell is a null; a quoted empty cell ("") the empty string.
                     convert_options=pacsv.ConvertOptions(
-                        column_types=text_types,
+                        column_types=column_types,
                         strings_can_be_null=True,
                         quoted_strings_can_be_null=False,
                     ),
