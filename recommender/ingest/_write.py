@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -15,6 +17,9 @@ from ..ledger import IngestLedger
 from ..schema import FLOW_SCHEMA
 
 __all__ = ["ROW_GROUP_ROWS", "write_flows_parquet"]
+
+#: Schema metadata key of the ingest ledger (JSON).
+LEDGER_KEY = "recommender.ledger"
 
 #: Rows per Parquet row group: large enough for fast scans, small enough for bounded memory.
 ROW_GROUP_ROWS = 131072
@@ -32,8 +37,6 @@ def write_flows_parquet(
     The file appears only when complete (written beside it, then renamed). The schema metadata
     carries ``recommender.schema_version`` and, when ``ledger`` is given, the ingest ledger.
     """
-    import json
-
     target = Path(output)
     if target.is_dir():
         raise InputError(f"{target}: is a folder; give a file name such as flows.parquet.")
@@ -64,9 +67,13 @@ def write_flows_parquet(
                     pa.Table.from_batches(pending, schema=schema), row_group_size=ROW_GROUP_ROWS
                 )
             if ledger is not None:
-                writer.add_key_value_metadata(
-                    {"recommender.ledger": json.dumps(ledger.to_dict(), sort_keys=True)}
-                )
+                # The ledger is complete only now. Readers take the schema metadata from the
+                # stored Arrow schema (ARROW:schema), not from the file's other keys: store it
+                # again with the ledger so that pq.read_table(...).schema.metadata has it.
+                text = json.dumps(ledger.to_dict(), sort_keys=True)
+                final = schema.with_metadata({**(schema.metadata or {}), LEDGER_KEY: text})
+                stored = base64.b64encode(final.serialize().to_pybytes()).decode("ascii")
+                writer.add_key_value_metadata({LEDGER_KEY: text, "ARROW:schema": stored})
         os.replace(tmp_name, target)
     except OSError as exc:
         raise InputError(f"{target}: cannot be written: {exc.strerror or exc}.") from None
