@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -43,8 +43,18 @@ def write_flows_parquet(
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{parent}: the output folder does not exist.")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
+    # Not tempfile.mkstemp: its file is private (0600) and the rename would keep that mode;
+    # the output gets the usual mode (0666 less the umask) like any file the user writes.
+    while True:
+        tmp_name = str(parent / f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise InputError(f"{target}: cannot be written: {exc.strerror or exc}.") from None
+        os.close(fd)
+        break
     rows = 0
     try:
         schema = FLOW_SCHEMA
