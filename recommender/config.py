@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +93,24 @@ class RecommendConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}.")
-        for name in ("since", "until"):
+        for name in ("namespaces", "exclude_namespaces"):
             value = getattr(self, name)
+            if isinstance(value, str):  # one pattern, not a sequence of one-letter patterns
+                value = (value,)
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name} must be a list of names or patterns, not {value!r}.")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("allow_node_probes", "dns_both_protocols"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, not {value!r}.")
+        if not isinstance(self.policy_prefix, str):
+            raise ConfigError(f"policy_prefix must be a string, not {self.policy_prefix!r}.")
+        for name in ("since", "until"):
+            value = _parse_time(getattr(self, name), name)
             if value is not None and value.tzinfo is None:
-                object.__setattr__(self, name, value.replace(tzinfo=UTC))
+                value = value.replace(tzinfo=UTC)
+            object.__setattr__(self, name, value)
         if self.since and self.until and self.since >= self.until:
             raise ConfigError("since must be before until.")
 
@@ -112,6 +126,8 @@ class RecommendConfig:
 def _parse_time(value: Any, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
+    if not isinstance(value, str | date):
+        raise ConfigError(f"{name}: {value!r} is not an ISO 8601 time.")
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
@@ -149,7 +165,11 @@ def load_config(path: str | Path) -> RecommendConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}.") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        # One line: PyYAML's own text spans several (with a caret under the spot).
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML: {problem}{where}.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values.")
     extra = data.pop("cli", {}) or {}
