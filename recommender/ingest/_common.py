@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -247,7 +247,7 @@ class BatchBuilder:
 
     def __init__(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
         self.batch_rows = batch_rows
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[Sequence[Any]] = []
 
     def add(self, row: dict[str, Any]) -> None:
         """Append one row given as a dict."""

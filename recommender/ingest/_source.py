@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -124,30 +125,21 @@ def iter_line_chunks(
 ) -> Iterator[tuple[int, list[bytes], str | None]]:
     """Yield ``(first_line_number, lines, error)`` for ``path`` in chunks of about ``chunk_bytes``.
 
-    Lines keep no line terminator; line numbers start at 1. When the compressed stream breaks off
-    (a truncated gzip file, say), the last item carries the lines read so far and an ``error``
-    text; the caller records it in the ledger and goes on with the next file.
+    Lines keep their line terminator (JSON decoders ignore it); line numbers start at 1. When
+    the compressed stream breaks off (a truncated gzip file, say), the last item carries an
+    ``error`` text; the caller records it in the ledger and goes on with the next file.
     """
     line_no = 1
-    rest = b""
     with open_decompressed(path) as fh:
+        # pyarrow's decompressing streams have no readlines(): buffer them.
+        stream = io.BufferedReader(fh) if isinstance(fh, pa.NativeFile) else fh
         while True:
-            error = None
             try:
-                block = fh.read(chunk_bytes)
+                lines = stream.readlines(chunk_bytes)
             except (OSError, EOFError, pa.ArrowException) as exc:
-                block, error = b"", f"the file breaks off: {exc}"
-            if not block:
-                if rest:
-                    yield line_no, [rest.rstrip(b"\r")], error
-                elif error:
-                    yield line_no, [], error
+                yield line_no, [], f"the file breaks off: {exc}"
                 return
-            data = rest + block
-            lines = data.split(b"\n")
-            rest = lines.pop()
-            if lines:
-                if lines[0].endswith(b"\r") or (len(lines) > 1 and lines[1].endswith(b"\r")):
-                    lines = [ln.rstrip(b"\r") for ln in lines]
-                yield line_no, lines, None
-                line_no += len(lines)
+            if not lines:
+                return
+            yield line_no, lines, None
+            line_no += len(lines)

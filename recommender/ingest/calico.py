@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import operator
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -26,6 +27,7 @@ import msgspec
 import pyarrow as pa
 
 from ..errors import FlowFormatError
+from ..schema import COLUMNS
 from ._base import FlowReader
 from ._common import (
     DEFAULT_BATCH_ROWS,
@@ -194,9 +196,7 @@ def _labels_from_obj(obj: Any) -> dict[str, str]:
         if isinstance(inner, list):
             return parse_label_list(inner)
         if inner is None and "labels" not in obj:
-            return {
-                str(k): str(v) for k, v in obj.items() if isinstance(v, str | int | float)
-            }
+            return {str(k): str(v) for k, v in obj.items() if isinstance(v, str | int | float)}
     return {}
 
 
@@ -340,6 +340,12 @@ def strings_of(value: Any) -> list[str] | None:
 # Merging the two reports of one connection
 # --------------------------------------------------------------------------------------------
 
+#: A canonical row as the merger and the batch builder take it: a tuple in
+#: :data:`~recommender.schema.COLUMNS` order.
+RowTuple = tuple[Any, ...]
+
+_COL: Final = {name: i for i, name in enumerate(COLUMNS)}
+_CONNECTIONS: Final = _COL["connections"]
 _KEY_COLUMNS: Final = (
     "start_time",
     "protocol",
@@ -355,15 +361,36 @@ _KEY_COLUMNS: Final = (
     "dst_port",
 )
 _VERDICT_RANK: Final = {"denied": 3, "allowed": 2, "pass": 1}
+_KEY_OF: Final = operator.itemgetter(*(_COL[c] for c in _KEY_COLUMNS))
+#: Per endpoint: the labels column and the columns taken with it from the other report.
+_LABEL_GROUPS: Final = tuple(
+    (_COL[f"{p}_labels"], tuple(_COL[f"{p}_{c}"] for c in ("labels", "workload",
+                                                          "workload_kind", "pod")))
+    for p in ("src", "dst")
+)
+_START, _END = _COL["start_time"], _COL["end_time"]
+_REPORTER, _VERDICT, _POLICIES = _COL["reporter"], _COL["verdict"], _COL["policies"]
+_PACKETS, _BYTES, _NODE = _COL["packets"], _COL["bytes"], _COL["node"]
+_SOURCE_FILE, _SOURCE_ROW = _COL["source_file"], _COL["source_row"]
 
 
-def merge_key(row: Row) -> tuple[Any, ...]:
+def row_tuple(row: Row) -> RowTuple:
+    """A row given as a dict (missing keys are nulls, ``connections`` defaults to 1) as a tuple
+    in column order."""
+    values = tuple(row.get(name) for name in COLUMNS)
+    if values[_CONNECTIONS] is None:
+        values = (*values[:_CONNECTIONS], 1, *values[_CONNECTIONS + 1 :])
+    return values
+
+
+def merge_key(row: RowTuple) -> tuple[Any, ...]:
     """What identifies a connection in both ends' reports.
 
     ``end_time`` is not part of it: the two nodes flush on their own timers, so the two reports
     of one interval end a few seconds apart (see the real records in the tests).
     """
-    return tuple(row.get(c) for c in _KEY_COLUMNS)
+    key: tuple[Any, ...] = _KEY_OF(row)
+    return key
 
 
 def _max(a: int | None, b: int | None) -> int | None:
@@ -374,36 +401,37 @@ def _max(a: int | None, b: int | None) -> int | None:
     return max(a, b)
 
 
-def merge_reports(first: Row, second: Row) -> Row:
+def merge_reports(first: RowTuple, second: RowTuple) -> RowTuple:
     """One row from a ``src`` and a ``dst`` report of the same connection."""
-    src, dst = (first, second) if first.get("reporter") == "src" else (second, first)
-    row = dict(src)
-    for prefix in ("src", "dst"):
-        if not row.get(f"{prefix}_labels") and dst.get(f"{prefix}_labels"):
-            for col in ("labels", "workload", "workload_kind", "pod"):
-                row[f"{prefix}_{col}"] = dst.get(f"{prefix}_{col}")
-    for name, value in dst.items():
-        if value is not None and row.get(name) is None:
-            row[name] = value
-    row["start_time"] = min(first["start_time"], second["start_time"])
-    row["end_time"] = max(first["end_time"], second["end_time"])
-    va, vb = first["verdict"], second["verdict"]
-    row["verdict"] = va if _VERDICT_RANK.get(va, 0) >= _VERDICT_RANK.get(vb, 0) else vb
-    policies = set(first.get("policies") or ()) | set(second.get("policies") or ())
-    row["policies"] = sorted(policies) or None
-    for name in ("packets", "bytes"):
-        row[name] = _max(first.get(name), second.get(name))
-    row["connections"] = max(first.get("connections") or 1, second.get("connections") or 1)
-    row["reporter"] = "both"
-    row["node"] = src.get("node")
-    row["source_file"] = first["source_file"]
-    row["source_row"] = first["source_row"]
-    return row
+    src, dst = (first, second) if first[_REPORTER] == "src" else (second, first)
+    row = list(src)
+    for labels, columns in _LABEL_GROUPS:
+        if not row[labels] and dst[labels]:
+            for col in columns:
+                row[col] = dst[col]
+    for i, value in enumerate(dst):
+        if value is not None and row[i] is None:
+            row[i] = value
+    row[_START] = min(first[_START], second[_START])
+    row[_END] = max(first[_END], second[_END])
+    va, vb = first[_VERDICT], second[_VERDICT]
+    row[_VERDICT] = va if _VERDICT_RANK.get(va, 0) >= _VERDICT_RANK.get(vb, 0) else vb
+    policies = set(first[_POLICIES] or ()) | set(second[_POLICIES] or ())
+    row[_POLICIES] = sorted(policies) or None
+    row[_PACKETS] = _max(first[_PACKETS], second[_PACKETS])
+    row[_BYTES] = _max(first[_BYTES], second[_BYTES])
+    row[_CONNECTIONS] = max(first[_CONNECTIONS] or 1, second[_CONNECTIONS] or 1)
+    row[_REPORTER] = "both"
+    row[_NODE] = src[_NODE]
+    row[_SOURCE_FILE] = first[_SOURCE_FILE]
+    row[_SOURCE_ROW] = first[_SOURCE_ROW]
+    return tuple(row)
 
 
 class ReportMerger:
     """Folds the ``src`` and ``dst`` reports of one connection into one row, in bounded memory.
 
+    Rows are tuples in :data:`~recommender.schema.COLUMNS` order (see :func:`row_tuple`).
     Unmatched ``src``/``dst`` rows are held back, keyed by :func:`merge_key`, and released as
     rows of their own when their end time falls ``horizon_us`` behind the newest start time seen,
     when more than ``cap`` are held (oldest first), or by :meth:`release_all`. Rows with another
@@ -413,39 +441,41 @@ class ReportMerger:
     """
 
     def __init__(
-        self, emit: Callable[[Row], None], *, horizon_us: int = MERGE_HORIZON_US,
+        self, emit: Callable[[RowTuple], None], *, horizon_us: int = MERGE_HORIZON_US,
         cap: int = MERGE_CAP,
     ) -> None:
         self.emit = emit
         self.horizon_us = horizon_us
         self.cap = cap
-        self.pending: dict[tuple[Any, ...], tuple[int, Row]] = {}
+        self.pending: dict[tuple[Any, ...], tuple[int, RowTuple]] = {}
         self._heap: list[tuple[int, int, tuple[Any, ...]]] = []
         self._seq = 0
         self._newest = -(1 << 62)
 
-    def offer(self, row: Row) -> bool:
+    def offer(self, row: RowTuple) -> bool:
         """Take one row; True when it was merged into a held report (a duplicate)."""
-        start = row["start_time"]
+        start = row[_START]
         if start > self._newest:
             self._newest = start
             self._expire()
-        if row.get("reporter") not in ("src", "dst"):
+        reporter = row[_REPORTER]
+        if reporter != "src" and reporter != "dst":
             self.emit(row)
             return False
-        key = merge_key(row)
-        held = self.pending.pop(key, None)
+        key = _KEY_OF(row)
+        pending = self.pending
+        held = pending.pop(key, None)
         if held is not None:
-            if held[1].get("reporter") != row.get("reporter"):
+            if held[1][_REPORTER] != reporter:
                 self.emit(merge_reports(held[1], row))
                 return True
             self.emit(held[1])
         self._seq += 1
-        self.pending[key] = (self._seq, row)
-        heapq.heappush(self._heap, (row["end_time"], self._seq, key))
-        if len(self.pending) > self.cap:
-            oldest = next(iter(self.pending))
-            self.emit(self.pending.pop(oldest)[1])
+        pending[key] = (self._seq, row)
+        heapq.heappush(self._heap, (row[_END], self._seq, key))
+        if len(pending) > self.cap:
+            oldest = next(iter(pending))
+            self.emit(pending.pop(oldest)[1])
         return False
 
     def _expire(self) -> None:
@@ -458,7 +488,7 @@ class ReportMerger:
                 del self.pending[key]
                 self.emit(held[1])
         if len(heap) > 2 * len(self.pending) + 4096:
-            self._heap = [(r["end_time"], s, k) for k, (s, r) in self.pending.items()]
+            self._heap = [(r[_END], s, k) for k, (s, r) in self.pending.items()]
             heapq.heapify(self._heap)
 
     def release_all(self) -> None:
@@ -486,7 +516,7 @@ class JsonRecordReader(FlowReader):
 
     def __init__(self, ledger: Any, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
         super().__init__(ledger, batch_rows=batch_rows)
-        self.merger = ReportMerger(self.builder.add)
+        self.merger = ReportMerger(self.builder.add_tuple)
 
     # -- format hooks ------------------------------------------------------------------------
 
@@ -570,7 +600,7 @@ class JsonRecordReader(FlowReader):
         except _RECORD_ERRORS as exc:
             self.ledger.skip(file, row_no, "invalid-value", f"{type(exc).__name__}: {exc}")
             return
-        if self.merger.offer(row):
+        if self.merger.offer(row_tuple(row)):
             self.ledger.duplicate += 1
         else:
             self.ledger.used += 1

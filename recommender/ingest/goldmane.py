@@ -273,8 +273,7 @@ class WhiskerReader(JsonRecordReader):
             and "action" in obj
             and ("protocol" in obj or "proto" in obj)
             and any(
-                k in obj
-                for k in ("source_name", "dest_name", "source_namespace", "dest_namespace")
+                k in obj for k in ("source_name", "dest_name", "source_namespace", "dest_namespace")
             )
         )
 

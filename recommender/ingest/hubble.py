@@ -18,7 +18,7 @@ Endpoints with a pod name and namespace are workloads even when labelled ``reser
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -30,7 +30,7 @@ import pyarrow as pa
 from ..errors import FlowFormatError
 from ..schema import COLUMNS
 from ._base import FlowReader
-from ._common import _EPOCH, _ONE_US, BadValue, RecentKeys, infer_workload, norm_ip, to_micros
+from ._common import _EPOCH, _ONE_US, BadValue, infer_workload, norm_ip, to_micros
 from ._source import iter_line_chunks, open_decompressed, read_head
 
 __all__ = ["HubbleReader", "infer_reply"]
@@ -310,10 +310,14 @@ class HubbleReader(FlowReader):
     hold_seconds: float = 30.0
     #: At most this many rows wait; the oldest go first beyond it.
     max_pending: int = 200_000
+    #: At most this many recent connections are remembered for de-duplication.
+    max_seen: int = 1_000_000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._recent = RecentKeys()
+        # Connection key -> last event time (us): the connections seen recently.
+        self._seen: dict[Any, int] = {}
+        self._idle_us = int(self.idle_seconds * 1_000_000)
         self._endpoints: dict[bytes, tuple[_Ep, int]] = {}
         self._pods: dict[Any, _Ep] = {}
         # Rows wait here for hold_seconds (event time) before they reach the batch: a later
@@ -329,7 +333,8 @@ class HubbleReader(FlowReader):
             yield from self._read_array(file, path)
         else:
             for first, lines, error in iter_line_chunks(path):
-                yield from self._read_lines(file, first, lines)
+                if lines:
+                    yield from self._read_lines(file, first, lines)
                 if error:
                     self.ledger.read += 1
                     self.ledger.skip(file, first + len(lines), "truncated-file", error)
@@ -349,43 +354,120 @@ class HubbleReader(FlowReader):
             if cutoff is not None and row[0] >= cutoff and len(pending) <= self.max_pending:
                 break
             del pending[key]
-            self.builder.add_tuple(tuple(row))
+            self.builder.rows.append(row)
 
     def _read_lines(self, file: str, first: int, lines: list[bytes]) -> Iterator[pa.RecordBatch]:
-        numbered = [(first + i, ln) for i, ln in enumerate(lines) if ln.strip()]
-        if not numbered:
-            return
+        if lines.count(b"\n") or lines.count(b"\r\n") or not lines[-1].strip():
+            numbered = [(first + i, ln) for i, ln in enumerate(lines) if ln.strip()]
+            if not numbered:
+                return
+            numbers: Sequence[int] = [n for n, _ in numbered]
+            lines = [ln for _, ln in numbered]
+        else:  # no blank lines: the usual case, numbered by position
+            numbers = range(first, first + len(lines))
+        ledger = self.ledger
+        ledger.read += len(lines)
+        decoded: list[_Line | None]
         try:
-            decoded = _DECODE_LINES.decode(b"[" + b",".join(ln for _, ln in numbered) + b"]")
+            decoded = list(_DECODE_LINES.decode(b"[" + b",".join(lines) + b"]"))
         except (msgspec.DecodeError, msgspec.ValidationError):
-            decoded = None
-        for i, (line_no, line) in enumerate(numbered):
-            self.ledger.read += 1
-            if decoded is not None:
-                item = decoded[i]
-            else:
-                try:
-                    item = _DECODE_LINE.decode(line)
-                except msgspec.ValidationError as exc:
-                    self.ledger.skip(file, line_no, _skip_reason(exc), str(exc))
+            decoded = [
+                self._decode_one(file, n, ln) for n, ln in zip(numbers, lines, strict=True)
+            ]
+        # The hot loop: most events are replies or further events of a known connection, so
+        # they are settled here with as little work as possible; new rows go to _add.
+        seen = self._seen
+        idle_us = self._idle_us
+        replies = duplicates = 0
+        add = self._add
+        for line_no, _line, item in zip(numbers, lines, decoded, strict=True):
+            if item is None:
+                continue
+            f = item.flow
+            if f is None:
+                f = self._bare_flow(file, line_no, _line, item)
+                if f is None:
                     continue
-                except msgspec.DecodeError as exc:
-                    self.ledger.skip(file, line_no, "malformed-json", str(exc))
-                    continue
-            flow = item.flow
-            if flow is None:
-                if item.IP is not None or item.verdict:
-                    try:
-                        flow = _DECODE_FLOW.decode(line)
-                    except msgspec.ValidationError as exc:
-                        self.ledger.skip(file, line_no, _skip_reason(exc), str(exc))
-                        continue
-                else:
-                    self.ledger.skip(file, line_no, "not-a-flow", "no flow object in the line")
-                    continue
-            self._add(flow, item.node_name, item.time, file, line_no)
-            if self.builder.full:
-                yield from self._drain()
+            reply = f.is_reply
+            l7 = f.l7
+            if reply is None or l7 is not None:
+                add(f, item.node_name, item.time, file, line_no)
+                continue
+            if reply:
+                replies += 1
+                continue
+            # A non-reply L3/L4 event: a duplicate when its 5-tuple was seen recently.
+            ip, l4, when = f.IP, f.l4, f.time or item.time
+            if ip is None or l4 is None or when is None or not (ports := l4.TCP or l4.UDP):
+                add(f, item.node_name, item.time, file, line_no)
+                continue
+            key = (
+                ip.source,
+                ip.destination,
+                "TCP" if l4.TCP else "UDP",
+                ports.source_port,
+                ports.destination_port,
+                None,
+            )
+            last = seen.get(key)
+            if last is None:
+                add(f, item.node_name, item.time, file, line_no)
+                continue
+            micros = (when - _EPOCH) // _ONE_US if when.tzinfo else to_micros(when)
+            if micros - last > idle_us:
+                add(f, item.node_name, item.time, file, line_no)
+                continue
+            if micros > last:
+                seen[key] = micros
+            verdict = f.verdict
+            if verdict != "FORWARDED" and _VERDICTS.get(verdict) in _OVERRIDING:
+                self._override(key, _VERDICTS[verdict], f)
+            duplicates += 1
+        ledger.reply += replies
+        ledger.duplicate += duplicates
+        if len(seen) > self.max_seen:
+            self._sweep()
+        if self.builder.full:
+            yield from self._drain()
+
+    def _decode_one(self, file: str, line_no: int, line: bytes) -> _Line | None:
+        """Decode one line on its own (after its chunk failed), or skip it with a reason."""
+        try:
+            return _DECODE_LINE.decode(line)
+        except msgspec.ValidationError as exc:
+            self.ledger.skip(file, line_no, _skip_reason(exc), str(exc))
+        except msgspec.DecodeError as exc:
+            self.ledger.skip(file, line_no, "malformed-json", str(exc))
+        return None
+
+    def _bare_flow(self, file: str, line_no: int, line: bytes, item: _Line) -> _Flow | None:
+        """The Flow of a line without a "flow" key (a bare Flow object), or None (skipped)."""
+        if item.IP is not None or item.verdict:
+            try:
+                return _DECODE_FLOW.decode(line)
+            except msgspec.ValidationError as exc:
+                self.ledger.skip(file, line_no, _skip_reason(exc), str(exc))
+                return None
+        self.ledger.skip(file, line_no, "not-a-flow", "no flow object in the line")
+        return None
+
+    def _override(self, key: Any, verdict: str, f: _Flow) -> None:
+        """A later event of a waiting row's connection: a denial (or audit) wins."""
+        waiting = self._pending.get(key)
+        if waiting is not None and _RANK[verdict] > _RANK.get(waiting[_VERDICT_AT], 0):
+            waiting[_VERDICT_AT] = verdict
+            if verdict == "denied" and f.drop_reason_desc:
+                waiting[_VERDICT_AT + 1] = str(f.drop_reason_desc)
+
+    def _sweep(self) -> None:
+        """Forget connections idle for longer than idle_seconds; keep at most max_seen."""
+        horizon = self._latest - self._idle_us
+        seen = self._seen
+        kept = {k: t for k, t in seen.items() if t >= horizon}
+        if len(kept) > self.max_seen // 2:
+            newest = sorted(kept.items(), key=lambda kv: kv[1])[-(self.max_seen // 2) :]
+            kept = dict(newest)
+        self._seen = kept
 
     def _read_array(self, file: str, path: Path) -> Iterator[pa.RecordBatch]:
         """A file that is one JSON array of lines or flows (read whole: such files are small)."""
@@ -510,47 +592,45 @@ class HubbleReader(FlowReader):
         verdict = _VERDICTS.get(f.verdict, "unknown")
         sip, dip = ip.source, ip.destination  # normalised below, for kept rows only
         conn_key = (sip, dip, protocol, sport, dport, icmp.type if icmp is not None else None)
-        recent = self._recent
+        recent = self._seen
         seen = recent.get(conn_key)
-        active = seen is not None and micros - seen <= self.idle_seconds * 1_000_000
+        active = seen is not None and micros - seen <= self._idle_us
         l7_detail = None
         if l7 is not None and (l7.http is not None or l7.dns is not None):
             l7_detail = (
                 (l7.http.method, l7.http.url) if l7.http is not None else None,
                 l7.dns.query if l7.dns is not None else None,
             )
+        if micros > self._latest:
+            self._latest = micros
         if active:
-            recent.add(conn_key, max(micros, seen or 0))
+            recent[conn_key] = max(micros, seen or 0)
             if verdict in _OVERRIDING:
-                waiting = self._pending.get(conn_key)
-                if waiting is not None and _RANK[verdict] > _RANK.get(waiting[_VERDICT_AT], 0):
-                    waiting[_VERDICT_AT] = verdict
-                    if verdict == "denied" and f.drop_reason_desc:
-                        waiting[_VERDICT_AT + 1] = str(f.drop_reason_desc)
+                self._override(conn_key, verdict, f)
             if l7_detail is None:
                 ledger.duplicate += 1
                 return
             l7_key = (conn_key, l7_detail)
             l7_seen = recent.get(l7_key)
-            if l7_seen is not None and micros - l7_seen <= self.idle_seconds * 1_000_000:
+            if l7_seen is not None and micros - l7_seen <= self._idle_us:
                 ledger.duplicate += 1
-                recent.add(l7_key, micros)
+                recent[l7_key] = micros
                 return
-            recent.add(l7_key, micros)
+            recent[l7_key] = micros
             connections = 0
         else:
-            recent.add(conn_key, micros)
+            recent[conn_key] = micros
             if l7_detail is not None:
-                recent.add((conn_key, l7_detail), micros)
+                recent[(conn_key, l7_detail)] = micros
             connections = 1
         try:
-            sip, dip = norm_ip(sip), norm_ip(dip)
+            src_ip, dst_ip = norm_ip(sip), norm_ip(dip)
         except BadValue as exc:
-            recent.forget(conn_key)
+            recent.pop(conn_key, None)
             ledger.skip(file, line_no, exc.reason, str(exc))
             return
-        src_full = self._endpoint(f.source, sip)
-        dst_full = self._endpoint(f.destination, dip)
+        src_full = self._endpoint(f.source, src_ip)
+        dst_full = self._endpoint(f.destination, dst_ip)
         src, src_name = src_full[:6], src_full[6]
         dst, dst_name = dst_full[:6], dst_full[6]
         icmp_type = icmp_code = drop_reason = dns_names = None
@@ -578,16 +658,16 @@ class HubbleReader(FlowReader):
         # Column order is recommender.schema.FLOW_SCHEMA's (checked by a test).
         key = conn_key if connections else (conn_key, l7_detail)
         if key in self._pending:
-            self.builder.add_tuple(tuple(self._pending.pop(key)))
+            self.builder.rows.append(self._pending.pop(key))
         self._pending[key] = [
             micros,
             micros,
             *src,
-            sip,
+            src_ip,
             sport,
             src_name,
             *dst,
-            dip,
+            dst_ip,
             dport,
             dst_name,
             protocol,
@@ -618,8 +698,6 @@ class HubbleReader(FlowReader):
             line_no,
         ]
         ledger.used += 1
-        if micros > self._latest:
-            self._latest = micros
         if len(self._pending) & 255 == 0 or micros - self._released_at >= 1_000_000:
             self._released_at = micros
             self._release(self._latest - int(self.hold_seconds * 1_000_000))
