@@ -175,7 +175,8 @@ def load_config(path: str | Path) -> RecommendConfig:
     extra = data.pop("cli", {}) or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"{path}: 'cli' must be a mapping.")
+    options = coerce_options(data, str(path))
     try:
-        return RecommendConfig(**coerce_options(data, str(path)), extra=extra)
-    except TypeError as exc:
+        return RecommendConfig(**options, extra=extra)
+    except (TypeError, ConfigError) as exc:  # name the file, as coerce_options does
         raise ConfigError(f"{path}: {exc}") from None
