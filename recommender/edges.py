@@ -16,7 +16,9 @@ from datetime import datetime
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .config import RecommendConfig
 
@@ -30,11 +32,13 @@ _EPHEMERAL: Final = 32768
 
 
 def _ident(p: str) -> str:
-    """SQL for an endpoint's identity within its kind."""
+    """SQL for an endpoint's identity within its kind.
+
+    Readers always name a workload endpoint's workload (or pod); label maps are never read
+    here, because converting them is the most expensive thing DuckDB could do with the table.
+    """
     return (
-        f"CASE WHEN {p}_kind = 'workload' THEN coalesce({p}_workload, {p}_pod, "
-        f"element_at({p}_labels, 'app.kubernetes.io/name')[1], "
-        f"element_at({p}_labels, 'app')[1], {p}_ip, '?') "
+        f"CASE WHEN {p}_kind = 'workload' THEN coalesce({p}_workload, {p}_pod, {p}_ip, '?') "
         f"ELSE coalesce({p}_ip, {p}_name, '?') END"
     )
 
@@ -70,6 +74,48 @@ class EdgeTables:
 _IDS: Final = f"{_ident('src')} AS src_id, {_ident('dst')} AS dst_id"
 
 
+def _workload_labels(
+    con: duckdb.DuckDBPyConnection, flows: pa.Table, window: str, params: list[Any]
+) -> pa.Table:
+    """Per workload, the label maps of its pods: of each (workload, pod), the first and the last
+    row's labels (a pod's labels rarely change; Calico's aggregated rows carry an intersection).
+
+    Only the chosen rows' label maps are converted, never the whole column.
+    """
+    picks = con.execute(
+        f"""
+        SELECT side, namespace, workload, min(__row), max(__row) FROM (
+            SELECT 'src' AS side, src_namespace AS namespace, {_ident("src")} AS workload,
+                   src_pod AS pod, __row FROM raw WHERE src_kind = 'workload' AND {window}
+            UNION ALL
+            SELECT 'dst', dst_namespace, {_ident("dst")}, dst_pod, __row FROM raw
+            WHERE dst_kind = 'workload' AND {window})
+        GROUP BY side, namespace, workload, pod
+        ORDER BY namespace, workload, side, 4
+        """,
+        params + params,
+    ).fetchall()
+    namespaces, workloads, maps = [], [], []
+    for side in ("src", "dst"):
+        chosen = [(ns, wl, a, b) for s, ns, wl, a, b in picks if s == side]
+        if not chosen:
+            continue
+        rows = pa.array([r for _, _, a, b in chosen for r in (a, b)], type=pa.int64())
+        taken = flows[f"{side}_labels"].take(rows).to_pylist()
+        for i, (ns, wl, _, _) in enumerate(chosen):
+            for labels in (taken[2 * i], taken[2 * i + 1]):
+                namespaces.append(ns)
+                workloads.append(wl)
+                maps.append(labels)
+    return pa.table(
+        {
+            "namespace": pa.array(namespaces, pa.string()),
+            "workload": pa.array(workloads, pa.string()),
+            "labels": pa.array(maps, pa.map_(pa.string(), pa.string())),
+        }
+    )
+
+
 def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None) -> EdgeTables:
     """Aggregate canonical flow rows into edges (see the module docstring).
 
@@ -83,11 +129,12 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
     config = config or RecommendConfig()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    if isinstance(flows, pa.Table):
-        con.register("raw", flows)
-    else:
-        literal = str(flows).replace("'", "''")
-        con.execute(f"CREATE VIEW raw AS SELECT * FROM read_parquet('{literal}')")
+    if not isinstance(flows, pa.Table):
+        flows = pq.read_table(flows)
+    # Only views over the Arrow data: DuckDB then reads just the columns each query needs
+    # (copying the table, label maps above all, would cost more than the aggregation).
+    flows = flows.append_column("__row", pa.array(np.arange(flows.num_rows, dtype=np.int64)))
+    con.register("raw", flows)
     where = ["true"]
     params: list[Any] = []
     if config.since is not None:
@@ -96,15 +143,20 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
     if config.until is not None:
         where.append("start_time < ?")
         params.append(config.until)
-    con.execute(f"CREATE TEMP TABLE f AS SELECT * FROM raw WHERE {' AND '.join(where)}", params)
+    window = " AND ".join(where)
     rows_used, first, last = con.execute(
-        "SELECT count(*), min(start_time), max(end_time) FROM f"
+        f"SELECT count(*), min(start_time), max(end_time) FROM raw WHERE {window}", params
     ).fetchone() or (0, None, None)
     verdicts = ", ".join(f"'{v}'" for v in EVIDENCE_VERDICTS)
+    keys = (
+        "src_kind, src_namespace, src_id, src_name, dst_kind, "
+        "dst_namespace, dst_id, dst_name, protocol, dst_port"
+    )
     # Suspected replies: no reply flag either way, and a well-known port answering a high one.
-    con.execute(f"""
-        CREATE TEMP TABLE classified AS
-        SELECT *, {_IDS},
+    classified = f"""
+        SELECT src_kind, src_namespace, src_name, dst_kind, dst_namespace, dst_name, protocol,
+               dst_port, src_ip, dst_ip, node, connections, bytes, start_time, end_time,
+               src_workload_kind, dst_workload_kind, dst_service_name, dst_dns_names, {_IDS},
             CASE
               WHEN verdict NOT IN ({verdicts}) THEN 'denied'
               WHEN is_reply THEN 'reply'
@@ -112,8 +164,8 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
                    AND dst_port >= {_EPHEMERAL} THEN 'suspected-reply'
               ELSE 'evidence'
             END AS class
-        FROM f
-    """)
+        FROM raw WHERE {window}
+    """
     aggregates = """
         sum(connections)::BIGINT AS connections,
         count(*)::BIGINT AS rows,
@@ -127,27 +179,20 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
         max(dst_service_name) AS dst_service,
         max(src_workload_kind) AS src_workload_kind,
         max(dst_workload_kind) AS dst_workload_kind,
-        list(DISTINCT dns ORDER BY dns) FILTER (WHERE dns IS NOT NULL) AS dns_names
+        list_sort(list_distinct(flatten(list(dst_dns_names)
+            FILTER (WHERE dst_dns_names IS NOT NULL)))) AS dns_names
     """
-    keys = (
-        "src_kind, src_namespace, src_id, src_name, dst_kind, "
-        "dst_namespace, dst_id, dst_name, protocol, dst_port"
-    )
-    con.execute(f"""
-        CREATE TEMP TABLE grouped AS
-        SELECT {keys}, class, {aggregates}
-        FROM (SELECT *, unnest(coalesce(dst_dns_names, [NULL]::VARCHAR[])) AS dns FROM classified)
-        GROUP BY ALL
-    """)
     # Many distinct high ports between one pair of endpoints: replies or ephemeral listeners.
-    con.execute(f"""
-        CREATE TEMP TABLE scattered AS
-        SELECT src_kind, src_namespace, src_id, dst_kind, dst_namespace, dst_id, protocol
-        FROM grouped WHERE class = 'evidence' AND dst_port >= {_EPHEMERAL}
-        GROUP BY ALL HAVING count(DISTINCT dst_port) > {int(config.max_ephemeral_ports)}
-    """)
-    con.execute(f"""
+    con.execute(
+        f"""
         CREATE TEMP TABLE judged AS
+        WITH grouped AS (
+            SELECT {keys}, class, {aggregates} FROM ({classified}) GROUP BY ALL
+        ), scattered AS (
+            SELECT src_kind, src_namespace, src_id, dst_kind, dst_namespace, dst_id, protocol
+            FROM grouped WHERE class = 'evidence' AND dst_port >= {_EPHEMERAL}
+            GROUP BY ALL HAVING count(DISTINCT dst_port) > {int(config.max_ephemeral_ports)}
+        )
         SELECT g.*, CASE
             WHEN g.class <> 'evidence' THEN g.class
             WHEN g.dst_port >= {_EPHEMERAL} AND s.src_id IS NOT NULL THEN 'ephemeral-port'
@@ -159,7 +204,9 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
          AND g.dst_id = s.dst_id AND g.protocol = s.protocol
          AND g.src_namespace IS NOT DISTINCT FROM s.src_namespace
          AND g.dst_namespace IS NOT DISTINCT FROM s.dst_namespace
-    """)
+        """,
+        params,
+    )
     order = (
         "ORDER BY src_kind, src_namespace NULLS FIRST, src_id, dst_kind, "
         "dst_namespace NULLS FIRST, dst_id, protocol, dst_port NULLS FIRST"
@@ -173,13 +220,5 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
     excluded = con.sql(
         f"SELECT * EXCLUDE (class) FROM judged WHERE reason NOT IN ('evidence', 'denied') {order}"
     ).to_arrow_table()
-    labels = con.sql("""
-        SELECT namespace, workload, labels, sum(n)::BIGINT AS rows FROM (
-          SELECT src_namespace AS namespace, src_id AS workload, src_labels AS labels,
-                 count(*) AS n FROM classified WHERE src_kind = 'workload' GROUP BY ALL
-          UNION ALL
-          SELECT dst_namespace, dst_id, dst_labels, count(*) FROM classified
-          WHERE dst_kind = 'workload' GROUP BY ALL)
-        GROUP BY ALL ORDER BY namespace, workload, rows DESC
-    """).to_arrow_table()
+    labels = _workload_labels(con, flows, window, params)
     return EdgeTables(edges, denied, excluded, labels, int(rows_used), first, last)
