@@ -7,8 +7,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import RecommendConfig, load_config
-from .edges import EdgeTables, aggregate_edges
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigError,
     FlowFormatError,
@@ -19,13 +20,60 @@ from .errors import (
     SynthesisError,
     UnsupportedDialectError,
 )
-from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
-from .ledger import IngestLedger
-from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
-from .profile import FlowProfile, profile_flows
-from .recommend import Recommendation, recommend
-from .schema import FLOW_SCHEMA, SCHEMA_VERSION
-from .synthesize import synthesize
+
+# The rest is imported on first use, so that `recommend --help` does not wait for pyarrow and
+# DuckDB to load (PEP 562).
+_LAZY = {
+    "RecommendConfig": "config",
+    "load_config": "config",
+    "EdgeTables": "edges",
+    "aggregate_edges": "edges",
+    "FORMATS": "ingest",
+    "FlowBatches": "ingest",
+    "detect_format": "ingest",
+    "iter_flow_batches": "ingest",
+    "read_flows": "ingest",
+    "IngestLedger": "ledger",
+    "Evidence": "policy",
+    "LabelSelector": "policy",
+    "Peer": "policy",
+    "Policy": "policy",
+    "PolicySet": "policy",
+    "PortSpec": "policy",
+    "Rule": "policy",
+    "FlowProfile": "profile",
+    "profile_flows": "profile",
+    "Recommendation": "pipeline",
+    "recommend": "pipeline",
+    "FLOW_SCHEMA": "schema",
+    "SCHEMA_VERSION": "schema",
+    "synthesize": "synthesis",
+}
+
+if TYPE_CHECKING:
+    from .config import RecommendConfig, load_config
+    from .edges import EdgeTables, aggregate_edges
+    from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
+    from .ledger import IngestLedger
+    from .pipeline import Recommendation, recommend
+    from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+    from .profile import FlowProfile, profile_flows
+    from .schema import FLOW_SCHEMA, SCHEMA_VERSION
+    from .synthesis import synthesize
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recommender' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "FLOW_SCHEMA",

@@ -37,7 +37,9 @@ app = typer.Typer(
 FlowsArg = Annotated[
     list[Path],
     typer.Argument(
-        help="Flow files, folders or glob patterns (plain, gzip or zstd).", show_default=False
+        help="Flow files, folders or glob patterns (plain, gzip or zstd).",
+        show_default=False,
+        metavar="FLOWS",
     ),
 ]
 FormatOpt = Annotated[
@@ -101,7 +103,10 @@ def ingest(
         bool,
         typer.Option("--summary", help="Print the ingest ledger and a short profile of the flows."),
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="Print the result as JSON (with --summary, the profile too)."),
+    ] = False,
 ) -> None:
     """Read flow logs into the canonical flow table (zstd Parquet)."""
     from .ingest import iter_flow_batches
@@ -197,7 +202,7 @@ def run(
 ) -> None:
     """Recommend least-privilege NetworkPolicies from flows (the default command)."""
     from .config import RecommendConfig, coerce_options, load_config
-    from .recommend import recommend
+    from .pipeline import recommend
 
     config = load_config(config_file) if config_file else RecommendConfig()
     options = coerce_options(
@@ -262,6 +267,9 @@ def _root(
     """Least-privilege Kubernetes network policies from flow logs."""
 
 
+_ROOT_OPTIONS = ("--help", "--version")
+
+
 def _commands() -> set[str]:
     import typer.main
 
@@ -272,8 +280,10 @@ def _commands() -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recommend`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and not args[0].startswith("-") and args[0] not in _commands() and "run" in _commands():
-        args.insert(0, "run")
+    if not args:
+        args = ["--help"]
+    elif args[0] not in _commands() and args[0] not in _ROOT_OPTIONS:
+        args.insert(0, "run")  # `recommend FLOWS...` (options first or not) is `recommend run`
     try:
         app(args=args, prog_name="recommend", standalone_mode=False)
     except RecommenderError as exc:

@@ -34,7 +34,7 @@ DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class RecommendConfig:
-    """Options of :func:`recommender.recommend` (see ``docs/configuration.md``).
+    """Options of :func:`recommender.recommend` (see ``docs/concepts.md``).
 
     Attributes
     ----------

@@ -24,7 +24,7 @@ from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_policy_tree, write_yaml_stream
 from .report import build_report, report_json, report_markdown
-from .synthesize import Findings, synthesize
+from .synthesis import Findings, synthesize
 
 __all__ = ["Recommendation", "recommend"]
 

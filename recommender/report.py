@@ -19,7 +19,7 @@ import pyarrow as pa
 from .config import RecommendConfig
 from .edges import EdgeTables
 from .policy.model import PolicySet
-from .synthesize import Findings
+from .synthesis import Findings
 
 __all__ = ["REPORT_VERSION", "build_report", "report_json", "report_markdown"]
 

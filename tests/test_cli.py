@@ -276,7 +276,7 @@ def test_help_lists_the_commands(capsys) -> None:
         assert option in out
 
 
-@pytest.mark.xfail(strict=True, reason="cli.main maps click's NoArgsIsHelpError to exit 70")
+
 def test_no_arguments_prints_help_not_an_internal_error(capsys) -> None:
     status, out, err = run(capsys)
     assert "internal error" not in err
@@ -284,9 +284,6 @@ def test_no_arguments_prints_help_not_an_internal_error(capsys) -> None:
     assert status in (0, 2)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="cli.main inserts 'run' only when the first argument is not an option"
-)
 def test_options_may_come_before_the_flows_of_the_default_command(capsys) -> None:
     status, out, err = run(capsys, "--dry-run", FLOWS)
     assert status == 0, err

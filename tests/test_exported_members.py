@@ -105,8 +105,8 @@ USER_MODULES = (
     "recommender.ledger",
     "recommender.policy",
     "recommender.profile",
-    "recommender.recommend",
-    "recommender.synthesize",
+    "recommender.pipeline",
+    "recommender.synthesis",
 )
 
 
