@@ -30,6 +30,8 @@ from ..errors import FlowFormatError
 from ..schema import COLUMNS
 from ._base import FlowReader
 from ._common import (
+    _MAX_US,
+    _MIN_US,
     DEFAULT_BATCH_ROWS,
     BadValue,
     BatchBuilder,
@@ -286,6 +288,27 @@ def endpoint_columns(
     ``pod`` is a full pod name when known, ``aggr`` the aggregated name (``nginx-86c57db685-*``,
     Goldmane's ``nginx-86c57db685-``, a host endpoint, NetworkSet, ``pub`` or ``pvt``).
     """
+    values = endpoint_values(type_raw, namespace, pod, aggr, labels)
+    return {f"{prefix}_{col}": value for col, value in zip(_ENDPOINT_COLUMNS, values, strict=True)}
+
+
+#: The columns of :func:`endpoint_values`, in order (``<prefix>_`` left off).
+_ENDPOINT_COLUMNS: Final = (
+    "kind", "namespace", "workload", "workload_kind", "pod", "labels", "name",
+)
+#: One endpoint's columns: kind, namespace, workload, workload kind, pod, labels, name.
+Endpoint = tuple[str, str | None, str | None, str | None, str | None, dict[str, str] | None,
+                 str | None]
+
+
+def endpoint_values(
+    type_raw: Any,
+    namespace: str | None,
+    pod: str | None,
+    aggr: str | None,
+    labels: dict[str, str],
+) -> Endpoint:
+    """:func:`endpoint_columns` as a tuple in :data:`_ENDPOINT_COLUMNS` order."""
     if isinstance(type_raw, str):
         type_key: Any = type_raw.strip().lower()
         if type_key.isdigit():
@@ -311,15 +334,7 @@ def endpoint_columns(
         pod = None
         if network and kind == "external" and type_key not in ("ns", "networkset", 3):
             name = network
-    return {
-        f"{prefix}_kind": kind,
-        f"{prefix}_namespace": namespace,
-        f"{prefix}_workload": workload,
-        f"{prefix}_workload_kind": workload_kind,
-        f"{prefix}_pod": pod,
-        f"{prefix}_labels": labels or None,
-        f"{prefix}_name": name,
-    }
+    return (kind, namespace, workload, workload_kind, pod, labels or None, name)
 
 
 def strings_of(value: Any) -> list[str] | None:
@@ -404,14 +419,11 @@ def _max(a: int | None, b: int | None) -> int | None:
 def merge_reports(first: RowTuple, second: RowTuple) -> RowTuple:
     """One row from a ``src`` and a ``dst`` report of the same connection."""
     src, dst = (first, second) if first[_REPORTER] == "src" else (second, first)
-    row = list(src)
+    row = [d if s is None else s for s, d in zip(src, dst, strict=True)]
     for labels, columns in _LABEL_GROUPS:
-        if not row[labels] and dst[labels]:
+        if not src[labels] and dst[labels]:  # that end's labels, workload and pod from dst
             for col in columns:
                 row[col] = dst[col]
-    for i, value in enumerate(dst):
-        if value is not None and row[i] is None:
-            row[i] = value
     row[_START] = min(first[_START], second[_START])
     row[_END] = max(first[_END], second[_END])
     va, vb = first[_VERDICT], second[_VERDICT]
@@ -545,26 +557,32 @@ class JsonRecordReader(FlowReader):
             return
         self._check_shape(path, self._probe_lines(path))
         for first, lines, error in iter_line_chunks(path):
-            for i, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                line_no = first + i
-                try:
-                    obj = _decode(line)
-                except _DECODE_ERRORS as exc:
-                    self.ledger.read += 1
-                    self.ledger.skip(file, line_no, "malformed-json", str(exc))
-                    continue
-                items = self._expand(obj)
-                if items is None:
-                    self._record(obj, file, line_no)
-                else:
-                    for index, rec in enumerate(items):
-                        self._record(rec, file, index + 1)
-                yield from self._drain()
+            self._read_lines(file, first, lines)
+            yield from self._drain()
             if error:
                 self.ledger.read += 1
                 self.ledger.skip(file, first + len(lines), "truncated-file", error)
+
+    def _read_lines(self, file: str, first: int, lines: list[bytes]) -> None:
+        """Account for the records of a chunk of lines (``first`` is the first's number)."""
+        for i, line in enumerate(lines):
+            if line and not line.isspace():
+                self._read_line(file, first + i, line)
+
+    def _read_line(self, file: str, line_no: int, line: bytes) -> None:
+        """Account for the record(s) of one line: a record, an array or a wrapper of records."""
+        try:
+            obj = _decode(line)
+        except _DECODE_ERRORS as exc:
+            self.ledger.read += 1
+            self.ledger.skip(file, line_no, "malformed-json", str(exc))
+            return
+        items = self._expand(obj)
+        if items is None:
+            self._record(obj, file, line_no)
+        else:
+            for index, rec in enumerate(items):
+                self._record(rec, file, index + 1)
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         self.merger.release_all()
@@ -713,19 +731,28 @@ _CALICO_ENDPOINT_KEYS: Final = (
 
 
 def _calico_endpoint(rec: Mapping[str, Any], side: str, prefix: str) -> Row:
-    name = text_or_none(rec.get(f"{side}_name"))
-    aggr = text_or_none(rec.get(f"{side}_name_aggr"))
+    values = _calico_endpoint_values(
+        rec.get(f"{side}_type"),
+        rec.get(f"{side}_namespace"),
+        rec.get(f"{side}_name"),
+        rec.get(f"{side}_name_aggr"),
+        rec.get(f"{side}_labels"),
+    )
+    return {f"{prefix}_{col}": value for col, value in zip(_ENDPOINT_COLUMNS, values, strict=True)}
+
+
+def _calico_endpoint_values(
+    type_raw: Any, namespace_raw: Any, name_raw: Any, aggr_raw: Any, labels_raw: Any
+) -> Endpoint:
+    """One endpoint of a Calico record from its raw fields (``source_*`` or ``dest_*``)."""
+    name = text_or_none(name_raw)
+    aggr = text_or_none(aggr_raw)
     if name is not None and name.endswith("*"):  # the text log's prefix-aggregated name
         aggr, name = aggr or name, None
     if aggr == "*":  # aggregated by other means: no prefix known
         aggr = None
-    return endpoint_columns(
-        prefix,
-        rec.get(f"{side}_type"),
-        text_or_none(rec.get(f"{side}_namespace")),
-        name,
-        aggr,
-        labels_from_any(rec.get(f"{side}_labels")),
+    return endpoint_values(
+        type_raw, text_or_none(namespace_raw), name, aggr, labels_from_any(labels_raw)
     )
 
 
@@ -741,12 +768,12 @@ def _calico_policies(raw: Any) -> list[str] | None:
     return None
 
 
-def calico_row(rec: Mapping[str, Any], fmt: str, file: str, row_no: int) -> Row:
-    """The canonical row of one Calico Enterprise flow-log record (JSON field names)."""
-    start = micros_of(rec.get("start_time"), "start_time")
-    end = micros_of(rec.get("end_time"), "end_time")
+def _calico_times(start_raw: Any, end_raw: Any, stamp: Any) -> tuple[int, int]:
+    """``(start, end)`` in microseconds from a record's ``start_time``, ``end_time`` and
+    ``@timestamp`` (used when neither of the others is there)."""
+    start = micros_of(start_raw, "start_time")
+    end = micros_of(end_raw, "end_time")
     if start is None and end is None:
-        stamp = rec.get("@timestamp")
         if stamp is None:
             raise BadValue("missing-time", "no start_time, end_time or @timestamp")
         if isinstance(stamp, str) and stamp.strip().isdigit():
@@ -761,6 +788,12 @@ def calico_row(rec: Mapping[str, Any], fmt: str, file: str, row_no: int) -> Row:
     assert start is not None and end is not None
     if end < start:
         start, end = end, start
+    return start, end
+
+
+def calico_row(rec: Mapping[str, Any], fmt: str, file: str, row_no: int) -> Row:
+    """The canonical row of one Calico Enterprise flow-log record (JSON field names)."""
+    start, end = _calico_times(rec.get("start_time"), rec.get("end_time"), rec.get("@timestamp"))
     protocol = norm_protocol(rec["proto"])
     row: Row = {
         "start_time": start,
@@ -827,6 +860,326 @@ class CalicoReader(JsonRecordReader):
 
     def convert(self, rec: dict[str, Any], file: str, row: int) -> Row:
         return calico_row(rec, self.name, file, row)
+
+    def __init__(self, ledger: Any, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+        super().__init__(ledger, batch_rows=batch_rows)
+        # Caches of the fast path, keyed by raw values of one type only (str, None, the bytes
+        # of raw JSON): 1, 1.0 and True are equal keys but not equal inputs.
+        self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
+        self._protocols: dict[str, str] = {}
+        self._ips: dict[str, str] = {}
+        self._verdicts: dict[str, str] = {}
+        self._reporters: dict[str, str | None] = {}
+        self._policies: dict[bytes, list[str] | None] = {}
+        self._domains: dict[bytes, list[str] | None] = {}
+
+    def _read_lines(self, file: str, first: int, lines: list[bytes]) -> None:
+        """The fast path: each line decoded into a :class:`_CalicoRecord`, which reads only the
+        fields used; a line that does not decode into one (malformed, not an object, missing
+        ``proto``/``action``, a wrapper of records) or has none of the endpoint keys takes the
+        generic path, which decides and reports exactly as for any other format."""
+        ledger = self.ledger
+        decode = _DECODE_RECORD
+        offer = self.merger.offer
+        row_of = self._fast_row
+        generic = self._read_line
+        for i, line in enumerate(lines):
+            if not line or line.isspace():
+                continue
+            try:
+                rec = decode(line)
+            except Exception:  # whatever it is, the generic path reports it as it always has
+                generic(file, first + i, line)
+                continue
+            if rec.items or rec.hits or _no_endpoint_key(rec):
+                generic(file, first + i, line)
+                continue
+            ledger.read += 1
+            try:
+                row = row_of(rec, file, first + i)
+            except BadValue as exc:
+                ledger.skip(file, first + i, exc.reason, str(exc))
+                continue
+            except _RECORD_ERRORS as exc:
+                ledger.skip(file, first + i, "invalid-value", f"{type(exc).__name__}: {exc}")
+                continue
+            if offer(row):
+                ledger.duplicate += 1
+            else:
+                ledger.used += 1
+
+    def _fast_row(self, r: _CalicoRecord, file: str, row_no: int) -> RowTuple:
+        """:func:`calico_row` of a decoded record, as a tuple, with the same checks in the same
+        order (so the same skip reason for a bad record). The usual values (ints, strings) are
+        handled inline; repeated strings and raw JSON come from caches; anything else goes
+        through the same helpers as :func:`calico_row`."""
+        st, et = r.start_time, r.end_time
+        if type(st) is int and type(et) is int:
+            start, end = st * 1_000_000, et * 1_000_000
+            if not (_MIN_US <= start <= _MAX_US and _MIN_US <= end <= _MAX_US):
+                start, end = _calico_times(st, et, r.timestamp)
+            elif end < start:
+                start, end = end, start
+        else:
+            start, end = _calico_times(st, et, r.timestamp)
+        value = r.proto
+        protocol = self._protocols.get(value) if type(value) is str else None
+        if protocol is None:
+            protocol = norm_protocol(value)
+            if type(value) is str:
+                _remember(self._protocols, value, protocol)
+        endpoint = self._endpoint
+        s_kind, s_ns, s_wl, s_wk, s_pod, s_labels, s_name = endpoint(
+            r.source_type, r.source_namespace, r.source_name, r.source_name_aggr,
+            r.source_labels,
+        )
+        d_kind, d_ns, d_wl, d_wk, d_pod, d_labels, d_name = endpoint(
+            r.dest_type, r.dest_namespace, r.dest_name, r.dest_name_aggr, r.dest_labels
+        )
+        ips = self._ips
+        value = r.source_ip
+        src_ip = ips.get(value) if type(value) is str else None
+        if src_ip is None:
+            src_ip = _ip(value)
+            if src_ip is not None and type(value) is str:
+                _remember(ips, value, src_ip)
+        value = r.dest_ip
+        dst_ip = ips.get(value) if type(value) is str else None
+        if dst_ip is None:
+            dst_ip = _ip(value)
+            if dst_ip is not None and type(value) is str:
+                _remember(ips, value, dst_ip)
+        src_port = r.source_port
+        if src_port is not None and not (type(src_port) is int and 0 <= src_port <= 65535):
+            src_port = norm_port(src_port, "source_port")
+        if protocol == "ICMP" or protocol == "ICMPv6":
+            dst_port = None
+        else:
+            dst_port = r.dest_port
+            if dst_port is not None and not (type(dst_port) is int and 0 <= dst_port <= 65535):
+                dst_port = norm_port(dst_port, "dest_port")
+        value = r.action
+        verdict = self._verdicts.get(value) if type(value) is str else None
+        if verdict is None:
+            verdict = verdict_of(value)
+            _remember(self._verdicts, value, verdict)  # a string: verdict_of raised otherwise
+        value = r.reporter
+        reporter = self._reporters.get(value, _MISSING) if type(value) is str else _MISSING
+        if reporter is _MISSING:
+            reporter = reporter_of(value)
+            if type(value) is str:
+                _remember(self._reporters, value, reporter)
+        data = bytes(r.policies)
+        policies = self._policies.get(data, _MISSING)
+        if policies is _MISSING:
+            policies = _calico_policies(_decode(data) if data else None)
+            _remember(self._policies, data, policies)
+        value = r.dest_service_namespace
+        if type(value) is str:
+            value = value.strip()
+            svc_ns = value if value and value != "-" else None
+        else:
+            svc_ns = text_or_none(value)
+        value = r.dest_service_name
+        if type(value) is str:
+            value = value.strip()
+            svc_name = value if value and value != "-" else None
+        else:
+            svc_name = text_or_none(value)
+        value = r.dest_service_port
+        if type(value) is str:
+            value = value.strip()
+            svc_port = value if value and value != "-" else None
+        else:
+            svc_port = text_or_none(value)
+        data = bytes(r.dest_domains)
+        domains = self._domains.get(data, _MISSING)
+        if domains is _MISSING:
+            domains = strings_of(_decode(data) if data else None)
+            _remember(self._domains, data, domains)
+        value = r.host
+        if type(value) is str:
+            value = value.strip()
+            node = value if value and value != "-" else None
+        else:
+            node = text_or_none(value)
+        p_in = r.packets_in
+        if p_in is not None and not (type(p_in) is int and 0 <= p_in < _MAX_COUNT):
+            p_in = count_or_none(p_in, "packets_in")
+        p_out = r.packets_out
+        if p_out is not None and not (type(p_out) is int and 0 <= p_out < _MAX_COUNT):
+            p_out = count_or_none(p_out, "packets_out")
+        b_in = r.bytes_in
+        if b_in is not None and not (type(b_in) is int and 0 <= b_in < _MAX_COUNT):
+            b_in = count_or_none(b_in, "bytes_in")
+        b_out = r.bytes_out
+        if b_out is not None and not (type(b_out) is int and 0 <= b_out < _MAX_COUNT):
+            b_out = count_or_none(b_out, "bytes_out")
+        started = r.num_flows_started
+        if started is not None and not (type(started) is int and 0 <= started < _MAX_COUNT):
+            started = count_or_none(started, "num_flows_started")
+        flows = r.num_flows
+        if flows is not None and not (type(flows) is int and 0 <= flows < _MAX_COUNT):
+            flows = count_or_none(flows, "num_flows")
+        # Column order is recommender.schema.COLUMNS' (checked when this module is imported).
+        return (
+            start,
+            end,
+            s_kind,
+            s_ns,
+            s_wl,
+            s_wk,
+            s_pod,
+            s_labels,
+            src_ip,
+            src_port,
+            s_name,
+            d_kind,
+            d_ns,
+            d_wl,
+            d_wk,
+            d_pod,
+            d_labels,
+            dst_ip,
+            dst_port,
+            d_name,
+            protocol,
+            None,
+            None,
+            svc_ns,
+            svc_name,
+            svc_port,
+            domains,
+            verdict,
+            None,
+            policies,
+            reporter,
+            None,
+            None,
+            node,
+            False,
+            started if started else (flows if flows else 1),
+            None if p_in is None and p_out is None else (p_in or 0) + (p_out or 0),
+            None if b_in is None and b_out is None else (b_in or 0) + (b_out or 0),
+            None,
+            None,
+            None,
+            None,
+            None,
+            self.name,
+            file,
+            row_no,
+        )
+
+    def _endpoint(
+        self, type_raw: Any, namespace: Any, name: Any, aggr: Any, labels: msgspec.Raw
+    ) -> Endpoint:
+        """:func:`_calico_endpoint_values`, cached when every raw value is a string or null."""
+        raw = bytes(labels)
+        if (
+            type(type_raw) in _KEYABLE
+            and type(namespace) in _KEYABLE
+            and type(name) in _KEYABLE
+            and type(aggr) in _KEYABLE
+        ):
+            key = (type_raw, namespace, name, aggr, raw)
+            hit = self._endpoints.get(key)
+            if hit is None:
+                hit = _calico_endpoint_values(
+                    type_raw, namespace, name, aggr, _decode(raw) if raw else None
+                )
+                _remember(self._endpoints, key, hit)
+            return hit
+        return _calico_endpoint_values(
+            type_raw, namespace, name, aggr, _decode(raw) if raw else None
+        )
+
+
+class _CalicoRecord(msgspec.Struct, gc=False):
+    """The fields of a Calico Enterprise record that :func:`calico_row` reads.
+
+    ``proto`` and ``action`` are required: a record without them is not one (``looks_like``).
+    Values are ``Any`` so that every JSON value decodes (the checks are the generic path's);
+    labels, policies and domains stay raw JSON, the key of their caches. ``items`` and ``hits``
+    mark a wrapper of records, which the generic path unpacks.
+    """
+
+    proto: Any
+    action: Any
+    start_time: Any = None
+    end_time: Any = None
+    timestamp: Any = msgspec.field(default=None, name="@timestamp")
+    source_type: Any = None
+    source_namespace: Any = None
+    source_name: Any = None
+    source_name_aggr: Any = None
+    source_labels: msgspec.Raw = msgspec.Raw(b"")
+    source_ip: Any = None
+    source_port: Any = None
+    dest_type: Any = None
+    dest_namespace: Any = None
+    dest_name: Any = None
+    dest_name_aggr: Any = None
+    dest_labels: msgspec.Raw = msgspec.Raw(b"")
+    dest_ip: Any = None
+    dest_port: Any = None
+    dest_service_namespace: Any = None
+    dest_service_name: Any = None
+    dest_service_port: Any = None
+    dest_domains: msgspec.Raw = msgspec.Raw(b"")
+    reporter: Any = None
+    policies: msgspec.Raw = msgspec.Raw(b"")
+    host: Any = None
+    packets_in: Any = None
+    packets_out: Any = None
+    bytes_in: Any = None
+    bytes_out: Any = None
+    num_flows: Any = None
+    num_flows_started: Any = None
+    items: msgspec.Raw = msgspec.Raw(b"")
+    hits: msgspec.Raw = msgspec.Raw(b"")
+
+
+_DECODE_RECORD: Final = msgspec.json.Decoder(_CalicoRecord).decode
+_KEYABLE: Final = frozenset({str, type(None)})
+_MISSING: Final = object()
+
+
+def _no_endpoint_key(r: _CalicoRecord) -> bool:
+    """True when none of :data:`_CALICO_ENDPOINT_KEYS` is in the record (or all are null, which
+    the generic path then tells apart)."""
+    return (
+        r.source_type is None
+        and r.dest_type is None
+        and r.source_name_aggr is None
+        and r.dest_name_aggr is None
+        and r.source_ip is None
+        and r.dest_ip is None
+        and r.source_namespace is None
+        and r.dest_namespace is None
+    )
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
+_FAST_LAYOUT: Final = (
+    "start_time", "end_time",
+    "src_kind", "src_namespace", "src_workload", "src_workload_kind", "src_pod", "src_labels",
+    "src_ip", "src_port", "src_name",
+    "dst_kind", "dst_namespace", "dst_workload", "dst_workload_kind", "dst_pod", "dst_labels",
+    "dst_ip", "dst_port", "dst_name",
+    "protocol", "icmp_type", "icmp_code", "dst_service_namespace", "dst_service_name",
+    "dst_service_port", "dst_dns_names", "verdict", "drop_reason", "policies", "reporter",
+    "traffic_direction", "observation_point", "node", "is_reply", "connections", "packets",
+    "bytes", "l7_protocol", "http_method", "http_path", "http_code", "dns_query",
+    "source_format", "source_file", "source_row",
+)
+if tuple(COLUMNS) != _FAST_LAYOUT:  # CalicoReader._fast_row writes rows in this order
+    raise ImportError("recommender.schema.COLUMNS changed: update CalicoReader._fast_row")
 
 
 # --------------------------------------------------------------------------------------------
