@@ -387,6 +387,17 @@ _START, _END = _COL["start_time"], _COL["end_time"]
 _REPORTER, _VERDICT, _POLICIES = _COL["reporter"], _COL["verdict"], _COL["policies"]
 _PACKETS, _BYTES, _NODE = _COL["packets"], _COL["bytes"], _COL["node"]
 _SOURCE_FILE, _SOURCE_ROW = _COL["source_file"], _COL["source_row"]
+#: The columns merge_reports fills from the dst report where the src report has none: not the
+#: key columns (equal in both reports) nor those it sets itself.
+_FILLED: Final = tuple(
+    i
+    for i, name in enumerate(COLUMNS)
+    if name not in _KEY_COLUMNS
+    and name not in ("end_time", "verdict", "policies", "packets", "bytes", "connections",
+                     "reporter", "node", "source_file", "source_row")
+)
+#: Sequence numbers of held reports stay below this (2**40: a trillion rows per reader).
+_SEQ_SPAN: Final = 1 << 40
 
 
 def row_tuple(row: Row) -> RowTuple:
@@ -419,17 +430,20 @@ def _max(a: int | None, b: int | None) -> int | None:
 def merge_reports(first: RowTuple, second: RowTuple) -> RowTuple:
     """One row from a ``src`` and a ``dst`` report of the same connection."""
     src, dst = (first, second) if first[_REPORTER] == "src" else (second, first)
-    row = [d if s is None else s for s, d in zip(src, dst, strict=True)]
+    row = list(src)
     for labels, columns in _LABEL_GROUPS:
         if not src[labels] and dst[labels]:  # that end's labels, workload and pod from dst
             for col in columns:
                 row[col] = dst[col]
+    for i in _FILLED:  # what the src report lacks, from the dst report
+        if row[i] is None:
+            row[i] = dst[i]
     row[_START] = min(first[_START], second[_START])
     row[_END] = max(first[_END], second[_END])
     va, vb = first[_VERDICT], second[_VERDICT]
     row[_VERDICT] = va if _VERDICT_RANK.get(va, 0) >= _VERDICT_RANK.get(vb, 0) else vb
     policies = set(first[_POLICIES] or ()) | set(second[_POLICIES] or ())
-    row[_POLICIES] = sorted(policies) or None
+    row[_POLICIES] = tuple(sorted(policies)) or None  # a tuple: see _frozen
     row[_PACKETS] = _max(first[_PACKETS], second[_PACKETS])
     row[_BYTES] = _max(first[_BYTES], second[_BYTES])
     row[_CONNECTIONS] = max(first[_CONNECTIONS] or 1, second[_CONNECTIONS] or 1)
@@ -460,7 +474,8 @@ class ReportMerger:
         self.horizon_us = horizon_us
         self.cap = cap
         self.pending: dict[tuple[Any, ...], tuple[int, RowTuple]] = {}
-        self._heap: list[tuple[int, int, tuple[Any, ...]]] = []
+        # (end_time * _SEQ_SPAN + seq, key): one int orders the heap as (end_time, seq) would.
+        self._heap: list[tuple[int, tuple[Any, ...]]] = []
         self._seq = 0
         self._newest = -(1 << 62)
 
@@ -482,25 +497,25 @@ class ReportMerger:
                 self.emit(merge_reports(held[1], row))
                 return True
             self.emit(held[1])
-        self._seq += 1
-        pending[key] = (self._seq, row)
-        heapq.heappush(self._heap, (row[_END], self._seq, key))
+        seq = self._seq = self._seq + 1
+        pending[key] = (seq, row)
+        heapq.heappush(self._heap, (row[_END] * _SEQ_SPAN + seq, key))
         if len(pending) > self.cap:
             oldest = next(iter(pending))
             self.emit(pending.pop(oldest)[1])
         return False
 
     def _expire(self) -> None:
-        limit = self._newest - self.horizon_us
+        limit = (self._newest - self.horizon_us) * _SEQ_SPAN  # end_time < newest - horizon
         heap = self._heap
         while heap and heap[0][0] < limit:
-            _, seq, key = heapq.heappop(heap)
+            order, key = heapq.heappop(heap)
             held = self.pending.get(key)
-            if held is not None and held[0] == seq:
+            if held is not None and held[0] == order % _SEQ_SPAN:
                 del self.pending[key]
                 self.emit(held[1])
         if len(heap) > 2 * len(self.pending) + 4096:
-            self._heap = [(r[_END], s, k) for k, (s, r) in self.pending.items()]
+            self._heap = [(r[_END] * _SEQ_SPAN + s, k) for k, (s, r) in self.pending.items()]
             heapq.heapify(self._heap)
 
     def release_all(self) -> None:
@@ -868,10 +883,7 @@ class CalicoReader(JsonRecordReader):
         self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
         self._protocols: dict[str, str] = {}
         self._ips: dict[str, str] = {}
-        self._verdicts: dict[str, str] = {}
-        self._reporters: dict[str, str | None] = {}
-        self._policies: dict[bytes, list[str] | None] = {}
-        self._domains: dict[bytes, list[str] | None] = {}
+        self._tails: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def _read_lines(self, file: str, first: int, lines: list[bytes]) -> None:
         """The fast path: each line decoded into a :class:`_CalicoRecord`, which reads only the
@@ -891,7 +903,7 @@ class CalicoReader(JsonRecordReader):
             except Exception:  # whatever it is, the generic path reports it as it always has
                 generic(file, first + i, line)
                 continue
-            if rec.items or rec.hits or _no_endpoint_key(rec):
+            if rec.items or rec.hits or (rec.source_type is None and _no_endpoint_key(rec)):
                 generic(file, first + i, line)
                 continue
             ledger.read += 1
@@ -958,51 +970,31 @@ class CalicoReader(JsonRecordReader):
             dst_port = r.dest_port
             if dst_port is not None and not (type(dst_port) is int and 0 <= dst_port <= 65535):
                 dst_port = norm_port(dst_port, "dest_port")
-        value = r.action
-        verdict = self._verdicts.get(value) if type(value) is str else None
-        if verdict is None:
-            verdict = verdict_of(value)
-            _remember(self._verdicts, value, verdict)  # a string: verdict_of raised otherwise
-        value = r.reporter
-        reporter = self._reporters.get(value, _MISSING) if type(value) is str else _MISSING
-        if reporter is _MISSING:
-            reporter = reporter_of(value)
-            if type(value) is str:
-                _remember(self._reporters, value, reporter)
-        data = bytes(r.policies)
-        policies = self._policies.get(data, _MISSING)
-        if policies is _MISSING:
-            policies = _calico_policies(_decode(data) if data else None)
-            _remember(self._policies, data, policies)
-        value = r.dest_service_namespace
-        if type(value) is str:
-            value = value.strip()
-            svc_ns = value if value and value != "-" else None
+        # verdict, reporter, policies, service, domains and node: one cache lookup when every
+        # raw value is a string or null (they repeat together), else one by one
+        action, rep, svc_ns, svc_name, svc_port, host = (
+            r.action, r.reporter, r.dest_service_namespace, r.dest_service_name,
+            r.dest_service_port, r.host,
+        )
+        policies_raw, domains_raw = bytes(r.policies), bytes(r.dest_domains)
+        if (
+            type(action) is str
+            and type(rep) in _KEYABLE
+            and type(svc_ns) in _KEYABLE
+            and type(svc_name) in _KEYABLE
+            and type(svc_port) in _KEYABLE
+            and type(host) in _KEYABLE
+        ):
+            key = (action, rep, svc_ns, svc_name, svc_port, host, policies_raw, domains_raw)
+            tail = self._tails.get(key)
+            if tail is None:
+                tail = _calico_tail(action, rep, policies_raw, svc_ns, svc_name, svc_port,
+                                    domains_raw, host)
+                _remember(self._tails, key, tail)
         else:
-            svc_ns = text_or_none(value)
-        value = r.dest_service_name
-        if type(value) is str:
-            value = value.strip()
-            svc_name = value if value and value != "-" else None
-        else:
-            svc_name = text_or_none(value)
-        value = r.dest_service_port
-        if type(value) is str:
-            value = value.strip()
-            svc_port = value if value and value != "-" else None
-        else:
-            svc_port = text_or_none(value)
-        data = bytes(r.dest_domains)
-        domains = self._domains.get(data, _MISSING)
-        if domains is _MISSING:
-            domains = strings_of(_decode(data) if data else None)
-            _remember(self._domains, data, domains)
-        value = r.host
-        if type(value) is str:
-            value = value.strip()
-            node = value if value and value != "-" else None
-        else:
-            node = text_or_none(value)
+            tail = _calico_tail(action, rep, policies_raw, svc_ns, svc_name, svc_port,
+                                domains_raw, host)
+        verdict, reporter, policies, svc_ns, svc_name, svc_port, domains, node = tail
         p_in = r.packets_in
         if p_in is not None and not (type(p_in) is int and 0 <= p_in < _MAX_COUNT):
             p_in = count_or_none(p_in, "packets_in")
@@ -1158,6 +1150,31 @@ def _no_endpoint_key(r: _CalicoRecord) -> bool:
         and r.source_namespace is None
         and r.dest_namespace is None
     )
+
+
+def _calico_tail(
+    action: Any, reporter: Any, policies: bytes, svc_ns: Any, svc_name: Any, svc_port: Any,
+    domains: bytes, host: Any,
+) -> tuple[Any, ...]:
+    """Verdict, reporter, policies, service namespace, name and port, domains and node, in
+    :func:`calico_row`'s order (policies and domains from their raw JSON, as tuples)."""
+    return (
+        verdict_of(action),
+        reporter_of(reporter),
+        _frozen(_calico_policies(_decode(policies) if policies else None)),
+        text_or_none(svc_ns),
+        text_or_none(svc_name),
+        text_or_none(svc_port),
+        _frozen(strings_of(_decode(domains) if domains else None)),
+        text_or_none(host),
+    )
+
+
+def _frozen(values: list[str] | None) -> tuple[str, ...] | None:
+    """A list column's value as a tuple: a row of strings, ints and tuples of strings (label
+    dicts of strings are untracked too) leaves the garbage collector's tracking, which would
+    otherwise walk every row waiting in the batch builder on each full collection."""
+    return tuple(values) if values is not None else None
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
