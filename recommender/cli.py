@@ -42,6 +42,15 @@ FlowsArg = Annotated[
         metavar="FLOWS",
     ),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Processes for reading Hubble files (default: 2 for inputs over 64 MiB on a "
+        "machine with several cores, else 1).",
+    ),
+]
 FormatOpt = Annotated[
     str | None,
     typer.Option(
@@ -99,6 +108,7 @@ def ingest(
     flows: FlowsArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     format: FormatOpt = None,
+    workers: WorkersOpt = None,
     summary: Annotated[
         bool,
         typer.Option("--summary", help="Print the ingest ledger and a short profile of the flows."),
@@ -112,7 +122,7 @@ def ingest(
     from .ingest import iter_flow_batches
     from .ingest._write import write_flows_parquet
 
-    batches = iter_flow_batches(flows, format)
+    batches = iter_flow_batches(flows, format, workers=workers)
     progress = _progress(sys.stderr.isatty() and not json_out)
     started = time.perf_counter()
     if progress is not None:
@@ -160,6 +170,7 @@ def run(
         Path, typer.Option("--output", "-o", help="Folder for the policy tree and reports.")
     ] = Path("recommendations"),
     format: FormatOpt = None,
+    workers: WorkersOpt = None,
     config_file: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML file with any of the options below.")
     ] = None,
@@ -221,7 +232,7 @@ def run(
         },
         "command line",
     )
-    result = recommend(flows, config.replace(**options), format=format)
+    result = recommend(flows, config.replace(**options), format=format, workers=workers)
     if dry_run:
         typer.echo(result.to_yaml(), nl=False)
         return

@@ -95,6 +95,7 @@ def recommend(
     config: RecommendConfig | None = None,
     *,
     format: str | None = None,
+    workers: int | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -109,6 +110,8 @@ def recommend(
         ``namespaces=("shop",)``, ``since=datetime(...)``).
     format
         Input format when ``flows`` are paths (detected per file when None).
+    workers
+        Processes for reading Hubble files (None: 2 for large inputs on several cores).
 
     Returns
     -------
@@ -129,7 +132,7 @@ def recommend(
         raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
         ledger = json.loads(raw) if raw else None
     else:
-        table = read_flows(flows, format)
+        table = read_flows(flows, format, workers=workers)
         ledger = json.loads(table.schema.metadata[b"recommender.ledger"])
     if not isinstance(config, RecommendConfig):
         raise ConfigError("config must be a RecommendConfig.")

@@ -24,6 +24,7 @@ from .calico import CalicoReader, CalicoTextReader
 from .canonical import CsvReader, ParquetReader
 from .goldmane import GoldmaneReader, WhiskerReader
 from .hubble import HubbleReader
+from .parallel import ParallelHubbleReader, default_workers
 
 __all__ = ["FORMATS", "FlowBatches", "detect_format", "iter_flow_batches", "read_flows"]
 
@@ -60,6 +61,7 @@ class FlowBatches:
         *,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         ledger: IngestLedger | None = None,
+        workers: int | None = None,
     ) -> None:
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
@@ -80,6 +82,8 @@ class FlowBatches:
         if not self.files:
             raise FlowSourceError("None of the given files is a flow log of a known format.")
         self.batch_rows = batch_rows
+        hubble = [p for p, fmt in self.files if fmt == "hubble"]
+        self.workers = default_workers(hubble) if workers is None else max(int(workers), 1)
         self._iter = self._generate()
 
     def _generate(self) -> Iterator[pa.RecordBatch]:
@@ -87,7 +91,13 @@ class FlowBatches:
         for path, fmt in self.files:
             reader = readers.get(fmt)
             if reader is None:
-                reader = readers[fmt] = _READERS[fmt](self.ledger, batch_rows=self.batch_rows)
+                if fmt == "hubble" and self.workers > 1:
+                    reader = ParallelHubbleReader(
+                        self.ledger, batch_rows=self.batch_rows, workers=self.workers
+                    )
+                else:
+                    reader = _READERS[fmt](self.ledger, batch_rows=self.batch_rows)
+                readers[fmt] = reader
             self.ledger.open_file(str(path), fmt)
             for batch in reader.read(path):
                 if batch.num_rows:
@@ -111,6 +121,7 @@ def iter_flow_batches(
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     ledger: IngestLedger | None = None,
+    workers: int | None = None,
 ) -> FlowBatches:
     """Stream flow files as canonical record batches with bounded memory.
 
@@ -124,13 +135,16 @@ def iter_flow_batches(
         Rows per yielded batch, at most.
     ledger
         Filled with the fate of every input record; a new one when None (see ``.ledger``).
+    workers
+        Processes for Hubble input; None chooses 2 for large inputs on a multi-core machine
+        (see :mod:`recommender.ingest.parallel`), 1 reads in this process.
 
     Raises
     ------
     FlowSourceError
         When a path is missing or unreadable, or a file's format cannot be recognised.
     """
-    return FlowBatches(paths, format, batch_rows=batch_rows, ledger=ledger)
+    return FlowBatches(paths, format, batch_rows=batch_rows, ledger=ledger, workers=workers)
 
 
 def read_flows(
@@ -138,6 +152,7 @@ def read_flows(
     format: str | None = None,
     *,
     ledger: IngestLedger | None = None,
+    workers: int | None = None,
 ) -> pa.Table:
     """Read flow files into one canonical :class:`pyarrow.Table`.
 
@@ -149,7 +164,7 @@ def read_flows(
     >>> table = read_flows("sample_flows/flows.parquet")   # doctest: +SKIP
     >>> table.num_rows                                      # doctest: +SKIP
     """
-    batches = FlowBatches(paths, format, ledger=ledger)
+    batches = FlowBatches(paths, format, ledger=ledger, workers=workers)
     table = pa.Table.from_batches(list(batches), schema=FLOW_SCHEMA)
     metadata = dict(table.schema.metadata or {})
     metadata[b"recommender.ledger"] = json.dumps(batches.ledger.to_dict()).encode()

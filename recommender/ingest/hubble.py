@@ -334,7 +334,7 @@ class HubbleReader(FlowReader):
         else:
             for first, lines, error in iter_line_chunks(path):
                 if lines:
-                    yield from self._read_lines(file, first, lines)
+                    yield from self._read_lines(file, range(first, first + len(lines)), lines)
                 if error:
                     self.ledger.read += 1
                     self.ledger.skip(file, first + len(lines), "truncated-file", error)
@@ -356,15 +356,18 @@ class HubbleReader(FlowReader):
             del pending[key]
             self.builder.rows.append(row)
 
-    def _read_lines(self, file: str, first: int, lines: list[bytes]) -> Iterator[pa.RecordBatch]:
+    def _read_lines(
+        self, file: str, numbers: Sequence[int], lines: list[bytes]
+    ) -> Iterator[pa.RecordBatch]:
+        """Read JSON lines (with their 1-based line ``numbers``); yield full batches."""
+        if not lines:
+            return
         if lines.count(b"\n") or lines.count(b"\r\n") or not lines[-1].strip():
-            numbered = [(first + i, ln) for i, ln in enumerate(lines) if ln.strip()]
+            numbered = [(n, ln) for n, ln in zip(numbers, lines, strict=True) if ln.strip()]
             if not numbered:
                 return
-            numbers: Sequence[int] = [n for n, _ in numbered]
+            numbers = [n for n, _ in numbered]
             lines = [ln for _, ln in numbered]
-        else:  # no blank lines: the usual case, numbered by position
-            numbers = range(first, first + len(lines))
         ledger = self.ledger
         ledger.read += len(lines)
         decoded: list[_Line | None]

@@ -1,0 +1,147 @@
+"""End to end on Hubble JSON: ``recommend`` against the msgspec floor and hubble-audit2policy.
+
+    python benchmarks/bench_end_to_end.py --connections 100000 [--seed 0]
+                                          [--out benchmarks/results/e2e-100k.json]
+
+Input: the project's generator (:mod:`recommender.samples`) writes the Hubble events of N
+connections (about 4 events each: SYN at both ends, the reply, an ACK, plus L7 and policy-verdict
+events) as a plain JSON-lines file in ``benchmarks/data/`` (cached by N and seed).
+
+Each measurement runs in its own subprocess, so import time is included for every tool and the
+peak RSS (``os.wait4``) is its own:
+
+- **floor**: read the file and ``msgspec.json.decode`` every line once, on one core;
+- **recommend**: ``python -m recommender FILE -o DIR`` (ingest, aggregation, synthesis, YAML and
+  reports written);
+- **hubble-audit2policy** (the peer, ``pip install hubble-audit2policy``; a benchmark-only
+  dependency): ``hubble-audit2policy FILE -o DIR --no-enrich`` on the same file, all verdicts.
+
+Prints a table and writes JSON with the wall and CPU seconds, ratios and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+DATA_VERSION = 1
+
+
+def ensure_input(connections: int, seed: int) -> Path:
+    """The plain JSON-lines Hubble file of ``connections`` connections (generated once)."""
+    path = DATA / f"hubble-e2e-{connections}-s{seed}-v{DATA_VERSION}.jsonl"
+    if path.is_file():
+        return path
+    from recommender.samples import generate_connections, write_hubble_jsonl
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    write_hubble_jsonl(generate_connections(connections=connections, seed=seed), tmp, seed=seed)
+    tmp.replace(path)
+    return path
+
+
+FLOOR = """
+import sys, msgspec
+decode = msgspec.json.decode
+n = 0
+with open(sys.argv[1], "rb") as fh:
+    for line in fh:
+        decode(line)
+        n += 1
+print(n)
+"""
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Run ``argv``; wall and CPU seconds and peak RSS of the child."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    return {
+        "seconds": round(wall, 3),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "exit": code,
+        "tail": (out + err).strip().splitlines()[-3:],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    path = ensure_input(args.connections, args.seed)
+    with path.open("rb") as fh:
+        lines = sum(1 for _ in fh)
+    work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    results: dict[str, Any] = {}
+    try:
+        results["floor"] = run([sys.executable, "-c", FLOOR, str(path)])
+        results["recommend"] = run([sys.executable, "-m", "recommender", str(path), "-o",
+                                    str(work / "ours")])
+        peer = shutil.which("hubble-audit2policy")
+        if peer:
+            results["hubble-audit2policy"] = run([peer, str(path), "-o", str(work / "peer"),
+                                                  "--no-enrich"])
+        else:
+            results["hubble-audit2policy"] = None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    floor = results["floor"]["seconds"]
+    ours = results["recommend"]["seconds"]
+    summary = {
+        "benchmark": "end-to-end",
+        "connections": args.connections,
+        "seed": args.seed,
+        "input": str(path.relative_to(HERE.parent)),
+        "input_bytes": path.stat().st_size,
+        "input_lines": lines,
+        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "results": results,
+        "recommend_vs_floor": round(ours / floor, 2),
+        "recommend_cpu_vs_floor_cpu": round(results["recommend"]["cpu_seconds"]
+                                            / results["floor"]["cpu_seconds"], 2),
+    }
+    if results["hubble-audit2policy"]:
+        summary["peer_vs_recommend"] = round(results["hubble-audit2policy"]["seconds"] / ours, 2)
+    print(f"input: {path.name}, {lines:,} lines, {path.stat().st_size / 1e6:,.0f} MB")
+    print(f"{'tool':<22}{'wall s':>10}{'cpu s':>10}{'peak MB':>10}  exit")
+    for name, r in results.items():
+        if r is None:
+            print(f"{name:<22}{'n/a (not installed)':>30}")
+            continue
+        print(f"{name:<22}{r['seconds']:>10.2f}{r['cpu_seconds']:>10.2f}{r['peak_rss_mb']:>10.0f}"
+              f"  {r['exit']}")
+    print(f"recommend / floor: {summary['recommend_vs_floor']}x wall, "
+          f"{summary['recommend_cpu_vs_floor_cpu']}x cpu")
+    if "peer_vs_recommend" in summary:
+        print(f"hubble-audit2policy / recommend: {summary['peer_vs_recommend']}x")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""Reading large Hubble files on several cores.
+
+Everything the Hubble reader remembers (recently seen connections, rows waiting for a later
+DROPPED event) belongs to one connection, and every event that starts or continues a connection
+carries the client's source port. So events can be dealt out to worker processes by
+``source_port`` (read from the line's bytes, without decoding it), each worker runs an ordinary
+:class:`~recommender.ingest.hubble.HubbleReader` on its share, and no connection is split
+between workers. Replies, whose source port is the server's, may land on any worker: they are
+dropped there all the same.
+
+Each worker reads the file itself and keeps its own share of the lines (reading is cheap; sending
+the lines through a pipe is not). The parent takes one record batch from each worker in turn,
+so the output is the same on every run, and the workers' bounded queues keep memory bounded.
+Workers are spawned (not forked) and stop with the run; when they cannot start, the parent
+reads the input itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import queue
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+
+from ..errors import RecommenderError
+from ..ledger import IngestLedger
+from ..schema import FLOW_SCHEMA
+from ._base import FlowReader
+from ._common import DEFAULT_BATCH_ROWS
+from ._source import iter_line_chunks, read_head
+from .hubble import HubbleReader
+
+__all__ = ["ParallelHubbleReader", "default_workers"]
+
+_SOURCE_PORT: Final = re.compile(rb'"source_port":\s*(\d+)')
+#: Below this many bytes of Hubble input, starting workers costs more than it saves.
+PARALLEL_MIN_BYTES: Final = 64 << 20
+#: Seconds to wait for a worker to start (imports included) before reading in this process.
+_START_TIMEOUT: Final = 120.0
+_log = logging.getLogger(__name__)
+
+
+def default_workers(paths: list[Path]) -> int:
+    """2 workers for large inputs on a machine with several cores, else 1 (sequential)."""
+    cores = mp.cpu_count()
+    size = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            size += path.stat().st_size
+    return 2 if cores >= 2 and size >= PARALLEL_MIN_BYTES else 1
+
+
+def _share(lines: list[bytes], first: int, index: int, n: int) -> tuple[list[int], list[bytes]]:
+    """The lines (and their numbers) of worker ``index`` of ``n``: by source port."""
+    search = _SOURCE_PORT.search
+    numbers: list[int] = []
+    mine: list[bytes] = []
+    for i, line in enumerate(lines):
+        match = search(line)
+        if (int(match[1]) % n if match else 0) == index:
+            numbers.append(first + i)
+            mine.append(line)
+    return numbers, mine
+
+
+def _worker(index: int, n: int, requests: Any, responses: Any, batch_rows: int) -> None:
+    """A worker process: an ordinary Hubble reader on its share of every file's lines."""
+    reader = HubbleReader(IngestLedger(), batch_rows=batch_rows)
+
+    def put(batch: pa.RecordBatch | None) -> None:
+        if batch is not None and batch.num_rows:
+            responses.put(("batch", batch.serialize().to_pybytes()))
+
+    while True:
+        message = requests.get()
+        reader.ledger = IngestLedger()
+        try:
+            if message[0] == "file":
+                file = message[1]
+                for first, lines, error in iter_line_chunks(Path(file)):
+                    numbers, mine = _share(lines, first, index, n)
+                    for batch in reader._read_lines(file, numbers, mine):
+                        put(batch)
+                    if error and index == 0:
+                        reader.ledger.read += 1
+                        reader.ledger.skip(file, first + len(lines), "truncated-file", error)
+                put(reader.builder.flush())
+            elif message[0] == "finish":
+                for batch in reader.finish():
+                    put(batch)
+            responses.put(("end", reader.ledger))
+        except Exception as exc:  # sent to the parent, which raises it
+            responses.put(("error", exc))
+            return
+        if message[0] == "finish":
+            return
+
+
+class ParallelHubbleReader(FlowReader):
+    """The Hubble reader on ``workers`` processes (see the module docstring)."""
+
+    name = "hubble"
+
+    def __init__(
+        self, ledger: IngestLedger, *, batch_rows: int = DEFAULT_BATCH_ROWS, workers: int = 2
+    ) -> None:
+        super().__init__(ledger, batch_rows=batch_rows)
+        self.workers = workers
+        self._procs: list[Any] = []
+        self._requests: list[Any] = []
+        self._responses: list[Any] = []
+        self._failed = False
+        # JSON-array files are small: read in this process.
+        self._local = HubbleReader(ledger, batch_rows=batch_rows)
+
+    def _start(self) -> bool:
+        """Start the workers; False (and read in this process) when they cannot start."""
+        if self._procs:
+            return True
+        if self._failed:
+            return False
+        ctx = mp.get_context("spawn")
+        try:
+            for _ in range(self.workers):
+                requests, responses = ctx.Queue(), ctx.Queue(maxsize=4)
+                proc = ctx.Process(
+                    target=_worker,
+                    args=(
+                        len(self._procs),
+                        self.workers,
+                        requests,
+                        responses,
+                        self.builder.batch_rows,
+                    ),
+                    daemon=True,
+                )
+                proc.start()
+                self._procs.append(proc)
+                self._requests.append(requests)
+                self._responses.append(responses)
+            for requests in self._requests:
+                requests.put(("ping",))
+            for index in range(self.workers):
+                if self._get(index, _START_TIMEOUT)[0] != "end":
+                    raise RuntimeError("a Hubble worker did not answer")
+        except (OSError, RuntimeError, queue.Empty) as exc:
+            _log.warning("Hubble workers did not start (%s); reading in one process.", exc)
+            self.close()
+            self._failed = True
+            return False
+        return True
+
+    def _get(self, index: int, timeout: float | None = None) -> Any:
+        """The next response of worker ``index``; RuntimeError if the worker died."""
+        waited = 0.0
+        while True:
+            try:
+                return self._responses[index].get(timeout=1.0)
+            except queue.Empty:
+                waited += 1.0
+                if not self._procs[index].is_alive():
+                    raise RuntimeError(
+                        f"a Hubble worker stopped (exit code {self._procs[index].exitcode})"
+                    ) from None
+                if timeout is not None and waited >= timeout:
+                    raise
+
+    def _gather(self) -> Iterator[pa.RecordBatch]:
+        """One batch from each worker in turn until every worker says it is done."""
+        done = [False] * len(self._procs)
+        while not all(done):
+            for index, finished in enumerate(done):
+                if finished:
+                    continue
+                try:
+                    response = self._get(index)
+                except RuntimeError:
+                    self.close()
+                    raise
+                if response[0] == "batch":
+                    yield pa.ipc.read_record_batch(pa.py_buffer(response[1]), FLOW_SCHEMA)
+                elif response[0] == "end":
+                    self.ledger.merge(response[1])
+                    done[index] = True
+                else:
+                    self.close()
+                    if isinstance(response[1], RecommenderError):
+                        raise response[1]
+                    raise RuntimeError(f"a Hubble worker failed: {response[1]!r}")
+
+    def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+        if read_head(path, 4096).lstrip().startswith(b"[") or not self._start():
+            yield from self._local.read(path)
+            return
+        for requests in self._requests:
+            requests.put(("file", str(path)))
+        yield from self._gather()
+
+    def finish(self) -> Iterator[pa.RecordBatch]:
+        yield from self._local.finish()
+        if not self._procs:
+            return
+        try:
+            for requests in self._requests:
+                requests.put(("finish",))
+            yield from self._gather()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the workers."""
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(timeout=5)
+        self._procs.clear()
+        self._requests.clear()
+        self._responses.clear()

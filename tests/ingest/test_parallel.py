@@ -1,0 +1,88 @@
+"""The Hubble reader on two worker processes gives exactly what it gives in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from recommender import IngestLedger, read_flows
+from recommender.ingest import parallel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _both(paths) -> tuple[pa.Table, pa.Table, IngestLedger, IngestLedger]:
+    one, two = IngestLedger(), IngestLedger()
+    sequential = read_flows(paths, ledger=one, workers=1)
+    parallel_ = read_flows(paths, ledger=two, workers=2)
+    return sequential, parallel_, one, two
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by([("source_file", "ascending"), ("source_row", "ascending")])
+
+
+def test_sample_same_rows_and_ledger():
+    seq, par, one, two = _both(ROOT / "sample_flows" / "hubble.jsonl.gz")
+    assert _sorted(seq).equals(_sorted(par))
+    assert (one.read, one.used, one.duplicate, one.reply) == (
+        two.read,
+        two.used,
+        two.duplicate,
+        two.reply,
+    )
+    assert two.balanced
+
+
+def test_real_captures_same_rows(shared: Path):
+    seq, par, one, two = _both(shared / "datasets" / "hubble-otel-testdata")
+    assert _sorted(seq).equals(_sorted(par))
+    assert one.to_dict()["skipped"] == two.to_dict()["skipped"]
+    assert two.balanced and two.read == 1916
+
+
+def test_parallel_output_order_is_deterministic():
+    path = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    assert read_flows(path, workers=2).equals(read_flows(path, workers=2))
+
+
+def test_bad_lines_are_counted_by_workers(tmp_path: Path):
+    lines = [
+        '{"flow":{"time":"2026-01-05T09:00:00Z","verdict":"FORWARDED",'
+        '"IP":{"source":"10.0.0.1","destination":"10.0.0.2"},'
+        f'"l4":{{"TCP":{{"source_port":{40000 + i},"destination_port":80}}}},'
+        '"source":{"namespace":"a","pod_name":"x"},"destination":{"namespace":"a",'
+        '"pod_name":"y"},"is_reply":false}}'
+        for i in range(10)
+    ]
+    lines.insert(3, '{"flow": {"time": ')
+    lines.insert(
+        7,
+        '{"flow":{"IP":{"source":"bad","destination":"10.0.0.2"},'
+        '"l4":{"TCP":{"source_port":40001,"destination_port":80}},'
+        '"time":"2026-01-05T09:00:00Z"}}',
+    )
+    path = tmp_path / "flows.json"
+    path.write_text("\n".join(lines) + "\n")
+    ledger = IngestLedger()
+    table = read_flows(path, ledger=ledger, workers=2)
+    assert table.num_rows == 10
+    assert dict(ledger.skipped) == {"malformed-json": 1, "invalid-ip": 1}
+    assert ledger.balanced and ledger.read == 12
+
+
+def test_falls_back_to_one_process_when_workers_cannot_start(monkeypatch):
+    def broken(self) -> bool:
+        self._failed = True
+        return False
+
+    monkeypatch.setattr(parallel.ParallelHubbleReader, "_start", broken)
+    path = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    assert read_flows(path, workers=2).equals(read_flows(path, workers=1))
+
+
+def test_default_workers_by_size(tmp_path: Path):
+    small = tmp_path / "small.json"
+    small.write_text("{}")
+    assert parallel.default_workers([small]) == 1
