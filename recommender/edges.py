@@ -209,7 +209,8 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
     )
     order = (
         "ORDER BY src_kind, src_namespace NULLS FIRST, src_id, dst_kind, "
-        "dst_namespace NULLS FIRST, dst_id, protocol, dst_port NULLS FIRST"
+        "dst_namespace NULLS FIRST, dst_id, protocol, dst_port NULLS FIRST, "
+        "src_name NULLS FIRST, dst_name NULLS FIRST, class, first_seen"
     )
     edges = con.sql(
         f"SELECT * EXCLUDE (class, reason) FROM judged WHERE reason = 'evidence' {order}"

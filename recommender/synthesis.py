@@ -449,7 +449,9 @@ def synthesize(
             and (e["src_namespace"], e["src_id"]) in selectors
         ):
             owner = (e["src_namespace"], e["src_id"])
-            _egress(builder, owner, e, flags, pod_peer, findings)
+            _add_peer(
+                builder, owner, "egress", e, flags, pod_peer, public_sources, config, findings
+            )
         # Ingress side: the destination workload's policy.
         if (
             e["dst_kind"] == "workload"
@@ -457,7 +459,9 @@ def synthesize(
             and (e["dst_namespace"], e["dst_id"]) in selectors
         ):
             owner = (e["dst_namespace"], e["dst_id"])
-            _ingress(builder, owner, e, flags, pod_peer, public_sources, config, findings)
+            _add_peer(
+                builder, owner, "ingress", e, flags, pod_peer, public_sources, config, findings
+            )
         if e["dst_kind"] == "external":
             for ip in e["dst_ips"] or ():
                 findings.external.append(
@@ -507,50 +511,10 @@ def _external_flags(ip: str) -> list[str]:
     return [] if cls in ("public", "private") else [f"address-class:{cls}"]
 
 
-def _egress(
+def _add_peer(
     builder: _Builder,
     owner: tuple[str, str],
-    e: dict[str, Any],
-    flags: list[str],
-    pod_peer: Any,
-    findings: Findings,
-) -> None:
-    kind = e["dst_kind"]
-    if kind == "workload":
-        peer = pod_peer(e["dst_namespace"], e["dst_id"], owner[0])
-        if peer is not None:
-            builder.pods(owner, "egress", peer, e, flags)
-        return
-    ips = list(e["dst_ips"] or ())
-    if kind in ("host", "remote-node"):
-        flags = [*flags, "node-address"]
-    elif kind == "cluster-entity":
-        flags = [*flags, f"entity:{e['dst_name'] or e['dst_id']}"]
-    elif kind == "unknown":
-        flags = [*flags, "unknown-endpoint"]
-    if ips:
-        for ip in ips:
-            builder.address(owner, "egress", ip, e, [*flags, *_external_flags(ip)])
-        return
-    # Aggregated records without addresses (Calico pub/pvt/NetworkSet): the broad fallback.
-    name = e["dst_name"] or e["dst_id"]
-    if name == "pvt":
-        for cidr in _PRIVATE_V4:
-            builder.cidr(owner, "egress", cidr, e, [*flags, "broad:private-networks"])
-    else:
-        builder.cidr(
-            owner,
-            "egress",
-            "0.0.0.0/0",
-            e,
-            [*flags, f"broad:{name}"],
-            _PRIVATE_V4 if name == "pub" else (),
-        )
-
-
-def _ingress(
-    builder: _Builder,
-    owner: tuple[str, str],
+    direction: str,
     e: dict[str, Any],
     flags: list[str],
     pod_peer: Any,
@@ -558,14 +522,16 @@ def _ingress(
     config: RecommendConfig,
     findings: Findings,
 ) -> None:
-    kind = e["src_kind"]
+    """Add the far end of edge ``e`` as a peer of ``owner``'s ``direction`` rules."""
+    side = "dst" if direction == "egress" else "src"
+    kind = e[f"{side}_kind"]
     if kind == "workload":
-        peer = pod_peer(e["src_namespace"], e["src_id"], owner[0])
+        peer = pod_peer(e[f"{side}_namespace"], e[f"{side}_id"], owner[0])
         if peer is not None:
-            builder.pods(owner, "ingress", peer, e, flags)
+            builder.pods(owner, direction, peer, e, flags)
         return
-    ips = list(e["src_ips"] or ())
-    if kind == "host" and config.allow_node_probes:
+    ips = list(e[f"{side}_ips"] or ())
+    if direction == "ingress" and kind == "host" and config.allow_node_probes:
         findings.node_local.append(
             {
                 "workload": f"{owner[0]}/{owner[1]}",
@@ -579,31 +545,27 @@ def _ingress(
     if kind in ("host", "remote-node"):
         flags = [*flags, "node-address"]
     elif kind == "cluster-entity":
-        flags = [*flags, f"entity:{e['src_name'] or e['src_id']}"]
+        flags = [*flags, f"entity:{e[f'{side}_name'] or e[f'{side}_id']}"]
     elif kind == "unknown":
         flags = [*flags, "unknown-endpoint"]
-    if kind == "external":
+    if direction == "ingress" and kind == "external":
         public = public_sources.get((owner[0], owner[1], e["protocol"], e["dst_port"]), set())
         if len(public) > config.internet_ingress_sources:
             versions: set[int] = {ipaddress.ip_address(ip).version for ip in public}
             for cidr, except_ in _internet_peers(versions):
-                builder.cidr(owner, "ingress", cidr, e, [*flags, "internet"], except_)
+                builder.cidr(owner, direction, cidr, e, [*flags, "internet"], except_)
             ips = [ip for ip in ips if ip not in public]
+            if not ips:
+                return
     if ips:
         for ip in ips:
-            builder.address(owner, "ingress", ip, e, [*flags, *_external_flags(ip)])
+            builder.address(owner, direction, ip, e, [*flags, *_external_flags(ip)])
         return
-    if kind == "external" and not (e["src_ips"] or ()):
-        name = e["src_name"] or e["src_id"]
-        if name == "pvt":
-            for cidr in _PRIVATE_V4:
-                builder.cidr(owner, "ingress", cidr, e, [*flags, "broad:private-networks"])
-        else:
-            builder.cidr(
-                owner,
-                "ingress",
-                "0.0.0.0/0",
-                e,
-                [*flags, f"broad:{name}"],
-                _PRIVATE_V4 if name == "pub" else (),
-            )
+    # Aggregated records without addresses (Calico pub/pvt/NetworkSet): the broad fallback.
+    name = e[f"{side}_name"] or e[f"{side}_id"]
+    if name == "pvt":
+        for cidr in _PRIVATE_V4:
+            builder.cidr(owner, direction, cidr, e, [*flags, "broad:private-networks"])
+    else:
+        except_ = _PRIVATE_V4 if name == "pub" else ()
+        builder.cidr(owner, direction, "0.0.0.0/0", e, [*flags, f"broad:{name}"], except_)
