@@ -6,6 +6,9 @@ Whisker readers in :mod:`.goldmane` build on it):
 * :class:`JsonRecordReader`: JSON lines, one JSON array, ``{"items": [...]}`` or an Elasticsearch
   search response (``hits.hits[]._source``), decoded with msgspec; per-record errors go to the
   ledger, a file of the wrong shape as a whole raises :class:`~recommender.errors.FlowFormatError`.
+* :class:`CalicoReader` reads JSON lines on a fast path: a typed msgspec decode of the used
+  fields, caches for what repeats (endpoints, IPs, policies), rows built as tuples; any line that
+  is not a plain record takes the generic path, so every skip reason is the same.
 * :class:`ReportMerger`: Calico logs a connection once per end (``reporter`` ``src`` on the
   client's node, ``dst`` on the server's node), often in different files. The merger holds
   unmatched reports in a bounded window and folds the two reports of one connection into one row
@@ -878,8 +881,8 @@ class CalicoReader(JsonRecordReader):
 
     def __init__(self, ledger: Any, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
         super().__init__(ledger, batch_rows=batch_rows)
-        # Caches of the fast path, keyed by raw values of one type only (str, None, the bytes
-        # of raw JSON): 1, 1.0 and True are equal keys but not equal inputs.
+        # Caches of the fast path. Keys are only strings, None and the bytes of raw JSON:
+        # 1, 1.0 and True are equal as keys but give different results.
         self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
         self._protocols: dict[str, str] = {}
         self._ips: dict[str, str] = {}
