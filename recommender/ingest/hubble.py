@@ -370,13 +370,16 @@ class HubbleReader(FlowReader):
             lines = [ln for _, ln in numbered]
         ledger = self.ledger
         ledger.read += len(lines)
-        decoded: list[_Line | None]
+        # Decode the chunk as one JSON array: fast, and exact as long as every line holds one
+        # object. A line with two objects, or a broken line that the next one completes,
+        # changes the count; then (or on any error) every line is decoded on its own.
+        decoded: list[_Line | None] | None
         try:
             decoded = list(_DECODE_LINES.decode(b"[" + b",".join(lines) + b"]"))
         except (msgspec.DecodeError, msgspec.ValidationError):
-            decoded = [
-                self._decode_one(file, n, ln) for n, ln in zip(numbers, lines, strict=True)
-            ]
+            decoded = None
+        if decoded is None or len(decoded) != len(lines):
+            decoded = [self._decode_one(file, n, ln) for n, ln in zip(numbers, lines, strict=True)]
         # The hot loop: most events are replies or further events of a known connection, so
         # they are settled here with as little work as possible; new rows go to _add.
         seen = self._seen

@@ -196,6 +196,8 @@ def test_truncated_gzip_keeps_what_was_read(tmp_path: Path):
         (_line(IP=None), "missing-address"),
         ('{"node_status": {"state": "NODE_CONNECTED"}}', "not-a-flow"),
         ("not json at all", "malformed-json"),
+        # Two objects on one line: never taken for two lines (nor a crash).
+        (_line() + "," + _line(), "malformed-json"),
     ],
 )
 def test_bad_lines_are_skipped_with_a_reason(tmp_path: Path, line: str, reason: str):
