@@ -2,11 +2,11 @@
 
 Everything the Hubble reader remembers (recently seen connections, rows waiting for a later
 DROPPED event) belongs to one connection, and every event that starts or continues a connection
-carries the client's source port. So events can be dealt out to worker processes by
-``source_port`` (read from the line's bytes, without decoding it), each worker runs an ordinary
+carries its two ports. So events can be dealt out to worker processes by the sum of
+``source_port`` and ``destination_port`` (read from the line's bytes, without decoding it; the
+sum is the same for a reply, whose ports are swapped), each worker runs an ordinary
 :class:`~recommender.ingest.hubble.HubbleReader` on its share, and no connection is split
-between workers. Replies, whose source port is the server's, may land on any worker: they are
-dropped there all the same.
+between workers. Events without ports (ICMP) all go to the first worker.
 
 Each worker reads the file itself and keeps its own share of the lines (reading is cheap; sending
 the lines through a pipe is not). The parent takes one record batch from each worker in turn,
@@ -38,7 +38,7 @@ from .hubble import HubbleReader
 
 __all__ = ["ParallelHubbleReader", "default_workers"]
 
-_SOURCE_PORT: Final = re.compile(rb'"source_port":\s*(\d+)')
+_PORTS: Final = re.compile(rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)')
 #: Below this many bytes of Hubble input, starting workers costs more than it saves.
 PARALLEL_MIN_BYTES: Final = 64 << 20
 #: Seconds to wait for a worker to start (imports included) before reading in this process.
@@ -57,13 +57,14 @@ def default_workers(paths: list[Path]) -> int:
 
 
 def _share(lines: list[bytes], first: int, index: int, n: int) -> tuple[list[int], list[bytes]]:
-    """The lines (and their numbers) of worker ``index`` of ``n``: by source port."""
-    search = _SOURCE_PORT.search
+    """The lines (and their numbers) of worker ``index`` of ``n``, by the sum of the two ports:
+    the same for every event of a connection, replies included (their ports are swapped)."""
+    search = _PORTS.search
     numbers: list[int] = []
     mine: list[bytes] = []
     for i, line in enumerate(lines):
         match = search(line)
-        if (int(match[1]) % n if match else 0) == index:
+        if ((int(match[1]) + int(match[2])) % n if match else 0) == index:
             numbers.append(first + i)
             mine.append(line)
     return numbers, mine
