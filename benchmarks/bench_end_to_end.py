@@ -16,7 +16,9 @@ peak RSS (``os.wait4``) is its own:
 - **hubble-audit2policy** (the peer, ``pip install hubble-audit2policy``; a benchmark-only
   dependency): ``hubble-audit2policy FILE -o DIR --no-enrich`` on the same file, all verdicts.
 
-Prints a table and writes JSON with the wall and CPU seconds, ratios and peak RSS.
+Tools run in turn, ``--repeat`` times (default 2); the fastest run of each counts. The input is
+read once first, so that no tool pays for the disk. Prints a table and writes JSON with the wall
+and CPU seconds (CPU includes worker processes), ratios and peak RSS.
 """
 
 from __future__ import annotations
@@ -87,23 +89,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="runs per tool; the fastest counts (the machine may be shared)")
     args = parser.parse_args(argv)
 
     path = ensure_input(args.connections, args.seed)
-    with path.open("rb") as fh:
+    with path.open("rb") as fh:  # also warms the page cache, so no tool pays for the disk
         lines = sum(1 for _ in fh)
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     results: dict[str, Any] = {}
+    commands: dict[str, list[str] | None] = {
+        "floor": [sys.executable, "-c", FLOOR, str(path)],
+        "recommend": [sys.executable, "-m", "recommender", str(path), "-o", str(work / "ours")],
+        "hubble-audit2policy": None,
+    }
+    peer = shutil.which("hubble-audit2policy")
+    if peer:
+        commands["hubble-audit2policy"] = [peer, str(path), "-o", str(work / "peer"),
+                                           "--no-enrich"]
     try:
-        results["floor"] = run([sys.executable, "-c", FLOOR, str(path)])
-        results["recommend"] = run([sys.executable, "-m", "recommender", str(path), "-o",
-                                    str(work / "ours")])
-        peer = shutil.which("hubble-audit2policy")
-        if peer:
-            results["hubble-audit2policy"] = run([peer, str(path), "-o", str(work / "peer"),
-                                                  "--no-enrich"])
-        else:
-            results["hubble-audit2policy"] = None
+        for _ in range(max(args.repeat, 1)):  # interleaved, so load changes hit every tool
+            for name, command in commands.items():
+                if command is None:
+                    results[name] = None
+                    continue
+                shutil.rmtree(work / "ours", ignore_errors=True)
+                result = run(command)
+                best = results.get(name)
+                if best is None or result["seconds"] < best["seconds"]:
+                    results[name] = result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
