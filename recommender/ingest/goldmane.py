@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ._common import BadValue, norm_port, norm_protocol
-from .calico import (
-    JsonRecordReader,
+from ._flowlog import (
     Row,
     add_counts,
     count_or_none,
@@ -26,6 +25,7 @@ from .calico import (
     reporter_of,
     text_or_none,
 )
+from ._records import JsonRecordReader
 
 __all__ = ["GoldmaneReader", "WhiskerReader", "render_policy_hit"]
 
