@@ -13,6 +13,7 @@ rules, and protocols other than TCP, UDP and SCTP.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -29,6 +30,8 @@ _POLICY_TYPES: Final = {"ingress": "Ingress", "egress": "Egress"}
 _PROTOCOLS: Final = ("TCP", "UDP", "SCTP")
 _OPERATORS_WITH_VALUES: Final = ("In", "NotIn")
 _OPERATORS_WITHOUT_VALUES: Final = ("Exists", "DoesNotExist")
+#: A container port name: 1-15 of [a-z0-9-], at least one letter, alphanumeric at both ends.
+_IANA_SVC_NAME: Final = re.compile(r"(?=.{1,15}$)(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 
 
 def render_kubernetes(policy_set: PolicySet) -> list[dict[str, Any]]:
@@ -289,7 +292,7 @@ def _network(text: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Net
 
 
 def _port(port: PortSpec, where: str) -> dict[str, Any]:
-    """``{protocol, port?, endPort?}``."""
+    """``{protocol, port?, endPort?}``; ``port`` is a name for a named port."""
     protocol = port.protocol.upper()
     if protocol not in _PROTOCOLS:
         raise SynthesisError(
@@ -297,6 +300,20 @@ def _port(port: PortSpec, where: str) -> dict[str, Any]:
             "NetworkPolicy, which knows TCP, UDP and SCTP only."
         )
     out: dict[str, Any] = {"protocol": protocol}
+    if port.name is not None:
+        if port.port is not None or port.end_port is not None:
+            raise SynthesisError(
+                f"{where}: {protocol} named port {port.name!r} cannot also carry a number or an "
+                "end port."
+            )
+        if not _IANA_SVC_NAME.fullmatch(port.name) or "--" in port.name:
+            raise SynthesisError(
+                f"{where}: {protocol} port name {port.name!r} is not an IANA service name (at "
+                "most 15 lowercase letters, digits and '-', with a letter, no '--', "
+                "alphanumeric at both ends)."
+            )
+        out["port"] = port.name
+        return out
     if port.port is None:
         if port.end_port is not None:
             raise SynthesisError(f"{where}: {protocol} end port {port.end_port} has no start port.")

@@ -74,15 +74,21 @@ class LabelSelector:
 
 @dataclass(frozen=True, order=True)
 class PortSpec:
-    """A protocol with one port, a port range (``port``..``end_port``), or every port (None)."""
+    """A protocol with one port, a port range (``port``..``end_port``), or every port (None).
+
+    ``name`` is a named port (a container port name, ``port`` then None): only the
+    destination pod knows its number, so :meth:`contains` never matches it; the evaluator
+    resolves it against the pod.
+    """
 
     protocol: str
     port: int | None = None
     end_port: int | None = None
+    name: str | None = None
 
     def contains(self, protocol: str, port: int | None) -> bool:
-        """Whether traffic of ``protocol`` to ``port`` falls in this spec."""
-        if protocol != self.protocol:
+        """Whether ``protocol`` traffic to ``port`` falls in this spec (never if named)."""
+        if protocol != self.protocol or self.name is not None:
             return False
         if self.port is None:
             return True
