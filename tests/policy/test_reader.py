@@ -152,7 +152,7 @@ def test_named_port_renders_and_round_trips() -> None:
 
 
 def test_lists_are_unpacked_and_other_kinds_skipped(tmp_path: Path) -> None:
-    docs = [
+    docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}},
         {
             "apiVersion": "v1",
