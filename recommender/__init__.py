@@ -48,15 +48,22 @@ _LAZY = {
     "FLOW_SCHEMA": "schema",
     "SCHEMA_VERSION": "schema",
     "synthesize": "synthesis",
+    "Cluster": "evaluator",
+    "Verdict": "evaluator",
+    "evaluate": "evaluator",
+    "read_cluster": "evaluator",
+    "read_policies": "policy.reader",
 }
 
 if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
+    from .evaluator import Cluster, Verdict, evaluate, read_cluster
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+    from .policy.reader import read_policies
     from .profile import FlowProfile, profile_flows
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
     from .synthesis import synthesize
@@ -79,6 +86,7 @@ __all__ = [
     "FLOW_SCHEMA",
     "FORMATS",
     "SCHEMA_VERSION",
+    "Cluster",
     "ConfigError",
     "EdgeTables",
     "Evidence",
@@ -100,13 +108,17 @@ __all__ = [
     "SchemaError",
     "SynthesisError",
     "UnsupportedDialectError",
+    "Verdict",
     "__version__",
     "aggregate_edges",
     "detect_format",
+    "evaluate",
     "iter_flow_batches",
     "load_config",
     "profile_flows",
+    "read_cluster",
     "read_flows",
+    "read_policies",
     "recommend",
     "synthesize",
 ]
