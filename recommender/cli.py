@@ -260,6 +260,95 @@ def run(
     )
 
 
+@app.command()
+def evaluate(
+    policies: Annotated[
+        Path,
+        typer.Argument(
+            help="A NetworkPolicy YAML file, or a folder of them (searched recursively).",
+            show_default=False,
+        ),
+    ],
+    flows: FlowsArg,
+    format: FormatOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the coverage report as JSON.")
+    ] = False,
+    examples: Annotated[
+        int, typer.Option("--examples", min=0, help="Examples printed per list.")
+    ] = 10,
+) -> None:
+    """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused rules.
+
+    Exit status: 0 when the policies allow every observed allowed connection they can judge,
+    1 when there are false denies (observed allowed connections the policies would deny),
+    2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
+    """
+    from .policy.reader import read_policies
+    from .replay import replay
+
+    coverage = replay(read_policies(policies), flows, format=format)
+    if json_out:
+        typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        _print_coverage(coverage, examples)
+    if coverage.false_denies:
+        # SystemExit, not typer.Exit: click returns an Exit's code instead of raising it when
+        # main() runs the app with standalone_mode=False.
+        raise SystemExit(1)
+
+
+def _print_coverage(coverage: Any, examples: int) -> None:
+    """The text rendering of a :class:`~recommender.replay.Coverage`."""
+
+    def edge(e: Any) -> str:
+        port = f"{e.protocol}/{e.port}" if e.port is not None else e.protocol
+        return f"  {e.connections:>10,}  {e.source} -> {e.destination} {port}: {e.reason}"
+
+    typer.echo(
+        f"coverage: {coverage.coverage:.2%} of observed allowed connections "
+        f"({coverage.allowed_connections:,} of {coverage.observed_connections:,}; "
+        f"{coverage.allowed_edges} of {coverage.observed_edges} edges)"
+    )
+    typer.echo(
+        f"false denies: {len(coverage.false_denies)} edges, "
+        f"{coverage.false_deny_connections:,} connections"
+    )
+    for e in coverage.false_denies[:examples]:
+        typer.echo(edge(e))
+    typer.echo(
+        f"denied in the input but allowed by the policies: {len(coverage.denied_but_allowed)} "
+        f"of {coverage.denied_edges} denied edges"
+    )
+    for e in coverage.denied_but_allowed[:examples]:
+        typer.echo(edge(e))
+    over = coverage.over_permissive
+    if over.skipped:
+        typer.echo(f"over-permissiveness: not computed ({over.skipped})")
+    else:
+        typer.echo(
+            f"over-permissiveness: {over.allowed_unobserved:,} unobserved workload pair x port "
+            f"triples allowed ({over.rate:.2%} of {over.candidates - over.observed:,}), "
+            f"against {over.observed:,} observed"
+        )
+        for text in over.examples[:examples]:
+            typer.echo(f"  {text}")
+    typer.echo(f"unused rules: {len(coverage.unused_rules)} of {coverage.rules}")
+    for rule in coverage.unused_rules[:examples]:
+        typer.echo(f"  {rule['policy']} {rule['direction']} rule {rule['rule']}")
+    if coverage.not_evaluated:
+        typer.echo(f"not evaluated: {len(coverage.not_evaluated)} edges")
+        for reason, count in coverage.not_evaluated_by_reason().items():
+            typer.echo(f"  {count:>6}  {reason}")
+    if coverage.excluded_edges:
+        typer.echo(
+            f"left out by the aggregation (replies, ephemeral ports, rare): "
+            f"{coverage.excluded_edges} edges"
+        )
+    for note in coverage.notes:
+        typer.echo(f"note: {note}")
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"recommend {__version__}")
