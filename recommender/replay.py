@@ -54,7 +54,7 @@ _K8S_PROTOCOLS: Final = ("TCP", "UDP", "SCTP")
 _CILIUM_NS_LABELS: Final = "io.cilium.k8s.namespace.labels."
 #: Reason given to node-local traffic, which Kubernetes always allows.
 NODE_LOCAL: Final = "node-local: Kubernetes always allows a pod's own node to reach it"
-#: Examples kept per list in the text rendering (the JSON view holds them all).
+#: Most (source, destination, port) triples the over-permissiveness measure evaluates.
 _DEFAULT_SYNTHETIC_LIMIT: Final = 250_000
 
 
@@ -305,7 +305,6 @@ def cluster_from_flows(
 
     Examples
     --------
-    >>> import recommender.replay as r
     >>> from recommender.edges import EdgeTables
     >>> labels = pa.table({"namespace": ["shop"], "workload": ["web"],
     ...                    "labels": pa.array([[("app", "web")]], pa.map_(pa.string(), pa.string()))})
