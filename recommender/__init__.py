@@ -53,6 +53,9 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "Coverage": "replay",
+    "cluster_from_flows": "replay",
+    "replay": "replay",
 }
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
     from .policy.reader import read_policies
     from .profile import FlowProfile, profile_flows
+    from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
     from .synthesis import synthesize
 
@@ -88,6 +92,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Cluster",
     "ConfigError",
+    "Coverage",
     "EdgeTables",
     "Evidence",
     "FlowBatches",
@@ -111,6 +116,7 @@ __all__ = [
     "Verdict",
     "__version__",
     "aggregate_edges",
+    "cluster_from_flows",
     "detect_format",
     "evaluate",
     "iter_flow_batches",
@@ -120,5 +126,6 @@ __all__ = [
     "read_flows",
     "read_policies",
     "recommend",
+    "replay",
     "synthesize",
 ]

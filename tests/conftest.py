@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from recommender.schema import FLOW_SCHEMA, conform_table
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATASETS = SHARED / "datasets"
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -82,15 +82,26 @@ def topology(workloads: dict[tuple[str, str], dict[str, str]]) -> list[dict[str,
     """
     docs: list[dict[str, Any]] = []
     for ns in sorted({ns for ns, _ in workloads}):
-        docs.append({"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}})
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
+            }
+        )
     for (ns, name), labels in sorted(workloads.items()):
-        docs.append({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns,
-                         "labels": {**labels, "pod-template-hash": "rollout-b"}},
-            "spec": {"containers": [{"name": "c", "image": "x"}]},
-        })
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": {**labels, "pod-template-hash": "rollout-b"},
+                },
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            }
+        )
     return docs
 
 
@@ -110,8 +121,11 @@ def nca_check(shared: Path, tmp_path: Path) -> Callable[..., tuple[int, int, str
     nca = shutil.which("nca") or str(Path(sys.executable).parent / "nca")
     counter = [0]
 
-    def check(manifests: list[dict[str, Any]], topo: list[dict[str, Any]],
-              expectations: list[dict[str, Any]]) -> tuple[int, int, str]:
+    def check(
+        manifests: list[dict[str, Any]],
+        topo: list[dict[str, Any]],
+        expectations: list[dict[str, Any]],
+    ) -> tuple[int, int, str]:
         counter[0] += 1
         work = tmp_path / f"nca{counter[0]}"
         work.mkdir()
@@ -119,9 +133,18 @@ def nca_check(shared: Path, tmp_path: Path) -> Callable[..., tuple[int, int, str
         (work / "topology.yaml").write_text(yaml.safe_dump_all(topo))
         (tmp_path / f"expect{counter[0]}.yaml").write_text(yaml.safe_dump(expectations))
         proc = subprocess.run(
-            [sys.executable, str(tool), "--nca", nca, "--check",
-             str(tmp_path / f"expect{counter[0]}.yaml"), str(work)],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                str(tool),
+                "--nca",
+                nca,
+                "--check",
+                str(tmp_path / f"expect{counter[0]}.yaml"),
+                str(work),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         out = proc.stdout + proc.stderr
         for line in out.splitlines():

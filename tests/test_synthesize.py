@@ -33,35 +33,107 @@ def shop_rows() -> list[dict]:
     for i in range(5):
         t = T0 + minutes(10 * i)
         rows += [
-            flow_row(start_time=t, end_time=t, src_namespace="shop", src_workload="web",
-                     src_ip="10.244.1.10", src_port=40000 + i,
-                     dst_namespace="shop", dst_workload="api", dst_ip="10.244.2.20", dst_port=8080),
-            flow_row(start_time=t, end_time=t, src_namespace="shop", src_workload="api",
-                     src_ip="10.244.2.20", src_port=41000 + i,
-                     dst_namespace="shop", dst_workload="db", dst_ip="10.244.3.30", dst_port=5432),
-            flow_row(start_time=t, end_time=t, src_namespace="shop", src_workload="api",
-                     src_ip="10.244.2.20", src_port=42000 + i, protocol="UDP",
-                     dst_namespace="kube-system", dst_workload="coredns",
-                     dst_labels={"k8s-app": "kube-dns", "pod-template-hash": "abc12"},
-                     dst_ip="10.244.0.5", dst_port=53),
-            flow_row(start_time=t, end_time=t, src_namespace="shop", src_workload="api",
-                     src_ip="10.244.2.20", src_port=43000 + i, dst_kind="external",
-                     dst_name="world", dst_ip="52.94.236.248", dst_port=443),
+            flow_row(
+                start_time=t,
+                end_time=t,
+                src_namespace="shop",
+                src_workload="web",
+                src_ip="10.244.1.10",
+                src_port=40000 + i,
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_ip="10.244.2.20",
+                dst_port=8080,
+            ),
+            flow_row(
+                start_time=t,
+                end_time=t,
+                src_namespace="shop",
+                src_workload="api",
+                src_ip="10.244.2.20",
+                src_port=41000 + i,
+                dst_namespace="shop",
+                dst_workload="db",
+                dst_ip="10.244.3.30",
+                dst_port=5432,
+            ),
+            flow_row(
+                start_time=t,
+                end_time=t,
+                src_namespace="shop",
+                src_workload="api",
+                src_ip="10.244.2.20",
+                src_port=42000 + i,
+                protocol="UDP",
+                dst_namespace="kube-system",
+                dst_workload="coredns",
+                dst_labels={"k8s-app": "kube-dns", "pod-template-hash": "abc12"},
+                dst_ip="10.244.0.5",
+                dst_port=53,
+            ),
+            flow_row(
+                start_time=t,
+                end_time=t,
+                src_namespace="shop",
+                src_workload="api",
+                src_ip="10.244.2.20",
+                src_port=43000 + i,
+                dst_kind="external",
+                dst_name="world",
+                dst_ip="52.94.236.248",
+                dst_port=443,
+            ),
             # The reply of web -> api: the reader would drop it; a Parquet input may hold it.
-            flow_row(start_time=t, end_time=t, src_namespace="shop", src_workload="api",
-                     src_ip="10.244.2.20", src_port=8080, dst_namespace="shop",
-                     dst_workload="web", dst_ip="10.244.1.10", dst_port=40000 + i, is_reply=True),
+            flow_row(
+                start_time=t,
+                end_time=t,
+                src_namespace="shop",
+                src_workload="api",
+                src_ip="10.244.2.20",
+                src_port=8080,
+                dst_namespace="shop",
+                dst_workload="web",
+                dst_ip="10.244.1.10",
+                dst_port=40000 + i,
+                is_reply=True,
+            ),
             # The same with no reply flag: a well-known port answering an ephemeral one.
-            flow_row(start_time=t, end_time=t, src_namespace="shop", src_workload="db",
-                     src_ip="10.244.3.30", src_port=5432, dst_namespace="shop",
-                     dst_workload="api", dst_ip="10.244.2.20", dst_port=41000 + i, is_reply=None),
+            flow_row(
+                start_time=t,
+                end_time=t,
+                src_namespace="shop",
+                src_workload="db",
+                src_ip="10.244.3.30",
+                src_port=5432,
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_ip="10.244.2.20",
+                dst_port=41000 + i,
+                is_reply=None,
+            ),
         ]
     rows += [
-        flow_row(src_namespace="shop", src_workload="web", src_ip="10.244.1.10", src_port=45000,
-                 dst_namespace="shop", dst_workload="db", dst_ip="10.244.3.30", dst_port=5432,
-                 verdict="denied"),
-        flow_row(src_kind="host", src_name="host", src_ip="172.18.0.2", src_port=50000,
-                 dst_namespace="shop", dst_workload="api", dst_ip="10.244.2.20", dst_port=8081),
+        flow_row(
+            src_namespace="shop",
+            src_workload="web",
+            src_ip="10.244.1.10",
+            src_port=45000,
+            dst_namespace="shop",
+            dst_workload="db",
+            dst_ip="10.244.3.30",
+            dst_port=5432,
+            verdict="denied",
+        ),
+        flow_row(
+            src_kind="host",
+            src_name="host",
+            src_ip="172.18.0.2",
+            src_port=50000,
+            dst_namespace="shop",
+            dst_workload="api",
+            dst_ip="10.244.2.20",
+            dst_port=8081,
+        ),
     ]
     return rows
 
@@ -77,7 +149,8 @@ def test_shop_semantics_by_hand():
     assert sorted(policies) == ["allow-api", "allow-db", "allow-web", "default-deny"]
     ports = {
         (name, rule.direction): sorted((p.protocol, p.port) for p in rule.ports)
-        for name, p in policies.items() for rule in p.rules
+        for name, p in policies.items()
+        for rule in p.rules
         if not (name == "allow-api" and rule.direction == "egress")
     }
     assert ports[("allow-web", "egress")] == [("TCP", 8080)]
@@ -89,12 +162,12 @@ def test_shop_semantics_by_hand():
     web_egress = [peer for r in policies["allow-web"].egress for peer in r.peers]
     assert all(dict(peer.pod_selector.match_labels) == {"app": "api"} for peer in web_egress)
     # DNS: both protocols, to the resolver's own labels in its namespace (no pod-template-hash).
-    dns = [r for r in policies["allow-api"].egress
-           if any(p.port == 53 for p in r.ports)][0]
+    dns = next(r for r in policies["allow-api"].egress if any(p.port == 53 for p in r.ports))
     assert sorted((p.protocol, p.port) for p in dns.ports) == [("TCP", 53), ("UDP", 53)]
     assert dns.peers[0].pod_selector.match_labels == (("k8s-app", "kube-dns"),)
     assert dns.peers[0].namespace_selector.match_labels == (
-        ("kubernetes.io/metadata.name", "kube-system"),)
+        ("kubernetes.io/metadata.name", "kube-system"),
+    )
     # External API: exactly its address.
     ext = [p.cidr for r in policies["allow-api"].egress for p in r.peers if p.kind == "cidr"]
     assert ext == ["52.94.236.248/32"]
@@ -119,9 +192,19 @@ def test_same_input_same_bytes(tmp_path: Path):
 
 
 def test_rare_edges_flagged_and_min_connections_excludes():
-    rows = shop_rows() + [flow_row(src_namespace="shop", src_workload="web", src_ip="10.244.1.10",
-                                   src_port=46000, dst_namespace="shop", dst_workload="db",
-                                   dst_ip="10.244.3.30", dst_port=9187)]
+    rows = [
+        *shop_rows(),
+        flow_row(
+            src_namespace="shop",
+            src_workload="web",
+            src_ip="10.244.1.10",
+            src_port=46000,
+            dst_namespace="shop",
+            dst_workload="db",
+            dst_ip="10.244.3.30",
+            dst_port=9187,
+        ),
+    ]
     rec = recommend(make_table(rows))
     rare = [r for r in rec.report["rules"] if "TCP/9187" in r["ports"]]
     assert rare and all("rare" in r["flags"] for r in rare)
@@ -131,50 +214,108 @@ def test_rare_edges_flagged_and_min_connections_excludes():
 
 
 def test_scattered_high_ports_are_not_rules():
-    rows = [flow_row(src_namespace="a", src_workload="x", src_port=40000 + i,
-                     dst_namespace="a", dst_workload="y", dst_port=33000 + 17 * i)
-            for i in range(6)]
-    rows.append(flow_row(src_namespace="a", src_workload="x", src_port=45000,
-                         dst_namespace="a", dst_workload="y", dst_port=50051))
+    rows = [
+        flow_row(
+            src_namespace="a",
+            src_workload="x",
+            src_port=40000 + i,
+            dst_namespace="a",
+            dst_workload="y",
+            dst_port=33000 + 17 * i,
+        )
+        for i in range(6)
+    ]
+    rows.append(
+        flow_row(
+            src_namespace="a",
+            src_workload="x",
+            src_port=45000,
+            dst_namespace="a",
+            dst_workload="y",
+            dst_port=50051,
+        )
+    )
     rec = recommend(make_table(rows), max_ephemeral_ports=3)
     assert rec.policy_set.in_namespace("a")[0].egress == ()
     assert {x["reason"] for x in rec.report["excluded"]} == {"ephemeral-port"}
     # One high port used alone (gRPC on 50051) is a listening port, not noise.
     single = recommend(make_table(rows[-1:]))
-    assert [p.port for r in single.policy_set.policies for r in r.egress for p in r.ports] == [50051]
+    assert [p.port for r in single.policy_set.policies for r in r.egress for p in r.ports] == [
+        50051
+    ]
 
 
 def test_internet_ingress_threshold():
     clients = [f"81.2.69.{i}" for i in range(1, 30)]
-    rows = [flow_row(src_kind="external", src_name="world", src_ip=ip, src_port=50000,
-                     dst_namespace="web", dst_workload="frontend", dst_port=443) for ip in clients]
+    rows = [
+        flow_row(
+            src_kind="external",
+            src_name="world",
+            src_ip=ip,
+            src_port=50000,
+            dst_namespace="web",
+            dst_workload="frontend",
+            dst_port=443,
+        )
+        for ip in clients
+    ]
     few = recommend(make_table(rows[:3]))
     cidrs = sorted(p.cidr for pol in few.policy_set.policies for r in pol.ingress for p in r.peers)
     assert cidrs == ["81.2.69.1/32", "81.2.69.2/31"]  # exact: .2 and .3 make a /31
     many = recommend(make_table(rows))
     peers = [p for pol in many.policy_set.policies for r in pol.ingress for p in r.peers]
     assert [(p.cidr, p.except_) for p in peers] == [
-        ("0.0.0.0/0", ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))]
+        ("0.0.0.0/0", ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+    ]
 
 
 def test_cidr_budget_merges_within_class_only():
-    rows = [flow_row(src_namespace="a", src_workload="x", src_port=40000, dst_kind="external",
-                     dst_ip=ip, dst_port=443) for ip in ("8.8.8.8", "8.8.8.9", "8.8.8.11")]
+    rows = [
+        flow_row(
+            src_namespace="a",
+            src_workload="x",
+            src_port=40000,
+            dst_kind="external",
+            dst_ip=ip,
+            dst_port=443,
+        )
+        for ip in ("8.8.8.8", "8.8.8.9", "8.8.8.11")
+    ]
     exact = recommend(make_table([dict(r) for r in rows]))
     merged = recommend(make_table([dict(r) for r in rows]), cidr_budget=1)
-    get = lambda rec: sorted(p.cidr for pol in rec.policy_set.policies for r in pol.egress  # noqa: E731
-                             for p in r.peers)
+
+    def get(rec):
+        return sorted(
+            p.cidr for pol in rec.policy_set.policies for r in pol.egress for p in r.peers
+        )
+
     assert get(exact) == ["8.8.8.11/32", "8.8.8.8/31"]
     assert get(merged) == ["8.8.8.8/30"]
 
 
 def test_port_range_budget():
-    rows = [flow_row(src_namespace="a", src_workload="x", src_port=40000 + p,
-                     dst_namespace="a", dst_workload="y", dst_port=p) for p in (8080, 8081, 8083)]
+    rows = [
+        flow_row(
+            src_namespace="a",
+            src_workload="x",
+            src_port=40000 + p,
+            dst_namespace="a",
+            dst_workload="y",
+            dst_port=p,
+        )
+        for p in (8080, 8081, 8083)
+    ]
     exact = recommend(make_table([dict(r) for r in rows]))
     ranged = recommend(make_table([dict(r) for r in rows]), port_range_budget=1)
-    spec = lambda rec: [(p.port, p.end_port) for pol in rec.policy_set.policies  # noqa: E731
-                        for r in pol.egress for p in r.ports]
+
+    def spec(rec):
+        return [
+            (p.port, p.end_port)
+            for pol in rec.policy_set.policies
+            for r in pol.egress
+            for p in r.ports
+        ]
+
     assert spec(exact) == [(8080, None), (8081, None), (8083, None)]
     assert spec(ranged) == [(8080, 8083)]
 
@@ -192,10 +333,18 @@ def test_namespace_scope_and_time_window():
 def test_selectors_survive_a_rollout_and_hash_labels_never_select():
     rows = []
     for i, pod_hash in enumerate(("aaaa1", "bbbb2")):  # two ReplicaSets of one Deployment
-        rows.append(flow_row(src_namespace="a", src_workload="client", src_port=40000 + i,
-                             src_labels={"app": "client", "pod-template-hash": pod_hash},
-                             dst_namespace="a", dst_workload="server", dst_port=80,
-                             dst_labels={"app": "server", "pod-template-hash": pod_hash}))
+        rows.append(
+            flow_row(
+                src_namespace="a",
+                src_workload="client",
+                src_port=40000 + i,
+                src_labels={"app": "client", "pod-template-hash": pod_hash},
+                dst_namespace="a",
+                dst_workload="server",
+                dst_port=80,
+                dst_labels={"app": "server", "pod-template-hash": pod_hash},
+            )
+        )
     rec = recommend(make_table(rows))
     text = rec.to_yaml()
     assert "pod-template-hash" not in text
@@ -204,28 +353,54 @@ def test_selectors_survive_a_rollout_and_hash_labels_never_select():
 
 def test_oracle_agrees_on_shop(nca_check):
     rec = recommend(make_table(shop_rows()))
-    workloads = {("shop", "web"): {"app": "web"}, ("shop", "api"): {"app": "api"},
-                 ("shop", "db"): {"app": "db"},
-                 ("kube-system", "coredns"): {"k8s-app": "kube-dns"}}
+    workloads = {
+        ("shop", "web"): {"app": "web"},
+        ("shop", "api"): {"app": "api"},
+        ("shop", "db"): {"app": "db"},
+        ("kube-system", "coredns"): {"k8s-app": "kube-dns"},
+    }
     expect = [
         {"src": "shop/web", "dst": "shop/api", "protocol": "TCP", "port": 8080, "allowed": True},
         {"src": "shop/api", "dst": "shop/db", "protocol": "TCP", "port": 5432, "allowed": True},
-        {"src": "shop/api", "dst": "kube-system/coredns", "protocol": "UDP", "port": 53,
-         "allowed": True},
-        {"src": "shop/api", "dst": "kube-system/coredns", "protocol": "TCP", "port": 53,
-         "allowed": True},
-        {"src": "shop/api", "dst": "52.94.236.248", "protocol": "TCP", "port": 443,
-         "allowed": True},
+        {
+            "src": "shop/api",
+            "dst": "kube-system/coredns",
+            "protocol": "UDP",
+            "port": 53,
+            "allowed": True,
+        },
+        {
+            "src": "shop/api",
+            "dst": "kube-system/coredns",
+            "protocol": "TCP",
+            "port": 53,
+            "allowed": True,
+        },
+        {
+            "src": "shop/api",
+            "dst": "52.94.236.248",
+            "protocol": "TCP",
+            "port": 443,
+            "allowed": True,
+        },
         {"src": "shop/web", "dst": "shop/db", "protocol": "TCP", "port": 5432, "allowed": False},
-        {"src": "shop/api", "dst": "shop/web", "protocol": "TCP", "port": 40000,
-         "allowed": False},
-        {"src": "shop/db", "dst": "shop/api", "protocol": "TCP", "port": 41000,
-         "allowed": False},
+        {"src": "shop/api", "dst": "shop/web", "protocol": "TCP", "port": 40000, "allowed": False},
+        {"src": "shop/db", "dst": "shop/api", "protocol": "TCP", "port": 41000, "allowed": False},
         {"src": "shop/web", "dst": "shop/api", "protocol": "TCP", "port": 8081, "allowed": False},
-        {"src": "shop/web", "dst": "52.94.236.248", "protocol": "TCP", "port": 443,
-         "allowed": False},
-        {"src": "shop/api", "dst": "52.94.236.249", "protocol": "TCP", "port": 443,
-         "allowed": False},
+        {
+            "src": "shop/web",
+            "dst": "52.94.236.248",
+            "protocol": "TCP",
+            "port": 443,
+            "allowed": False,
+        },
+        {
+            "src": "shop/api",
+            "dst": "52.94.236.249",
+            "protocol": "TCP",
+            "port": 443,
+            "allowed": False,
+        },
     ]
     passed, failed, out = nca_check(rec.manifests(), topology(workloads), expect)
     assert failed == 0, out

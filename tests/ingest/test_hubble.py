@@ -51,7 +51,12 @@ def test_real_capture_counts(shared: Path, name: str):
     table = read_flows(path, ledger=ledger)
     read, used, duplicate, reply, skipped = EXPECTED[name]
     assert (ledger.read, ledger.used, ledger.duplicate, ledger.reply, ledger.skipped_total) == (
-        read, used, duplicate, reply, skipped)
+        read,
+        used,
+        duplicate,
+        reply,
+        skipped,
+    )
     assert ledger.balanced
     assert table.num_rows == used
     inferred = {"basic-sample-400-tcp-flows.json": 4, "basic-sample-400-icmpv4-flows.json": 3}
@@ -75,14 +80,28 @@ def test_golden_row_productpage_to_reviews(shared: Path):
     row = table.slice(0, 1).to_pylist()[0]
     assert row["start_time"].isoformat() == "2021-11-10T10:40:56.465598+00:00"
     expected = {
-        "src_kind": "workload", "src_namespace": "bookinfo", "src_workload": "productpage-v1",
-        "src_workload_kind": "Deployment", "src_pod": "productpage-v1-6b746f74dc-9rcxx",
-        "src_ip": "10.244.0.177", "src_port": 35128, "dst_kind": "workload",
-        "dst_namespace": "bookinfo", "dst_workload": "reviews-v2",
-        "dst_pod": "reviews-v2-7bf8c9648f-r7bs2", "dst_ip": "10.244.0.110", "dst_port": 9080,
-        "protocol": "TCP", "verdict": "allowed", "is_reply": False, "connections": 1,
-        "traffic_direction": "egress", "observation_point": "TO_PROXY",
-        "node": "kind-control-plane", "source_format": "hubble", "source_row": 1,
+        "src_kind": "workload",
+        "src_namespace": "bookinfo",
+        "src_workload": "productpage-v1",
+        "src_workload_kind": "Deployment",
+        "src_pod": "productpage-v1-6b746f74dc-9rcxx",
+        "src_ip": "10.244.0.177",
+        "src_port": 35128,
+        "dst_kind": "workload",
+        "dst_namespace": "bookinfo",
+        "dst_workload": "reviews-v2",
+        "dst_pod": "reviews-v2-7bf8c9648f-r7bs2",
+        "dst_ip": "10.244.0.110",
+        "dst_port": 9080,
+        "protocol": "TCP",
+        "verdict": "allowed",
+        "is_reply": False,
+        "connections": 1,
+        "traffic_direction": "egress",
+        "observation_point": "TO_PROXY",
+        "node": "kind-control-plane",
+        "source_format": "hubble",
+        "source_row": 1,
     }
     assert {k: row[k] for k in expected} == expected
     labels = dict(row["src_labels"])
@@ -96,7 +115,9 @@ def test_world_identity_with_pod_name_is_a_workload(shared: Path):
     assert not [r for r in rows if r["dst_kind"] == "external" and r["dst_pod"]]
     # 35 requests to productpage carry reserved:world and the productpage pod name.
     assert {r["dst_workload"] for r in rows if r["dst_namespace"] == "bookinfo"} >= {
-        "productpage-v1", "reviews-v1"}
+        "productpage-v1",
+        "reviews-v1",
+    }
     http = [r for r in rows if r["l7_protocol"] == "http"]
     assert http and all(r["http_method"] and r["http_path"].startswith("/") for r in http)
 
@@ -117,10 +138,16 @@ def _line(**flow_overrides) -> str:
         "verdict": "FORWARDED",
         "IP": {"source": "10.0.0.1", "destination": "10.0.0.2", "ipVersion": "IPv4"},
         "l4": {"TCP": {"source_port": 40000, "destination_port": 80, "flags": {"SYN": True}}},
-        "source": {"namespace": "a", "pod_name": "client-7d4b9c8f6b-x2x4z",
-                   "labels": ["k8s:app=client"]},
-        "destination": {"namespace": "a", "pod_name": "server-0",
-                        "labels": ["k8s:app=server", "k8s:statefulset.kubernetes.io/pod-name=server-0"]},
+        "source": {
+            "namespace": "a",
+            "pod_name": "client-7d4b9c8f6b-x2x4z",
+            "labels": ["k8s:app=client"],
+        },
+        "destination": {
+            "namespace": "a",
+            "pod_name": "server-0",
+            "labels": ["k8s:app=server", "k8s:statefulset.kubernetes.io/pod-name=server-0"],
+        },
         "Type": "L3_L4",
         "is_reply": False,
     }
@@ -132,18 +159,47 @@ def test_reply_encodings_and_observation_points(tmp_path: Path):
     lines = [
         _line(),  # the SYN
         _line(trace_observation_point="TO_ENDPOINT"),  # the same SYN at the destination
-        _line(is_reply=True, IP={"source": "10.0.0.2", "destination": "10.0.0.1"},
-              l4={"TCP": {"source_port": 80, "destination_port": 40000,
-                          "flags": {"SYN": True, "ACK": True}}}),
+        _line(
+            is_reply=True,
+            IP={"source": "10.0.0.2", "destination": "10.0.0.1"},
+            l4={
+                "TCP": {
+                    "source_port": 80,
+                    "destination_port": 40000,
+                    "flags": {"SYN": True, "ACK": True},
+                }
+            },
+        ),
         # Legacy Hubble writes only "reply" (no "is_reply").
-        json.dumps({"flow": {**{k: v for k, v in json.loads(_line())["flow"].items()
-                                if k != "is_reply"}, "reply": True,
-                             "l4": {"TCP": {"source_port": 80, "destination_port": 40001}}}}),
+        json.dumps(
+            {
+                "flow": {
+                    **{k: v for k, v in json.loads(_line())["flow"].items() if k != "is_reply"},
+                    "reply": True,
+                    "l4": {"TCP": {"source_port": 80, "destination_port": 40001}},
+                }
+            }
+        ),
         # Neither flag: a SYN+ACK is a reply whatever the ports.
-        json.dumps({"flow": {k: v for k, v in json.loads(_line(
-            l4={"TCP": {"source_port": 80, "destination_port": 40002,
-                        "flags": {"SYN": True, "ACK": True}}}))["flow"].items()
-            if k != "is_reply"}}),
+        json.dumps(
+            {
+                "flow": {
+                    k: v
+                    for k, v in json.loads(
+                        _line(
+                            l4={
+                                "TCP": {
+                                    "source_port": 80,
+                                    "destination_port": 40002,
+                                    "flags": {"SYN": True, "ACK": True},
+                                }
+                            }
+                        )
+                    )["flow"].items()
+                    if k != "is_reply"
+                }
+            }
+        ),
     ]
     path = tmp_path / "flows.json"
     path.write_text("\n".join(lines) + "\n")
@@ -174,8 +230,9 @@ def test_bare_flows_array_and_compression(tmp_path: Path):
 
 
 def test_truncated_gzip_keeps_what_was_read(tmp_path: Path):
-    body = "\n".join(_line(l4={"TCP": {"source_port": 40000 + i, "destination_port": 80}})
-                     for i in range(2000)).encode()
+    body = "\n".join(
+        _line(l4={"TCP": {"source_port": 40000 + i, "destination_port": 80}}) for i in range(2000)
+    ).encode()
     blob = gzip.compress(body)
     (tmp_path / "cut.json.gz").write_bytes(blob[: len(blob) // 2])
     ledger = IngestLedger()
@@ -228,18 +285,38 @@ def test_row_tuple_order_matches_schema():
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
-    st.lists(st.tuples(st.sampled_from(["flow.time", "flow.IP", "flow.l4", "flow.source",
-                                        "flow.destination", "flow.verdict", "flow.is_reply",
-                                        "flow.l7", "flow", "time", "flow.l4.TCP"]),
-                       _JSON), max_size=4),
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "flow.time",
+                    "flow.IP",
+                    "flow.l4",
+                    "flow.source",
+                    "flow.destination",
+                    "flow.verdict",
+                    "flow.is_reply",
+                    "flow.l7",
+                    "flow",
+                    "time",
+                    "flow.l4.TCP",
+                ]
+            ),
+            _JSON,
+        ),
+        max_size=4,
+    ),
     st.integers(0, 400),
 )
 def test_corrupted_records_raise_nothing_and_are_counted(tmp_path: Path, edits, cut):
