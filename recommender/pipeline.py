@@ -90,6 +90,28 @@ class Recommendation:
         return write_policy_tree(by_ns, Path(out_dir), extra_files=extra)
 
 
+def _self_check(policy_set: PolicySet, tables: EdgeTables) -> dict[str, Any]:
+    """Replay the evidence against the emitted policies with the project's own evaluator
+    (Kubernetes semantics): coverage must be 1.0 with no false denies."""
+    from .replay import replay
+
+    coverage = replay(policy_set, tables, synthetic_limit=_SELF_CHECK_TRIPLES)
+    data = coverage.to_dict()
+    return {
+        "coverage": data["coverage"],
+        "false_denies": len(coverage.false_denies),
+        "denied_in_input_but_allowed": len(coverage.denied_but_allowed),
+        "not_evaluated_edges": len(coverage.not_evaluated),
+        "over_permissive": data["over_permissive"],
+        "notes": data["notes"],
+    }
+
+
+#: Most (source, destination, port) triples the report's self-check evaluates for
+#: over-permissiveness; larger graphs use `recommend evaluate`.
+_SELF_CHECK_TRIPLES = 20_000
+
+
 def recommend(
     flows: pa.Table | PathLike | Iterable[PathLike],
     config: RecommendConfig | None = None,
@@ -139,4 +161,5 @@ def recommend(
     tables = aggregate_edges(table, config)
     policy_set, findings = synthesize(tables, config)
     report = build_report(policy_set, findings, tables, config, ledger)
+    report["self_check"] = _self_check(policy_set, tables)
     return Recommendation(policy_set, report, tables, findings, config)

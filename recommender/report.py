@@ -184,6 +184,27 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"{', '.join(s['namespaces_out_of_scope'])}.",
             "",
         ]
+    check = report.get("self_check")
+    if check:
+        over = check["over_permissive"]
+        out += [
+            "## Self-check",
+            "",
+            f"Replayed against these policies with Kubernetes NetworkPolicy semantics, the "
+            f"observed traffic is **{check['coverage']:.1%} covered** with "
+            f"{check['false_denies']} false denies; {check['denied_in_input_but_allowed']} flows "
+            f"denied in the input would be allowed; {check['not_evaluated_edges']} edges could "
+            "not be evaluated (see `recommend evaluate`).",
+        ]
+        if over.get("skipped"):
+            out.append(f"Over-permissiveness not computed: {over['skipped']}.")
+        else:
+            out.append(
+                f"Over-permissiveness: {over['allowed_unobserved']} of {over['candidates']} "
+                "workload x port pairs never observed are allowed (peers in namespaces without "
+                "policies count here)."
+            )
+        out.append("")
     ingest = report.get("ingest")
     if ingest:
         out += ["## Input", ""]

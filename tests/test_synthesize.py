@@ -405,3 +405,13 @@ def test_oracle_agrees_on_shop(nca_check):
     passed, failed, out = nca_check(rec.manifests(), topology(workloads), expect)
     assert failed == 0, out
     assert passed == len(expect)
+
+
+def test_report_self_check_replays_the_evidence():
+    report = recommend(make_table(shop_rows())).report
+    check = report["self_check"]
+    assert check["coverage"] == 1.0
+    assert check["false_denies"] == 0
+    assert check["denied_in_input_but_allowed"] == 0
+    # web, api, db and coredns: nothing unobserved among shop's workloads is allowed.
+    assert check["over_permissive"]["allowed_unobserved"] == 0
