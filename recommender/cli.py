@@ -81,7 +81,7 @@ def _progress(enabled: bool) -> Any:
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TextColumn("{task.completed:,.0f} rows"),
-        TextColumn("({task.speed} rows/s)" if False else "[{task.fields[rate]}]"),
+        TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         transient=True,
     )
