@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,8 @@ def recommend(
     *,
     format: str | None = None,
     workers: int | None = None,
+    holdout: float | None = None,
+    split_at: datetime | str | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -134,6 +137,11 @@ def recommend(
         Input format when ``flows`` are paths (detected per file when None).
     workers
         Processes for reading Hubble files (None: 2 for large inputs on several cores).
+    holdout, split_at
+        Held-out validation (:mod:`recommender.validation`): learn on the earlier part of the
+        window and replay the later part (``holdout=0.2``: the latest 20 % of the time span;
+        ``split_at``: from that time on) against those policies. The result is
+        ``report["holdout"]``; the policies returned are still learned from every flow.
 
     Returns
     -------
@@ -149,6 +157,10 @@ def recommend(
         if options
         else (config or RecommendConfig())
     )
+    if holdout is not None or split_at is not None:
+        from .validation import check_options
+
+        check_options(holdout, split_at)  # fail before reading or aggregating anything
     if isinstance(flows, pa.Table):
         table = flows
         raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
@@ -162,4 +174,8 @@ def recommend(
     policy_set, findings = synthesize(tables, config)
     report = build_report(policy_set, findings, tables, config, ledger)
     report["self_check"] = _self_check(policy_set, tables)
+    if holdout is not None or split_at is not None:
+        from .validation import holdout_report
+
+        report["holdout"] = holdout_report(table, config, holdout=holdout, split_at=split_at)
     return Recommendation(policy_set, report, tables, findings, config)

@@ -163,6 +163,64 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def _holdout_markdown(h: dict[str, Any]) -> list[str]:
+    """The *Held-out validation* section (``report["holdout"]``)."""
+    learn, test, churn = h["learn"], h["test"], h["churn"]
+    share = f"; the latest {h['holdout']:.0%} of the time span" if h.get("holdout") else ""
+    out = [
+        "## Held-out validation",
+        "",
+        f"Policies learned from the flows before {h['split_at']} ({learn['connection_rows']:,} "
+        f"rows, {learn['rules']} rules), replayed against the flows from then on "
+        f"({test['connection_rows']:,} rows{share}). The policies above are learned from all "
+        "flows.",
+        "",
+        f"- false-deny rate on the later window: **{h['false_deny_rate']:.2%}** "
+        f"({h['false_deny_connections']:,} of {h['observed_connections']:,} observed allowed "
+        f"connections; {h['false_deny_edges']} of {h['observed_edges']} edges)",
+        f"- coverage of the later window: {h['coverage']:.2%}"
+        + (f"; {h['not_evaluated_edges']} edges not evaluated" if h["not_evaluated_edges"] else ""),
+        f"- rule churn between the windows: stability **{churn['stability']:.2f}** "
+        f"({churn['unchanged']} rules unchanged, {churn['added']} only in the later window, "
+        f"{churn['removed']} only in the earlier one)",
+    ]
+    if h["false_denies"]:
+        out += ["", "Edges of the later window the learned policies deny:", ""]
+        out += _table(
+            ["source", "destination", "port", "connections", "why"],
+            [
+                [
+                    e["source"],
+                    e["destination"],
+                    f"{e['protocol']}/{e['port']}" if e["port"] is not None else e["protocol"],
+                    e["connections"],
+                    e["reason"],
+                ]
+                for e in h["false_denies"][:20]
+            ],
+        )
+    changed = [("later only", r) for r in churn["added_rules"]] + [
+        ("earlier only", r) for r in churn["removed_rules"]
+    ]
+    if changed:
+        out += ["", "Rules that differ between the windows:", ""]
+        out += _table(
+            ["window", "namespace", "policy", "dir", "peers", "ports"],
+            [
+                [
+                    where,
+                    r["namespace"],
+                    r["policy"],
+                    r["direction"],
+                    ", ".join(r["peers"]),
+                    ", ".join(r["ports"]),
+                ]
+                for where, r in changed[:40]
+            ],
+        )
+    return [*out, ""]
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the same report for people."""
     s = report["summary"]
@@ -205,6 +263,9 @@ def report_markdown(report: dict[str, Any]) -> str:
                 "policies count here)."
             )
         out.append("")
+    holdout = report.get("holdout")
+    if holdout:
+        out += _holdout_markdown(holdout)
     ingest = report.get("ingest")
     if ingest:
         out += ["## Input", ""]
