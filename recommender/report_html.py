@@ -234,8 +234,13 @@ def _graph_from_rules(graph: _Graph, report: Mapping[str, Any]) -> None:
                 cidr = peer[len("ipBlock ") :].split(" ", 1)[0]
                 targets.append(graph.node(_address_group(cidr, True), peer[8:], "outside"))
             else:
-                peer_ns, _, pods = peer.rpartition("/")
-                peer_ns = peer_ns or ns
+                # "ns/key=value,...", or "key=value,..." in the rule's namespace; label keys
+                # may hold a "/" after a dotted prefix, a namespace name holds neither "." nor "=".
+                head, slash, rest = peer.partition("/")
+                if slash and not any(c in head for c in ".=,"):
+                    peer_ns, pods = head, rest
+                else:
+                    peer_ns, pods = ns, peer
                 canonical = ",".join(sorted(p for p in pods.split(",") if p and p != "*"))
                 found = by_selector.get((peer_ns, canonical), [])
                 if found:

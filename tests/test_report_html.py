@@ -20,7 +20,7 @@ from recommender.report_html import GRAPH_MAX_NODES, report_html
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_flows" / "flows.parquet"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 HOSTILE = "<script>alert(1)</script>\"onmouseover=alert(2) x='"
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "wbr", "source", "area", "base"}
@@ -227,6 +227,14 @@ def test_sample_namespaces_rules_and_sections_appear(rec: Any, with_edges: bool)
     ):
         assert f">{heading}</h2>" in page
     assert "100.0% covered" in page
+
+
+def test_graph_from_rules_resolves_every_sample_peer(rec: Any) -> None:
+    page = report_html(rec.report)
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    assert ">[" not in svg  # an unresolved selector is drawn as "[selector]"
+    assert "frontend \u2192 cart: TCP/8080" in svg
+    assert "checkout \u2192 payments-api: TCP/8443" in svg
 
 
 def test_graph_edges_have_port_tooltips(rec: Any) -> None:
