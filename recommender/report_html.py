@@ -31,6 +31,8 @@ GRAPH_MAX_NODES: Final = 200
 #: than this is drawn as one node.
 _GROUP_COLLAPSE: Final = 12
 _LABEL_CHARS: Final = 22
+#: Longer flow lists are folded (a <details> element, no script).
+_FOLD_ROWS: Final = 25
 
 _COL_W: Final = 215
 _NODE_W: Final = 160
@@ -804,7 +806,10 @@ def _flows(rows: Sequence[Mapping[str, Any]], with_reason: bool, total: Any) -> 
     caption = f"{len(rows):,} edges listed (times in UTC)"
     if isinstance(total, int) and total > len(rows):
         caption += f" of {total:,}"
-    return _table(headers + (["reason"] if with_reason else []), body, caption=caption)
+    table = _table(headers + (["reason"] if with_reason else []), body, caption=caption)
+    if len(rows) > _FOLD_ROWS:
+        return f"<details><summary>Show {len(rows):,} edges</summary>{table}</details>"
+    return table
 
 
 def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
