@@ -84,7 +84,10 @@ class Recommendation:
         by_ns: dict[str, list[dict[str, Any]]] = {}
         for manifest in self.manifests():
             by_ns.setdefault(manifest["metadata"]["namespace"], []).append(manifest)
+        from .report_html import report_html
+
         extra = {
+            "report.html": report_html(self.report, self.edges),
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report),
         }

@@ -185,6 +185,9 @@ def test_same_input_same_bytes(tmp_path: Path):
     assert a.to_yaml() == b.to_yaml()
     a.write(tmp_path / "a")
     b.write(tmp_path / "b")
+    assert {"report.html", "report.json", "report.md"} <= {
+        p.name for p in (tmp_path / "a").iterdir()
+    }
     for path in sorted((tmp_path / "a").rglob("*")):
         if path.is_file():
             twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
