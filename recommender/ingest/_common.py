@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -15,7 +14,6 @@ from ..schema import COLUMNS, FLOW_SCHEMA
 
 __all__ = [
     "BatchBuilder",
-    "RecentKeys",
     "infer_workload",
     "norm_ip",
     "norm_protocol",
@@ -203,38 +201,6 @@ def infer_workload(
     if dep:
         return dep["name"], "Deployment"
     return prefix.rstrip("*").rstrip("-") or prefix, "prefix"
-
-
-class RecentKeys:
-    """A bounded set of recently seen keys (least recently seen forgotten first).
-
-    Readers use it to merge the several events of one connection, which arrive close together;
-    its size bounds the memory that de-duplication needs whatever the input size.
-    """
-
-    def __init__(self, capacity: int = 1_000_000) -> None:
-        self.capacity = capacity
-        self._keys: OrderedDict[Hashable, int] = OrderedDict()
-
-    def get(self, key: Hashable) -> int | None:
-        """The value stored for ``key`` (the row it was kept as), or None."""
-        value = self._keys.get(key)
-        if value is not None:
-            self._keys.move_to_end(key)
-        return value
-
-    def add(self, key: Hashable, value: int = 0) -> None:
-        """Remember ``key`` (forgetting the oldest key when full)."""
-        self._keys[key] = value
-        if len(self._keys) > self.capacity:
-            self._keys.popitem(last=False)
-
-    def forget(self, key: Hashable) -> None:
-        """Forget ``key`` if it is known."""
-        self._keys.pop(key, None)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._keys
 
 
 class BatchBuilder:
