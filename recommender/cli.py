@@ -317,7 +317,8 @@ def evaluate(
         int, typer.Option("--examples", min=0, help="Examples printed per list.")
     ] = 10,
 ) -> None:
-    """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused rules.
+    """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused,
+    redundant (shadowed) and broad rules.
 
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
     1 when there are false denies (observed allowed connections the policies would deny),
@@ -466,6 +467,18 @@ def _print_coverage(coverage: Any, examples: int) -> None:
     typer.echo(f"unused rules: {len(coverage.unused_rules)} of {coverage.rules}")
     for rule in coverage.unused_rules[:examples]:
         typer.echo(f"  {rule['policy']} {rule['direction']} rule {rule['rule']}")
+    redundant = coverage.redundant_rules
+    shadowed = sum(f.kind == "shadowed" for f in redundant)
+    typer.echo(
+        f"redundant rules: {len(redundant)} ({shadowed} shadowed: redundant and matched by no "
+        "observed traffic)"
+    )
+    for f in redundant[:examples]:
+        typer.echo(f"  {f.policy} {f.direction} rule {f.rule_index} [{f.kind}]: {f.reason}")
+    typer.echo(f"broad rules: {len(coverage.broad_rules)}")
+    for f in coverage.broad_rules[:examples]:
+        used = f" (utilisation {f.used:,}/{f.allowed:,})" if f.utilisation is not None else ""
+        typer.echo(f"  {f.policy} {f.direction} rule {f.rule_index}{used}: {f.reason}")
     if coverage.not_evaluated:
         typer.echo(f"not evaluated: {len(coverage.not_evaluated)} edges")
         for reason, count in coverage.not_evaluated_by_reason().items():

@@ -14,7 +14,10 @@ thousands of edges. The result, a :class:`Coverage`, holds
 * ``over_permissive``: workload pairs x observed ports that the policies allow although never
   observed ("synthetic negatives"), against the number observed;
 * ``not_evaluated``: edges Kubernetes semantics cannot judge (node addresses, entities without an
-  address, ICMP), each with its reason: counted, never dropped.
+  address, ICMP), each with its reason: counted, never dropped;
+* ``redundant_rules``: rules other rules make redundant (``shadowed`` when no observed edge
+  matched them) and ``broad_rules``: rules that allow much more than least privilege, with
+  their utilisation (:mod:`recommender.rule_analysis`).
 
 Traffic from a node to a pod (endpoint kind ``host``, the pod's own node in Hubble and Calico)
 counts as allowed: Kubernetes always lets a pod's own node reach it (kubelet probes). See
@@ -27,7 +30,7 @@ import ipaddress
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -37,6 +40,7 @@ from .config import RecommendConfig
 from .edges import EdgeTables, aggregate_edges
 from .evaluator import NAMESPACE_NAME_LABEL, Cluster, Endpoint, Namespace, Pod, Verdict, evaluate
 from .policy.model import Direction, Policy, PolicySet, Rule
+from .rule_analysis import RuleFinding, find_broad_rules, find_redundant_rules
 
 __all__ = [
     "Coverage",
@@ -56,6 +60,11 @@ _CILIUM_NS_LABELS: Final = "io.cilium.k8s.namespace.labels."
 NODE_LOCAL: Final = "node-local: Kubernetes always allows a pod's own node to reach it"
 #: Most (source, destination, port) triples the over-permissiveness measure evaluates.
 _DEFAULT_SYNTHETIC_LIMIT: Final = 250_000
+#: Appended to a workload's pod name when two of its pods talk to each other.
+_OTHER_POD: Final = " (another pod)"
+
+#: A rule: (namespace, policy name, direction, index in that direction).
+RuleKey = tuple[str, str, Direction, int]
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,21 @@ class Coverage:
         connections); neither evidence nor judged.
     notes : tuple of str
         Assumptions made (node-local traffic, labels assumed for unlabelled workloads).
+    redundant_rules : tuple of RuleFinding
+        Rules other rules of policies selecting the same pods make redundant; ``shadowed``
+        when no evidence edge matched them (see
+        :func:`~recommender.rule_analysis.find_redundant_rules`).
+    broad_rules : tuple of RuleFinding
+        Rules that allow much more than least privilege, with their utilisation (see
+        :func:`~recommender.rule_analysis.find_broad_rules`).
+    rule_traffic : mapping
+        Per rule key ``(namespace, policy, direction, index)``, the (peer, protocol, port) of
+        the evidence edges it matched (peer: ``namespace/workload`` or an IP address). Not in
+        :meth:`to_dict` nor compared.
+    cluster : Cluster or None
+        The cluster built from the flows (not in :meth:`to_dict` nor compared).
+    external_addresses : frozenset of str
+        External addresses of the evidence edges (not in :meth:`to_dict` nor compared).
     """
 
     observed_connections: int
@@ -193,6 +217,13 @@ class Coverage:
     not_evaluated: tuple[EdgeVerdict, ...] = ()
     excluded_edges: int = 0
     notes: tuple[str, ...] = ()
+    redundant_rules: tuple[RuleFinding, ...] = ()
+    broad_rules: tuple[RuleFinding, ...] = ()
+    rule_traffic: Mapping[RuleKey, frozenset[tuple[str, str, int | None]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    cluster: Cluster | None = field(default=None, repr=False, compare=False)
+    external_addresses: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
 
     @property
     def coverage(self) -> float:
@@ -221,6 +252,7 @@ class Coverage:
         return {
             "allowed_connections": self.allowed_connections,
             "allowed_edges": self.allowed_edges,
+            "broad_rules": [f.to_dict() for f in self.broad_rules],
             "coverage": self.coverage,
             "denied_but_allowed": [e.to_dict() for e in self.denied_but_allowed],
             "denied_edges": self.denied_edges,
@@ -233,6 +265,7 @@ class Coverage:
             "observed_connections": self.observed_connections,
             "observed_edges": self.observed_edges,
             "over_permissive": self.over_permissive.to_dict(),
+            "redundant_rules": [f.to_dict() for f in self.redundant_rules],
             "rules": self.rules,
             "unused_rules": [dict(sorted(r.items())) for r in self.unused_rules],
         }
@@ -450,7 +483,7 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
         src_ips, dst_ips = set(row["src_ips"] or ()), set(row["dst_ips"] or ())
         if not (len(src_ips) == 1 and src_ips == dst_ips):
             # Two pods of one workload: not loopback, judge it between two of its pods.
-            dst = Pod(dst.namespace, f"{dst.name} (another pod)", dst.labels)
+            dst = Pod(dst.namespace, f"{dst.name}{_OTHER_POD}", dst.labels)
     port = row["dst_port"]
     return _Query(src, dst, protocol, None if port is None else int(port))
 
@@ -460,11 +493,18 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
 
 @dataclass
 class _RuleUse:
-    """Which rules some evidence edge matches; each rule is checked with a one-rule policy."""
+    """Which evidence edges each rule matches; each rule is checked with a one-rule policy.
+
+    Every rule of a policy selecting an edge's pod is checked on every evidence edge (not only
+    until it is first used), so that :func:`~recommender.rule_analysis.find_broad_rules` can
+    measure how much of what a rule allows its traffic used.
+    """
 
     judge: _Judge
-    rules: dict[tuple[str, str, Direction, int], PolicySet] = field(default_factory=dict)
-    used: set[tuple[str, str, Direction, int]] = field(default_factory=set)
+    rules: dict[RuleKey, PolicySet] = field(default_factory=dict)
+    used: set[RuleKey] = field(default_factory=set)
+    traffic: dict[RuleKey, set[tuple[str, str, int | None]]] = field(default_factory=dict)
+    _by_side: dict[tuple[str, Direction], list[RuleKey]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         directions: tuple[Direction, ...] = ("ingress", "egress")
@@ -474,18 +514,20 @@ class _RuleUse:
                 for index, rule in enumerate(rules):
                     key = (policy.namespace, policy.name, direction, index)
                     self.rules[key] = PolicySet((_one_rule(policy, direction, rule),))
+                    if direction in policy.policy_types:
+                        self._by_side.setdefault((policy.namespace, direction), []).append(key)
 
     def observe(self, query: _Query) -> None:
-        for direction, pod in (("egress", query.src), ("ingress", query.dst)):
+        sides: tuple[tuple[Direction, Pod | Endpoint, Pod | Endpoint], ...] = (
+            ("egress", query.src, query.dst),
+            ("ingress", query.dst, query.src),
+        )
+        for direction, pod, peer in sides:
             if not isinstance(pod, Pod):
                 continue
-            for key, single in self.rules.items():
-                if key in self.used or key[0] != pod.namespace or key[2] != direction:
-                    continue
-                policy = single.policies[0]
-                if direction not in policy.policy_types or not policy.selector.matches(
-                    dict(pod.labels)
-                ):
+            for key in self._by_side.get((pod.namespace, direction), ()):
+                single = self.rules[key]
+                if not single.policies[0].selector.matches(dict(pod.labels)):
                     continue
                 verdict = evaluate(
                     single, self.judge.cluster, query.src, query.dst, query.protocol, query.port
@@ -493,6 +535,9 @@ class _RuleUse:
                 reason = verdict.egress if direction == "egress" else verdict.ingress
                 if reason.startswith("allowed by"):
                     self.used.add(key)
+                    self.traffic.setdefault(key, set()).add(
+                        (_peer_key(peer), query.protocol, query.port)
+                    )
 
     def unused(self) -> list[dict[str, Any]]:
         out = []
@@ -510,6 +555,13 @@ class _RuleUse:
                 }
             )
         return sorted(out, key=lambda r: (r["policy"], r["direction"], r["rule"]))
+
+
+def _peer_key(endpoint: Pod | Endpoint) -> str:
+    """``namespace/workload`` for a pod (its workload's key), the address otherwise."""
+    if isinstance(endpoint, Pod):
+        return f"{endpoint.namespace}/{endpoint.name.removesuffix(_OTHER_POD)}"
+    return endpoint.ip
 
 
 def _one_rule(policy: Policy, direction: Direction, rule: Rule) -> Policy:
@@ -638,7 +690,8 @@ def replay(
     -------
     Coverage
         Coverage, false denies, denied flows the policies allow, unused rules,
-        over-permissiveness and the edges not evaluated.
+        over-permissiveness, the edges not evaluated, and the redundant (or shadowed) and broad
+        rules (:mod:`recommender.rule_analysis`).
 
     Raises
     ------
@@ -735,7 +788,7 @@ def replay(
         notes.append(
             "no labels observed for " + ", ".join(unlabelled) + "; assumed app=<workload>."
         )
-    return Coverage(
+    coverage = Coverage(
         observed_connections=int(weights[judged].sum()),
         allowed_connections=int(weights[judged & allowed].sum()),
         observed_edges=int(judged.sum()),
@@ -749,4 +802,14 @@ def replay(
         not_evaluated=_ordered(not_evaluated),
         excluded_edges=tables.excluded.num_rows,
         notes=tuple(notes),
+        rule_traffic={k: frozenset(v) for k, v in rule_use.traffic.items()},
+        cluster=cluster,
+        external_addresses=frozenset(
+            e.ip for q in evidence for e in (q.src, q.dst) if isinstance(e, Endpoint)
+        ),
+    )
+    return replace(
+        coverage,
+        redundant_rules=tuple(find_redundant_rules(policy_set, coverage)),
+        broad_rules=tuple(find_broad_rules(policy_set, coverage)),
     )

@@ -120,6 +120,8 @@ def test_recommended_policies_cover_their_evidence(name):
     assert coverage.unused_rules == ()
     assert coverage.denied_but_allowed == ()
     assert coverage.over_permissive.allowed_unobserved == 0
+    assert coverage.redundant_rules == coverage.broad_rules == ()
+    assert coverage.to_dict()["redundant_rules"] == coverage.to_dict()["broad_rules"] == []
     assert any(NODE_LOCAL in note for note in coverage.notes)
     # Replaying the aggregation the recommendation used gives the same answer.
     assert replay(rec.policy_set, rec.tables) == coverage
