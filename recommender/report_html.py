@@ -548,6 +548,143 @@ def _self_check(check: Mapping[str, Any]) -> str:
     return "".join(body)
 
 
+def _share(value: Any, digits: int = 2) -> Any:
+    """A fraction as a percentage string; anything else as it is (escaped later)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.{digits}%}"
+    return value
+
+
+def _fixed(value: Any) -> Any:
+    """A number with two decimals; anything else as it is (escaped later)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.2f}"
+    return value
+
+
+def _fold(table: str, rows: int, what: str) -> str:
+    if rows > _FOLD_ROWS:
+        return f"<details><summary>Show {rows:,} {_text(what)}</summary>{table}</details>"
+    return table
+
+
+def _holdout(h: Mapping[str, Any]) -> str:
+    """The *Held-out validation* section (``report["holdout"]``, ``docs/validation.md``)."""
+    learn = h.get("learn") or {}
+    test = h.get("test") or {}
+    churn = h.get("churn") or {}
+    rate = h.get("false_deny_rate")
+    good = rate == 0 and not h.get("false_denies")
+    badge = '<span class="badge ok">pass</span>' if good else '<span class="badge bad">check</span>'
+    holdout = h.get("holdout")
+    share = (
+        f"; the latest {_text(_share(holdout, 0))} of the time span" if holdout is not None else ""
+    )
+    body = [
+        f"<p>{badge} Policies learned from the flows before {_html(_time(h.get('split_at')))} "
+        f"({_text(learn.get('connection_rows'))} rows, {_text(learn.get('rules'))} rules), "
+        f"replayed against the flows from then on ({_text(test.get('connection_rows'))} rows"
+        f"{share}): <strong>{_text(_share(rate))} false-deny rate</strong>. The policies of "
+        "this report are learned from all flows.</p>",
+        _table(
+            ["window", "first seen", "last seen", "connection rows", "edges", "policies", "rules"],
+            [
+                [
+                    name,
+                    _time(w.get("first_seen")),
+                    _time(w.get("last_seen")),
+                    w.get("connection_rows"),
+                    w.get("edges"),
+                    w.get("policies"),
+                    w.get("rules"),
+                ]
+                for name, w in (("learn (earlier)", learn), ("test (later)", test))
+            ],
+            caption="the two windows (times in UTC)",
+        ),
+        _table(
+            [
+                "false-deny rate",
+                "false-deny connections",
+                "observed connections",
+                "false-deny edges",
+                "observed edges",
+                "coverage",
+                "not evaluated edges",
+            ],
+            [
+                [
+                    _share(rate),
+                    h.get("false_deny_connections"),
+                    h.get("observed_connections"),
+                    h.get("false_deny_edges"),
+                    h.get("observed_edges"),
+                    _share(h.get("coverage")),
+                    h.get("not_evaluated_edges"),
+                ]
+            ],
+            caption="the later window replayed against the policies learned from the earlier one",
+        ),
+    ]
+    denies = h.get("false_denies") or []
+    if denies:
+        total = h.get("false_deny_edges")
+        caption = (
+            f"{len(denies):,} edge{'s' if len(denies) != 1 else ''} of the later window the "
+            "learned policies deny"
+        )
+        if isinstance(total, int) and total > len(denies):
+            caption += f" (of {total:,})"
+        rows = [
+            [
+                e.get("source"),
+                e.get("destination"),
+                f"{e.get('protocol')}/{e.get('port')}"
+                if e.get("port") is not None
+                else e.get("protocol"),
+                e.get("connections"),
+                e.get("reason"),
+            ]
+            for e in denies
+        ]
+        table = _table(["source", "destination", "port", "connections", "why"], rows, caption)
+        body.append(_fold(table, len(rows), "edges"))
+    body.append(
+        f"<p>Rule churn between the two windows' recommendations: stability "
+        f"<strong>{_text(_fixed(churn.get('stability')))}</strong> "
+        f"({_text(churn.get('unchanged'))} "
+        f"rules unchanged, {_text(churn.get('added'))} only in the later window, "
+        f"{_text(churn.get('removed'))} only in the earlier one).</p>"
+    )
+    changed = [("later only", r) for r in churn.get("added_rules") or []] + [
+        ("earlier only", r) for r in churn.get("removed_rules") or []
+    ]
+    if changed:
+        rows = [
+            [
+                where,
+                r.get("namespace"),
+                r.get("policy"),
+                r.get("direction"),
+                list(r.get("peers") or []),
+                list(r.get("ports") or []),
+            ]
+            for where, r in changed
+        ]
+        table = _table(
+            ["window", "namespace", "policy", "direction", "peers", "ports"],
+            rows,
+            caption="rules that differ between the windows",
+        )
+        body.append(_fold(table, len(rows), "rules"))
+    return "".join(body)
+
+
+def _html(value: Any) -> str:
+    """A value as markup: an :class:`_Html` fragment as it is, anything else escaped."""
+    return value.markup if isinstance(value, _Html) else _text(value)
+
+
 def _ingest(ingest: Mapping[str, Any]) -> str:
     body = [
         _table(
@@ -835,6 +972,8 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
     sections: list[tuple[str, str, str]] = [("summary", "Summary", _summary(report))]
     if report.get("self_check"):
         sections.append(("self-check", "Self-check", _self_check(report["self_check"])))
+    if report.get("holdout"):
+        sections.append(("holdout", "Held-out validation", _holdout(report["holdout"])))
     if report.get("ingest"):
         sections.append(("input", "Input", _ingest(report["ingest"])))
     sections += [

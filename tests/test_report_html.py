@@ -372,3 +372,101 @@ def test_chromium_renders_without_console_errors(rec: Any, tmp_path: Path, hosti
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.stat().st_size > 10_000
     assert not _console_lines(result.stderr), _console_lines(result.stderr)
+
+
+# --- held-out validation ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def held() -> Any:
+    return recommend(SAMPLE, holdout=0.2)
+
+
+def _holdout_section(page: str) -> str:
+    start = page.index('<section id="holdout"')
+    return page[start : page.index("</section>", start)]
+
+
+def test_holdout_section(held: Any, rec: Any) -> None:
+    h = held.report["holdout"]
+    page = report_html(held.report, held.edges)
+    _parse(page)
+    assert '<a href="#holdout">Held-out validation</a>' in page
+    section = _holdout_section(page)
+    assert ">Held-out validation</h2>" in section
+    split, learn, test = h["split_at"], h["learn"], h["test"]
+    assert f'<time datetime="{html.escape(split)}">' in section
+    assert f"({learn['connection_rows']:,} rows, {learn['rules']} rules)" in section
+    assert f"({test['connection_rows']:,} rows; the latest 20% of the time span)" in section
+    assert '<span class="badge ok">pass</span>' in section
+    assert "<strong>0.00% false-deny rate</strong>" in section
+    for name, window in (("learn (earlier)", learn), ("test (later)", test)):
+        row = "".join(
+            f'<td class="num">{window[k]:,}</td>'
+            for k in ("connection_rows", "edges", "policies", "rules")
+        )
+        assert row in section, name
+        assert f"<td>{name}</td>" in section
+    assert (
+        f'<td>0.00%</td><td class="num">0</td><td class="num">{h["observed_connections"]:,}</td>'
+        in section
+    )
+    assert "<td>100.00%</td>" in section  # coverage
+    assert (
+        f"stability <strong>1.00</strong> ({h['churn']['unchanged']} rules unchanged, "
+        "0 only in the later window, 0 only in the earlier one)" in section
+    )
+    assert "rules that differ" not in section
+    # The section goes right after the self-check; no holdout, no section.
+    assert page.index('id="self-check"') < page.index('id="holdout"') < page.index('id="input"')
+    assert 'id="holdout"' not in report_html(rec.report)
+
+
+def test_holdout_false_denies_and_churn_are_listed() -> None:
+    late = recommend(SAMPLE, holdout=0.8)
+    h = late.report["holdout"]
+    assert h["false_deny_edges"] == 1 and h["churn"]["added"] == 2
+    section = _holdout_section(report_html(late.report))
+    assert '<span class="badge bad">check</span>' in section
+    assert f"<strong>{h['false_deny_rate']:.2%} false-deny rate</strong>" in section
+    e = h["false_denies"][0]
+    assert (
+        f"<td>{html.escape(e['source'])}</td><td>{html.escape(e['destination'])}</td>"
+        f"<td>{e['protocol']}/{e['port']}</td>" in section
+    )
+    assert html.escape(e["reason"]) in section
+    assert "rules that differ between the windows" in section
+    for r in h["churn"]["added_rules"]:
+        assert f"<td>later only</td><td>{html.escape(r['namespace'])}</td>" in section
+        assert f"<td>{html.escape(r['policy'])}</td>" in section
+    assert "<details>" not in section  # short lists are not folded
+
+
+def test_holdout_values_are_escaped_and_long_lists_folded(held: Any) -> None:
+    bad = copy.deepcopy(held.report)
+    h = bad["holdout"]
+    h["split_at"] = HOSTILE
+    h["holdout"] = HOSTILE
+    h["learn"]["first_seen"] = HOSTILE
+    h["test"]["rules"] = HOSTILE
+    h["false_deny_rate"] = HOSTILE
+    h["churn"]["stability"] = HOSTILE
+    h["false_denies"] = [
+        {"source": HOSTILE, "destination": HOSTILE, "protocol": HOSTILE, "port": i,
+         "connections": 1, "reason": HOSTILE}
+        for i in range(30)
+    ]  # fmt: skip
+    h["false_deny_edges"] = 40
+    h["churn"]["added_rules"] = [
+        {"namespace": HOSTILE, "policy": HOSTILE, "direction": HOSTILE, "peers": [HOSTILE],
+         "ports": [HOSTILE]}
+    ]  # fmt: skip
+    page = report_html(bad)
+    section = _holdout_section(page)
+    assert "<script" not in page.lower() and '"onmouseover' not in page and "x='" not in page
+    assert html.escape(HOSTILE, quote=True) in section
+    checker = _parse(page)
+    assert "script" not in checker.tags
+    assert not [name for name, _ in checker.attrs if name.startswith("on")]
+    assert "<details><summary>Show 30 edges</summary>" in section
+    assert "30 edges of the later window the learned policies deny (of 40)" in section
