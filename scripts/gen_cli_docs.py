@@ -91,7 +91,8 @@ def _section(command: Any, ctx: Any, title: str, level: str) -> list[str]:
     lines = [f"{level} {title}", ""]
     for paragraph in _paragraphs(command.help):
         lines += [paragraph, ""]
-    usage = command.get_usage(ctx).removeprefix("Usage:").strip()
+    # Built from the pieces rather than get_usage(), which wraps at the terminal width.
+    usage = " ".join([ctx.command_path, *command.collect_usage_pieces(ctx)])
     lines += ["```", usage, "```", ""]
     params = visible_params(command, ctx)
     arguments = [_param_row(p, ctx) for p in params if p.param_type_name == "argument"]
