@@ -55,7 +55,7 @@ def _first_json_record(head: bytes) -> Any:
     if text.lstrip().startswith("{"):
         try:  # the first JSON value: a JSON line, or a pretty-printed document
             return _unwrap(_DECODER.raw_decode(text.lstrip())[0])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             pass
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of records, or of nothing
@@ -69,7 +69,7 @@ def _first_json_record(head: bytes) -> Any:
             continue
         try:
             obj, _ = _DECODER.raw_decode(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         return _unwrap(obj)
     return None

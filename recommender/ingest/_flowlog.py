@@ -27,7 +27,8 @@ from ._common import (
 Row = dict[str, Any]
 
 _decode = msgspec.json.decode
-_DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, ValueError)
+#: RecursionError: msgspec's answer to JSON nested deeper than its recursion limit.
+_DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, ValueError, RecursionError)
 #: Per-record conversion errors that are the input's fault, never the reader's.
 _RECORD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError, IndexError)
 

@@ -376,7 +376,7 @@ class HubbleReader(FlowReader):
         decoded: list[_Line | None] | None
         try:
             decoded = list(_DECODE_LINES.decode(b"[" + b",".join(lines) + b"]"))
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             decoded = None
         if decoded is None or len(decoded) != len(lines):
             decoded = [self._decode_one(file, n, ln) for n, ln in zip(numbers, lines, strict=True)]
@@ -442,7 +442,7 @@ class HubbleReader(FlowReader):
             return _DECODE_LINE.decode(line)
         except msgspec.ValidationError as exc:
             self.ledger.skip(file, line_no, _skip_reason(exc), str(exc))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             self.ledger.skip(file, line_no, "malformed-json", str(exc))
         return None
 
@@ -487,7 +487,7 @@ class HubbleReader(FlowReader):
             text = fh.read()
         try:
             items = _DECODE_ANY.decode(text)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             self.ledger.read += 1
             self.ledger.skip(file, 1, "malformed-json", str(exc))
             return
@@ -516,7 +516,7 @@ class HubbleReader(FlowReader):
         if cached is None:
             try:
                 ep = _DECODE_ENDPOINT.decode(key) if key and key != b"null" else None
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 ep = None
             cached = (_resolve_endpoint(ep), ep.identity if ep is not None else 0)
             if len(self._endpoints) > 200_000:
