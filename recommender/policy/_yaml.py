@@ -42,6 +42,9 @@ _NEEDS_ESCAPES: Final = re.compile(
 #: No line wrapping: long values stay on one line so diffs stay readable.
 _NO_WRAP: Final = 2**30
 
+#: At most this many aliases (``*name``) in one YAML stream read by :func:`load_yaml_documents`.
+MAX_ALIASES: Final = 100
+
 
 class _Dumper(yaml.SafeDumper):
     """A SafeDumper that never emits anchors or aliases and quotes ambiguous strings."""
@@ -60,6 +63,37 @@ def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _represent_str)
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that refuses aliases of mappings and sequences, and many aliases at all.
+
+    PyYAML shares an aliased node instead of copying it, so a "billion laughs" document (each
+    anchor a list of ten aliases of the previous one) loads quickly, but anything that walks or
+    prints the result (``str()`` of a selector value, say) expands it exponentially. An alias of
+    a scalar is one string; of a collection it is refused, as is a stream of more than
+    :data:`MAX_ALIASES` aliases. Kubernetes manifests need neither.
+    """
+
+    _aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise InputError(
+                    f"more than {MAX_ALIASES} YAML aliases (*name) in one file; "
+                    "write the manifests out without anchors and aliases."
+                )
+            target = self.anchors.get(event.anchor)
+            if target is not None and not isinstance(target, yaml.ScalarNode):
+                raise InputError(
+                    f"the YAML alias *{event.anchor} on line {event.start_mark.line + 1} "
+                    "refers to a mapping or a list; such aliases are refused (they can expand "
+                    "exponentially): write the manifests out without anchors and aliases."
+                )
+        return super().compose_node(parent, index)
 
 
 def dump_yaml(docs: list[dict[str, Any]]) -> str:
@@ -121,7 +155,8 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
     Raises
     ------
     InputError
-        If the text is not valid YAML or a document is not a mapping.
+        If the text is not valid YAML, is nested too deeply, uses aliases of mappings or
+        lists or more than :data:`MAX_ALIASES` aliases, or a document is not a mapping.
 
     Examples
     --------
@@ -129,9 +164,11 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
     [{'a': '80'}, {'b': [1, 2]}]
     """
     try:
-        loaded = list(yaml.safe_load_all(text))
+        loaded = list(yaml.load_all(text, Loader=_Loader))  # _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         raise InputError(f"The YAML text cannot be parsed: {exc}") from None
+    except RecursionError:
+        raise InputError("The YAML text is nested too deeply to be a manifest.") from None
     docs: list[dict[str, Any]] = []
     for index, doc in enumerate(loaded):
         if doc is None:
