@@ -24,7 +24,7 @@ from .config import RecommendConfig
 from .edges import EdgeTables
 from .policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
 from .policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
-from .selectors import SelectorChoice, choose_selectors, common_labels
+from .selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
 
 __all__ = ["Findings", "RuleRecord", "synthesize"]
 
@@ -399,7 +399,15 @@ def synthesize(
             if namespace not in findings.invalid_namespaces:
                 findings.invalid_namespaces.append(namespace)
             continue
-        common[key] = _valid_labels(common_labels(sets), f"{namespace}/{workload}", findings)
+        valid = _valid_labels(common_labels(sets), f"{namespace}/{workload}", findings)
+        if not stable_labels(valid) and not is_label_value(workload):
+            # The fallback selector app=<workload> cannot carry this name: leave the workload
+            # out (its traffic gets no rule) and report it, rather than fail the whole run.
+            findings.invalid_labels.append(
+                {"workload": f"{namespace}/{workload}"[:200], "key": "app", "value": workload[:100]}
+            )
+            continue
+        common[key] = valid
     findings.selectors = choose_selectors(common)
     selectors = findings.selectors
     namespaces = sorted({ns for ns, _ in selectors})

@@ -10,14 +10,18 @@ See SECURITY.md.
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from conftest import flow_row, make_table
 
-from recommender import IngestLedger, RecommenderError, detect_format, read_flows
+from recommender import IngestLedger, RecommenderError, detect_format, read_flows, recommend
 from recommender.errors import FlowSourceError, InputError
 from recommender.policy.reader import read_policies
 
@@ -162,3 +166,166 @@ def test_deeply_nested_yaml_is_refused(tmp_path: Path) -> None:
     path.write_text(_POLICY_HEAD + "spec: " + "[" * DEEP + "]" * DEEP + "\n")
     with pytest.raises(InputError, match="nested too deeply"):
         read_policies(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile strings end to end: recommend() and write() keep every one out of the manifests
+# ---------------------------------------------------------------------------------------------
+
+HOSTILE_NAMESPACES = ["../../etc", "kube-system\n", "a" * 300, "Shop", "x/y", "<script>"]
+HOSTILE_LABELS: list[dict[str, str]] = [
+    {"app": "w0", "line\nbreak": "v"},
+    {"app": "w1", "k": "line\nbreak"},
+    {"app": "w2", "k": "a: b"},
+    {"app": "w3", "k": "{}"},
+    {"app": "w4", "k": "!!python/object:os.system"},
+    {"app": "w5", "k": "&a"},
+    {"app": "w6", "k": "*a"},
+    {"app": "w7", "k": "v" * 300},
+    {"app": "w8", "k": "café"},
+    {"app": "w9", "évil": "1"},
+    {"app": "w10", "k: v": "x"},
+    {"app": "w11", "../../k": "x"},
+    {"app": "<script>alert(1)</script>"},
+]
+HOSTILE_WORKLOADS = ["a/b", "..", "x y", "<script>alert(1)</script>", "../../../tmp/x", "é"]
+SCRIPT = "<script>alert(1)</script>"
+
+
+def _hostile_table() -> Any:
+    rows = []
+    for ns in HOSTILE_NAMESPACES:  # invalid namespaces, either end
+        rows.append(
+            flow_row(
+                src_namespace="shop",
+                src_workload="client",
+                dst_namespace=ns,
+                dst_workload="web",
+                dst_port=80,
+            )
+        )
+        rows.append(
+            flow_row(
+                src_namespace=ns,
+                src_workload="web",
+                dst_namespace="shop",
+                dst_workload="client",
+                dst_port=8080,
+            )
+        )
+    for i, labels in enumerate(HOSTILE_LABELS):  # one workload per label set
+        rows.append(
+            flow_row(
+                src_namespace="shop",
+                src_workload="client",
+                dst_namespace="shop",
+                dst_workload=f"w{i}",
+                dst_labels=labels,
+                dst_port=80,
+            )
+        )
+    for name in HOSTILE_WORKLOADS:  # no labels: the fallback app=<name> would be invalid
+        rows.append(
+            flow_row(
+                src_namespace="shop",
+                src_workload="client",
+                dst_namespace="shop",
+                dst_workload=name,
+                dst_labels={},
+                dst_port=81,
+            )
+        )
+        rows.append(
+            flow_row(
+                src_namespace="shop",
+                src_workload=name,
+                src_labels={},
+                dst_namespace="shop",
+                dst_workload="client",
+                dst_port=82,
+            )
+        )
+    rows.append(
+        flow_row(
+            src_namespace="shop",
+            src_workload="client",
+            dst_kind="external",
+            dst_ip="1.2.3.4",
+            dst_port=443,
+            dst_dns_names=[f"{SCRIPT}.evil.example"],
+            dns_query=f"{SCRIPT}.example",
+            http_path=f"/{SCRIPT}",
+            http_method="GET<script>",
+            l7_protocol="http",
+        )
+    )
+    rows.append(
+        flow_row(
+            src_namespace="shop",
+            src_workload="client",
+            dst_namespace="shop",
+            dst_workload="web",
+            dst_labels={"app": "web"},
+            dst_port=80,
+            http_path=f"/{SCRIPT}",
+            l7_protocol="http",
+        )
+    )
+    return make_table(rows)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [str(k), *_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [str(value)]
+
+
+def test_hostile_strings_never_reach_a_manifest(tmp_path: Path) -> None:
+    result = recommend(_hostile_table())
+    out = tmp_path / "out"
+    written = result.write(out)
+
+    # Every path stays inside the output folder.
+    root = out.resolve()
+    for path in written:
+        assert path.resolve().is_relative_to(root), path
+    assert {p.resolve() for p in out.rglob("*") if p.is_file()} == {p.resolve() for p in written}
+
+    # Invalid values are reported, not written.
+    report = result.report
+    assert set(report["invalid_namespaces"]) == set(HOSTILE_NAMESPACES)
+    bad = {(e["key"], e["value"]) for e in report["invalid_labels"]}
+    assert ("line\nbreak", "v") in bad and ("k", "v" * 100) in bad and ("k", "café") in bad
+    assert {name for key, name in bad if key == "app"} >= set(HOSTILE_WORKLOADS) | {SCRIPT}
+
+    manifests = result.manifests()
+    assert manifests
+    for value in (s for m in manifests for s in _strings(m)):
+        for needle in ("\n", "..", "<", "/tmp", "python", "é", "a: b", "{}", "*a", "&a", "k: v"):
+            assert needle not in value, (needle, value)
+        assert len(value) <= 253 or value.startswith("Allow"), value
+    assert all(m["metadata"]["namespace"] == "shop" for m in manifests)
+
+    # YAML round-trips: each file holds exactly its manifests.
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for m in manifests:
+        by_file.setdefault(m["metadata"]["namespace"], []).append(m)
+    reread = []
+    for path in sorted(out.glob("*/*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        if path.name != "kustomization.yaml":
+            reread.extend(docs)
+    key = lambda m: (m["metadata"]["namespace"], m["metadata"]["name"])  # noqa: E731
+    assert sorted(reread, key=key) == sorted(manifests, key=key)
+
+    # The HTML report escapes every value.
+    html = (out / "report.html").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+
+    if VALIDATOR.is_file():
+        proc = subprocess.run(
+            [sys.executable, str(VALIDATOR), str(out)], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
