@@ -10,6 +10,8 @@ See SECURITY.md.
 from __future__ import annotations
 
 import gzip
+import json
+import resource
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import yaml
 from conftest import flow_row, make_table
@@ -329,3 +333,104 @@ def test_hostile_strings_never_reach_a_manifest(tmp_path: Path) -> None:
             [sys.executable, str(VALIDATOR), str(out)], capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Resource limits: huge lines, many distinct values
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["hubble", "calico", "goldmane", "whisker"])
+@pytest.mark.parametrize("where", ["string", "key", "raw"])
+def test_a_50_mb_line_without_newline_is_bounded(tmp_path: Path, fmt: str, where: str) -> None:
+    huge = "a" * (50 << 20)
+    body = {
+        "string": '{"flow":{"source":{"pod_name":"' + huge + '"}},"source_name":"' + huge + '"}',
+        "key": '{"' + huge + '":1}',
+        "raw": huge,
+    }[where]
+    path = tmp_path / "huge.json"
+    path.write_text(FIRST[fmt] + "\n" + body)  # no newline at the end
+    started = time.monotonic()
+    ledger = _read(path, fmt)
+    assert time.monotonic() - started < 10
+    if ledger.read:
+        assert ledger.read == 2 and ledger.used == 1 and ledger.skipped_total == 1
+
+
+def test_a_50_mb_file_of_one_line_is_not_detected(tmp_path: Path) -> None:
+    path = tmp_path / "huge.json"
+    path.write_text('{"x":"' + "a" * (50 << 20))
+    started = time.monotonic()
+    with pytest.raises(FlowSourceError):
+        read_flows(path)
+    assert time.monotonic() - started < 10
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_a_million_distinct_label_values(tmp_path: Path) -> None:
+    """1,000,000 rows of one workload, each pod with its own label value: bounded and quick."""
+    n = 1_000_000
+    rows = make_table(
+        [
+            flow_row(
+                src_namespace="shop",
+                src_workload="client",
+                dst_namespace="shop",
+                dst_workload="web",
+                dst_port=80,
+            )
+        ]
+    )
+    table = rows.take(pa.array(np.zeros(n, dtype=np.int64)))
+    labels_type = table.schema.field("dst_labels").type
+    values = np.empty(2 * n, dtype=object)
+    values[0::2] = "web"
+    values[1::2] = [f"h{i}" for i in range(n)]
+    labels = pa.MapArray.from_arrays(
+        pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
+        pa.array(["app", "pod-hash"] * n),
+        pa.array(values, pa.string()),
+    ).cast(labels_type)
+    table = table.set_column(table.schema.get_field_index("dst_labels"), "dst_labels", labels)
+    before = _max_rss_mb()
+    started = time.monotonic()
+    result = recommend(table)
+    assert time.monotonic() - started < 30
+    assert _max_rss_mb() - before < 1500
+    selectors = {m["metadata"]["name"]: m["spec"]["podSelector"] for m in result.manifests()}
+    assert selectors["allow-web"] == {"matchLabels": {"app": "web"}}
+
+
+def test_calico_caches_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recommender.ingest import _flowlog, calico
+
+    cap = 300
+    monkeypatch.setattr(_flowlog, "_CACHE_LIMIT", cap)
+    monkeypatch.setattr(calico, "_CACHE_LIMIT", cap)
+    monkeypatch.setattr(_flowlog, "_LABEL_CACHE", {})
+    monkeypatch.setattr(_flowlog, "_WORKLOAD_CACHE", {})
+    first = json.loads(FIRST["calico"])
+    lines = []
+    for i in range(3 * cap):
+        rec = dict(first)
+        rec["dest_labels"] = {"labels": [f"app=web{i}", f"pod-template-hash=h{i}"]}
+        rec["dest_name_aggr"] = f"web{i}-*"
+        rec["source_ip"], rec["dest_ip"] = (
+            f"10.1.{i // 250}.{i % 250}",
+            f"10.2.{i // 250}.{i % 250}",
+        )
+        lines.append(json.dumps(rec))
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    ledger = IngestLedger()
+    reader = calico.CalicoReader(ledger)
+    ledger.open_file(str(path), "calico")
+    rows = sum(b.num_rows for b in reader.read(path)) + sum(b.num_rows for b in reader.finish())
+    assert ledger.balanced and ledger.read == 3 * cap and rows == ledger.used
+    assert len(_flowlog._LABEL_CACHE) <= cap and len(_flowlog._WORKLOAD_CACHE) <= cap
+    for name in ("_protocols", "_tails", "_endpoints"):
+        assert len(getattr(reader, name)) <= cap, name
