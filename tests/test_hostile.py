@@ -434,3 +434,24 @@ def test_calico_caches_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert len(_flowlog._LABEL_CACHE) <= cap and len(_flowlog._WORKLOAD_CACHE) <= cap
     for name in ("_protocols", "_tails", "_endpoints"):
         assert len(getattr(reader, name)) <= cap, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Invalid UTF-8 inside strings (msgspec raises UnicodeDecodeError, not a DecodeError)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", sorted(FIRST))
+@pytest.mark.parametrize("field", ["pod_name", "namespace", "time", "verdict", "source_name"])
+def test_invalid_utf8_in_a_string_is_skipped(tmp_path: Path, fmt: str, field: str) -> None:
+    first = FIRST[fmt].encode()
+    marker = f'"{field}":"'.encode()
+    broken = (
+        first.replace(marker, marker + b"\xff\xc3(", 1)
+        if marker in first
+        else first[:-1] + (b',"' + field.encode() + b'":"\xed\xa0\x80"}')
+    )
+    path = tmp_path / "utf8.json"
+    path.write_bytes(first + b"\n" + broken + b"\n" + first + b"\n")
+    ledger = _read(path, fmt)
+    assert ledger.read in (0, 3)

@@ -376,7 +376,7 @@ class HubbleReader(FlowReader):
         decoded: list[_Line | None] | None
         try:
             decoded = list(_DECODE_LINES.decode(b"[" + b",".join(lines) + b"]"))
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
             decoded = None
         if decoded is None or len(decoded) != len(lines):
             decoded = [self._decode_one(file, n, ln) for n, ln in zip(numbers, lines, strict=True)]
@@ -442,7 +442,9 @@ class HubbleReader(FlowReader):
             return _DECODE_LINE.decode(line)
         except msgspec.ValidationError as exc:
             self.ledger.skip(file, line_no, _skip_reason(exc), str(exc))
-        except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string it decodes,
+            # RecursionError for nesting deeper than its stack.
             self.ledger.skip(file, line_no, "malformed-json", str(exc))
         return None
 
@@ -453,6 +455,9 @@ class HubbleReader(FlowReader):
                 return _DECODE_FLOW.decode(line)
             except msgspec.ValidationError as exc:
                 self.ledger.skip(file, line_no, _skip_reason(exc), str(exc))
+                return None
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+                self.ledger.skip(file, line_no, "malformed-json", str(exc))
                 return None
         self.ledger.skip(file, line_no, "not-a-flow", "no flow object in the line")
         return None
@@ -487,7 +492,7 @@ class HubbleReader(FlowReader):
             text = fh.read()
         try:
             items = _DECODE_ANY.decode(text)
-        except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             self.ledger.read += 1
             self.ledger.skip(file, 1, "malformed-json", str(exc))
             return
@@ -516,7 +521,7 @@ class HubbleReader(FlowReader):
         if cached is None:
             try:
                 ep = _DECODE_ENDPOINT.decode(key) if key and key != b"null" else None
-            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
                 ep = None
             cached = (_resolve_endpoint(ep), ep.identity if ep is not None else 0)
             if len(self._endpoints) > 200_000:
