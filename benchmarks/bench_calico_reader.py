@@ -53,28 +53,10 @@ def ensure_data(rows: int, seed: int) -> tuple[Path, int]:
 
 def floor(path: Path) -> tuple[float, float]:
     """Wall and CPU seconds to decompress, split and ``msgspec.json.decode`` every line."""
-    import msgspec
-    import pyarrow as pa
+    from bench_ingest import decode_every_line  # the same floor as the ingest benchmark
 
-    decode = msgspec.json.decode
     started, cpu = time.perf_counter(), time.process_time()
-    with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
-    raw = pa.OSFile(str(path), "rb")
-    fh = pa.CompressedInputStream(raw, "gzip") if gz else raw
-    rest = b""
-    while True:
-        block = fh.read(CHUNK)
-        if not block:
-            break
-        lines = (rest + block).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            if line:
-                decode(line)
-    if rest.strip():
-        decode(rest)
-    fh.close()
+    decode_every_line(path)
     return time.perf_counter() - started, time.process_time() - cpu
 
 
