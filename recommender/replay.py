@@ -578,24 +578,32 @@ def _one_rule(policy: Policy, direction: Direction, rule: Rule) -> Policy:
 # --------------------------------------------------------------------------- replay
 
 
+#: The columns that name an edge: its two endpoints, protocol and port.
+_EDGE_KEY: Final = (
+    "src_kind",
+    "src_namespace",
+    "src_id",
+    "dst_kind",
+    "dst_namespace",
+    "dst_id",
+    "protocol",
+    "dst_port",
+)
+
+
+def _key_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The naming columns of every edge, as dicts."""
+    rows: list[dict[str, Any]] = table.select(list(_EDGE_KEY)).to_pylist()
+    return rows
+
+
 def _judge_table(
     judge: _Judge, table: pa.Table
 ) -> tuple[list[_Query | str], np.ndarray[Any, np.dtype[np.int64]]]:
     """One query (or reason) per edge, and the edges' connection weights (at least 1)."""
     if table.num_rows == 0:
         return [], np.zeros(0, dtype=np.int64)
-    columns = (
-        "src_kind",
-        "src_namespace",
-        "src_id",
-        "dst_kind",
-        "dst_namespace",
-        "dst_id",
-        "protocol",
-        "dst_port",
-        "src_ips",
-        "dst_ips",
-    )
+    columns = (*_EDGE_KEY, "src_ips", "dst_ips")
     rows = table.select(list(columns)).to_pylist()
     weights = np.maximum(
         table["connections"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), 1
@@ -718,18 +726,7 @@ def replay(
     not_evaluated: list[EdgeVerdict] = []
     false_denies: list[EdgeVerdict] = []
     queries, weights = _judge_table(judge, tables.edges)
-    rows = tables.edges.select(
-        [
-            "src_kind",
-            "src_namespace",
-            "src_id",
-            "dst_kind",
-            "dst_namespace",
-            "dst_id",
-            "protocol",
-            "dst_port",
-        ]
-    ).to_pylist()
+    rows = _key_rows(tables.edges)
     judged = np.zeros(len(queries), dtype=bool)
     allowed = np.zeros(len(queries), dtype=bool)
     evidence: list[_Query] = []
@@ -751,18 +748,7 @@ def replay(
             false_denies.append(_verdict_row(rows[i], int(weights[i]), _deny_reason(verdict)))
 
     denied_queries, denied_weights = _judge_table(judge, tables.denied)
-    denied_rows = tables.denied.select(
-        [
-            "src_kind",
-            "src_namespace",
-            "src_id",
-            "dst_kind",
-            "dst_namespace",
-            "dst_id",
-            "protocol",
-            "dst_port",
-        ]
-    ).to_pylist()
+    denied_rows = _key_rows(tables.denied)
     denied_but_allowed: list[EdgeVerdict] = []
     denied_judged = 0
     for i, query in enumerate(denied_queries):
