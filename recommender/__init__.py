@@ -24,6 +24,13 @@ from .errors import (
 # The rest is imported on first use, so that `recommend --help` does not wait for pyarrow and
 # DuckDB to load (PEP 562).
 _LAZY = {
+    "Anomaly": "anomaly",
+    "Screening": "anomaly",
+    "screen_flows": "anomaly",
+    "BehaviourClustering": "clustering",
+    "SignatureGrouping": "clustering",
+    "CommunicationFeatures": "clustering_features",
+    "communication_features": "clustering_features",
     "RecommendConfig": "config",
     "load_config": "config",
     "EdgeTables": "edges",
@@ -59,6 +66,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from .anomaly import Anomaly, Screening, screen_flows
+    from .clustering import BehaviourClustering, SignatureGrouping
+    from .clustering_features import CommunicationFeatures, communication_features
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
@@ -90,7 +100,10 @@ __all__ = [
     "FLOW_SCHEMA",
     "FORMATS",
     "SCHEMA_VERSION",
+    "Anomaly",
+    "BehaviourClustering",
     "Cluster",
+    "CommunicationFeatures",
     "ConfigError",
     "Coverage",
     "EdgeTables",
@@ -111,12 +124,15 @@ __all__ = [
     "RecommenderError",
     "Rule",
     "SchemaError",
+    "Screening",
+    "SignatureGrouping",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
     "__version__",
     "aggregate_edges",
     "cluster_from_flows",
+    "communication_features",
     "detect_format",
     "evaluate",
     "iter_flow_batches",
@@ -127,5 +143,6 @@ __all__ = [
     "read_policies",
     "recommend",
     "replay",
+    "screen_flows",
     "synthesize",
 ]

@@ -204,6 +204,30 @@ def run(
         int | None,
         typer.Option(help="Unobserved addresses a merged CIDR may add (0: exact addresses)."),
     ] = None,
+    trust_all_flows: Annotated[
+        bool,
+        typer.Option(
+            "--trust-all-flows",
+            help="Keep flows that look like scanning or lateral movement in the allow rules "
+            "(they are still reported under 'anomalies'); by default they get no rule.",
+        ),
+    ] = False,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact",
+            help="Workloads of a namespace with identical rules share one policy (a set-based "
+            "selector that selects nothing else); see docs/clustering.md.",
+        ),
+    ] = False,
+    compaction_budget: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="With --compact: unobserved (workload, peer, port) grants a policy shared by a "
+            "behavioural cluster may add (0: identical rules only).",
+        ),
+    ] = None,
     holdout: Annotated[
         float | None,
         typer.Option(
@@ -246,6 +270,9 @@ def run(
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
+                "trust_all_flows": True if trust_all_flows else None,
+                "compact_policies": True if compact else None,
+                "compaction_budget": compaction_budget,
             }.items()
             if v is not None
         },
@@ -289,6 +316,14 @@ def run(
         f"{summary['flagged_rules']} rules flagged for review, {summary['denied_edges']} denied "
         f"edges not allowed, {summary['excluded_edges']} edges left out; see {output}/report.md"
     )
+    anomalies = result.report.get("anomalies")
+    if anomalies and anomalies["flagged"]:
+        kept = "kept (--trust-all-flows)" if anomalies["trust_all_flows"] else "left out"
+        typer.echo(
+            f"{anomalies['flagged']} edges look like scanning or lateral movement "
+            f"({anomalies['allowed_edges']} of them allowed in the input: {kept}); see "
+            "'Anomalies' in the report"
+        )
     held = result.report.get("holdout")
     if held:
         typer.echo(

@@ -64,6 +64,27 @@ class RecommendConfig:
         report only. False adds ingress rules from the node addresses.
     dns_both_protocols
         Egress to a resolver on port 53 allows both UDP and TCP (DNS falls back to TCP).
+    trust_all_flows
+        Keep edges that anomaly screening flags (scans, sibling deviations, cluster outliers)
+        in the allow rules; they are still reported. False leaves them out
+        (``docs/clustering.md``).
+    scan_min_targets, scan_denied_share
+        A source reaching at least ``scan_min_targets`` distinct (peer, port) targets, at least
+        ``scan_denied_share`` of them only denied, is scanning.
+    sibling_min_pods
+        A peer only one pod of a workload talks to is flagged when at least this many of its
+        pods (that one included) were active at the same time.
+    outlier_min_cluster
+        A rare edge to a peer no other member uses is flagged in behavioural clusters of at
+        least this many workloads.
+    cluster_distance
+        Distance threshold of behavioural clustering (Jaccard distance, 0..1).
+    compact_policies
+        Workloads of one namespace whose policies have identical rules share one policy whose
+        selector is the union of theirs, when that selects nothing else.
+    compaction_budget
+        With ``compact_policies``: unobserved (workload, peer, port) grants a shared policy of
+        one behavioural cluster may add; 0 merges identical rules only.
     """
 
     namespaces: tuple[str, ...] = ()
@@ -79,6 +100,14 @@ class RecommendConfig:
     allow_node_probes: bool = True
     dns_both_protocols: bool = True
     policy_prefix: str = "allow-"
+    trust_all_flows: bool = False
+    scan_min_targets: int = 10
+    scan_denied_share: float = 0.5
+    sibling_min_pods: int = 3
+    outlier_min_cluster: int = 3
+    cluster_distance: float = 0.3
+    compact_policies: bool = False
+    compaction_budget: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +118,10 @@ class RecommendConfig:
             "cidr_budget",
             "internet_ingress_sources",
             "max_ephemeral_ports",
+            "scan_min_targets",
+            "sibling_min_pods",
+            "outlier_min_cluster",
+            "compaction_budget",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -100,7 +133,22 @@ class RecommendConfig:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name} must be a list of names or patterns, not {value!r}.")
             object.__setattr__(self, name, tuple(value))
-        for name in ("allow_node_probes", "dns_both_protocols"):
+        for name, top in (("scan_denied_share", "1]"), ("cluster_distance", "1)")):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= 1
+                or (top == "1)" and value == 1)
+            ):
+                raise ConfigError(f"{name} must be a number in (0, {top}, not {value!r}.")
+            object.__setattr__(self, name, float(value))
+        for name in (
+            "allow_node_probes",
+            "dns_both_protocols",
+            "trust_all_flows",
+            "compact_policies",
+        ):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, not {value!r}.")

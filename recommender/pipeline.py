@@ -174,8 +174,15 @@ def recommend(
     if not isinstance(config, RecommendConfig):
         raise ConfigError("config must be a RecommendConfig.")
     tables = aggregate_edges(table, config)
+    from .anomaly import screen_flows
+
+    # Scans and lateral movement get no allow rule (unless trust_all_flows): docs/clustering.md.
+    screening = screen_flows(tables, table, config)
+    tables = screening.tables
     policy_set, findings = synthesize(tables, config)
     report = build_report(policy_set, findings, tables, config, ledger)
+    report["anomalies"] = screening.to_dict()
+    report["summary"]["anomalies"] = len(screening.anomalies)
     report["self_check"] = _self_check(policy_set, tables)
     if holdout is not None or split_at is not None:
         from .validation import holdout_report

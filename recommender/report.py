@@ -221,6 +221,42 @@ def _holdout_markdown(h: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _anomalies_markdown(a: dict[str, Any]) -> list[str]:
+    """The *Anomalies* section (``report["anomalies"]``, see ``docs/clustering.md``)."""
+    counts = ", ".join(f"{rule} {n}" for rule, n in a["by_rule"].items())
+    fate = (
+        "kept in the allow rules (`trust_all_flows`)"
+        if a["trust_all_flows"]
+        else f"left out of the allow rules ({a['excluded_connections']:,} connections)"
+    )
+    out = [
+        "## Anomalies (possible scanning or lateral movement)",
+        "",
+        f"{a['flagged']} edges flagged ({counts}); the {a['allowed_edges']} allowed in the input "
+        f"are {fate}. Denied ones never get a rule.",
+        "",
+    ]
+    out += _table(
+        ["rule", "source", "destination", "port", "connections", "verdict", "excluded", "reason"],
+        [
+            [
+                x["rule"],
+                x["source"],
+                x["destination"],
+                f"{x['protocol']}/{x['port']}" if x["port"] is not None else x["protocol"],
+                x["connections"],
+                x["verdict"],
+                "yes" if x["excluded"] else "no",
+                x["reason"],
+            ]
+            for x in a["items"][:50]
+        ],
+    )
+    if a["flagged"] > 50:
+        out.append(f"\n({a['flagged'] - 50} more in report.json, up to 200 listed there.)")
+    return [*out, ""]
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the same report for people."""
     s = report["summary"]
@@ -266,6 +302,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     holdout = report.get("holdout")
     if holdout:
         out += _holdout_markdown(holdout)
+    anomalies = report.get("anomalies")
+    if anomalies and anomalies["flagged"]:
+        out += _anomalies_markdown(anomalies)
     ingest = report.get("ingest")
     if ingest:
         out += ["## Input", ""]
