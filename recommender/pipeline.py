@@ -183,6 +183,10 @@ def recommend(
     report = build_report(policy_set, findings, tables, config, ledger)
     report["anomalies"] = screening.to_dict()
     report["summary"]["anomalies"] = len(screening.anomalies)
+    from .granularity import granularity_report
+
+    report["compaction"] = findings.compaction
+    report["granularity"] = granularity_report(findings, tables, config).to_dict()
     report["self_check"] = _self_check(policy_set, tables)
     if holdout is not None or split_at is not None:
         from .validation import holdout_report

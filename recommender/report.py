@@ -257,6 +257,55 @@ def _anomalies_markdown(a: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _clusters_markdown(report: dict[str, Any]) -> list[str]:
+    """The *Granularity* and *Shared policies* sections (see ``docs/clustering.md``)."""
+    out: list[str] = []
+    granularity = report.get("granularity")
+    if granularity and granularity["levels"]:
+        out += [
+            "## Granularity",
+            "",
+            "Policies and rules if workloads were grouped by behavioural cluster or by "
+            "namespace instead of one policy each; unobserved grants are (workload, peer, port) "
+            "allowances a workload would get only because another member of its group needed "
+            "them.",
+            "",
+        ]
+        out += _table(
+            ["granularity", "policies", "rules", "unobserved grants", "per observed grant"],
+            [
+                [
+                    x["level"],
+                    x["policies"],
+                    x["rules"],
+                    x["unobserved_grants"],
+                    f"{x['over_permissiveness']:.2f}",
+                ]
+                for x in granularity["levels"]
+            ],
+        )
+        out.append("")
+    shared = report.get("compaction")
+    if shared:
+        out += ["## Shared policies (compaction)", ""]
+        out += _table(
+            ["namespace", "policy", "workloads", "selector", "proof", "added grants"],
+            [
+                [
+                    x["namespace"],
+                    x["policy"],
+                    ", ".join(x["workloads"]),
+                    x["selector"],
+                    x["proof"],
+                    x["added_grants"],
+                ]
+                for x in shared
+            ],
+        )
+        out.append("")
+    return out
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the same report for people."""
     s = report["summary"]
@@ -422,4 +471,5 @@ def report_markdown(report: dict[str, Any]) -> str:
                 for d in report["excluded"]
             ],
         )
-    return "\n".join(out) + "\n"
+    out += ["", *_clusters_markdown(report)]
+    return "\n".join(out).rstrip("\n") + "\n"
