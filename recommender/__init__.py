@@ -31,6 +31,8 @@ _LAZY = {
     "SignatureGrouping": "clustering",
     "CommunicationFeatures": "clustering_features",
     "communication_features": "clustering_features",
+    "GranularityReport": "granularity",
+    "granularity_report": "granularity",
     "RecommendConfig": "config",
     "load_config": "config",
     "EdgeTables": "edges",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from .anomaly import Anomaly, Screening, screen_flows
     from .clustering import BehaviourClustering, SignatureGrouping
     from .clustering_features import CommunicationFeatures, communication_features
+    from .granularity import GranularityReport, granularity_report
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
@@ -119,6 +122,7 @@ __all__ = [
     "FlowFormatError",
     "FlowProfile",
     "FlowSourceError",
+    "GranularityReport",
     "IngestLedger",
     "InputError",
     "LabelSelector",
@@ -144,6 +148,7 @@ __all__ = [
     "communication_features",
     "detect_format",
     "evaluate",
+    "granularity_report",
     "iter_flow_batches",
     "load_config",
     "profile_flows",
