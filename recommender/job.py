@@ -342,6 +342,9 @@ def _previous_outputs(output: Location, work: Path) -> Path | None:
 
     prefix = output.child("runs", run)
     fetch(prefix, [p for p, _ in list_files(prefix)], previous)
+    previous.mkdir(exist_ok=True)
+    # Hidden files are not listed; current.json vouches that this is a tree of ours.
+    (previous / MARKER_FILE).touch()
     return previous
 
 
