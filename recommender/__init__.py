@@ -14,9 +14,12 @@ from .errors import (
     ConfigError,
     FlowFormatError,
     FlowSourceError,
+    GitOpsError,
     InputError,
+    NoFlowsError,
     RecommenderError,
     SchemaError,
+    StorageError,
     SynthesisError,
     UnsupportedDialectError,
 )
@@ -56,6 +59,10 @@ _LAZY = {
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "JobResult": "job",
+    "run_job": "job",
+    "JobConfig": "job_config",
+    "load_job_config": "job_config",
 }
 
 if TYPE_CHECKING:
@@ -63,6 +70,8 @@ if TYPE_CHECKING:
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
+    from .job import JobResult, run_job
+    from .job_config import JobConfig, load_job_config
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
@@ -99,9 +108,13 @@ __all__ = [
     "FlowFormatError",
     "FlowProfile",
     "FlowSourceError",
+    "GitOpsError",
     "IngestLedger",
     "InputError",
+    "JobConfig",
+    "JobResult",
     "LabelSelector",
+    "NoFlowsError",
     "Peer",
     "Policy",
     "PolicySet",
@@ -111,6 +124,7 @@ __all__ = [
     "RecommenderError",
     "Rule",
     "SchemaError",
+    "StorageError",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
@@ -121,11 +135,13 @@ __all__ = [
     "evaluate",
     "iter_flow_batches",
     "load_config",
+    "load_job_config",
     "profile_flows",
     "read_cluster",
     "read_flows",
     "read_policies",
     "recommend",
     "replay",
+    "run_job",
     "synthesize",
 ]

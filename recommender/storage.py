@@ -32,6 +32,7 @@ from .errors import ConfigError, StorageError
 __all__ = [
     "Location",
     "StorageOptions",
+    "delete_dir",
     "fetch",
     "list_files",
     "list_window",
