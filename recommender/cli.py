@@ -428,7 +428,7 @@ def job(
         raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}.")
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("--log-level must be debug, info, warning or error.")
-    setup_logging(log_format, log_level)
+    restore = setup_logging(log_format, log_level)
     log = logging.getLogger("recommender.job")
     when = _parse_time(as_of, "--as-of")
     if when is not None and when.tzinfo is None:
@@ -449,6 +449,8 @@ def job(
         code = next(c for kind, c in codes if isinstance(exc, kind))
         log.error(str(exc), extra={"event": "job.failed", "exit_code": code})
         raise SystemExit(code) from None
+    finally:
+        restore()
 
 
 def _print_diff(result: Any, examples: int) -> None:

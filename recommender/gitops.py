@@ -164,7 +164,13 @@ def publish_tree(tree: Path, target: GitTarget, work_dir: Path, message: str) ->
     checkout = work_dir / "checkout"
     for attempt in (1, 2):
         _checkout(target, checkout)
-        _replace(tree, checkout.joinpath(*PurePosixPath(target.path).parts))
+        folder = checkout.joinpath(*PurePosixPath(target.path).parts)
+        if not folder.parent.resolve().is_relative_to(checkout.resolve()):
+            raise GitOpsError(
+                f"gitops.path {target.path!r} leads out of the repository through a symbolic "
+                "link in the branch; choose another folder."
+            )
+        _replace(tree, folder)
         _check(_git(["add", "-A", "--", target.path], checkout), "stage the tree")
         if _git(["diff", "--cached", "--quiet"], checkout).returncode == 0:
             logger.info("the repository already holds this tree; nothing to commit",

@@ -41,7 +41,7 @@ import pyarrow.fs as pafs
 from .config import RecommendConfig
 from .diff import compare_rules, diff_policies, rule_dict
 from .edges import aggregate_edges
-from .errors import NoFlowsError
+from .errors import ConfigError, NoFlowsError
 from .job_config import JobConfig, load_job_config
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
@@ -330,6 +330,12 @@ def _previous_outputs(output: Location, work: Path) -> Path | None:
     if output.is_local:
         folder = Path(output.path)
         _recover_local(folder)
+        if folder.is_dir() and not (folder / MARKER_FILE).is_file() and any(folder.iterdir()):
+            # Checked again when writing; failing now spares the whole run.
+            raise ConfigError(
+                f"The output folder {folder} is not empty and was not written by recommender "
+                f"(no {MARKER_FILE} file); choose an empty or new folder."
+            )
         return folder if (folder / MARKER_FILE).is_file() else None
     pointer = read_bytes(output.child(CURRENT_FILE))
     if pointer is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
@@ -56,7 +57,9 @@ class TextFormatter(logging.Formatter):
         return f"{line} {extra}" if extra else line
 
 
-def setup_logging(fmt: str = "text", level: str = "info", stream: TextIO | None = None) -> None:
+def setup_logging(
+    fmt: str = "text", level: str = "info", stream: TextIO | None = None
+) -> Callable[[], None]:
     """Send the ``recommender`` loggers' records to ``stream`` (standard error) in ``fmt``.
 
     Parameters
@@ -67,14 +70,24 @@ def setup_logging(fmt: str = "text", level: str = "info", stream: TextIO | None 
         The lowest level written: ``debug``, ``info``, ``warning`` or ``error``.
     stream : file, optional
         Where to write (standard error by default).
+
+    Returns
+    -------
+    callable
+        Undoes the setup (removes the handler, restores the level and propagation): for
+        callers such as tests that run several commands in one process.
     """
     logger = logging.getLogger("recommender")
-    for handler in list(logger.handlers):
-        if getattr(handler, "_recommender_job", False):
-            logger.removeHandler(handler)
+    before = (logger.level, logger.propagate)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler._recommender_job = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+
+    return restore

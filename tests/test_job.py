@@ -245,3 +245,16 @@ def test_runs_killed_while_writing_leave_the_previous_outputs(site):
     assert c["first_run"] is False and c["run"]["runs"] == 2
     assert any(r["policy"] == "allow-api" for r in c["rules"]["added"])
     assert [p.name for p in site["root"].iterdir() if p.name.startswith(".out")] == []
+
+
+def test_a_foreign_output_folder_is_refused_before_any_work(site, capsys):
+    site["out"].mkdir()
+    (site["out"] / "mine.txt").write_text("keep me\n")
+    assert main(["job", "--config", str(site["config"]), "--as-of", "2026-01-05T12:00:00Z"]) == 2
+    assert "not written by recommender" in capsys.readouterr().err
+    assert (site["out"] / "mine.txt").read_text() == "keep me\n"
+    # The command's log handler is gone again: library logs propagate as before.
+    import logging
+
+    logger = logging.getLogger("recommender")
+    assert logger.propagate is True and not logger.handlers
