@@ -56,6 +56,10 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "build_graph": "graph",
+    "write_graph": "graph_io",
+    "SegmentProposal": "segments",
+    "propose_segments": "segments",
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
@@ -69,6 +73,8 @@ if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .graph import build_graph
+    from .graph_io import write_graph
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .job import JobResult, run_job
     from .job_config import JobConfig, load_job_config
@@ -79,6 +85,7 @@ if TYPE_CHECKING:
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
+    from .segments import SegmentProposal, propose_segments
     from .synthesis import synthesize
 
 
@@ -124,12 +131,14 @@ __all__ = [
     "RecommenderError",
     "Rule",
     "SchemaError",
+    "SegmentProposal",
     "StorageError",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
     "__version__",
     "aggregate_edges",
+    "build_graph",
     "cluster_from_flows",
     "detect_format",
     "evaluate",
@@ -137,6 +146,7 @@ __all__ = [
     "load_config",
     "load_job_config",
     "profile_flows",
+    "propose_segments",
     "read_cluster",
     "read_flows",
     "read_policies",
@@ -144,4 +154,5 @@ __all__ = [
     "replay",
     "run_job",
     "synthesize",
+    "write_graph",
 ]
