@@ -14,9 +14,12 @@ from .errors import (
     ConfigError,
     FlowFormatError,
     FlowSourceError,
+    GitOpsError,
     InputError,
+    NoFlowsError,
     RecommenderError,
     SchemaError,
+    StorageError,
     SynthesisError,
     UnsupportedDialectError,
 )
@@ -69,6 +72,10 @@ _LAZY = {
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "JobResult": "job",
+    "run_job": "job",
+    "JobConfig": "job_config",
+    "load_job_config": "job_config",
 }
 
 if TYPE_CHECKING:
@@ -82,6 +89,8 @@ if TYPE_CHECKING:
     from .graph import build_graph
     from .graph_io import write_graph
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
+    from .job import JobResult, run_job
+    from .job_config import JobConfig, load_job_config
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
@@ -122,10 +131,14 @@ __all__ = [
     "FlowFormatError",
     "FlowProfile",
     "FlowSourceError",
+    "GitOpsError",
     "GranularityReport",
     "IngestLedger",
     "InputError",
+    "JobConfig",
+    "JobResult",
     "LabelSelector",
+    "NoFlowsError",
     "Peer",
     "Policy",
     "PolicySet",
@@ -138,6 +151,7 @@ __all__ = [
     "Screening",
     "SegmentProposal",
     "SignatureGrouping",
+    "StorageError",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
@@ -151,6 +165,7 @@ __all__ = [
     "granularity_report",
     "iter_flow_batches",
     "load_config",
+    "load_job_config",
     "profile_flows",
     "propose_segments",
     "read_cluster",
@@ -158,6 +173,7 @@ __all__ = [
     "read_policies",
     "recommend",
     "replay",
+    "run_job",
     "screen_flows",
     "synthesize",
     "write_graph",
