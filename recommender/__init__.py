@@ -82,10 +82,10 @@ if TYPE_CHECKING:
     from .anomaly import Anomaly, Screening, screen_flows
     from .clustering import BehaviourClustering, SignatureGrouping
     from .clustering_features import CommunicationFeatures, communication_features
-    from .granularity import GranularityReport, granularity_report
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .granularity import GranularityReport, granularity_report
     from .graph import build_graph
     from .graph_io import write_graph
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
