@@ -53,6 +53,8 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "DialectOptions": "policy.dialects",
+    "render_dialect": "policy.dialects",
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+    from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
@@ -93,6 +96,7 @@ __all__ = [
     "Cluster",
     "ConfigError",
     "Coverage",
+    "DialectOptions",
     "EdgeTables",
     "Evidence",
     "FlowBatches",
@@ -126,6 +130,7 @@ __all__ = [
     "read_flows",
     "read_policies",
     "recommend",
+    "render_dialect",
     "replay",
     "synthesize",
 ]
