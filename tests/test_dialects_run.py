@@ -308,3 +308,13 @@ def test_calico_agrees_with_kubernetes_on_real_calico_flows(shared: Path, tmp_pa
     rec = recommend(shared / "datasets/calico-enterprise-docs")
     workloads = {key: dict(c.selector.match_labels) for key, c in rec.findings.selectors.items()}
     _agree(shared, tmp_path, rec, topology(workloads))
+
+
+@pytest.mark.oracle
+def test_calico_network_sets_agree_with_kubernetes_ipblocks(shared: Path, tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("- name: billing-db\n  cidrs: [10.20.0.0/24]\n")
+    rec = recommend(_flows(), inventory=str(inventory), allow_node_probes=False)
+    assert any(m["kind"] == "GlobalNetworkSet" for m in rec.manifests("calico"))
+    workloads = {key: dict(c.selector.match_labels) for key, c in rec.findings.selectors.items()}
+    _agree(shared, tmp_path, rec, topology(workloads))

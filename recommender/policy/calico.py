@@ -341,7 +341,9 @@ def _rules(rule: Rule, options: CalicoOptions, where: str, *, host: bool) -> lis
             net = _network(peer.cidr, where)
             plain_nets.setdefault(net.version, []).append(peer.cidr or "")
             continue
-        entities.append(_entity(peer, rule, options, where, host=host))
+        entity = _entity(peer, rule, options, where, host=host)
+        if entity not in entities:  # the CIDRs of one address group select one network set
+            entities.append(entity)
     for version in sorted(plain_nets):
         entities.append({"nets": plain_nets[version]})
     if not rule.peers:

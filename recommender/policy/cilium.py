@@ -252,15 +252,17 @@ def _endpoint(peer: Peer, options: CiliumOptions, where: str, *, host: bool) -> 
         raise SynthesisError(f"{where}: a host policy's pod peer needs a namespace selector.")
     else:
         ns = LabelSelector()
+    extra: dict[str, str] = {}
     if options.service_accounts and peer.service_account is not None:
-        pods = LabelSelector(((SERVICE_ACCOUNT_KEY, peer.service_account),))
+        pods = LabelSelector()
+        extra[SERVICE_ACCOUNT_KEY] = _value(peer.service_account, where)
     else:
         pods = peer.pod_selector or LabelSelector()
     for key in dict(ns.match_labels):
         if key in dict(pods.match_labels):
             raise SynthesisError(f"{where}: pod selector key {key!r} clashes with the namespace.")
     # Cilium's own keys (k8s:...) are not Kubernetes label keys: check pod labels first.
-    checked = _selector(pods, where)
+    checked = _selector(pods, where, extra)
     labels = {**checked.get("matchLabels", {}), **dict(ns.match_labels)}
     out: dict[str, Any] = {}
     if labels:

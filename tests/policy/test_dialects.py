@@ -239,6 +239,24 @@ def test_calico_tier_order_and_default_deny() -> None:
     assert host["spec"]["types"] == ["Ingress"]
 
 
+def test_calico_address_group_with_several_cidrs_is_one_rule_and_one_set() -> None:
+    peers = tuple(
+        Peer("cidr", cidr=c, group="partner") for c in ("198.51.100.0/24", "2001:db8::/64")
+    )
+    policy = Policy("p", "shop", sel(app="a"), egress=(Rule("egress", peers),))
+    network_set, rendered = render_calico(PolicySet((policy,)), CalicoOptions(tier=None))
+    assert network_set["spec"] == {"nets": ["198.51.100.0/24", "2001:db8::/64"]}
+    assert rendered["spec"]["egress"] == [
+        {
+            "action": "Allow",
+            "destination": {
+                "selector": "recommender.io/address-group == 'partner'",
+                "namespaceSelector": "global()",
+            },
+        }
+    ]
+
+
 def test_calico_staged_kinds() -> None:
     kinds = {m["kind"] for m in render_calico(shop_graph(), CalicoOptions(staged=True))}
     assert kinds == {"Tier", "GlobalNetworkSet", "StagedGlobalNetworkPolicy", "StagedNetworkPolicy"}
