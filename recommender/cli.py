@@ -280,6 +280,14 @@ def run(
             show_default=False,
         ),
     ] = None,
+    network_sets: Annotated[
+        bool | None,
+        typer.Option(
+            "--network-sets/--no-network-sets",
+            help="Calico: put each rule's external CIDRs in a NetworkSet the rule selects.",
+            show_default=False,
+        ),
+    ] = None,
     inventory: Annotated[
         Path | None,
         typer.Option(
@@ -319,6 +327,7 @@ def run(
                 "l7": l7,
                 "service_accounts": service_accounts,
                 "host_policies": host_policies,
+                "network_sets": network_sets,
                 "inventory": str(inventory) if inventory is not None else None,
             }.items()
             if v is not None

@@ -84,6 +84,8 @@ class RecommendConfig:
     inventory
         A YAML file naming machines outside the cluster (``docs/dialects.md``): their
         addresses become named groups (NetworkSets, named ipBlocks, CIDR groups).
+    network_sets
+        Calico: the external CIDRs of each rule go to a NetworkSet the rule selects.
     """
 
     namespaces: tuple[str, ...] = ()
@@ -108,6 +110,7 @@ class RecommendConfig:
     service_accounts: bool = False
     host_policies: bool = False
     inventory: str | None = None
+    network_sets: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +149,7 @@ class RecommendConfig:
             "l7",
             "service_accounts",
             "host_policies",
+            "network_sets",
         ):
             value = getattr(self, name)
             if not isinstance(value, bool):

@@ -142,6 +142,7 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
         domains=config.domains,
         l7=config.l7,
         service_accounts=config.service_accounts,
+        network_sets=config.network_sets,
     )
 
 

@@ -277,11 +277,15 @@ def _nca_map(shared: Path, folder: Path, docs: list[dict[str, Any]]) -> dict[str
     return result
 
 
-def _agree(shared: Path, tmp_path: Path, rec: Any, topo: list[dict[str, Any]]) -> None:
+def _agree(
+    shared: Path, tmp_path: Path, rec: Any, topo: list[dict[str, Any]], sets: bool = False
+) -> None:
     if shutil.which("nca") is None and not (Path(sys.executable).parent / "nca").exists():
         pytest.skip("network-config-analyzer (nca) is not installed")
     k8s = _nca_map(shared, tmp_path / "k8s", rec.manifests("kubernetes") + topo)
-    calico_docs = render_calico(rec.dialect_policy_set(), CalicoOptions(tier=None))
+    options = CalicoOptions(tier=None, network_sets=sets)
+    calico_docs = render_calico(rec.dialect_policy_set(), options)
+    assert sets == any(m["kind"] == "NetworkSet" for m in calico_docs)
     calico = _nca_map(shared, tmp_path / "calico", calico_docs + topo)
     assert calico["inputs"]["policies"] == k8s["inputs"]["policies"] == len(rec.policy_set)
     assert k8s["edges"], "NCA found no connectivity at all"
@@ -292,7 +296,7 @@ def _agree(shared: Path, tmp_path: Path, rec: Any, topo: list[dict[str, Any]]) -
 def test_calico_agrees_with_kubernetes_on_the_sample(shared: Path, tmp_path: Path) -> None:
     rec = recommend(SAMPLE)
     workloads = {key: dict(c.selector.match_labels) for key, c in rec.findings.selectors.items()}
-    _agree(shared, tmp_path, rec, topology(workloads))
+    _agree(shared, tmp_path, rec, topology(workloads), sets=True)
 
 
 @pytest.mark.oracle

@@ -74,6 +74,10 @@ class CalicoOptions:
         (``serviceAccountSelector`` and rule ``serviceAccounts``) instead of by labels.
     group_labels
         Extra labels of each address group's GlobalNetworkSet (from the inventory).
+    network_sets
+        The plain external CIDRs of each rule of a namespaced policy go to a NetworkSet in the
+        policy's namespace (named ``<policy>-<direction>-<n>``) that the rule selects by its
+        ``recommender.io/address-group`` label, instead of inline ``nets``.
     """
 
     tier: str | None = "recommendations"
@@ -83,6 +87,7 @@ class CalicoOptions:
     domains: bool = False
     service_accounts: bool = False
     group_labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    network_sets: bool = False
 
 
 def quote_value(value: str, where: str = "selector") -> str:
@@ -167,8 +172,9 @@ def render_calico(
     -------
     list of dict
         The Tier (when ``options.tier`` is set), GlobalNetworkSets of the address groups,
-        GlobalNetworkPolicies of the host policies, then one NetworkPolicy per policy in
-        PolicySet order. Cluster-scoped objects have no ``metadata.namespace``.
+        NetworkSets (with ``network_sets``), GlobalNetworkPolicies of the host policies, then
+        one NetworkPolicy per policy in PolicySet order. Cluster-scoped objects have no
+        ``metadata.namespace``.
 
     Raises
     ------
@@ -200,13 +206,16 @@ def render_calico(
         )
     out.extend(_network_sets(policy_set, dict(options.group_labels)))
     seen: set[tuple[str, str]] = set()
+    hosts: list[dict[str, Any]] = []
     for policy in policy_set.host_policies:
         manifest = _render_policy(policy, options, host=True)
         key = ("", manifest["metadata"]["name"])
         if key in seen:
             raise SynthesisError(f"Two host policies are named {policy.name!r}.")
         seen.add(key)
-        out.append(manifest)
+        hosts.append(manifest)
+    sets: list[dict[str, Any]] = []
+    policies: list[dict[str, Any]] = []
     for policy in policy_set.policies:
         key = (policy.namespace, policy.name)
         if key in seen:
@@ -214,8 +223,11 @@ def render_calico(
                 f"Two policies are named {policy.name!r} in namespace {policy.namespace!r}."
             )
         seen.add(key)
-        out.append(_render_policy(policy, options, host=False))
-    return out
+        policies.append(_render_policy(policy, options, host=False, sets=sets))
+    names = [(m["metadata"]["namespace"], m["metadata"]["name"]) for m in sets]
+    if len(set(names)) != len(names):
+        raise SynthesisError("Two network sets of one namespace would share a name.")
+    return out + sets + hosts + policies
 
 
 def _network_sets(
@@ -259,7 +271,13 @@ def _net_key(cidr: str) -> tuple[int, int, int]:
     return (net.version, int(net.network_address), net.prefixlen)
 
 
-def _render_policy(policy: Policy, options: CalicoOptions, *, host: bool) -> dict[str, Any]:
+def _render_policy(
+    policy: Policy,
+    options: CalicoOptions,
+    *,
+    host: bool,
+    sets: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One (Staged)(Global)NetworkPolicy."""
     where = f"Policy {policy.name!r}" + ("" if host else f" in namespace {policy.namespace!r}")
     if not is_dns1123_label(policy.name):
@@ -304,10 +322,13 @@ def _render_policy(policy: Policy, options: CalicoOptions, *, host: bool) -> dic
                 f"{where} has {direction} rules but does not list {direction} in its types."
             )
         rendered: list[dict[str, Any]] = []
-        for rule in rules:
+        for i, rule in enumerate(rules, 1):
             if rule.direction != direction:
                 raise SynthesisError(f"{where} has a {rule.direction} rule among {direction}.")
-            rendered.extend(_rules(rule, options, where, host=host))
+            network_set = None
+            if options.network_sets and sets is not None and not host:
+                network_set = (policy.namespace, f"{policy.name}-{direction}-{i}", sets)
+            rendered.extend(_rules(rule, options, where, host=host, network_set=network_set))
         spec[direction] = rendered
     return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
 
@@ -323,7 +344,14 @@ def _metadata(pairs: Iterable[tuple[str, str]], where: str, what: str) -> dict[s
     return dict(sorted(pairs))
 
 
-def _rules(rule: Rule, options: CalicoOptions, where: str, *, host: bool) -> list[dict[str, Any]]:
+def _rules(
+    rule: Rule,
+    options: CalicoOptions,
+    where: str,
+    *,
+    host: bool,
+    network_set: tuple[str, str, list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
     """A model rule as Calico rules: one per peer entity and protocol (a Calico rule names one
     protocol and one source/destination entity; plain CIDR peers of one IP version share one)."""
     action = _ACTIONS.get(rule.action)
@@ -344,6 +372,23 @@ def _rules(rule: Rule, options: CalicoOptions, where: str, *, host: bool) -> lis
         entity = _entity(peer, rule, options, where, host=host)
         if entity not in entities:  # the CIDRs of one address group select one network set
             entities.append(entity)
+    if plain_nets and network_set is not None:
+        namespace, name, sets = network_set
+        nets = [n for version in sorted(plain_nets) for n in plain_nets[version]]
+        sets.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "NetworkSet",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": {ADDRESS_GROUP_LABEL: name},
+                },
+                "spec": {"nets": nets},
+            }
+        )
+        entities.append({"selector": f"{ADDRESS_GROUP_LABEL} == {quote_value(name, where)}"})
+        plain_nets = {}
     for version in sorted(plain_nets):
         entities.append({"nets": plain_nets[version]})
     if not rule.peers:

@@ -51,6 +51,8 @@ class DialectOptions:
         Select workloads by service account where flows name one.
     group_labels
         Calico: labels of each address group's GlobalNetworkSet (from the inventory).
+    network_sets
+        Calico: each rule's external CIDRs in a NetworkSet the rule selects.
     """
 
     staged: bool = False
@@ -60,6 +62,7 @@ class DialectOptions:
     l7: bool = False
     service_accounts: bool = False
     group_labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    network_sets: bool = False
 
     def calico(self) -> CalicoOptions:
         """The Calico writer's options."""
@@ -70,6 +73,7 @@ class DialectOptions:
             domains=self.domains,
             service_accounts=self.service_accounts,
             group_labels=self.group_labels,
+            network_sets=self.network_sets,
         )
 
     def cilium(self) -> CiliumOptions:

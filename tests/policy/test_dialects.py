@@ -133,7 +133,9 @@ CASES = {
     "calico": lambda ps: render_calico(
         ps, CalicoOptions(group_labels=(("billing-db", (("role", "db"),)),))
     ),
-    "calico-default-tier": lambda ps: render_calico(ps, CalicoOptions(tier=None)),
+    "calico-default-tier-network-sets": lambda ps: render_calico(
+        ps, CalicoOptions(tier=None, network_sets=True)
+    ),
     "calico-staged-service-accounts": lambda ps: render_calico(
         ps, CalicoOptions(staged=True, service_accounts=True)
     ),
