@@ -198,19 +198,20 @@ def _peer(
         if workload is None:
             return peer
         http: set[HttpRule] = set()
-        complete = True
+        unlisted: set[tuple[str, int | None]] = set()  # ports whose requests cannot be listed
         for edge in evidence.workloads.get((namespace, workload), ()):
             if not _in_ports(edge, rule.ports):
                 continue
             found = _http(edge)
             if found is None:
-                complete = False
+                unlisted.add((edge["protocol"], edge["dst_port"]))
             http.update(found or ())
+        kept = {h for h in http if (h.protocol, h.port) not in unlisted}
         return replace(
             peer,
             workload=workload,
             service_account=accounts.get((namespace, workload)),
-            http=_generalise(http) if complete else (),
+            http=_generalise(kept),
         )
     if peer.kind == "cidr" and peer.cidr is not None:
         network = ipaddress.ip_network(peer.cidr, strict=False)

@@ -303,8 +303,26 @@ def test_calico_agrees_with_kubernetes_on_the_sample(shared: Path, tmp_path: Pat
 def test_calico_agrees_with_kubernetes_on_real_hubble_flows(shared: Path, tmp_path: Path) -> None:
     from test_recommend_real import _bookinfo_topology
 
-    rec = recommend(shared / "datasets/hubble-otel-testdata", namespaces=("bookinfo",))
+    rec = recommend(shared / "datasets/hubble-otel-testdata", namespaces=("bookinfo",), l7=True)
     _agree(shared, tmp_path, rec, _bookinfo_topology(shared))
+    # The same run in Cilium with --l7: the HTTP requests Hubble saw, on their port only.
+    cilium = {m["metadata"]["name"]: m for m in rec.manifests("cilium")}
+    to_details = [
+        r
+        for r in cilium["allow-productpage-v1"]["spec"]["egress"]
+        if r.get("toEndpoints") == [{"matchLabels": {"app": "details"}}]
+    ]
+    assert to_details == [
+        {
+            "toEndpoints": [{"matchLabels": {"app": "details"}}],
+            "toPorts": [
+                {
+                    "ports": [{"port": "9080", "protocol": "TCP"}],
+                    "rules": {"http": [{"method": "GET", "path": "/details/0"}]},
+                }
+            ],
+        }
+    ]
 
 
 @pytest.mark.oracle
@@ -322,3 +340,53 @@ def test_calico_network_sets_agree_with_kubernetes_ipblocks(shared: Path, tmp_pa
     assert any(m["kind"] == "GlobalNetworkSet" for m in rec.manifests("calico"))
     workloads = {key: dict(c.selector.match_labels) for key, c in rec.findings.selectors.items()}
     _agree(shared, tmp_path, rec, topology(workloads))
+
+
+def test_hostile_l7_and_dns_evidence_never_reaches_a_manifest() -> None:
+    hostile_path = "/x\n- method: DELETE\n  path: .*"
+    flows = make_table(
+        [
+            flow_row(
+                src_namespace="shop",
+                src_workload="web",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+                l7_protocol="http",
+                http_method="GET",
+                http_path=hostile_path,
+            ),
+            flow_row(
+                src_namespace="shop",
+                src_workload="web",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8081,
+                l7_protocol="http",
+                http_method="get; rm -rf",
+                http_path="/",
+            ),
+            flow_row(
+                src_namespace="shop",
+                src_workload="api",
+                dst_kind="external",
+                dst_ip="203.0.113.10",
+                dst_port=443,
+                dst_dns_names=["evil.example.com\nkind: Secret", "*.example.com"],
+            ),
+        ]
+    )
+    rec = recommend(flows, domains=True, l7=True)
+    cilium = {m["metadata"]["name"]: m for m in rec.manifests("cilium")}
+    ingress = cilium["allow-api"]["spec"]["ingress"]
+    ports = {
+        entry["ports"][0]["port"]: entry.get("rules")
+        for rule in ingress
+        for entry in rule["toPorts"]
+    }
+    # The odd path becomes "any path" for GET; the odd method gives no L7 rule on its port.
+    assert ports == {"8080": {"http": [{"method": "GET"}]}, "8081": None}
+    # No valid name for the address: no domain rule, the address stays a CIDR.
+    text = rec.to_yaml("cilium") + rec.to_yaml("calico")
+    assert "toFQDNs" not in text and "domains" not in text and "Secret" not in text
+    assert "203.0.113.10/32" in text

@@ -336,7 +336,7 @@ def _rules(
     if not rule.peers:
         groups.append({f"{side}Entities": ["all"]})
     out = [
-        _with_ports(g, rule.ports, (), where, dns_proxy and not ingress and "toEndpoints" in g)
+        _with_ports(g, rule.ports, (), where, dns_proxy and not ingress and "toFQDNs" not in g)
         for g in groups
     ]
     return out + l7_rules
