@@ -14,9 +14,12 @@ from .errors import (
     ConfigError,
     FlowFormatError,
     FlowSourceError,
+    GitOpsError,
     InputError,
+    NoFlowsError,
     RecommenderError,
     SchemaError,
+    StorageError,
     SynthesisError,
     UnsupportedDialectError,
 )
@@ -62,6 +65,10 @@ _LAZY = {
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "JobResult": "job",
+    "run_job": "job",
+    "JobConfig": "job_config",
+    "load_job_config": "job_config",
 }
 
 if TYPE_CHECKING:
@@ -71,6 +78,8 @@ if TYPE_CHECKING:
     from .graph import build_graph
     from .graph_io import write_graph
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
+    from .job import JobResult, run_job
+    from .job_config import JobConfig, load_job_config
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
@@ -110,9 +119,13 @@ __all__ = [
     "FlowFormatError",
     "FlowProfile",
     "FlowSourceError",
+    "GitOpsError",
     "IngestLedger",
     "InputError",
+    "JobConfig",
+    "JobResult",
     "LabelSelector",
+    "NoFlowsError",
     "Peer",
     "Policy",
     "PolicySet",
@@ -123,6 +136,7 @@ __all__ = [
     "Rule",
     "SchemaError",
     "SegmentProposal",
+    "StorageError",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
@@ -134,6 +148,7 @@ __all__ = [
     "evaluate",
     "iter_flow_batches",
     "load_config",
+    "load_job_config",
     "profile_flows",
     "propose_segments",
     "read_cluster",
@@ -142,6 +157,7 @@ __all__ = [
     "recommend",
     "render_dialect",
     "replay",
+    "run_job",
     "synthesize",
     "write_graph",
 ]
