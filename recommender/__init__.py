@@ -27,7 +27,11 @@ _LAZY = {
     "RecommendConfig": "config",
     "load_config": "config",
     "EdgeTables": "edges",
+    "PartialEdges": "edges",
     "aggregate_edges": "edges",
+    "finish_edges": "edges",
+    "merge_partials": "edges",
+    "partial_edges": "edges",
     "FORMATS": "ingest",
     "FlowBatches": "ingest",
     "detect_format": "ingest",
@@ -60,7 +64,14 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
-    from .edges import EdgeTables, aggregate_edges
+    from .edges import (
+        EdgeTables,
+        PartialEdges,
+        aggregate_edges,
+        finish_edges,
+        merge_partials,
+        partial_edges,
+    )
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .ledger import IngestLedger
@@ -102,6 +113,7 @@ __all__ = [
     "IngestLedger",
     "InputError",
     "LabelSelector",
+    "PartialEdges",
     "Peer",
     "Policy",
     "PolicySet",
@@ -119,8 +131,11 @@ __all__ = [
     "cluster_from_flows",
     "detect_format",
     "evaluate",
+    "finish_edges",
     "iter_flow_batches",
     "load_config",
+    "merge_partials",
+    "partial_edges",
     "profile_flows",
     "read_cluster",
     "read_flows",
