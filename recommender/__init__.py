@@ -14,9 +14,12 @@ from .errors import (
     ConfigError,
     FlowFormatError,
     FlowSourceError,
+    GitOpsError,
     InputError,
+    NoFlowsError,
     RecommenderError,
     SchemaError,
+    StorageError,
     SynthesisError,
     UnsupportedDialectError,
 )
@@ -57,9 +60,17 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "build_graph": "graph",
+    "write_graph": "graph_io",
+    "SegmentProposal": "segments",
+    "propose_segments": "segments",
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "JobResult": "job",
+    "run_job": "job",
+    "JobConfig": "job_config",
+    "load_job_config": "job_config",
 }
 
 if TYPE_CHECKING:
@@ -73,7 +84,11 @@ if TYPE_CHECKING:
         partial_edges,
     )
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .graph import build_graph
+    from .graph_io import write_graph
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
+    from .job import JobResult, run_job
+    from .job_config import JobConfig, load_job_config
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
@@ -81,6 +96,7 @@ if TYPE_CHECKING:
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
+    from .segments import SegmentProposal, propose_segments
     from .synthesis import synthesize
 
 
@@ -110,9 +126,13 @@ __all__ = [
     "FlowFormatError",
     "FlowProfile",
     "FlowSourceError",
+    "GitOpsError",
     "IngestLedger",
     "InputError",
+    "JobConfig",
+    "JobResult",
     "LabelSelector",
+    "NoFlowsError",
     "PartialEdges",
     "Peer",
     "Policy",
@@ -123,24 +143,31 @@ __all__ = [
     "RecommenderError",
     "Rule",
     "SchemaError",
+    "SegmentProposal",
+    "StorageError",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
     "__version__",
     "aggregate_edges",
+    "build_graph",
     "cluster_from_flows",
     "detect_format",
     "evaluate",
     "finish_edges",
     "iter_flow_batches",
     "load_config",
+    "load_job_config",
     "merge_partials",
     "partial_edges",
     "profile_flows",
+    "propose_segments",
     "read_cluster",
     "read_flows",
     "read_policies",
     "recommend",
     "replay",
+    "run_job",
     "synthesize",
+    "write_graph",
 ]
