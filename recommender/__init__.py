@@ -60,6 +60,8 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "DialectOptions": "policy.dialects",
+    "render_dialect": "policy.dialects",
     "build_graph": "graph",
     "write_graph": "graph_io",
     "SegmentProposal": "segments",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+    from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
@@ -120,6 +123,7 @@ __all__ = [
     "Cluster",
     "ConfigError",
     "Coverage",
+    "DialectOptions",
     "EdgeTables",
     "Evidence",
     "FlowBatches",
@@ -166,6 +170,7 @@ __all__ = [
     "read_flows",
     "read_policies",
     "recommend",
+    "render_dialect",
     "replay",
     "run_job",
     "synthesize",

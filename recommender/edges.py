@@ -34,6 +34,7 @@ from .schema import FLOW_SCHEMA
 
 __all__ = [
     "EVIDENCE_VERDICTS",
+    "MAX_HTTP_REQUESTS",
     "EdgeTables",
     "PartialEdges",
     "aggregate_edges",
@@ -49,6 +50,10 @@ EVIDENCE_VERDICTS: Final = ("allowed", "audit", "redirected", "traced", "transla
 _EPHEMERAL: Final = 32768
 #: Rows per batch when a whole table or Parquet file is streamed.
 _BATCH_ROWS: Final = 65536
+
+#: Most distinct HTTP requests (method and path) an edge keeps as L7 evidence; an edge with
+#: more keeps one more than this, which tells the L7 renderers to give up on paths.
+MAX_HTTP_REQUESTS: Final = 64
 
 
 def _ident(p: str) -> str:
@@ -99,7 +104,7 @@ _COLUMNS: Final = (
     "dst_kind", "dst_namespace", "dst_workload", "dst_pod", "dst_ip", "dst_name",
     "protocol", "src_port", "dst_port", "verdict", "is_reply", "node", "connections", "bytes",
     "start_time", "end_time", "src_workload_kind", "dst_workload_kind", "dst_service_name",
-    "dst_dns_names",
+    "dst_dns_names", "http_method", "http_path",
 )  # fmt: skip
 
 _KEYS: Final = (
@@ -110,7 +115,7 @@ _KEYS: Final = (
 #: Partial aggregates of one stream of rows, grouped by edge key and class. Every column merges
 #: with :data:`_MERGE` (sums, minima, maxima, unions of distinct values), so partials of any
 #: split of the rows combine into exactly the aggregates of all of them.
-_PARTIAL: Final = """
+_PARTIAL: Final = f"""
     sum(connections)::BIGINT AS connections,
     count(*)::BIGINT AS rows,
     sum(coalesce(bytes, 0))::BIGINT AS bytes,
@@ -124,7 +129,10 @@ _PARTIAL: Final = """
     max(src_workload_kind) AS src_workload_kind,
     max(dst_workload_kind) AS dst_workload_kind,
     list_distinct(flatten(list(dst_dns_names) FILTER (WHERE dst_dns_names IS NOT NULL)))
-        AS dns_names
+        AS dns_names,
+    list_slice(list(DISTINCT http_method || ' ' || coalesce(http_path, '')
+        ORDER BY http_method || ' ' || coalesce(http_path, ''))
+        FILTER (WHERE http_method IS NOT NULL), 1, {MAX_HTTP_REQUESTS + 1}) AS http_requests
 """
 
 
@@ -145,7 +153,8 @@ _MERGE: Final = f"""
     max(dst_service) AS dst_service,
     max(src_workload_kind) AS src_workload_kind,
     max(dst_workload_kind) AS dst_workload_kind,
-    {_union("dns_names")} AS dns_names
+    {_union("dns_names")} AS dns_names,
+    list_slice(list_sort({_union("http_requests")}), 1, {MAX_HTTP_REQUESTS + 1}) AS http_requests
 """
 
 #: Per (side, namespace, workload, pod): [first row, its labels, last row, its labels].
@@ -323,7 +332,8 @@ def _partial(
     classified = f"""
         SELECT src_kind, src_namespace, src_name, dst_kind, dst_namespace, dst_name, protocol,
                dst_port, src_ip, dst_ip, node, connections, bytes, start_time, end_time,
-               src_workload_kind, dst_workload_kind, dst_service_name, dst_dns_names, {_IDS},
+               src_workload_kind, dst_workload_kind, dst_service_name, dst_dns_names,
+               http_method, http_path, {_IDS},
             CASE
               WHEN verdict NOT IN ({verdicts}) THEN 'denied'
               WHEN is_reply THEN 'reply'
@@ -408,11 +418,11 @@ def _finish(
         f"""
         CREATE TEMP TABLE grouped AS
         SELECT * EXCLUDE (hours, src_ips, dst_ips, nodes, dns_names, dst_service,
-                          src_workload_kind, dst_workload_kind),
+                          src_workload_kind, dst_workload_kind, http_requests),
                coalesce(len(hours), 0)::BIGINT AS windows,
                list_sort(src_ips) AS src_ips, list_sort(dst_ips) AS dst_ips,
                list_sort(nodes) AS nodes, dst_service, src_workload_kind, dst_workload_kind,
-               list_sort(dns_names) AS dns_names
+               list_sort(dns_names) AS dns_names, http_requests
         FROM (SELECT {_KEYS}, {_MERGE} FROM parts GROUP BY ALL)
         """
     )
