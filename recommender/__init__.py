@@ -39,7 +39,11 @@ _LAZY = {
     "RecommendConfig": "config",
     "load_config": "config",
     "EdgeTables": "edges",
+    "PartialEdges": "edges",
     "aggregate_edges": "edges",
+    "finish_edges": "edges",
+    "merge_partials": "edges",
+    "partial_edges": "edges",
     "FORMATS": "ingest",
     "FlowBatches": "ingest",
     "detect_format": "ingest",
@@ -85,7 +89,14 @@ if TYPE_CHECKING:
     from .clustering import BehaviourClustering, SignatureGrouping
     from .clustering_features import CommunicationFeatures, communication_features
     from .config import RecommendConfig, load_config
-    from .edges import EdgeTables, aggregate_edges
+    from .edges import (
+        EdgeTables,
+        PartialEdges,
+        aggregate_edges,
+        finish_edges,
+        merge_partials,
+        partial_edges,
+    )
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
     from .granularity import GranularityReport, granularity_report
     from .graph import build_graph
@@ -143,6 +154,7 @@ __all__ = [
     "JobResult",
     "LabelSelector",
     "NoFlowsError",
+    "PartialEdges",
     "Peer",
     "Policy",
     "PolicySet",
@@ -166,10 +178,13 @@ __all__ = [
     "communication_features",
     "detect_format",
     "evaluate",
+    "finish_edges",
     "granularity_report",
     "iter_flow_batches",
     "load_config",
     "load_job_config",
+    "merge_partials",
+    "partial_edges",
     "profile_flows",
     "propose_segments",
     "read_cluster",

@@ -30,6 +30,7 @@ synthesis gives them no rule and the self-check does not count them, unless
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
@@ -251,16 +252,11 @@ def _sibling_candidates(evidence: list[dict[str, Any]], config: RecommendConfig)
     )
 
 
-def _sibling_deviations(
-    flows: pa.Table, candidates: pa.Table, config: RecommendConfig
-) -> dict[tuple[str, str, _Endpoint], str]:
-    """(namespace, workload, peer) -> reason, for peers only one concurrent pod talks to."""
-    if candidates.num_rows == 0:
-        return {}
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+def _evidence_rows(
+    con: duckdb.DuckDBPyConnection, flows: pa.Table, config: RecommendConfig
+) -> pa.Table:
+    """The candidates' evidence rows of ``flows``: workload, pod, peer and time."""
     con.register("raw", flows)
-    con.register("candidates", candidates)
     where = ["src_kind = 'workload'", "coalesce(src_pod, src_ip) IS NOT NULL"]
     params: list[Any] = []
     if config.since is not None:
@@ -272,17 +268,48 @@ def _sibling_deviations(
     verdicts = ", ".join(f"'{v}'" for v in EVIDENCE_VERDICTS)
     where.append(f"verdict IN ({verdicts})")
     where.append("NOT coalesce(is_reply, false)")
-    rows = con.execute(
+    result: pa.Table = con.sql(
         f"""
-        WITH ev AS (
+        SELECT ev.* FROM (
             SELECT src_namespace AS ns, {_ident("src")} AS wl,
                    coalesce(src_pod, src_ip) AS pod, dst_kind,
                    dst_namespace, {_ident("dst")} AS dst_id, start_time,
                    coalesce(end_time, start_time) AS end_time
             FROM raw WHERE {" AND ".join(where)}
-        ), mine AS (
-            SELECT ev.* FROM ev JOIN candidates USING (ns, wl)
-        ), pods AS (
+        ) ev JOIN candidates USING (ns, wl)
+        """,
+        params=params,
+    ).to_arrow_table()
+    con.unregister("raw")
+    return result
+
+
+def _sibling_deviations(
+    flows: pa.Table | Callable[[], Iterable[pa.RecordBatch]],
+    candidates: pa.Table,
+    config: RecommendConfig,
+) -> dict[tuple[str, str, _Endpoint], str]:
+    """(namespace, workload, peer) -> reason, for peers only one concurrent pod talks to."""
+    if candidates.num_rows == 0:
+        return {}
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("candidates", candidates)
+    if isinstance(flows, pa.Table):
+        mine = _evidence_rows(con, flows, config)
+    else:  # read again, batch by batch, keeping only the candidates' rows
+        parts = [
+            _evidence_rows(con, pa.Table.from_batches([batch]), config)
+            for batch in flows()
+            if batch.num_rows
+        ]
+        if not parts:
+            return {}
+        mine = pa.concat_tables(parts)
+    con.register("mine", mine)
+    rows = con.execute(
+        """
+        WITH pods AS (
             SELECT ns, wl, pod, min(start_time) AS first, max(end_time) AS last
             FROM mine GROUP BY ALL
         ), crowded AS (
@@ -300,7 +327,7 @@ def _sibling_deviations(
         GROUP BY ALL
         ORDER BY ALL
         """,
-        [*params, int(config.sibling_min_pods)],
+        [int(config.sibling_min_pods)],
     ).fetchall()
     out = {}
     for ns, wl, kind, dns, dst, pod, siblings in rows:
@@ -371,7 +398,7 @@ def _cluster_outliers(
 
 def screen_flows(
     tables: EdgeTables,
-    flows: pa.Table | None = None,
+    flows: pa.Table | Callable[[], Iterable[pa.RecordBatch]] | None = None,
     config: RecommendConfig | None = None,
 ) -> Screening:
     """Flag edges that look like scanning or lateral movement; leave them out of the rules.
@@ -380,9 +407,10 @@ def screen_flows(
     ----------
     tables : EdgeTables
         The aggregation (:func:`~recommender.edges.aggregate_edges`).
-    flows : pyarrow.Table, optional
-        The canonical flow rows the aggregation came from; the sibling rule needs them (it is
-        skipped without).
+    flows : pyarrow.Table or callable, optional
+        The canonical flow rows the aggregation came from, or a function returning them as
+        record batches (called only when the sibling rule has suspects, to read them again);
+        the sibling rule needs them (it is skipped without).
     config : RecommendConfig, optional
         Thresholds (``scan_min_targets``, ``scan_denied_share``, ``sibling_min_pods``,
         ``outlier_min_cluster``, ``cluster_distance``, ``rare_connections``) and
@@ -405,7 +433,7 @@ def screen_flows(
     denied = _rows(tables.denied)
     scan_flags, scan_denied = _scans(evidence, denied, config)
     flags: dict[int, tuple[str, str]] = {i: ("scan", why) for i, why in scan_flags.items()}
-    if flows is not None and flows.num_rows:
+    if flows is not None and (callable(flows) or flows.num_rows):
         deviations = _sibling_deviations(flows, _sibling_candidates(evidence, config), config)
         for i, row in enumerate(evidence):
             key = (row["src_namespace"], row["src_id"], _dst(row))

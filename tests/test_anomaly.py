@@ -139,6 +139,15 @@ def test_a_replica_talking_to_a_peer_its_siblings_never_use_is_flagged() -> None
     assert any("vault" in peers for _, peers, _ in rules_of(trusted, "web"))
 
 
+def test_sibling_rule_reads_files_again_for_its_suspects(tmp_path: Path) -> None:
+    # From files the pipeline streams the rows; the rule reads them again for suspects only.
+    path = tmp_path / "flows.parquet"
+    pq.write_table(make_table(_siblings()), path)
+    rec = recommend([path])
+    assert rec.report["anomalies"]["by_rule"]["sibling-deviation"] == 1
+    assert not any("vault" in peers for _, peers, _ in rules_of(rec, "web"))
+
+
 def test_sibling_rule_needs_concurrent_siblings() -> None:
     # Only two pods of web: below sibling_min_pods (3).
     rows = [r for r in _siblings() if r["src_pod"] != "web-b"]
