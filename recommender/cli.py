@@ -316,8 +316,8 @@ def run(
         int | None,
         typer.Option(
             min=0,
-            help="With --compact: unobserved (workload, peer, port) grants a policy shared by a "
-            "behavioural cluster may add (0: identical rules only).",
+            help="Unobserved (workload, peer, port) grants a policy shared by a behavioural "
+            "cluster may add (implies --compact; 0: identical rules only).",
         ),
     ] = None,
     holdout: Annotated[
@@ -440,7 +440,7 @@ def run(
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
                 "trust_all_flows": True if trust_all_flows else None,
-                "compact_policies": True if compact else None,
+                "compact_policies": True if compact or compaction_budget else None,
                 "compaction_budget": compaction_budget,
                 "dialects": dialect or None,
                 "staged": staged,
