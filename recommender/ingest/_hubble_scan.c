@@ -777,7 +777,13 @@ Scanner_load(Scanner *self, PyObject *lines)
     PyObject *unsure = PyList_New(0);
     if (unsure == NULL)
         return NULL;
-    Py_INCREF(lines);
+    /* A copy of the list: the spans point into its bytes, which must outlive them even if
+     * the caller changes its own list. */
+    lines = PyList_GetSlice(lines, 0, n);
+    if (lines == NULL) {
+        Py_DECREF(unsure);
+        return NULL;
+    }
     Py_XSETREF(self->lines, lines);
     self->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
