@@ -53,6 +53,10 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "build_graph": "graph",
+    "write_graph": "graph_io",
+    "SegmentProposal": "segments",
+    "propose_segments": "segments",
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
@@ -62,6 +66,8 @@ if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .graph import build_graph
+    from .graph_io import write_graph
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
@@ -70,6 +76,7 @@ if TYPE_CHECKING:
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
+    from .segments import SegmentProposal, propose_segments
     from .synthesis import synthesize
 
 
@@ -111,21 +118,25 @@ __all__ = [
     "RecommenderError",
     "Rule",
     "SchemaError",
+    "SegmentProposal",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
     "__version__",
     "aggregate_edges",
+    "build_graph",
     "cluster_from_flows",
     "detect_format",
     "evaluate",
     "iter_flow_batches",
     "load_config",
     "profile_flows",
+    "propose_segments",
     "read_cluster",
     "read_flows",
     "read_policies",
     "recommend",
     "replay",
     "synthesize",
+    "write_graph",
 ]
