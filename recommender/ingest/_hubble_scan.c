@@ -1021,8 +1021,8 @@ share(PyObject *Py_UNUSED(module), PyObject *args)
     long index, n;
     if (!PyArg_ParseTuple(args, "O!nll", &PyList_Type, &lines, &first, &index, &n))
         return NULL;
-    if (n < 1) {
-        PyErr_SetString(PyExc_ValueError, "n must be at least 1");
+    if (n < 1 || n > (1L << 20)) {
+        PyErr_SetString(PyExc_ValueError, "n must be between 1 and 2**20");
         return NULL;
     }
     PyObject *numbers = PyList_New(0), *mine = PyList_New(0);
