@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     results["aggregate_s"], tables = _best(lambda: aggregate_edges(table), args.repeat)
     results["recommend_s"], rec = _best(lambda: recommend(table), args.repeat)
     options = dialect_options(rec.config)
-    results["kubernetes_s"], k8s = _best(lambda: render_dialect(rec.policy_set, "kubernetes"),
-                                         args.repeat)
+    results["kubernetes_s"], k8s = _best(
+        lambda: render_dialect(rec.policy_set, "kubernetes"), args.repeat
+    )
     results["enrich_s"], enriched = _best(
         lambda: enrich_policy_set(rec.policy_set, rec.tables, rec.findings.selectors), args.repeat
     )

@@ -153,6 +153,14 @@ def test_cli_dialects_dry_run_and_config_file(
     assert (
         "kind: StagedNetworkPolicy" in result.output and "name: apps.default-deny" in result.output
     )
+    result = runner.invoke(
+        app, ["run", str(SAMPLE), "--dry-run", "-d", "calico", "--tier", "default"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "kind: Tier" not in result.output and "tier:" not in result.output
+    assert "name: default-deny" in result.output
+    assert main(["run", str(SAMPLE), "--dry-run", "-d", "calico", "--tier", "Apps!"]) == 2
+    assert "tier must be a DNS-1123 label" in capsys.readouterr().err
     assert main(["run", str(SAMPLE), "--dry-run", "-d", "istio"]) == 2
     assert "unknown dialect 'istio'" in capsys.readouterr().err
 
