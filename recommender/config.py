@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .policy._names import is_dns1123_label
 
 __all__ = ["DEFAULT_EXCLUDED_NAMESPACES", "RecommendConfig", "load_config"]
 
@@ -64,6 +65,28 @@ class RecommendConfig:
         report only. False adds ingress rules from the node addresses.
     dns_both_protocols
         Egress to a resolver on port 53 allows both UDP and TCP (DNS falls back to TCP).
+    dialects
+        Output dialects: ``kubernetes``, ``calico``, ``cilium`` (several write into
+        sub-folders; see ``docs/dialects.md``).
+    staged
+        Calico: StagedNetworkPolicy / StagedGlobalNetworkPolicy for a safe rollout.
+    tier, tier_order
+        Calico: the tier of the recommended policies and its order (``default`` or null for
+        Calico's default tier, with no Tier object).
+    domains
+        Egress to external addresses with observed DNS names by name (Calico ``domains``,
+        Cilium ``toFQDNs`` plus the DNS proxy rule).
+    l7
+        Cilium: HTTP method and path rules from observed L7 flows.
+    service_accounts
+        Calico and Cilium: select workloads by their service account where flows carry one.
+    host_policies
+        Calico and Cilium: policies for hosts (nodes, host endpoints) from their flows.
+    inventory
+        A YAML file naming machines outside the cluster (``docs/dialects.md``): their
+        addresses become named groups (NetworkSets, named ipBlocks, CIDR groups).
+    network_sets
+        Calico: the external CIDRs of each rule go to a NetworkSet the rule selects.
     """
 
     namespaces: tuple[str, ...] = ()
@@ -79,6 +102,16 @@ class RecommendConfig:
     allow_node_probes: bool = True
     dns_both_protocols: bool = True
     policy_prefix: str = "allow-"
+    dialects: tuple[str, ...] = ("kubernetes",)
+    staged: bool = False
+    tier: str | None = "recommendations"
+    tier_order: int = 5000
+    domains: bool = False
+    l7: bool = False
+    service_accounts: bool = False
+    host_policies: bool = False
+    inventory: str | None = None
+    network_sets: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,7 +133,32 @@ class RecommendConfig:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name} must be a list of names or patterns, not {value!r}.")
             object.__setattr__(self, name, tuple(value))
-        for name in ("allow_node_probes", "dns_both_protocols"):
+        from .policy.dialects import parse_dialects
+
+        object.__setattr__(self, "dialects", parse_dialects(self.dialects))
+        if self.tier == "default":  # Calico's own default tier: no Tier object, no spec.tier
+            object.__setattr__(self, "tier", None)
+        if self.tier is not None and (
+            not isinstance(self.tier, str) or not is_dns1123_label(self.tier)
+        ):
+            raise ConfigError(
+                f"tier must be a DNS-1123 label (lowercase letters, digits and '-') or "
+                f"'default', not {self.tier!r}."
+            )
+        if self.inventory is not None and not isinstance(self.inventory, str):
+            object.__setattr__(self, "inventory", str(self.inventory))
+        if isinstance(self.tier_order, bool) or not isinstance(self.tier_order, int | float):
+            raise ConfigError(f"tier_order must be a number, not {self.tier_order!r}.")
+        for name in (
+            "allow_node_probes",
+            "dns_both_protocols",
+            "staged",
+            "domains",
+            "l7",
+            "service_accounts",
+            "host_policies",
+            "network_sets",
+        ):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, not {value!r}.")
@@ -148,6 +206,10 @@ def coerce_options(options: dict[str, Any], origin: str = "options") -> dict[str
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{origin}: {key} must be a list of names or patterns.")
             value = tuple(value)
+        elif name == "dialects":
+            from .policy.dialects import parse_dialects
+
+            value = parse_dialects(value)
         elif name in ("since", "until"):
             value = _parse_time(value, f"{origin}: {key}")
         out[name] = value
@@ -158,7 +220,8 @@ def load_config(path: str | Path) -> RecommendConfig:
     """Read a YAML configuration file (keys are :class:`RecommendConfig` field names).
 
     Keys of other tools' sections (for example ``output`` or ``dialects`` used by the CLI) may
-    sit under ``cli:``; they are kept in ``extra``.
+    sit under ``cli:``; they are kept in ``extra``. A ``job:`` section (the scheduled job's
+    settings, see ``docs/deployment.md``) is kept in ``extra["job"]``.
     """
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -175,6 +238,8 @@ def load_config(path: str | Path) -> RecommendConfig:
     extra = data.pop("cli", {}) or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"{path}: 'cli' must be a mapping.")
+    if "job" in data:  # read by recommender.job_config
+        extra = {**extra, "job": data.pop("job")}
     options = coerce_options(data, str(path))
     try:
         return RecommendConfig(**options, extra=extra)
