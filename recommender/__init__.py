@@ -57,6 +57,10 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "build_graph": "graph",
+    "write_graph": "graph_io",
+    "SegmentProposal": "segments",
+    "propose_segments": "segments",
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
@@ -67,6 +71,8 @@ if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .graph import build_graph
+    from .graph_io import write_graph
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
@@ -75,6 +81,7 @@ if TYPE_CHECKING:
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
+    from .segments import SegmentProposal, propose_segments
     from .synthesis import synthesize
 
 
@@ -139,12 +146,14 @@ __all__ = [
     "RecommenderError",
     "Rule",
     "SchemaError",
+    "SegmentProposal",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
     "__version__",
     "address_class_table",
     "aggregate_edges",
+    "build_graph",
     "classify_address",
     "cluster_from_flows",
     "detect_format",
@@ -152,10 +161,12 @@ __all__ = [
     "iter_flow_batches",
     "load_config",
     "profile_flows",
+    "propose_segments",
     "read_cluster",
     "read_flows",
     "read_policies",
     "recommend",
     "replay",
     "synthesize",
+    "write_graph",
 ]

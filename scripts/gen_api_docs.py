@@ -28,7 +28,7 @@ import recommender
 REGENERATE = "python scripts/gen_api_docs.py --output docs/api.md"
 
 #: Modules in the order a reader meets them (flows in, policies out, checks); a module not listed
-#: here (a later addition) follows them in alphabetical order.
+#: here (a later addition) follows them in alphabetical order, before :data:`LAST`.
 MODULE_ORDER = (
     "recommender.pipeline",
     "recommender.config",
@@ -43,9 +43,12 @@ MODULE_ORDER = (
     "recommender.policy.reader",
     "recommender.evaluator",
     "recommender.replay",
-    "recommender.errors",
-    "recommender",
+    "recommender.graph",
+    "recommender.graph_io",
+    "recommender.segments",
 )
+#: The error classes and the package's own names (the version) close the reference.
+LAST = ("recommender.errors", "recommender")
 
 #: numpydoc sections whose entries are ``name : type`` lines with an indented description.
 _ENTRY_SECTIONS = {
@@ -82,8 +85,17 @@ def grouped() -> list[tuple[str, list[str]]]:
     groups: dict[str, list[str]] = {}
     for name in recommender.__all__:
         groups.setdefault(module_of(name), []).append(name)
-    order = {m: i for i, m in enumerate(MODULE_ORDER)}
-    return sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    first = {m: i for i, m in enumerate(MODULE_ORDER)}
+    last = {m: i for i, m in enumerate(LAST)}
+
+    def key(module: str) -> tuple[int, int, str]:
+        if module in first:
+            return (0, first[module], module)
+        if module in last:
+            return (2, last[module], module)
+        return (1, 0, module)
+
+    return sorted(groups.items(), key=lambda kv: key(kv[0]))
 
 
 # --------------------------------------------------------------------------- docstrings
