@@ -16,9 +16,12 @@ from .errors import (
     ConfigError,
     FlowFormatError,
     FlowSourceError,
+    GitOpsError,
     InputError,
+    NoFlowsError,
     RecommenderError,
     SchemaError,
+    StorageError,
     SynthesisError,
     UnsupportedDialectError,
 )
@@ -64,6 +67,10 @@ _LAZY = {
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "JobResult": "job",
+    "run_job": "job",
+    "JobConfig": "job_config",
+    "load_job_config": "job_config",
 }
 
 if TYPE_CHECKING:
@@ -74,6 +81,8 @@ if TYPE_CHECKING:
     from .graph import build_graph
     from .graph_io import write_graph
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
+    from .job import JobResult, run_job
+    from .job_config import JobConfig, load_job_config
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
@@ -134,9 +143,13 @@ __all__ = [
     "FlowFormatError",
     "FlowProfile",
     "FlowSourceError",
+    "GitOpsError",
     "IngestLedger",
     "InputError",
+    "JobConfig",
+    "JobResult",
     "LabelSelector",
+    "NoFlowsError",
     "Peer",
     "Policy",
     "PolicySet",
@@ -147,6 +160,7 @@ __all__ = [
     "Rule",
     "SchemaError",
     "SegmentProposal",
+    "StorageError",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
@@ -160,6 +174,7 @@ __all__ = [
     "evaluate",
     "iter_flow_batches",
     "load_config",
+    "load_job_config",
     "profile_flows",
     "propose_segments",
     "read_cluster",
@@ -167,6 +182,7 @@ __all__ = [
     "read_policies",
     "recommend",
     "replay",
+    "run_job",
     "synthesize",
     "write_graph",
 ]
