@@ -118,7 +118,9 @@ def test_recommendation_manifests_per_dialect(tmp_path: Path) -> None:
     assert [r["toFQDNs"] for r in egress if "toFQDNs" in r] == [[{"matchName": "api.example.com"}]]
     assert any("toEntities" in r and r["toEntities"] == ["host"] for r in egress)
     assert rec.manifests() == rec.manifests("kubernetes")
-    assert rec.to_yaml("calico") == rec.to_yaml("calico")
+    again = recommend(_flows(), dialects=("calico", "cilium"), domains=True, l7=True)
+    for dialect in ("calico", "cilium"):  # same input, same bytes
+        assert again.to_yaml(dialect) == rec.to_yaml(dialect)
     written = rec.write(tmp_path / "out")
     tops = sorted({p.relative_to(tmp_path / "out").parts[0] for p in written})
     assert tops == [
@@ -153,6 +155,14 @@ def test_cli_dialects_dry_run_and_config_file(
     assert (
         "kind: StagedNetworkPolicy" in result.output and "name: apps.default-deny" in result.output
     )
+    result = runner.invoke(
+        app, ["run", str(SAMPLE), "--dry-run", "-d", "calico", "--tier", "default"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "kind: Tier" not in result.output and "tier:" not in result.output
+    assert "name: default-deny" in result.output
+    assert main(["run", str(SAMPLE), "--dry-run", "-d", "calico", "--tier", "Apps!"]) == 2
+    assert "tier must be a DNS-1123 label" in capsys.readouterr().err
     assert main(["run", str(SAMPLE), "--dry-run", "-d", "istio"]) == 2
     assert "unknown dialect 'istio'" in capsys.readouterr().err
 
