@@ -268,6 +268,53 @@ def test_host_policy_from_a_host_endpoint_flow() -> None:
     assert rec.manifests("kubernetes") == recommend(_flows(), allow_node_probes=False).manifests()
 
 
+def test_host_policy_node_from_a_calico_auto_host_endpoint() -> None:
+    flows = make_table(
+        [
+            flow_row(  # reported by both nodes: the node comes from the host endpoint's name
+                src_kind="host",
+                src_name="worker-2-auto-hep",
+                src_ip="10.0.0.7",
+                node="worker-1",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+            ),
+            flow_row(
+                src_kind="host",
+                src_name="worker-2-auto-hep",
+                src_ip="10.0.0.7",
+                node="worker-2",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+            ),
+            flow_row(  # a manual host endpoint seen from two nodes: not pinned, no policy
+                src_kind="host",
+                src_name="gateway",
+                src_ip="10.0.0.9",
+                node="worker-1",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=9090,
+            ),
+            flow_row(
+                src_kind="host",
+                src_name="gateway",
+                src_ip="10.0.0.9",
+                node="worker-3",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=9090,
+            ),
+        ]
+    )
+    rec = recommend(flows, host_policies=True, allow_node_probes=False)
+    (host,) = rec.policy_set.host_policies
+    assert dict(host.selector.match_labels) == {"kubernetes.io/hostname": "worker-2"}
+    assert [(p.protocol, p.port) for r in host.egress for p in r.ports] == [("TCP", 8080)]
+
+
 # --- network-config-analyzer: Calico (no tier) agrees with Kubernetes ------------------------
 
 
