@@ -34,12 +34,14 @@ NODES: tuple[tuple[str, int, int, str, tuple[str, ...], str], ...] = (
     ("logs", 0, 0, "Flow logs", ("Hubble · Calico", "Goldmane · Parquet/CSV"), "data"),
     ("ingest", 1, 0, "Ingest", ("read_flows", "detect · dedupe · ledger"), "step"),
     ("table", 2, 0, "Canonical flow table", ("FLOW_SCHEMA", "Arrow / Parquet"), "data"),
-    ("edges", 3, 0, "Edges", ("aggregate_edges", "DuckDB · EdgeTables"), "step"),
+    ("edges", 3, 0, "Edges", ("aggregate_edges", "DuckDB or Dask"), "step"),
     ("synthesis", 4, 0, "Synthesis", ("selectors · address classes", "synthesize"), "step"),
     ("policyset", 5, 0, "PolicySet", ("policy model", "+ evidence per rule"), "data"),
-    ("writers", 6, 0, "Policy files", ("NetworkPolicy YAML", "kustomization per folder"), "out"),
-    ("profile", 2, 1, "Profile", ("profile_flows", "top talkers, verdicts"), "step"),
-    ("validation", 3, 1, "Held-out validation", ("learn early", "replay the later"), "step"),
+    ("writers", 6, 0, "Policy files", ("Kubernetes · Calico · Cilium", "kustomize tree"), "out"),
+    ("git", 7, 0, "Git repository", ("nightly commit", "Argo CD / Flux apply"), "out"),
+    ("profile", 1, 1, "Profile", ("profile_flows", "top talkers, verdicts"), "step"),
+    ("validation", 2, 1, "Held-out validation", ("learn early", "replay the later"), "step"),
+    ("graph", 3, 1, "Graph + segments", ("build_graph", "propose_segments"), "out"),
     ("replay", 5, 1, "Replay + evaluator", ("coverage · false denies", "over-permissive"), "step"),
     ("report", 6, 1, "Report", ("report.json · report.md", "report.html"), "out"),
     ("existing", 4, 2, "Existing policies", ("YAML files", "read_policies"), "data"),
@@ -54,11 +56,11 @@ EDGES: tuple[tuple[str, str, str], ...] = (
     ("edges", "synthesis", ""),
     ("synthesis", "policyset", ""),
     ("policyset", "writers", ""),
+    ("writers", "git", ""),
     ("table", "profile", ""),
     ("table", "validation", ""),
-    ("edges", "replay", "evidence"),
+    ("edges", "graph", ""),
     ("policyset", "replay", ""),
-    ("validation", "replay", ""),
     ("replay", "report", ""),
     ("existing", "replay", ""),
     ("existing", "diff", ""),
@@ -128,7 +130,7 @@ def render() -> str:
     )
     out.append(
         f'<text x="{_fmt(x0 + 12)}" y="{_fmt(y0 + 20)}" font-size="13" fill="#555">'
-        "recommend(flows)  ·  CLI: recommend run FLOWS -o DIR  (also writes the report)</text>"
+        "recommend(flows)  ·  recommend run FLOWS -o DIR  ·  recommend job (nightly)</text>"
     )
     out.append(
         f'<text x="{MARGIN_X}" y="24" font-size="16" font-weight="bold" fill="#222">'

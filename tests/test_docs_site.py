@@ -33,12 +33,8 @@ PENDING = frozenset(
         "notebooks/03_graph_and_segments.ipynb",
         "notebooks/04_guardrails_and_diff.ipynb",
         "notebooks/05_clusters.ipynb",
-        "docs/graph.md",
         "docs/clustering.md",
-        "docs/dialects.md",
         "docs/guardrails.md",
-        "docs/scaling.md",
-        "docs/deployment.md",
     }
 )
 
