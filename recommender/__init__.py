@@ -7,7 +7,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -36,6 +38,8 @@ _LAZY = {
     "communication_features": "clustering_features",
     "GranularityReport": "granularity",
     "granularity_report": "granularity",
+    "address_class_table": "addresses",
+    "classify_address": "addresses",
     "RecommendConfig": "config",
     "load_config": "config",
     "EdgeTables": "edges",
@@ -85,6 +89,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from .addresses import address_class_table, classify_address
     from .anomaly import Anomaly, Screening, screen_flows
     from .clustering import BehaviourClustering, SignatureGrouping
     from .clustering_features import CommunicationFeatures, communication_features
@@ -127,6 +132,29 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(ModuleType):
+    """The package module, kept from losing a public name to a submodule of the same name.
+
+    Importing a submodule binds it as an attribute of the package: the first import of
+    ``recommender.replay`` (by :func:`cluster_from_flows`, or by :func:`recommend`'s self-check)
+    would make ``recommender.replay`` the module instead of the function ``__all__`` promises.
+    The function takes that place instead; the module stays in ``sys.modules``, so
+    ``from recommender.replay import Coverage`` keeps working.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (
+            isinstance(value, ModuleType)
+            and _LAZY.get(name) == name
+            and value.__name__ == f"{__name__}.{name}"
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
@@ -172,8 +200,10 @@ __all__ = [
     "UnsupportedDialectError",
     "Verdict",
     "__version__",
+    "address_class_table",
     "aggregate_edges",
     "build_graph",
+    "classify_address",
     "cluster_from_flows",
     "communication_features",
     "detect_format",
