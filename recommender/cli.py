@@ -62,6 +62,37 @@ FormatOpt = Annotated[
 ]
 
 
+GuardrailsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--guardrails",
+        metavar="FILE",
+        help="Organisation guardrails (docs/guardrails.md): flows they deny get no allow rule "
+        "and are reported as conflicts; the report checks compliance; run writes them to "
+        "guardrails/, evaluate judges the whole stack.",
+    ),
+]
+
+
+#: Kinds the guardrails renderers write; with --guardrails, evaluate takes them from the file.
+_GUARDRAIL_KINDS = (
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+    "CiliumClusterwideNetworkPolicy",
+    "ClusterNetworkPolicy",
+    "GlobalNetworkPolicy",
+    "Tier",
+)
+
+
+def _guardrails_summary(section: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": section["name"],
+        "conflicts": section["conflicts_total"],
+        "compliance": {c["check"]: c["status"] for c in section["compliance"]},
+    }
+
+
 def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
@@ -223,6 +254,15 @@ def run(
             help="Held-out validation split at this ISO 8601 time instead of --holdout.",
         ),
     ] = None,
+    guardrails: GuardrailsOpt = None,
+    guardrails_format: Annotated[
+        str | None,
+        typer.Option(
+            "--guardrails-format",
+            help="How guardrails are written to guardrails/: cluster-network-policy (default), "
+            "admin-network-policy, calico or cilium; also whose precedence judges the flows.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the policies as YAML; write nothing.")
     ] = False,
@@ -246,6 +286,8 @@ def run(
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
+                "guardrails": str(guardrails) if guardrails is not None else None,
+                "guardrails_format": guardrails_format,
             }.items()
             if v is not None
         },
@@ -272,6 +314,11 @@ def run(
                     "files": len(written),
                     **summary,
                     **({"holdout": result.report["holdout"]} if "holdout" in result.report else {}),
+                    **(
+                        {"guardrails": _guardrails_summary(result.report["guardrails"])}
+                        if "guardrails" in result.report
+                        else {}
+                    ),
                 },
                 indent=2,
                 sort_keys=True,
@@ -289,6 +336,13 @@ def run(
         f"{summary['flagged_rules']} rules flagged for review, {summary['denied_edges']} denied "
         f"edges not allowed, {summary['excluded_edges']} edges left out; see {output}/report.md"
     )
+    if "guardrails" in result.report:
+        g = _guardrails_summary(result.report["guardrails"])
+        typer.echo(
+            f"guardrails {g['name']}: {g['conflicts']} observed edges a guardrail denies (no "
+            f"allow rule; see 'Conflicts to resolve'); compliance: "
+            + ", ".join(f"{k} {v}" for k, v in g["compliance"].items())
+        )
     held = result.report.get("holdout")
     if held:
         typer.echo(
@@ -316,6 +370,16 @@ def evaluate(
     examples: Annotated[
         int, typer.Option("--examples", min=0, help="Examples printed per list.")
     ] = 10,
+    guardrails: GuardrailsOpt = None,
+    dialect: Annotated[
+        str,
+        typer.Option(
+            "--precedence",
+            help="Whose precedence rules combine guardrails and NetworkPolicies: kubernetes "
+            "(ClusterNetworkPolicy Admin, NetworkPolicy, Baseline), calico (tiers) or cilium "
+            "(deny over allow).",
+        ),
+    ] = "kubernetes",
 ) -> None:
     """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused,
     redundant (shadowed) and broad rules.
@@ -327,7 +391,20 @@ def evaluate(
     from .policy.reader import read_policies
     from .replay import replay
 
-    coverage = replay(read_policies(policies), flows, format=format)
+    if dialect not in ("kubernetes", "calico", "cilium"):
+        raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
+    stack = None
+    if guardrails is not None:
+        from .guardrails import load_guardrails
+
+        stack = load_guardrails(guardrails)
+    coverage = replay(
+        read_policies(policies, skip_kinds=_GUARDRAIL_KINDS if stack else ()),
+        flows,
+        format=format,
+        guardrails=stack,
+        dialect=dialect,
+    )
     if json_out:
         typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
     else:

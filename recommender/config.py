@@ -32,6 +32,15 @@ DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = (
 )
 
 
+#: Renderings of guardrails (recommender.guardrails.render.FORMATS; kept here to avoid a cycle).
+_GUARDRAIL_FORMATS: tuple[str, ...] = (
+    "cluster-network-policy",
+    "admin-network-policy",
+    "calico",
+    "cilium",
+)
+
+
 @dataclass(frozen=True)
 class RecommendConfig:
     """Options of :func:`recommender.recommend` (see ``docs/concepts.md``).
@@ -64,6 +73,14 @@ class RecommendConfig:
         report only. False adds ingress rules from the node addresses.
     dns_both_protocols
         Egress to a resolver on port 53 allows both UDP and TCP (DNS falls back to TCP).
+    guardrails
+        A guardrails file (``docs/guardrails.md``): observed flows a guardrail denies get no
+        allow rule, the report lists them and checks compliance, and the rendered guardrails
+        are written to ``guardrails/`` in the output tree.
+    guardrails_format
+        How guardrails are rendered: ``cluster-network-policy`` (default),
+        ``admin-network-policy``, ``calico`` or ``cilium``; it also picks the precedence
+        rules used to judge flows.
     """
 
     namespaces: tuple[str, ...] = ()
@@ -79,6 +96,8 @@ class RecommendConfig:
     allow_node_probes: bool = True
     dns_both_protocols: bool = True
     policy_prefix: str = "allow-"
+    guardrails: str | None = None
+    guardrails_format: str = "cluster-network-policy"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +123,16 @@ class RecommendConfig:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, not {value!r}.")
+        if self.guardrails is not None:
+            if isinstance(self.guardrails, Path):
+                object.__setattr__(self, "guardrails", str(self.guardrails))
+            if not isinstance(self.guardrails, str) or not self.guardrails:
+                raise ConfigError(f"guardrails must be a file path, not {self.guardrails!r}.")
+        if self.guardrails_format not in _GUARDRAIL_FORMATS:
+            raise ConfigError(
+                f"guardrails_format must be one of {', '.join(_GUARDRAIL_FORMATS)}, not "
+                f"{self.guardrails_format!r}."
+            )
         if not isinstance(self.policy_prefix, str):
             raise ConfigError(f"policy_prefix must be a string, not {self.policy_prefix!r}.")
         for name in ("since", "until"):
@@ -176,6 +205,9 @@ def load_config(path: str | Path) -> RecommendConfig:
     if not isinstance(extra, dict):
         raise ConfigError(f"{path}: 'cli' must be a mapping.")
     options = coerce_options(data, str(path))
+    guardrails = options.get("guardrails")
+    if isinstance(guardrails, str) and guardrails and not Path(guardrails).is_absolute():
+        options["guardrails"] = str(Path(path).parent / guardrails)  # next to the config file
     try:
         return RecommendConfig(**options, extra=extra)
     except (TypeError, ConfigError) as exc:  # name the file, as coerce_options does

@@ -20,6 +20,7 @@ import pyarrow as pa
 from .config import RecommendConfig
 from .edges import EdgeTables, aggregate_edges
 from .errors import ConfigError
+from .guardrails.model import Guardrails
 from .ingest import read_flows
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
@@ -48,6 +49,8 @@ class Recommendation:
         Synthesis notes (rules with evidence, node-local traffic, ...).
     config
         The options used.
+    guardrails
+        The guardrails synthesis respected (None without ``--guardrails``).
     """
 
     policy_set: PolicySet
@@ -55,6 +58,7 @@ class Recommendation:
     tables: EdgeTables
     findings: Findings
     config: RecommendConfig
+    guardrails: Guardrails | None = None
 
     @property
     def edges(self) -> pa.Table:
@@ -65,9 +69,17 @@ class Recommendation:
         """Kubernetes NetworkPolicy manifests, in policy order."""
         return render_kubernetes(self.policy_set)
 
+    def guardrail_manifests(self) -> list[dict[str, Any]]:
+        """The guardrails rendered as ``config.guardrails_format`` ([] without guardrails)."""
+        if self.guardrails is None:
+            return []
+        from .guardrails.render import render_guardrails
+
+        return render_guardrails(self.guardrails, self.config.guardrails_format)
+
     def to_yaml(self) -> str:
-        """Every manifest as one multi-document YAML string."""
-        return write_yaml_stream(self.manifests())
+        """Every manifest (guardrails first) as one multi-document YAML string."""
+        return write_yaml_stream(self.guardrail_manifests() + self.manifests())
 
     def edges_frame(self) -> Any:
         """The edges as a pandas DataFrame."""
@@ -91,15 +103,33 @@ class Recommendation:
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report),
         }
-        return write_policy_tree(by_ns, Path(out_dir), extra_files=extra)
+        guardrails = self.guardrail_manifests()
+        return write_policy_tree(
+            by_ns,
+            Path(out_dir),
+            extra_files=extra,
+            cluster_folders={GUARDRAILS_FOLDER: guardrails} if guardrails else None,
+        )
 
 
-def _self_check(policy_set: PolicySet, tables: EdgeTables) -> dict[str, Any]:
+def _self_check(
+    policy_set: PolicySet,
+    tables: EdgeTables,
+    guardrails: Guardrails | None = None,
+    dialect: str = "kubernetes",
+) -> dict[str, Any]:
     """Replay the evidence against the emitted policies with the project's own evaluator
-    (Kubernetes semantics): coverage must be 1.0 with no false denies."""
+    (Kubernetes semantics; with guardrails, the whole stack): coverage must be 1.0 with no
+    false denies."""
     from .replay import replay
 
-    coverage = replay(policy_set, tables, synthetic_limit=_SELF_CHECK_TRIPLES)
+    coverage = replay(
+        policy_set,
+        tables,
+        synthetic_limit=_SELF_CHECK_TRIPLES,
+        guardrails=guardrails,
+        dialect=dialect,
+    )
     data = coverage.to_dict()
     return {
         "coverage": data["coverage"],
@@ -124,6 +154,7 @@ def recommend(
     workers: int | None = None,
     holdout: float | None = None,
     split_at: datetime | str | None = None,
+    guardrails: Guardrails | PathLike | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -145,6 +176,12 @@ def recommend(
         window and replay the later part (``holdout=0.2``: the latest 20 % of the time span;
         ``split_at``: from that time on) against those policies. The result is
         ``report["holdout"]``; the policies returned are still learned from every flow.
+    guardrails
+        Organisation-wide rules (:class:`~recommender.guardrails.Guardrails` or a file,
+        ``docs/guardrails.md``; default ``config.guardrails``). Observed flows an admin
+        guardrail denies get no allow rule and are listed in ``report["guardrails"]`` as
+        conflicts, with compliance checks; :meth:`Recommendation.write` adds the rendered
+        guardrails in ``guardrails/``.
 
     Returns
     -------
@@ -173,12 +210,39 @@ def recommend(
         ledger = json.loads(table.schema.metadata[b"recommender.ledger"])
     if not isinstance(config, RecommendConfig):
         raise ConfigError("config must be a RecommendConfig.")
+    if guardrails is None and config.guardrails:
+        guardrails = config.guardrails
+    if guardrails is not None and not isinstance(guardrails, Guardrails):
+        from .guardrails import load_guardrails
+
+        guardrails = load_guardrails(os.fspath(guardrails))
     tables = aggregate_edges(table, config)
-    policy_set, findings = synthesize(tables, config)
+    evidence, conflicts = tables, None
+    if guardrails is not None:
+        from .guardrails.checks import find_conflicts, keep_edges
+
+        conflicts, keep = find_conflicts(guardrails, tables, dialect=_dialect(config))
+        evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
+    policy_set, findings = synthesize(evidence, config)
     report = build_report(policy_set, findings, tables, config, ledger)
-    report["self_check"] = _self_check(policy_set, tables)
+    report["self_check"] = _self_check(policy_set, evidence, guardrails, _dialect(config))
+    if guardrails is not None and conflicts is not None:
+        from .guardrails.report import guardrails_report
+
+        report["guardrails"] = guardrails_report(
+            guardrails, conflicts, policy_set, findings, tables, config
+        )
     if holdout is not None or split_at is not None:
         from .validation import holdout_report
 
         report["holdout"] = holdout_report(table, config, holdout=holdout, split_at=split_at)
-    return Recommendation(policy_set, report, tables, findings, config)
+    return Recommendation(policy_set, report, tables, findings, config, guardrails)
+
+
+#: The output folder of rendered guardrails.
+GUARDRAILS_FOLDER = "guardrails"
+
+
+def _dialect(config: RecommendConfig) -> str:
+    """The precedence rules that match the guardrails' rendering."""
+    return {"calico": "calico", "cilium": "cilium"}.get(config.guardrails_format, "kubernetes")

@@ -67,6 +67,7 @@ def write_policy_tree(
     out_dir: Path,
     *,
     extra_files: Mapping[str, bytes | str] | None = None,
+    cluster_folders: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> list[Path]:
     """Write manifests as a kustomize tree under ``out_dir``, replacing any tree written before.
 
@@ -81,6 +82,10 @@ def write_policy_tree(
     extra_files : mapping of str to bytes or str, optional
         Files for the top level, such as ``report.json``; names must be DNS-1123 subdomains
         (lowercase, digits, ``-`` and ``.``). Text is written as UTF-8.
+    cluster_folders : mapping of str to list of dict, optional
+        Cluster-scoped manifests (guardrails, say) by folder name: each folder holds
+        ``<kind>-<name>.yaml`` files and its own kustomization, listed by the top one. A
+        folder name must be a DNS-1123 label that is not also a namespace.
 
     Returns
     -------
@@ -107,7 +112,7 @@ def write_policy_tree(
     ...     [p.relative_to(tmp).as_posix() for p in paths]
     ['out/.recommender-output', 'out/kustomization.yaml', 'out/shop/kustomization.yaml', 'out/shop/web.yaml']
     """  # noqa: E501
-    files = _plan(manifests_by_namespace, extra_files or {})
+    files = _plan(manifests_by_namespace, extra_files or {}, cluster_folders or {})
     _check_target(out_dir)
 
     parent = out_dir.parent
@@ -137,6 +142,7 @@ _Content = bytes | str | Callable[[], str]
 def _plan(
     manifests_by_namespace: Mapping[str, list[dict[str, Any]]],
     extra_files: Mapping[str, bytes | str],
+    cluster_folders: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> dict[tuple[str, ...], _Content]:
     """Every file of the tree as relative path parts → content, all names checked first."""
     files: dict[tuple[str, ...], _Content] = {(MARKER_FILE,): _MARKER_TEXT}
@@ -162,12 +168,41 @@ def _plan(
             names.append(file_name)
         files[(namespace, _KUSTOMIZATION)] = _lazy_dump(_kustomization(sorted(names)))
         folders.append(namespace)
-    files[(_KUSTOMIZATION,)] = _lazy_dump(_kustomization(folders))
+    for folder, manifests in sorted((cluster_folders or {}).items()):
+        if not is_dns1123_label(folder) or folder in manifests_by_namespace:
+            raise SynthesisError(
+                f"Folder {folder!r} for cluster-scoped manifests must be a DNS-1123 label that "
+                "is not also a namespace with policies."
+            )
+        if not manifests:
+            continue
+        names = []
+        for manifest in manifests:
+            name = (manifest.get("metadata") or {}).get("name")
+            kind = str(manifest.get("kind", "")).lower()
+            file_name = f"{kind}-{name}.yaml"
+            if (
+                not isinstance(name, str)
+                or not is_dns1123_subdomain(name)
+                or not kind.isalnum()
+                or len(file_name) > _NAME_MAX
+                or (folder, file_name) in files
+            ):
+                raise SynthesisError(
+                    f"Cluster-scoped manifest {kind} {name!r} in {folder}/ cannot get a unique, "
+                    "valid file name."
+                )
+            files[(folder, file_name)] = _lazy_dump(manifest)
+            names.append(file_name)
+        files[(folder, _KUSTOMIZATION)] = _lazy_dump(_kustomization(names))
+        folders.append(folder)
+    files[(_KUSTOMIZATION,)] = _lazy_dump(_kustomization(sorted(folders)))
     for name, content in sorted(extra_files.items()):
         if (
             not is_dns1123_subdomain(name)
             or len(name) > _NAME_MAX
             or name in manifests_by_namespace
+            or name in (cluster_folders or {})
             or (name,) in files
         ):
             raise SynthesisError(
