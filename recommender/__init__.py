@@ -56,17 +56,24 @@ _LAZY = {
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "Guardrails": "guardrails",
+    "load_guardrails": "guardrails",
+    "render_guardrails": "guardrails.render",
+    "evaluate_stack": "precedence",
 }
 
 if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .guardrails import Guardrails, load_guardrails
+    from .guardrails.render import render_guardrails
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
     from .policy.reader import read_policies
+    from .precedence import evaluate_stack
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
@@ -99,6 +106,7 @@ __all__ = [
     "FlowFormatError",
     "FlowProfile",
     "FlowSourceError",
+    "Guardrails",
     "IngestLedger",
     "InputError",
     "LabelSelector",
@@ -119,13 +127,16 @@ __all__ = [
     "cluster_from_flows",
     "detect_format",
     "evaluate",
+    "evaluate_stack",
     "iter_flow_batches",
     "load_config",
+    "load_guardrails",
     "profile_flows",
     "read_cluster",
     "read_flows",
     "read_policies",
     "recommend",
+    "render_guardrails",
     "replay",
     "synthesize",
 ]

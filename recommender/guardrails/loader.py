@@ -439,8 +439,11 @@ class _Parser:
             ports: tuple[PortSpec, ...] = ()
             if "ports" in fields:
                 ports = tuple(
-                    sorted({self.port(p, f"{where}.ports")
-                            for p in self.sequence(fields["ports"], f"{where}.ports")})
+                    sorted(
+                        {self.port(p, f"{where}.ports")
+                         for p in self.sequence(fields["ports"], f"{where}.ports")},
+                        key=lambda p: (p.protocol, p.name or "", p.port or 0, p.end_port or 0),
+                    )
                 )
                 if not ports:
                     self.fail(fields["ports"], f"{where}.ports",
