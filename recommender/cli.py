@@ -384,6 +384,11 @@ def evaluate(
     """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused,
     redundant (shadowed) and broad rules.
 
+    POLICIES may hold ClusterNetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy
+    objects too (a tree written with --guardrails, say): the whole stack is then evaluated.
+    Other policy kinds (Calico, Cilium) need --guardrails FILE, which replaces the guardrail
+    kinds found in POLICIES.
+
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
     1 when there are false denies (observed allowed connections the policies would deny),
     2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
@@ -393,18 +398,17 @@ def evaluate(
 
     if dialect not in ("kubernetes", "calico", "cilium"):
         raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
-    stack = None
+    stack: Any = None
     if guardrails is not None:
         from .guardrails import load_guardrails
 
         stack = load_guardrails(guardrails)
-    coverage = replay(
-        read_policies(policies, skip_kinds=_GUARDRAIL_KINDS if stack else ()),
-        flows,
-        format=format,
-        guardrails=stack,
-        dialect=dialect,
-    )
+        policy_set = read_policies(policies, skip_kinds=_GUARDRAIL_KINDS)
+    else:  # ClusterNetworkPolicy / AdminNetworkPolicy found beside the NetworkPolicies count too
+        from .guardrails.reader import read_policy_stack
+
+        policy_set, stack = read_policy_stack(policies)
+    coverage = replay(policy_set, flows, format=format, guardrails=stack, dialect=dialect)
     if json_out:
         typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
     else:

@@ -16,7 +16,7 @@ from recommender.evaluator import evaluate
 from recommender.guardrails import load_guardrails, parse_guardrails
 from recommender.guardrails.render import FORMATS, render_guardrails
 from recommender.policy._yaml import dump_yaml
-from recommender.policy.model import LabelSelector, Peer, PortSpec
+from recommender.policy.model import LabelSelector, Peer, PolicySet, PortSpec
 from recommender.replay import cluster_from_flows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,13 +308,18 @@ def test_compliance_checks_pass_with_guardrails_and_fail_without(guarded: object
     assert without["segments-isolated"]["status"] == "not-applicable"
 
 
-def test_report_markdown_lists_conflicts_and_compliance(guarded: object) -> None:
+def test_reports_list_conflicts_and_compliance(guarded: object) -> None:
     from recommender.report import report_markdown
 
     text = report_markdown(guarded.report)  # type: ignore[attr-defined]
     assert "## Guardrails" in text and "### Conflicts to resolve" in text
     assert "payments/payments-api" in text and "acme/cde-no-internet" in text
     assert "### Compliance" in text and "SC-7(21)" in text
+    from recommender.report_html import report_html
+
+    page = report_html(guarded.report)  # type: ignore[attr-defined]
+    assert 'id="guardrails"' in page and "Conflicts to resolve" in page
+    assert "acme/cde-no-internet" in page and "SC-7(21)" in page
 
 
 @needs_validator
@@ -346,3 +351,56 @@ def test_config_key_resolves_next_to_the_config_file(tmp_path: Path) -> None:
     assert config.guardrails == str(tmp_path / "g.yaml")
     with pytest.raises(ConfigError, match="guardrails_format"):
         config.replace(guardrails_format="iptables")
+
+
+@pytest.mark.parametrize("fmt", ["cluster-network-policy", "admin-network-policy"])
+def test_rendered_cluster_policies_read_back_to_the_same_verdicts(fmt: str) -> None:
+    from recommender.evaluator import Cluster, Endpoint, Namespace, Pod
+    from recommender.guardrails.reader import parse_cluster_policies
+    from recommender.precedence import evaluate_stack
+
+    g = load_guardrails(EXAMPLE)
+    back = parse_cluster_policies(render_guardrails(g, fmt), name="acme")
+    assert [x.name for x in back.guardrails] == [f"acme-{x.name}" for x in g.guardrails]
+    assert [x.rules for x in back.guardrails] == [
+        tuple(r for r in x.rules) for x in g.guardrails
+    ]
+    namespaces = {n: Namespace(n, g.labels_of(n)) for n in ("payments", "shop", "monitoring",
+                                                             "staging", "other")}
+    pods = tuple(Pod(n, "p", {"app": n}) for n in namespaces)
+    cluster = Cluster(namespaces, pods)
+    ends = [*pods, Endpoint("169.254.169.254"), Endpoint("52.94.236.248")]
+    for src in ends:
+        for dst in ends:
+            for port in (443, 9090):
+                a = evaluate_stack(g, PolicySet(), cluster, src, dst, "TCP", port)
+                b = evaluate_stack(back, PolicySet(), cluster, src, dst, "TCP", port)
+                assert a.allowed == b.allowed, (src, dst, port, a, b)
+
+
+def test_evaluate_reads_cluster_network_policies_beside_network_policies(tmp_path: Path,
+                                                                          capsys: object) -> None:
+    out = tmp_path / "out"
+    assert main(["run", str(SAMPLES), "-o", str(out), "--guardrails", str(EXAMPLE)]) == 0
+    capsys.readouterr()  # type: ignore[attr-defined]
+    # the written tree holds ClusterNetworkPolicies: evaluate judges the whole stack. The
+    # manifests do not carry the file's namespaceLabels (payments is pci=true), so the
+    # cde guardrail's subject matches nothing: the payments default deny denies the flow.
+    assert main(["evaluate", str(out), str(SAMPLES), "--json"]) == 1
+    coverage = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+    assert [(e["destination"], e["reason"]) for e in coverage["false_denies"]] == [
+        ("external:52.94.236.248", "egress: end of tier networkpolicy: no rule matches")]
+    # the guardrails file brings the namespace labels: now the guardrail decides
+    assert main(["evaluate", str(out), str(SAMPLES), "--json", "--guardrails", str(EXAMPLE)]) == 1
+    coverage = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+    assert [(e["destination"], e["reason"]) for e in coverage["false_denies"]] == [
+        ("external:52.94.236.248", "egress: denied by admin/cde-no-internet egress rule 0")]
+    # a cluster network policy whose subject matches by name is evaluated from the tree alone
+    doc = out / "guardrails" / "clusternetworkpolicy-acme-no-cloud-metadata.yaml"
+    text = doc.read_text().replace("169.254.169.254/32", "52.94.236.248/32")
+    doc.write_text(text)
+    assert main(["evaluate", str(out), str(SAMPLES), "--json"]) == 1
+    coverage = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+    assert [(e["destination"], e["reason"]) for e in coverage["false_denies"]] == [
+        ("external:52.94.236.248",
+         "egress: denied by admin/acme-no-cloud-metadata egress rule 0")]

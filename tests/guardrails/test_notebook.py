@@ -21,7 +21,7 @@ def test_notebook_is_stored_without_outputs() -> None:
             assert cell["outputs"] == [] and cell["execution_count"] is None
 
 
-def test_notebook_runs(monkeypatch: object) -> None:
+def test_notebook_runs() -> None:
     nb = json.loads(NOTEBOOK.read_text())
     namespace: dict[str, object] = {"__name__": "__notebook__"}
     cwd = os.getcwd()
@@ -29,7 +29,7 @@ def test_notebook_runs(monkeypatch: object) -> None:
     try:
         for index, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
             source = "".join(cell["source"])
-            exec(compile(source, f"{NOTEBOOK.name} cell {index}", "exec"), namespace)  # noqa: S102
+            exec(compile(source, f"{NOTEBOOK.name} cell {index}", "exec"), namespace)
     finally:
         os.chdir(cwd)
     assert namespace["section"]["conflicts_total"] >= 1  # type: ignore[index]
