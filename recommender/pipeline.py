@@ -201,6 +201,16 @@ def recommend(
         from .validation import check_options
 
         check_options(holdout, split_at)  # fail before reading or aggregating anything
+    if guardrails is None and getattr(config, "guardrails", None):
+        guardrails = config.guardrails
+    if guardrails is not None and not isinstance(guardrails, Guardrails):
+        from .guardrails import load_guardrails
+
+        guardrails = load_guardrails(os.fspath(guardrails))
+    if guardrails is not None:
+        from .guardrails.render import render_guardrails
+
+        render_guardrails(guardrails, _format(config))  # refuse before the heavy work
     if isinstance(flows, pa.Table):
         table = flows
         raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
@@ -210,12 +220,6 @@ def recommend(
         ledger = json.loads(table.schema.metadata[b"recommender.ledger"])
     if not isinstance(config, RecommendConfig):
         raise ConfigError("config must be a RecommendConfig.")
-    if guardrails is None and config.guardrails:
-        guardrails = config.guardrails
-    if guardrails is not None and not isinstance(guardrails, Guardrails):
-        from .guardrails import load_guardrails
-
-        guardrails = load_guardrails(os.fspath(guardrails))
     tables = aggregate_edges(table, config)
     evidence, conflicts = tables, None
     if guardrails is not None:
@@ -241,6 +245,10 @@ def recommend(
 
 #: The output folder of rendered guardrails.
 GUARDRAILS_FOLDER = "guardrails"
+
+
+def _format(config: object) -> str:
+    return str(getattr(config, "guardrails_format", "cluster-network-policy"))
 
 
 def _dialect(config: RecommendConfig) -> str:

@@ -404,3 +404,15 @@ def test_evaluate_reads_cluster_network_policies_beside_network_policies(tmp_pat
     assert [(e["destination"], e["reason"]) for e in coverage["false_denies"]] == [
         ("external:52.94.236.248",
          "egress: denied by admin/acme-no-cloud-metadata egress rule 0")]
+
+
+def test_a_format_that_cannot_express_the_guardrails_fails_before_reading_flows(
+    tmp_path: Path,
+) -> None:
+    baseline = tmp_path / "g.yaml"
+    baseline.write_text("guardrails: [{name: b, priority: 1, tier: baseline, "
+                        "ingress: [{action: deny, from: [{namespaces: {}}]}]}]\n")
+    with pytest.raises(UnsupportedDialectError, match="baseline"):
+        recommend(tmp_path / "no-such-flows", guardrails=baseline, guardrails_format="cilium")
+    assert main(["run", str(tmp_path / "no-such-flows"), "--guardrails", str(tmp_path / "x.yaml"),
+                 "-o", str(tmp_path / "out")]) == 2
