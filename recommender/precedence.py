@@ -276,9 +276,7 @@ def evaluate_stack(
     if dialect in ("kubernetes", "calico"):
         # ClusterNetworkPolicy's Admin / NetworkPolicy / Baseline order is Calico's tier model
         # with a Pass default in the guardrail tiers and Deny in the NetworkPolicy tier.
-        tiers = guardrail_tiers(guardrails, policy_set)
-        if dialect == "kubernetes":
-            tiers = tuple(replace(t, name=_CNP_TIERS.get(i, t.name)) for i, t in enumerate(tiers))
+        tiers = _tiers(guardrails, policy_set, dialect)
         return evaluate_tiers(
             tiers, cluster, src, dst, protocol, port, ipblock_matches_pods=ipblock_matches_pods
         )
@@ -316,6 +314,27 @@ def evaluate_stack(
         return ok, reason, by
 
     return _both_ends(cluster, src, dst, protocol, port, ipblock_matches_pods, decide)
+
+
+#: Tiers already built, by identity of (guardrails, policy set, dialect): replay evaluates the
+#: same stack for thousands of connections.
+_TIER_CACHE: dict[tuple[int, int, str], tuple[Guardrails, PolicySet, tuple[CalicoTier, ...]]] = {}
+_TIER_CACHE_SIZE: Final = 256
+
+
+def _tiers(guardrails: Guardrails, policy_set: PolicySet, dialect: str
+           ) -> tuple[CalicoTier, ...]:
+    key = (id(guardrails), id(policy_set), dialect)
+    found = _TIER_CACHE.get(key)
+    if found is not None and found[0] is guardrails and found[1] is policy_set:
+        return found[2]
+    tiers = guardrail_tiers(guardrails, policy_set)
+    if dialect == "kubernetes":
+        tiers = tuple(replace(t, name=_CNP_TIERS.get(i, t.name)) for i, t in enumerate(tiers))
+    if len(_TIER_CACHE) >= _TIER_CACHE_SIZE:
+        _TIER_CACHE.clear()
+    _TIER_CACHE[key] = (guardrails, policy_set, tiers)  # holding them keeps the ids unique
+    return tiers
 
 
 #: The tier names ClusterNetworkPolicy uses, by position in guardrail_tiers().
