@@ -14,9 +14,12 @@ from .errors import (
     ConfigError,
     FlowFormatError,
     FlowSourceError,
+    GitOpsError,
     InputError,
+    NoFlowsError,
     RecommenderError,
     SchemaError,
+    StorageError,
     SynthesisError,
     UnsupportedDialectError,
 )
@@ -53,6 +56,10 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "build_graph": "graph",
+    "write_graph": "graph_io",
+    "SegmentProposal": "segments",
+    "propose_segments": "segments",
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
@@ -60,15 +67,23 @@ _LAZY = {
     "load_guardrails": "guardrails",
     "render_guardrails": "guardrails.render",
     "evaluate_stack": "precedence",
+    "JobResult": "job",
+    "run_job": "job",
+    "JobConfig": "job_config",
+    "load_job_config": "job_config",
 }
 
 if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
     from .edges import EdgeTables, aggregate_edges
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .graph import build_graph
+    from .graph_io import write_graph
     from .guardrails import Guardrails, load_guardrails
     from .guardrails.render import render_guardrails
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
+    from .job import JobResult, run_job
+    from .job_config import JobConfig, load_job_config
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
@@ -77,6 +92,7 @@ if TYPE_CHECKING:
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
+    from .segments import SegmentProposal, propose_segments
     from .synthesis import synthesize
 
 
@@ -106,10 +122,14 @@ __all__ = [
     "FlowFormatError",
     "FlowProfile",
     "FlowSourceError",
+    "GitOpsError",
     "Guardrails",
     "IngestLedger",
     "InputError",
+    "JobConfig",
+    "JobResult",
     "LabelSelector",
+    "NoFlowsError",
     "Peer",
     "Policy",
     "PolicySet",
@@ -119,11 +139,14 @@ __all__ = [
     "RecommenderError",
     "Rule",
     "SchemaError",
+    "SegmentProposal",
+    "StorageError",
     "SynthesisError",
     "UnsupportedDialectError",
     "Verdict",
     "__version__",
     "aggregate_edges",
+    "build_graph",
     "cluster_from_flows",
     "detect_format",
     "evaluate",
@@ -131,12 +154,16 @@ __all__ = [
     "iter_flow_batches",
     "load_config",
     "load_guardrails",
+    "load_job_config",
     "profile_flows",
+    "propose_segments",
     "read_cluster",
     "read_flows",
     "read_policies",
     "recommend",
     "render_guardrails",
     "replay",
+    "run_job",
     "synthesize",
+    "write_graph",
 ]

@@ -354,6 +354,143 @@ def run(
 
 
 @app.command()
+def graph(
+    flows: FlowsArg,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write; its extension picks the format: .graphml, .json (node-link), "
+            ".dot/.gv, .svg (static picture) or .html (interactive page, no network).",
+        ),
+    ],
+    format: FormatOpt = None,
+    workers: WorkersOpt = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML file with options (as for `run`)."),
+    ] = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Only edges with a workload in these namespaces, and their peers (repeat; "
+            "shell patterns).",
+        ),
+    ] = None,
+    exclude_namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-namespace",
+            help="Leave out edges whose only workloads are in these namespaces (repeat; shell "
+            "patterns). Unlike `run`, no namespace is left out by default.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Use flows starting at or after this ISO 8601 time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Use flows starting before this ISO 8601 time.")
+    ] = None,
+    min_connections: Annotated[
+        int | None, typer.Option(help="Leave out edges with fewer connections.")
+    ] = None,
+    external: Annotated[
+        str,
+        typer.Option(
+            "--external",
+            help="Outside peers as one node per 'address' or one per address 'class'.",
+        ),
+    ] = "address",
+    max_nodes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-nodes", min=1, help="SVG/HTML: draw only this many nodes, the busiest."
+        ),
+    ] = None,
+    segments: Annotated[
+        bool,
+        typer.Option(
+            "--segments",
+            help="Also propose segments (community detection) and show each node's segment "
+            "(SVG/HTML tooltips, a 'segment' node attribute otherwise).",
+        ),
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a summary as JSON.")] = False,
+) -> None:
+    """Write the communication graph of FLOWS: workloads, outside peers by address class,
+    nodes and cluster entities, with ports, connections, bytes, first/last seen and verdicts.
+
+    See docs/graph.md for the attributes and formats.
+    """
+    from .config import RecommendConfig, coerce_options, load_config
+    from .errors import ConfigError
+    from .graph import build_graph
+    from .graph_io import GRAPH_FORMATS, write_graph
+
+    if output.suffix.lower() not in GRAPH_FORMATS:
+        write_graph(None, output)  # raises the format error before reading any flow
+    if external not in ("address", "class"):
+        raise ConfigError(f"--external must be 'address' or 'class', not {external!r}.")
+    config = load_config(config_file) if config_file else RecommendConfig()
+    options = coerce_options(
+        {
+            k: v
+            for k, v in {
+                "namespaces": namespace or None,
+                "since": since,
+                "until": until,
+                "min_connections": min_connections,
+            }.items()
+            if v is not None
+        },
+        "command line",
+    )
+    config = config.replace(**options)
+    g = build_graph(
+        flows,
+        config,
+        format=format,
+        workers=workers,
+        exclude_namespaces=tuple(exclude_namespace or ()),
+        external=external,  # type: ignore[arg-type]
+    )
+    assignments = None
+    proposal = None
+    if segments:
+        from .segments import propose_segments
+
+        proposal = propose_segments(g)
+        assignments = proposal.assignments
+        for node, name in assignments.items():
+            g.nodes[node]["segment"] = name
+    write_graph(g, output, max_nodes=max_nodes, segments=assignments)
+    denied = sum(1 for *_, v in g.edges(data="verdict") if v == "denied")
+    summary: dict[str, Any] = {
+        "output": str(output),
+        "nodes": g.number_of_nodes(),
+        "edges": g.number_of_edges(),
+        "denied_edges": denied,
+    }
+    if proposal is not None:
+        summary["segments"] = len(proposal.segments)
+        summary["modularity"] = round(proposal.modularity, 4)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    typer.echo(
+        f"wrote {summary['nodes']:,} nodes and {summary['edges']:,} edges "
+        f"({denied:,} denied) to {output}"
+    )
+    if proposal is not None:
+        typer.echo(
+            f"{len(proposal.segments)} proposed segments, modularity {proposal.modularity:.2f}"
+        )
+
+
+@app.command()
 def evaluate(
     policies: Annotated[
         Path,
@@ -460,6 +597,78 @@ def diff(
         _print_diff(result, examples)
     if result.breaks_observed_traffic:
         raise SystemExit(1)  # SystemExit, not typer.Exit: see `evaluate`
+
+
+@app.command()
+def job(
+    config_file: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Job file: recommendation options and a 'job:' section (input, output, "
+            "state, lifecycle, gitops); see docs/deployment.md.",
+        ),
+    ],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="TIME",
+            help="Run as of this ISO 8601 time instead of now: the window ends on its day "
+            "(re-runs a past night).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="Log lines as 'text' or 'json' (one object a line).")
+    ] = "text",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="Lowest level logged: debug, info, warning, error.")
+    ] = "info",
+) -> None:
+    """Run the scheduled job once: read a rolling window of flows (a folder or s3://), merge
+    them into the kept state, write policies, reports and state, and commit the policy tree
+    to git when it changed.
+
+    `recommend --config FILE` with a FILE that has a 'job:' section is short for
+    `recommend job --config FILE`. Exit status: 0 done (committed, or nothing changed);
+    2 invalid configuration, state or input; 3 no flow file in the window (nothing written);
+    4 object storage could not be read or written; 5 the commit or push failed (the
+    outputs were written); 70 internal error.
+    """
+    import logging
+
+    from .config import _parse_time
+    from .errors import ConfigError, GitOpsError, NoFlowsError, StorageError
+    from .job_log import LOG_FORMATS, setup_logging
+
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}.")
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("--log-level must be debug, info, warning or error.")
+    restore = setup_logging(log_format, log_level)
+    log = logging.getLogger("recommender.job")
+    when = _parse_time(as_of, "--as-of")
+    if when is not None and when.tzinfo is None:
+        from datetime import UTC
+
+        when = when.replace(tzinfo=UTC)
+    from .job import run_job
+
+    codes: list[tuple[type[Exception], int]] = [
+        (NoFlowsError, 3),
+        (StorageError, 4),
+        (GitOpsError, 5),
+        (RecommenderError, 2),
+    ]
+    try:
+        run_job(config_file, as_of=when)
+    except RecommenderError as exc:
+        code = next(c for kind, c in codes if isinstance(exc, kind))
+        log.error(str(exc), extra={"event": "job.failed", "exit_code": code})
+        raise SystemExit(code) from None
+    finally:
+        restore()
 
 
 def _print_diff(result: Any, examples: int) -> None:
@@ -601,13 +810,34 @@ def _commands() -> set[str]:
     return set(group.commands)
 
 
+def _names_job_file(args: list[str]) -> bool:
+    """True when ``args`` give ``--config FILE`` of a YAML file with a ``job:`` section."""
+    path = None
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+    if path is None:
+        return False
+    try:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # unreadable or not YAML: `run` reports the file's problem
+        return False
+    return isinstance(data, dict) and "job" in data
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recommend`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["--help"]
     elif args[0] not in _commands() and args[0] not in _ROOT_OPTIONS:
-        args.insert(0, "run")  # `recommend FLOWS...` (options first or not) is `recommend run`
+        # `recommend FLOWS...` (options first or not) is `recommend run`; `recommend --config
+        # FILE` with a job file (a `job:` section) is `recommend job --config FILE`.
+        args.insert(0, "job" if _names_job_file(args) else "run")
     try:
         app(args=args, prog_name="recommend", standalone_mode=False)
     except RecommenderError as exc:
