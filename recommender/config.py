@@ -76,11 +76,33 @@ class RecommendConfig:
     guardrails
         A guardrails file (``docs/guardrails.md``): observed flows a guardrail denies get no
         allow rule, the report lists them and checks compliance, and the rendered guardrails
-        are written to ``guardrails/`` in the output tree.
+        are written to ``_guardrails/`` in the output tree.
     guardrails_format
-        How guardrails are rendered: ``cluster-network-policy`` (default),
-        ``admin-network-policy``, ``calico`` or ``cilium``; it also picks the precedence
-        rules used to judge flows.
+        How guardrails are rendered: ``cluster-network-policy``, ``admin-network-policy``,
+        ``calico`` or ``cilium``; None (default) follows each output dialect (kubernetes:
+        ``cluster-network-policy``). It also picks the precedence rules used to judge flows.
+    dialects
+        Output dialects: ``kubernetes``, ``calico``, ``cilium`` (several write into
+        sub-folders; see ``docs/dialects.md``).
+    staged
+        Calico: StagedNetworkPolicy / StagedGlobalNetworkPolicy for a safe rollout.
+    tier, tier_order
+        Calico: the tier of the recommended policies and its order (``tier: null`` for the
+        default tier).
+    domains
+        Egress to external addresses with observed DNS names by name (Calico ``domains``,
+        Cilium ``toFQDNs`` plus the DNS proxy rule).
+    l7
+        Cilium: HTTP method and path rules from observed L7 flows.
+    service_accounts
+        Calico and Cilium: select workloads by their service account where flows carry one.
+    host_policies
+        Calico and Cilium: policies for hosts (nodes, host endpoints) from their flows.
+    inventory
+        A YAML file naming machines outside the cluster (``docs/dialects.md``): their
+        addresses become named groups (NetworkSets, named ipBlocks, CIDR groups).
+    network_sets
+        Calico: the external CIDRs of each rule go to a NetworkSet the rule selects.
     """
 
     namespaces: tuple[str, ...] = ()
@@ -97,7 +119,17 @@ class RecommendConfig:
     dns_both_protocols: bool = True
     policy_prefix: str = "allow-"
     guardrails: str | None = None
-    guardrails_format: str = "cluster-network-policy"
+    guardrails_format: str | None = None
+    dialects: tuple[str, ...] = ("kubernetes",)
+    staged: bool = False
+    tier: str | None = "recommendations"
+    tier_order: int = 5000
+    domains: bool = False
+    l7: bool = False
+    service_accounts: bool = False
+    host_policies: bool = False
+    inventory: str | None = None
+    network_sets: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -119,7 +151,25 @@ class RecommendConfig:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name} must be a list of names or patterns, not {value!r}.")
             object.__setattr__(self, name, tuple(value))
-        for name in ("allow_node_probes", "dns_both_protocols"):
+        from .policy.dialects import parse_dialects
+
+        object.__setattr__(self, "dialects", parse_dialects(self.dialects))
+        if self.tier is not None and not isinstance(self.tier, str):
+            raise ConfigError(f"tier must be a name or null, not {self.tier!r}.")
+        if self.inventory is not None and not isinstance(self.inventory, str):
+            object.__setattr__(self, "inventory", str(self.inventory))
+        if isinstance(self.tier_order, bool) or not isinstance(self.tier_order, int | float):
+            raise ConfigError(f"tier_order must be a number, not {self.tier_order!r}.")
+        for name in (
+            "allow_node_probes",
+            "dns_both_protocols",
+            "staged",
+            "domains",
+            "l7",
+            "service_accounts",
+            "host_policies",
+            "network_sets",
+        ):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, not {value!r}.")
@@ -128,7 +178,7 @@ class RecommendConfig:
                 object.__setattr__(self, "guardrails", str(self.guardrails))
             if not isinstance(self.guardrails, str) or not self.guardrails:
                 raise ConfigError(f"guardrails must be a file path, not {self.guardrails!r}.")
-        if self.guardrails_format not in _GUARDRAIL_FORMATS:
+        if self.guardrails_format is not None and self.guardrails_format not in _GUARDRAIL_FORMATS:
             raise ConfigError(
                 f"guardrails_format must be one of {', '.join(_GUARDRAIL_FORMATS)}, not "
                 f"{self.guardrails_format!r}."
@@ -177,6 +227,10 @@ def coerce_options(options: dict[str, Any], origin: str = "options") -> dict[str
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{origin}: {key} must be a list of names or patterns.")
             value = tuple(value)
+        elif name == "dialects":
+            from .policy.dialects import parse_dialects
+
+            value = parse_dialects(value)
         elif name in ("since", "until"):
             value = _parse_time(value, f"{origin}: {key}")
         out[name] = value

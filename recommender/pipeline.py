@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -21,12 +24,15 @@ from .config import RecommendConfig
 from .edges import EdgeTables, aggregate_edges
 from .errors import ConfigError
 from .guardrails.model import Guardrails
-from .ingest import read_flows
+from .ingest import iter_flow_batches
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
-from .policy.writer import write_policy_tree, write_yaml_stream
+from .policy.writer import write_yaml_stream
 from .report import build_report, report_json, report_markdown
 from .synthesis import Findings, synthesize
+
+if TYPE_CHECKING:
+    from .policy.dialects import DialectOptions
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -49,8 +55,15 @@ class Recommendation:
         Synthesis notes (rules with evidence, node-local traffic, ...).
     config
         The options used.
+    timings
+        Seconds per pipeline stage, in the order run (``read``, ``aggregate``,
+        ``synthesize``, ``render``, ``self_check``, ``report``, ``holdout`` when asked;
+        :meth:`write` adds ``report_files`` and ``write``). Wall-clock time, so kept out of
+        the report, whose bytes depend on the input only. ``read`` is the time spent producing
+        canonical rows, ``aggregate`` the rest of the streaming aggregation.
     guardrails
-        The guardrails synthesis respected (None without ``--guardrails``).
+        The guardrails synthesis respected (None without ``guardrails=``); each written tree
+        gets them in ``_guardrails/``.
     """
 
     policy_set: PolicySet
@@ -58,6 +71,8 @@ class Recommendation:
     tables: EdgeTables
     findings: Findings
     config: RecommendConfig
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    timings: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
     guardrails: Guardrails | None = None
 
     @property
@@ -65,21 +80,51 @@ class Recommendation:
         """The evidence edges."""
         return self.tables.edges
 
-    def manifests(self) -> list[dict[str, Any]]:
-        """Kubernetes NetworkPolicy manifests, in policy order."""
-        return render_kubernetes(self.policy_set)
+    def manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
+        """The manifests of one dialect (``kubernetes``, ``calico`` or ``cilium``; default the
+        first of ``config.dialects``), all rendered from :attr:`policy_set`.
 
-    def guardrail_manifests(self) -> list[dict[str, Any]]:
-        """The guardrails rendered as ``config.guardrails_format`` ([] without guardrails)."""
+        Calico and Cilium also use the evidence :func:`recommender.enrich.enrich_policy_set`
+        attaches (DNS names, entities, HTTP requests, service accounts) and the options in
+        :attr:`config` (``staged``, ``tier``, ``domains``, ``l7``, ...).
+        """
+        from .policy.dialects import parse_dialects, render_dialect
+
+        name = parse_dialects(dialect)[0] if dialect is not None else self.config.dialects[0]
+        if name == "kubernetes":
+            rendered = self._cache.get("kubernetes")  # rendered once by recommend()
+            if rendered is not None:
+                return list(rendered)
+            return render_kubernetes(self.policy_set)
+        return render_dialect(self.dialect_policy_set(), name, dialect_options(self.config))
+
+    def dialect_policy_set(self) -> PolicySet:
+        """:attr:`policy_set` with the evidence richer dialects use (computed once)."""
+        cached = self._cache.get("enriched")
+        if cached is None:
+            from .enrich import enrich_policy_set
+
+            cached = enrich_policy_set(self.policy_set, self.tables, self.findings.selectors)
+            self._cache["enriched"] = cached
+        return cached
+
+    def guardrail_manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
+        """The guardrails rendered for one dialect's tree ([] without guardrails).
+
+        ``config.guardrails_format`` when set, else the dialect's own form (kubernetes:
+        ClusterNetworkPolicy; calico: tiers; cilium: clusterwide deny policies).
+        """
         if self.guardrails is None:
             return []
         from .guardrails.render import render_guardrails
+        from .policy.dialects import parse_dialects
 
-        return render_guardrails(self.guardrails, self.config.guardrails_format)
+        name = parse_dialects(dialect)[0] if dialect is not None else self.config.dialects[0]
+        return render_guardrails(self.guardrails, guardrails_format(self.config, name))
 
-    def to_yaml(self) -> str:
-        """Every manifest (guardrails first) as one multi-document YAML string."""
-        return write_yaml_stream(self.guardrail_manifests() + self.manifests())
+    def to_yaml(self, dialect: str | None = None) -> str:
+        """Every manifest of one dialect (guardrails first) as one multi-document YAML string."""
+        return write_yaml_stream(self.guardrail_manifests(dialect) + self.manifests(dialect))
 
     def edges_frame(self) -> Any:
         """The edges as a pandas DataFrame."""
@@ -91,11 +136,23 @@ class Recommendation:
 
         return pd.DataFrame(self.report["rules"])
 
-    def write(self, out_dir: PathLike) -> list[Path]:
-        """Write the policy tree (a folder per namespace, kustomizations) and the reports."""
-        by_ns: dict[str, list[dict[str, Any]]] = {}
-        for manifest in self.manifests():
-            by_ns.setdefault(manifest["metadata"]["namespace"], []).append(manifest)
+    def write(self, out_dir: PathLike, dialects: Iterable[str] | str | None = None) -> list[Path]:
+        """Write the policy tree (a folder per namespace, kustomizations) and the reports.
+
+        ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
+        ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
+        """
+        from .policy.dialects import group_by_namespace, parse_dialects
+        from .policy.writer import write_policy_trees
+
+        started = time.perf_counter()
+        names = parse_dialects(dialects) if dialects is not None else self.config.dialects
+        trees = {name: group_by_namespace(self.manifests(name)) for name in names}
+        if self.guardrails is not None:
+            from .policy.writer import GUARDRAILS_FOLDER
+
+            for name, tree in trees.items():
+                tree[GUARDRAILS_FOLDER] = self.guardrail_manifests(name)
         from .report_html import report_html
 
         extra = {
@@ -103,13 +160,32 @@ class Recommendation:
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report),
         }
-        guardrails = self.guardrail_manifests()
-        return write_policy_tree(
-            by_ns,
-            Path(out_dir),
-            extra_files=extra,
-            cluster_folders={GUARDRAILS_FOLDER: guardrails} if guardrails else None,
-        )
+        rendered = time.perf_counter()
+        self.timings["report_files"] = rendered - started
+        written = write_policy_trees(trees, Path(out_dir), extra_files=extra)
+        self.timings["write"] = time.perf_counter() - rendered
+        return written
+
+
+def dialect_options(config: RecommendConfig) -> DialectOptions:
+    """The dialect writers' options from a run's configuration."""
+    from .policy.dialects import DialectOptions
+
+    labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    if config.inventory is not None:
+        from .inventory import load_inventory
+
+        labels = tuple((e.name, e.labels) for e in load_inventory(config.inventory))
+    return DialectOptions(
+        group_labels=labels,
+        staged=config.staged,
+        tier=config.tier,
+        tier_order=config.tier_order,
+        domains=config.domains,
+        l7=config.l7,
+        service_accounts=config.service_accounts,
+        network_sets=config.network_sets,
+    )
 
 
 def _self_check(
@@ -146,6 +222,44 @@ def _self_check(
 _SELF_CHECK_TRIPLES = 20_000
 
 
+class _Timed:
+    """Batches passed through, with the time spent producing them and a per-batch callback."""
+
+    def __init__(
+        self, batches: Iterable[pa.RecordBatch], on_batch: Callable[[int], None] | None
+    ) -> None:
+        self._batches = iter(batches)
+        self._on_batch = on_batch
+        self.seconds = 0.0
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = next(self._batches)
+            except StopIteration:
+                self.seconds += time.perf_counter() - started
+                return
+            self.seconds += time.perf_counter() - started
+            self.rows += batch.num_rows
+            if self._on_batch is not None:
+                self._on_batch(batch.num_rows)
+            yield batch
+
+
+def _spilled(batches: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
+    """Pass ``batches`` through while writing them to a canonical Parquet file at ``path``."""
+    import pyarrow.parquet as pq
+
+    from .schema import FLOW_SCHEMA
+
+    with pq.ParquetWriter(path, FLOW_SCHEMA, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            yield batch
+
+
 def recommend(
     flows: pa.Table | PathLike | Iterable[PathLike],
     config: RecommendConfig | None = None,
@@ -154,10 +268,16 @@ def recommend(
     workers: int | None = None,
     holdout: float | None = None,
     split_at: datetime | str | None = None,
+    engine: str = "embedded",
+    scheduler: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
     guardrails: Guardrails | PathLike | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
+
+    Files are streamed: canonical rows are aggregated batch by batch as they are read, so
+    memory holds the edges and one batch, never the whole flow table.
 
     Parameters
     ----------
@@ -175,13 +295,20 @@ def recommend(
         Held-out validation (:mod:`recommender.validation`): learn on the earlier part of the
         window and replay the later part (``holdout=0.2``: the latest 20 % of the time span;
         ``split_at``: from that time on) against those policies. The result is
-        ``report["holdout"]``; the policies returned are still learned from every flow.
+        ``report["holdout"]``; the policies returned are still learned from every flow. For
+        files, the canonical rows are spilled to a temporary Parquet file for the second pass.
+    engine, scheduler
+        ``"embedded"`` (this process) or ``"dask"``: ingest and aggregation as Dask tasks, one
+        per file, on the cluster at ``scheduler`` (an address such as ``tcp://host:8786``;
+        None starts a local cluster). See :mod:`recommender.engine` and ``docs/scaling.md``.
+    on_batch
+        Called with the row count of every canonical batch read (progress displays).
     guardrails
         Organisation-wide rules (:class:`~recommender.guardrails.Guardrails` or a file,
         ``docs/guardrails.md``; default ``config.guardrails``). Observed flows an admin
         guardrail denies get no allow rule and are listed in ``report["guardrails"]`` as
         conflicts, with compliance checks; :meth:`Recommendation.write` adds the rendered
-        guardrails in ``guardrails/``.
+        guardrails in ``_guardrails/``.
 
     Returns
     -------
@@ -197,11 +324,17 @@ def recommend(
         if options
         else (config or RecommendConfig())
     )
-    if holdout is not None or split_at is not None:
+    if not isinstance(config, RecommendConfig):
+        raise ConfigError("config must be a RecommendConfig.")
+    validate = holdout is not None or split_at is not None
+    if validate:
         from .validation import check_options
 
         check_options(holdout, split_at)  # fail before reading or aggregating anything
-    if guardrails is None and getattr(config, "guardrails", None):
+    from .engine import check_engine
+
+    check_engine(engine, scheduler)
+    if guardrails is None and config.guardrails:
         guardrails = config.guardrails
     if guardrails is not None and not isinstance(guardrails, Guardrails):
         from .guardrails import load_guardrails
@@ -210,47 +343,116 @@ def recommend(
     if guardrails is not None:
         from .guardrails.render import render_guardrails
 
-        render_guardrails(guardrails, _format(config))  # refuse before the heavy work
-    if isinstance(flows, pa.Table):
-        table = flows
-        raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
-        ledger = json.loads(raw) if raw else None
-    else:
-        table = read_flows(flows, format, workers=workers)
-        ledger = json.loads(table.schema.metadata[b"recommender.ledger"])
-    if not isinstance(config, RecommendConfig):
-        raise ConfigError("config must be a RecommendConfig.")
-    tables = aggregate_edges(table, config)
-    evidence, conflicts = tables, None
-    if guardrails is not None:
-        from .guardrails.checks import find_conflicts, keep_edges
+        for name in config.dialects:  # refuse a format that cannot express them, before reading
+            render_guardrails(guardrails, guardrails_format(config, name))
+    timings: dict[str, float] = {}
+    with ExitStack() as stack:
+        started = time.perf_counter()
+        holdout_input: pa.Table | Path
+        if isinstance(flows, pa.Table):
+            raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
+            ledger = json.loads(raw) if raw else None
+            timed = _Timed(flows.to_batches(), on_batch)
+            tables = aggregate_edges(timed, config)
+            holdout_input = flows
+        elif engine == "dask":
+            from .engine.dask_engine import dask_edges
 
-        conflicts, keep = find_conflicts(guardrails, tables, dialect=_dialect(config))
-        evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
-    policy_set, findings = synthesize(evidence, config)
-    report = build_report(policy_set, findings, tables, config, ledger)
-    report["self_check"] = _self_check(policy_set, evidence, guardrails, _dialect(config))
-    if guardrails is not None and conflicts is not None:
-        from .guardrails.report import guardrails_report
+            tables, ledger_obj, read_s = dask_edges(
+                flows, config, format=format, scheduler=scheduler, on_batch=on_batch
+            )
+            ledger = json.loads(json.dumps(ledger_obj.to_dict()))
+            timed = _Timed((), None)
+            timed.seconds = read_s
+            holdout_input = Path()
+            if validate:  # the second pass reads the files again, here
+                spill = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "flows.parquet"
+                for _ in _spilled(iter_flow_batches(flows, format, workers=workers), spill):
+                    pass
+                holdout_input = spill
+        else:
+            batches = iter_flow_batches(flows, format, workers=workers)
+            source: Iterable[pa.RecordBatch] = batches
+            holdout_input = Path()
+            if validate:
+                spill = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "flows.parquet"
+                source = _spilled(batches, spill)
+                holdout_input = spill
+            timed = _Timed(source, on_batch)
+            tables = aggregate_edges(timed, config)
+            # The JSON round trip gives the same values a read_flows table's metadata holds.
+            ledger = json.loads(json.dumps(batches.ledger.to_dict()))
+        aggregated = time.perf_counter()
+        timings["read"] = timed.seconds
+        timings["aggregate"] = aggregated - started - timed.seconds
+        evidence, conflicts = tables, None
+        if guardrails is not None:
+            from .guardrails.checks import find_conflicts, keep_edges
 
-        report["guardrails"] = guardrails_report(
-            guardrails, conflicts, policy_set, findings, tables, config
-        )
-    if holdout is not None or split_at is not None:
-        from .validation import holdout_report
+            conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
+            evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
+        policy_set, findings = synthesize(evidence, config)
+        policy_set = _beyond_pods(policy_set, tables, findings, config)
+        mark = _stage(timings, "synthesize", aggregated)
+        cache: dict[str, Any] = {}
+        if "kubernetes" in config.dialects:  # the other dialects render when written
+            cache["kubernetes"] = render_kubernetes(policy_set)
+        mark = _stage(timings, "render", mark)
+        self_check = _self_check(policy_set, evidence, guardrails, _precedence(config))
+        mark = _stage(timings, "self_check", mark)
+        report = build_report(policy_set, findings, tables, config, ledger)
+        report["self_check"] = self_check
+        if guardrails is not None and conflicts is not None:
+            from .guardrails.report import guardrails_report
 
-        report["holdout"] = holdout_report(table, config, holdout=holdout, split_at=split_at)
-    return Recommendation(policy_set, report, tables, findings, config, guardrails)
+            report["guardrails"] = guardrails_report(
+                guardrails, conflicts, policy_set, findings, tables, config,
+                _precedence(config),
+            )
+        mark = _stage(timings, "report", mark)
+        if validate:
+            from .validation import holdout_report
+
+            report["holdout"] = holdout_report(
+                holdout_input, config, holdout=holdout, split_at=split_at
+            )
+            _stage(timings, "holdout", mark)
+    return Recommendation(
+        policy_set, report, tables, findings, config, cache, timings, guardrails
+    )
 
 
-#: The output folder of rendered guardrails.
-GUARDRAILS_FOLDER = "guardrails"
+def guardrails_format(config: RecommendConfig, dialect: str) -> str:
+    """How guardrails are rendered in ``dialect``'s tree: ``config.guardrails_format`` when
+    set, else the dialect's own form."""
+    if config.guardrails_format is not None:
+        return config.guardrails_format
+    return {"calico": "calico", "cilium": "cilium"}.get(dialect, "cluster-network-policy")
 
 
-def _format(config: object) -> str:
-    return str(getattr(config, "guardrails_format", "cluster-network-policy"))
+def _precedence(config: RecommendConfig) -> str:
+    """Whose precedence judges the flows: that of the first tree's guardrails format."""
+    fmt = guardrails_format(config, config.dialects[0])
+    return {"calico": "calico", "cilium": "cilium"}.get(fmt, "kubernetes")
 
 
-def _dialect(config: RecommendConfig) -> str:
-    """The precedence rules that match the guardrails' rendering."""
-    return {"calico": "calico", "cilium": "cilium"}.get(config.guardrails_format, "kubernetes")
+def _stage(timings: dict[str, float], name: str, since: float) -> float:
+    now = time.perf_counter()
+    timings[name] = now - since
+    return now
+
+
+def _beyond_pods(
+    policy_set: PolicySet, tables: EdgeTables, findings: Findings, config: RecommendConfig
+) -> PolicySet:
+    """Host policies (``config.host_policies``) and inventory names (``config.inventory``)."""
+    if config.inventory is not None:
+        from .inventory import apply_inventory, load_inventory
+
+        policy_set = apply_inventory(policy_set, load_inventory(config.inventory))
+    if config.host_policies:
+        from .hosts import host_policies
+
+        hosts = host_policies(tables, findings, config)
+        policy_set = PolicySet(policy_set.policies, policy_set.host_policies + hosts)
+    return policy_set

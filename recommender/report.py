@@ -228,7 +228,7 @@ def _guardrails_markdown(g: dict[str, Any]) -> list[str]:
         "## Guardrails",
         "",
         f"Guardrails **{_md_escape(g['name'])}** ({len(g['guardrails'])} rules, rendered as "
-        f"{g['format']} in `guardrails/`). Observed flows an admin guardrail denies get no "
+        f"{g['format']} in `_guardrails/`). Observed flows an admin guardrail denies get no "
         "allow rule.",
         "",
         "### Conflicts to resolve",

@@ -686,7 +686,7 @@ def _guardrails(g: Mapping[str, Any]) -> str:
     body = [
         f"<p>Guardrails <strong>{_text(g.get('name'))}</strong> "
         f"({_text(len(g.get('guardrails') or []))} rules, rendered as {_text(g.get('format'))} "
-        "in <code>guardrails/</code>). Observed flows an admin guardrail denies get no allow "
+        "in <code>_guardrails/</code>). Observed flows an admin guardrail denies get no allow "
         "rule.</p>",
         "<h3>Conflicts to resolve</h3>",
     ]

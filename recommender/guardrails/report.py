@@ -24,18 +24,19 @@ def guardrails_report(
     findings: Findings,
     tables: EdgeTables,
     config: RecommendConfig,
+    dialect: str = "kubernetes",
 ) -> dict[str, Any]:
     """``report["guardrails"]`` (schema in ``docs/report.md``)."""
+    from ..pipeline import guardrails_format
     from ..replay import cluster_from_flows
 
-    dialect = {"calico": "calico", "cilium": "cilium"}.get(config.guardrails_format, "kubernetes")
     checks = compliance_checks(
         guardrails, policy_set, findings.namespaces_in_scope, cluster_from_flows(tables),
         dialect=dialect,
     )
     return {
         "name": guardrails.name,
-        "format": config.guardrails_format,
+        "format": guardrails_format(config, config.dialects[0]),
         "guardrails": [
             {
                 "name": g.name,

@@ -327,11 +327,14 @@ def test_cli_writes_guardrails_and_evaluates_the_whole_stack(tmp_path: Path) -> 
     out = tmp_path / "out"
     assert main(["run", str(SAMPLES), "-o", str(out), "--guardrails", str(EXAMPLE),
                  "--guardrails-format", "calico"]) == 0
-    files = sorted(p.name for p in (out / "guardrails").iterdir())
-    assert files[:2] == ["globalnetworkpolicy-acme.cde-no-internet.yaml",
-                         "globalnetworkpolicy-acme.monitoring-scrape.yaml"]
-    assert "tier-acme.yaml" in files and "kustomization.yaml" in files
-    assert "guardrails" in (out / "kustomization.yaml").read_text()
+    files = sorted(p.name for p in (out / "_guardrails").iterdir())
+    assert files == [
+        "acme.cde-no-internet.yaml", "acme.monitoring-scrape.yaml",
+        "acme.no-cloud-metadata.yaml", "acme.no-cross-env-prod.yaml",
+        "acme.no-cross-env-staging.yaml", "acme.pci-ingress.yaml", "acme.yaml",
+        "kustomization.yaml",
+    ]
+    assert "_guardrails" in (out / "kustomization.yaml").read_text()
     validate(out)
     report = json.loads((out / "report.json").read_text())
     assert report["guardrails"]["format"] == "calico"
@@ -396,7 +399,7 @@ def test_evaluate_reads_cluster_network_policies_beside_network_policies(tmp_pat
     assert [(e["destination"], e["reason"]) for e in coverage["false_denies"]] == [
         ("external:52.94.236.248", "egress: denied by admin/cde-no-internet egress rule 0")]
     # a cluster network policy whose subject matches by name is evaluated from the tree alone
-    doc = out / "guardrails" / "clusternetworkpolicy-acme-no-cloud-metadata.yaml"
+    doc = out / "_guardrails" / "acme-no-cloud-metadata.yaml"
     text = doc.read_text().replace("169.254.169.254/32", "52.94.236.248/32")
     doc.write_text(text)
     assert main(["evaluate", str(out), str(SAMPLES), "--json"]) == 1
@@ -416,3 +419,22 @@ def test_a_format_that_cannot_express_the_guardrails_fails_before_reading_flows(
         recommend(tmp_path / "no-such-flows", guardrails=baseline, guardrails_format="cilium")
     assert main(["run", str(tmp_path / "no-such-flows"), "--guardrails", str(tmp_path / "x.yaml"),
                  "-o", str(tmp_path / "out")]) == 2
+
+
+def test_each_dialect_tree_gets_its_own_form_of_the_guardrails(tmp_path: Path) -> None:
+    rec = recommend(SAMPLES, guardrails=EXAMPLE, dialects=("kubernetes", "calico", "cilium"))
+    rec.write(tmp_path / "out")
+    kinds = {
+        dialect: sorted({json.dumps(d["kind"]) for d in rec.guardrail_manifests(dialect)})
+        for dialect in ("kubernetes", "calico", "cilium")
+    }
+    assert kinds == {
+        "kubernetes": ['"ClusterNetworkPolicy"'],
+        "calico": ['"GlobalNetworkPolicy"', '"Tier"'],
+        "cilium": ['"CiliumClusterwideNetworkPolicy"'],
+    }
+    for dialect in kinds:
+        assert (tmp_path / "out" / dialect / "_guardrails" / "kustomization.yaml").is_file()
+    if VALIDATOR.is_file():
+        validate(tmp_path / "out")
+    assert rec.to_yaml("cilium").startswith("apiVersion: cilium.io/v2\nkind: CiliumClusterwide")
