@@ -82,6 +82,10 @@ _LAZY = {
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "Guardrails": "guardrails",
+    "load_guardrails": "guardrails",
+    "render_guardrails": "guardrails.render",
+    "evaluate_stack": "precedence",
     "JobResult": "job",
     "run_job": "job",
     "JobConfig": "job_config",
@@ -106,6 +110,8 @@ if TYPE_CHECKING:
     from .granularity import GranularityReport, granularity_report
     from .graph import build_graph
     from .graph_io import write_graph
+    from .guardrails import Guardrails, load_guardrails
+    from .guardrails.render import render_guardrails
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .job import JobResult, run_job
     from .job_config import JobConfig, load_job_config
@@ -114,6 +120,7 @@ if TYPE_CHECKING:
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
     from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
+    from .precedence import evaluate_stack
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
@@ -176,6 +183,7 @@ __all__ = [
     "FlowSourceError",
     "GitOpsError",
     "GranularityReport",
+    "Guardrails",
     "IngestLedger",
     "InputError",
     "JobConfig",
@@ -208,10 +216,12 @@ __all__ = [
     "communication_features",
     "detect_format",
     "evaluate",
+    "evaluate_stack",
     "finish_edges",
     "granularity_report",
     "iter_flow_batches",
     "load_config",
+    "load_guardrails",
     "load_job_config",
     "merge_partials",
     "partial_edges",
@@ -222,6 +232,7 @@ __all__ = [
     "read_policies",
     "recommend",
     "render_dialect",
+    "render_guardrails",
     "replay",
     "run_job",
     "screen_flows",
