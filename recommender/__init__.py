@@ -73,6 +73,10 @@ _LAZY = {
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "Guardrails": "guardrails",
+    "load_guardrails": "guardrails",
+    "render_guardrails": "guardrails.render",
+    "evaluate_stack": "precedence",
     "JobResult": "job",
     "run_job": "job",
     "JobConfig": "job_config",
@@ -93,6 +97,8 @@ if TYPE_CHECKING:
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
     from .graph import build_graph
     from .graph_io import write_graph
+    from .guardrails import Guardrails, load_guardrails
+    from .guardrails.render import render_guardrails
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .job import JobResult, run_job
     from .job_config import JobConfig, load_job_config
@@ -101,6 +107,7 @@ if TYPE_CHECKING:
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
     from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
+    from .precedence import evaluate_stack
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
@@ -159,6 +166,7 @@ __all__ = [
     "FlowProfile",
     "FlowSourceError",
     "GitOpsError",
+    "Guardrails",
     "IngestLedger",
     "InputError",
     "JobConfig",
@@ -188,9 +196,11 @@ __all__ = [
     "cluster_from_flows",
     "detect_format",
     "evaluate",
+    "evaluate_stack",
     "finish_edges",
     "iter_flow_batches",
     "load_config",
+    "load_guardrails",
     "load_job_config",
     "merge_partials",
     "partial_edges",
@@ -201,6 +211,7 @@ __all__ = [
     "read_policies",
     "recommend",
     "render_dialect",
+    "render_guardrails",
     "replay",
     "run_job",
     "synthesize",

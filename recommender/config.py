@@ -33,6 +33,15 @@ DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = (
 )
 
 
+#: Renderings of guardrails (recommender.guardrails.render.FORMATS; kept here to avoid a cycle).
+_GUARDRAIL_FORMATS: tuple[str, ...] = (
+    "cluster-network-policy",
+    "admin-network-policy",
+    "calico",
+    "cilium",
+)
+
+
 @dataclass(frozen=True)
 class RecommendConfig:
     """Options of :func:`recommender.recommend` (see ``docs/concepts.md``).
@@ -65,6 +74,14 @@ class RecommendConfig:
         report only. False adds ingress rules from the node addresses.
     dns_both_protocols
         Egress to a resolver on port 53 allows both UDP and TCP (DNS falls back to TCP).
+    guardrails
+        A guardrails file (``docs/guardrails.md``): observed flows a guardrail denies get no
+        allow rule, the report lists them and checks compliance, and the rendered guardrails
+        are written to ``_guardrails/`` in the output tree.
+    guardrails_format
+        How guardrails are rendered: ``cluster-network-policy``, ``admin-network-policy``,
+        ``calico`` or ``cilium``; None (default) follows each output dialect (kubernetes:
+        ``cluster-network-policy``). It also picks the precedence rules used to judge flows.
     dialects
         Output dialects: ``kubernetes``, ``calico``, ``cilium`` (several write into
         sub-folders; see ``docs/dialects.md``).
@@ -102,6 +119,8 @@ class RecommendConfig:
     allow_node_probes: bool = True
     dns_both_protocols: bool = True
     policy_prefix: str = "allow-"
+    guardrails: str | None = None
+    guardrails_format: str | None = None
     dialects: tuple[str, ...] = ("kubernetes",)
     staged: bool = False
     tier: str | None = "recommendations"
@@ -162,6 +181,16 @@ class RecommendConfig:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, not {value!r}.")
+        if self.guardrails is not None:
+            if isinstance(self.guardrails, Path):
+                object.__setattr__(self, "guardrails", str(self.guardrails))
+            if not isinstance(self.guardrails, str) or not self.guardrails:
+                raise ConfigError(f"guardrails must be a file path, not {self.guardrails!r}.")
+        if self.guardrails_format is not None and self.guardrails_format not in _GUARDRAIL_FORMATS:
+            raise ConfigError(
+                f"guardrails_format must be one of {', '.join(_GUARDRAIL_FORMATS)}, not "
+                f"{self.guardrails_format!r}."
+            )
         if not isinstance(self.policy_prefix, str):
             raise ConfigError(f"policy_prefix must be a string, not {self.policy_prefix!r}.")
         for name in ("since", "until"):
@@ -241,6 +270,9 @@ def load_config(path: str | Path) -> RecommendConfig:
     if "job" in data:  # read by recommender.job_config
         extra = {**extra, "job": data.pop("job")}
     options = coerce_options(data, str(path))
+    guardrails = options.get("guardrails")
+    if isinstance(guardrails, str) and guardrails and not Path(guardrails).is_absolute():
+        options["guardrails"] = str(Path(path).parent / guardrails)  # next to the config file
     try:
         return RecommendConfig(**options, extra=extra)
     except (TypeError, ConfigError) as exc:  # name the file, as coerce_options does

@@ -221,6 +221,49 @@ def _holdout_markdown(h: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _guardrails_markdown(g: dict[str, Any]) -> list[str]:
+    """The *Guardrails* section (``report["guardrails"]``): conflicts and compliance."""
+    out = [
+        "",
+        "## Guardrails",
+        "",
+        f"Guardrails **{_md_escape(g['name'])}** ({len(g['guardrails'])} rules, rendered as "
+        f"{g['format']} in `_guardrails/`). Observed flows an admin guardrail denies get no "
+        "allow rule.",
+        "",
+        "### Conflicts to resolve",
+        "",
+    ]
+    if not g["conflicts"]:
+        out.append("No observed flow is denied by a guardrail.")
+    else:
+        out.append(
+            f"{g['conflicts_total']} observed edges ({g['conflict_connections']:,} connections) "
+            "are denied by a guardrail: change the guardrail or the application."
+        )
+        out.append("")
+        out += _table(
+            ["source", "destination", "port", "connections", "guardrail", "why"],
+            [
+                [c["source"], c["destination"], f"{c['protocol']}/{c['port']}", c["connections"],
+                 c["guardrail"], c["reason"]]
+                for c in g["conflicts"]
+            ],
+        )
+    out += ["", "### Compliance", "",
+            "Checks of the whole stack (guardrails and these policies), as evidence for the "
+            "controls named; they are not an assessment.", ""]
+    out += _table(
+        ["check", "status", "PCI DSS v4", "NIST 800-53", "evidence"],
+        [
+            [c["title"], c["status"].upper(), ", ".join(c["controls"]["pci_dss_v4"]),
+             ", ".join(c["controls"]["nist_800_53"]), "; ".join(c["evidence"][:5])]
+            for c in g["compliance"]
+        ],
+    )
+    return out
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the same report for people."""
     s = report["summary"]
@@ -266,6 +309,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     holdout = report.get("holdout")
     if holdout:
         out += _holdout_markdown(holdout)
+    if report.get("guardrails"):
+        out += _guardrails_markdown(report["guardrails"])
     ingest = report.get("ingest")
     if ingest:
         out += ["## Input", ""]
