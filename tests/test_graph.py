@@ -268,3 +268,4 @@ def test_cli_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert any("segment" in n for n in data["nodes"])
     assert main(["graph", str(SAMPLE), "-o", str(tmp_path / "g.png")]) == 2
     assert "unknown graph format" in capsys.readouterr().err
+
