@@ -289,6 +289,11 @@ def _read_window(
         table = read_flows(local, job.format)
         table = _rename_files(table, stage.as_posix(), source.uri.rstrip("/"))
     _event("flows read", "job.read", rows=table.num_rows)
+    if table.num_rows == 0:
+        raise NoFlowsError(
+            f"{source.uri}: the window's {len(files)} files hold no flow record; nothing was "
+            "written and the previous outputs are kept."
+        )
     return table, inputs
 
 
@@ -340,9 +345,15 @@ def _previous_outputs(output: Location, work: Path) -> Path | None:
     pointer = read_bytes(output.child(CURRENT_FILE))
     if pointer is None:
         return None
-    run = json.loads(pointer).get("run")
-    if not isinstance(run, str) or "/" in run or run.startswith("."):
-        return None
+    try:
+        run = json.loads(pointer).get("run")
+    except (ValueError, AttributeError):
+        run = None
+    if not isinstance(run, str) or not run or "/" in run or run.startswith("."):
+        raise ConfigError(
+            f"{output.child(CURRENT_FILE).uri} does not name a run; restore it or delete it to "
+            "start learning afresh."
+        )
     previous = work / "previous"
     from .storage import list_files
 

@@ -158,6 +158,11 @@ def test_json_logs_and_no_flows_in_the_window_exits_3_keeping_the_outputs(site, 
     failed = [entry for entry in lines if entry.get("event") == "job.failed"]
     assert failed and failed[0]["exit_code"] == 3 and failed[0]["level"] == "error"
     assert "date=2026-03-01" in failed[0]["message"]
+    # Files that hold no flow at all (a broken export) are no better than no files.
+    write_day(site["flows"], date(2026, 3, 1), [])
+    assert main(["job", "-c", str(site["config"]), "--as-of", "2026-03-01T12:00:00Z"]) == 3
+    assert "hold no flow record" in capsys.readouterr().err
+    assert policy_files(site["out"]) == before
 
 
 @pytest.mark.parametrize(
