@@ -56,6 +56,8 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "DialectOptions": "policy.dialects",
+    "render_dialect": "policy.dialects",
     "build_graph": "graph",
     "write_graph": "graph_io",
     "SegmentProposal": "segments",
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+    from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
@@ -109,6 +112,7 @@ __all__ = [
     "Cluster",
     "ConfigError",
     "Coverage",
+    "DialectOptions",
     "EdgeTables",
     "Evidence",
     "FlowBatches",
@@ -151,6 +155,7 @@ __all__ = [
     "read_flows",
     "read_policies",
     "recommend",
+    "render_dialect",
     "replay",
     "run_job",
     "synthesize",

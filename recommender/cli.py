@@ -223,6 +223,80 @@ def run(
             help="Held-out validation split at this ISO 8601 time instead of --holdout.",
         ),
     ] = None,
+    dialect: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dialect",
+            "-d",
+            metavar="NAME",
+            help="Output dialect: kubernetes (default), calico, cilium; repeat or give a comma "
+            "list for several, each written into its own sub-folder of --output.",
+        ),
+    ] = None,
+    staged: Annotated[
+        bool | None,
+        typer.Option(
+            "--staged/--no-staged",
+            help="Calico: StagedNetworkPolicy (and StagedGlobalNetworkPolicy) for a safe rollout.",
+            show_default=False,
+        ),
+    ] = None,
+    tier: Annotated[
+        str | None,
+        typer.Option(help="Calico: the tier of the recommended policies (recommendations)."),
+    ] = None,
+    domains: Annotated[
+        bool | None,
+        typer.Option(
+            "--domains/--no-domains",
+            help="Egress to external addresses with observed DNS names by name: Calico "
+            "destination.domains (Calico Enterprise/Cloud), Cilium toFQDNs with the DNS proxy "
+            "rule.",
+            show_default=False,
+        ),
+    ] = None,
+    l7: Annotated[
+        bool | None,
+        typer.Option(
+            "--l7/--no-l7",
+            help="Cilium: HTTP method and path rules from observed L7 (HTTP) flows.",
+            show_default=False,
+        ),
+    ] = None,
+    service_accounts: Annotated[
+        bool | None,
+        typer.Option(
+            "--service-accounts/--no-service-accounts",
+            help="Calico and Cilium: select workloads by service account where flows carry it.",
+            show_default=False,
+        ),
+    ] = None,
+    host_policies: Annotated[
+        bool | None,
+        typer.Option(
+            "--host-policies/--no-host-policies",
+            help="Calico and Cilium: policies for the nodes seen as flow endpoints (Calico "
+            "GlobalNetworkPolicy over HostEndpoints, CiliumClusterwideNetworkPolicy).",
+            show_default=False,
+        ),
+    ] = None,
+    network_sets: Annotated[
+        bool | None,
+        typer.Option(
+            "--network-sets/--no-network-sets",
+            help="Calico: put each rule's external CIDRs in a NetworkSet the rule selects.",
+            show_default=False,
+        ),
+    ] = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory",
+            metavar="FILE",
+            help="YAML list of machines outside the cluster (name, cidrs, labels; see "
+            "docs/dialects.md): their addresses become named groups.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the policies as YAML; write nothing.")
     ] = False,
@@ -246,6 +320,15 @@ def run(
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
+                "dialects": dialect or None,
+                "staged": staged,
+                "tier": tier,
+                "domains": domains,
+                "l7": l7,
+                "service_accounts": service_accounts,
+                "host_policies": host_policies,
+                "network_sets": network_sets,
+                "inventory": str(inventory) if inventory is not None else None,
             }.items()
             if v is not None
         },
@@ -260,7 +343,11 @@ def run(
         split_at=split_at,
     )
     if dry_run:
-        typer.echo(result.to_yaml(), nl=False)
+        several = len(result.config.dialects) > 1
+        for name in result.config.dialects:
+            if several:
+                typer.echo(f"# dialect: {name}")
+            typer.echo(result.to_yaml(name), nl=False)
         return
     written = result.write(output)
     summary = result.report["summary"]

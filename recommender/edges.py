@@ -22,13 +22,17 @@ import pyarrow.parquet as pq
 
 from .config import RecommendConfig
 
-__all__ = ["EVIDENCE_VERDICTS", "EdgeTables", "aggregate_edges"]
+__all__ = ["EVIDENCE_VERDICTS", "MAX_HTTP_REQUESTS", "EdgeTables", "aggregate_edges"]
 
 #: Verdicts that show a connection really happened and was wanted. ``audit`` is Cilium's
 #: policy-audit mode (would have been dropped, was let through), the traffic to learn from.
 EVIDENCE_VERDICTS: Final = ("allowed", "audit", "redirected", "traced", "translated", "pass")
 
 _EPHEMERAL: Final = 32768
+
+#: Most distinct HTTP requests (method and path) an edge keeps as L7 evidence; an edge with
+#: more keeps one more than this, which tells the L7 renderers to give up on paths.
+MAX_HTTP_REQUESTS: Final = 64
 
 
 def _ident(p: str) -> str:
@@ -156,7 +160,8 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
     classified = f"""
         SELECT src_kind, src_namespace, src_name, dst_kind, dst_namespace, dst_name, protocol,
                dst_port, src_ip, dst_ip, node, connections, bytes, start_time, end_time,
-               src_workload_kind, dst_workload_kind, dst_service_name, dst_dns_names, {_IDS},
+               src_workload_kind, dst_workload_kind, dst_service_name, dst_dns_names,
+               http_method, http_path, {_IDS},
             CASE
               WHEN verdict NOT IN ({verdicts}) THEN 'denied'
               WHEN is_reply THEN 'reply'
@@ -166,7 +171,7 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
             END AS class
         FROM raw WHERE {window}
     """
-    aggregates = """
+    aggregates = f"""
         sum(connections)::BIGINT AS connections,
         count(*)::BIGINT AS rows,
         sum(coalesce(bytes, 0))::BIGINT AS bytes,
@@ -180,7 +185,10 @@ def aggregate_edges(flows: pa.Table | str, config: RecommendConfig | None = None
         max(src_workload_kind) AS src_workload_kind,
         max(dst_workload_kind) AS dst_workload_kind,
         list_sort(list_distinct(flatten(list(dst_dns_names)
-            FILTER (WHERE dst_dns_names IS NOT NULL)))) AS dns_names
+            FILTER (WHERE dst_dns_names IS NOT NULL)))) AS dns_names,
+        list_slice(list(DISTINCT http_method || ' ' || coalesce(http_path, '')
+            ORDER BY http_method || ' ' || coalesce(http_path, ''))
+            FILTER (WHERE http_method IS NOT NULL), 1, {MAX_HTTP_REQUESTS + 1}) AS http_requests
     """
     # Many distinct high ports between one pair of endpoints: replies or ephemeral listeners.
     con.execute(

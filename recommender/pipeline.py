@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -23,9 +23,12 @@ from .errors import ConfigError
 from .ingest import read_flows
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
-from .policy.writer import write_policy_tree, write_yaml_stream
+from .policy.writer import write_yaml_stream
 from .report import build_report, report_json, report_markdown
 from .synthesis import Findings, synthesize
+
+if TYPE_CHECKING:
+    from .policy.dialects import DialectOptions
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -55,19 +58,41 @@ class Recommendation:
     tables: EdgeTables
     findings: Findings
     config: RecommendConfig
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def edges(self) -> pa.Table:
         """The evidence edges."""
         return self.tables.edges
 
-    def manifests(self) -> list[dict[str, Any]]:
-        """Kubernetes NetworkPolicy manifests, in policy order."""
-        return render_kubernetes(self.policy_set)
+    def manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
+        """The manifests of one dialect (``kubernetes``, ``calico`` or ``cilium``; default the
+        first of ``config.dialects``), all rendered from :attr:`policy_set`.
 
-    def to_yaml(self) -> str:
-        """Every manifest as one multi-document YAML string."""
-        return write_yaml_stream(self.manifests())
+        Calico and Cilium also use the evidence :func:`recommender.enrich.enrich_policy_set`
+        attaches (DNS names, entities, HTTP requests, service accounts) and the options in
+        :attr:`config` (``staged``, ``tier``, ``domains``, ``l7``, ...).
+        """
+        from .policy.dialects import parse_dialects, render_dialect
+
+        name = parse_dialects(dialect)[0] if dialect is not None else self.config.dialects[0]
+        if name == "kubernetes":
+            return render_kubernetes(self.policy_set)
+        return render_dialect(self.dialect_policy_set(), name, dialect_options(self.config))
+
+    def dialect_policy_set(self) -> PolicySet:
+        """:attr:`policy_set` with the evidence richer dialects use (computed once)."""
+        cached = self._cache.get("enriched")
+        if cached is None:
+            from .enrich import enrich_policy_set
+
+            cached = enrich_policy_set(self.policy_set, self.tables, self.findings.selectors)
+            self._cache["enriched"] = cached
+        return cached
+
+    def to_yaml(self, dialect: str | None = None) -> str:
+        """Every manifest of one dialect as one multi-document YAML string."""
+        return write_yaml_stream(self.manifests(dialect))
 
     def edges_frame(self) -> Any:
         """The edges as a pandas DataFrame."""
@@ -79,11 +104,17 @@ class Recommendation:
 
         return pd.DataFrame(self.report["rules"])
 
-    def write(self, out_dir: PathLike) -> list[Path]:
-        """Write the policy tree (a folder per namespace, kustomizations) and the reports."""
-        by_ns: dict[str, list[dict[str, Any]]] = {}
-        for manifest in self.manifests():
-            by_ns.setdefault(manifest["metadata"]["namespace"], []).append(manifest)
+    def write(self, out_dir: PathLike, dialects: Iterable[str] | str | None = None) -> list[Path]:
+        """Write the policy tree (a folder per namespace, kustomizations) and the reports.
+
+        ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
+        ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
+        """
+        from .policy.dialects import group_by_namespace, parse_dialects
+        from .policy.writer import write_policy_trees
+
+        names = parse_dialects(dialects) if dialects is not None else self.config.dialects
+        trees = {name: group_by_namespace(self.manifests(name)) for name in names}
         from .report_html import report_html
 
         extra = {
@@ -91,7 +122,28 @@ class Recommendation:
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report),
         }
-        return write_policy_tree(by_ns, Path(out_dir), extra_files=extra)
+        return write_policy_trees(trees, Path(out_dir), extra_files=extra)
+
+
+def dialect_options(config: RecommendConfig) -> DialectOptions:
+    """The dialect writers' options from a run's configuration."""
+    from .policy.dialects import DialectOptions
+
+    labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    if config.inventory is not None:
+        from .inventory import load_inventory
+
+        labels = tuple((e.name, e.labels) for e in load_inventory(config.inventory))
+    return DialectOptions(
+        group_labels=labels,
+        staged=config.staged,
+        tier=config.tier,
+        tier_order=config.tier_order,
+        domains=config.domains,
+        l7=config.l7,
+        service_accounts=config.service_accounts,
+        network_sets=config.network_sets,
+    )
 
 
 def _self_check(policy_set: PolicySet, tables: EdgeTables) -> dict[str, Any]:
@@ -175,6 +227,7 @@ def recommend(
         raise ConfigError("config must be a RecommendConfig.")
     tables = aggregate_edges(table, config)
     policy_set, findings = synthesize(tables, config)
+    policy_set = _beyond_pods(policy_set, tables, findings, config)
     report = build_report(policy_set, findings, tables, config, ledger)
     report["self_check"] = _self_check(policy_set, tables)
     if holdout is not None or split_at is not None:
@@ -182,3 +235,19 @@ def recommend(
 
         report["holdout"] = holdout_report(table, config, holdout=holdout, split_at=split_at)
     return Recommendation(policy_set, report, tables, findings, config)
+
+
+def _beyond_pods(
+    policy_set: PolicySet, tables: EdgeTables, findings: Findings, config: RecommendConfig
+) -> PolicySet:
+    """Host policies (``config.host_policies``) and inventory names (``config.inventory``)."""
+    if config.inventory is not None:
+        from .inventory import apply_inventory, load_inventory
+
+        policy_set = apply_inventory(policy_set, load_inventory(config.inventory))
+    if config.host_policies:
+        from .hosts import host_policies
+
+        hosts = host_policies(tables, findings, config)
+        policy_set = PolicySet(policy_set.policies, policy_set.host_policies + hosts)
+    return policy_set
