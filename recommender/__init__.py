@@ -30,7 +30,11 @@ _LAZY = {
     "RecommendConfig": "config",
     "load_config": "config",
     "EdgeTables": "edges",
+    "PartialEdges": "edges",
     "aggregate_edges": "edges",
+    "finish_edges": "edges",
+    "merge_partials": "edges",
+    "partial_edges": "edges",
     "FORMATS": "ingest",
     "FlowBatches": "ingest",
     "detect_format": "ingest",
@@ -73,7 +77,14 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
-    from .edges import EdgeTables, aggregate_edges
+    from .edges import (
+        EdgeTables,
+        PartialEdges,
+        aggregate_edges,
+        finish_edges,
+        merge_partials,
+        partial_edges,
+    )
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
     from .graph import build_graph
     from .graph_io import write_graph
@@ -126,6 +137,7 @@ __all__ = [
     "JobResult",
     "LabelSelector",
     "NoFlowsError",
+    "PartialEdges",
     "Peer",
     "Policy",
     "PolicySet",
@@ -146,9 +158,12 @@ __all__ = [
     "cluster_from_flows",
     "detect_format",
     "evaluate",
+    "finish_edges",
     "iter_flow_batches",
     "load_config",
     "load_job_config",
+    "merge_partials",
+    "partial_edges",
     "profile_flows",
     "propose_segments",
     "read_cluster",
