@@ -93,10 +93,6 @@ class SelectorChoice:
     ambiguous: bool = False
 
 
-def _matches(selector: dict[str, str], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
 def choose_selectors(
     workloads: Mapping[tuple[str, str], Mapping[str, str]],
 ) -> dict[tuple[str, str], SelectorChoice]:
@@ -128,8 +124,13 @@ def choose_selectors(
         by_namespace.setdefault(namespace, []).append((name, stable_labels(labels)))
     result: dict[tuple[str, str], SelectorChoice] = {}
     for namespace, members in by_namespace.items():
-        for name, labels in members:
-            others = [other for other_name, other in members if other_name != name]
+        # (key, value) -> members carrying it: the others a one-label selector would also
+        # select, narrowed key by key (linear per workload instead of scanning every other).
+        index: dict[tuple[str, str], list[int]] = {}
+        for position, (_, labels) in enumerate(members):
+            for pair in labels.items():
+                index.setdefault(pair, []).append(position)
+        for position, (name, labels) in enumerate(members):
             if not labels:
                 result[(namespace, name)] = SelectorChoice(
                     LabelSelector.of({"app": name}), "fallback"
@@ -138,12 +139,16 @@ def choose_selectors(
             order: list[str] = [k for k in PREFERRED_KEYS if k in labels]
             order += sorted(k for k in labels if k not in PREFERRED_KEYS)
             chosen: dict[str, str] = {}
+            also: list[int] = []  # other members the chosen labels also select
             for key in order:
                 chosen[key] = labels[key]
-                if not any(_matches(chosen, other) for other in others):
+                if len(chosen) == 1:
+                    also = [j for j in index[(key, labels[key])] if j != position]
+                else:
+                    also = [j for j in also if members[j][1].get(key) == labels[key]]
+                if not also:
                     break
-            ambiguous = any(_matches(chosen, other) for other in others)
             result[(namespace, name)] = SelectorChoice(
-                LabelSelector.of(chosen), "labels", ambiguous
+                LabelSelector.of(chosen), "labels", bool(also)
             )
     return result
