@@ -29,6 +29,15 @@ from .errors import (
 # The rest is imported on first use, so that `recommend --help` does not wait for pyarrow and
 # DuckDB to load (PEP 562).
 _LAZY = {
+    "Anomaly": "anomaly",
+    "Screening": "anomaly",
+    "screen_flows": "anomaly",
+    "BehaviourClustering": "clustering",
+    "SignatureGrouping": "clustering",
+    "CommunicationFeatures": "clustering_features",
+    "communication_features": "clustering_features",
+    "GranularityReport": "granularity",
+    "granularity_report": "granularity",
     "address_class_table": "addresses",
     "classify_address": "addresses",
     "RecommendConfig": "config",
@@ -73,6 +82,10 @@ _LAZY = {
     "Coverage": "replay",
     "cluster_from_flows": "replay",
     "replay": "replay",
+    "Guardrails": "guardrails",
+    "load_guardrails": "guardrails",
+    "render_guardrails": "guardrails.render",
+    "evaluate_stack": "precedence",
     "JobResult": "job",
     "run_job": "job",
     "JobConfig": "job_config",
@@ -81,6 +94,9 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .addresses import address_class_table, classify_address
+    from .anomaly import Anomaly, Screening, screen_flows
+    from .clustering import BehaviourClustering, SignatureGrouping
+    from .clustering_features import CommunicationFeatures, communication_features
     from .config import RecommendConfig, load_config
     from .edges import (
         EdgeTables,
@@ -91,8 +107,11 @@ if TYPE_CHECKING:
         partial_edges,
     )
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .granularity import GranularityReport, granularity_report
     from .graph import build_graph
     from .graph_io import write_graph
+    from .guardrails import Guardrails, load_guardrails
+    from .guardrails.render import render_guardrails
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
     from .job import JobResult, run_job
     from .job_config import JobConfig, load_job_config
@@ -101,6 +120,7 @@ if TYPE_CHECKING:
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
     from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
+    from .precedence import evaluate_stack
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
     from .schema import FLOW_SCHEMA, SCHEMA_VERSION
@@ -148,7 +168,10 @@ __all__ = [
     "FLOW_SCHEMA",
     "FORMATS",
     "SCHEMA_VERSION",
+    "Anomaly",
+    "BehaviourClustering",
     "Cluster",
+    "CommunicationFeatures",
     "ConfigError",
     "Coverage",
     "DialectOptions",
@@ -159,6 +182,8 @@ __all__ = [
     "FlowProfile",
     "FlowSourceError",
     "GitOpsError",
+    "GranularityReport",
+    "Guardrails",
     "IngestLedger",
     "InputError",
     "JobConfig",
@@ -175,7 +200,9 @@ __all__ = [
     "RecommenderError",
     "Rule",
     "SchemaError",
+    "Screening",
     "SegmentProposal",
+    "SignatureGrouping",
     "StorageError",
     "SynthesisError",
     "UnsupportedDialectError",
@@ -186,11 +213,15 @@ __all__ = [
     "build_graph",
     "classify_address",
     "cluster_from_flows",
+    "communication_features",
     "detect_format",
     "evaluate",
+    "evaluate_stack",
     "finish_edges",
+    "granularity_report",
     "iter_flow_batches",
     "load_config",
+    "load_guardrails",
     "load_job_config",
     "merge_partials",
     "partial_edges",
@@ -201,8 +232,10 @@ __all__ = [
     "read_policies",
     "recommend",
     "render_dialect",
+    "render_guardrails",
     "replay",
     "run_job",
+    "screen_flows",
     "synthesize",
     "write_graph",
 ]

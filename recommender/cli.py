@@ -98,6 +98,37 @@ FormatOpt = Annotated[
 ]
 
 
+GuardrailsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--guardrails",
+        metavar="FILE",
+        help="Organisation guardrails (docs/guardrails.md): flows they deny get no allow rule "
+        "and are reported as conflicts; the report checks compliance; run writes them to "
+        "_guardrails/ of each tree, evaluate judges the whole stack.",
+    ),
+]
+
+
+#: Kinds the guardrails renderers write; with --guardrails, evaluate takes them from the file.
+_GUARDRAIL_KINDS = (
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+    "CiliumClusterwideNetworkPolicy",
+    "ClusterNetworkPolicy",
+    "GlobalNetworkPolicy",
+    "Tier",
+)
+
+
+def _guardrails_summary(section: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": section["name"],
+        "conflicts": section["conflicts_total"],
+        "compliance": {c["check"]: c["status"] for c in section["compliance"]},
+    }
+
+
 def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
@@ -296,6 +327,30 @@ def run(
         int | None,
         typer.Option(help="Unobserved addresses a merged CIDR may add (0: exact addresses)."),
     ] = None,
+    trust_all_flows: Annotated[
+        bool,
+        typer.Option(
+            "--trust-all-flows",
+            help="Keep flows that look like scanning or lateral movement in the allow rules "
+            "(they are still reported under 'anomalies'); by default they get no rule.",
+        ),
+    ] = False,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact",
+            help="Workloads of a namespace with identical rules share one policy (a set-based "
+            "selector that selects nothing else); see docs/clustering.md.",
+        ),
+    ] = False,
+    compaction_budget: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Unobserved (workload, peer, port) grants a policy shared by a behavioural "
+            "cluster may add (implies --compact; 0: identical rules only).",
+        ),
+    ] = None,
     holdout: Annotated[
         float | None,
         typer.Option(
@@ -313,6 +368,16 @@ def run(
             "--split-at",
             metavar="TIME",
             help="Held-out validation split at this ISO 8601 time instead of --holdout.",
+        ),
+    ] = None,
+    guardrails: GuardrailsOpt = None,
+    guardrails_format: Annotated[
+        str | None,
+        typer.Option(
+            "--guardrails-format",
+            help="How guardrails are written to _guardrails/: cluster-network-policy, "
+            "admin-network-policy, calico or cilium (default: the dialect of each tree, "
+            "kubernetes giving cluster-network-policy); also whose precedence judges the flows.",
         ),
     ] = None,
     dialect: Annotated[
@@ -418,6 +483,11 @@ def run(
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
+                "trust_all_flows": True if trust_all_flows else None,
+                "compact_policies": True if compact or compaction_budget else None,
+                "compaction_budget": compaction_budget,
+                "guardrails": str(guardrails) if guardrails is not None else None,
+                "guardrails_format": guardrails_format,
                 "dialects": dialect or None,
                 "staged": staged,
                 "tier": tier,
@@ -465,6 +535,11 @@ def run(
                     "files": len(written),
                     **summary,
                     **({"holdout": result.report["holdout"]} if "holdout" in result.report else {}),
+                    **(
+                        {"guardrails": _guardrails_summary(result.report["guardrails"])}
+                        if "guardrails" in result.report
+                        else {}
+                    ),
                 },
                 indent=2,
                 sort_keys=True,
@@ -482,6 +557,21 @@ def run(
         f"{summary['flagged_rules']} rules flagged for review, {summary['denied_edges']} denied "
         f"edges not allowed, {summary['excluded_edges']} edges left out; see {output}/report.md"
     )
+    anomalies = result.report.get("anomalies")
+    if anomalies and anomalies["flagged"]:
+        kept = "kept (--trust-all-flows)" if anomalies["trust_all_flows"] else "left out"
+        typer.echo(
+            f"{anomalies['flagged']} edges look like scanning or lateral movement "
+            f"({anomalies['allowed_edges']} of them allowed in the input: {kept}); see "
+            "'Anomalies' in the report"
+        )
+    if "guardrails" in result.report:
+        g = _guardrails_summary(result.report["guardrails"])
+        typer.echo(
+            f"guardrails {g['name']}: {g['conflicts']} observed edges a guardrail denies (no "
+            f"allow rule; see 'Conflicts to resolve'); compliance: "
+            + ", ".join(f"{k} {v}" for k, v in g["compliance"].items())
+        )
     held = result.report.get("holdout")
     if held:
         typer.echo(
@@ -646,9 +736,24 @@ def evaluate(
     examples: Annotated[
         int, typer.Option("--examples", min=0, help="Examples printed per list.")
     ] = 10,
+    guardrails: GuardrailsOpt = None,
+    dialect: Annotated[
+        str,
+        typer.Option(
+            "--precedence",
+            help="Whose precedence rules combine guardrails and NetworkPolicies: kubernetes "
+            "(ClusterNetworkPolicy Admin, NetworkPolicy, Baseline), calico (tiers) or cilium "
+            "(deny over allow).",
+        ),
+    ] = "kubernetes",
 ) -> None:
     """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused,
     redundant (shadowed) and broad rules.
+
+    POLICIES may hold ClusterNetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy
+    objects too (a tree written with --guardrails, say): the whole stack is then evaluated.
+    Other policy kinds (Calico, Cilium) need --guardrails FILE, which replaces the guardrail
+    kinds found in POLICIES.
 
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
     1 when there are false denies (observed allowed connections the policies would deny),
@@ -657,7 +762,19 @@ def evaluate(
     from .policy.reader import read_policies
     from .replay import replay
 
-    coverage = replay(read_policies(policies), flows, format=format)
+    if dialect not in ("kubernetes", "calico", "cilium"):
+        raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
+    stack: Any = None
+    if guardrails is not None:
+        from .guardrails import load_guardrails
+
+        stack = load_guardrails(guardrails)
+        policy_set = read_policies(policies, skip_kinds=_GUARDRAIL_KINDS)
+    else:  # ClusterNetworkPolicy / AdminNetworkPolicy found beside the NetworkPolicies count too
+        from .guardrails.reader import read_policy_stack
+
+        policy_set, stack = read_policy_stack(policies)
+    coverage = replay(policy_set, flows, format=format, guardrails=stack, dialect=dialect)
     if json_out:
         typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
     else:

@@ -33,6 +33,15 @@ DEFAULT_EXCLUDED_NAMESPACES: tuple[str, ...] = (
 )
 
 
+#: Renderings of guardrails (recommender.guardrails.render.FORMATS; kept here to avoid a cycle).
+_GUARDRAIL_FORMATS: tuple[str, ...] = (
+    "cluster-network-policy",
+    "admin-network-policy",
+    "calico",
+    "cilium",
+)
+
+
 @dataclass(frozen=True)
 class RecommendConfig:
     """Options of :func:`recommender.recommend` (see ``docs/concepts.md``).
@@ -65,6 +74,35 @@ class RecommendConfig:
         report only. False adds ingress rules from the node addresses.
     dns_both_protocols
         Egress to a resolver on port 53 allows both UDP and TCP (DNS falls back to TCP).
+    trust_all_flows
+        Keep edges that anomaly screening flags (scans, sibling deviations, cluster outliers)
+        in the allow rules; they are still reported. False leaves them out
+        (``docs/clustering.md``).
+    scan_min_targets, scan_denied_share
+        A source reaching at least ``scan_min_targets`` distinct (peer, port) targets, at least
+        ``scan_denied_share`` of them only denied, is scanning.
+    sibling_min_pods
+        A peer only one pod of a workload talks to is flagged when at least this many of its
+        pods (that one included) were active at the same time.
+    outlier_min_cluster
+        A rare edge to a peer no other member uses is flagged in behavioural clusters of at
+        least this many workloads.
+    cluster_distance
+        Distance threshold of behavioural clustering (Jaccard distance, 0..1).
+    compact_policies
+        Workloads of one namespace whose policies have identical rules share one policy whose
+        selector is the union of theirs, when that selects nothing else.
+    compaction_budget
+        With ``compact_policies``: unobserved (workload, peer, port) grants a shared policy of
+        one behavioural cluster may add; 0 merges identical rules only.
+    guardrails
+        A guardrails file (``docs/guardrails.md``): observed flows a guardrail denies get no
+        allow rule, the report lists them and checks compliance, and the rendered guardrails
+        are written to ``_guardrails/`` in the output tree.
+    guardrails_format
+        How guardrails are rendered: ``cluster-network-policy``, ``admin-network-policy``,
+        ``calico`` or ``cilium``; None (default) follows each output dialect (kubernetes:
+        ``cluster-network-policy``). It also picks the precedence rules used to judge flows.
     dialects
         Output dialects: ``kubernetes``, ``calico``, ``cilium`` (several write into
         sub-folders; see ``docs/dialects.md``).
@@ -102,6 +140,16 @@ class RecommendConfig:
     allow_node_probes: bool = True
     dns_both_protocols: bool = True
     policy_prefix: str = "allow-"
+    trust_all_flows: bool = False
+    scan_min_targets: int = 10
+    scan_denied_share: float = 0.5
+    sibling_min_pods: int = 3
+    outlier_min_cluster: int = 3
+    cluster_distance: float = 0.3
+    compact_policies: bool = False
+    compaction_budget: int = 0
+    guardrails: str | None = None
+    guardrails_format: str | None = None
     dialects: tuple[str, ...] = ("kubernetes",)
     staged: bool = False
     tier: str | None = "recommendations"
@@ -122,6 +170,10 @@ class RecommendConfig:
             "cidr_budget",
             "internet_ingress_sources",
             "max_ephemeral_ports",
+            "scan_min_targets",
+            "sibling_min_pods",
+            "outlier_min_cluster",
+            "compaction_budget",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -133,6 +185,16 @@ class RecommendConfig:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name} must be a list of names or patterns, not {value!r}.")
             object.__setattr__(self, name, tuple(value))
+        for name, top in (("scan_denied_share", "1]"), ("cluster_distance", "1)")):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= 1
+                or (top == "1)" and value == 1)
+            ):
+                raise ConfigError(f"{name} must be a number in (0, {top}, not {value!r}.")
+            object.__setattr__(self, name, float(value))
         from .policy.dialects import parse_dialects
 
         object.__setattr__(self, "dialects", parse_dialects(self.dialects))
@@ -152,6 +214,8 @@ class RecommendConfig:
         for name in (
             "allow_node_probes",
             "dns_both_protocols",
+            "trust_all_flows",
+            "compact_policies",
             "staged",
             "domains",
             "l7",
@@ -162,6 +226,16 @@ class RecommendConfig:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, not {value!r}.")
+        if self.guardrails is not None:
+            if isinstance(self.guardrails, Path):
+                object.__setattr__(self, "guardrails", str(self.guardrails))
+            if not isinstance(self.guardrails, str) or not self.guardrails:
+                raise ConfigError(f"guardrails must be a file path, not {self.guardrails!r}.")
+        if self.guardrails_format is not None and self.guardrails_format not in _GUARDRAIL_FORMATS:
+            raise ConfigError(
+                f"guardrails_format must be one of {', '.join(_GUARDRAIL_FORMATS)}, not "
+                f"{self.guardrails_format!r}."
+            )
         if not isinstance(self.policy_prefix, str):
             raise ConfigError(f"policy_prefix must be a string, not {self.policy_prefix!r}.")
         for name in ("since", "until"):
@@ -241,6 +315,9 @@ def load_config(path: str | Path) -> RecommendConfig:
     if "job" in data:  # read by recommender.job_config
         extra = {**extra, "job": data.pop("job")}
     options = coerce_options(data, str(path))
+    guardrails = options.get("guardrails")
+    if isinstance(guardrails, str) and guardrails and not Path(guardrails).is_absolute():
+        options["guardrails"] = str(Path(path).parent / guardrails)  # next to the config file
     try:
         return RecommendConfig(**options, extra=extra)
     except (TypeError, ConfigError) as exc:  # name the file, as coerce_options does

@@ -23,8 +23,9 @@
 
 Only allow rules of Kubernetes NetworkPolicy are evaluated: deny or pass rules, entity peers
 and tiers (Calico, Cilium, AdminNetworkPolicy) raise
-:class:`~recommender.errors.UnsupportedDialectError`. hostNetwork pods are treated like any
-other pod, as NCA does; Kubernetes leaves them to the network plugin.
+:class:`~recommender.errors.UnsupportedDialectError`; guardrails and tiers above and below
+NetworkPolicies are evaluated by :mod:`recommender.precedence`. hostNetwork pods are treated
+like any other pod, as NCA does; Kubernetes leaves them to the network plugin.
 """
 
 from __future__ import annotations

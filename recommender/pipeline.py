@@ -23,6 +23,7 @@ import pyarrow as pa
 from .config import RecommendConfig
 from .edges import EdgeTables, aggregate_edges
 from .errors import ConfigError
+from .guardrails.model import Guardrails
 from .ingest import iter_flow_batches
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
@@ -60,6 +61,9 @@ class Recommendation:
         :meth:`write` adds ``report_files`` and ``write``). Wall-clock time, so kept out of
         the report, whose bytes depend on the input only. ``read`` is the time spent producing
         canonical rows, ``aggregate`` the rest of the streaming aggregation.
+    guardrails
+        The guardrails synthesis respected (None without ``guardrails=``); each written tree
+        gets them in ``_guardrails/``.
     """
 
     policy_set: PolicySet
@@ -69,6 +73,7 @@ class Recommendation:
     config: RecommendConfig
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     timings: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    guardrails: Guardrails | None = None
 
     @property
     def edges(self) -> pa.Table:
@@ -103,9 +108,23 @@ class Recommendation:
             self._cache["enriched"] = cached
         return cached
 
+    def guardrail_manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
+        """The guardrails rendered for one dialect's tree ([] without guardrails).
+
+        ``config.guardrails_format`` when set, else the dialect's own form (kubernetes:
+        ClusterNetworkPolicy; calico: tiers; cilium: clusterwide deny policies).
+        """
+        if self.guardrails is None:
+            return []
+        from .guardrails.render import render_guardrails
+        from .policy.dialects import parse_dialects
+
+        name = parse_dialects(dialect)[0] if dialect is not None else self.config.dialects[0]
+        return render_guardrails(self.guardrails, guardrails_format(self.config, name))
+
     def to_yaml(self, dialect: str | None = None) -> str:
-        """Every manifest of one dialect as one multi-document YAML string."""
-        return write_yaml_stream(self.manifests(dialect))
+        """Every manifest of one dialect (guardrails first) as one multi-document YAML string."""
+        return write_yaml_stream(self.guardrail_manifests(dialect) + self.manifests(dialect))
 
     def edges_frame(self) -> Any:
         """The edges as a pandas DataFrame."""
@@ -129,6 +148,11 @@ class Recommendation:
         started = time.perf_counter()
         names = parse_dialects(dialects) if dialects is not None else self.config.dialects
         trees = {name: group_by_namespace(self.manifests(name)) for name in names}
+        if self.guardrails is not None:
+            from .policy.writer import GUARDRAILS_FOLDER
+
+            for name, tree in trees.items():
+                tree[GUARDRAILS_FOLDER] = self.guardrail_manifests(name)
         from .report_html import report_html
 
         extra = {
@@ -164,12 +188,24 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
     )
 
 
-def _self_check(policy_set: PolicySet, tables: EdgeTables) -> dict[str, Any]:
+def _self_check(
+    policy_set: PolicySet,
+    tables: EdgeTables,
+    guardrails: Guardrails | None = None,
+    dialect: str = "kubernetes",
+) -> dict[str, Any]:
     """Replay the evidence against the emitted policies with the project's own evaluator
-    (Kubernetes semantics): coverage must be 1.0 with no false denies."""
+    (Kubernetes semantics; with guardrails, the whole stack): coverage must be 1.0 with no
+    false denies."""
     from .replay import replay
 
-    coverage = replay(policy_set, tables, synthetic_limit=_SELF_CHECK_TRIPLES)
+    coverage = replay(
+        policy_set,
+        tables,
+        synthetic_limit=_SELF_CHECK_TRIPLES,
+        guardrails=guardrails,
+        dialect=dialect,
+    )
     data = coverage.to_dict()
     return {
         "coverage": data["coverage"],
@@ -235,6 +271,7 @@ def recommend(
     engine: str = "embedded",
     scheduler: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    guardrails: Guardrails | PathLike | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -266,6 +303,12 @@ def recommend(
         None starts a local cluster). See :mod:`recommender.engine` and ``docs/scaling.md``.
     on_batch
         Called with the row count of every canonical batch read (progress displays).
+    guardrails
+        Organisation-wide rules (:class:`~recommender.guardrails.Guardrails` or a file,
+        ``docs/guardrails.md``; default ``config.guardrails``). Observed flows an admin
+        guardrail denies get no allow rule and are listed in ``report["guardrails"]`` as
+        conflicts, with compliance checks; :meth:`Recommendation.write` adds the rendered
+        guardrails in ``_guardrails/``.
 
     Returns
     -------
@@ -291,6 +334,17 @@ def recommend(
     from .engine import check_engine
 
     check_engine(engine, scheduler)
+    if guardrails is None and config.guardrails:
+        guardrails = config.guardrails
+    if guardrails is not None and not isinstance(guardrails, Guardrails):
+        from .guardrails import load_guardrails
+
+        guardrails = load_guardrails(os.fspath(guardrails))
+    if guardrails is not None:
+        from .guardrails.render import render_guardrails
+
+        for name in config.dialects:  # refuse a format that cannot express them, before reading
+            render_guardrails(guardrails, guardrails_format(config, name))
     timings: dict[str, float] = {}
     with ExitStack() as stack:
         started = time.perf_counter()
@@ -331,17 +385,47 @@ def recommend(
         aggregated = time.perf_counter()
         timings["read"] = timed.seconds
         timings["aggregate"] = aggregated - started - timed.seconds
-        policy_set, findings = synthesize(tables, config)
+        from .anomaly import screen_flows
+
+        # Scans and lateral movement get no allow rule (unless trust_all_flows); the sibling
+        # rule reads flow rows again only for workloads it suspects: docs/clustering.md.
+        rows: Any = (
+            flows
+            if isinstance(flows, pa.Table)
+            else lambda: iter_flow_batches(flows, format, workers=workers)
+        )
+        screening = screen_flows(tables, rows, config)
+        tables = screening.tables  # (its time counts in "synthesize")
+        evidence, conflicts = tables, None
+        if guardrails is not None:
+            from .guardrails.checks import find_conflicts, keep_edges
+
+            conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
+            evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
+        policy_set, findings = synthesize(evidence, config)
         policy_set = _beyond_pods(policy_set, tables, findings, config)
         mark = _stage(timings, "synthesize", aggregated)
         cache: dict[str, Any] = {}
         if "kubernetes" in config.dialects:  # the other dialects render when written
             cache["kubernetes"] = render_kubernetes(policy_set)
         mark = _stage(timings, "render", mark)
-        self_check = _self_check(policy_set, tables)
+        self_check = _self_check(policy_set, evidence, guardrails, _precedence(config))
         mark = _stage(timings, "self_check", mark)
         report = build_report(policy_set, findings, tables, config, ledger)
         report["self_check"] = self_check
+        report["anomalies"] = screening.to_dict()
+        report["summary"]["anomalies"] = len(screening.anomalies)
+        from .granularity import granularity_report
+
+        report["compaction"] = findings.compaction
+        report["granularity"] = granularity_report(findings, tables, config).to_dict()
+        if guardrails is not None and conflicts is not None:
+            from .guardrails.report import guardrails_report
+
+            report["guardrails"] = guardrails_report(
+                guardrails, conflicts, policy_set, findings, tables, config,
+                _precedence(config),
+            )
         mark = _stage(timings, "report", mark)
         if validate:
             from .validation import holdout_report
@@ -350,7 +434,23 @@ def recommend(
                 holdout_input, config, holdout=holdout, split_at=split_at
             )
             _stage(timings, "holdout", mark)
-    return Recommendation(policy_set, report, tables, findings, config, cache, timings)
+    return Recommendation(
+        policy_set, report, tables, findings, config, cache, timings, guardrails
+    )
+
+
+def guardrails_format(config: RecommendConfig, dialect: str) -> str:
+    """How guardrails are rendered in ``dialect``'s tree: ``config.guardrails_format`` when
+    set, else the dialect's own form."""
+    if config.guardrails_format is not None:
+        return config.guardrails_format
+    return {"calico": "calico", "cilium": "cilium"}.get(dialect, "cluster-network-policy")
+
+
+def _precedence(config: RecommendConfig) -> str:
+    """Whose precedence judges the flows: that of the first tree's guardrails format."""
+    fmt = guardrails_format(config, config.dialects[0])
+    return {"calico": "calico", "cilium": "cilium"}.get(fmt, "kubernetes")
 
 
 def _stage(timings: dict[str, float], name: str, since: float) -> float:

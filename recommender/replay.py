@@ -39,7 +39,9 @@ import pyarrow as pa
 from .config import RecommendConfig
 from .edges import EdgeTables, aggregate_edges
 from .evaluator import NAMESPACE_NAME_LABEL, Cluster, Endpoint, Namespace, Pod, Verdict, evaluate
+from .guardrails.model import Guardrails
 from .policy.model import Direction, Policy, PolicySet, Rule
+from .precedence import evaluate_stack, with_namespace_labels
 from .rule_analysis import RuleFinding, find_broad_rules, find_redundant_rules
 
 __all__ = [
@@ -383,6 +385,8 @@ class _Judge:
     policy_set: PolicySet
     cluster: Cluster
     pods: dict[tuple[str, str], Pod]
+    guardrails: Guardrails | None = None
+    dialect: str = "kubernetes"
     _by_ns: dict[tuple[str, ...], PolicySet] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
 
@@ -401,7 +405,14 @@ class _Judge:
         found = self._cache.get(key)
         if found is None:
             namespaces = [e.namespace for e in (src, dst) if isinstance(e, Pod)]
-            found = evaluate(self.policies_for(*namespaces), self.cluster, src, dst, protocol, port)
+            policies = self.policies_for(*namespaces)
+            if self.guardrails is None:
+                found = evaluate(policies, self.cluster, src, dst, protocol, port)
+            else:  # the whole stack: guardrails above and below the NetworkPolicies
+                found = evaluate_stack(
+                    self.guardrails, policies, self.cluster, src, dst, protocol, port,
+                    dialect=self.dialect,  # type: ignore[arg-type]
+                )
             self._cache[key] = found
         return found
 
@@ -676,6 +687,8 @@ def replay(
     config: RecommendConfig | None = None,
     format: str | None = None,
     synthetic_limit: int = _DEFAULT_SYNTHETIC_LIMIT,
+    guardrails: Guardrails | None = None,
+    dialect: str = "kubernetes",
 ) -> Coverage:
     """Replay observed flows against ``policy_set`` and measure coverage.
 
@@ -694,6 +707,12 @@ def replay(
     synthetic_limit : int, default 250000
         Most (source, destination, port) triples evaluated for :class:`OverPermissive`; above
         it the measure is skipped and says so.
+    guardrails : Guardrails, optional
+        Evaluate the whole stack: these guardrails above and below ``policy_set``
+        (:func:`~recommender.precedence.evaluate_stack`); their declared namespace labels are
+        added to the namespaces seen in the flows.
+    dialect : {"kubernetes", "calico", "cilium"}, default "kubernetes"
+        Whose precedence rules apply to the guardrails.
 
     Returns
     -------
@@ -717,11 +736,13 @@ def replay(
     1.0
     """
     tables = _edge_tables(flows, config, format)
-    cluster = cluster_from_flows(tables)
+    cluster = with_namespace_labels(cluster_from_flows(tables), guardrails)
     unlabelled = sorted(
         f"{ns}/{wl}" for (ns, wl), maps in _label_maps(tables.workload_labels).items() if not maps
     )
-    judge = _Judge(policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods})
+    judge = _Judge(
+        policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods}, guardrails, dialect
+    )
     rule_use = _RuleUse(judge)
 
     not_evaluated: list[EdgeVerdict] = []

@@ -221,6 +221,134 @@ def _holdout_markdown(h: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _anomalies_markdown(a: dict[str, Any]) -> list[str]:
+    """The *Anomalies* section (``report["anomalies"]``, see ``docs/clustering.md``)."""
+    counts = ", ".join(f"{rule} {n}" for rule, n in a["by_rule"].items())
+    fate = (
+        "kept in the allow rules (`trust_all_flows`)"
+        if a["trust_all_flows"]
+        else f"left out of the allow rules ({a['excluded_connections']:,} connections)"
+    )
+    out = [
+        "## Anomalies (possible scanning or lateral movement)",
+        "",
+        f"{a['flagged']} edges flagged ({counts}); the {a['allowed_edges']} allowed in the input "
+        f"are {fate}. Denied ones never get a rule.",
+        "",
+    ]
+    out += _table(
+        ["rule", "source", "destination", "port", "connections", "verdict", "excluded", "reason"],
+        [
+            [
+                x["rule"],
+                x["source"],
+                x["destination"],
+                f"{x['protocol']}/{x['port']}" if x["port"] is not None else x["protocol"],
+                x["connections"],
+                x["verdict"],
+                "yes" if x["excluded"] else "no",
+                x["reason"],
+            ]
+            for x in a["items"][:50]
+        ],
+    )
+    if a["flagged"] > 50:
+        out.append(f"\n({a['flagged'] - 50} more in report.json, up to 200 listed there.)")
+    return [*out, ""]
+
+
+def _clusters_markdown(report: dict[str, Any]) -> list[str]:
+    """The *Granularity* and *Shared policies* sections (see ``docs/clustering.md``)."""
+    out: list[str] = []
+    granularity = report.get("granularity")
+    if granularity and granularity["levels"]:
+        out += [
+            "## Granularity",
+            "",
+            "Policies and rules if workloads were grouped by behavioural cluster or by "
+            "namespace instead of one policy each; unobserved grants are (workload, peer, port) "
+            "allowances a workload would get only because another member of its group needed "
+            "them.",
+            "",
+        ]
+        out += _table(
+            ["granularity", "policies", "rules", "unobserved grants", "per observed grant"],
+            [
+                [
+                    x["level"],
+                    x["policies"],
+                    x["rules"],
+                    x["unobserved_grants"],
+                    f"{x['over_permissiveness']:.2f}",
+                ]
+                for x in granularity["levels"]
+            ],
+        )
+        out.append("")
+    shared = report.get("compaction")
+    if shared:
+        out += ["## Shared policies (compaction)", ""]
+        out += _table(
+            ["namespace", "policy", "workloads", "selector", "proof", "added grants"],
+            [
+                [
+                    x["namespace"],
+                    x["policy"],
+                    ", ".join(x["workloads"]),
+                    x["selector"],
+                    x["proof"],
+                    x["added_grants"],
+                ]
+                for x in shared
+            ],
+        )
+        out.append("")
+    return out
+
+
+def _guardrails_markdown(g: dict[str, Any]) -> list[str]:
+    """The *Guardrails* section (``report["guardrails"]``): conflicts and compliance."""
+    out = [
+        "",
+        "## Guardrails",
+        "",
+        f"Guardrails **{_md_escape(g['name'])}** ({len(g['guardrails'])} rules, rendered as "
+        f"{g['format']} in `_guardrails/`). Observed flows an admin guardrail denies get no "
+        "allow rule.",
+        "",
+        "### Conflicts to resolve",
+        "",
+    ]
+    if not g["conflicts"]:
+        out.append("No observed flow is denied by a guardrail.")
+    else:
+        out.append(
+            f"{g['conflicts_total']} observed edges ({g['conflict_connections']:,} connections) "
+            "are denied by a guardrail: change the guardrail or the application."
+        )
+        out.append("")
+        out += _table(
+            ["source", "destination", "port", "connections", "guardrail", "why"],
+            [
+                [c["source"], c["destination"], f"{c['protocol']}/{c['port']}", c["connections"],
+                 c["guardrail"], c["reason"]]
+                for c in g["conflicts"]
+            ],
+        )
+    out += ["", "### Compliance", "",
+            "Checks of the whole stack (guardrails and these policies), as evidence for the "
+            "controls named; they are not an assessment.", ""]
+    out += _table(
+        ["check", "status", "PCI DSS v4", "NIST 800-53", "evidence"],
+        [
+            [c["title"], c["status"].upper(), ", ".join(c["controls"]["pci_dss_v4"]),
+             ", ".join(c["controls"]["nist_800_53"]), "; ".join(c["evidence"][:5])]
+            for c in g["compliance"]
+        ],
+    )
+    return out
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the same report for people."""
     s = report["summary"]
@@ -266,6 +394,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     holdout = report.get("holdout")
     if holdout:
         out += _holdout_markdown(holdout)
+    anomalies = report.get("anomalies")
+    if anomalies and anomalies["flagged"]:
+        out += _anomalies_markdown(anomalies)
+    if report.get("guardrails"):
+        out += _guardrails_markdown(report["guardrails"])
     ingest = report.get("ingest")
     if ingest:
         out += ["## Input", ""]
@@ -383,4 +516,5 @@ def report_markdown(report: dict[str, Any]) -> str:
                 for d in report["excluded"]
             ],
         )
-    return "\n".join(out) + "\n"
+    out += ["", *_clusters_markdown(report)]
+    return "\n".join(out).rstrip("\n") + "\n"

@@ -680,6 +680,58 @@ def _holdout(h: Mapping[str, Any]) -> str:
     return "".join(body)
 
 
+def _guardrails(g: Mapping[str, Any]) -> str:
+    """The *Guardrails* section (``report["guardrails"]``, ``docs/guardrails.md``)."""
+    conflicts = g.get("conflicts") or []
+    body = [
+        f"<p>Guardrails <strong>{_text(g.get('name'))}</strong> "
+        f"({_text(len(g.get('guardrails') or []))} rules, rendered as {_text(g.get('format'))} "
+        "in <code>_guardrails/</code>). Observed flows an admin guardrail denies get no allow "
+        "rule.</p>",
+        "<h3>Conflicts to resolve</h3>",
+    ]
+    if conflicts:
+        body.append(
+            f"<p>{_text(g.get('conflicts_total'))} observed edges "
+            f"({_text(g.get('conflict_connections'))} connections) are denied by a guardrail: "
+            "change the guardrail or the application.</p>"
+        )
+        body.append(
+            _table(
+                ["source", "destination", "port", "connections", "guardrail", "why"],
+                [
+                    [c.get("source"), c.get("destination"),
+                     f"{c.get('protocol')}/{c.get('port')}", c.get("connections"),
+                     c.get("guardrail"), c.get("reason")]
+                    for c in conflicts
+                ],
+            )
+        )
+    else:
+        body.append("<p>No observed flow is denied by a guardrail.</p>")
+    body.append("<h3>Compliance</h3>")
+    body.append(
+        "<p>Checks of the whole stack (guardrails and these policies), as evidence for the "
+        "controls named; they are not an assessment.</p>"
+    )
+    rows = []
+    for c in g.get("compliance") or []:
+        status = str(c.get("status"))
+        css = {"pass": "ok", "fail": "bad"}.get(status, "")
+        controls = c.get("controls") or {}
+        rows.append(
+            [
+                c.get("title"),
+                _Html(f'<span class="badge {css}">{_text(status)}</span>'),
+                controls.get("pci_dss_v4") or [],
+                controls.get("nist_800_53") or [],
+                c.get("evidence") or [],
+            ]
+        )
+    body.append(_table(["check", "status", "PCI DSS v4", "NIST 800-53", "evidence"], rows))
+    return "".join(body)
+
+
 def _html(value: Any) -> str:
     """A value as markup: an :class:`_Html` fragment as it is, anything else escaped."""
     return value.markup if isinstance(value, _Html) else _text(value)
@@ -974,6 +1026,8 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         sections.append(("self-check", "Self-check", _self_check(report["self_check"])))
     if report.get("holdout"):
         sections.append(("holdout", "Held-out validation", _holdout(report["holdout"])))
+    if report.get("guardrails"):
+        sections.append(("guardrails", "Guardrails", _guardrails(report["guardrails"])))
     if report.get("ingest"):
         sections.append(("input", "Input", _ingest(report["ingest"])))
     sections += [

@@ -66,6 +66,10 @@ class Findings:
     invalid_namespaces: list[str] = field(default_factory=list)
     external: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Per (namespace, workload), its own policy before any compaction.
+    workload_policies: dict[tuple[str, str], Policy] = field(default_factory=dict)
+    #: Policies shared by several workloads (``compact_policies``): docs/clustering.md.
+    compaction: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -500,7 +504,11 @@ def synthesize(
                     }
                 )
 
+    owners = sorted(set(builder.peers) | set(builder.addresses))
     policies = builder.policies(selectors)
+    findings.workload_policies = dict(zip(owners, policies, strict=True))
+    if config.compact_policies:
+        policies = _compact(policies, owners, tables, common, label_sets, config, findings)
     for namespace in findings.namespaces_in_scope:
         policies.append(
             Policy(
@@ -512,6 +520,63 @@ def synthesize(
             )
         )
     return PolicySet(tuple(policies)), findings
+
+
+def _compact(
+    policies: list[Policy],
+    owners: list[tuple[str, str]],
+    tables: EdgeTables,
+    common: dict[tuple[str, str], dict[str, str]],
+    label_sets: dict[tuple[str, str], list[dict[str, str]]],
+    config: RecommendConfig,
+    findings: Findings,
+) -> list[Policy]:
+    """Workloads with identical rules (or within ``compaction_budget``) share one policy."""
+    from .clustering_compaction import compact
+
+    clusters = None
+    if config.compaction_budget > 0:
+        from .clustering import BehaviourClustering
+        from .clustering_features import communication_features
+
+        features = communication_features(tables)
+        if features.workloads:
+            model = BehaviourClustering(distance_threshold=config.cluster_distance, random_state=0)
+            labels = model.fit(features.matrix, groups=features.namespaces).labels_
+            clusters = dict(zip(features.workloads, labels.tolist(), strict=True))
+    compacted, findings.compaction = compact(
+        policies,
+        owners,
+        findings.selectors,
+        common,
+        label_sets,
+        prefix=config.policy_prefix,
+        budget=config.compaction_budget,
+        clusters=clusters,
+    )
+    if findings.compaction:
+        shared = {(r["namespace"], r["policy"]): r["workloads"] for r in findings.compaction}
+        workload_of = {(p.namespace, p.name): o[1] for o, p in zip(owners, policies, strict=True)}
+        findings.rules = [
+            RuleRecord(
+                policy.namespace,
+                policy.name,
+                ",".join(shared[(policy.namespace, policy.name)])
+                if (policy.namespace, policy.name) in shared
+                else workload_of[(policy.namespace, policy.name)],
+                rule.direction,
+                [_describe_peer(p) for p in rule.peers],
+                _describe_ports(rule.ports),
+                rule.evidence.connections,
+                rule.evidence.first_seen,
+                rule.evidence.last_seen,
+                rule.evidence.windows,
+                list(rule.evidence.flags),
+            )
+            for policy in compacted
+            for rule in policy.rules
+        ]
+    return compacted
 
 
 def _external_flags(ip: str) -> list[str]:

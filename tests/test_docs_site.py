@@ -25,10 +25,12 @@ PAGES = sorted(
     & {p for p in ROOT.rglob("*.md") if ".venv" not in p.parts}
 )
 
-#: Pages that docs/index.md and notebooks/README.md link under their expected names while the
-#: issues that write them (graph, clustering, dialects, guardrails, scaling, deployment) are in
-#: progress. Only these may be missing; every other link must resolve.
-PENDING = frozenset(
+#: Pages and notebooks of issues still open when this test was last updated (clustering,
+#: guardrails, and the notebooks 03-05 of graph, guardrails and clustering). Nothing links to
+#: them yet, so when one lands it may be missing from docs/index.md or notebooks/README.md
+#: until it is added there; every other page and notebook must be listed. Links are never
+#: allowed to be broken.
+LATE = frozenset(
     {
         "notebooks/03_graph_and_segments.ipynb",
         "notebooks/04_guardrails_and_diff.ipynb",
@@ -90,8 +92,6 @@ def _broken_links(page: Path) -> list[str]:
         path_part, _, fragment = target.partition("#")
         dest = (page.parent / path_part).resolve() if path_part else page
         if not dest.exists():
-            if dest.is_relative_to(ROOT) and _rel(dest) in PENDING:
-                continue
             broken.append(f"{target} (no such file)")
             continue
         if (
@@ -119,14 +119,18 @@ def test_every_docs_page_is_in_the_index() -> None:
     index = DOCS / "index.md"
     linked = {(DOCS / t.partition("#")[0]).resolve() for t in links(index.read_text("utf-8"))}
     pages = {p.resolve() for p in DOCS.rglob("*.md")} - {index.resolve()}
-    missing = sorted(_rel(p) for p in pages - linked)
+    missing = sorted(_rel(p) for p in pages - linked if _rel(p) not in LATE)
     assert not missing, f"pages not linked from docs/index.md: {missing}"
 
 
 def test_every_notebook_is_in_the_notebooks_readme() -> None:
     readme = ROOT / "notebooks" / "README.md"
     linked = set(links(readme.read_text(encoding="utf-8")))
-    missing = [p.name for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if p.name not in linked]
+    missing = [
+        p.name
+        for p in sorted((ROOT / "notebooks").glob("*.ipynb"))
+        if p.name not in linked and _rel(p) not in LATE
+    ]
     assert not missing, f"notebooks not listed in notebooks/README.md: {missing}"
 
 

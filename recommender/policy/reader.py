@@ -51,13 +51,18 @@ _TYPES: Final[dict[str, Direction]] = {"Ingress": "ingress", "Egress": "egress"}
 _OPERATORS: Final = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
-def read_policies(paths: str | Path | Iterable[str | Path]) -> PolicySet:
+def read_policies(
+    paths: str | Path | Iterable[str | Path], *, skip_kinds: Iterable[str] = ()
+) -> PolicySet:
     """Read every Kubernetes NetworkPolicy in YAML files and folders.
 
     Parameters
     ----------
     paths : str, Path or iterable of them
         Files, or folders searched recursively for ``*.yaml``, ``*.yml`` and ``*.json``.
+    skip_kinds : iterable of str, optional
+        Policy kinds to skip instead of refusing (for instance the rendered guardrails in an
+        output tree when the guardrails file itself is evaluated with them).
 
     Returns
     -------
@@ -86,11 +91,14 @@ def read_policies(paths: str | Path | Iterable[str | Path]) -> PolicySet:
     ('default', ('ingress',), ())
     """
     policies: dict[tuple[str, str], Policy] = {}
+    skipped = frozenset(skip_kinds)
     for where, doc in iter_manifests(paths):
         api = str(doc.get("apiVersion", ""))
         kind = str(doc.get("kind", ""))
         group = api.rpartition("/")[0]
-        if group == "networking.k8s.io" and kind == "NetworkPolicy":
+        if kind in skipped:
+            logger.debug("%s: skipping %s %s as asked", where, api, kind)
+        elif group == "networking.k8s.io" and kind == "NetworkPolicy":
             try:
                 policy = parse_networkpolicy(doc)
             except InputError as exc:

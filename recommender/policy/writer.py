@@ -26,6 +26,7 @@ from ._yaml import dump_yaml
 
 __all__ = [
     "CLUSTER_FOLDER",
+    "GUARDRAILS_FOLDER",
     "MARKER_FILE",
     "write_policy_tree",
     "write_policy_trees",
@@ -45,6 +46,10 @@ _KUSTOMIZATION: Final = "kustomization.yaml"
 #: GlobalNetworkPolicy, CiliumClusterwideNetworkPolicy ...): never a namespace, which is a
 #: DNS-1123 label.
 CLUSTER_FOLDER: Final = "_cluster"
+#: The folder (and ``manifests_by_namespace`` key) of rendered guardrails, cluster-scoped too
+#: (``docs/guardrails.md``); like ``_cluster`` it can never be a namespace's name.
+GUARDRAILS_FOLDER: Final = "_guardrails"
+_CLUSTER_FOLDERS: Final = (CLUSTER_FOLDER, GUARDRAILS_FOLDER)
 #: Longest file name most file systems accept (bytes; names here are ASCII).
 _NAME_MAX: Final = 255
 
@@ -219,7 +224,7 @@ def _plan_tree(
     folders: list[str] = []
     for namespace in sorted(manifests_by_namespace):
         manifests = manifests_by_namespace[namespace]
-        if namespace == CLUSTER_FOLDER:
+        if namespace in _CLUSTER_FOLDERS:
             pass
         elif not is_dns1123_label(namespace):
             raise SynthesisError(
@@ -269,8 +274,8 @@ def _manifest_file_name(manifest: dict[str, Any], namespace: str) -> str:
     metadata = manifest.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     actual_namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
-    if namespace == CLUSTER_FOLDER and actual_namespace is None:
-        actual_namespace = CLUSTER_FOLDER
+    if namespace in _CLUSTER_FOLDERS and actual_namespace is None:
+        actual_namespace = namespace
     if not isinstance(name, str) or not is_dns1123_subdomain(name):
         raise SynthesisError(
             f"A manifest in namespace {namespace!r} has name {name!r}, which is not a DNS-1123 "
