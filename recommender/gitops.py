@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -43,6 +44,9 @@ class GitTarget:
         The commits' author and committer.
     push
         Push the commit (False: commit in the local checkout only, for trying things out).
+    promote
+        ``all``: commit every namespace's policies; ``stable``: only those of namespaces whose
+        lifecycle status is ``stable`` (the others keep what the repository holds).
     """
 
     url: str
@@ -51,8 +55,11 @@ class GitTarget:
     author_name: str = "recommender"
     author_email: str = "recommender@localhost"
     push: bool = True
+    promote: str = "all"
 
     def __post_init__(self) -> None:
+        if self.promote not in ("all", "stable"):
+            raise ConfigError(f"gitops.promote must be 'all' or 'stable', not {self.promote!r}.")
         if not self.url:
             raise ConfigError("gitops.url must name a repository.")
         if not re.fullmatch(r"[A-Za-z0-9._/-]+", self.branch) or self.branch.startswith(
@@ -135,7 +142,15 @@ def _replace(tree: Path, folder: Path) -> None:
     shutil.copytree(tree, folder, symlinks=False)
 
 
-def publish_tree(tree: Path, target: GitTarget, work_dir: Path, message: str) -> str | None:
+def publish_tree(
+    tree: Path,
+    target: GitTarget,
+    work_dir: Path,
+    message: str,
+    *,
+    keep: Collection[str] = (),
+    finish: Callable[[Path], None] | None = None,
+) -> str | None:
     """Commit ``tree`` as ``target.path`` on ``target.branch`` and push it.
 
     Parameters
@@ -148,6 +163,12 @@ def publish_tree(tree: Path, target: GitTarget, work_dir: Path, message: str) ->
         A scratch folder for the checkout (``work_dir/checkout`` is replaced).
     message : str
         The commit message (first line: the summary).
+    keep : collection of str, optional
+        Names of entries of the repository folder to carry over as they are (instead of taking
+        them from ``tree``): for example namespace folders whose new policies are held back.
+    finish : callable, optional
+        Called with the assembled folder (``tree`` plus the kept entries) before it is
+        committed, to rewrite files that list its content (a kustomization).
 
     Returns
     -------
@@ -170,7 +191,26 @@ def publish_tree(tree: Path, target: GitTarget, work_dir: Path, message: str) ->
                 f"gitops.path {target.path!r} leads out of the repository through a symbolic "
                 "link in the branch; choose another folder."
             )
-        _replace(tree, folder)
+        source = tree
+        if keep or finish is not None:
+            source = work_dir / "assembled"
+            if source.exists():
+                shutil.rmtree(source)
+            shutil.copytree(tree, source, symlinks=False)
+            for name in sorted(keep):
+                old = folder / name
+                if name in ("", ".", "..") or "/" in name or not old.exists():
+                    continue
+                entry = source / name
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                elif entry.exists():
+                    entry.unlink()
+                if old.is_dir() and not old.is_symlink():
+                    shutil.copytree(old, entry, symlinks=False)
+            if finish is not None:
+                finish(source)
+        _replace(source, folder)
         _check(_git(["add", "-A", "--", target.path], checkout), "stage the tree")
         if _git(["diff", "--cached", "--quiet"], checkout).returncode == 0:
             logger.info("the repository already holds this tree; nothing to commit",

@@ -207,6 +207,15 @@ def run_job(
             run_id, as_of, job, inputs, state, merge, previous_set, policy_set, tables,
             lifecycle, moves, window.edges.num_rows,
         )
+        if job.gitops is not None:
+            changes["gitops"] = {
+                "held_back": [
+                    ns
+                    for ns in sorted(lifecycle)
+                    if job.gitops.promote == "stable" and lifecycle[ns].status != "stable"
+                ],
+                "promote": job.gitops.promote,
+            }
         new_state = State(
             edges=merge.remembered,
             labels=merge.labels,
@@ -233,10 +242,18 @@ def run_job(
         if job.gitops is not None:
             from .gitops import publish_tree
 
+            held = set(changes["gitops"]["held_back"])
             tree = work / "gitops-tree"
-            write_policy_tree(by_ns, tree)
+            write_policy_tree({ns: m for ns, m in by_ns.items() if ns not in held}, tree)
             (tree / MARKER_FILE).unlink()
-            commit = publish_tree(tree, job.gitops, work, _commit_message(changes))
+            commit = publish_tree(
+                tree,
+                job.gitops,
+                work,
+                _commit_message(changes),
+                keep=held,
+                finish=_relist_namespaces if held else None,
+            )
             if commit:
                 _event("policy tree committed", "git.commit", commit=commit,
                        branch=job.gitops.branch, pushed=job.gitops.push)
@@ -289,6 +306,11 @@ def _read_window(
         table = read_flows(local, job.format)
         table = _rename_files(table, stage.as_posix(), source.uri.rstrip("/"))
     _event("flows read", "job.read", rows=table.num_rows)
+    if table.num_rows == 0:
+        raise NoFlowsError(
+            f"{source.uri}: the window's {len(files)} files hold no flow record; nothing was "
+            "written and the previous outputs are kept."
+        )
     return table, inputs
 
 
@@ -340,9 +362,15 @@ def _previous_outputs(output: Location, work: Path) -> Path | None:
     pointer = read_bytes(output.child(CURRENT_FILE))
     if pointer is None:
         return None
-    run = json.loads(pointer).get("run")
-    if not isinstance(run, str) or "/" in run or run.startswith("."):
-        return None
+    try:
+        run = json.loads(pointer).get("run")
+    except (ValueError, AttributeError):
+        run = None
+    if not isinstance(run, str) or not run or "/" in run or run.startswith("."):
+        raise ConfigError(
+            f"{output.child(CURRENT_FILE).uri} does not name a run; restore it or delete it to "
+            "start learning afresh."
+        )
     previous = work / "previous"
     from .storage import list_files
 
@@ -552,12 +580,40 @@ def _changes_markdown(changes: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _relist_namespaces(folder: Path) -> None:
+    """Rewrite ``folder/kustomization.yaml`` to list exactly its namespace folders (after
+    :func:`~recommender.gitops.publish_tree` carried held-back ones over)."""
+    from .policy._yaml import dump_yaml
+
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    doc = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": names,
+    }
+    (folder / "kustomization.yaml").write_text(dump_yaml([doc]), encoding="utf-8")
+
+
 def _commit_message(changes: dict[str, Any]) -> str:
     """A summary line and a body listing namespaces and rule changes."""
-    rules = changes["rules"]
-    namespaces = changes["namespaces"]
+    rules = dict(changes["rules"])
+    gitops = changes.get("gitops") or {}
+    held = gitops.get("held_back") or []
+    namespaces = [n for n in changes["namespaces"] if n["namespace"] not in held]
+    if gitops.get("promote") == "stable":  # only what is committed: the stable namespaces
+        for key in ("added", "removed"):
+            rules[key] = [r for r in rules[key] if r["namespace"] not in held]
+            rules[f"{key}_total"] = len(rules[key])
     touched = sorted({r["namespace"] for r in rules["added"] + rules["removed"]})
-    if changes["first_run"]:
+    if gitops.get("promote") == "stable":
+        names = [n["namespace"] for n in namespaces]
+        head = (
+            f"recommender: policies of {len(names)} stable namespaces "
+            f"({', '.join(names[:5])}{' and more' if len(names) > 5 else ''})"
+            if names
+            else "recommender: no stable namespace yet"
+        )
+    elif changes["first_run"]:
         head = (
             f"recommender: policies for {len(namespaces)} namespaces "
             f"({sum(n['rules'] for n in namespaces)} rules)"
@@ -581,6 +637,9 @@ def _commit_message(changes: dict[str, Any]) -> str:
         f"  {n['namespace']}: {n['status']}, {n['policies']} policies, {n['rules']} rules"
         for n in namespaces
     ]
+    if held:
+        body += ["", f"Held back until stable (the repository keeps their policies): "
+                 f"{', '.join(held)}"]
     if rules["added"] or rules["removed"]:
         body += ["", "Rules:"]
         listed = [("+", r) for r in rules["added"]] + [("-", r) for r in rules["removed"]]

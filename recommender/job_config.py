@@ -79,7 +79,7 @@ _SECTIONS = {
     "storage": {"endpoint_url", "region", "anonymous"},
     "state": {"retention_days", "prune_stale"},
     "lifecycle": {"stable_runs", "stable_after_days"},
-    "gitops": {"url", "branch", "path", "author_name", "author_email", "push"},
+    "gitops": {"url", "branch", "path", "author_name", "author_email", "push", "promote"},
     "work_dir": None,
 }
 
@@ -187,6 +187,7 @@ def parse_job_section(data: Any, origin: str = "job") -> JobConfig:
             author_name=_get(g, "author_name", str, where, "recommender"),
             author_email=_get(g, "author_email", str, where, "recommender@localhost"),
             push=_get(g, "push", bool, where, True),
+            promote=_get(g, "promote", str, where, "all"),
         )
     work_dir = job.get("work_dir")
     if work_dir is not None and not isinstance(work_dir, str):

@@ -158,6 +158,11 @@ def test_json_logs_and_no_flows_in_the_window_exits_3_keeping_the_outputs(site, 
     failed = [entry for entry in lines if entry.get("event") == "job.failed"]
     assert failed and failed[0]["exit_code"] == 3 and failed[0]["level"] == "error"
     assert "date=2026-03-01" in failed[0]["message"]
+    # Files that hold no flow at all (a broken export) are no better than no files.
+    write_day(site["flows"], date(2026, 3, 1), [])
+    assert main(["job", "-c", str(site["config"]), "--as-of", "2026-03-01T12:00:00Z"]) == 3
+    assert "hold no flow record" in capsys.readouterr().err
+    assert policy_files(site["out"]) == before
 
 
 @pytest.mark.parametrize(
@@ -258,3 +263,37 @@ def test_a_foreign_output_folder_is_refused_before_any_work(site, capsys):
 
     logger = logging.getLogger("recommender")
     assert logger.propagate is True and not logger.handlers
+
+
+@needs_git
+def test_promote_stable_commits_only_settled_namespaces(site):
+    cfg = yaml.safe_load(site["config"].read_text())
+    cfg["job"]["gitops"]["promote"] = "stable"
+    cfg["job"]["lifecycle"]["stable_runs"] = 1
+    job_file(site["config"], cfg["job"])
+
+    def repo() -> list[str]:
+        out = git("--git-dir", str(site["remote"]), "ls-tree", "-r", "--name-only", "recs")
+        return [name.removeprefix("clusters/prod/") for name in out.split()]
+
+    def show(name: str) -> str:
+        return git("--git-dir", str(site["remote"]), "show", f"recs:clusters/prod/{name}")
+
+    run_job(site["config"], as_of=noon(D1))  # shop: learning, held back
+    assert repo() == ["kustomization.yaml"]
+    assert commits(site["remote"]) == ["recommender: no stable namespace yet"]
+    run_job(site["config"], as_of=noon(D1))  # shop: stable, committed
+    assert "shop/allow-web.yaml" in repo()
+    web = show("shop/allow-web.yaml")
+    assert "resources:\n- shop\n" in show("kustomization.yaml")
+    # New traffic: shop learns again and pay is new; the repository keeps shop's stable policies.
+    write_day(site["flows"], D1, [API_WEB], name="more")
+    result = run_job(site["config"], as_of=noon(D1))
+    assert result.commit is None and result.changes["gitops"]["held_back"] == ["pay", "shop"]
+    assert show("shop/allow-web.yaml") == web and not any(n.startswith("pay/") for n in repo())
+    # Unchanged for a run: both stable, both committed.
+    run_job(site["config"], as_of=noon(D1))
+    assert "pay/allow-api.yaml" in repo() and show("shop/allow-web.yaml") != web
+    assert "resources:\n- pay\n- shop\n" in show("kustomization.yaml")
+    assert commits(site["remote"])[0] == "recommender: policies of 2 stable namespaces (pay, shop)"
+    assert len(commits(site["remote"])) == 3

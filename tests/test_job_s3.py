@@ -151,6 +151,13 @@ def test_an_unwritable_bucket_exits_4_and_a_missing_window_exits_3(s3, tmp_path,
     assert main(["job", "--config", str(config), "--as-of", f"{D1}T12:00:00Z"]) == 4
     assert "no-such-bucket" in capsys.readouterr().err
     assert main(["job", "--config", str(config), "--as-of", "2027-01-01T00:00:00Z"]) == 3
+    # A pointer object that names no run is refused (exit 2), not guessed around.
+    s3.client.put_object(Bucket="flows4", Key="out/current.json", Body=b"{not json")
+    job["output"]["uri"] = "s3://flows4/out"
+    job_file(tmp_path / "job.yaml", job)
+    capsys.readouterr()
+    assert main(["job", "--config", str(config), "--as-of", f"{D1}T12:00:00Z"]) == 2
+    assert "current.json does not name a run" in capsys.readouterr().err
     with pytest.raises(StorageError):
         fetch(open_location("s3://flows4/hubble", StorageOptions(endpoint_url=s3.url)),
               ["flows4/hubble/missing.parquet"], tmp_path)
