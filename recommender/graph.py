@@ -22,7 +22,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import networkx as nx
@@ -131,8 +131,23 @@ class _Builder:
         self.external = external
         self.nodes: dict[str, dict[str, Any]] = {}
         self.edges: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.seen: dict[tuple[Any, ...], str] = {}
 
     def endpoint(self, row: Mapping[str, Any], side: str) -> str:
+        """The node id of one end of ``row``, adding the node when new."""
+        cache = (
+            row.get(f"{side}_kind"),
+            row.get(f"{side}_namespace"),
+            row.get(f"{side}_id"),
+            row.get(f"{side}_name"),
+            row.get(f"{side}_workload_kind"),
+        )
+        nid = self.seen.get(cache)
+        if nid is None or self.external == "class":
+            nid = self.seen[cache] = self._endpoint(row, side)
+        return nid
+
+    def _endpoint(self, row: Mapping[str, Any], side: str) -> str:
         kind = str(row.get(f"{side}_kind") or "unknown")
         ident = str(row.get(f"{side}_id") or "?")
         name = row.get(f"{side}_name")
@@ -174,6 +189,9 @@ class _Builder:
             nid = node_id(kind, ident)
             label = f"{name} ({ident})" if name and name != ident else ident
             attrs = {"kind": kind, "label": label, "name": str(name or ident)}
+            cls = _address_class(ident)
+            if cls != "unknown":
+                attrs["address"], attrs["address_class"] = ident, cls
         else:
             nid = node_id("unknown", ident)
             attrs = {"kind": "unknown", "label": str(name or ident)}
@@ -192,7 +210,7 @@ class _Builder:
         port = row.get("dst_port")
         key = f"{verdict} {protocol}/{'*' if port is None else port}"
         edge = self.edges.get((src, dst, key))
-        first, last = row.get("first_seen"), row.get("last_seen")
+        first, last = _micros(row.get("first_seen")), _micros(row.get("last_seen"))
         if edge is None:
             edge = {"verdict": verdict, "protocol": protocol}
             if port is not None:
@@ -203,19 +221,15 @@ class _Builder:
         edge["bytes"] += int(row.get("bytes") or 0)
         edge["rows"] += int(row.get("rows") or 0)
         edge["windows"] = max(edge["windows"], int(row.get("windows") or 0))
-        for attr, value, pick in (("first_seen", first, min), ("last_seen", last, max)):
-            if value is not None:
-                text = value.isoformat() if isinstance(value, datetime) else str(value)
-                edge[attr] = pick(edge[attr], text) if attr in edge else text
-        for attr, column in (
-            ("dns_names", "dns_names"),
-            ("src_ips", "src_ips"),
-            ("dst_ips", "dst_ips"),
-            ("nodes", "nodes"),
-        ):
-            values = row.get(column)
+        if first is not None:
+            edge["first_seen"] = min(edge.get("first_seen", first), first)
+        if last is not None:
+            edge["last_seen"] = max(edge.get("last_seen", last), last)
+        for attr in ("dns_names", "src_ips", "dst_ips", "nodes"):
+            values = row.get(attr)
             if values:
-                edge[attr] = sorted(set(edge.get(attr, ())) | {str(v) for v in values})
+                known = edge.get(attr)
+                edge[attr] = sorted(set(known) | set(values)) if known else sorted(values)
         service = row.get("dst_service")
         if service:
             edge["service"] = str(service)
@@ -227,9 +241,33 @@ class _Builder:
             if "addresses" in node:
                 node["addresses"] = sorted(set(node["addresses"]))
             g.add_node(nid, **node)
-        for src, dst, key in sorted(self.edges):
-            g.add_edge(src, dst, key=key, **self.edges[(src, dst, key)])
+        for edge in self.edges.values():
+            for attr in ("first_seen", "last_seen"):
+                if attr in edge:
+                    edge[attr] = _iso(edge[attr])
+        g.add_edges_from((s, d, k, self.edges[(s, d, k)]) for s, d, k in sorted(self.edges))
         return g
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: Any) -> int | None:
+    """A time as microseconds since the epoch (Arrow gives ints, report rows ISO text)."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        micros: int = (value - _EPOCH) // timedelta(microseconds=1)
+        return micros
+    return None
+
+
+def _iso(micros: int) -> str:
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat()
 
 
 def _group(attrs: Mapping[str, Any]) -> str:
@@ -243,13 +281,30 @@ def _group(attrs: Mapping[str, Any]) -> str:
     return "unknown"
 
 
-def _rows(table: pa.Table | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+_COLUMNS: Final = (
+    *(f"{side}_{c}" for side in ("src", "dst")
+      for c in ("kind", "namespace", "id", "name", "workload_kind")),
+    "protocol", "dst_port", "connections", "bytes", "rows", "windows", "first_seen",
+    "last_seen", "dns_names", "src_ips", "dst_ips", "nodes", "dst_service",
+)  # fmt: skip
+
+
+def _rows(table: pa.Table | Sequence[Mapping[str, Any]] | None) -> Iterable[dict[str, Any]]:
+    """Rows as dicts of the columns the graph uses; times as microseconds (fast to convert)."""
     if table is None:
         return []
-    if isinstance(table, pa.Table):
-        rows: list[dict[str, Any]] = table.to_pylist()
-        return rows
-    return [dict(r) for r in table]
+    if not isinstance(table, pa.Table):
+        return [dict(r) for r in table]
+    columns: dict[str, list[Any]] = {}
+    for name in _COLUMNS:
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        columns[name] = column.to_pylist()
+    names = list(columns)
+    return (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
 
 
 def _labels(workload_labels: pa.Table | None) -> dict[tuple[str, str], dict[str, str]]:

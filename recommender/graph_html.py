@@ -115,7 +115,7 @@ def graph_html(
     svg = render_svg(lay, standalone=False, segments=segments)
     nodes = []
     for n in sorted(lay.position):
-        attrs = {k: v for k, v in lay.graph.nodes[n].items() if v is not None}
+        attrs = {k: v for k, v in lay.nodes[n].items() if v is not None}
         if segments and n in segments:
             attrs["segment"] = segments[n]
         nodes.append({"id": n, **attrs})

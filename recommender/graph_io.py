@@ -9,9 +9,9 @@ the same bytes.
 
 from __future__ import annotations
 
+import html
 import json
 import os
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,15 +55,6 @@ def _flat(data: dict[str, Any]) -> dict[str, Any]:
     return {k: _scalar(v) for k, v in sorted(data.items()) if v is not None}
 
 
-def _flat_graph(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
-    out = nx.MultiDiGraph(**_flat(dict(graph.graph)))
-    for n, data in graph.nodes(data=True):
-        out.add_node(n, **_flat(data))
-    for src, dst, key, data in graph.edges(keys=True, data=True):
-        out.add_edge(src, dst, key=key, **_flat(data))
-    return out
-
-
 def _clean(text: str) -> str:
     """Text without the characters XML 1.0 cannot hold (GraphML would be unreadable)."""
     from .graph_svg import _UNSAFE
@@ -71,20 +62,71 @@ def _clean(text: str) -> str:
     return _UNSAFE.sub("\ufffd", text)
 
 
+def _xml(value: Any) -> str:
+    """Escaped for XML text and attributes; line breaks and tabs as character references,
+    which attribute-value normalisation would otherwise turn into spaces."""
+    text = html.escape(_clean(str(value)), quote=True)
+    return text.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+
+
+_GRAPHML_TYPES: Final = ((bool, "boolean"), (int, "long"), (float, "double"), (str, "string"))
+
+
+def _graphml_keys(
+    domain: str, items: list[dict[str, Any]], ids: dict[tuple[str, str], str], out: list[str]
+) -> None:
+    types: dict[str, str] = {}
+    for data in items:
+        for name, value in data.items():
+            kind = next(t for cls, t in _GRAPHML_TYPES if isinstance(value, cls))
+            if types.setdefault(name, kind) != kind:
+                types[name] = "string"
+    for name in sorted(types):
+        key = f"d{len(ids)}"
+        ids[(domain, name)] = key
+        out.append(
+            f'  <key id="{key}" for="{domain}" attr.name="{_xml(name)}" '
+            f'attr.type="{types[name]}"/>'
+        )
+
+
+def _graphml_data(domain: str, data: dict[str, Any], ids: dict[tuple[str, str], str]) -> str:
+    parts = []
+    for name, value in data.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else _xml(value)
+        parts.append(f'<data key="{ids[(domain, name)]}">{text}</data>')
+    return "".join(parts)
+
+
 def graph_graphml(graph: nx.MultiDiGraph) -> bytes:
-    """The graph as GraphML (UTF-8 bytes); read it back with ``networkx.read_graphml``."""
-    flat = _flat_graph(graph)
-    clean = nx.MultiDiGraph(**{k: _clean(v) if isinstance(v, str) else v
-                               for k, v in flat.graph.items()})  # fmt: skip
-    for n, data in flat.nodes(data=True):
-        clean.add_node(_clean(n), **{k: _clean(v) if isinstance(v, str) else v
-                                     for k, v in data.items()})  # fmt: skip
-    for src, dst, key, data in flat.edges(keys=True, data=True):
-        attrs = {k: _clean(v) if isinstance(v, str) else v for k, v in data.items()}
-        clean.add_edge(_clean(src), _clean(dst), key=_clean(key), **attrs)
-    buffer = BytesIO()
-    nx.write_graphml_xml(clean, buffer, encoding="utf-8", prettyprint=True)
-    return buffer.getvalue()
+    """The graph as GraphML (UTF-8 bytes); read it back with
+    ``networkx.read_graphml(path, force_multigraph=True)`` (edge ``id`` is the edge key)."""
+    graph_attrs = _flat(dict(graph.graph))
+    nodes = [(n, _flat(d)) for n, d in graph.nodes(data=True)]
+    edges = [(s, t, k, _flat(d)) for s, t, k, d in graph.edges(keys=True, data=True)]
+    out = [
+        "<?xml version='1.0' encoding='utf-8'?>",
+        '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
+        'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">',
+    ]
+    ids: dict[tuple[str, str], str] = {}
+    _graphml_keys("graph", [graph_attrs], ids, out)
+    _graphml_keys("node", [d for _, d in nodes], ids, out)
+    _graphml_keys("edge", [d for *_, d in edges], ids, out)
+    out.append('  <graph edgedefault="directed">')
+    if graph_attrs:
+        out.append("    " + _graphml_data("graph", graph_attrs, ids))
+    for n, data in nodes:
+        out.append(f'    <node id="{_xml(n)}">{_graphml_data("node", data, ids)}</node>')
+    for src, dst, key, data in edges:
+        out.append(
+            f'    <edge source="{_xml(src)}" target="{_xml(dst)}" id="{_xml(key)}">'
+            f"{_graphml_data('edge', data, ids)}</edge>"
+        )
+    out += ["  </graph>", "</graphml>"]
+    return ("\n".join(out) + "\n").encode()
 
 
 def graph_json(graph: nx.MultiDiGraph) -> str:

@@ -63,10 +63,12 @@ class GraphLayout:
 
     Attributes
     ----------
-    graph
-        The drawn graph: one edge per (source, destination, verdict), keyed by the verdict,
-        with ``ports``, ``connections``, ``bytes``; big outside groups collapsed, capped to the
-        busiest nodes.
+    nodes
+        The drawn nodes and their attributes (big outside groups collapsed into one node, capped
+        to the busiest nodes).
+    edges
+        One per drawn (source, destination, verdict) with ``ports``, ``connections``, ``bytes``,
+        ``edges`` (port edges merged) and ``denied``.
     position
         Top-left corner of each node's box.
     column
@@ -79,7 +81,8 @@ class GraphLayout:
         Nodes of the input left out by the cap.
     """
 
-    graph: nx.MultiDiGraph
+    nodes: dict[str, dict[str, Any]]
+    edges: dict[tuple[str, str, str], dict[str, Any]]
     position: dict[str, tuple[int, int]]
     column: dict[str, int]
     headers: list[tuple[int, int, str]]
@@ -101,65 +104,60 @@ def _group_key(group: str, in_scope: set[str]) -> tuple[int, int, str]:
     return (1, rank, group)
 
 
-def _pairs(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
-    """One edge per (source, destination, verdict), keyed by the verdict: allowed and denied
-    traffic of one pair are drawn as two lines."""
-    out = nx.MultiDiGraph(**graph.graph)
-    out.add_nodes_from(graph.nodes(data=True))
+_Pairs = dict[tuple[str, str, str], dict[str, Any]]
+
+
+def _pairs(graph: nx.MultiDiGraph, node_of: dict[str, str]) -> _Pairs:
+    """One entry per drawn (source, destination, verdict): allowed and denied traffic of one
+    pair are drawn as two lines. ``node_of`` maps collapsed nodes to their group node."""
+    out: _Pairs = {}
     for src, dst, data in graph.edges(data=True):
         verdict = str(data.get("verdict", "allowed"))
+        key = (node_of.get(src, src), node_of.get(dst, dst), verdict)
         port = data.get("port")
-        text = f"{data.get('protocol', '?')}/{'*' if port is None else port}"
-        ports = data.get("ports") or [text]
-        _merge(out, src, dst, verdict, data, ports)
+        own = f"{data.get('protocol', '?')}/{'*' if port is None else port}"
+        texts = data.get("ports") or [own]
+        e = out.get(key)
+        if e is None:
+            out[key] = {
+                "connections": int(data.get("connections", 0)),
+                "bytes": int(data.get("bytes", 0)),
+                "edges": 1,
+                "ports": set(texts),
+                "denied": verdict == "denied",
+            }
+        else:
+            e["connections"] += int(data.get("connections", 0))
+            e["bytes"] += int(data.get("bytes", 0))
+            e["edges"] += 1
+            e["ports"].update(texts)
+    for e in out.values():
+        e["ports"] = sorted(e["ports"])
     return out
 
 
-def _merge(
-    out: nx.MultiDiGraph, src: str, dst: str, key: str, data: dict[str, Any], ports: list[str]
-) -> None:
-    if out.has_edge(src, dst, key):
-        e = out.edges[src, dst, key]
-        e["connections"] += int(data.get("connections", 0))
-        e["bytes"] += int(data.get("bytes", 0))
-        e["edges"] += int(data.get("edges", 1))
-        e["ports"] = sorted(set(e["ports"]) | set(ports))
-    else:
-        out.add_edge(
-            src,
-            dst,
-            key=key,
-            connections=int(data.get("connections", 0)),
-            bytes=int(data.get("bytes", 0)),
-            edges=int(data.get("edges", 1)),
-            ports=sorted(set(ports)),
-            denied=key == "denied",
-        )
-
-
-def _collapse(drawn: nx.MultiDiGraph, collapse: int) -> nx.MultiDiGraph:
+def _collapsed(
+    graph: nx.MultiDiGraph, collapse: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The drawn nodes (big outside groups as one node) and the map of collapsed nodes."""
     members: dict[str, list[str]] = defaultdict(list)
-    for n, data in drawn.nodes(data=True):
-        members[str(data.get("group", "unknown"))].append(n)
-    merged: dict[str, str] = {}
-    out = nx.MultiDiGraph(**drawn.graph)
+    for n, group in graph.nodes(data="group", default="unknown"):
+        members[str(group)].append(n)
+    nodes: dict[str, dict[str, Any]] = {}
+    node_of: dict[str, str] = {}
     for group in sorted(members):
-        nodes = members[group]
-        if not group.startswith("ns:") and len(nodes) > collapse:
+        group_nodes = members[group]
+        if not group.startswith("ns:") and len(group_nodes) > collapse:
             gid = f"group:{group}"
-            for n in nodes:
-                merged[n] = gid
-            kind = drawn.nodes[nodes[0]].get("kind", "unknown")
-            out.add_node(gid, kind=kind, group=group, label=f"{len(nodes)} addresses",
-                         members=len(nodes))  # fmt: skip
-    if not merged:
-        return drawn
-    for n, data in drawn.nodes(data=True):
-        if n not in merged:
-            out.add_node(n, **data)
-    for src, dst, key, data in drawn.edges(keys=True, data=True):
-        _merge(out, merged.get(src, src), merged.get(dst, dst), key, data, data["ports"])
-    return out
+            for n in group_nodes:
+                node_of[n] = gid
+            kind = graph.nodes[group_nodes[0]].get("kind", "unknown")
+            nodes[gid] = {"kind": kind, "group": group, "label": f"{len(group_nodes)} addresses",
+                          "members": len(group_nodes)}  # fmt: skip
+        else:
+            for n in group_nodes:
+                nodes[n] = graph.nodes[n]
+    return nodes, node_of
 
 
 def layout_graph(
@@ -182,21 +180,23 @@ def layout_graph(
     collapse
         Outside groups with more members are drawn as one node.
     """
-    drawn = _collapse(_pairs(graph), collapse)
+    nodes, node_of = _collapsed(graph, collapse)
+    pairs = _pairs(graph, node_of)
     hidden = 0
-    if max_nodes is not None and drawn.number_of_nodes() > max_nodes:
+    if max_nodes is not None and len(nodes) > max_nodes:
         weight: dict[str, int] = defaultdict(int)
-        for src, dst, data in drawn.edges(data=True):
+        for (src, dst, _), data in pairs.items():
             weight[src] += data["connections"] + 1
             weight[dst] += data["connections"] + 1
-        keep = set(sorted(drawn.nodes, key=lambda n: (-weight[n], n))[: max(max_nodes, 0)])
-        hidden = drawn.number_of_nodes() - len(keep)
-        drawn = drawn.subgraph(sorted(keep)).copy()
+        keep = set(sorted(nodes, key=lambda n: (-weight[n], n))[: max(max_nodes, 0)])
+        hidden = len(nodes) - len(keep)
+        nodes = {n: d for n, d in nodes.items() if n in keep}
+        pairs = {k: d for k, d in pairs.items() if k[0] in keep and k[1] in keep}
     scope = set(in_scope)
-    n = drawn.number_of_nodes()
+    n = len(nodes)
     per_col = max(16, math.isqrt(2 * n) + 1)
     by_group: dict[str, list[str]] = defaultdict(list)
-    for node, data in drawn.nodes(data=True):
+    for node, data in nodes.items():
         by_group[str(data.get("group", "unknown"))].append(node)
     position: dict[str, tuple[int, int]] = {}
     column: dict[str, int] = {}
@@ -205,8 +205,8 @@ def layout_graph(
     outside_started = False
     for group in sorted(by_group, key=lambda g: _group_key(g, scope)):
         outside = not group.startswith("ns:")
-        members = sorted(by_group[group], key=lambda m: (str(drawn.nodes[m].get("label", m)), m))
-        first = drawn.nodes[members[0]]
+        members = sorted(by_group[group], key=lambda m: (str(nodes[m].get("label", m)), m))
+        first = nodes[members[0]]
         if not outside or not outside_started or row + 2 > per_col:
             col, row = col + 1, 0
             outside_started = outside_started or outside
@@ -226,7 +226,7 @@ def layout_graph(
             tallest = max(tallest, row)
     width = LEFT * 2 + max(col, 0) * COL_W + NODE_W + 40
     height = TOP + tallest * ROW_H + 16
-    return GraphLayout(drawn, position, column, headers, width, height, hidden)
+    return GraphLayout(nodes, pairs, position, column, headers, width, height, hidden)
 
 
 def _edge_path(lay: GraphLayout, src: str, dst: str) -> str:
@@ -294,7 +294,7 @@ def render_svg(
     lay = graph if isinstance(graph, GraphLayout) else layout_graph(
         graph, max_nodes=max_nodes, in_scope=in_scope
     )
-    drawn = lay.graph
+    nodes = lay.nodes
     index = {n: i for i, n in enumerate(sorted(lay.position))}
     ns = ' xmlns="http://www.w3.org/2000/svg"' if standalone else ""
     out = [
@@ -319,7 +319,7 @@ def render_svg(
             f'<text x="{x}" y="{y}" font-weight="600" font-size="13">'
             f"<title>{xml_text(header)}</title>{xml_text(_short(header))}</text>"
         )
-    for src, dst, _key, data in sorted(drawn.edges(keys=True, data=True), key=lambda e: e[:3]):
+    for (src, dst, _verdict), data in sorted(lay.edges.items()):
         if src not in index or dst not in index:
             continue
         path = _edge_path(lay, src, dst)
@@ -328,8 +328,8 @@ def render_svg(
         color, marker = ("#cf222e", "arrow-denied") if denied else ("#57606a", "arrow")
         dash = ' stroke-dasharray="5 4"' if denied else ""
         tip = (
-            f"{'DENIED ' if denied else ''}{drawn.nodes[src].get('label', src)} \u2192 "
-            f"{drawn.nodes[dst].get('label', dst)}: {', '.join(data['ports'])} "
+            f"{'DENIED ' if denied else ''}{nodes[src].get('label', src)} \u2192 "
+            f"{nodes[dst].get('label', dst)}: {', '.join(data['ports'])} "
             f"({data['connections']:,} connections)"
         )
         out.append(
@@ -341,7 +341,7 @@ def render_svg(
         )
     for node in sorted(lay.position):
         x, y = lay.position[node]
-        data = drawn.nodes[node]
+        data = nodes[node]
         fill, line = _node_colors(data)
         name = str(data.get("label", node))
         tip = f"{_display_group(data)}: {name}"

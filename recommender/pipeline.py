@@ -84,14 +84,36 @@ class Recommendation:
         by_ns: dict[str, list[dict[str, Any]]] = {}
         for manifest in self.manifests():
             by_ns.setdefault(manifest["metadata"]["namespace"], []).append(manifest)
+        from .graph import graph_from_edges
+        from .graph_svg import render_svg
         from .report_html import report_html
 
+        graph = graph_from_edges(
+            self.tables.edges, self.tables.denied, self.tables.workload_labels
+        )
+        in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
+        segments = (self.report.get("segments") or {}).get("segments") or []
         extra = {
+            "graph.svg": render_svg(
+                graph,
+                max_nodes=GRAPH_SVG_MAX_NODES,
+                in_scope=in_scope,
+                segments={m: s["name"] for s in segments for m in s["members"]},
+            ),
             "report.html": report_html(self.report, self.edges),
             "report.json": report_json(self.report),
-            "report.md": report_markdown(self.report),
+            "report.md": report_markdown(self.report, graph_file="graph.svg"),
         }
         return write_policy_tree(by_ns, Path(out_dir), extra_files=extra)
+
+
+def _segments(tables: EdgeTables) -> dict[str, Any]:
+    """Proposed segments (:func:`recommender.propose_segments`) for the report."""
+    from .graph import graph_from_edges
+    from .segments import propose_segments
+
+    graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
+    return propose_segments(graph).to_dict()
 
 
 def _self_check(policy_set: PolicySet, tables: EdgeTables) -> dict[str, Any]:
@@ -110,6 +132,9 @@ def _self_check(policy_set: PolicySet, tables: EdgeTables) -> dict[str, Any]:
         "notes": data["notes"],
     }
 
+
+#: Most nodes ``graph.svg`` beside the report draws (the busiest); `recommend graph` draws all.
+GRAPH_SVG_MAX_NODES = 1000
 
 #: Most (source, destination, port) triples the report's self-check evaluates for
 #: over-permissiveness; larger graphs use `recommend evaluate`.
@@ -177,6 +202,7 @@ def recommend(
     policy_set, findings = synthesize(tables, config)
     report = build_report(policy_set, findings, tables, config, ledger)
     report["self_check"] = _self_check(policy_set, tables)
+    report["segments"] = _segments(tables)
     if holdout is not None or split_at is not None:
         from .validation import holdout_report
 

@@ -6,8 +6,9 @@ log of their connections). :func:`propose_segments` finds the communities with n
 Louvain method (seeded, so reproducible) or greedy modularity, names each one after its main
 namespace, and reports for each:
 
-* its members, each with a *cohesion*: the share of the member's traffic weight that stays in
-  the segment (1.0: it talks only inside; low: a bridge that could belong elsewhere);
+* its members, each with a *cohesion*: the share of the member's traffic weight with other
+  workloads that stays in the segment, traffic with shared services aside (1.0: it talks only
+  inside; low: a bridge that could belong elsewhere);
 * the edges that bind it (its heaviest internal edges: the reasons for the grouping);
 * the flows a boundary around it would have to allow (every allowed edge that crosses from one
   segment to another, outside peers grouped by address class): what a guardrail policy in a
@@ -58,9 +59,11 @@ class Segment:
     namespaces
         Namespaces of the members, sorted.
     cohesion
-        Per member: the share of its traffic weight that stays inside the segment.
+        Per member: the share of its traffic weight with other workloads that stays inside the
+        segment; for members of ordinary segments, traffic with shared services is left aside.
     internal_weight, boundary_weight
-        Traffic weight inside the segment, and to or from other segments.
+        Traffic weight inside the segment, and to or from other segments (shared services
+        aside, as for ``cohesion``).
     binding_edges
         The heaviest internal edges: ``(source, destination, ports, connections)``.
     shared
@@ -95,7 +98,8 @@ class Segment:
             f"{_short(s)} \u2192 {_short(d)} {'/'.join(p)}" for s, d, p, _ in self.binding_edges[:3]
         )
         return (
-            f"{share:.0%} of the members' traffic weight stays inside; bound by {top}."
+            f"{share:.0%} of the members' traffic with other workloads (shared services aside) "
+            f"stays inside; bound by {top}."
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,8 +156,9 @@ class SegmentProposal:
     segments
         The segments, largest first (shared services last).
     modularity
-        Modularity of the partition of the workload graph (-0.5..1; above ~0.3 the graph has
-        clear communities).
+        Modularity (at resolution 1, whatever resolution found the communities) of the
+        partition of the workload graph without the shared services (-0.5..1; above about 0.3
+        the graph has clear communities).
     cross_segment
         The flows each boundary would have to allow.
     method, resolution, seed
@@ -303,7 +308,7 @@ def propose_segments(
     found.sort(key=lambda c: (-len(c), sorted(c)[0]))
     partition = [c for c in found if c]
     modularity = (
-        nx.community.modularity(core, partition, weight="weight", resolution=resolution)
+        nx.community.modularity(core, partition, weight="weight")
         if core.number_of_edges()
         else 0.0
     )
@@ -318,8 +323,11 @@ def propose_segments(
     # Weight inside and across, per member, from the full workload graph.
     inside: dict[str, float] = defaultdict(float)
     total: dict[str, float] = defaultdict(float)
+    aside = set(shared)
     for a, b, w in full.edges(data="weight"):
-        for n in (a, b):
+        for n, other in ((a, b), (b, a)):
+            if other in aside and n not in aside:
+                continue  # everyone uses DNS: a member's tie to shared services says nothing
             total[n] += w
             if segment_of[a] == segment_of[b]:
                 inside[n] += w
