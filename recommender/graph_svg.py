@@ -93,7 +93,9 @@ class GraphLayout:
 
 def _display_group(data: dict[str, Any]) -> str:
     group = str(data.get("group", "unknown"))
-    return group[3:] if group.startswith("ns:") else group
+    if group.startswith("ns:"):
+        return group[3:]
+    return group.replace(":", ": ", 1)  # external: public
 
 
 def _group_key(group: str, in_scope: set[str]) -> tuple[int, int, str]:

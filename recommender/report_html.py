@@ -312,7 +312,8 @@ def _segments(seg: Mapping[str, Any]) -> str:
         f"modularity <strong>{_text(seg.get('modularity'))}</strong> (above about 0.3 the "
         "workloads form clear groups). Suggested label: "
         f"<code>{_text(seg.get('label_key'))}=&lt;segment&gt;</code>. Advice only: no policy is "
-        "emitted from it. A member's cohesion is the share of its traffic that stays inside.</p>"
+        "emitted from it. A member's cohesion is the share of its traffic with other workloads "
+        "that stays inside (traffic with shared services aside).</p>"
     )
     rows = []
     for s in seg.get("segments") or []:
