@@ -518,6 +518,78 @@ def diff(
         raise SystemExit(1)  # SystemExit, not typer.Exit: see `evaluate`
 
 
+@app.command()
+def job(
+    config_file: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Job file: recommendation options and a 'job:' section (input, output, "
+            "state, lifecycle, gitops); see docs/deployment.md.",
+        ),
+    ],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="TIME",
+            help="Run as of this ISO 8601 time instead of now: the window ends on its day "
+            "(re-runs a past night).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="Log lines as 'text' or 'json' (one object a line).")
+    ] = "text",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="Lowest level logged: debug, info, warning, error.")
+    ] = "info",
+) -> None:
+    """Run the scheduled job once: read a rolling window of flows (a folder or s3://), merge
+    them into the kept state, write policies, reports and state, and commit the policy tree
+    to git when it changed.
+
+    `recommend --config FILE` with a FILE that has a 'job:' section is short for
+    `recommend job --config FILE`. Exit status: 0 done (committed, or nothing changed);
+    2 invalid configuration, state or input; 3 no flow file in the window (nothing written);
+    4 object storage could not be read or written; 5 the commit or push failed (the
+    outputs were written); 70 internal error.
+    """
+    import logging
+
+    from .config import _parse_time
+    from .errors import ConfigError, GitOpsError, NoFlowsError, StorageError
+    from .job_log import LOG_FORMATS, setup_logging
+
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}.")
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("--log-level must be debug, info, warning or error.")
+    restore = setup_logging(log_format, log_level)
+    log = logging.getLogger("recommender.job")
+    when = _parse_time(as_of, "--as-of")
+    if when is not None and when.tzinfo is None:
+        from datetime import UTC
+
+        when = when.replace(tzinfo=UTC)
+    from .job import run_job
+
+    codes: list[tuple[type[Exception], int]] = [
+        (NoFlowsError, 3),
+        (StorageError, 4),
+        (GitOpsError, 5),
+        (RecommenderError, 2),
+    ]
+    try:
+        run_job(config_file, as_of=when)
+    except RecommenderError as exc:
+        code = next(c for kind, c in codes if isinstance(exc, kind))
+        log.error(str(exc), extra={"event": "job.failed", "exit_code": code})
+        raise SystemExit(code) from None
+    finally:
+        restore()
+
+
 def _print_diff(result: Any, examples: int) -> None:
     """The text rendering of a :class:`~recommender.diff.PolicyDiff`."""
 
@@ -657,13 +729,34 @@ def _commands() -> set[str]:
     return set(group.commands)
 
 
+def _names_job_file(args: list[str]) -> bool:
+    """True when ``args`` give ``--config FILE`` of a YAML file with a ``job:`` section."""
+    path = None
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+    if path is None:
+        return False
+    try:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except Exception:  # unreadable or not YAML: `run` reports the file's problem
+        return False
+    return isinstance(data, dict) and "job" in data
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recommend`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["--help"]
     elif args[0] not in _commands() and args[0] not in _ROOT_OPTIONS:
-        args.insert(0, "run")  # `recommend FLOWS...` (options first or not) is `recommend run`
+        # `recommend FLOWS...` (options first or not) is `recommend run`; `recommend --config
+        # FILE` with a job file (a `job:` section) is `recommend job --config FILE`.
+        args.insert(0, "job" if _names_job_file(args) else "run")
     try:
         app(args=args, prog_name="recommend", standalone_mode=False)
     except RecommenderError as exc:

@@ -158,7 +158,8 @@ def load_config(path: str | Path) -> RecommendConfig:
     """Read a YAML configuration file (keys are :class:`RecommendConfig` field names).
 
     Keys of other tools' sections (for example ``output`` or ``dialects`` used by the CLI) may
-    sit under ``cli:``; they are kept in ``extra``.
+    sit under ``cli:``; they are kept in ``extra``. A ``job:`` section (the scheduled job's
+    settings, see ``docs/deployment.md``) is kept in ``extra["job"]``.
     """
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -175,6 +176,8 @@ def load_config(path: str | Path) -> RecommendConfig:
     extra = data.pop("cli", {}) or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"{path}: 'cli' must be a mapping.")
+    if "job" in data:  # read by recommender.job_config
+        extra = {**extra, "job": data.pop("job")}
     options = coerce_options(data, str(path))
     try:
         return RecommendConfig(**options, extra=extra)
