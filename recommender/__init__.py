@@ -30,7 +30,11 @@ _LAZY = {
     "RecommendConfig": "config",
     "load_config": "config",
     "EdgeTables": "edges",
+    "PartialEdges": "edges",
     "aggregate_edges": "edges",
+    "finish_edges": "edges",
+    "merge_partials": "edges",
+    "partial_edges": "edges",
     "FORMATS": "ingest",
     "FlowBatches": "ingest",
     "detect_format": "ingest",
@@ -56,6 +60,8 @@ _LAZY = {
     "evaluate": "evaluator",
     "read_cluster": "evaluator",
     "read_policies": "policy.reader",
+    "DialectOptions": "policy.dialects",
+    "render_dialect": "policy.dialects",
     "build_graph": "graph",
     "write_graph": "graph_io",
     "SegmentProposal": "segments",
@@ -71,7 +77,14 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .config import RecommendConfig, load_config
-    from .edges import EdgeTables, aggregate_edges
+    from .edges import (
+        EdgeTables,
+        PartialEdges,
+        aggregate_edges,
+        finish_edges,
+        merge_partials,
+        partial_edges,
+    )
     from .evaluator import Cluster, Verdict, evaluate, read_cluster
     from .graph import build_graph
     from .graph_io import write_graph
@@ -81,6 +94,7 @@ if TYPE_CHECKING:
     from .ledger import IngestLedger
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+    from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
     from .profile import FlowProfile, profile_flows
     from .replay import Coverage, cluster_from_flows, replay
@@ -109,6 +123,7 @@ __all__ = [
     "Cluster",
     "ConfigError",
     "Coverage",
+    "DialectOptions",
     "EdgeTables",
     "Evidence",
     "FlowBatches",
@@ -122,6 +137,7 @@ __all__ = [
     "JobResult",
     "LabelSelector",
     "NoFlowsError",
+    "PartialEdges",
     "Peer",
     "Policy",
     "PolicySet",
@@ -142,15 +158,19 @@ __all__ = [
     "cluster_from_flows",
     "detect_format",
     "evaluate",
+    "finish_edges",
     "iter_flow_batches",
     "load_config",
     "load_job_config",
+    "merge_partials",
+    "partial_edges",
     "profile_flows",
     "propose_segments",
     "read_cluster",
     "read_flows",
     "read_policies",
     "recommend",
+    "render_dialect",
     "replay",
     "run_job",
     "synthesize",

@@ -42,6 +42,16 @@ FlowsArg = Annotated[
         metavar="FLOWS",
     ),
 ]
+# Text, not Path: a Path would fold the "//" of an object-storage URI (s3://bucket/...).
+RunFlowsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Flow files, folders or glob patterns (plain, gzip or zstd); with --engine dask "
+        "also fsspec URIs such as s3://bucket/flows/.",
+        show_default=False,
+        metavar="FLOWS",
+    ),
+]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
@@ -49,6 +59,32 @@ WorkersOpt = Annotated[
         min=1,
         help="Processes for reading Hubble files (default: 2 for inputs over 64 MiB on a "
         "machine with several cores, else 1).",
+    ),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where ingest and aggregation run: embedded (this process, streaming) or dask "
+        "(one task per file or Parquet row-group chunk on a Dask cluster; needs "
+        "recommender[dask]; see docs/scaling.md).",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="With --engine dask: the Dask scheduler (such as tcp://scheduler:8786); "
+        "a local cluster is started when omitted.",
+    ),
+]
+ProfileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--profile",
+        help="Print the seconds spent per pipeline stage (read, aggregate, synthesize, "
+        "render, self-check, report, write) to standard error.",
     ),
 ]
 FormatOpt = Annotated[
@@ -85,6 +121,62 @@ def _progress(enabled: bool) -> Any:
         TimeElapsedColumn(),
         transient=True,
     )
+
+
+class _RowProgress:
+    """A progress bar with rows per second on a terminal; nothing when quiet."""
+
+    def __init__(self, enabled: bool, description: str) -> None:
+        self._progress = _progress(enabled)
+        self._description = description
+        self._started = time.perf_counter()
+        self._task: Any = None
+
+    def __enter__(self) -> _RowProgress:
+        if self._progress is not None:
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self._description, total=None, rate="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    @property
+    def callback(self) -> Any:
+        """The per-batch callback (None when quiet)."""
+        return self.advance if self._progress is not None else None
+
+    def advance(self, rows: int) -> None:
+        """Count ``rows`` more rows."""
+        progress = self._progress
+        progress.advance(self._task, rows)
+        done = progress.tasks[0].completed
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        progress.update(self._task, rate=f"{done / elapsed:,.0f} rows/s")
+
+
+_STAGES = {
+    "read": "read (ingest)",
+    "aggregate": "aggregate",
+    "synthesize": "synthesize",
+    "render": "render",
+    "self_check": "self-check",
+    "report": "report",
+    "holdout": "holdout validation",
+    "report_files": "report files",
+    "write": "write",
+}
+
+
+def _print_timings(timings: dict[str, float]) -> None:
+    """The --profile table, on standard error."""
+    total = sum(timings.values())
+    typer.echo("stage                  seconds   share", err=True)
+    for name, seconds in timings.items():
+        share = seconds / total if total else 0.0
+        typer.echo(f"{_STAGES.get(name, name):<20} {seconds:>9.3f} {share:>7.1%}", err=True)
+    typer.echo(f"{'total':<20} {total:>9.3f}", err=True)
 
 
 def _print_ledger(ledger: dict[str, Any]) -> None:
@@ -165,7 +257,7 @@ def ingest(
 
 @app.command()
 def run(
-    flows: FlowsArg,
+    flows: RunFlowsArg,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for the policy tree and reports.")
     ] = Path("recommendations"),
@@ -223,12 +315,89 @@ def run(
             help="Held-out validation split at this ISO 8601 time instead of --holdout.",
         ),
     ] = None,
+    dialect: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dialect",
+            "-d",
+            metavar="NAME",
+            help="Output dialect: kubernetes (default), calico, cilium; repeat or give a comma "
+            "list for several, each written into its own sub-folder of --output.",
+        ),
+    ] = None,
+    staged: Annotated[
+        bool | None,
+        typer.Option(
+            "--staged/--no-staged",
+            help="Calico: StagedNetworkPolicy (and StagedGlobalNetworkPolicy) for a safe rollout.",
+            show_default=False,
+        ),
+    ] = None,
+    tier: Annotated[
+        str | None,
+        typer.Option(help="Calico: the tier of the recommended policies (recommendations)."),
+    ] = None,
+    domains: Annotated[
+        bool | None,
+        typer.Option(
+            "--domains/--no-domains",
+            help="Egress to external addresses with observed DNS names by name: Calico "
+            "destination.domains (Calico Enterprise/Cloud), Cilium toFQDNs with the DNS proxy "
+            "rule.",
+            show_default=False,
+        ),
+    ] = None,
+    l7: Annotated[
+        bool | None,
+        typer.Option(
+            "--l7/--no-l7",
+            help="Cilium: HTTP method and path rules from observed L7 (HTTP) flows.",
+            show_default=False,
+        ),
+    ] = None,
+    service_accounts: Annotated[
+        bool | None,
+        typer.Option(
+            "--service-accounts/--no-service-accounts",
+            help="Calico and Cilium: select workloads by service account where flows carry it.",
+            show_default=False,
+        ),
+    ] = None,
+    host_policies: Annotated[
+        bool | None,
+        typer.Option(
+            "--host-policies/--no-host-policies",
+            help="Calico and Cilium: policies for the nodes seen as flow endpoints (Calico "
+            "GlobalNetworkPolicy over HostEndpoints, CiliumClusterwideNetworkPolicy).",
+            show_default=False,
+        ),
+    ] = None,
+    network_sets: Annotated[
+        bool | None,
+        typer.Option(
+            "--network-sets/--no-network-sets",
+            help="Calico: put each rule's external CIDRs in a NetworkSet the rule selects.",
+            show_default=False,
+        ),
+    ] = None,
+    inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--inventory",
+            metavar="FILE",
+            help="YAML list of machines outside the cluster (name, cidrs, labels; see "
+            "docs/dialects.md): their addresses become named groups.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the policies as YAML; write nothing.")
     ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the report summary as JSON.")
     ] = False,
+    engine: EngineOpt = "embedded",
+    scheduler: SchedulerOpt = None,
+    profile: ProfileOpt = False,
 ) -> None:
     """Recommend least-privilege NetworkPolicies from flows (the default command)."""
     from .config import RecommendConfig, coerce_options, load_config
@@ -246,23 +415,44 @@ def run(
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
+                "dialects": dialect or None,
+                "staged": staged,
+                "tier": tier,
+                "domains": domains,
+                "l7": l7,
+                "service_accounts": service_accounts,
+                "host_policies": host_policies,
+                "network_sets": network_sets,
+                "inventory": str(inventory) if inventory is not None else None,
             }.items()
             if v is not None
         },
         "command line",
     )
-    result = recommend(
-        flows,
-        config.replace(**options),
-        format=format,
-        workers=workers,
-        holdout=holdout,
-        split_at=split_at,
-    )
+    with _RowProgress(sys.stderr.isatty() and not json_out, "reading") as progress:
+        result = recommend(
+            flows,
+            config.replace(**options),
+            format=format,
+            workers=workers,
+            holdout=holdout,
+            split_at=split_at,
+            engine=engine,
+            scheduler=scheduler,
+            on_batch=progress.callback,
+        )
     if dry_run:
-        typer.echo(result.to_yaml(), nl=False)
+        several = len(result.config.dialects) > 1
+        for name in result.config.dialects:
+            if several:
+                typer.echo(f"# dialect: {name}")
+            typer.echo(result.to_yaml(name), nl=False)
+        if profile:
+            _print_timings(result.timings)
         return
     written = result.write(output)
+    if profile:
+        _print_timings(result.timings)
     summary = result.report["summary"]
     if json_out:
         typer.echo(

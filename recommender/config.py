@@ -64,6 +64,28 @@ class RecommendConfig:
         report only. False adds ingress rules from the node addresses.
     dns_both_protocols
         Egress to a resolver on port 53 allows both UDP and TCP (DNS falls back to TCP).
+    dialects
+        Output dialects: ``kubernetes``, ``calico``, ``cilium`` (several write into
+        sub-folders; see ``docs/dialects.md``).
+    staged
+        Calico: StagedNetworkPolicy / StagedGlobalNetworkPolicy for a safe rollout.
+    tier, tier_order
+        Calico: the tier of the recommended policies and its order (``tier: null`` for the
+        default tier).
+    domains
+        Egress to external addresses with observed DNS names by name (Calico ``domains``,
+        Cilium ``toFQDNs`` plus the DNS proxy rule).
+    l7
+        Cilium: HTTP method and path rules from observed L7 flows.
+    service_accounts
+        Calico and Cilium: select workloads by their service account where flows carry one.
+    host_policies
+        Calico and Cilium: policies for hosts (nodes, host endpoints) from their flows.
+    inventory
+        A YAML file naming machines outside the cluster (``docs/dialects.md``): their
+        addresses become named groups (NetworkSets, named ipBlocks, CIDR groups).
+    network_sets
+        Calico: the external CIDRs of each rule go to a NetworkSet the rule selects.
     """
 
     namespaces: tuple[str, ...] = ()
@@ -79,6 +101,16 @@ class RecommendConfig:
     allow_node_probes: bool = True
     dns_both_protocols: bool = True
     policy_prefix: str = "allow-"
+    dialects: tuple[str, ...] = ("kubernetes",)
+    staged: bool = False
+    tier: str | None = "recommendations"
+    tier_order: int = 5000
+    domains: bool = False
+    l7: bool = False
+    service_accounts: bool = False
+    host_policies: bool = False
+    inventory: str | None = None
+    network_sets: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,7 +132,25 @@ class RecommendConfig:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name} must be a list of names or patterns, not {value!r}.")
             object.__setattr__(self, name, tuple(value))
-        for name in ("allow_node_probes", "dns_both_protocols"):
+        from .policy.dialects import parse_dialects
+
+        object.__setattr__(self, "dialects", parse_dialects(self.dialects))
+        if self.tier is not None and not isinstance(self.tier, str):
+            raise ConfigError(f"tier must be a name or null, not {self.tier!r}.")
+        if self.inventory is not None and not isinstance(self.inventory, str):
+            object.__setattr__(self, "inventory", str(self.inventory))
+        if isinstance(self.tier_order, bool) or not isinstance(self.tier_order, int | float):
+            raise ConfigError(f"tier_order must be a number, not {self.tier_order!r}.")
+        for name in (
+            "allow_node_probes",
+            "dns_both_protocols",
+            "staged",
+            "domains",
+            "l7",
+            "service_accounts",
+            "host_policies",
+            "network_sets",
+        ):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, not {value!r}.")
@@ -148,6 +198,10 @@ def coerce_options(options: dict[str, Any], origin: str = "options") -> dict[str
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{origin}: {key} must be a list of names or patterns.")
             value = tuple(value)
+        elif name == "dialects":
+            from .policy.dialects import parse_dialects
+
+            value = parse_dialects(value)
         elif name in ("since", "until"):
             value = _parse_time(value, f"{origin}: {key}")
         out[name] = value

@@ -314,9 +314,10 @@ def _tables(flows: Any, config: RecommendConfig | None, format: str | None) -> E
         return flows
     if isinstance(flows, pa.Table):
         return aggregate_edges(flows, config)
-    from .ingest import read_flows
+    from .ingest import iter_flow_batches
 
-    return aggregate_edges(read_flows(flows, format), config)
+    # Streamed: the flows are aggregated as they are read, never held whole.
+    return aggregate_edges(iter_flow_batches(flows, format), config)
 
 
 def diff_policies(

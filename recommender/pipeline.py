@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from .config import RecommendConfig
 from .edges import EdgeTables, aggregate_edges
 from .errors import ConfigError
-from .ingest import read_flows
+from .ingest import iter_flow_batches
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
-from .policy.writer import write_policy_tree, write_yaml_stream
+from .policy.writer import write_yaml_stream
 from .report import build_report, report_json, report_markdown
 from .synthesis import Findings, synthesize
+
+if TYPE_CHECKING:
+    from .policy.dialects import DialectOptions
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -48,6 +54,12 @@ class Recommendation:
         Synthesis notes (rules with evidence, node-local traffic, ...).
     config
         The options used.
+    timings
+        Seconds per pipeline stage, in the order run (``read``, ``aggregate``,
+        ``synthesize``, ``render``, ``self_check``, ``report``, ``holdout`` when asked;
+        :meth:`write` adds ``report_files`` and ``write``). Wall-clock time, so kept out of
+        the report, whose bytes depend on the input only. ``read`` is the time spent producing
+        canonical rows, ``aggregate`` the rest of the streaming aggregation.
     """
 
     policy_set: PolicySet
@@ -55,19 +67,45 @@ class Recommendation:
     tables: EdgeTables
     findings: Findings
     config: RecommendConfig
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    timings: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def edges(self) -> pa.Table:
         """The evidence edges."""
         return self.tables.edges
 
-    def manifests(self) -> list[dict[str, Any]]:
-        """Kubernetes NetworkPolicy manifests, in policy order."""
-        return render_kubernetes(self.policy_set)
+    def manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
+        """The manifests of one dialect (``kubernetes``, ``calico`` or ``cilium``; default the
+        first of ``config.dialects``), all rendered from :attr:`policy_set`.
 
-    def to_yaml(self) -> str:
-        """Every manifest as one multi-document YAML string."""
-        return write_yaml_stream(self.manifests())
+        Calico and Cilium also use the evidence :func:`recommender.enrich.enrich_policy_set`
+        attaches (DNS names, entities, HTTP requests, service accounts) and the options in
+        :attr:`config` (``staged``, ``tier``, ``domains``, ``l7``, ...).
+        """
+        from .policy.dialects import parse_dialects, render_dialect
+
+        name = parse_dialects(dialect)[0] if dialect is not None else self.config.dialects[0]
+        if name == "kubernetes":
+            rendered = self._cache.get("kubernetes")  # rendered once by recommend()
+            if rendered is not None:
+                return list(rendered)
+            return render_kubernetes(self.policy_set)
+        return render_dialect(self.dialect_policy_set(), name, dialect_options(self.config))
+
+    def dialect_policy_set(self) -> PolicySet:
+        """:attr:`policy_set` with the evidence richer dialects use (computed once)."""
+        cached = self._cache.get("enriched")
+        if cached is None:
+            from .enrich import enrich_policy_set
+
+            cached = enrich_policy_set(self.policy_set, self.tables, self.findings.selectors)
+            self._cache["enriched"] = cached
+        return cached
+
+    def to_yaml(self, dialect: str | None = None) -> str:
+        """Every manifest of one dialect as one multi-document YAML string."""
+        return write_yaml_stream(self.manifests(dialect))
 
     def edges_frame(self) -> Any:
         """The edges as a pandas DataFrame."""
@@ -79,11 +117,18 @@ class Recommendation:
 
         return pd.DataFrame(self.report["rules"])
 
-    def write(self, out_dir: PathLike) -> list[Path]:
-        """Write the policy tree (a folder per namespace, kustomizations) and the reports."""
-        by_ns: dict[str, list[dict[str, Any]]] = {}
-        for manifest in self.manifests():
-            by_ns.setdefault(manifest["metadata"]["namespace"], []).append(manifest)
+    def write(self, out_dir: PathLike, dialects: Iterable[str] | str | None = None) -> list[Path]:
+        """Write the policy tree (a folder per namespace, kustomizations) and the reports.
+
+        ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
+        ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
+        """
+        from .policy.dialects import group_by_namespace, parse_dialects
+        from .policy.writer import write_policy_trees
+
+        started = time.perf_counter()
+        names = parse_dialects(dialects) if dialects is not None else self.config.dialects
+        trees = {name: group_by_namespace(self.manifests(name)) for name in names}
         from .graph import graph_from_edges
         from .graph_svg import render_svg
         from .report_html import report_html
@@ -104,7 +149,32 @@ class Recommendation:
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report, graph_file="graph.svg"),
         }
-        return write_policy_tree(by_ns, Path(out_dir), extra_files=extra)
+        rendered = time.perf_counter()
+        self.timings["report_files"] = rendered - started
+        written = write_policy_trees(trees, Path(out_dir), extra_files=extra)
+        self.timings["write"] = time.perf_counter() - rendered
+        return written
+
+
+def dialect_options(config: RecommendConfig) -> DialectOptions:
+    """The dialect writers' options from a run's configuration."""
+    from .policy.dialects import DialectOptions
+
+    labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    if config.inventory is not None:
+        from .inventory import load_inventory
+
+        labels = tuple((e.name, e.labels) for e in load_inventory(config.inventory))
+    return DialectOptions(
+        group_labels=labels,
+        staged=config.staged,
+        tier=config.tier,
+        tier_order=config.tier_order,
+        domains=config.domains,
+        l7=config.l7,
+        service_accounts=config.service_accounts,
+        network_sets=config.network_sets,
+    )
 
 
 def _segments(tables: EdgeTables) -> dict[str, Any]:
@@ -141,6 +211,44 @@ GRAPH_SVG_MAX_NODES = 1000
 _SELF_CHECK_TRIPLES = 20_000
 
 
+class _Timed:
+    """Batches passed through, with the time spent producing them and a per-batch callback."""
+
+    def __init__(
+        self, batches: Iterable[pa.RecordBatch], on_batch: Callable[[int], None] | None
+    ) -> None:
+        self._batches = iter(batches)
+        self._on_batch = on_batch
+        self.seconds = 0.0
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = next(self._batches)
+            except StopIteration:
+                self.seconds += time.perf_counter() - started
+                return
+            self.seconds += time.perf_counter() - started
+            self.rows += batch.num_rows
+            if self._on_batch is not None:
+                self._on_batch(batch.num_rows)
+            yield batch
+
+
+def _spilled(batches: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
+    """Pass ``batches`` through while writing them to a canonical Parquet file at ``path``."""
+    import pyarrow.parquet as pq
+
+    from .schema import FLOW_SCHEMA
+
+    with pq.ParquetWriter(path, FLOW_SCHEMA, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            yield batch
+
+
 def recommend(
     flows: pa.Table | PathLike | Iterable[PathLike],
     config: RecommendConfig | None = None,
@@ -149,9 +257,15 @@ def recommend(
     workers: int | None = None,
     holdout: float | None = None,
     split_at: datetime | str | None = None,
+    engine: str = "embedded",
+    scheduler: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
+
+    Files are streamed: canonical rows are aggregated batch by batch as they are read, so
+    memory holds the edges and one batch, never the whole flow table.
 
     Parameters
     ----------
@@ -169,7 +283,14 @@ def recommend(
         Held-out validation (:mod:`recommender.validation`): learn on the earlier part of the
         window and replay the later part (``holdout=0.2``: the latest 20 % of the time span;
         ``split_at``: from that time on) against those policies. The result is
-        ``report["holdout"]``; the policies returned are still learned from every flow.
+        ``report["holdout"]``; the policies returned are still learned from every flow. For
+        files, the canonical rows are spilled to a temporary Parquet file for the second pass.
+    engine, scheduler
+        ``"embedded"`` (this process) or ``"dask"``: ingest and aggregation as Dask tasks, one
+        per file, on the cluster at ``scheduler`` (an address such as ``tcp://host:8786``;
+        None starts a local cluster). See :mod:`recommender.engine` and ``docs/scaling.md``.
+    on_batch
+        Called with the row count of every canonical batch read (progress displays).
 
     Returns
     -------
@@ -185,26 +306,96 @@ def recommend(
         if options
         else (config or RecommendConfig())
     )
-    if holdout is not None or split_at is not None:
+    if not isinstance(config, RecommendConfig):
+        raise ConfigError("config must be a RecommendConfig.")
+    validate = holdout is not None or split_at is not None
+    if validate:
         from .validation import check_options
 
         check_options(holdout, split_at)  # fail before reading or aggregating anything
-    if isinstance(flows, pa.Table):
-        table = flows
-        raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
-        ledger = json.loads(raw) if raw else None
-    else:
-        table = read_flows(flows, format, workers=workers)
-        ledger = json.loads(table.schema.metadata[b"recommender.ledger"])
-    if not isinstance(config, RecommendConfig):
-        raise ConfigError("config must be a RecommendConfig.")
-    tables = aggregate_edges(table, config)
-    policy_set, findings = synthesize(tables, config)
-    report = build_report(policy_set, findings, tables, config, ledger)
-    report["self_check"] = _self_check(policy_set, tables)
-    report["segments"] = _segments(tables)
-    if holdout is not None or split_at is not None:
-        from .validation import holdout_report
+    from .engine import check_engine
 
-        report["holdout"] = holdout_report(table, config, holdout=holdout, split_at=split_at)
-    return Recommendation(policy_set, report, tables, findings, config)
+    check_engine(engine, scheduler)
+    timings: dict[str, float] = {}
+    with ExitStack() as stack:
+        started = time.perf_counter()
+        holdout_input: pa.Table | Path
+        if isinstance(flows, pa.Table):
+            raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
+            ledger = json.loads(raw) if raw else None
+            timed = _Timed(flows.to_batches(), on_batch)
+            tables = aggregate_edges(timed, config)
+            holdout_input = flows
+        elif engine == "dask":
+            from .engine.dask_engine import dask_edges
+
+            tables, ledger_obj, read_s = dask_edges(
+                flows, config, format=format, scheduler=scheduler, on_batch=on_batch
+            )
+            ledger = json.loads(json.dumps(ledger_obj.to_dict()))
+            timed = _Timed((), None)
+            timed.seconds = read_s
+            holdout_input = Path()
+            if validate:  # the second pass reads the files again, here
+                spill = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "flows.parquet"
+                for _ in _spilled(iter_flow_batches(flows, format, workers=workers), spill):
+                    pass
+                holdout_input = spill
+        else:
+            batches = iter_flow_batches(flows, format, workers=workers)
+            source: Iterable[pa.RecordBatch] = batches
+            holdout_input = Path()
+            if validate:
+                spill = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "flows.parquet"
+                source = _spilled(batches, spill)
+                holdout_input = spill
+            timed = _Timed(source, on_batch)
+            tables = aggregate_edges(timed, config)
+            # The JSON round trip gives the same values a read_flows table's metadata holds.
+            ledger = json.loads(json.dumps(batches.ledger.to_dict()))
+        aggregated = time.perf_counter()
+        timings["read"] = timed.seconds
+        timings["aggregate"] = aggregated - started - timed.seconds
+        policy_set, findings = synthesize(tables, config)
+        policy_set = _beyond_pods(policy_set, tables, findings, config)
+        mark = _stage(timings, "synthesize", aggregated)
+        cache: dict[str, Any] = {}
+        if "kubernetes" in config.dialects:  # the other dialects render when written
+            cache["kubernetes"] = render_kubernetes(policy_set)
+        mark = _stage(timings, "render", mark)
+        self_check = _self_check(policy_set, tables)
+        mark = _stage(timings, "self_check", mark)
+        report = build_report(policy_set, findings, tables, config, ledger)
+        report["self_check"] = self_check
+        report["segments"] = _segments(tables)
+        mark = _stage(timings, "report", mark)
+        if validate:
+            from .validation import holdout_report
+
+            report["holdout"] = holdout_report(
+                holdout_input, config, holdout=holdout, split_at=split_at
+            )
+            _stage(timings, "holdout", mark)
+    return Recommendation(policy_set, report, tables, findings, config, cache, timings)
+
+
+def _stage(timings: dict[str, float], name: str, since: float) -> float:
+    now = time.perf_counter()
+    timings[name] = now - since
+    return now
+
+
+def _beyond_pods(
+    policy_set: PolicySet, tables: EdgeTables, findings: Findings, config: RecommendConfig
+) -> PolicySet:
+    """Host policies (``config.host_policies``) and inventory names (``config.inventory``)."""
+    if config.inventory is not None:
+        from .inventory import apply_inventory, load_inventory
+
+        policy_set = apply_inventory(policy_set, load_inventory(config.inventory))
+    if config.host_policies:
+        from .hosts import host_policies
+
+        hosts = host_policies(tables, findings, config)
+        policy_set = PolicySet(policy_set.policies, policy_set.host_policies + hosts)
+    return policy_set

@@ -18,11 +18,15 @@ report under ``holdout``; the policies themselves are still learned from all flo
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .config import RecommendConfig, _parse_time
 from .diff import compare_rules, rule_dict
@@ -102,6 +106,12 @@ def resolve_split(
     if holdout is None and when is None:
         raise ConfigError("give either holdout or split_at.")
     first, last = _span(table)
+    return _resolve(first, last, holdout, when)
+
+
+def _resolve(
+    first: datetime, last: datetime, holdout: float | None, when: datetime | None
+) -> datetime:
     if when is not None:
         if not first < when <= last:
             raise ConfigError(
@@ -186,6 +196,27 @@ def _window(tables: EdgeTables, policies: PolicySet, rules: int) -> dict[str, An
     }
 
 
+def _window_tables(
+    flows: pa.Table | str | os.PathLike[str],
+    config: RecommendConfig,
+    holdout: float | None,
+    split_at: datetime | str | None,
+) -> tuple[EdgeTables, EdgeTables, datetime]:
+    """The edge tables of the learning and the test window, and the split time."""
+    if isinstance(flows, pa.Table):
+        table = _in_window(flows, config)
+        when = resolve_split(table, holdout=holdout, split_at=split_at)
+        learn, test = _split_at(table, when)
+        return aggregate_edges(learn, config), aggregate_edges(test, config), when
+    path = Path(flows)
+    chosen = check_options(holdout, split_at)
+    first, last = _parquet_span(path, config)
+    when = _resolve(first, last, holdout, chosen)
+    learn_tables = aggregate_edges(_parquet_part(path, when, later=False), config)
+    test_tables = aggregate_edges(_parquet_part(path, when, later=True), config)
+    return learn_tables, test_tables, when
+
+
 def churn(learned: PolicySet, later: PolicySet) -> dict[str, Any]:
     """Rule-by-rule churn from ``learned`` to ``later`` (rules as
     :func:`~recommender.diff.rule_key`): ``added`` (only in ``later``), ``removed`` (only in
@@ -203,8 +234,36 @@ def churn(learned: PolicySet, later: PolicySet) -> dict[str, Any]:
     }
 
 
+def _parquet_span(path: Path, config: RecommendConfig) -> tuple[datetime, datetime]:
+    """First and last ``start_time`` of the rows of a canonical Parquet file in the window,
+    read one column at a time (see :func:`_span`)."""
+    first = last = None
+    rows = 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=["start_time"]):
+        table = _in_window(pa.Table.from_batches([batch]), config)
+        rows += table.num_rows
+        bounds = pc.min_max(table["start_time"]).as_py()
+        if bounds["min"] is not None:
+            first = bounds["min"] if first is None else min(first, bounds["min"])
+            last = bounds["max"] if last is None else max(last, bounds["max"])
+    if not rows:
+        raise ConfigError("cannot split an empty flow table (no flows in the time window).")
+    if first is None or last is None:
+        raise ConfigError("cannot split: no flow has a start_time.")
+    return first, last
+
+
+def _parquet_part(path: Path, when: datetime, later: bool) -> Iterator[pa.RecordBatch]:
+    """The rows of a canonical Parquet file starting before ``when`` (or at or after it)."""
+    for batch in pq.ParquetFile(path).iter_batches():
+        start = batch.column("start_time")
+        scalar = pa.scalar(when, type=start.type)
+        mask = pc.greater_equal(start, scalar) if later else pc.less(start, scalar)
+        yield batch.filter(pc.fill_null(mask, False))
+
+
 def holdout_report(
-    flows: pa.Table,
+    flows: pa.Table | str | os.PathLike[str],
     config: RecommendConfig | None = None,
     *,
     holdout: float | None = None,
@@ -214,8 +273,9 @@ def holdout_report(
 
     Parameters
     ----------
-    flows : pyarrow.Table
-        Canonical flows; only rows in ``config``'s ``[since, until)`` window are used.
+    flows : pyarrow.Table or path
+        Canonical flows, or the path of a canonical Parquet file (streamed: read three times
+        with bounded memory); only rows in ``config``'s ``[since, until)`` window are used.
     config : RecommendConfig, optional
         The recommendation's options, used for both windows.
     holdout, split_at
@@ -239,11 +299,7 @@ def holdout_report(
     config = config or RecommendConfig()
     if holdout is None and split_at is None:
         holdout = DEFAULT_HOLDOUT
-    table = _in_window(flows, config)
-    when = resolve_split(table, holdout=holdout, split_at=split_at)
-    learn, test = _split_at(table, when)
-    learn_tables = aggregate_edges(learn, config)
-    test_tables = aggregate_edges(test, config)
+    learn_tables, test_tables, when = _window_tables(flows, config, holdout, split_at)
     learned, learned_findings = synthesize(learn_tables, config)
     later, later_findings = synthesize(test_tables, config)
     # Over-permissiveness is the self-check's business; here only the future's verdicts count.

@@ -20,6 +20,7 @@ __all__ = [
     "Action",
     "Direction",
     "Evidence",
+    "HttpRule",
     "LabelSelector",
     "Peer",
     "Policy",
@@ -98,6 +99,20 @@ class PortSpec:
 
 
 @dataclass(frozen=True, order=True)
+class HttpRule:
+    """An observed HTTP request to a peer: method and path on one destination port.
+
+    Only dialects with L7 rules (Cilium with ``--l7``) render these; ``path`` None means any
+    path for the method (paths were too many to list).
+    """
+
+    protocol: str
+    port: int
+    method: str
+    path: str | None = None
+
+
+@dataclass(frozen=True, order=True)
 class Peer:
     """One peer of a rule.
 
@@ -107,6 +122,15 @@ class Peer:
     ``remote-node`` or ``world``; writers without entities use ``cidr`` peers instead).
     ``note`` explains a peer that needs a human eye (node addresses, say) and is not rendered
     into the policy itself.
+
+    The remaining fields are optional evidence for richer dialects; they never change which
+    peer this is (they take no part in comparisons) and Kubernetes ignores them:
+    ``dns_names`` the DNS names observed for a ``cidr`` peer's addresses (Calico domains,
+    Cilium toFQDNs), ``http`` the observed HTTP requests (Cilium L7 rules), ``group`` the name
+    of the address group (inventory entry) a ``cidr`` peer stands for, ``service_account`` the
+    one service account of a ``pods`` peer's workload, ``workload`` that workload's name, and
+    ``entities`` what a ``cidr`` peer's addresses were observed as (``host``, ``remote-node``,
+    ``kube-apiserver``, ``world``): Cilium matches the first three by entity only.
     """
 
     kind: PeerKind
@@ -116,6 +140,12 @@ class Peer:
     except_: tuple[str, ...] = ()
     entity: str | None = None
     note: str = field(default="", compare=False)
+    dns_names: tuple[str, ...] = field(default=(), compare=False)
+    http: tuple[HttpRule, ...] = field(default=(), compare=False)
+    group: str | None = field(default=None, compare=False)
+    service_account: str | None = field(default=None, compare=False)
+    workload: str | None = field(default=None, compare=False)
+    entities: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -148,6 +178,9 @@ class Policy:
     ``policy_types`` lists the directions the policy isolates (a policy with no ingress rules
     but ``ingress`` in its types denies all ingress to its pods). ``precedence`` and ``tier``
     are for dialects that order policies (Calico); Kubernetes ignores them.
+    ``service_account`` is the one service account of the selected workload, when known
+    (dialects may select by it on request). A host policy (in :attr:`PolicySet.host_policies`)
+    has ``namespace`` ``""`` and a ``selector`` over host (node) labels.
     """
 
     name: str
@@ -161,6 +194,7 @@ class Policy:
     precedence: int | None = None
     tier: str | None = None
     description: str = field(default="", compare=False)
+    service_account: str | None = field(default=None, compare=False)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -170,13 +204,21 @@ class Policy:
 
 @dataclass(frozen=True)
 class PolicySet:
-    """Every policy of a recommendation, sorted by namespace and name."""
+    """Every policy of a recommendation, sorted by namespace and name.
+
+    ``host_policies`` are cluster-scoped policies for hosts (nodes, Calico host endpoints),
+    sorted by name; only dialects with host policies render them (Calico GlobalNetworkPolicy,
+    Cilium CiliumClusterwideNetworkPolicy), and the Kubernetes evaluator ignores them.
+    """
 
     policies: tuple[Policy, ...] = ()
+    host_policies: tuple[Policy, ...] = ()
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.policies, key=lambda p: (p.namespace, p.name)))
         object.__setattr__(self, "policies", ordered)
+        hosts = tuple(sorted(self.host_policies, key=lambda p: p.name))
+        object.__setattr__(self, "host_policies", hosts)
 
     @property
     def namespaces(self) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +24,13 @@ from ..errors import ConfigError, SynthesisError
 from ._names import is_dns1123_label, is_dns1123_subdomain
 from ._yaml import dump_yaml
 
-__all__ = ["MARKER_FILE", "write_policy_tree", "write_yaml_stream"]
+__all__ = [
+    "CLUSTER_FOLDER",
+    "MARKER_FILE",
+    "write_policy_tree",
+    "write_policy_trees",
+    "write_yaml_stream",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,10 @@ _MARKER_TEXT: Final = (
     "Do not keep your own files here.\n"
 )
 _KUSTOMIZATION: Final = "kustomization.yaml"
+#: The folder (and ``manifests_by_namespace`` key) of cluster-scoped manifests (Calico Tier,
+#: GlobalNetworkPolicy, CiliumClusterwideNetworkPolicy ...): never a namespace, which is a
+#: DNS-1123 label.
+CLUSTER_FOLDER: Final = "_cluster"
 #: Longest file name most file systems accept (bytes; names here are ASCII).
 _NAME_MAX: Final = 255
 
@@ -107,7 +117,62 @@ def write_policy_tree(
     ...     [p.relative_to(tmp).as_posix() for p in paths]
     ['out/.recommender-output', 'out/kustomization.yaml', 'out/shop/kustomization.yaml', 'out/shop/web.yaml']
     """  # noqa: E501
-    files = _plan(manifests_by_namespace, extra_files or {})
+    return _write(_plan(manifests_by_namespace, extra_files or {}), out_dir)
+
+
+def write_policy_trees(
+    trees: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+    out_dir: Path,
+    *,
+    extra_files: Mapping[str, bytes | str] | None = None,
+) -> list[Path]:
+    """Write one kustomize tree per dialect into sub-folders of ``out_dir``.
+
+    With one tree this is :func:`write_policy_tree` (the tree at the top); with several, each
+    goes to ``out_dir/<key>/`` (``kubernetes/``, ``calico/``, ``cilium/``) with its own
+    kustomization, there is no top-level kustomization (the dialects are alternatives, never
+    applied together), and ``extra_files`` sit at the top. Same guarantees: names checked
+    first, the whole folder replaced atomically, foreign folders refused.
+
+    Parameters
+    ----------
+    trees : mapping of str to mapping of str to list of dict
+        Per dialect (a DNS-1123 label), the manifests by namespace (cluster-scoped ones under
+        :data:`CLUSTER_FOLDER`).
+    out_dir : Path
+        The folder to create or replace.
+    extra_files : mapping of str to bytes or str, optional
+        Files for the top level (reports).
+
+    Returns
+    -------
+    list of Path
+        Every file written, sorted.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> m = {"kind": "NetworkPolicy", "metadata": {"name": "web", "namespace": "shop"}}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     paths = write_policy_trees({"calico": {"shop": [m]}, "kubernetes": {"shop": [m]}},
+    ...                                Path(tmp) / "out")
+    ...     [p.relative_to(tmp).as_posix() for p in paths][:3]
+    ['out/.recommender-output', 'out/calico/kustomization.yaml', 'out/calico/shop/kustomization.yaml']
+    """  # noqa: E501
+    if len(trees) == 1:
+        (only,) = trees.values()
+        return write_policy_tree(only, out_dir, extra_files=extra_files)
+    files: dict[tuple[str, ...], _Content] = {(MARKER_FILE,): _MARKER_TEXT}
+    for key in sorted(trees):
+        if not is_dns1123_label(key):
+            raise SynthesisError(f"Dialect folder name {key!r} is not a DNS-1123 label.")
+        _plan_tree(files, (key,), trees[key])
+    _plan_extra(files, extra_files or {}, trees)
+    return _write(files, out_dir)
+
+
+def _write(files: dict[tuple[str, ...], _Content], out_dir: Path) -> list[Path]:
+    """Write planned ``files`` under ``out_dir`` through a temporary sibling and a swap."""
     _check_target(out_dir)
 
     parent = out_dir.parent
@@ -120,7 +185,7 @@ def write_policy_tree(
             path = tmp.joinpath(*relative)
             if not path.resolve().is_relative_to(root):  # pragma: no cover - names are checked
                 raise SynthesisError(f"The output path {path} would leave {out_dir}.")
-            path.parent.mkdir(exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             data = content() if callable(content) else content
             path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         _swap(tmp, out_dir)
@@ -140,10 +205,23 @@ def _plan(
 ) -> dict[tuple[str, ...], _Content]:
     """Every file of the tree as relative path parts → content, all names checked first."""
     files: dict[tuple[str, ...], _Content] = {(MARKER_FILE,): _MARKER_TEXT}
+    _plan_tree(files, (), manifests_by_namespace)
+    _plan_extra(files, extra_files, manifests_by_namespace)
+    return files
+
+
+def _plan_tree(
+    files: dict[tuple[str, ...], _Content],
+    prefix: tuple[str, ...],
+    manifests_by_namespace: Mapping[str, list[dict[str, Any]]],
+) -> None:
+    """Add one kustomize tree (a folder per namespace and a kustomization) under ``prefix``."""
     folders: list[str] = []
     for namespace in sorted(manifests_by_namespace):
         manifests = manifests_by_namespace[namespace]
-        if not is_dns1123_label(namespace):
+        if namespace == CLUSTER_FOLDER:
+            pass
+        elif not is_dns1123_label(namespace):
             raise SynthesisError(
                 f"Namespace {namespace!r} is not a DNS-1123 label, so it cannot name an output "
                 "folder."
@@ -153,21 +231,30 @@ def _plan(
         names: list[str] = []
         for manifest in manifests:
             file_name = _manifest_file_name(manifest, namespace)
-            if (namespace, file_name) in files:
+            if (*prefix, namespace, file_name) in files:
                 raise SynthesisError(
                     f"Two manifests in namespace {namespace!r} would both be written to "
                     f"{file_name}; manifest names must be unique within a namespace."
                 )
-            files[(namespace, file_name)] = _lazy_dump(manifest)
+            files[(*prefix, namespace, file_name)] = _lazy_dump(manifest)
             names.append(file_name)
-        files[(namespace, _KUSTOMIZATION)] = _lazy_dump(_kustomization(sorted(names)))
+        files[(*prefix, namespace, _KUSTOMIZATION)] = _lazy_dump(_kustomization(sorted(names)))
         folders.append(namespace)
-    files[(_KUSTOMIZATION,)] = _lazy_dump(_kustomization(folders))
+    files[(*prefix, _KUSTOMIZATION)] = _lazy_dump(_kustomization(folders))
+
+
+def _plan_extra(
+    files: dict[tuple[str, ...], _Content],
+    extra_files: Mapping[str, bytes | str],
+    taken: Iterable[str],
+) -> None:
+    """Add the top-level extra files, refusing names of folders or files already planned."""
+    taken = set(taken)
     for name, content in sorted(extra_files.items()):
         if (
             not is_dns1123_subdomain(name)
             or len(name) > _NAME_MAX
-            or name in manifests_by_namespace
+            or name in taken
             or (name,) in files
         ):
             raise SynthesisError(
@@ -175,7 +262,6 @@ def _plan(
                 "'report.json' that is not a namespace folder or kustomization.yaml."
             )
         files[(name,)] = content
-    return files
 
 
 def _manifest_file_name(manifest: dict[str, Any], namespace: str) -> str:
@@ -183,6 +269,8 @@ def _manifest_file_name(manifest: dict[str, Any], namespace: str) -> str:
     metadata = manifest.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     actual_namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    if namespace == CLUSTER_FOLDER and actual_namespace is None:
+        actual_namespace = CLUSTER_FOLDER
     if not isinstance(name, str) or not is_dns1123_subdomain(name):
         raise SynthesisError(
             f"A manifest in namespace {namespace!r} has name {name!r}, which is not a DNS-1123 "
