@@ -335,7 +335,10 @@ def run(
     ] = None,
     tier: Annotated[
         str | None,
-        typer.Option(help="Calico: the tier of the recommended policies (recommendations)."),
+        typer.Option(
+            help="Calico: the tier of the recommended policies (recommendations); 'default' "
+            "for Calico's default tier."
+        ),
     ] = None,
     domains: Annotated[
         bool | None,

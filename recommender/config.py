@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .policy._names import is_dns1123_label
 
 __all__ = ["DEFAULT_EXCLUDED_NAMESPACES", "RecommendConfig", "load_config"]
 
@@ -70,8 +71,8 @@ class RecommendConfig:
     staged
         Calico: StagedNetworkPolicy / StagedGlobalNetworkPolicy for a safe rollout.
     tier, tier_order
-        Calico: the tier of the recommended policies and its order (``tier: null`` for the
-        default tier).
+        Calico: the tier of the recommended policies and its order (``default`` or null for
+        Calico's default tier, with no Tier object).
     domains
         Egress to external addresses with observed DNS names by name (Calico ``domains``,
         Cilium ``toFQDNs`` plus the DNS proxy rule).
@@ -135,8 +136,15 @@ class RecommendConfig:
         from .policy.dialects import parse_dialects
 
         object.__setattr__(self, "dialects", parse_dialects(self.dialects))
-        if self.tier is not None and not isinstance(self.tier, str):
-            raise ConfigError(f"tier must be a name or null, not {self.tier!r}.")
+        if self.tier == "default":  # Calico's own default tier: no Tier object, no spec.tier
+            object.__setattr__(self, "tier", None)
+        if self.tier is not None and (
+            not isinstance(self.tier, str) or not is_dns1123_label(self.tier)
+        ):
+            raise ConfigError(
+                f"tier must be a DNS-1123 label (lowercase letters, digits and '-') or "
+                f"'default', not {self.tier!r}."
+            )
         if self.inventory is not None and not isinstance(self.inventory, str):
             object.__setattr__(self, "inventory", str(self.inventory))
         if isinstance(self.tier_order, bool) or not isinstance(self.tier_order, int | float):

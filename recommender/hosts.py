@@ -6,7 +6,9 @@ endpoint, one cluster-scoped policy selects the node by ``kubernetes.io/hostname
 Calico's automatic HostEndpoints copy from the node, and Cilium's nodeSelector matches) with
 ingress rules from the observed sources and egress rules to the observed destinations; only a
 direction with observed traffic is isolated.
-Traffic from another node (``remote-node``) cannot be pinned to one node and is left out.
+The node is the one a Calico automatic host endpoint is named after (``<node>-auto-hep``), else
+the one node the flow was observed on; a host endpoint seen from several nodes, and traffic
+from another node (``remote-node``), cannot be pinned to one node and are left out.
 
 Only Calico (GlobalNetworkPolicy over HostEndpoints) and Cilium (CiliumClusterwideNetworkPolicy
 with ``nodeSelector``; needs Cilium's host firewall) render them; see ``docs/dialects.md``.
@@ -24,10 +26,12 @@ from .policy._names import is_label_value, safe_name
 from .policy.model import Evidence, LabelSelector, Peer, Policy, PortSpec, Rule
 from .synthesis import MANAGED_BY, NAMESPACE_LABEL, Findings
 
-__all__ = ["HOSTNAME_LABEL", "host_policies"]
+__all__ = ["AUTO_HEP_SUFFIX", "HOSTNAME_LABEL", "host_policies"]
 
 #: The node label a host policy selects by.
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+#: The name suffix of Calico's automatic host endpoints (``<node>-auto-hep``).
+AUTO_HEP_SUFFIX: Final = "-auto-hep"
 _ENTITY: Final = {"host": "host", "remote-node": "remote-node", "external": "world"}
 _PROTOCOLS: Final = ("TCP", "UDP", "SCTP")
 
@@ -76,9 +80,10 @@ def host_policies(
         for direction, near, other in (("ingress", "dst", "src"), ("egress", "src", "dst")):
             if edge[f"{near}_kind"] != "host":
                 continue
-            nodes = [n for n in edge["nodes"] or () if is_label_value(n) and n]
-            if len(nodes) != 1:  # a host endpoint we cannot pin to one node
+            node = _node_of(edge, near)
+            if node is None:  # a host endpoint we cannot pin to one node
                 continue
+            nodes = [node]
             for peer in _far_peers(edge, other, selectors):
                 port = edge["dst_port"]
                 spec = (
@@ -129,6 +134,16 @@ def host_policies(
             )
         )
     return tuple(out)
+
+
+def _node_of(edge: dict[str, Any], side: str) -> str | None:
+    """The node a host endpoint belongs to: from a Calico automatic host endpoint's name
+    (``<node>-auto-hep``), else the one node the edge was observed on."""
+    name = edge[f"{side}_name"] or ""
+    if name.endswith(AUTO_HEP_SUFFIX) and is_label_value(name[: -len(AUTO_HEP_SUFFIX)]):
+        return name[: -len(AUTO_HEP_SUFFIX)] or None
+    nodes = [n for n in edge["nodes"] or () if n and is_label_value(n)]
+    return nodes[0] if len(nodes) == 1 else None
 
 
 def _far_peers(edge: dict[str, Any], side: str, selectors: Any) -> list[Peer]:

@@ -118,7 +118,9 @@ def test_recommendation_manifests_per_dialect(tmp_path: Path) -> None:
     assert [r["toFQDNs"] for r in egress if "toFQDNs" in r] == [[{"matchName": "api.example.com"}]]
     assert any("toEntities" in r and r["toEntities"] == ["host"] for r in egress)
     assert rec.manifests() == rec.manifests("kubernetes")
-    assert rec.to_yaml("calico") == rec.to_yaml("calico")
+    again = recommend(_flows(), dialects=("calico", "cilium"), domains=True, l7=True)
+    for dialect in ("calico", "cilium"):  # same input, same bytes
+        assert again.to_yaml(dialect) == rec.to_yaml(dialect)
     written = rec.write(tmp_path / "out")
     tops = sorted({p.relative_to(tmp_path / "out").parts[0] for p in written})
     assert tops == [
@@ -154,6 +156,14 @@ def test_cli_dialects_dry_run_and_config_file(
     assert (
         "kind: StagedNetworkPolicy" in result.output and "name: apps.default-deny" in result.output
     )
+    result = runner.invoke(
+        app, ["run", str(SAMPLE), "--dry-run", "-d", "calico", "--tier", "default"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "kind: Tier" not in result.output and "tier:" not in result.output
+    assert "name: default-deny" in result.output
+    assert main(["run", str(SAMPLE), "--dry-run", "-d", "calico", "--tier", "Apps!"]) == 2
+    assert "tier must be a DNS-1123 label" in capsys.readouterr().err
     assert main(["run", str(SAMPLE), "--dry-run", "-d", "istio"]) == 2
     assert "unknown dialect 'istio'" in capsys.readouterr().err
 
@@ -257,6 +267,53 @@ def test_host_policy_from_a_host_endpoint_flow() -> None:
     assert [(p.protocol, p.port) for p in rule.ports] == [("TCP", 9100)]
     # Kubernetes has no host policies: its rendering is unchanged.
     assert rec.manifests("kubernetes") == recommend(_flows(), allow_node_probes=False).manifests()
+
+
+def test_host_policy_node_from_a_calico_auto_host_endpoint() -> None:
+    flows = make_table(
+        [
+            flow_row(  # reported by both nodes: the node comes from the host endpoint's name
+                src_kind="host",
+                src_name="worker-2-auto-hep",
+                src_ip="10.0.0.7",
+                node="worker-1",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+            ),
+            flow_row(
+                src_kind="host",
+                src_name="worker-2-auto-hep",
+                src_ip="10.0.0.7",
+                node="worker-2",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+            ),
+            flow_row(  # a manual host endpoint seen from two nodes: not pinned, no policy
+                src_kind="host",
+                src_name="gateway",
+                src_ip="10.0.0.9",
+                node="worker-1",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=9090,
+            ),
+            flow_row(
+                src_kind="host",
+                src_name="gateway",
+                src_ip="10.0.0.9",
+                node="worker-3",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=9090,
+            ),
+        ]
+    )
+    rec = recommend(flows, host_policies=True, allow_node_probes=False)
+    (host,) = rec.policy_set.host_policies
+    assert dict(host.selector.match_labels) == {"kubernetes.io/hostname": "worker-2"}
+    assert [(p.protocol, p.port) for r in host.egress for p in r.ports] == [("TCP", 8080)]
 
 
 # --- network-config-analyzer: Calico (no tier) agrees with Kubernetes ------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import SynthesisError
-from ._names import is_dns1123_label, is_label_key
+from ._names import is_dns1123_label, is_label_key, is_label_value
 from .model import HttpRule, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 
 __all__ = [
@@ -191,8 +191,7 @@ def _metadata(pairs: Iterable[tuple[str, str]], where: str) -> dict[str, str]:
 
 
 def _value(value: str, where: str) -> str:
-    from ._names import is_label_value
-
+    """``value`` after checking it is a Kubernetes label value."""
     if not is_label_value(value):
         raise SynthesisError(f"{where}: {value!r} is not a valid label value.")
     return value

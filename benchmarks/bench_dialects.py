@@ -1,0 +1,83 @@
+"""What the Calico and Cilium dialects cost on top of a Kubernetes recommendation.
+
+    python benchmarks/bench_dialects.py --rows 1000000 [--seed 0] [--repeat 3] [--out FILE.json]
+
+1. Generates ``--rows`` connections as canonical Parquet (cached in ``benchmarks/data/``, shared
+   with ``bench_ingest.py``) and reads it into memory once.
+2. Times, best of ``--repeat``: ``aggregate_edges`` (which now also keeps the bounded list of
+   HTTP requests per edge), ``recommend`` (aggregation, synthesis, report), then on that
+   recommendation the Kubernetes rendering, the evidence enrichment
+   (``Recommendation.dialect_policy_set``, computed once per recommendation) and the Calico and
+   Cilium renderings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_ingest import ensure_data  # noqa: E402  (the shared, cached input generator)
+
+
+def _best(fn: Any, repeat: int) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import pyarrow.parquet as pq
+
+    from recommender.edges import aggregate_edges
+    from recommender.enrich import enrich_policy_set
+    from recommender.pipeline import dialect_options, recommend
+    from recommender.policy.dialects import render_dialect
+
+    path, _ = ensure_data("parquet", args.rows, args.seed)
+    table = pq.read_table(path)
+    results: dict[str, Any] = {"rows": args.rows, "machine": platform.platform()}
+    results["aggregate_s"], tables = _best(lambda: aggregate_edges(table), args.repeat)
+    results["recommend_s"], rec = _best(lambda: recommend(table), args.repeat)
+    options = dialect_options(rec.config)
+    results["kubernetes_s"], k8s = _best(
+        lambda: render_dialect(rec.policy_set, "kubernetes"), args.repeat
+    )
+    results["enrich_s"], enriched = _best(
+        lambda: enrich_policy_set(rec.policy_set, rec.tables, rec.findings.selectors), args.repeat
+    )
+    results["calico_s"], calico = _best(
+        lambda: render_dialect(enriched, "calico", options), args.repeat
+    )
+    results["cilium_s"], cilium = _best(
+        lambda: render_dialect(enriched, "cilium", options), args.repeat
+    )
+    results["edges"] = tables.edges.num_rows
+    results["policies"] = len(rec.policy_set)
+    results["manifests"] = {"kubernetes": len(k8s), "calico": len(calico), "cilium": len(cilium)}
+    text = json.dumps(results, indent=2, sort_keys=True)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
