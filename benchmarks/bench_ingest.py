@@ -12,8 +12,13 @@
      lines, ``msgspec.json.decode`` each line, on one core; Parquet - iterate the record batches
      of ``pyarrow.parquet.ParquetFile``;
    - the **ingest**: ``recommender.iter_flow_batches(path)`` consumed to the end (and, with
-     ``--cli``, ``recommend ingest PATH -o OUT.parquet``).
+     ``--cli``, ``recommend ingest PATH -o OUT.parquet``);
+   - for Hubble, also **ingest-python**: the same with ``RECOMMENDER_NO_SCANNER=1`` (the reader
+     without its compiled scanner).
 
+   With ``--repeat N`` the measurements run N times, interleaved (floor, ingest, floor, ...), so
+   that changing load on a shared machine hits each alike; each keeps its fastest run, and the
+   JSON also holds the minimum and median wall and CPU (user + sys) seconds of the N runs.
 3. Prints a table and writes JSON: rows, input bytes and records, floor and ingest seconds, their
    ratio, peak RSS, rows per second, and the machine (nproc, CPU, Python, pyarrow, msgspec).
 
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
@@ -144,11 +150,11 @@ def child_floor(fmt: str, path: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "rows": records, "records": records}
 
 
-def child_ingest(fmt: str, path: Path) -> dict[str, Any]:
+def child_ingest(fmt: str, path: Path, workers: int | None = None) -> dict[str, Any]:
     from recommender import iter_flow_batches
 
     started = time.perf_counter()
-    batches = iter_flow_batches(path, fmt)
+    batches = iter_flow_batches(path, fmt, workers=workers)
     rows = 0
     connections = 0
     for batch in batches:
@@ -181,18 +187,26 @@ def child_cli(fmt: str, path: Path) -> dict[str, Any]:
 def run_child(args: argparse.Namespace) -> int:
     fn = {"floor": child_floor, "ingest": child_ingest, "cli": child_cli}[args.child]
     try:
-        result: dict[str, Any] = fn(args.format, Path(args.path))
+        if args.child == "ingest":
+            result: dict[str, Any] = child_ingest(args.format, Path(args.path), args.workers)
+        else:
+            result = fn(args.format, Path(args.path))
     except Exception as exc:  # report any failure as n/a, never crash the whole run
         result = {"error": f"{type(exc).__name__}: {exc}"[:600]}
     print(json.dumps(result))
     return 0
 
 
-def measure(kind: str, fmt: str, path: Path) -> dict[str, Any]:
+def measure(kind: str, fmt: str, path: Path, workers: int | None = None) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; add its peak RSS (MB) from ``wait4``."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--format", fmt,
+    child = "ingest" if kind == "ingest-python" else kind
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", child, "--format", fmt,
            "--path", str(path)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
     env = dict(os.environ, PYTHONHASHSEED="0")
+    if kind == "ingest-python":
+        env["RECOMMENDER_NO_SCANNER"] = "1"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             cwd=ROOT)
     assert proc.stdout is not None and proc.stderr is not None
@@ -213,6 +227,20 @@ def measure(kind: str, fmt: str, path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest run, with the min and median wall and CPU seconds of all runs."""
+    ok = [r for r in runs if "seconds" in r]
+    if not ok:
+        return runs[0]
+    best = dict(min(ok, key=lambda r: r["seconds"]))
+    walls = sorted(r["seconds"] for r in ok)
+    cpus = sorted(r["cpu_seconds"] for r in ok)
+    best["runs"] = len(ok)
+    best["seconds_min"], best["seconds_median"] = round(walls[0], 3), round(median(walls), 3)
+    best["cpu_seconds_min"], best["cpu_seconds_median"] = round(cpus[0], 3), round(median(cpus), 3)
+    return best
 
 
 def machine() -> dict[str, Any]:
@@ -253,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--cli", action="store_true",
                         help="also time `recommend ingest PATH -o OUT.parquet`")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="interleaved runs of each measurement; the fastest counts")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Hubble reader processes (default: the reader's own choice)")
+    parser.add_argument("--no-python", action="store_true",
+                        help="skip the Hubble reader without its compiled scanner")
     parser.add_argument("--child", choices=("floor", "ingest", "cli"), help=argparse.SUPPRESS)
     parser.add_argument("--format", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -269,8 +303,15 @@ def main(argv: list[str] | None = None) -> int:
         path, gen_seconds = ensure_data(fmt, args.rows, args.seed)
         if gen_seconds is not None:
             print(f"generated {path.relative_to(ROOT)} in {gen_seconds:.1f} s", file=sys.stderr)
-        floor = measure("floor", fmt, path)
-        ingest = measure("ingest", fmt, path)
+        kinds = ["floor", "ingest"]
+        if fmt == "hubble" and not args.no_python:
+            kinds.append("ingest-python")
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+        for _ in range(max(args.repeat, 1)):
+            for kind in kinds:
+                runs[kind].append(measure(kind, fmt, path, args.workers))
+        best = {k: _summarise(v) for k, v in runs.items()}
+        floor, ingest = best["floor"], best["ingest"]
         entry: dict[str, Any] = {
             "format": fmt,
             "input": str(path.relative_to(ROOT)),
@@ -280,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             "floor": floor,
             "ingest": ingest,
         }
+        if "ingest-python" in best:
+            entry["ingest_python"] = best["ingest-python"]
+            p_s = best["ingest-python"].get("seconds")
+            entry["python_ratio"] = round(p_s / floor["seconds"], 2) if p_s and floor.get(
+                "seconds") else None
+        entry["repeat"] = max(args.repeat, 1)
+        entry["workers"] = args.workers
         if args.cli:
             entry["cli"] = measure("cli", fmt, path)
         f_s, i_s = floor.get("seconds"), ingest.get("seconds")
@@ -300,7 +348,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{_fmt(e['input_records']):>10} {_fmt(e['floor'].get('seconds'), '.2f'):>8} "
               f"{_fmt(ing.get('seconds'), '.2f'):>9} {_fmt(e['ratio']):>6} "
               f"{_fmt(ing.get('peak_rss_mb')):>8} {_fmt(e['rows_per_s']):>10}")
-        for kind in ("floor", "ingest", "cli"):
+        for kind in ("floor", "ingest", "ingest_python"):
+            r = e.get(kind)
+            if r and "seconds_min" in r:
+                print(f"    {kind:14} wall min {r['seconds_min']:.2f} median "
+                      f"{r['seconds_median']:.2f}  cpu min {r['cpu_seconds_min']:.2f} median "
+                      f"{r['cpu_seconds_median']:.2f}")
+        if e.get("python_ratio"):
+            print(f"    without the scanner: ratio {e['python_ratio']}")
+        for kind in ("floor", "ingest", "ingest_python", "cli"):
             if kind in e and "error" in e[kind]:
                 print(f"    {kind} n/a: {e[kind]['error']}")
     report = {"benchmark": "ingest", "connections": args.rows, "seed": args.seed,

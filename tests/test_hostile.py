@@ -145,12 +145,14 @@ def test_python_tags_are_refused(tmp_path: Path, text: str) -> None:
     ids=["label-value", "peers", "unused"],
 )
 def test_billion_laughs_is_refused_quickly(tmp_path: Path, where: str) -> None:
+    # Limits in this file are hang guards (an expansion or a quadratic scan would take minutes),
+    # not performance goals: CPU time of this process, generous, so a loaded machine passes.
     path = tmp_path / "p.yaml"
     path.write_text(_laughs() + "---\n" + _POLICY_HEAD + _laughs() + where)
-    started = time.monotonic()
+    started = time.process_time()
     with pytest.raises(InputError, match="alias"):
         read_policies(path)
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 5
 
 
 def test_scalar_aliases_are_allowed_up_to_a_limit(tmp_path: Path) -> None:
@@ -351,9 +353,9 @@ def test_a_50_mb_line_without_newline_is_bounded(tmp_path: Path, fmt: str, where
     }[where]
     path = tmp_path / "huge.json"
     path.write_text(FIRST[fmt] + "\n" + body)  # no newline at the end
-    started = time.monotonic()
+    started = time.process_time()
     ledger = _read(path, fmt)
-    assert time.monotonic() - started < 10
+    assert time.process_time() - started < 30
     if ledger.read:
         assert ledger.read == 2 and ledger.used == 1 and ledger.skipped_total == 1
 
@@ -361,10 +363,10 @@ def test_a_50_mb_line_without_newline_is_bounded(tmp_path: Path, fmt: str, where
 def test_a_50_mb_file_of_one_line_is_not_detected(tmp_path: Path) -> None:
     path = tmp_path / "huge.json"
     path.write_text('{"x":"' + "a" * (50 << 20))
-    started = time.monotonic()
+    started = time.process_time()
     with pytest.raises(FlowSourceError):
         read_flows(path)
-    assert time.monotonic() - started < 10
+    assert time.process_time() - started < 30
 
 
 def _max_rss_mb() -> float:
@@ -397,9 +399,9 @@ def test_a_million_distinct_label_values(tmp_path: Path) -> None:
     ).cast(labels_type)
     table = table.set_column(table.schema.get_field_index("dst_labels"), "dst_labels", labels)
     before = _max_rss_mb()
-    started = time.monotonic()
+    started = time.process_time()
     result = recommend(table)
-    assert time.monotonic() - started < 30
+    assert time.process_time() - started < 90
     assert _max_rss_mb() - before < 1500
     selectors = {m["metadata"]["name"]: m["spec"]["podSelector"] for m in result.manifests()}
     assert selectors["allow-web"] == {"matchLabels": {"app": "web"}}

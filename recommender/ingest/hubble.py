@@ -17,6 +17,7 @@ Endpoints with a pod name and namespace are workloads even when labelled ``reser
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -26,6 +27,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 import pyarrow as pa
+
+try:  # the compiled hot loop; without it the same rows come from the pure-Python path
+    from . import _hubble_scan as _scan
+except ImportError:  # pragma: no cover - depends on the build
+    _scan = None  # type: ignore[assignment]
 
 from ..errors import FlowFormatError
 from ..schema import COLUMNS
@@ -287,6 +293,26 @@ _DECODE_FLOW = msgspec.json.Decoder(_Flow)
 _DECODE_ANY = msgspec.json.Decoder()
 _DECODE_ENDPOINT = msgspec.json.Decoder(_Endpoint)
 
+#: Outcomes of HubbleReader._settle besides None (a row added, or the event skipped).
+_REPLY: Final = object()
+_DUPLICATE: Final = object()
+#: Set (to anything but 0 or empty) to read Hubble JSON without the C scanner.
+NO_SCANNER_ENV: Final = "RECOMMENDER_NO_SCANNER"
+
+
+def _decode_chunk(lines: list[bytes]) -> list[_Line | None] | None:
+    """The lines decoded as one JSON array, or None when that fails."""
+    try:
+        return list(_DECODE_LINES.decode(b"[" + b",".join(lines) + b"]"))
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def scanner_available() -> bool:
+    """True when the compiled scanner (``recommender.ingest._hubble_scan``) is there and
+    not switched off with the ``RECOMMENDER_NO_SCANNER`` environment variable."""
+    return _scan is not None and os.environ.get(NO_SCANNER_ENV, "") in ("", "0")
+
 
 def _skip_reason(exc: msgspec.ValidationError) -> str:
     text = str(exc)
@@ -326,6 +352,7 @@ class HubbleReader(FlowReader):
         self._pending: OrderedDict[Any, list[Any]] = OrderedDict()
         self._latest = 0
         self._released_at = 0
+        self._scanner = _scan.Scanner() if scanner_available() and _scan is not None else None
 
     def read(self, path: Path) -> Iterator[pa.RecordBatch]:
         file = str(path)
@@ -368,73 +395,148 @@ class HubbleReader(FlowReader):
                 return
             numbers = [n for n, _ in numbered]
             lines = [ln for _, ln in numbered]
-        ledger = self.ledger
-        ledger.read += len(lines)
-        # Decode the chunk as one JSON array: fast, and exact as long as every line holds one
-        # object. A line with two objects, or a broken line that the next one completes,
-        # changes the count; then (or on any error) every line is decoded on its own.
-        decoded: list[_Line | None] | None
-        try:
-            decoded = list(_DECODE_LINES.decode(b"[" + b",".join(lines) + b"]"))
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
-            decoded = None
-        if decoded is None or len(decoded) != len(lines):
-            decoded = [self._decode_one(file, n, ln) for n, ln in zip(numbers, lines, strict=True)]
-        # The hot loop: most events are replies or further events of a known connection, so
-        # they are settled here with as little work as possible; new rows go to _add.
-        seen = self._seen
-        idle_us = self._idle_us
-        replies = duplicates = 0
-        add = self._add
-        for line_no, _line, item in zip(numbers, lines, decoded, strict=True):
-            if item is None:
-                continue
-            f = item.flow
-            if f is None:
-                f = self._bare_flow(file, line_no, _line, item)
-                if f is None:
-                    continue
-            reply = f.is_reply
-            l7 = f.l7
-            if reply is None or l7 is not None:
-                add(f, item.node_name, item.time, file, line_no)
-                continue
-            if reply:
-                replies += 1
-                continue
-            # A non-reply L3/L4 event: a duplicate when its 5-tuple was seen recently.
-            ip, l4, when = f.IP, f.l4, f.time or item.time
-            if ip is None or l4 is None or when is None or not (ports := l4.TCP or l4.UDP):
-                add(f, item.node_name, item.time, file, line_no)
-                continue
-            key = (
-                ip.source,
-                ip.destination,
-                "TCP" if l4.TCP else "UDP",
-                ports.source_port,
-                ports.destination_port,
-                None,
-            )
-            last = seen.get(key)
-            if last is None:
-                add(f, item.node_name, item.time, file, line_no)
-                continue
-            micros = (when - _EPOCH) // _ONE_US if when.tzinfo else to_micros(when)
-            if micros - last > idle_us:
-                add(f, item.node_name, item.time, file, line_no)
-                continue
-            if micros > last:
-                seen[key] = micros
-            verdict = f.verdict
-            if verdict != "FORWARDED" and _VERDICTS.get(verdict) in _OVERRIDING:
-                self._override(key, _VERDICTS[verdict], f)
-            duplicates += 1
-        ledger.reply += replies
-        ledger.duplicate += duplicates
-        if len(seen) > self.max_seen:
+        self.ledger.read += len(lines)
+        if self._scanner is None or not self._read_scanned(file, numbers, lines):
+            self._read_decoded(file, numbers, lines, None)
+        if len(self._seen) > self.max_seen:
             self._sweep()
         if self.builder.full:
             yield from self._drain()
+
+    def _read_decoded(
+        self,
+        file: str,
+        numbers: Sequence[int],
+        lines: list[bytes],
+        decoded: list[_Line | None] | None,
+    ) -> None:
+        """The pure-Python path: decode every line with msgspec, then settle each event."""
+        # Decode the chunk as one JSON array: fast, and exact as long as every line holds one
+        # object. A line with two objects, or a broken line that the next one completes,
+        # changes the count; then (or on any error) every line is decoded on its own.
+        if decoded is None:
+            decoded = _decode_chunk(lines)
+        if decoded is None or len(decoded) != len(lines):
+            decoded = [self._decode_one(file, n, ln) for n, ln in zip(numbers, lines, strict=True)]
+        replies = duplicates = 0
+        settle = self._settle
+        for line_no, line, item in zip(numbers, lines, decoded, strict=True):
+            if item is not None:
+                outcome = settle(file, line_no, line, item)
+                if outcome is _REPLY:
+                    replies += 1
+                elif outcome is _DUPLICATE:
+                    duplicates += 1
+        self.ledger.reply += replies
+        self.ledger.duplicate += duplicates
+
+    def _read_scanned(self, file: str, numbers: Sequence[int], lines: list[bytes]) -> bool:
+        """The C path (``_hubble_scan``): the scanner settles the replies and repeated events it
+        is sure about, in order, and stops at each line Python must handle (a new connection,
+        L7, DROPPED, anything unusual), which is decoded here and settled as on the pure-Python
+        path. False (nothing done) for the rare chunk that only the pure-Python path reads
+        exactly (see below)."""
+        scanner = self._scanner
+        assert scanner is not None
+        unsure = scanner.load(lines)
+        # Lines the scanner is not sure about are decoded by msgspec first, as the pure-Python
+        # path decodes all lines before settling any (so skip reasons are recorded in the same
+        # order).
+        decoded: dict[int, _Line | None] = {}
+        failures: list[tuple[int, str, str]] = []
+        for index in unsure:
+            try:
+                decoded[index] = _DECODE_LINE.decode(lines[index])
+            except msgspec.ValidationError as exc:
+                decoded[index] = None
+                failures.append((index, _skip_reason(exc), str(exc)))
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+                decoded[index] = None
+                failures.append((index, "malformed-json", str(exc)))
+        if failures:
+            # The pure-Python path first decodes the chunk as one array; when that succeeds
+            # although a line fails alone (lines that complete each other), it reads those
+            # items instead: leave such a chunk to it.
+            whole = _decode_chunk(lines)
+            if whole is not None and len(whole) == len(lines):
+                scanner.load([])
+                self._read_decoded(file, numbers, lines, whole)
+                return True
+            for index, reason, detail in failures:
+                self.ledger.skip(file, numbers[index], reason, detail)
+        replies = duplicates = 0
+        settle = self._settle
+        run = scanner.run
+        idle_us = self._idle_us
+        count = len(lines)
+        at = 0
+        while True:
+            at, more_replies, more_duplicates = run(at, self._seen, idle_us)
+            replies += more_replies
+            duplicates += more_duplicates
+            if at >= count:
+                break
+            line = lines[at]
+            # A line the scanner read is decoded by msgspec here (which cannot fail; if it
+            # did, the line would be skipped with msgspec's reason like any other).
+            item = decoded[at] if at in decoded else self._decode_one(file, numbers[at], line)
+            if item is not None:
+                outcome = settle(file, numbers[at], line, item)
+                if outcome is _REPLY:
+                    replies += 1
+                elif outcome is _DUPLICATE:
+                    duplicates += 1
+            at += 1
+        scanner.load([])  # drop the chunk's lines
+        self.ledger.reply += replies
+        self.ledger.duplicate += duplicates
+        return True
+
+    def _settle(self, file: str, line_no: int, line: bytes, item: _Line) -> object:
+        """Settle one decoded event: _REPLY, _DUPLICATE, or None (added as a row, or skipped).
+
+        Most events are replies or further events of a known connection, so they are settled
+        here with as little work as possible; new rows go to _add.
+        """
+        f = item.flow
+        if f is None:
+            f = self._bare_flow(file, line_no, line, item)
+            if f is None:
+                return None
+        reply = f.is_reply
+        if reply is None or f.l7 is not None:
+            self._add(f, item.node_name, item.time, file, line_no)
+            return None
+        if reply:
+            return _REPLY
+        # A non-reply L3/L4 event: a duplicate when its 5-tuple was seen recently.
+        ip, l4, when = f.IP, f.l4, f.time or item.time
+        if ip is None or l4 is None or when is None or not (ports := l4.TCP or l4.UDP):
+            self._add(f, item.node_name, item.time, file, line_no)
+            return None
+        key = (
+            ip.source,
+            ip.destination,
+            "TCP" if l4.TCP else "UDP",
+            ports.source_port,
+            ports.destination_port,
+            None,
+        )
+        seen = self._seen
+        last = seen.get(key)
+        if last is None:
+            self._add(f, item.node_name, item.time, file, line_no)
+            return None
+        micros = (when - _EPOCH) // _ONE_US if when.tzinfo else to_micros(when)
+        if micros - last > self._idle_us:
+            self._add(f, item.node_name, item.time, file, line_no)
+            return None
+        if micros > last:
+            seen[key] = micros
+        verdict = f.verdict
+        if verdict != "FORWARDED" and _VERDICTS.get(verdict) in _OVERRIDING:
+            self._override(key, _VERDICTS[verdict], f)
+        return _DUPLICATE
 
     def _decode_one(self, file: str, line_no: int, line: bytes) -> _Line | None:
         """Decode one line on its own (after its chunk failed), or skip it with a reason."""

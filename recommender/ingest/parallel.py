@@ -34,7 +34,12 @@ from ..schema import FLOW_SCHEMA
 from ._base import FlowReader
 from ._common import DEFAULT_BATCH_ROWS
 from ._source import iter_line_chunks, read_head
-from .hubble import HubbleReader
+from .hubble import HubbleReader, scanner_available
+
+try:  # the compiled scanner's share(); the regular expression below otherwise
+    from . import _hubble_scan as _scan
+except ImportError:  # pragma: no cover - depends on the build
+    _scan = None  # type: ignore[assignment]
 
 __all__ = ["ParallelHubbleReader", "default_workers"]
 
@@ -59,6 +64,15 @@ def default_workers(paths: list[Path]) -> int:
 def _share(lines: list[bytes], first: int, index: int, n: int) -> tuple[list[int], list[bytes]]:
     """The lines (and their numbers) of worker ``index`` of ``n``, by the sum of the two ports:
     the same for every event of a connection, replies included (their ports are swapped)."""
+    if _scan is not None and scanner_available():
+        return _scan.share(lines, first, index, n)  # the same, in C
+    return _share_python(lines, first, index, n)
+
+
+def _share_python(
+    lines: list[bytes], first: int, index: int, n: int
+) -> tuple[list[int], list[bytes]]:
+    """:func:`_share` without the compiled scanner."""
     search = _PORTS.search
     numbers: list[int] = []
     mine: list[bytes] = []

@@ -1,0 +1,1094 @@
+/*
+ * _hubble_scan: the hot loop of the Hubble reader in C (see recommender/ingest/hubble.py).
+ *
+ * Most Hubble events are replies or further events (other packets, other observation points)
+ * of a connection already kept. Scanner.load() checks every line of a chunk against the exact
+ * subset of JSON that msgspec would decode into hubble._Line *to the same values*, keeping
+ * only the fields that settle such events: flow.is_reply, whether flow.l7 is set, flow.IP,
+ * the TCP/UDP ports, the event time and whether the verdict may override a kept row.
+ * Scanner.run() then walks the lines in order and settles replies and duplicates itself
+ * (reading and updating the reader's own dict of recently seen connections), and stops at the
+ * first line that Python must handle: a new connection, an L7 event, a DROPPED/AUDIT event,
+ * anything unusual.
+ *
+ * Correctness never depends on this file: a line the scanner is not sure about (an escape or a
+ * byte outside printable ASCII in a string, a duplicated known key, an unexpected type, a time
+ * in another form, deep nesting, invalid JSON) is "unsure" and goes to msgspec in Python,
+ * which then decides exactly as it does without the extension.
+ *
+ * share() deals lines out to parallel workers exactly as the regular expression of
+ * recommender/ingest/parallel.py does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#define MAX_DEPTH 48
+#define UNSURE 1
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} span_t;
+
+/* What one line holds (for lines the scanner is sure about). */
+typedef struct {
+    uint8_t unsure;
+    uint8_t has_flow;
+    int8_t is_reply; /* -1: absent or null */
+    uint8_t has_l7;
+    uint8_t has_ip;
+    uint8_t has_l4;
+    uint8_t has_tcp, has_udp;
+    uint8_t has_flow_time, has_line_time;
+    uint8_t overriding; /* verdict is DROPPED, AUDIT or a number: Python decides */
+    span_t src, dst;
+    long long tcp_sport, tcp_dport, udp_sport, udp_dport;
+    long long flow_time, line_time;
+} rec_t;
+
+/* ---------------------------------------------------------------------------------------- */
+/* The schema: which keys of which object are typed by hubble._Line and what they hold.    */
+/* ---------------------------------------------------------------------------------------- */
+
+enum kind {
+    K_STR,        /* str */
+    K_STR_INT,    /* str | int */
+    K_INT,        /* int */
+    K_BOOL,       /* bool */
+    K_OPT_BOOL,   /* bool | None */
+    K_OPT_TIME,   /* datetime | None */
+    K_RAW,        /* any JSON value */
+    K_LIST_STR,   /* list[str] */
+    K_LIST_OBJ,   /* list[struct] */
+    K_OPT_OBJ,    /* struct | None */
+    K_OPT_DICT,   /* dict[str, Any] | None */
+};
+
+/* What to remember of a field's value. */
+enum slot {
+    S_NONE,
+    S_FLOW,
+    S_FLOW_TIME,
+    S_LINE_TIME,
+    S_VERDICT,
+    S_IP,
+    S_IP_SRC,
+    S_IP_DST,
+    S_L4,
+    S_TCP,
+    S_UDP,
+    S_TCP_SPORT,
+    S_TCP_DPORT,
+    S_UDP_SPORT,
+    S_UDP_DPORT,
+    S_L7,
+    S_IS_REPLY,
+};
+
+struct schema;
+typedef struct {
+    const char *name;
+    Py_ssize_t len;
+    enum kind kind;
+    enum slot slot;
+    const struct schema *sub;
+} field_t;
+
+typedef struct schema {
+    int n;
+    const field_t *fields;
+} schema_t;
+
+#define F(name, kind, slot, sub) {name, sizeof(name) - 1, kind, slot, sub}
+
+static const field_t flags_fields[] = {
+    F("SYN", K_BOOL, S_NONE, NULL),
+    F("ACK", K_BOOL, S_NONE, NULL),
+    F("FIN", K_BOOL, S_NONE, NULL),
+    F("RST", K_BOOL, S_NONE, NULL),
+};
+static const schema_t flags_schema = {4, flags_fields};
+
+static const field_t tcp_fields[] = {
+    F("source_port", K_INT, S_TCP_SPORT, NULL),
+    F("destination_port", K_INT, S_TCP_DPORT, NULL),
+    F("flags", K_OPT_OBJ, S_NONE, &flags_schema),
+};
+static const schema_t tcp_schema = {3, tcp_fields};
+static const field_t udp_fields[] = {
+    F("source_port", K_INT, S_UDP_SPORT, NULL),
+    F("destination_port", K_INT, S_UDP_DPORT, NULL),
+    F("flags", K_OPT_OBJ, S_NONE, &flags_schema),
+};
+static const schema_t udp_schema = {3, udp_fields};
+static const field_t ports_fields[] = {
+    F("source_port", K_INT, S_NONE, NULL),
+    F("destination_port", K_INT, S_NONE, NULL),
+    F("flags", K_OPT_OBJ, S_NONE, &flags_schema),
+};
+static const schema_t ports_schema = {3, ports_fields};
+
+static const field_t icmp_fields[] = {
+    F("type", K_INT, S_NONE, NULL),
+    F("code", K_INT, S_NONE, NULL),
+};
+static const schema_t icmp_schema = {2, icmp_fields};
+
+static const field_t l4_fields[] = {
+    F("TCP", K_OPT_OBJ, S_TCP, &tcp_schema),
+    F("UDP", K_OPT_OBJ, S_UDP, &udp_schema),
+    F("SCTP", K_OPT_OBJ, S_NONE, &ports_schema),
+    F("ICMPv4", K_OPT_OBJ, S_NONE, &icmp_schema),
+    F("ICMPv6", K_OPT_OBJ, S_NONE, &icmp_schema),
+};
+static const schema_t l4_schema = {5, l4_fields};
+
+static const field_t flow_ip_fields[] = {
+    F("source", K_STR, S_IP_SRC, NULL),
+    F("destination", K_STR, S_IP_DST, NULL),
+};
+static const schema_t flow_ip_schema = {2, flow_ip_fields};
+static const field_t ip_fields[] = {
+    F("source", K_STR, S_NONE, NULL),
+    F("destination", K_STR, S_NONE, NULL),
+};
+static const schema_t ip_schema = {2, ip_fields};
+
+static const field_t service_fields[] = {
+    F("name", K_STR, S_NONE, NULL),
+    F("namespace", K_STR, S_NONE, NULL),
+};
+static const schema_t service_schema = {2, service_fields};
+static const field_t http_fields[] = {
+    F("code", K_INT, S_NONE, NULL),
+    F("method", K_STR, S_NONE, NULL),
+    F("url", K_STR, S_NONE, NULL),
+};
+static const schema_t http_schema = {3, http_fields};
+static const field_t dns_fields[] = {
+    F("query", K_STR, S_NONE, NULL),
+};
+static const schema_t dns_schema = {1, dns_fields};
+static const field_t l7_fields[] = {
+    F("type", K_STR_INT, S_NONE, NULL),
+    F("http", K_OPT_OBJ, S_NONE, &http_schema),
+    F("dns", K_OPT_OBJ, S_NONE, &dns_schema),
+    F("kafka", K_OPT_DICT, S_NONE, NULL),
+};
+static const schema_t l7_schema = {4, l7_fields};
+
+static const field_t flow_fields[] = {
+    F("time", K_OPT_TIME, S_FLOW_TIME, NULL),
+    F("verdict", K_STR_INT, S_VERDICT, NULL),
+    F("drop_reason_desc", K_STR_INT, S_NONE, NULL),
+    F("IP", K_OPT_OBJ, S_IP, &flow_ip_schema),
+    F("l4", K_OPT_OBJ, S_L4, &l4_schema),
+    F("source", K_RAW, S_NONE, NULL),
+    F("destination", K_RAW, S_NONE, NULL),
+    F("Type", K_STR_INT, S_NONE, NULL),
+    F("node_name", K_STR, S_NONE, NULL),
+    F("destination_names", K_LIST_STR, S_NONE, NULL),
+    F("l7", K_OPT_OBJ, S_L7, &l7_schema),
+    F("is_reply", K_OPT_BOOL, S_IS_REPLY, NULL),
+    F("reply", K_BOOL, S_NONE, NULL),
+    F("traffic_direction", K_STR_INT, S_NONE, NULL),
+    F("trace_observation_point", K_STR_INT, S_NONE, NULL),
+    F("destination_service", K_OPT_OBJ, S_NONE, &service_schema),
+};
+static const schema_t flow_schema = {16, flow_fields};
+
+static const field_t line_fields[] = {
+    F("flow", K_OPT_OBJ, S_FLOW, &flow_schema),
+    F("node_name", K_STR, S_NONE, NULL),
+    F("time", K_OPT_TIME, S_LINE_TIME, NULL),
+    F("IP", K_OPT_OBJ, S_NONE, &ip_schema),
+    F("verdict", K_STR_INT, S_NONE, NULL),
+};
+static const schema_t line_schema = {5, line_fields};
+
+/* ---------------------------------------------------------------------------------------- */
+/* The JSON walker                                                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *end;
+    rec_t *rec;
+} ctx_t;
+
+static inline const char *
+skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* A string starting at p (the opening quote): printable ASCII without escapes, or NULL. */
+static inline const char *
+scan_string(const char *p, const char *end, span_t *out)
+{
+    const char *s = ++p;
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i slash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        /* signed bytes: those >= 0x80 are negative, so "below 0x20" catches both kinds */
+        __m128i bad = _mm_or_si128(_mm_cmpeq_epi8(v, slash), _mm_cmpgt_epi8(space, v));
+        int qm = _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote));
+        int bm = _mm_movemask_epi8(bad);
+        if (qm | bm) {
+            int q = qm ? __builtin_ctz(qm) : 16;
+            int b = bm ? __builtin_ctz(bm) : 16;
+            if (b < q)
+                return NULL;
+            out->p = s;
+            out->n = (p + q) - s;
+            return p + q + 1;
+        }
+        p += 16;
+    }
+#endif
+    for (; p < end; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            out->p = s;
+            out->n = p - s;
+            return p + 1;
+        }
+        if (c == '\\' || c < 0x20 || c >= 0x80)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* A JSON number; *is_int and *value (when it has at most 18 digits) for integers. */
+static inline const char *
+scan_number(const char *p, const char *end, int *is_int, long long *value)
+{
+    int neg = 0, digits = 0;
+    long long v = 0;
+    *is_int = 1;
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= end)
+        return NULL;
+    if (*p == '0') {
+        p++;
+        digits = 1;
+    }
+    else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (digits < 18)
+                v = v * 10 + (*p - '0');
+            digits++;
+            p++;
+        }
+    }
+    else
+        return NULL;
+    if (p < end && *p == '.') {
+        *is_int = 0;
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return NULL;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        *is_int = 0;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return NULL;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*is_int && digits > 18)
+        *is_int = 2; /* an integer too long to hold here */
+    *value = neg ? -v : v;
+    return p;
+}
+
+static const char *skip_value(const char *p, const char *end, int depth);
+
+static const char *
+skip_object(const char *p, const char *end, int depth)
+{
+    span_t key;
+    if (depth > MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return p + 1;
+    for (;;) {
+        if (p >= end || *p != '"' || !(p = scan_string(p, end, &key)))
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        p = skip_ws(p + 1, end);
+        if (!(p = skip_value(p, end, depth + 1)))
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == '}')
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+}
+
+static const char *
+skip_array(const char *p, const char *end, int depth)
+{
+    if (depth > MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == ']')
+        return p + 1;
+    for (;;) {
+        if (!(p = skip_value(p, end, depth + 1)))
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == ']')
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+}
+
+static inline const char *
+literal(const char *p, const char *end, const char *word, Py_ssize_t n)
+{
+    if (end - p < n || memcmp(p, word, n) != 0)
+        return NULL;
+    return p + n;
+}
+
+static const char *
+skip_value(const char *p, const char *end, int depth)
+{
+    span_t s;
+    int is_int;
+    long long v;
+    if (p >= end)
+        return NULL;
+    switch (*p) {
+    case '"':
+        return scan_string(p, end, &s);
+    case '{':
+        return skip_object(p, end, depth);
+    case '[':
+        return skip_array(p, end, depth);
+    case 't':
+        return literal(p, end, "true", 4);
+    case 'f':
+        return literal(p, end, "false", 5);
+    case 'n':
+        return literal(p, end, "null", 4);
+    default:
+        return scan_number(p, end, &is_int, &v);
+    }
+}
+
+/* Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm). */
+static long long
+days_from_civil(long long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+static inline int
+digits(const char *p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z as microseconds since the epoch, rounded as msgspec rounds
+ * (half up on the seventh digit); 0 when the text has any other form. */
+static int
+parse_time(span_t s, long long *micros)
+{
+    const char *p = s.p;
+    int year, month, day, hour, minute, second, frac = 0, fdigits = 0;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (s.n < 20 || s.n > 30)
+        return 0;
+    if (!digits(p, 4, &year) || p[4] != '-' || !digits(p + 5, 2, &month) || p[7] != '-' ||
+        !digits(p + 8, 2, &day) || p[10] != 'T' || !digits(p + 11, 2, &hour) ||
+        p[13] != ':' || !digits(p + 14, 2, &minute) || p[16] != ':' ||
+        !digits(p + 17, 2, &second))
+        return 0;
+    const char *q = p + 19, *end = p + s.n;
+    if (q < end && *q == '.') {
+        q++;
+        while (q < end && *q >= '0' && *q <= '9') {
+            if (fdigits < 7)
+                frac = frac * 10 + (*q - '0');
+            fdigits++;
+            q++;
+        }
+        if (fdigits < 1 || fdigits > 9)
+            return 0;
+    }
+    if (q + 1 != end || *q != 'Z')
+        return 0;
+    if (year < 1900 || year > 2200 || month < 1 || month > 12 || hour > 23 || minute > 59 ||
+        second > 59 || day < 1)
+        return 0;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > mdays[month - 1] + (month == 2 && leap))
+        return 0;
+    long long us;
+    if (fdigits <= 6) {
+        us = frac;
+        for (int i = fdigits; i < 6; i++)
+            us *= 10;
+    }
+    else {
+        us = frac / 10 + (frac % 10 >= 5);
+    }
+    long long days = days_from_civil(year, (unsigned)month, (unsigned)day);
+    *micros = ((days * 86400 + hour * 3600 + minute * 60 + second) * 1000000LL) + us;
+    return 1;
+}
+
+static const char *parse_object(ctx_t *c, const char *p, const schema_t *sch, int depth);
+
+static void
+store_int(ctx_t *c, enum slot slot, long long v)
+{
+    rec_t *r = c->rec;
+    switch (slot) {
+    case S_TCP_SPORT:
+        r->tcp_sport = v;
+        break;
+    case S_TCP_DPORT:
+        r->tcp_dport = v;
+        break;
+    case S_UDP_SPORT:
+        r->udp_sport = v;
+        break;
+    case S_UDP_DPORT:
+        r->udp_dport = v;
+        break;
+    default:
+        break;
+    }
+}
+
+/* One typed value; NULL when unsure. */
+static const char *
+parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
+{
+    const char *end = c->end;
+    rec_t *r = c->rec;
+    span_t s;
+    int is_int;
+    long long v;
+    if (p >= end)
+        return NULL;
+    switch (f->kind) {
+    case K_STR:
+        if (*p != '"' || !(p = scan_string(p, end, &s)))
+            return NULL;
+        if (f->slot == S_IP_SRC)
+            r->src = s;
+        else if (f->slot == S_IP_DST)
+            r->dst = s;
+        return p;
+    case K_STR_INT:
+        if (*p == '"') {
+            if (!(p = scan_string(p, end, &s)))
+                return NULL;
+            if (f->slot == S_VERDICT &&
+                ((s.n == 7 && memcmp(s.p, "DROPPED", 7) == 0) ||
+                 (s.n == 5 && memcmp(s.p, "AUDIT", 5) == 0)))
+                r->overriding = 1;
+            return p;
+        }
+        /* an integer */
+        /* fall through */
+    case K_INT:
+        if (!(p = scan_number(p, end, &is_int, &v)) || is_int != 1)
+            return NULL;
+        if (f->kind == K_STR_INT && f->slot == S_VERDICT)
+            r->overriding = 1;
+        store_int(c, f->slot, v);
+        return p;
+    case K_BOOL:
+    case K_OPT_BOOL:
+        if (*p == 't') {
+            if (f->slot == S_IS_REPLY)
+                r->is_reply = 1;
+            return literal(p, end, "true", 4);
+        }
+        if (*p == 'f') {
+            if (f->slot == S_IS_REPLY)
+                r->is_reply = 0;
+            return literal(p, end, "false", 5);
+        }
+        if (*p == 'n' && f->kind == K_OPT_BOOL) {
+            if (f->slot == S_IS_REPLY)
+                r->is_reply = -1;
+            return literal(p, end, "null", 4);
+        }
+        return NULL;
+    case K_OPT_TIME:
+        if (*p == 'n')
+            return literal(p, end, "null", 4);
+        if (*p != '"' || !(p = scan_string(p, end, &s)) || !parse_time(s, &v))
+            return NULL;
+        if (f->slot == S_FLOW_TIME) {
+            r->has_flow_time = 1;
+            r->flow_time = v;
+        }
+        else if (f->slot == S_LINE_TIME) {
+            r->has_line_time = 1;
+            r->line_time = v;
+        }
+        return p;
+    case K_RAW:
+        return skip_value(p, end, depth);
+    case K_LIST_STR:
+        if (*p != '[')
+            return NULL;
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == ']')
+            return p + 1;
+        for (;;) {
+            if (p >= end || *p != '"' || !(p = scan_string(p, end, &s)))
+                return NULL;
+            p = skip_ws(p, end);
+            if (p >= end)
+                return NULL;
+            if (*p == ']')
+                return p + 1;
+            if (*p != ',')
+                return NULL;
+            p = skip_ws(p + 1, end);
+        }
+    case K_LIST_OBJ:
+        return NULL; /* not used */
+    case K_OPT_OBJ:
+        if (*p == 'n') {
+            return literal(p, end, "null", 4);
+        }
+        if (*p != '{')
+            return NULL;
+        switch (f->slot) {
+        case S_FLOW:
+            r->has_flow = 1;
+            break;
+        case S_IP:
+            r->has_ip = 1;
+            break;
+        case S_L4:
+            r->has_l4 = 1;
+            break;
+        case S_TCP:
+            r->has_tcp = 1;
+            break;
+        case S_UDP:
+            r->has_udp = 1;
+            break;
+        case S_L7:
+            r->has_l7 = 1;
+            break;
+        default:
+            break;
+        }
+        return parse_object(c, p, f->sub, depth);
+    case K_OPT_DICT:
+        if (*p == 'n')
+            return literal(p, end, "null", 4);
+        if (*p != '{')
+            return NULL;
+        return skip_object(p, end, depth);
+    }
+    return NULL;
+}
+
+static const char *
+parse_object(ctx_t *c, const char *p, const schema_t *sch, int depth)
+{
+    const char *end = c->end;
+    span_t key;
+    uint32_t seen = 0;
+    if (depth > MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return p + 1;
+    for (;;) {
+        if (p >= end || *p != '"' || !(p = scan_string(p, end, &key)))
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        p = skip_ws(p + 1, end);
+        const field_t *f = NULL;
+        int i;
+        for (i = 0; i < sch->n; i++) {
+            if (sch->fields[i].len == key.n && memcmp(sch->fields[i].name, key.p, key.n) == 0) {
+                f = &sch->fields[i];
+                break;
+            }
+        }
+        if (f != NULL) {
+            if (seen & (1u << i))
+                return NULL; /* a repeated key: msgspec keeps the last; leave it to msgspec */
+            seen |= 1u << i;
+            p = parse_field(c, p, f, depth + 1);
+        }
+        else
+            p = skip_value(p, end, depth + 1);
+        if (!p)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == '}')
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+}
+
+/* Fill *r from one line; r->unsure when msgspec must decide. */
+static void
+scan_line(const char *p, Py_ssize_t n, rec_t *r)
+{
+    ctx_t c;
+    memset(r, 0, sizeof(*r));
+    r->is_reply = -1;
+    c.end = p + n;
+    c.rec = r;
+    p = skip_ws(p, c.end);
+    if (p >= c.end || *p != '{' || !(p = parse_object(&c, p, &line_schema, 0))) {
+        r->unsure = 1;
+        return;
+    }
+    if (skip_ws(p, c.end) != c.end)
+        r->unsure = 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The Scanner type                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+#define STR_CACHE 4096
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lines; /* the list of bytes loaded last (the spans point into it) */
+    rec_t *recs;
+    Py_ssize_t n, cap;
+    PyObject *cache[STR_CACHE];
+} Scanner;
+
+static PyObject *TCP_STR, *UDP_STR, *EMPTY_STR;
+
+static void
+Scanner_dealloc(Scanner *self)
+{
+    Py_XDECREF(self->lines);
+    for (int i = 0; i < STR_CACHE; i++)
+        Py_XDECREF(self->cache[i]);
+    PyMem_Free(self->recs);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The str of an ASCII span, from a small cache (addresses repeat on every line). */
+static PyObject *
+cached_str(Scanner *self, span_t s)
+{
+    if (s.n == 0) {
+        Py_INCREF(EMPTY_STR);
+        return EMPTY_STR;
+    }
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < s.n; i++)
+        h = (h ^ (unsigned char)s.p[i]) * 16777619u;
+    PyObject **slot = &self->cache[h & (STR_CACHE - 1)];
+    PyObject *hit = *slot;
+    if (hit != NULL && PyUnicode_GET_LENGTH(hit) == s.n &&
+        memcmp(PyUnicode_DATA(hit), s.p, s.n) == 0) {
+        Py_INCREF(hit);
+        return hit;
+    }
+    PyObject *str = PyUnicode_DecodeASCII(s.p, s.n, NULL);
+    if (str == NULL)
+        return NULL;
+    Py_XDECREF(*slot);
+    Py_INCREF(str);
+    *slot = str;
+    return str;
+}
+
+PyDoc_STRVAR(load_doc,
+             "load(lines) -> list[int]\n\n"
+             "Scan a list of non-empty JSON lines; the indices of the lines the scanner is not\n"
+             "sure about (for msgspec to decode).");
+
+static PyObject *
+Scanner_load(Scanner *self, PyObject *lines)
+{
+    if (!PyList_Check(lines)) {
+        PyErr_SetString(PyExc_TypeError, "lines must be a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (n > self->cap) {
+        rec_t *recs = PyMem_Realloc(self->recs, n * sizeof(rec_t));
+        if (recs == NULL)
+            return PyErr_NoMemory();
+        self->recs = recs;
+        self->cap = n;
+    }
+    PyObject *unsure = PyList_New(0);
+    if (unsure == NULL)
+        return NULL;
+    /* A copy of the list: the spans point into its bytes, which must outlive them even if
+     * the caller changes its own list. */
+    lines = PyList_GetSlice(lines, 0, n);
+    if (lines == NULL) {
+        Py_DECREF(unsure);
+        return NULL;
+    }
+    Py_XSETREF(self->lines, lines);
+    self->n = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        rec_t *r = &self->recs[i];
+        if (!PyBytes_Check(line)) {
+            memset(r, 0, sizeof(*r));
+            r->unsure = 1;
+        }
+        else
+            scan_line(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), r);
+        if (r->unsure) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(unsure, index) < 0) {
+                Py_XDECREF(index);
+                Py_DECREF(unsure);
+                self->n = 0;
+                return NULL;
+            }
+            Py_DECREF(index);
+        }
+    }
+    return unsure;
+}
+
+PyDoc_STRVAR(run_doc,
+             "run(start, seen, idle_us) -> (index, replies, duplicates)\n\n"
+             "Settle the loaded lines from ``start`` on: count replies, count duplicates (and\n"
+             "update ``seen``, the reader's dict of connection key -> last time in us) until a\n"
+             "line that Python must handle; its index (len(lines) at the end).");
+
+static PyObject *
+Scanner_run(Scanner *self, PyObject *args)
+{
+    Py_ssize_t start;
+    PyObject *seen;
+    long long idle;
+    if (!PyArg_ParseTuple(args, "nO!L", &start, &PyDict_Type, &seen, &idle))
+        return NULL;
+    Py_ssize_t i;
+    long long replies = 0, duplicates = 0;
+    for (i = start < 0 ? 0 : start; i < self->n; i++) {
+        rec_t *r = &self->recs[i];
+        if (r->unsure || !r->has_flow || r->is_reply < 0 || r->has_l7)
+            break;
+        if (r->is_reply) {
+            replies++;
+            continue;
+        }
+        if (!r->has_ip || !r->has_l4 || !(r->has_flow_time || r->has_line_time) ||
+            !(r->has_tcp || r->has_udp) || r->overriding)
+            break;
+        long long micros = r->has_flow_time ? r->flow_time : r->line_time;
+        PyObject *key = PyTuple_New(6);
+        if (key == NULL)
+            return NULL;
+        PyObject *src = cached_str(self, r->src);
+        PyObject *dst = src ? cached_str(self, r->dst) : NULL;
+        PyObject *sport = dst ? PyLong_FromLongLong(r->has_tcp ? r->tcp_sport : r->udp_sport)
+                              : NULL;
+        PyObject *dport = sport ? PyLong_FromLongLong(r->has_tcp ? r->tcp_dport : r->udp_dport)
+                                : NULL;
+        PyObject *proto = r->has_tcp ? TCP_STR : UDP_STR;
+        Py_INCREF(proto);
+        Py_INCREF(Py_None);
+        PyTuple_SET_ITEM(key, 0, src);
+        PyTuple_SET_ITEM(key, 1, dst);
+        PyTuple_SET_ITEM(key, 2, proto);
+        PyTuple_SET_ITEM(key, 3, sport);
+        PyTuple_SET_ITEM(key, 4, dport);
+        PyTuple_SET_ITEM(key, 5, Py_None);
+        if (dport == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyObject *last = PyDict_GetItemWithError(seen, key); /* borrowed */
+        if (last == NULL) {
+            Py_DECREF(key);
+            if (PyErr_Occurred())
+                return NULL;
+            break;
+        }
+        int overflow = 0;
+        long long last_us = PyLong_Check(last) ? PyLong_AsLongLongAndOverflow(last, &overflow)
+                                               : 0;
+        if (!PyLong_Check(last) || overflow || (last_us == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_DECREF(key);
+            break;
+        }
+        if (micros - last_us > idle) {
+            Py_DECREF(key);
+            break;
+        }
+        if (micros > last_us) {
+            PyObject *value = PyLong_FromLongLong(micros);
+            if (value == NULL || PyDict_SetItem(seen, key, value) < 0) {
+                Py_XDECREF(value);
+                Py_DECREF(key);
+                return NULL;
+            }
+            Py_DECREF(value);
+        }
+        Py_DECREF(key);
+        duplicates++;
+    }
+    return Py_BuildValue("nLL", i, replies, duplicates);
+}
+
+PyDoc_STRVAR(fields_doc,
+             "fields(index) -> dict | None\n\n"
+             "What the scanner read from loaded line ``index`` (None when unsure); for tests.");
+
+static PyObject *
+Scanner_fields(Scanner *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || i >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "line index out of range");
+        return NULL;
+    }
+    rec_t *r = &self->recs[i];
+    if (r->unsure)
+        Py_RETURN_NONE;
+    PyObject *src = cached_str(self, r->src), *dst = cached_str(self, r->dst);
+    PyObject *micros;
+    if (r->has_flow_time || r->has_line_time)
+        micros = PyLong_FromLongLong(r->has_flow_time ? r->flow_time : r->line_time);
+    else {
+        micros = Py_None;
+        Py_INCREF(micros);
+    }
+    if (src == NULL || dst == NULL || micros == NULL) {
+        Py_XDECREF(src);
+        Py_XDECREF(dst);
+        Py_XDECREF(micros);
+        return NULL;
+    }
+    PyObject *out = Py_BuildValue(
+        "{s:O,s:O,s:O,s:O,s:O,s:N,s:N,s:O,s:O,s:(LL),s:(LL),s:O,s:N}", "flow",
+        r->has_flow ? Py_True : Py_False, "is_reply",
+        r->is_reply < 0 ? Py_None : (r->is_reply ? Py_True : Py_False), "l7",
+        r->has_l7 ? Py_True : Py_False, "ip", r->has_ip ? Py_True : Py_False, "l4",
+        r->has_l4 ? Py_True : Py_False, "source", src, "destination", dst, "tcp",
+        r->has_tcp ? Py_True : Py_False, "udp", r->has_udp ? Py_True : Py_False, "tcp_ports",
+        r->tcp_sport, r->tcp_dport, "udp_ports", r->udp_sport, r->udp_dport, "overriding",
+        r->overriding ? Py_True : Py_False, "micros",
+        micros);
+    return out;
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"load", (PyCFunction)Scanner_load, METH_O, load_doc},
+    {"run", (PyCFunction)Scanner_run, METH_VARARGS, run_doc},
+    {"fields", (PyCFunction)Scanner_fields, METH_O, fields_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "recommender.ingest._hubble_scan.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Settles replies and repeated events of Hubble JSON lines (see the module).",
+    .tp_methods = Scanner_methods,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* share(): the lines of one parallel worker                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+static inline int
+is_re_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* (int(a) + int(b)) % n of the first match of
+ * rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)'; 0 without a match. */
+static long
+port_share(const char *s, Py_ssize_t len, long n)
+{
+    static const char head[] = "\"source_port\":";
+    static const char mid[] = "\"destination_port\":";
+    const Py_ssize_t hl = sizeof(head) - 1, ml = sizeof(mid) - 1;
+    const char *end = s + len, *p = s;
+    while ((p = memchr(p, '"', end - p)) != NULL) {
+        const char *q = p + hl;
+        long a = 0, b = 0;
+        if (end - p < hl || memcmp(p, head, hl) != 0) {
+            p++;
+            continue;
+        }
+        p++;
+        while (q < end && is_re_space(*q))
+            q++;
+        if (q >= end || *q < '0' || *q > '9')
+            continue;
+        while (q < end && *q >= '0' && *q <= '9')
+            a = (a * 10 + (*q++ - '0')) % n;
+        while (q < end && is_re_space(*q))
+            q++;
+        if (q >= end || *q != ',')
+            continue;
+        q++;
+        while (q < end && is_re_space(*q))
+            q++;
+        if (end - q < ml || memcmp(q, mid, ml) != 0)
+            continue;
+        q += ml;
+        while (q < end && is_re_space(*q))
+            q++;
+        if (q >= end || *q < '0' || *q > '9')
+            continue;
+        while (q < end && *q >= '0' && *q <= '9')
+            b = (b * 10 + (*q++ - '0')) % n;
+        return (a + b) % n;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(share_doc,
+             "share(lines, first, index, n) -> (numbers, lines)\n\n"
+             "The lines (and their 1-based numbers) of parallel worker ``index`` of ``n``: as\n"
+             "recommender.ingest.parallel._share, in C.");
+
+static PyObject *
+share(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *lines;
+    Py_ssize_t first;
+    long index, n;
+    if (!PyArg_ParseTuple(args, "O!nll", &PyList_Type, &lines, &first, &index, &n))
+        return NULL;
+    if (n < 1 || n > (1L << 20)) {
+        PyErr_SetString(PyExc_ValueError, "n must be between 1 and 2**20");
+        return NULL;
+    }
+    PyObject *numbers = PyList_New(0), *mine = PyList_New(0);
+    if (numbers == NULL || mine == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            goto error;
+        }
+        if (port_share(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), n) != index)
+            continue;
+        PyObject *number = PyLong_FromSsize_t(first + i);
+        if (number == NULL || PyList_Append(numbers, number) < 0) {
+            Py_XDECREF(number);
+            goto error;
+        }
+        Py_DECREF(number);
+        if (PyList_Append(mine, line) < 0)
+            goto error;
+    }
+    return Py_BuildValue("NN", numbers, mine);
+error:
+    Py_XDECREF(numbers);
+    Py_XDECREF(mine);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"share", share, METH_VARARGS, share_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT,
+    "recommender.ingest._hubble_scan",
+    "The Hubble reader's hot loop in C; see recommender/ingest/hubble.py.",
+    -1,
+    module_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__hubble_scan(void)
+{
+    if (PyType_Ready(&ScannerType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m == NULL)
+        return NULL;
+    TCP_STR = PyUnicode_InternFromString("TCP");
+    UDP_STR = PyUnicode_InternFromString("UDP");
+    EMPTY_STR = PyUnicode_FromString("");
+    if (TCP_STR == NULL || UDP_STR == NULL || EMPTY_STR == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(&ScannerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,392 @@
+"""The compiled Hubble scanner (``recommender/ingest/_hubble_scan.c``) changes nothing but speed.
+
+Every input is read twice, with the scanner and with ``RECOMMENDER_NO_SCANNER=1`` (the
+pure-Python path of the same reader), and the two tables and ledgers must be identical: on the
+real captures in ../shared, the sample, the fuzz corpus, hypothesis-generated and mutated lines,
+and hand-made malformed lines. The scanner's own reading of a line is checked against msgspec's,
+and its ``share`` (the parallel workers' split) against the regular expression it replaces.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recommender import IngestLedger, read_flows
+from recommender.ingest import hubble, parallel
+
+scan = pytest.importorskip(
+    "recommender.ingest._hubble_scan", reason="the C scanner is not built (no C compiler?)"
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "fuzz" / "corpus" / "hubble"
+_spec = importlib.util.spec_from_file_location("_fuzz", ROOT / "tests/fuzz/test_fuzz_readers.py")
+assert _spec is not None and _spec.loader is not None
+fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz)
+
+
+def _read(paths: Any, monkeypatch: pytest.MonkeyPatch, scanner: bool, workers: int = 1):
+    if scanner:
+        monkeypatch.delenv(hubble.NO_SCANNER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(hubble.NO_SCANNER_ENV, "1")
+    ledger = IngestLedger()
+    table = read_flows(paths, ledger=ledger, format="hubble", workers=workers)
+    return table, ledger.to_dict()
+
+
+def assert_same(paths: Any, monkeypatch: pytest.MonkeyPatch, workers: int = 1) -> dict[str, Any]:
+    """Both paths give the same table (row order included) and the same ledger."""
+    fast, fast_ledger = _read(paths, monkeypatch, True, workers)
+    slow, slow_ledger = _read(paths, monkeypatch, False, workers)
+    assert fast.schema == slow.schema
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast_ledger == slow_ledger
+    assert fast_ledger["balanced"]
+    return fast_ledger
+
+
+def test_the_scanner_is_used_unless_switched_off(monkeypatch):
+    monkeypatch.delenv(hubble.NO_SCANNER_ENV, raising=False)
+    assert hubble.HubbleReader(IngestLedger())._scanner is not None
+    monkeypatch.setenv(hubble.NO_SCANNER_ENV, "1")
+    assert hubble.HubbleReader(IngestLedger())._scanner is None
+    monkeypatch.setenv(hubble.NO_SCANNER_ENV, "0")
+    assert hubble.HubbleReader(IngestLedger())._scanner is not None
+
+
+def test_sample_flows(monkeypatch):
+    ledger = assert_same(ROOT / "sample_flows" / "hubble.jsonl.gz", monkeypatch)
+    assert ledger["duplicate"] > 0 and ledger["reply"] > 0
+
+
+@pytest.mark.parametrize("folder", ["hubble-otel-testdata", "cilium-starwars-demo"])
+def test_real_captures(shared: Path, monkeypatch, folder: str):
+    paths = sorted(p for p in (shared / "datasets" / folder).iterdir() if p.suffix != ".md")
+    assert paths
+    for path in paths:
+        assert_same(path, monkeypatch)
+    assert_same(paths, monkeypatch)  # all together: connections span files
+
+
+def test_real_captures_on_two_workers(shared: Path, monkeypatch):
+    assert_same(shared / "datasets" / "hubble-otel-testdata", monkeypatch, workers=2)
+
+
+def test_fuzz_corpus(monkeypatch):
+    files = sorted(CORPUS.iterdir())
+    assert len(files) >= 20
+    for path in files:
+        assert_same(path, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated lines
+# ---------------------------------------------------------------------------------------------
+
+_TEMPLATE: dict[str, Any] = json.loads(fuzz.RECORDS["hubble"][0])
+
+
+def _event(rng: random.Random) -> dict[str, Any]:
+    """A plausible event of one of a few connections (so replies and repeats are common)."""
+    line = json.loads(json.dumps(_TEMPLATE))
+    flow = line["flow"]
+    conn = rng.randrange(4)
+    proto = rng.choice(["TCP", "TCP", "UDP", "SCTP", "ICMPv4"])
+    sport, dport = 40000 + conn, rng.choice([80, 53, 8080])
+    if rng.random() < 0.3:
+        sport, dport = dport, sport
+    if proto == "ICMPv4":
+        flow["l4"] = {proto: {"type": rng.choice([0, 8]), "code": 0}}
+    else:
+        ports: dict[str, Any] = {"source_port": sport, "destination_port": dport}
+        if proto == "TCP" and rng.random() < 0.5:
+            ports["flags"] = rng.choice([{"SYN": True}, {"SYN": True, "ACK": True}, {"ACK": True}])
+        flow["l4"] = {proto: ports}
+    flow["IP"] = {"source": f"10.0.0.{1 + conn % 2}", "destination": "10.0.1.9"}
+    seconds = rng.choice([0, 1, 2, 400, 401, 900])
+    fraction = rng.choice(["", ".5", ".123456", ".1234565", ".999999949", ".9999995"])
+    flow["time"] = f"2026-01-05T09:{seconds // 60:02d}:{seconds % 60:02d}{fraction}Z"
+    flow["verdict"] = rng.choice(["FORWARDED", "FORWARDED", "DROPPED", "AUDIT", 2, 1])
+    choice = rng.randrange(6)
+    if choice == 0:
+        flow.pop("is_reply", None)
+    elif choice == 1:
+        flow["is_reply"] = None
+    else:
+        flow["is_reply"] = rng.random() < 0.3
+    if rng.random() < 0.15:
+        flow["l7"] = rng.choice(
+            [
+                {"type": "REQUEST", "http": {"method": "GET", "url": "http://x/a"}},
+                {"type": "RESPONSE", "http": {"code": 200}},
+                {"type": "REQUEST", "dns": {"query": "db.example."}},
+                None,
+            ]
+        )
+    if rng.random() < 0.2:
+        line["time"] = flow.pop("time")
+    return line
+
+
+def _render(rng: random.Random, line: dict[str, Any]) -> bytes:
+    """Serialise; sometimes mutated (as the fuzz tests do) or spaced out."""
+    roll = rng.random()
+    if roll < 0.15:
+        line = fuzz.mutate_record(line, rng, huge=50)
+    text = json.dumps(line, separators=(",", ":") if rng.random() < 0.7 else (", ", ": "))
+    raw = text.encode()
+    if roll > 0.93:
+        raw = fuzz.mutate_bytes(raw, rng)
+    return raw
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 120))
+def test_generated_lines(tmp_path: Path, monkeypatch, seed: int, count: int):
+    rng = random.Random(seed)
+    lines = [_render(rng, _event(rng)) for _ in range(count)]
+    if rng.random() < 0.2:
+        lines.insert(rng.randrange(len(lines) + 1), b"")
+    path = tmp_path / f"gen-{seed}.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert_same(path, monkeypatch)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_scanner_reads_what_msgspec_reads(seed: int):
+    """Whenever the scanner is sure about a line, msgspec decodes it to the same values."""
+    rng = random.Random(seed)
+    raw = _render(rng, _event(rng))
+    scanner = scan.Scanner()
+    assert scanner.load([raw]) in ([], [0])
+    got = scanner.fields(0)
+    if got is None:
+        return
+    line = hubble._DECODE_LINE.decode(raw)  # must not raise
+    assert_fields_match(got, line)
+
+
+def assert_fields_match(got: dict[str, Any], line: hubble._Line) -> None:
+    f = line.flow
+    assert got["flow"] is (f is not None)
+    if f is None:
+        return
+    assert got["is_reply"] is f.is_reply
+    assert got["l7"] is (f.l7 is not None)
+    assert got["ip"] is (f.IP is not None)
+    if f.IP is not None:
+        assert (got["source"], got["destination"]) == (f.IP.source, f.IP.destination)
+    assert got["l4"] is (f.l4 is not None)
+    if f.l4 is not None:
+        assert got["tcp"] is (f.l4.TCP is not None)
+        assert got["udp"] is (f.l4.UDP is not None)
+        for name, ports in (("tcp_ports", f.l4.TCP), ("udp_ports", f.l4.UDP)):
+            if ports is not None:
+                assert got[name] == (ports.source_port, ports.destination_port)
+    when = f.time or line.time
+    if when is None:
+        assert got["micros"] is None
+    else:
+        assert got["micros"] == (when - hubble._EPOCH) // hubble._ONE_US
+    overriding = hubble._VERDICTS.get(f.verdict) in hubble._OVERRIDING
+    assert got["overriding"] or not overriding
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed and unusual lines: the scanner leaves them to msgspec
+# ---------------------------------------------------------------------------------------------
+
+_GOOD = (
+    b'{"flow":{"time":"2026-01-05T09:00:00.123456789Z","verdict":"FORWARDED",'
+    b'"IP":{"source":"10.0.0.1","destination":"10.0.0.2"},'
+    b'"l4":{"TCP":{"source_port":40000,"destination_port":80}},"is_reply":false},'
+    b'"node_name":"n1"}'
+)
+
+UNSURE_LINES = [
+    _GOOD[:-1],  # truncated
+    _GOOD + b"{}",  # trailing characters
+    _GOOD.replace(b'"n1"', b'"n\\u0031"'),  # an escape
+    _GOOD.replace(b'"n1"', "\"n\u00e9\"".encode()),  # non-ASCII
+    _GOOD.replace(b'"n1"', b'"n\xff"'),  # invalid UTF-8
+    _GOOD.replace(b'"n1"', b'"n\x01"'),  # a control character
+    _GOOD.replace(b'"is_reply":false', b'"is_reply":false,"is_reply":true'),  # repeated key
+    _GOOD.replace(b'"is_reply":false', b'"is_reply":0'),
+    _GOOD.replace(b"40000", b"40000.0"),
+    _GOOD.replace(b"40000", b"4e4"),
+    _GOOD.replace(b"40000", b"040000"),
+    _GOOD.replace(b"40000", b'"40000"'),
+    _GOOD.replace(b"40000", b"123456789012345678901234567890"),
+    _GOOD.replace(b"40000", b"NaN"),
+    _GOOD.replace(b'"FORWARDED"', b"true"),
+    _GOOD.replace(b'"FORWARDED"', b"1.5"),
+    _GOOD.replace(b'"n1"', b"null"),
+    _GOOD.replace(b'"10.0.0.1"', b"7"),
+    _GOOD.replace(b"Z", b"+00:00", 1),
+    _GOOD.replace(b"T09", b" 09", 1),
+    _GOOD.replace(b"05T", b"31T", 1).replace(b"-01-", b"-02-", 1),  # 31 February
+    _GOOD.replace(b"09:00:00", b"24:00:00", 1),
+    _GOOD.replace(b"09:00:00", b"09:00:60", 1),
+    _GOOD.replace(b".123456789Z", b".Z", 1),
+    _GOOD.replace(b".123456789Z", b".1234567891Z", 1),
+    _GOOD.replace(b"Z", b"", 1),  # naive time
+    _GOOD.replace(b'"node_name":"n1"', b'"node_name":"n1","x":' + b"[" * 60 + b"]" * 60),
+    _GOOD.replace(b'"node_name":"n1"', b'"x":[1,]'),
+    _GOOD.replace(b'"node_name":"n1"', b'"x":{"a" 1}'),
+    _GOOD.replace(b'"node_name":"n1"', b'"x":tru'),
+    _GOOD.replace(b'"node_name":"n1"', b'"x":-'),
+    _GOOD.replace(b'"node_name":"n1"', b'"flow":null'),
+    b'["not", "an", "object"]',
+    b'"a string"',
+    b"{",
+    b"}",
+    _GOOD.replace(b'"flow":{', b'"flow":[', 1),
+    _GOOD.replace(b'"l4":{', b'"l4":{"TCP":null,"TCP":', 1),
+    _GOOD.replace(b'"l4":{"TCP":{', b'"l4":{"TCP":{"flags":{"SYN":1},', 1),
+    _GOOD.replace(b'"IP":{', b'"IP":{"source":"a","source":', 1),
+    _GOOD.replace(b'"is_reply":false', b'"is_reply":false,"destination_names":["a",1]'),
+    _GOOD.replace(b'"is_reply":false', b'"is_reply":false,"l7":{"kafka":[]}'),
+]
+
+
+@pytest.mark.parametrize("line", UNSURE_LINES, ids=range(len(UNSURE_LINES)))
+def test_odd_lines_go_to_msgspec(line: bytes):
+    scanner = scan.Scanner()
+    assert scanner.load([_GOOD, line, _GOOD]) == [1]
+
+
+def test_what_the_scanner_reads_from_a_line():
+    scanner = scan.Scanner()
+    spaced = b" " + _GOOD.replace(b'":', b'" :\n').replace(b",", b" ,\t") + b" \r\n"
+    assert scanner.load([_GOOD, spaced]) == []
+    for index in (0, 1):
+        got = scanner.fields(index)
+        assert got is not None
+        assert got["micros"] == 1767603600123457  # .123456789 rounds up, as msgspec does
+        assert (got["source"], got["destination"], got["tcp_ports"]) == (
+            "10.0.0.1",
+            "10.0.0.2",
+            (40000, 80),
+        )
+        assert got["is_reply"] is False and got["tcp"] and not got["udp"]
+        assert_fields_match(got, hubble._DECODE_LINE.decode(_GOOD))
+
+
+def test_odd_lines_are_read_alike(tmp_path: Path, monkeypatch):
+    """Every odd line among good ones (a new connection, its repeats and replies)."""
+    reply = _GOOD.replace(b'"is_reply":false', b'"is_reply":true')
+    later = _GOOD.replace(b"09:00:00", b"09:00:01", 1)
+    lines = []
+    for odd in UNSURE_LINES:
+        lines += [_GOOD, odd, reply, later, odd]
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    ledger = assert_same(path, monkeypatch)
+    assert ledger["skipped"]["malformed-json"] >= 10
+
+
+def test_lines_that_complete_each_other(tmp_path: Path, monkeypatch):
+    """A chunk that decodes as one array although a line fails alone: read alike."""
+    text = _GOOD.decode()
+    cut = text.index('"l4"')
+    lines = [text[:cut], text[cut:] + "," + text, text]  # 3 lines holding 3 objects
+    path = tmp_path / "split.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert_same(path, monkeypatch)
+
+
+def test_drop_after_forward_overrides_on_both_paths(tmp_path: Path, monkeypatch):
+    dropped = _GOOD.replace(b'"FORWARDED"', b'"DROPPED","drop_reason_desc":"POLICY_DENIED"')
+    path = tmp_path / "drop.jsonl"
+    path.write_bytes(b"\n".join([_GOOD, _GOOD, dropped, _GOOD]) + b"\n")
+    assert_same(path, monkeypatch)
+    table, ledger = _read(path, monkeypatch, True)
+    assert table.column("verdict").to_pylist() == ["denied"]
+    assert table.column("drop_reason").to_pylist() == ["POLICY_DENIED"]
+    assert (ledger["used"], ledger["duplicate"]) == (1, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The split between parallel workers
+# ---------------------------------------------------------------------------------------------
+
+_PORT_TEXT = st.sampled_from(
+    [
+        b'"source_port":',
+        b'"destination_port":',
+        b'"source_port": 12 ,\n"destination_port":\t7',
+        b"0",
+        b"99999999999999999999999",
+        b" ",
+        b",",
+        b"\x0b",
+        b'"',
+        b"x",
+        b"\xff",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_PORT_TEXT, max_size=12).map(b"".join), max_size=8), st.integers(1, 4))
+def test_share_matches_the_regular_expression(lines: list[bytes], n: int):
+    for index in range(n):
+        assert scan.share(lines, 5, index, n) == parallel._share_python(lines, 5, index, n)
+
+
+def test_share_of_real_lines():
+    lines = [line.encode() + b"\n" for line in fuzz.RECORDS["hubble"]]
+    pattern = re.compile(rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)')
+    assert any(pattern.search(line) for line in lines)
+    for index in range(2):
+        assert scan.share(lines, 1, index, 2) == parallel._share_python(lines, 1, index, 2)
+
+
+def test_scanner_rejects_wrong_arguments():
+    scanner = scan.Scanner()
+    with pytest.raises(TypeError):
+        scanner.load((b"{}",))
+    assert scanner.load([b"{}", "text"]) == [1]  # not bytes: left to Python
+    with pytest.raises(IndexError):
+        scanner.fields(5)
+    with pytest.raises(TypeError):
+        scanner.run(0, [], 1)
+    with pytest.raises(ValueError):
+        scan.share([], 1, 0, 0)
+
+
+def test_read_in_chunks_of_any_size(monkeypatch):
+    """Chunk boundaries fall anywhere (iter_line_chunks cuts by bytes)."""
+    path = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    fast, _ = _read(path, monkeypatch, True)
+    reader = hubble.HubbleReader(IngestLedger(), batch_rows=7)
+    assert reader._scanner is not None
+    from recommender.ingest._source import iter_line_chunks
+
+    batches: list[pa.RecordBatch] = []
+    for first, lines, _ in iter_line_chunks(path, chunk_bytes=20000):
+        batches.extend(reader._read_lines(str(path), range(first, first + len(lines)), lines))
+    batches.extend(reader.finish())
+    table = pa.Table.from_batches(batches)
+    assert table.num_rows == fast.num_rows
+    assert msgspec.json.encode(sorted(map(str, table.to_pylist()))) == msgspec.json.encode(
+        sorted(map(str, fast.to_pylist()))
+    )
