@@ -7,7 +7,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -27,6 +29,8 @@ from .errors import (
 # The rest is imported on first use, so that `recommend --help` does not wait for pyarrow and
 # DuckDB to load (PEP 562).
 _LAZY = {
+    "address_class_table": "addresses",
+    "classify_address": "addresses",
     "RecommendConfig": "config",
     "load_config": "config",
     "EdgeTables": "edges",
@@ -76,6 +80,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from .addresses import address_class_table, classify_address
     from .config import RecommendConfig, load_config
     from .edges import (
         EdgeTables,
@@ -116,6 +121,29 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
+class _Package(ModuleType):
+    """The package module, kept from losing a public name to a submodule of the same name.
+
+    Importing a submodule binds it as an attribute of the package: the first import of
+    ``recommender.replay`` (by :func:`cluster_from_flows`, or by :func:`recommend`'s self-check)
+    would make ``recommender.replay`` the module instead of the function ``__all__`` promises.
+    The function takes that place instead; the module stays in ``sys.modules``, so
+    ``from recommender.replay import Coverage`` keeps working.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (
+            isinstance(value, ModuleType)
+            and _LAZY.get(name) == name
+            and value.__name__ == f"{__name__}.{name}"
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 __all__ = [
     "FLOW_SCHEMA",
     "FORMATS",
@@ -153,8 +181,10 @@ __all__ = [
     "UnsupportedDialectError",
     "Verdict",
     "__version__",
+    "address_class_table",
     "aggregate_edges",
     "build_graph",
+    "classify_address",
     "cluster_from_flows",
     "detect_format",
     "evaluate",

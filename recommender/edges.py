@@ -274,7 +274,7 @@ def _as_batches(
         batches: Iterable[pa.RecordBatch] = flows.to_batches(max_chunksize=_BATCH_ROWS)
         return batches
     if isinstance(flows, str | os.PathLike):
-        streamed: Iterable[pa.RecordBatch] = pq.ParquetFile(flows).iter_batches(
+        streamed: Iterable[pa.RecordBatch] = pq.ParquetFile(flows, pre_buffer=False).iter_batches(
             batch_size=_BATCH_ROWS
         )
         return streamed

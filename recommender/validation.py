@@ -239,7 +239,7 @@ def _parquet_span(path: Path, config: RecommendConfig) -> tuple[datetime, dateti
     read one column at a time (see :func:`_span`)."""
     first = last = None
     rows = 0
-    for batch in pq.ParquetFile(path).iter_batches(columns=["start_time"]):
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(columns=["start_time"]):
         table = _in_window(pa.Table.from_batches([batch]), config)
         rows += table.num_rows
         bounds = pc.min_max(table["start_time"]).as_py()
@@ -255,7 +255,7 @@ def _parquet_span(path: Path, config: RecommendConfig) -> tuple[datetime, dateti
 
 def _parquet_part(path: Path, when: datetime, later: bool) -> Iterator[pa.RecordBatch]:
     """The rows of a canonical Parquet file starting before ``when`` (or at or after it)."""
-    for batch in pq.ParquetFile(path).iter_batches():
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches():
         start = batch.column("start_time")
         scalar = pa.scalar(when, type=start.type)
         mask = pc.greater_equal(start, scalar) if later else pc.less(start, scalar)

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 from recommender.schema import FLOW_SCHEMA, conform_table
 
@@ -20,6 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATASETS = SHARED / "datasets"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+# Property tests check behaviour, not speed: no per-example deadline and no "too slow" health
+# check, so a loaded CI machine cannot fail them. Tests that set their own settings keep them.
+settings.register_profile(
+    "recommender", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("recommender")
 
 
 @pytest.fixture

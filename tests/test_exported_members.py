@@ -7,6 +7,8 @@ import importlib.metadata
 import inspect
 import pkgutil
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -133,3 +135,22 @@ def test_public_classes_and_functions_of_user_modules_are_reachable(module_name:
 
 def test_version_matches_the_installed_distribution() -> None:
     assert recommender.__version__ == importlib.metadata.version("recommender")
+
+
+def test_a_submodule_never_shadows_a_public_name_of_the_same_name() -> None:
+    """``recommender.replay`` is the function even after the module ``recommender.replay`` is
+    first imported by something else (cluster_from_flows, recommend's self-check)."""
+    code = (
+        "import inspect, sys\n"
+        "from recommender import cluster_from_flows, replay\n"
+        "import recommender\n"
+        "assert inspect.isfunction(replay), replay\n"
+        "assert recommender.replay is replay, recommender.replay\n"
+        "assert 'recommender.replay' in sys.modules\n"
+        "from recommender.replay import Coverage\n"
+        "assert Coverage.__module__ == 'recommender.replay'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
