@@ -153,12 +153,25 @@ class Recommendation:
 
             for name, tree in trees.items():
                 tree[GUARDRAILS_FOLDER] = self.guardrail_manifests(name)
+        from .graph import graph_from_edges
+        from .graph_svg import render_svg
         from .report_html import report_html
 
+        graph = graph_from_edges(
+            self.tables.edges, self.tables.denied, self.tables.workload_labels
+        )
+        in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
+        segments = (self.report.get("segments") or {}).get("segments") or []
         extra = {
+            "graph.svg": render_svg(
+                graph,
+                max_nodes=GRAPH_SVG_MAX_NODES,
+                in_scope=in_scope,
+                segments={m: s["name"] for s in segments for m in s["members"]},
+            ),
             "report.html": report_html(self.report, self.edges),
             "report.json": report_json(self.report),
-            "report.md": report_markdown(self.report),
+            "report.md": report_markdown(self.report, graph_file="graph.svg"),
         }
         rendered = time.perf_counter()
         self.timings["report_files"] = rendered - started
@@ -186,6 +199,15 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
         service_accounts=config.service_accounts,
         network_sets=config.network_sets,
     )
+
+
+def _segments(tables: EdgeTables) -> dict[str, Any]:
+    """Proposed segments (:func:`recommender.propose_segments`) for the report."""
+    from .graph import graph_from_edges
+    from .segments import propose_segments
+
+    graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
+    return propose_segments(graph).to_dict()
 
 
 def _self_check(
@@ -216,6 +238,9 @@ def _self_check(
         "notes": data["notes"],
     }
 
+
+#: Most nodes ``graph.svg`` beside the report draws (the busiest); `recommend graph` draws all.
+GRAPH_SVG_MAX_NODES = 1000
 
 #: Most (source, destination, port) triples the report's self-check evaluates for
 #: over-permissiveness; larger graphs use `recommend evaluate`.
@@ -426,6 +451,7 @@ def recommend(
                 guardrails, conflicts, policy_set, findings, tables, config,
                 _precedence(config),
             )
+        report["segments"] = _segments(tables)
         mark = _stage(timings, "report", mark)
         if validate:
             from .validation import holdout_report

@@ -349,8 +349,54 @@ def _guardrails_markdown(g: dict[str, Any]) -> list[str]:
     return out
 
 
-def report_markdown(report: dict[str, Any]) -> str:
-    """``report.md``: the same report for people."""
+def _segments_markdown(seg: dict[str, Any]) -> list[str]:
+    """The *Proposed segments* section (``report["segments"]``, :mod:`recommender.segments`)."""
+    out = [
+        "## Proposed segments",
+        "",
+        f"Community detection ({seg['method']}, seed {seg['seed']}) on the graph of allowed "
+        f"traffic between workloads: modularity **{seg['modularity']:.2f}** (above about 0.3 "
+        f"the workloads form clear groups). Suggested label: `{seg['label_key']}=<segment>`. "
+        "Advice only: no policy is emitted from it.",
+        "",
+    ]
+    out += _table(
+        ["segment", "members", "namespaces", "why"],
+        [
+            [
+                s["name"],
+                ", ".join(m.split(":", 1)[-1] for m in s["members"]),
+                ", ".join(s["namespaces"]),
+                s["reason"],
+            ]
+            for s in seg["segments"]
+        ],
+    )
+    if seg["cross_segment"]:
+        out += ["", "Flows a boundary around each segment would have to allow:", ""]
+        out += _table(
+            ["from", "to", "port", "connections", "edges"],
+            [
+                [
+                    f["source_segment"],
+                    f["destination_segment"],
+                    f"{f['protocol']}/{'*' if f['port'] is None else f['port']}",
+                    f["connections"],
+                    len(f["edges"]),
+                ]
+                for f in seg["cross_segment"]
+            ],
+        )
+    out.append("")
+    return out
+
+
+def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> str:
+    """``report.md``: the same report for people.
+
+    ``graph_file`` is the communication graph's picture beside it (``graph.svg``), linked
+    from the report when given.
+    """
     s = report["summary"]
     out = ["# Network policy recommendation", ""]
     out += [
@@ -417,6 +463,19 @@ def report_markdown(report: dict[str, Any]) -> str:
         for reason, count in ingest["skipped"].items():
             out.append(f"- skipped {reason}: {count}")
         out.append("")
+    if graph_file:
+        out += [
+            "## Communication graph",
+            "",
+            f"![Communication graph: workloads by namespace, outside peers by address class]"
+            f"({graph_file})",
+            "",
+            "`recommend graph FLOWS -o graph.html` writes the whole graph as an interactive page "
+            "(or GraphML, JSON, DOT); see docs/graph.md.",
+            "",
+        ]
+    if report.get("segments"):
+        out += _segments_markdown(report["segments"])
     out += ["## Namespaces", ""]
     out += _table(
         ["namespace", "policies", "ingress rules", "egress rules", "connections", "flagged"],

@@ -12,7 +12,6 @@ the page holds no time of its own and every collection is drawn in a fixed order
 from __future__ import annotations
 
 import html
-import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,19 +26,9 @@ __all__ = ["GRAPH_MAX_NODES", "report_html"]
 
 #: Most nodes the communication graph draws; larger graphs keep the busiest nodes.
 GRAPH_MAX_NODES: Final = 200
-#: A group outside the cluster's namespaces (an address class, the nodes) with more members
-#: than this is drawn as one node.
-_GROUP_COLLAPSE: Final = 12
-_LABEL_CHARS: Final = 22
 #: Longer flow lists are folded (a <details> element, no script).
 _FOLD_ROWS: Final = 25
 
-_COL_W: Final = 215
-_NODE_W: Final = 160
-_NODE_H: Final = 24
-_ROW_H: Final = 34
-_TOP: Final = 48
-_LEFT: Final = 16
 
 _UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 
@@ -201,23 +190,6 @@ def _address_group(address: str, network: bool = False) -> str:
     return f"external: {cls or 'mixed'}"
 
 
-def _flow_node(graph: _Graph, row: Mapping[str, Any], side: str) -> _NodeKey:
-    kind = str(row.get(f"{side}_kind") or "unknown")
-    ident = str(row.get(f"{side}_id") or "?")
-    name = row.get(f"{side}_name")
-    if kind == "workload":
-        ns = row.get(f"{side}_namespace")
-        return graph.node(f"ns: {ns}" if ns else "ns: (none)", ident, "ns")
-    if kind == "external":
-        return graph.node(_address_group(ident), ident, "outside")
-    if kind == "host":
-        return graph.node("nodes", ident, "outside")
-    if kind == "cluster-entity":
-        label = f"{name} ({ident})" if name and name != ident else None
-        return graph.node("cluster entities", ident, "outside", label)
-    return graph.node(kind, ident, "outside", str(name) if name else None)
-
-
 def _graph_from_rules(graph: _Graph, report: Mapping[str, Any]) -> None:
     by_selector: dict[tuple[str, str], list[str]] = defaultdict(list)
     for sel in report.get("selectors") or []:
@@ -257,194 +229,58 @@ def _graph_from_rules(graph: _Graph, report: Mapping[str, Any]) -> None:
                     graph.add(owner, target, ports, connections, False)
 
 
-def _build_graph(report: Mapping[str, Any], edges: pa.Table | None) -> _Graph:
-    graph = _Graph()
-    if edges is not None:
-        wanted = [
-            "src_kind",
-            "src_namespace",
-            "src_id",
-            "src_name",
-            "dst_kind",
-            "dst_namespace",
-            "dst_id",
-            "dst_name",
-            "protocol",
-            "dst_port",
-            "connections",
-        ]
-        columns = [c for c in wanted if c in edges.column_names]
-        for row in edges.select(columns).to_pylist():
-            src, dst = _flow_node(graph, row, "src"), _flow_node(graph, row, "dst")
-            graph.add(src, dst, _port(row), int(row.get("connections") or 0), False)
-    else:
-        _graph_from_rules(graph, report)
-    for row in report.get("denied") or []:
-        src, dst = _flow_node(graph, row, "src"), _flow_node(graph, row, "dst")
-        graph.add(src, dst, _port(row), int(row.get("connections") or 0), True)
-    return graph
+def _rules_graph(report: Mapping[str, Any]) -> Any:
+    """The graph drawn from the report's rules (no edges at hand): workloads by selector,
+    ipBlock peers by address class, as a graph of :mod:`recommender.graph`'s schema."""
+    import networkx as nx
 
+    from .graph import node_id
 
-def _collapse(graph: _Graph) -> _Graph:
-    """Draw an outside group with many members as one node."""
-    members: dict[str, list[_NodeKey]] = defaultdict(list)
-    for key in graph.names:
-        members[key[0]].append(key)
-    merged: dict[_NodeKey, _NodeKey] = {}
-    for group, keys in members.items():
-        if graph.groups[group] == "outside" and len(keys) > _GROUP_COLLAPSE:
-            for key in keys:
-                merged[key] = (group, f"{len(keys)} addresses")
-    if not merged:
-        return graph
-    out = _Graph(groups=dict(graph.groups))
-    for key, name in graph.names.items():
-        target = merged.get(key, key)
-        out.names[target] = target[1] if key in merged else name
-    for (src, dst, denied), edge in graph.edges.items():
-        new = out.edges.setdefault(
-            (merged.get(src, src), merged.get(dst, dst), denied), _Edge(denied=denied)
-        )
-        new.ports |= edge.ports
-        new.connections += edge.connections
-    return out
+    drawn = _Graph()
+    _graph_from_rules(drawn, report)
+    g = nx.MultiDiGraph()
 
+    def nid(key: _NodeKey) -> str:
+        group, ident = key
+        if group.startswith("ns: "):
+            return node_id("workload", ident, group[4:])
+        return node_id("external", ident)
 
-def _short(text: str) -> str:
-    return text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1] + "\u2026"
-
-
-def _group_order(group: str, kind: str, in_scope: set[str]) -> tuple[int, str]:
-    if kind == "ns":
-        return (0 if group[4:] in in_scope else 1, group)
-    if group == "nodes":
-        return (2, group)
-    if group == "cluster entities":
-        return (3, group)
-    if group.startswith("external: "):
-        return (4, group)
-    return (5, group)
+    for key in sorted(drawn.names):
+        group, _ = key
+        if group.startswith("ns: "):
+            attrs = {"kind": "workload", "group": f"ns:{group[4:]}", "namespace": group[4:]}
+        else:
+            attrs = {"kind": "external", "group": group.replace(": ", ":", 1)}
+        g.add_node(nid(key), label=drawn.names[key], **attrs)
+    for (src, dst, _), edge in sorted(drawn.edges.items()):
+        g.add_edge(nid(src), nid(dst), key="allowed rule", verdict="allowed",
+                   connections=edge.connections, bytes=0, ports=sorted(edge.ports))  # fmt: skip
+    return g
 
 
 def _graph_svg(report: Mapping[str, Any], edges: pa.Table | None) -> str:
-    graph = _collapse(_build_graph(report, edges))
-    if not graph.names:
-        return '<p class="muted">No communication to draw.</p>'
-    weight: dict[_NodeKey, int] = defaultdict(int)
-    for (src, dst, _), edge in graph.edges.items():
-        weight[src] += edge.connections + 1
-        weight[dst] += edge.connections + 1
-    keys = sorted(graph.names)
-    note = ""
-    if len(keys) > GRAPH_MAX_NODES:
-        keep = sorted(keys, key=lambda k: (-weight[k], k))[:GRAPH_MAX_NODES]
-        note = (
-            f'<p class="muted">The graph has {len(keys):,} nodes; the drawing shows the '
-            f"{GRAPH_MAX_NODES} busiest and the edges between them. The tables below list "
-            "everything.</p>"
-        )
-        keys = sorted(keep)
-    kept = set(keys)
-    summary = (report.get("summary") or {}).get("namespaces_in_scope") or []
-    in_scope = {str(ns) for ns in summary}
-    groups = sorted({k[0] for k in keys}, key=lambda g: _group_order(g, graph.groups[g], in_scope))
-    # Namespaces are columns; the outside groups share one last column, one block each.
-    position: dict[_NodeKey, tuple[int, int]] = {}
-    column: dict[_NodeKey, int] = {}
-    headers: list[tuple[int, int, str, bool]] = []  # x, baseline, text, outside
-    rows_used: dict[int, int] = defaultdict(int)
-    col = -1
-    for group in groups:
-        outside = graph.groups[group] != "ns"
-        if not (outside and headers and headers[-1][3]):
-            col += 1
-        x = _LEFT + col * _COL_W
-        header = group if outside else group[4:]
-        if rows_used[col]:  # a further block in the outside column: its header takes a row
-            headers.append((x, _TOP + rows_used[col] * _ROW_H + 18, header, outside))
-            rows_used[col] += 1
-        else:
-            headers.append((x, _TOP - 18, header, outside))
-        members = sorted((k for k in keys if k[0] == group), key=lambda k: (graph.names[k], k))
-        for key in members:
-            position[key] = (x, _TOP + rows_used[col] * _ROW_H)
-            column[key] = col
-            rows_used[col] += 1
-    tallest = max(rows_used.values())
-    width = _LEFT * 2 + col * _COL_W + _NODE_W + 40
-    height = _TOP + tallest * _ROW_H + 16
+    import networkx as nx
 
-    title = "Communication graph: workloads by namespace, outside peers by address class"
-    out = [
-        f'<svg role="img" aria-labelledby="graph-title" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="system-ui,sans-serif" font-size="12">',
-        f'<title id="graph-title">{_text(title)}</title>',
-        "<defs>"
-        '<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
-        'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
-        '<path d="M0 0L10 5L0 10z" '
-        'fill="#57606a"/></marker>'
-        '<marker id="arrow-denied" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
-        'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
-        '<path d="M0 0L10 5L0 10z" '
-        'fill="#cf222e"/></marker>'
-        "</defs>",
-    ]
-    for x, y, header, _ in headers:
-        out.append(
-            f'<text x="{x}" y="{y}" font-weight="600" font-size="13">'
-            f"<title>{_text(header)}</title>{_text(_short(header))}</text>"
+    from .graph import graph_from_edges
+    from .graph_svg import layout_graph, render_svg
+
+    denied = report.get("denied") or []
+    if edges is not None:
+        graph = graph_from_edges(edges, denied)
+    else:
+        graph = nx.compose(_rules_graph(report), graph_from_edges(None, denied))
+    if not graph.number_of_nodes():
+        return '<p class="muted">No communication to draw.</p>'
+    summary = (report.get("summary") or {}).get("namespaces_in_scope") or []
+    lay = layout_graph(graph, max_nodes=GRAPH_MAX_NODES, in_scope=[str(ns) for ns in summary])
+    note = ""
+    if lay.hidden:
+        note = (
+            f'<p class="muted">The graph has {len(lay.position) + lay.hidden:,} nodes; the '
+            f"drawing shows the {GRAPH_MAX_NODES} busiest and the edges between them. The tables "
+            "below list everything.</p>"
         )
-    half = _NODE_H // 2
-    for (src, dst, denied), edge in sorted(graph.edges.items()):
-        if src not in kept or dst not in kept:
-            continue
-        (sx, sy), (dx, dy) = position[src], position[dst]
-        sy, dy = sy + half, dy + half
-        if src == dst:
-            x1 = sx + _NODE_W
-            path = f"M{x1} {sy - 6}C{x1 + 36} {sy - 26} {x1 + 36} {sy + 26} {x1} {sy + 6}"
-        elif column[src] == column[dst]:
-            x1 = sx + _NODE_W
-            bulge = 30 + abs(dy - sy) // 4
-            path = f"M{x1} {sy}C{x1 + bulge} {sy} {x1 + bulge} {dy} {x1} {dy}"
-        elif column[src] < column[dst]:
-            x1, x2 = sx + _NODE_W, dx
-            bend = max(40, (x2 - x1) // 2)
-            path = f"M{x1} {sy}C{x1 + bend} {sy} {x2 - bend} {dy} {x2} {dy}"
-        else:
-            x1, x2 = sx, dx + _NODE_W
-            bend = max(40, (x1 - x2) // 2)
-            path = f"M{x1} {sy}C{x1 - bend} {sy} {x2 + bend} {dy} {x2} {dy}"
-        stroke = 1 + min(3.0, math.log10(edge.connections + 1))
-        color, marker = ("#cf222e", "arrow-denied") if denied else ("#57606a", "arrow")
-        dash = ' stroke-dasharray="5 4"' if denied else ""
-        ports = ", ".join(sorted(edge.ports))
-        tip = (
-            f"{'DENIED ' if denied else ''}{graph.names[src]} \u2192 {graph.names[dst]}: "
-            f"{ports} ({edge.connections:,} connections)"
-        )
-        out.append(
-            f"<g><title>{_text(tip)}</title>"
-            f'<path d="{path}" fill="none" stroke="{color}" stroke-opacity="0.7" '
-            f'stroke-width="{stroke:.1f}"{dash} marker-end="url(#{marker})"/>'
-            f'<path d="{path}" fill="none" stroke="transparent" stroke-width="8"/></g>'
-        )
-    for key in keys:
-        x, y = position[key]
-        kind = graph.groups[key[0]]
-        fill, line = ("#ddf4ff", "#54aeff") if kind == "ns" else ("#fff1e5", "#fb8f44")
-        if key[0] in ("nodes", "cluster entities"):
-            fill, line = ("#eaeef2", "#8c959f") if key[0] == "nodes" else ("#fbefff", "#c297ff")
-        name = graph.names[key]
-        group = key[0][4:] if kind == "ns" else key[0]
-        out.append(
-            f"<g><title>{_text(f'{group}: {name}')}</title>"
-            f'<rect x="{x}" y="{y}" width="{_NODE_W}" height="{_NODE_H}" rx="5" '
-            f'fill="{fill}" stroke="{line}"/>'
-            f'<text x="{x + 8}" y="{y + 16}">{_text(_short(name))}</text></g>'
-        )
-    out.append("</svg>")
     legend = (
         '<div class="legend">'
         '<span><span class="sw" style="background:#ddf4ff"></span>workload (column: namespace)'
@@ -462,9 +298,56 @@ def _graph_svg(report: Mapping[str, Any], edges: pa.Table | None) -> str:
     )
     return (
         f'<p class="muted">Drawn from {_text(source)} and the denied flows listed in this '
-        f"report; {len(keys):,} nodes, columns in a fixed order.</p>{note}{legend}"
-        f'<div class="scroll graph">{"".join(out)}</div>'
+        f"report; {len(lay.position):,} nodes, columns in a fixed order (the same drawing as "
+        "<code>graph.svg</code> and <code>recommend graph</code>).</p>"
+        f'{note}{legend}<div class="scroll graph">{render_svg(lay, standalone=False)}</div>'
     )
+
+
+def _segments(seg: Mapping[str, Any]) -> str:
+    """The *Proposed segments* section (``report["segments"]``)."""
+    intro = (
+        f'<p class="muted">Community detection ({_text(seg.get("method"))}, seed '
+        f"{_text(seg.get('seed'))}) on the graph of allowed traffic between workloads: "
+        f"modularity <strong>{_text(seg.get('modularity'))}</strong> (above about 0.3 the "
+        "workloads form clear groups). Suggested label: "
+        f"<code>{_text(seg.get('label_key'))}=&lt;segment&gt;</code>. Advice only: no policy is "
+        "emitted from it. A member's cohesion is the share of its traffic with other workloads "
+        "that stays inside (traffic with shared services aside).</p>"
+    )
+    rows = []
+    for s in seg.get("segments") or []:
+        cohesion = s.get("cohesion") or {}
+        members = "<br>".join(
+            f"{_text(str(m).split(':', 1)[-1])} ({_text(cohesion.get(m))})"
+            for m in s.get("members") or []
+        )
+        binding = "<br>".join(
+            f"{_text(str(e['source']).split(':', 1)[-1])} \u2192 "
+            f"{_text(str(e['destination']).split(':', 1)[-1])} "
+            f"{_text(', '.join(e['ports']))} ({_text(e['connections'])})"
+            for e in s.get("binding_edges") or []
+        )
+        rows.append(
+            [s.get("name"), _Html(members), s.get("namespaces"), _Html(binding), s.get("reason")]
+        )
+    table = _table(["segment", "members (cohesion)", "namespaces", "bound by", "why"], rows)
+    cross = [
+        [
+            f.get("source_segment"),
+            f.get("destination_segment"),
+            f"{f.get('protocol')}/{'*' if f.get('port') is None else f.get('port')}",
+            f.get("connections"),
+            len(f.get("edges") or []),
+        ]
+        for f in seg.get("cross_segment") or []
+    ]
+    flows = _table(
+        ["from", "to", "port", "connections", "edges"],
+        cross,
+        caption="Flows a boundary around each segment would have to allow",
+    )
+    return intro + table + (_fold(flows, len(cross), "cross-segment flows") if cross else "")
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -1032,6 +915,11 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         sections.append(("input", "Input", _ingest(report["ingest"])))
     sections += [
         ("graph", "Communication graph", _graph_svg(report, edges)),
+        *(
+            [("segments", "Proposed segments", _segments(report["segments"]))]
+            if report.get("segments")
+            else []
+        ),
         ("namespaces", "Namespaces", _namespaces(report)),
         ("rules", "Rules and their evidence", _rules(report)),
         ("flagged", "Flagged for review", _flagged(report)),

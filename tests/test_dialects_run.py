@@ -127,6 +127,7 @@ def test_recommendation_manifests_per_dialect(tmp_path: Path) -> None:
         ".recommender-output",
         "calico",
         "cilium",
+        "graph.svg",
         "kubernetes",
         "report.html",
         "report.json",

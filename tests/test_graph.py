@@ -269,3 +269,20 @@ def test_cli_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["graph", str(SAMPLE), "-o", str(tmp_path / "g.png")]) == 2
     assert "unknown graph format" in capsys.readouterr().err
 
+
+def test_report_embeds_the_graph_and_the_segments(tmp_path: Path) -> None:
+    from recommender import recommend
+
+    rec = recommend(SAMPLE)
+    segments = rec.report["segments"]
+    assert segments == propose_segments(build_graph(SAMPLE, namespaces=())).to_dict()
+    rec.write(tmp_path / "out")
+    svg = (tmp_path / "out" / "graph.svg").read_text()
+    root = ET.fromstring(svg)
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}rect")) == 21
+    assert "(segment payments)" in svg
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "](graph.svg)" in md and "## Proposed segments" in md
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert ">Proposed segments</h2>" in page
+    assert "payments-api (" in page  # a member with its cohesion
