@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from .config import RecommendConfig
-from .edges import EVIDENCE_VERDICTS, EdgeTables, _ident
+from .edges import EDGE_KEY, EVIDENCE_VERDICTS, EdgeTables, _ident
 
 __all__ = ["ANOMALY_RULES", "Anomaly", "Screening", "screen_flows"]
 
@@ -143,14 +143,7 @@ def _describe(kind: str, namespace: str | None, ident: str) -> str:
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
     cols = [
-        "src_kind",
-        "src_namespace",
-        "src_id",
-        "dst_kind",
-        "dst_namespace",
-        "dst_id",
-        "protocol",
-        "dst_port",
+        *EDGE_KEY,
         "connections",
         "first_seen",
         "last_seen",

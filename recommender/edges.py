@@ -33,6 +33,7 @@ from .config import RecommendConfig
 from .schema import FLOW_SCHEMA
 
 __all__ = [
+    "EDGE_KEY",
     "EVIDENCE_VERDICTS",
     "MAX_HTTP_REQUESTS",
     "EdgeTables",
@@ -42,6 +43,18 @@ __all__ = [
     "merge_partials",
     "partial_edges",
 ]
+
+#: The columns that name an edge in every edge table: its two endpoints, protocol and port.
+EDGE_KEY: Final = (
+    "src_kind",
+    "src_namespace",
+    "src_id",
+    "dst_kind",
+    "dst_namespace",
+    "dst_id",
+    "protocol",
+    "dst_port",
+)
 
 #: Verdicts that show a connection really happened and was wanted. ``audit`` is Cilium's
 #: policy-audit mode (would have been dropped, was let through), the traffic to learn from.

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from .config import RecommendConfig
-from .edges import EdgeTables, aggregate_edges
+from .edges import EDGE_KEY, EdgeTables, aggregate_edges
 from .evaluator import NAMESPACE_NAME_LABEL, Cluster, Endpoint, Namespace, Pod, Verdict, evaluate
 from .guardrails.model import Guardrails
 from .policy.model import Direction, Policy, PolicySet, Rule
@@ -590,22 +590,10 @@ def _one_rule(policy: Policy, direction: Direction, rule: Rule) -> Policy:
 # --------------------------------------------------------------------------- replay
 
 
-#: The columns that name an edge: its two endpoints, protocol and port.
-_EDGE_KEY: Final = (
-    "src_kind",
-    "src_namespace",
-    "src_id",
-    "dst_kind",
-    "dst_namespace",
-    "dst_id",
-    "protocol",
-    "dst_port",
-)
-
 
 def _key_rows(table: pa.Table) -> list[dict[str, Any]]:
     """The naming columns of every edge, as dicts."""
-    rows: list[dict[str, Any]] = table.select(list(_EDGE_KEY)).to_pylist()
+    rows: list[dict[str, Any]] = table.select(list(EDGE_KEY)).to_pylist()
     return rows
 
 
@@ -615,7 +603,7 @@ def _judge_table(
     """One query (or reason) per edge, and the edges' connection weights (at least 1)."""
     if table.num_rows == 0:
         return [], np.zeros(0, dtype=np.int64)
-    columns = (*_EDGE_KEY, "src_ips", "dst_ips")
+    columns = (*EDGE_KEY, "src_ips", "dst_ips")
     rows = table.select(list(columns)).to_pylist()
     weights = np.maximum(
         table["connections"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), 1

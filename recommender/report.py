@@ -17,7 +17,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from .config import RecommendConfig
-from .edges import EdgeTables
+from .edges import EDGE_KEY, EdgeTables
 from .policy.model import PolicySet
 from .synthesis import Findings
 
@@ -35,14 +35,7 @@ def _iso(value: Any) -> Any:
 
 def _rows(table: pa.Table, limit: int = _MAX_LISTED) -> list[dict[str, Any]]:
     keep = [
-        "src_kind",
-        "src_namespace",
-        "src_id",
-        "dst_kind",
-        "dst_namespace",
-        "dst_id",
-        "protocol",
-        "dst_port",
+        *EDGE_KEY,
         "connections",
         "first_seen",
         "last_seen",
