@@ -750,6 +750,12 @@ class HubbleReader(FlowReader):
         svc_ns = svc_name = l7_protocol = method = http_path = http_code = dns_query = None
         if icmp is not None:
             icmp_type, icmp_code = icmp.type, icmp.code
+            if not (0 <= icmp_type <= 255 and 0 <= icmp_code <= 255):
+                recent.pop(conn_key, None)
+                ledger.skip(
+                    file, line_no, "invalid-icmp", f"ICMP type {icmp_type} code {icmp_code}"
+                )
+                return
         if verdict == "denied" and f.drop_reason_desc:
             drop_reason = str(f.drop_reason_desc)
         if f.destination_names:
@@ -762,7 +768,7 @@ class HubbleReader(FlowReader):
                 l7_protocol = "http"
                 method = l7.http.method or None
                 http_path = (urlsplit(l7.http.url).path or None) if l7.http.url else None
-                http_code = l7.http.code or None
+                http_code = l7.http.code if 100 <= l7.http.code <= 999 else None
             elif l7.dns is not None:
                 l7_protocol, dns_query = "dns", l7.dns.query or None
             elif l7.kafka is not None:

@@ -390,3 +390,16 @@ def test_read_in_chunks_of_any_size(monkeypatch):
     assert msgspec.json.encode(sorted(map(str, table.to_pylist()))) == msgspec.json.encode(
         sorted(map(str, fast.to_pylist()))
     )
+
+
+@pytest.mark.parametrize("code", [-360648208249691027609, 2**70, 256, -1])
+def test_impossible_icmp_code_is_a_skip_on_both_paths(tmp_path: Path, monkeypatch, code: int):
+    """Found by test_generated_lines: an ICMP code beyond int16 reached the Arrow column and
+    raised OverflowError out of the reader."""
+    line = json.loads(json.dumps(_TEMPLATE))
+    line["flow"]["l4"] = {"ICMPv4": {"type": 8, "code": code}}
+    line["flow"]["is_reply"] = False
+    path = tmp_path / "icmp.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    ledger = assert_same(path, monkeypatch)
+    assert ledger["used"] == 0 and ledger["skipped"] == {"invalid-icmp": 1}
