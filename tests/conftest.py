@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,11 +24,19 @@ DATASETS = SHARED / "datasets"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 # Property tests check behaviour, not speed: no per-example deadline and no "too slow" health
-# check, so a loaded CI machine cannot fail them. Tests that set their own settings keep them.
+# check, so a loaded CI machine cannot fail them. Examples are derandomized, so the suite is the
+# same on every run (a CI run cannot fail on a case no earlier run saw); set
+# RECOMMENDER_HYPOTHESIS=explore to search new random examples locally.
 settings.register_profile(
-    "recommender", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "recommender",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
 )
-settings.load_profile("recommender")
+settings.register_profile(
+    "explore", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("RECOMMENDER_HYPOTHESIS", "recommender"))
 
 
 @pytest.fixture
