@@ -17,23 +17,13 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_ingest import ensure_data  # noqa: E402  (the shared, cached input generator)
-
-
-def _best(fn: Any, repeat: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
+from bench_ingest import best_of, ensure_data  # noqa: E402  (the shared, cached input generator)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,19 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     path, _ = ensure_data("parquet", args.rows, args.seed)
     table = pq.read_table(path)
     results: dict[str, Any] = {"rows": args.rows, "machine": platform.platform()}
-    results["aggregate_s"], tables = _best(lambda: aggregate_edges(table), args.repeat)
-    results["recommend_s"], rec = _best(lambda: recommend(table), args.repeat)
+    results["aggregate_s"], tables = best_of(lambda: aggregate_edges(table), args.repeat)
+    results["recommend_s"], rec = best_of(lambda: recommend(table), args.repeat)
     options = dialect_options(rec.config)
-    results["kubernetes_s"], k8s = _best(
+    results["kubernetes_s"], k8s = best_of(
         lambda: render_dialect(rec.policy_set, "kubernetes"), args.repeat
     )
-    results["enrich_s"], enriched = _best(
+    results["enrich_s"], enriched = best_of(
         lambda: enrich_policy_set(rec.policy_set, rec.tables, rec.findings.selectors), args.repeat
     )
-    results["calico_s"], calico = _best(
+    results["calico_s"], calico = best_of(
         lambda: render_dialect(enriched, "calico", options), args.repeat
     )
-    results["cilium_s"], cilium = _best(
+    results["cilium_s"], cilium = best_of(
         lambda: render_dialect(enriched, "cilium", options), args.repeat
     )
     results["edges"] = tables.edges.num_rows

@@ -15,25 +15,14 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_ingest import ensure_data  # noqa: E402  (the shared, cached input generator)
+from bench_ingest import best_of, ensure_data  # noqa: E402  (the shared, cached input generator)
 
 EXAMPLE = HERE.parent / "docs" / "examples" / "guardrails.yaml"
-
-
-def _best(fn: Any, repeat: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
 
 
 def main() -> None:
@@ -49,8 +38,8 @@ def main() -> None:
     path, _ = ensure_data("parquet", args.rows, args.seed)
     table = read_flows(path)
     guardrails = load_guardrails(EXAMPLE)
-    plain_s, plain = _best(lambda: recommend(table), args.repeat)
-    guarded_s, guarded = _best(lambda: recommend(table, guardrails=guardrails), args.repeat)
+    plain_s, plain = best_of(lambda: recommend(table), args.repeat)
+    guarded_s, guarded = best_of(lambda: recommend(table, guardrails=guardrails), args.repeat)
     result = {
         "rows": args.rows,
         "edges": plain.edges.num_rows,

@@ -55,6 +55,16 @@ DATA_VERSION = 2
 # ---------------------------------------------------------------------------------------------
 
 
+def best_of(fn: Any, repeat: int) -> tuple[float, Any]:
+    """The fastest of ``repeat`` calls of ``fn`` (seconds) and the last call's result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
 def data_path(fmt: str, rows: int, seed: int) -> Path:
     return DATA / f"{fmt}-{rows}-s{seed}-v{DATA_VERSION}.{EXTENSIONS[fmt]}"
 

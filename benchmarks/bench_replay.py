@@ -23,21 +23,11 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_ingest import ensure_data  # noqa: E402  (the shared, cached input generator)
-
-
-def _best(fn: Any, repeat: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
+from bench_ingest import best_of, ensure_data  # noqa: E402  (the shared, cached input generator)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recommended {len(policies)} policies in {time.perf_counter() - started:.2f} s")
 
     extra = {} if args.synthetic_limit is None else {"synthetic_limit": args.synthetic_limit}
-    agg_s, tables = _best(lambda: aggregate_edges(table), args.repeat)
-    replay_s, coverage = _best(lambda: replay(policies, table, **extra), args.repeat)
+    agg_s, tables = best_of(lambda: aggregate_edges(table), args.repeat)
+    replay_s, coverage = best_of(lambda: replay(policies, table, **extra), args.repeat)
     ratio = replay_s / agg_s
     print(f"aggregate_edges: {agg_s:8.3f} s  ({tables.edges.num_rows:,} edges)")
     print(
