@@ -129,6 +129,16 @@ def _guardrails_summary(section: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Options shared by the commands that read flows and aggregate them (`run`, `graph`).
+_Since = Annotated[
+    str | None, typer.Option(help="Use flows starting at or after this ISO 8601 time.")
+]
+_Until = Annotated[str | None, typer.Option(help="Use flows starting before this ISO 8601 time.")]
+_MinConnections = Annotated[
+    int | None, typer.Option(help="Leave out edges with fewer connections.")
+]
+
+
 def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
@@ -311,15 +321,9 @@ def run(
             "replaces the default list of system namespaces.",
         ),
     ] = None,
-    since: Annotated[
-        str | None, typer.Option(help="Use flows starting at or after this ISO 8601 time.")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Use flows starting before this ISO 8601 time.")
-    ] = None,
-    min_connections: Annotated[
-        int | None, typer.Option(help="Leave out edges with fewer connections.")
-    ] = None,
+    since: _Since = None,
+    until: _Until = None,
+    min_connections: _MinConnections = None,
     port_range_budget: Annotated[
         int | None, typer.Option(help="Unobserved ports a port range may add (0: no ranges).")
     ] = None,
@@ -617,15 +621,9 @@ def graph(
             "patterns). Unlike `run`, no namespace is left out by default.",
         ),
     ] = None,
-    since: Annotated[
-        str | None, typer.Option(help="Use flows starting at or after this ISO 8601 time.")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Use flows starting before this ISO 8601 time.")
-    ] = None,
-    min_connections: Annotated[
-        int | None, typer.Option(help="Leave out edges with fewer connections.")
-    ] = None,
+    since: _Since = None,
+    until: _Until = None,
+    min_connections: _MinConnections = None,
     external: Annotated[
         str,
         typer.Option(
