@@ -217,6 +217,7 @@ def measure(kind: str, fmt: str, path: str) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--format", fmt,
            "--path", path]
     env = dict(os.environ, PYTHONHASHSEED="0")
+    load_before = round(os.getloadavg()[0], 2)
     started = time.perf_counter()
     with tempfile.TemporaryFile() as errors:  # a file: Dask's logs could fill a pipe
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env, cwd=ROOT)
@@ -233,6 +234,11 @@ def measure(kind: str, fmt: str, path: str) -> dict[str, Any]:
         result = {"error": f"exit {proc.returncode}: {err.decode(errors='replace')[-600:]}"}
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     result["process_wall_s"] = round(wall, 2)
+    # CPU seconds (user + sys) of the whole process: less sensitive than wall time to other
+    # load on a shared machine; the load average is kept to say how shared it was.
+    result["process_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
+    result["loadavg_before"] = load_before
+    result["loadavg_after"] = round(os.getloadavg()[0], 2)
     return result
 
 
