@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
+from .. import _hubble_worker
 from ..errors import RecommenderError
 from ..ledger import IngestLedger
 from ..schema import FLOW_SCHEMA
@@ -145,7 +146,7 @@ class ParallelHubbleReader(FlowReader):
             for _ in range(self.workers):
                 requests, responses = ctx.Queue(), ctx.Queue(maxsize=4)
                 proc = ctx.Process(
-                    target=_worker,
+                    target=_hubble_worker.run,
                     args=(
                         len(self._procs),
                         self.workers,

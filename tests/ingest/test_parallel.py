@@ -86,3 +86,22 @@ def test_default_workers_by_size(tmp_path: Path):
     small = tmp_path / "small.json"
     small.write_text("{}")
     assert parallel.default_workers([small]) == 1
+
+
+def test_a_worker_reads_without_importing_pandas():
+    """A worker's interpreter marks pandas absent (pyarrow would import it, 0.5 s of every
+    parallel run, only to check that a list is not a pandas object): the reader gives the same
+    rows there, and pandas is never imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import recommender._hubble_worker\n"
+        "from recommender import read_flows\n"
+        f"table = read_flows({str(ROOT / 'sample_flows' / 'hubble.jsonl.gz')!r}, workers=1)\n"
+        "print(table.num_rows, 'pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rows = read_flows(ROOT / "sample_flows" / "hubble.jsonl.gz", workers=1).num_rows
+    assert out.stdout.split() == [str(rows), "False"]
