@@ -21,7 +21,6 @@ import contextlib
 import logging
 import multiprocessing as mp
 import queue
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -34,17 +33,11 @@ from ..ledger import IngestLedger
 from ..schema import FLOW_SCHEMA
 from ._base import FlowReader
 from ._common import DEFAULT_BATCH_ROWS
-from ._source import iter_line_chunks, read_head
-from .hubble import HubbleReader, scanner_available
-
-try:  # the compiled scanner's share(); the regular expression below otherwise
-    from . import _hubble_scan as _scan
-except ImportError:  # pragma: no cover - depends on the build
-    _scan = None  # type: ignore[assignment]
+from ._source import read_head
+from .hubble import HubbleReader, iter_share
 
 __all__ = ["ParallelHubbleReader", "default_workers"]
 
-_PORTS: Final = re.compile(rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)')
 #: Below this many bytes of Hubble input, starting workers costs more than it saves.
 PARALLEL_MIN_BYTES: Final = 64 << 20
 #: Seconds to wait for a worker to start (imports included) before reading in this process.
@@ -62,29 +55,6 @@ def default_workers(paths: list[Path]) -> int:
     return 2 if cores >= 2 and size >= PARALLEL_MIN_BYTES else 1
 
 
-def _share(lines: list[bytes], first: int, index: int, n: int) -> tuple[list[int], list[bytes]]:
-    """The lines (and their numbers) of worker ``index`` of ``n``, by the sum of the two ports:
-    the same for every event of a connection, replies included (their ports are swapped)."""
-    if _scan is not None and scanner_available():
-        return _scan.share(lines, first, index, n)  # the same, in C
-    return _share_python(lines, first, index, n)
-
-
-def _share_python(
-    lines: list[bytes], first: int, index: int, n: int
-) -> tuple[list[int], list[bytes]]:
-    """:func:`_share` without the compiled scanner."""
-    search = _PORTS.search
-    numbers: list[int] = []
-    mine: list[bytes] = []
-    for i, line in enumerate(lines):
-        match = search(line)
-        if ((int(match[1]) + int(match[2])) % n if match else 0) == index:
-            numbers.append(first + i)
-            mine.append(line)
-    return numbers, mine
-
-
 def _worker(index: int, n: int, requests: Any, responses: Any, batch_rows: int) -> None:
     """A worker process: an ordinary Hubble reader on its share of every file's lines."""
     reader = HubbleReader(IngestLedger(), batch_rows=batch_rows)
@@ -99,13 +69,12 @@ def _worker(index: int, n: int, requests: Any, responses: Any, batch_rows: int) 
         try:
             if message[0] == "file":
                 file = message[1]
-                for first, lines, error in iter_line_chunks(Path(file)):
-                    numbers, mine = _share(lines, first, index, n)
+                for first, numbers, mine, count, error in iter_share(Path(file), index, n):
                     for batch in reader._read_lines(file, numbers, mine):
                         put(batch)
                     if error and index == 0:
                         reader.ledger.read += 1
-                        reader.ledger.skip(file, first + len(lines), "truncated-file", error)
+                        reader.ledger.skip(file, first + count, "truncated-file", error)
                 put(reader.builder.flush())
             elif message[0] == "finish":
                 for batch in reader.finish():

@@ -4,7 +4,7 @@ Every input is read twice, with the scanner and with ``RECOMMENDER_NO_SCANNER=1`
 pure-Python path of the same reader), and the two tables and ledgers must be identical: on the
 real captures in ../shared, the sample, the fuzz corpus, hypothesis-generated and mutated lines,
 and hand-made malformed lines. The scanner's own reading of a line is checked against msgspec's,
-and its ``share`` (the parallel workers' split) against the regular expression it replaces.
+and its ``split_share`` (the parallel workers' split) against the regular expression it replaces.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recommender import IngestLedger, read_flows
-from recommender.ingest import hubble, parallel
+from recommender.ingest import hubble
 
 scan = pytest.importorskip(
     "recommender.ingest._hubble_scan", reason="the C scanner is not built (no C compiler?)"
@@ -348,16 +348,45 @@ _PORT_TEXT = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(_PORT_TEXT, max_size=12).map(b"".join), max_size=8), st.integers(1, 4))
 def test_share_matches_the_regular_expression(lines: list[bytes], n: int):
+    """split_share splits a block as readlines() does and deals the lines out as the
+    regular expression of hubble.share_lines does; an unfinished last line waits for the next
+    block unless the block is the last."""
+    lines = [line.replace(b"\n", b" ") + b"\n" for line in lines]
+    block = b"".join(lines)
     for index in range(n):
-        assert scan.share(lines, 5, index, n) == parallel._share_python(lines, 5, index, n)
+        numbers, mine = hubble.share_lines(lines, 5, index, n)
+        assert scan.split_share(block, 5, index, n, False) == (
+            numbers, mine, len(lines), len(block)
+        )
+        assert scan.split_share(block + b"{", 5, index, n, False)[2:] == (len(lines), len(block))
+        last = scan.split_share(block + b"{", 5, index, n, True)
+        assert last[2:] == (len(lines) + 1, len(block) + 1)
+        assert (len(lines) + 5 in last[0]) == (index == 0)
 
 
 def test_share_of_real_lines():
     lines = [line.encode() + b"\n" for line in fuzz.RECORDS["hubble"]]
     pattern = re.compile(rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)')
     assert any(pattern.search(line) for line in lines)
+    both = [hubble.share_lines(lines, 1, index, 2) for index in range(2)]
+    assert sorted(both[0][0] + both[1][0]) == list(range(1, len(lines) + 1))
     for index in range(2):
-        assert scan.share(lines, 1, index, 2) == parallel._share_python(lines, 1, index, 2)
+        numbers, mine, _, _ = scan.split_share(b"".join(lines), 1, index, 2, True)
+        assert (numbers, mine) == both[index]
+
+
+@given(st.lists(st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=3)), min_size=3,
+                         max_size=3), max_size=20))
+def test_columns_of_rows(rows: list[list[object]]):
+    """The batch builder's transposition in C gives zip(*rows), with None for a column of
+    only None."""
+    expected = [
+        None if all(v is None for v in col) else list(col) for col in zip(*rows, strict=True)
+    ]
+    assert scan.columns(rows, 3) == (expected if rows else [[], [], []])
+    assert scan.columns([tuple(r) for r in rows], 3) == scan.columns(rows, 3)
+    with pytest.raises(ValueError):
+        scan.columns([*rows, [1, 2]], 3)
 
 
 def test_scanner_rejects_wrong_arguments():
@@ -369,8 +398,10 @@ def test_scanner_rejects_wrong_arguments():
         scanner.fields(5)
     with pytest.raises(TypeError):
         scanner.run(0, [], 1)
+    with pytest.raises(TypeError):
+        scanner.run(0, {}, 1, [{}, {}])  # not the reader's context
     with pytest.raises(ValueError):
-        scan.share([], 1, 0, 0)
+        scan.split_share(b"", 1, 0, 0, True)
 
 
 def test_read_in_chunks_of_any_size(monkeypatch):
