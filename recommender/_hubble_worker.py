@@ -23,7 +23,7 @@ class _NoPandas:
 
 
 if "pandas" not in sys.modules:
-    sys.meta_path.insert(0, _NoPandas())  # type: ignore[arg-type]
+    sys.meta_path.insert(0, _NoPandas())
 
 
 def run(*args: Any) -> None:
