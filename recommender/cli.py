@@ -472,6 +472,10 @@ def run(
     profile: ProfileOpt = False,
 ) -> None:
     """Recommend least-privilege NetworkPolicies from flows (the default command)."""
+    if engine == "embedded" and holdout is None:
+        from .ingest.parallel import prestart
+
+        prestart(flows, format, workers)  # workers import while this process imports the rest
     from .config import RecommendConfig, coerce_options, load_config
     from .pipeline import recommend
 

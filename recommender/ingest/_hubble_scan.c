@@ -22,6 +22,9 @@
  * connections (see add_row).
  */
 #define PY_SSIZE_T_CLEAN
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
@@ -1311,13 +1314,9 @@ port_share(const char *s, Py_ssize_t len, long n)
     static const char mid[] = "\"destination_port\":";
     const Py_ssize_t hl = sizeof(head) - 1, ml = sizeof(mid) - 1;
     const char *end = s + len, *p = s;
-    while ((p = memchr(p, '"', end - p)) != NULL) {
+    while ((p = memmem(p, end - p, head, hl)) != NULL) {
         const char *q = p + hl;
         long a = 0, b = 0;
-        if (end - p < hl || memcmp(p, head, hl) != 0) {
-            p++;
-            continue;
-        }
         p++;
         while (q < end && is_re_space(*q))
             q++;
@@ -1347,23 +1346,45 @@ port_share(const char *s, Py_ssize_t len, long n)
 }
 
 PyDoc_STRVAR(split_share_doc,
-             "split_share(buffer, first, index, n, final) -> (numbers, lines, count, consumed)\n\n"
-             "Split ``buffer`` (decompressed bytes of a file) into lines ending in b'\\n' (the\n"
-             "text after the last one too when ``final``), numbered from ``first``, and keep\n"
-             "those of worker ``index`` of ``n`` as hubble.share_lines() does (all when n is 1):\n"
-             "their numbers and bytes, the count of lines split and the bytes consumed. Only\n"
-             "the lines kept become bytes objects.");
+             "split_share(rest, block, first, index, n, final) -> (numbers, lines, count, used)\n\n"
+             "Split ``rest + block`` (decompressed bytes of a file: the unfinished line of the\n"
+             "previous block, then the next block) into lines ending in b'\\n' (the text after\n"
+             "the last one too when ``final``), numbered from ``first``, and keep those of\n"
+             "worker ``index`` of ``n`` as hubble.share_lines() does (all when n is 1): their\n"
+             "numbers and bytes, the count of lines split and the bytes of ``block`` used (0\n"
+             "when no line ends in it: then nothing is used). Only the lines kept become bytes\n"
+             "objects, and ``rest + block`` is never built.");
+
+/* Append line ``number`` to the lists when it is worker index's. 0, or -1 on error. */
+static int
+keep_line(PyObject *numbers, PyObject *mine, const char *p, Py_ssize_t len, PyObject *line,
+          Py_ssize_t number, long index, long n)
+{
+    if (n != 1 && port_share(p, len, n) != index)
+        return 0;
+    PyObject *num = PyLong_FromSsize_t(number);
+    PyObject *owned = NULL;
+    if (num != NULL && line == NULL)
+        line = owned = PyBytes_FromStringAndSize(p, len);
+    int status = (num == NULL || line == NULL || PyList_Append(numbers, num) < 0 ||
+                  PyList_Append(mine, line) < 0)
+                     ? -1
+                     : 0;
+    Py_XDECREF(num);
+    Py_XDECREF(owned);
+    return status;
+}
 
 static PyObject *
 split_share(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    Py_buffer view;
+    Py_buffer rest, view;
     Py_ssize_t first;
     long index, n;
     int final;
-    if (!PyArg_ParseTuple(args, "y*nllp", &view, &first, &index, &n, &final))
+    if (!PyArg_ParseTuple(args, "y*y*nllp", &rest, &view, &first, &index, &n, &final))
         return NULL;
-    PyObject *numbers = NULL, *mine = NULL;
+    PyObject *numbers = NULL, *mine = NULL, *joined = NULL;
     if (n < 1 || n > (1L << 20)) {
         PyErr_SetString(PyExc_ValueError, "n must be between 1 and 2**20");
         goto error;
@@ -1374,29 +1395,41 @@ split_share(PyObject *Py_UNUSED(module), PyObject *args)
         goto error;
     const char *start = view.buf, *end = start + view.len, *p = start;
     Py_ssize_t count = 0;
+    if (rest.len > 0) {
+        /* The line that began in the previous block. */
+        const char *nl = memchr(p, '\n', end - p);
+        if (nl == NULL && !final)
+            goto done;
+        const char *stop = nl ? nl + 1 : end;
+        joined = PyBytes_FromStringAndSize(NULL, rest.len + (stop - p));
+        if (joined == NULL)
+            goto error;
+        memcpy(PyBytes_AS_STRING(joined), rest.buf, rest.len);
+        memcpy(PyBytes_AS_STRING(joined) + rest.len, p, stop - p);
+        if (keep_line(numbers, mine, PyBytes_AS_STRING(joined), PyBytes_GET_SIZE(joined),
+                      joined, first, index, n) < 0)
+            goto error;
+        count = 1;
+        p = stop;
+    }
     while (p < end) {
         const char *nl = memchr(p, '\n', end - p);
         if (nl == NULL && !final)
             break;
         const char *stop = nl ? nl + 1 : end;
-        if (n == 1 || port_share(p, stop - p, n) == index) {
-            PyObject *number = PyLong_FromSsize_t(first + count);
-            PyObject *line = number ? PyBytes_FromStringAndSize(p, stop - p) : NULL;
-            if (line == NULL || PyList_Append(numbers, number) < 0 ||
-                PyList_Append(mine, line) < 0) {
-                Py_XDECREF(number);
-                Py_XDECREF(line);
-                goto error;
-            }
-            Py_DECREF(number);
-            Py_DECREF(line);
-        }
+        if (keep_line(numbers, mine, p, stop - p, NULL, first + count, index, n) < 0)
+            goto error;
         count++;
         p = stop;
     }
+done:
+    Py_XDECREF(joined);
+    PyBuffer_Release(&rest);
     PyBuffer_Release(&view);
     return Py_BuildValue("NNnn", numbers, mine, count, (Py_ssize_t)(p - start));
 error:
+    Py_XDECREF(joined);
+    PyBuffer_Release(&rest);
     PyBuffer_Release(&view);
     Py_XDECREF(numbers);
     Py_XDECREF(mine);

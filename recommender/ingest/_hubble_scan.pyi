@@ -11,5 +11,5 @@ class Scanner:
 
 def columns(rows: list[Any], width: int) -> list[Any]: ...
 def split_share(
-    buffer: bytes, first: int, index: int, n: int, final: bool
+    rest: bytes, block: bytes, first: int, index: int, n: int, final: bool
 ) -> tuple[list[int], list[bytes], int, int]: ...

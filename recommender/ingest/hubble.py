@@ -355,9 +355,8 @@ def iter_share(
         if error is not None:
             yield line_no, [], [], 0, error
             return
-        buffer = rest + block if rest else block
-        numbers, mine, count, consumed = split(buffer, line_no, index, n, not block)
-        rest = buffer[consumed:]
+        numbers, mine, count, used = split(rest, block, line_no, index, n, not block)
+        rest = block[used:] if count else rest + block
         if count:
             yield line_no, numbers, mine, count, None
         line_no += count

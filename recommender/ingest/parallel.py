@@ -36,7 +36,7 @@ from ._common import DEFAULT_BATCH_ROWS
 from ._source import read_head
 from .hubble import HubbleReader, iter_share
 
-__all__ = ["ParallelHubbleReader", "default_workers"]
+__all__ = ["ParallelHubbleReader", "default_workers", "prestart", "take_prestarted"]
 
 #: Below this many bytes of Hubble input, starting workers costs more than it saves.
 PARALLEL_MIN_BYTES: Final = 64 << 20
@@ -101,11 +101,32 @@ class ParallelHubbleReader(FlowReader):
         self._requests: list[Any] = []
         self._responses: list[Any] = []
         self._failed = False
+        self._ready = False
         # JSON-array files are small: read in this process.
         self._local = HubbleReader(ledger, batch_rows=batch_rows)
 
     def _start(self) -> bool:
-        """Start the workers; False (and read in this process) when they cannot start."""
+        """Start the workers (unless :meth:`spawn` did) and wait until they are ready; False
+        (and read in this process) when they cannot start."""
+        if self._ready:
+            return True
+        if self._failed or not self.spawn():
+            return False
+        try:
+            for index in range(self.workers):
+                if self._get(index, _START_TIMEOUT)[0] != "end":
+                    raise RuntimeError("a Hubble worker did not answer")
+        except (OSError, RuntimeError, queue.Empty) as exc:
+            _log.warning("Hubble workers did not start (%s); reading in one process.", exc)
+            self.close()
+            self._failed = True
+            return False
+        self._ready = True
+        return True
+
+    def spawn(self) -> bool:
+        """Start the worker processes without waiting for them (their imports take about half
+        a second); False when they cannot start."""
         if self._procs:
             return True
         if self._failed:
@@ -131,10 +152,7 @@ class ParallelHubbleReader(FlowReader):
                 self._responses.append(responses)
             for requests in self._requests:
                 requests.put(("ping",))
-            for index in range(self.workers):
-                if self._get(index, _START_TIMEOUT)[0] != "end":
-                    raise RuntimeError("a Hubble worker did not answer")
-        except (OSError, RuntimeError, queue.Empty) as exc:
+        except (OSError, RuntimeError) as exc:
             _log.warning("Hubble workers did not start (%s); reading in one process.", exc)
             self.close()
             self._failed = True
@@ -207,3 +225,44 @@ class ParallelHubbleReader(FlowReader):
         self._procs.clear()
         self._requests.clear()
         self._responses.clear()
+        self._ready = False
+
+    def adopt(self, ledger: IngestLedger) -> None:
+        """Count into ``ledger`` from now on (a reader started by :func:`prestart`)."""
+        self.ledger = ledger
+        self._local.ledger = ledger
+
+
+#: Readers whose workers :func:`prestart` started, for the next read to take.
+_WARM: list[ParallelHubbleReader] = []
+
+
+def prestart(paths: Any, format: str | None = None, workers: int | None = None) -> None:
+    """Start the Hubble workers of a coming read of ``paths`` now, so that their start (about
+    half a second of imports) overlaps what the caller does meanwhile; the next
+    :class:`~recommender.ingest.FlowBatches` with as many workers takes them. Best effort:
+    nothing happens when the input is not large Hubble JSON or anything goes wrong."""
+    from ._detect import detect_format
+    from ._source import expand_paths_explicit
+
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    try:
+        files = [path for path, _ in expand_paths_explicit(paths)]
+        hubble = [p for p in files if (format or detect_format(p)) == "hubble"]
+    except (RecommenderError, OSError):
+        return
+    n = default_workers(hubble) if workers is None else max(int(workers), 1)
+    if n > 1 and hubble and not read_head(hubble[0], 4096).lstrip().startswith(b"["):
+        reader = ParallelHubbleReader(IngestLedger(), workers=n)
+        if reader.spawn():
+            _WARM.append(reader)
+
+
+def take_prestarted(workers: int, batch_rows: int) -> ParallelHubbleReader | None:
+    """A reader :func:`prestart` started with ``workers`` workers, or None."""
+    for reader in _WARM:
+        if reader.workers == workers and reader.builder.batch_rows == batch_rows:
+            _WARM.remove(reader)
+            return reader
+    return None

@@ -348,20 +348,25 @@ _PORT_TEXT = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(_PORT_TEXT, max_size=12).map(b"".join), max_size=8), st.integers(1, 4))
 def test_share_matches_the_regular_expression(lines: list[bytes], n: int):
-    """split_share splits a block as readlines() does and deals the lines out as the
-    regular expression of hubble.share_lines does; an unfinished last line waits for the next
-    block unless the block is the last."""
+    """split_share splits blocks as readlines() does, wherever a block ends, and deals the
+    lines out as the regular expression of hubble.share_lines does."""
     lines = [line.replace(b"\n", b" ") + b"\n" for line in lines]
-    block = b"".join(lines)
+    data = b"".join(lines) + b'{"last": 1}'  # the last line has no newline
+    everything = [*lines, b'{"last": 1}']
     for index in range(n):
-        numbers, mine = hubble.share_lines(lines, 5, index, n)
-        assert scan.split_share(block, 5, index, n, False) == (
-            numbers, mine, len(lines), len(block)
-        )
-        assert scan.split_share(block + b"{", 5, index, n, False)[2:] == (len(lines), len(block))
-        last = scan.split_share(block + b"{", 5, index, n, True)
-        assert last[2:] == (len(lines) + 1, len(block) + 1)
-        assert (len(lines) + 5 in last[0]) == (index == 0)
+        expected = hubble.share_lines(everything, 5, index, n)
+        for cut in sorted({0, 1, len(data) // 3, len(data) // 2, len(data) - 1, len(data)}):
+            got_numbers, got_lines, rest, first = [], [], b"", 5
+            for block in (data[:cut], data[cut:], b""):
+                numbers, mine, count, used = scan.split_share(
+                    rest, block, first, index, n, not block
+                )
+                rest = block[used:] if count else rest + block
+                got_numbers += numbers
+                got_lines += mine
+                first += count
+            assert (got_numbers, got_lines) == expected
+            assert first == 5 + len(everything) and rest == b""
 
 
 def test_share_of_real_lines():
@@ -371,7 +376,7 @@ def test_share_of_real_lines():
     both = [hubble.share_lines(lines, 1, index, 2) for index in range(2)]
     assert sorted(both[0][0] + both[1][0]) == list(range(1, len(lines) + 1))
     for index in range(2):
-        numbers, mine, _, _ = scan.split_share(b"".join(lines), 1, index, 2, True)
+        numbers, mine, _, _ = scan.split_share(b"", b"".join(lines), 1, index, 2, True)
         assert (numbers, mine) == both[index]
 
 
@@ -401,7 +406,7 @@ def test_scanner_rejects_wrong_arguments():
     with pytest.raises(TypeError):
         scanner.run(0, {}, 1, [{}, {}])  # not the reader's context
     with pytest.raises(ValueError):
-        scan.split_share(b"", 1, 0, 0, True)
+        scan.split_share(b"", b"", 1, 0, 0, True)
 
 
 def test_read_in_chunks_of_any_size(monkeypatch):

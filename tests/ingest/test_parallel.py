@@ -105,3 +105,21 @@ def test_a_worker_reads_without_importing_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     rows = read_flows(ROOT / "sample_flows" / "hubble.jsonl.gz", workers=1).num_rows
     assert out.stdout.split() == [str(rows), "False"]
+
+
+def test_prestarted_workers_are_taken_by_the_next_read():
+    """``recommend`` starts the workers before it imports the pipeline (their imports
+    overlap); the read that follows takes them and gives the same rows and ledger."""
+    path = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    parallel.prestart([path], workers=2)
+    assert len(parallel._WARM) == 1
+    warm = parallel._WARM[0]
+    ledger = IngestLedger()
+    table = read_flows(path, ledger=ledger, workers=2)
+    assert parallel._WARM == [] and not warm._procs  # taken, and stopped at the end
+    one = IngestLedger()
+    assert _sorted(table).equals(_sorted(read_flows(path, ledger=one, workers=1)))
+    assert (ledger.read, ledger.used, ledger.reply) == (one.read, one.used, one.reply)
+    parallel.prestart([path / "missing"], workers=2)  # best effort: nothing happens
+    parallel.prestart([ROOT / "sample_flows" / "flows.parquet"], workers=2)
+    assert parallel._WARM == []
