@@ -154,6 +154,26 @@ class BehaviourClustering(BehaviourCore, ClusterMixin, BaseEstimator):  # type: 
     ([0, 0, 0, 1], [0.75, 0.75, 0.25, 0.0])
     """
 
+    def fit(self, X: Any, y: Any = None, groups: Any = None) -> BehaviourClustering:
+        """Cluster the rows of ``X``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Non-negative workload x feature matrix (for example
+            ``communication_features(tables).matrix``).
+        y : None
+            Ignored.
+        groups : array-like of shape (n_samples,), optional
+            Block of each row; rows of different blocks never share a cluster (pass the
+            namespaces to keep clusters inside a namespace).
+
+        Returns
+        -------
+        self : BehaviourClustering
+        """
+        return super().fit(X, y, groups)
+
     # ------------------------------------------------------------------ explaining
 
     def explain(

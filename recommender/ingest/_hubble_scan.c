@@ -1506,7 +1506,65 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(unique_objects_doc,
+             "unique_objects(values) -> (uniques, positions)\n\n"
+             "The distinct objects of a list (by identity, in order of first appearance) and,\n"
+             "as bytes of native int32, the position of each value among them: label maps of\n"
+             "one endpoint repeat as the same object, and are converted to Arrow once.");
+
+static PyObject *
+unique_objects(PyObject *Py_UNUSED(module), PyObject *values)
+{
+    if (!PyList_Check(values)) {
+        PyErr_SetString(PyExc_TypeError, "values must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (n > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many values");
+        return NULL;
+    }
+    Py_ssize_t cap = 16;
+    while (cap < 2 * n)
+        cap <<= 1;
+    PyObject **keys = PyMem_Calloc(cap, sizeof(PyObject *));
+    int32_t *slots = PyMem_Malloc(cap * sizeof(int32_t));
+    PyObject *uniques = PyList_New(0);
+    PyObject *positions = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int32_t));
+    if (keys == NULL || slots == NULL || uniques == NULL || positions == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(slots);
+        Py_XDECREF(uniques);
+        Py_XDECREF(positions);
+        return PyErr_NoMemory();
+    }
+    int32_t *out = (int32_t *)PyBytes_AS_STRING(positions);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        size_t h = ((uintptr_t)v >> 4) * 0x9E3779B97F4A7C15ull;
+        Py_ssize_t at = (Py_ssize_t)(h & (cap - 1));
+        while (keys[at] != NULL && keys[at] != v)
+            at = (at + 1) & (cap - 1);
+        if (keys[at] == NULL) {
+            keys[at] = v;
+            slots[at] = (int32_t)PyList_GET_SIZE(uniques);
+            if (PyList_Append(uniques, v) < 0) {
+                PyMem_Free(keys);
+                PyMem_Free(slots);
+                Py_DECREF(uniques);
+                Py_DECREF(positions);
+                return NULL;
+            }
+        }
+        out[i] = slots[at];
+    }
+    PyMem_Free(keys);
+    PyMem_Free(slots);
+    return Py_BuildValue("NN", uniques, positions);
+}
+
 static PyMethodDef module_methods[] = {
+    {"unique_objects", unique_objects, METH_O, unique_objects_doc},
     {"columns", columns, METH_VARARGS, columns_doc},
     {"split_share", split_share, METH_VARARGS, split_share_doc},
     {NULL, NULL, 0, NULL},

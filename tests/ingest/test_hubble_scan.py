@@ -380,6 +380,19 @@ def test_share_of_real_lines():
         assert (numbers, mine) == both[index]
 
 
+@given(st.lists(st.integers(0, 5), max_size=40))
+def test_unique_objects_by_identity(picks: list[int]):
+    """unique_objects finds the distinct objects by identity (equal but distinct dicts stay
+    apart), in order of first appearance, with each value's position."""
+    pool = [{"app": "a"}, {"app": "a"}, {"app": "b"}, None, "x", ("t",)]
+    values = [pool[i] for i in picks]
+    uniques, positions = scan.unique_objects(values)
+    order = list(dict.fromkeys(picks))
+    assert [id(u) for u in uniques] == [id(pool[i]) for i in order]
+    at = pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(positions)])
+    assert at.to_pylist() == [order.index(i) for i in picks]
+
+
 @given(st.lists(st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=3)), min_size=3,
                          max_size=3), max_size=20))
 def test_columns_of_rows(rows: list[list[object]]):
