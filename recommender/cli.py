@@ -7,12 +7,13 @@ errors to exit codes: 0 success, 1 a finding that should fail a pipeline (see ea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -1103,4 +1104,22 @@ if __name__ == "__main__":  # pragma: no cover
 
 def _console() -> None:
     """The console-script wrapper: exit with :func:`main`'s status."""
-    sys.exit(main())
+    exit_now(main())
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` once stdout and stderr are flushed and the exit handlers
+    (:mod:`atexit`: multiprocessing, logging, temporary files) have run, without the
+    interpreter's teardown: freeing every module and object of a large run takes 0.3-0.5 s and
+    changes nothing a user sees (every file the command writes is closed before it returns).
+    For the ``recommend`` command only, never for a library caller."""
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
