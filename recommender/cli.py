@@ -1061,6 +1061,38 @@ def _names_job_file(args: list[str]) -> bool:
     return isinstance(data, dict) and "job" in data
 
 
+def _prestart_workers(args: list[str]) -> None:
+    """Start the Hubble reader's worker processes before the command line is parsed and the
+    pipeline imported (about a second), when the files named look like a large Hubble input:
+    the workers' own start-up then overlaps it. A guess from the raw arguments (existing
+    files; ``--workers``, ``--format`` and ``--engine`` honoured); the read takes the workers
+    only when its own choice agrees, else they stop unused at exit."""
+    values: dict[str, str] = {}
+    files: list[str] = []
+    wanted = ("--workers", "--format", "-f", "--engine")
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in wanted:
+            if not eq and i + 1 < len(args):
+                value = args[i + 1]
+                i += 1
+            values[name] = value
+        elif not arg.startswith("-") and os.path.isfile(arg):
+            files.append(arg)
+        i += 1
+    if not files or values.get("--engine", "embedded") != "embedded":
+        return
+    try:
+        workers = int(values["--workers"]) if "--workers" in values else None
+    except ValueError:
+        return
+    from .ingest.parallel import prestart
+
+    prestart(files, values.get("--format") or values.get("-f"), workers)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recommend`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -1070,6 +1102,8 @@ def main(argv: list[str] | None = None) -> int:
         # `recommend FLOWS...` (options first or not) is `recommend run`; `recommend --config
         # FILE` with a job file (a `job:` section) is `recommend job --config FILE`.
         args.insert(0, "job" if _names_job_file(args) else "run")
+    if args[0] == "run":
+        _prestart_workers(args[1:])
     try:
         app(args=args, prog_name="recommend", standalone_mode=False)
     except RecommenderError as exc:

@@ -245,6 +245,8 @@ def prestart(paths: Any, format: str | None = None, workers: int | None = None) 
     from ._detect import detect_format
     from ._source import expand_paths_explicit
 
+    if _WARM:
+        return  # already started (the command line starts them as early as it can)
     if isinstance(paths, str | Path):
         paths = [paths]
     try:

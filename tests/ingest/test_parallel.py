@@ -123,3 +123,28 @@ def test_prestarted_workers_are_taken_by_the_next_read():
     parallel.prestart([path / "missing"], workers=2)  # best effort: nothing happens
     parallel.prestart([ROOT / "sample_flows" / "flows.parquet"], workers=2)
     assert parallel._WARM == []
+
+
+def test_the_command_line_starts_workers_before_parsing(tmp_path: Path, monkeypatch):
+    """`recommend FILE --workers 2` starts the workers from the raw arguments (before Typer
+    and the pipeline load), and the run takes them: the output is that of one process."""
+    from recommender import cli
+
+    path = str(ROOT / "sample_flows" / "hubble.jsonl.gz")
+    started: list[tuple] = []
+    original = parallel.prestart
+
+    def spy(*args):
+        started.append(args)
+        original(*args)
+
+    monkeypatch.setattr(parallel, "prestart", spy)
+    cli._prestart_workers(["-o", str(tmp_path / "x"), "--engine", "dask", path])
+    cli._prestart_workers([path, "--workers=1"])
+    assert parallel._WARM == []
+    assert cli.main([path, "-o", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert started[-2:] == [([path], None, 2), ([path], None, 2)]  # main's, then run's (no-op)
+    assert parallel._WARM == []
+    assert cli.main([path, "-o", str(tmp_path / "one"), "--workers", "1"]) == 0
+    for name in ("report.json", "report.md"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
