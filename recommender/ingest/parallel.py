@@ -102,6 +102,7 @@ class ParallelHubbleReader(FlowReader):
         self._responses: list[Any] = []
         self._failed = False
         self._ready = False
+        self._sent: str | None = None
         # JSON-array files are small: read in this process.
         self._local = HubbleReader(ledger, batch_rows=batch_rows)
 
@@ -198,12 +199,22 @@ class ParallelHubbleReader(FlowReader):
                     raise RuntimeError(f"a Hubble worker failed: {response[1]!r}")
 
     def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+        if self._sent is not None and self._sent != str(path):
+            self.close()  # prestarted for another file: start afresh
         if read_head(path, 4096).lstrip().startswith(b"[") or not self._start():
             yield from self._local.read(path)
             return
+        if self._sent is None:
+            self.send(path)
+        self._sent = None
+        yield from self._gather()
+
+    def send(self, path: Path) -> None:
+        """Ask the workers to read ``path`` now; its batches wait (at most 4 per worker) for
+        the :meth:`read` of the same path, which then sends nothing."""
         for requests in self._requests:
             requests.put(("file", str(path)))
-        yield from self._gather()
+        self._sent = str(path)
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         yield from self._local.finish()
@@ -226,6 +237,7 @@ class ParallelHubbleReader(FlowReader):
         self._requests.clear()
         self._responses.clear()
         self._ready = False
+        self._sent = None
 
     def adopt(self, ledger: IngestLedger) -> None:
         """Count into ``ledger`` from now on (a reader started by :func:`prestart`)."""
@@ -241,7 +253,8 @@ def prestart(paths: Any, format: str | None = None, workers: int | None = None) 
     """Start the Hubble workers of a coming read of ``paths`` now, so that their start (about
     half a second of imports) overlaps what the caller does meanwhile; the next
     :class:`~recommender.ingest.FlowBatches` with as many workers takes them. Best effort:
-    nothing happens when the input is not large Hubble JSON or anything goes wrong."""
+    nothing happens when the input is not large Hubble JSON or anything goes wrong. The workers
+    start reading the first Hubble file at once; its batches wait for the read."""
     from ._detect import detect_format
     from ._source import expand_paths_explicit
 
@@ -258,6 +271,7 @@ def prestart(paths: Any, format: str | None = None, workers: int | None = None) 
     if n > 1 and hubble and not read_head(hubble[0], 4096).lstrip().startswith(b"["):
         reader = ParallelHubbleReader(IngestLedger(), workers=n)
         if reader.spawn():
+            reader.send(hubble[0])  # each worker starts on it as soon as it has started
             _WARM.append(reader)
 
 

@@ -148,3 +148,18 @@ def test_the_command_line_starts_workers_before_parsing(tmp_path: Path, monkeypa
     assert cli.main([path, "-o", str(tmp_path / "one"), "--workers", "1"]) == 0
     for name in ("report.json", "report.md"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_prestarted_for_another_file_starts_afresh(tmp_path: Path):
+    """Workers prestarted (and already reading) one file, then asked for another, are
+    replaced: the rows are those of the file asked for."""
+    import shutil
+
+    sample = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    other = tmp_path / "other.jsonl.gz"
+    shutil.copy(sample, other)
+    parallel.prestart([sample], workers=2)
+    table = read_flows(other, workers=2)
+    assert parallel._WARM == []
+    assert set(table.column("source_file").to_pylist()) == {str(other)}
+    assert _sorted(table).equals(_sorted(read_flows(other, workers=1)))
