@@ -52,6 +52,7 @@ typedef struct {
     uint8_t has_flow_time, has_line_time;
     uint8_t overriding; /* verdict is DROPPED, AUDIT or a number: Python decides */
     uint8_t forwarded;  /* verdict is "FORWARDED" */
+    uint8_t l7_response; /* l7.type is "RESPONSE" or 2 */
     uint8_t has_svc;    /* destination_service is an object */
     uint8_t dir_kind, point_kind; /* 0 absent, 1 string (span), 2 integer (value) */
     long long dir_int, point_int;
@@ -111,6 +112,7 @@ enum slot {
     S_SVC,
     S_SVC_NAME,
     S_SVC_NS,
+    S_L7_TYPE,
 };
 
 struct schema;
@@ -198,7 +200,7 @@ static const field_t dns_fields[] = {
 };
 static const schema_t dns_schema = {1, dns_fields};
 static const field_t l7_fields[] = {
-    F("type", K_STR_INT, S_NONE, NULL),
+    F("type", K_STR_INT, S_L7_TYPE, NULL),
     F("http", K_OPT_OBJ, S_NONE, &http_schema),
     F("dns", K_OPT_OBJ, S_NONE, &dns_schema),
     F("kafka", K_OPT_DICT, S_NONE, NULL),
@@ -530,6 +532,9 @@ store_int(ctx_t *c, enum slot slot, long long v)
         r->point_kind = 2;
         r->point_int = v;
         break;
+    case S_L7_TYPE:
+        r->l7_response = v == 2;
+        break;
     default:
         break;
     }
@@ -591,6 +596,8 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
                 r->point_kind = 1;
                 r->point = s;
             }
+            else if (f->slot == S_L7_TYPE)
+                r->l7_response = s.n == 8 && memcmp(s.p, "RESPONSE", 8) == 0;
             return p;
         }
         /* an integer */
@@ -1152,7 +1159,23 @@ Scanner_run(Scanner *self, PyObject *args)
     int release = 0;
     for (i = start < 0 ? 0 : start; i < self->n; i++) {
         rec_t *r = &self->recs[i];
-        if (r->unsure || !r->has_flow || r->is_reply < 0 || r->has_l7)
+        if (r->unsure || !r->has_flow)
+            break;
+        if (r->has_l7) {
+            /* HubbleReader._add: an L7 event of a reply (is_reply, or an L7 RESPONSE) is a
+             * reply once time, addresses, protocol and ports are valid. */
+            long long sp = r->has_tcp ? r->tcp_sport : r->udp_sport;
+            long long dp = r->has_tcp ? r->tcp_dport : r->udp_dport;
+            if ((r->has_flow_time || r->has_line_time) && r->has_ip && r->src.n && r->dst.n &&
+                r->has_l4 && (r->has_tcp || r->has_udp) && sp >= 0 && sp <= 65535 &&
+                dp >= 0 && dp <= 65535 &&
+                (r->is_reply == 1 || (r->is_reply == 0 && r->l7_response))) {
+                replies++;
+                continue;
+            }
+            break;
+        }
+        if (r->is_reply < 0)
             break;
         if (r->is_reply) {
             replies++;

@@ -138,6 +138,20 @@ def _event(rng: random.Random) -> dict[str, Any]:
         )
     if rng.random() < 0.2:
         line["time"] = flow.pop("time")
+    # The fields the scanner copies into the rows it adds itself.
+    for key, options in (
+        ("traffic_direction", ["INGRESS", "EGRESS", 1, 2, 0, "TRAFFIC_DIRECTION_UNKNOWN"]),
+        ("trace_observation_point", ["TO_ENDPOINT", "", 101, "TO_STACK"]),
+        ("node_name", ["", "node-1", "node-2"]),
+        ("destination_service", [None, {}, {"name": "web"}, {"name": "web", "namespace": "b"}]),
+        ("destination_names", [[], ["api.example.com"]]),
+    ):
+        if rng.random() < 0.5:
+            flow[key] = rng.choice(options)
+    if rng.random() < 0.3:
+        line["node_name"] = rng.choice(["", "node-3"])
+    if rng.random() < 0.05 and isinstance(flow.get("l7"), dict):
+        flow["l7"]["type"] = rng.choice([1, 2])
     return line
 
 
