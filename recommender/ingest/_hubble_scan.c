@@ -1529,6 +1529,66 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(release_doc,
+             "release(pending, rows, cutoff, max_pending) -> None\n\n"
+             "HubbleReader._release: move the rows waiting in the OrderedDict ``pending``\n"
+             "(oldest first) to the list ``rows`` while their time (row[0]) is before\n"
+             "``cutoff`` or more than ``max_pending`` wait; all of them when cutoff is None.");
+
+static PyObject *
+release(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *pending, *rows, *cutoff_obj;
+    Py_ssize_t max_pending;
+    if (!PyArg_ParseTuple(args, "O!O!On", &PyDict_Type, &pending, &PyList_Type, &rows,
+                          &cutoff_obj, &max_pending))
+        return NULL;
+    int all = cutoff_obj == Py_None;
+    long long cutoff = all ? 0 : PyLong_AsLongLong(cutoff_obj);
+    if (cutoff == -1 && PyErr_Occurred())
+        return NULL;
+    for (;;) {
+        Py_ssize_t size = PyObject_Size(pending);
+        if (size < 0)
+            return NULL;
+        if (size == 0)
+            break;
+        PyObject *it = PyObject_GetIter(pending);
+        if (it == NULL)
+            return NULL;
+        PyObject *key = PyIter_Next(it);
+        Py_DECREF(it);
+        if (key == NULL)
+            return PyErr_Occurred() ? NULL : (Py_INCREF(Py_None), Py_None);
+        PyObject *row = PyObject_GetItem(pending, key);
+        if (row == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        if (!all && size <= max_pending) {
+            PyObject *first = PySequence_GetItem(row, 0);
+            long long when = first ? PyLong_AsLongLong(first) : -1;
+            Py_XDECREF(first);
+            if (when == -1 && PyErr_Occurred()) {
+                Py_DECREF(key);
+                Py_DECREF(row);
+                return NULL;
+            }
+            if (when >= cutoff) {
+                Py_DECREF(key);
+                Py_DECREF(row);
+                break;
+            }
+        }
+        int failed = PyObject_DelItem(pending, key) < 0 || PyList_Append(rows, row) < 0;
+        Py_DECREF(key);
+        Py_DECREF(row);
+        if (failed)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(unique_objects_doc,
              "unique_objects(values) -> (uniques, positions)\n\n"
              "The distinct objects of a list (by identity, in order of first appearance) and,\n"
@@ -1588,6 +1648,7 @@ unique_objects(PyObject *Py_UNUSED(module), PyObject *values)
 
 static PyMethodDef module_methods[] = {
     {"unique_objects", unique_objects, METH_O, unique_objects_doc},
+    {"release", release, METH_VARARGS, release_doc},
     {"columns", columns, METH_VARARGS, columns_doc},
     {"split_share", split_share, METH_VARARGS, split_share_doc},
     {NULL, NULL, 0, NULL},

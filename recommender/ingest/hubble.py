@@ -431,6 +431,9 @@ class HubbleReader(FlowReader):
 
     def _release(self, cutoff: int | None) -> None:
         """Move waiting rows older than ``cutoff`` (all when None) to the batch builder."""
+        if self._scanner is not None and _scan is not None:
+            _scan.release(self._pending, self.builder.rows, cutoff, self.max_pending)
+            return
         pending = self._pending
         while pending:
             key, row = next(iter(pending.items()))
