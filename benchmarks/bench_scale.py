@@ -1,8 +1,8 @@
 """Scale: ingest and end to end at 1M-100M rows against the decode floor, with peak memory;
 and synthesis plus rendering of a 10k-workload, 100k-edge graph.
 
-    python benchmarks/bench_scale.py --rows 1000000,20000000 --formats parquet \\
-        --out benchmarks/results/scale.json
+    python benchmarks/bench_scale.py --rows 1000000,20000000,100000000 --formats parquet \\
+        --kinds floor,e2e --out benchmarks/results/scale-parquet-bulk.json
     python benchmarks/bench_scale.py --rows 1000000 --formats calico --out ...
     python benchmarks/bench_scale.py --synthesis 10000,100000 --rows 0 --out ...
 
@@ -15,8 +15,11 @@ For every (format, rows), in separate subprocesses (each peak RSS its own, from 
   written, with ``Recommendation.timings`` (seconds per stage) kept in the results; with
   ``--dask`` also ``engine="dask"`` on a local cluster of one worker per core.
 
-Inputs come from :mod:`recommender.samples` with fixed seeds, cached in ``benchmarks/data/``
-(``bench_ingest.py`` generates them the same way; see ``benchmarks/README.md``).
+Parquet inputs come from :func:`recommender.bulk_samples.write_bulk_parquet` (vectorised, about
+6 s per million rows; ``--generator samples``: :mod:`recommender.samples`, one object per
+connection, as ``bench_ingest.py``), JSON inputs from :mod:`recommender.samples`; fixed seeds,
+cached in ``benchmarks/data/`` (see ``benchmarks/README.md``). ``--generate-only`` only makes
+the inputs.
 
 ``--synthesis W,E`` builds a canonical flow table of exactly E distinct edges between W
 workloads (vectorised, seeded), aggregates it, and times :func:`recommender.synthesize` and
@@ -40,6 +43,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from bench_ingest import (  # noqa: E402  (a sibling script, not a package)
+    DATA,
     EXTENSIONS,
     child_floor,
     child_ingest,
@@ -47,6 +51,28 @@ from bench_ingest import (  # noqa: E402  (a sibling script, not a package)
     input_records,
     machine,
 )
+
+#: Bump when :mod:`recommender.bulk_samples` output changes, so that cached inputs are rebuilt.
+BULK_VERSION = 1
+
+
+def ensure_bulk_parquet(rows: int, seed: int) -> tuple[Path, float | None]:
+    """The canonical Parquet input from :func:`recommender.bulk_samples.write_bulk_parquet`,
+    generated unless cached; returns (path, seconds spent)."""
+    from recommender.bulk_samples import write_bulk_parquet
+
+    path = DATA / f"parquet-bulk-{rows}-s{seed}-v{BULK_VERSION}.parquet"
+    done = path.with_name(path.name + ".done")
+    if path.exists() and done.exists():
+        return path, None
+    tmp = path.with_name(path.name + ".part")
+    started = time.perf_counter()
+    records = write_bulk_parquet(tmp, rows, seed=seed, source=f"bench-bulk:{rows}:seed={seed}")
+    tmp.rename(path)
+    seconds = time.perf_counter() - started
+    done.write_text(json.dumps({"records": records, "connections": rows, "seed": seed,
+                                "generator": "bulk", "seconds": round(seconds, 2)}))
+    return path, seconds
 
 # ---------------------------------------------------------------------------------------------
 # children
@@ -191,6 +217,7 @@ def measure(kind: str, fmt: str, path: str) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--format", fmt,
            "--path", path]
     env = dict(os.environ, PYTHONHASHSEED="0")
+    load_before = round(os.getloadavg()[0], 2)
     started = time.perf_counter()
     with tempfile.TemporaryFile() as errors:  # a file: Dask's logs could fill a pipe
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env, cwd=ROOT)
@@ -207,6 +234,11 @@ def measure(kind: str, fmt: str, path: str) -> dict[str, Any]:
         result = {"error": f"exit {proc.returncode}: {err.decode(errors='replace')[-600:]}"}
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     result["process_wall_s"] = round(wall, 2)
+    # CPU seconds (user + sys) of the whole process: less sensitive than wall time to other
+    # load on a shared machine; the load average is kept to say how shared it was.
+    result["process_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
+    result["loadavg_before"] = load_before
+    result["loadavg_after"] = round(os.getloadavg()[0], 2)
     return result
 
 
@@ -230,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", default="parquet",
                         help=f"comma-separated, of {', '.join(EXTENSIONS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generator", choices=("bulk", "samples"), default="bulk",
+                        help="Parquet inputs: recommender.bulk_samples (vectorised, default) or "
+                             "recommender.samples (one object per connection, slow)")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="generate (or find) the inputs, measure nothing")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the fastest counts")
     parser.add_argument("--kinds", default="floor,ingest,e2e",
                         help="which measurements: floor, ingest, e2e (comma-separated)")
@@ -246,19 +283,27 @@ def main(argv: list[str] | None = None) -> int:
         return run_child(args)
 
     rows_list = [int(r) for r in args.rows.split(",") if int(r) > 0]
+    if args.generate_only:
+        args.synthesis = None
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     results: list[dict[str, Any]] = []
     for rows in rows_list:
         for fmt in formats:
-            path, gen_seconds = ensure_data(fmt, rows, args.seed)
+            if fmt == "parquet" and args.generator == "bulk":
+                path, gen_seconds = ensure_bulk_parquet(rows, args.seed)
+            else:
+                path, gen_seconds = ensure_data(fmt, rows, args.seed)
             if gen_seconds is not None:
                 print(f"generated {path.name} in {gen_seconds:.1f} s", file=sys.stderr)
+            if args.generate_only:
+                continue
             entry: dict[str, Any] = {
                 "format": fmt,
                 "connections": rows,
                 "input": str(path.relative_to(ROOT)),
                 "input_bytes": path.stat().st_size,
                 "input_records": input_records(path),
+                "generator": args.generator if fmt == "parquet" else "samples",
             }
             kinds = [k for k in args.kinds.split(",") if k] + (["e2e-dask"] if args.dask else [])
             for kind in kinds:
