@@ -150,23 +150,8 @@ class BehaviourCore:
     # ------------------------------------------------------------------ fitting
 
     def fit(self, X: Any, y: Any = None, groups: Any = None) -> Self:
-        """Cluster the rows of ``X``.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Non-negative workload x feature matrix (for example
-            ``communication_features(tables).matrix``).
-        y : None
-            Ignored.
-        groups : array-like of shape (n_samples,), optional
-            Block of each row; rows of different blocks never share a cluster (pass the
-            namespaces to keep clusters inside a namespace).
-
-        Returns
-        -------
-        self : BehaviourClustering
-        """
+        """Cluster the rows of ``X`` (parameters: :meth:`BehaviourClustering.fit
+        <recommender.clustering.BehaviourClustering.fit>`)."""
         radius = self._check_params()
         X = _as_csr(X)
         n = X.shape[0]
