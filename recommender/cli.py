@@ -1103,7 +1103,8 @@ def main(argv: list[str] | None = None) -> int:
         # FILE` with a job file (a `job:` section) is `recommend job --config FILE`.
         args.insert(0, "job" if _names_job_file(args) else "run")
     if args[0] == "run":
-        _prestart_workers(args[1:])
+        with contextlib.suppress(Exception):  # an optimisation only: `run` reports problems
+            _prestart_workers(args[1:])
     try:
         app(args=args, prog_name="recommend", standalone_mode=False)
     except RecommenderError as exc:

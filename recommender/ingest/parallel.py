@@ -265,14 +265,16 @@ def prestart(paths: Any, format: str | None = None, workers: int | None = None) 
     try:
         files = [path for path, _ in expand_paths_explicit(paths)]
         hubble = [p for p in files if (format or detect_format(p)) == "hubble"]
-    except (RecommenderError, OSError):
+        n = default_workers(hubble) if workers is None else max(int(workers), 1)
+        if n < 2 or not hubble or read_head(hubble[0], 4096).lstrip().startswith(b"["):
+            return
+    except Exception as exc:  # a hint only: the read itself reports any real problem
+        _log.debug("not prestarting Hubble workers: %s", exc)
         return
-    n = default_workers(hubble) if workers is None else max(int(workers), 1)
-    if n > 1 and hubble and not read_head(hubble[0], 4096).lstrip().startswith(b"["):
-        reader = ParallelHubbleReader(IngestLedger(), workers=n)
-        if reader.spawn():
-            reader.send(hubble[0])  # each worker starts on it as soon as it has started
-            _WARM.append(reader)
+    reader = ParallelHubbleReader(IngestLedger(), workers=n)
+    if reader.spawn():
+        reader.send(hubble[0])  # each worker starts on it as soon as it has started
+        _WARM.append(reader)
 
 
 def take_prestarted(workers: int, batch_rows: int) -> ParallelHubbleReader | None:
