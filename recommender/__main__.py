@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from .cli import main
+from .cli import exit_now, main
 
 if __name__ == "__main__":  # not when a worker process imports the main module
-    sys.exit(main())
+    exit_now(main())

@@ -346,13 +346,13 @@ def _cluster_outliers(
     ]
     if not rare:
         return {}  # nothing to flag: spare the clustering
-    from .clustering import BehaviourClustering
+    from .clustering_core import BehaviourCore
     from .clustering_features import communication_features
 
     features = communication_features(tables)
     if features.matrix.shape[0] < config.outlier_min_cluster:
         return {}
-    model = BehaviourClustering(distance_threshold=config.cluster_distance, random_state=0)
+    model = BehaviourCore(distance_threshold=config.cluster_distance, random_state=0)
     model.fit(features.matrix, groups=features.namespaces)
     sizes = model.cluster_sizes_
     cluster_of = {

@@ -132,12 +132,12 @@ def granularity_report(
     config = config or RecommendConfig()
     policies = findings.workload_policies
     if clusters is None and tables is not None and policies:
-        from .clustering import BehaviourClustering
+        from .clustering_core import BehaviourCore
         from .clustering_features import communication_features
 
         features = communication_features(tables)
         if features.workloads:
-            model = BehaviourClustering(distance_threshold=config.cluster_distance, random_state=0)
+            model = BehaviourCore(distance_threshold=config.cluster_distance, random_state=0)
             labels = model.fit(features.matrix, groups=features.namespaces).labels_
             clusters = dict(zip(features.workloads, labels.tolist(), strict=True))
     clusters = clusters or {}

@@ -36,6 +36,41 @@ if TYPE_CHECKING:
 
 __all__ = ["Recommendation", "recommend"]
 
+#: What the stages after the read import (about a second: SciPy, networkx, the report's parts).
+_LATER_MODULES = (
+    "scipy.sparse",
+    "scipy.sparse.csgraph",
+    "scipy.cluster.hierarchy",
+    "scipy.spatial.distance",
+    "networkx",
+    "recommender.anomaly",
+    "recommender.clustering_core",
+    "recommender.clustering_features",
+    "recommender.granularity",
+    "recommender.segments",
+    "recommender.graph",
+    "recommender.graph_svg",
+    "recommender.replay",
+    "recommender.report_html",
+)
+
+
+def _import_later_stages() -> None:
+    """Import :data:`_LATER_MODULES` on a background thread, while the read of a parallel
+    Hubble input keeps this process waiting on its workers (imports are thread-safe; a stage
+    that needs a module first waits for it). Nothing changes but when the time is spent."""
+    import importlib
+    import threading
+
+    def run() -> None:
+        for name in _LATER_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:
+                return
+
+    threading.Thread(target=run, name="recommender-imports", daemon=True).start()
+
 PathLike = str | os.PathLike[str]
 
 
@@ -397,6 +432,8 @@ def recommend(
                 holdout_input = spill
         else:
             batches = iter_flow_batches(flows, format, workers=workers)
+            if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
+                _import_later_stages()  # while this process mostly waits for its workers
             source: Iterable[pa.RecordBatch] = batches
             holdout_input = Path()
             if validate:

@@ -536,12 +536,12 @@ def _compact(
 
     clusters = None
     if config.compaction_budget > 0:
-        from .clustering import BehaviourClustering
+        from .clustering_core import BehaviourCore
         from .clustering_features import communication_features
 
         features = communication_features(tables)
         if features.workloads:
-            model = BehaviourClustering(distance_threshold=config.cluster_distance, random_state=0)
+            model = BehaviourCore(distance_threshold=config.cluster_distance, random_state=0)
             labels = model.fit(features.matrix, groups=features.namespaces).labels_
             clusters = dict(zip(features.workloads, labels.tolist(), strict=True))
     compacted, findings.compaction = compact(

@@ -248,3 +248,45 @@ def test_bad_parameters_and_input_are_clear_errors() -> None:
 def test_no_edges_no_rows() -> None:
     f = communication_features(SHOP.slice(0, 0))
     assert f.matrix.shape == (0, 0) and f.workloads == ()
+
+
+def _partition(labels: np.ndarray) -> set[frozenset[int]]:
+    groups: dict[int, set[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        groups.setdefault(label, set()).add(i)
+    return {frozenset(g) for g in groups.values()}
+
+
+@settings(max_examples=60)
+@given(
+    st.integers(2, 14).flatmap(
+        lambda n: st.lists(
+            st.lists(st.booleans(), min_size=6, max_size=6), min_size=n, max_size=n
+        )
+    ),
+    st.sampled_from(["average", "complete"]),
+    st.sampled_from([0.2, 0.3, 0.5, 0.75]),
+)
+def test_agglomeration_matches_scikit_learn(
+    rows: list[list[bool]], linkage: str, threshold: float
+) -> None:
+    """The agglomerative step (SciPy's tree, cut at the threshold; no scikit-learn import on
+    the pipeline's path) partitions exactly as scikit-learn's AgglomerativeClustering does
+    with the same precomputed distances, ties at the threshold included (Jaccard distances
+    of small binary rows hit 0.5 and 0.75 exactly)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    X = sp.csr_matrix(np.array(rows, dtype=np.float64))
+    model = BehaviourClustering(linkage=linkage, distance_threshold=threshold)
+    nodes = np.arange(X.shape[0])
+    distances = model._dense(X, nodes)
+    clusters: list[np.ndarray] = []
+    model._agglomerate(nodes, X, np.ones(len(nodes)), clusters, np.zeros(len(nodes)))
+    ours = {frozenset(c.tolist()) for c in clusters}
+    theirs = AgglomerativeClustering(
+        n_clusters=None,
+        metric="precomputed",
+        linkage=linkage,
+        distance_threshold=float(np.nextafter(threshold, 2.0)),
+    ).fit_predict(distances)
+    assert ours == _partition(theirs)

@@ -86,6 +86,18 @@ def test_dockerfile_runtime_stage_is_non_root_and_has_no_build_tools():
                for word, rest in build if word == "RUN")
 
 
+def test_image_builds_the_hubble_scanner():
+    """The build stage compiles the optional C scanner and fails without it (pip would
+    silently fall back to the slower pure-Python reader); .dockerignore lets setup.py in."""
+    build = stages(DEPLOY / "Dockerfile")[0]
+    copies = " ".join(rest for word, rest in build if word == "COPY")
+    runs = " ".join(rest for word, rest in build if word == "RUN")
+    assert "setup.py" in copies and "gcc" in runs
+    assert "import recommender.ingest._hubble_scan" in runs
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "!setup.py" in ignore
+
+
 def _name(text: str) -> str:
     return re.sub(r"[-_.]+", "-", text).lower()
 

@@ -24,7 +24,7 @@ from .calico import CalicoReader, CalicoTextReader
 from .canonical import CsvReader, ParquetReader
 from .goldmane import GoldmaneReader, WhiskerReader
 from .hubble import HubbleReader
-from .parallel import ParallelHubbleReader, default_workers
+from .parallel import ParallelHubbleReader, default_workers, take_prestarted
 
 __all__ = ["FORMATS", "FlowBatches", "detect_format", "iter_flow_batches", "read_flows"]
 
@@ -92,7 +92,10 @@ class FlowBatches:
             reader = readers.get(fmt)
             if reader is None:
                 if fmt == "hubble" and self.workers > 1:
-                    reader = ParallelHubbleReader(
+                    warm = take_prestarted(self.workers, self.batch_rows)
+                    if warm is not None:
+                        warm.adopt(self.ledger)
+                    reader = warm or ParallelHubbleReader(
                         self.ledger, batch_rows=self.batch_rows, workers=self.workers
                     )
                 else:

@@ -16,10 +16,15 @@
  * in another form, deep nesting, invalid JSON) is "unsure" and goes to msgspec in Python,
  * which then decides exactly as it does without the extension.
  *
- * share() deals lines out to parallel workers exactly as the regular expression of
- * recommender/ingest/parallel.py does.
+ * split_share() splits decompressed blocks into lines and deals them out to parallel workers
+ * exactly as hubble.share_lines() (a regular expression) does; columns() turns the batch
+ * builder's rows into columns; Scanner.run() with a context also adds the rows of plain new
+ * connections (see add_row).
  */
 #define PY_SSIZE_T_CLEAN
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
@@ -46,7 +51,16 @@ typedef struct {
     uint8_t has_tcp, has_udp;
     uint8_t has_flow_time, has_line_time;
     uint8_t overriding; /* verdict is DROPPED, AUDIT or a number: Python decides */
+    uint8_t forwarded;  /* verdict is "FORWARDED" */
+    uint8_t l7_response; /* l7.type is "RESPONSE" or 2 */
+    uint8_t has_svc;    /* destination_service is an object */
+    uint8_t dir_kind, point_kind; /* 0 absent, 1 string (span), 2 integer (value) */
+    long long dir_int, point_int;
+    Py_ssize_t n_names; /* items of destination_names */
     span_t src, dst;
+    /* For rows built here (Scanner.run with a context): the raw endpoint objects (empty when
+     * absent), node names, direction, observation point, destination service. */
+    span_t src_raw, dst_raw, flow_node, line_node, dir, point, svc_name, svc_ns;
     long long tcp_sport, tcp_dport, udp_sport, udp_dport;
     long long flow_time, line_time;
 } rec_t;
@@ -88,6 +102,17 @@ enum slot {
     S_UDP_DPORT,
     S_L7,
     S_IS_REPLY,
+    S_SRC_RAW,
+    S_DST_RAW,
+    S_FLOW_NODE,
+    S_LINE_NODE,
+    S_DIRECTION,
+    S_POINT,
+    S_NAMES,
+    S_SVC,
+    S_SVC_NAME,
+    S_SVC_NS,
+    S_L7_TYPE,
 };
 
 struct schema;
@@ -160,8 +185,8 @@ static const field_t ip_fields[] = {
 static const schema_t ip_schema = {2, ip_fields};
 
 static const field_t service_fields[] = {
-    F("name", K_STR, S_NONE, NULL),
-    F("namespace", K_STR, S_NONE, NULL),
+    F("name", K_STR, S_SVC_NAME, NULL),
+    F("namespace", K_STR, S_SVC_NS, NULL),
 };
 static const schema_t service_schema = {2, service_fields};
 static const field_t http_fields[] = {
@@ -175,7 +200,7 @@ static const field_t dns_fields[] = {
 };
 static const schema_t dns_schema = {1, dns_fields};
 static const field_t l7_fields[] = {
-    F("type", K_STR_INT, S_NONE, NULL),
+    F("type", K_STR_INT, S_L7_TYPE, NULL),
     F("http", K_OPT_OBJ, S_NONE, &http_schema),
     F("dns", K_OPT_OBJ, S_NONE, &dns_schema),
     F("kafka", K_OPT_DICT, S_NONE, NULL),
@@ -188,23 +213,23 @@ static const field_t flow_fields[] = {
     F("drop_reason_desc", K_STR_INT, S_NONE, NULL),
     F("IP", K_OPT_OBJ, S_IP, &flow_ip_schema),
     F("l4", K_OPT_OBJ, S_L4, &l4_schema),
-    F("source", K_RAW, S_NONE, NULL),
-    F("destination", K_RAW, S_NONE, NULL),
+    F("source", K_RAW, S_SRC_RAW, NULL),
+    F("destination", K_RAW, S_DST_RAW, NULL),
     F("Type", K_STR_INT, S_NONE, NULL),
-    F("node_name", K_STR, S_NONE, NULL),
-    F("destination_names", K_LIST_STR, S_NONE, NULL),
+    F("node_name", K_STR, S_FLOW_NODE, NULL),
+    F("destination_names", K_LIST_STR, S_NAMES, NULL),
     F("l7", K_OPT_OBJ, S_L7, &l7_schema),
     F("is_reply", K_OPT_BOOL, S_IS_REPLY, NULL),
     F("reply", K_BOOL, S_NONE, NULL),
-    F("traffic_direction", K_STR_INT, S_NONE, NULL),
-    F("trace_observation_point", K_STR_INT, S_NONE, NULL),
-    F("destination_service", K_OPT_OBJ, S_NONE, &service_schema),
+    F("traffic_direction", K_STR_INT, S_DIRECTION, NULL),
+    F("trace_observation_point", K_STR_INT, S_POINT, NULL),
+    F("destination_service", K_OPT_OBJ, S_SVC, &service_schema),
 };
 static const schema_t flow_schema = {16, flow_fields};
 
 static const field_t line_fields[] = {
     F("flow", K_OPT_OBJ, S_FLOW, &flow_schema),
-    F("node_name", K_STR, S_NONE, NULL),
+    F("node_name", K_STR, S_LINE_NODE, NULL),
     F("time", K_OPT_TIME, S_LINE_TIME, NULL),
     F("IP", K_OPT_OBJ, S_NONE, &ip_schema),
     F("verdict", K_STR_INT, S_NONE, NULL),
@@ -499,6 +524,17 @@ store_int(ctx_t *c, enum slot slot, long long v)
     case S_UDP_DPORT:
         r->udp_dport = v;
         break;
+    case S_DIRECTION:
+        r->dir_kind = 2;
+        r->dir_int = v;
+        break;
+    case S_POINT:
+        r->point_kind = 2;
+        r->point_int = v;
+        break;
+    case S_L7_TYPE:
+        r->l7_response = v == 2;
+        break;
     default:
         break;
     }
@@ -519,10 +555,28 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
     case K_STR:
         if (*p != '"' || !(p = scan_string(p, end, &s)))
             return NULL;
-        if (f->slot == S_IP_SRC)
+        switch (f->slot) {
+        case S_IP_SRC:
             r->src = s;
-        else if (f->slot == S_IP_DST)
+            break;
+        case S_IP_DST:
             r->dst = s;
+            break;
+        case S_FLOW_NODE:
+            r->flow_node = s;
+            break;
+        case S_LINE_NODE:
+            r->line_node = s;
+            break;
+        case S_SVC_NAME:
+            r->svc_name = s;
+            break;
+        case S_SVC_NS:
+            r->svc_ns = s;
+            break;
+        default:
+            break;
+        }
         return p;
     case K_STR_INT:
         if (*p == '"') {
@@ -532,6 +586,18 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
                 ((s.n == 7 && memcmp(s.p, "DROPPED", 7) == 0) ||
                  (s.n == 5 && memcmp(s.p, "AUDIT", 5) == 0)))
                 r->overriding = 1;
+            if (f->slot == S_VERDICT)
+                r->forwarded = s.n == 9 && memcmp(s.p, "FORWARDED", 9) == 0;
+            else if (f->slot == S_DIRECTION) {
+                r->dir_kind = 1;
+                r->dir = s;
+            }
+            else if (f->slot == S_POINT) {
+                r->point_kind = 1;
+                r->point = s;
+            }
+            else if (f->slot == S_L7_TYPE)
+                r->l7_response = s.n == 8 && memcmp(s.p, "RESPONSE", 8) == 0;
             return p;
         }
         /* an integer */
@@ -539,8 +605,10 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
     case K_INT:
         if (!(p = scan_number(p, end, &is_int, &v)) || is_int != 1)
             return NULL;
-        if (f->kind == K_STR_INT && f->slot == S_VERDICT)
+        if (f->kind == K_STR_INT && f->slot == S_VERDICT) {
             r->overriding = 1;
+            r->forwarded = 0;
+        }
         store_int(c, f->slot, v);
         return p;
     case K_BOOL:
@@ -575,8 +643,20 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
             r->line_time = v;
         }
         return p;
-    case K_RAW:
-        return skip_value(p, end, depth);
+    case K_RAW: {
+        const char *start = p;
+        if (!(p = skip_value(p, end, depth)))
+            return NULL;
+        if (f->slot == S_SRC_RAW) {
+            r->src_raw.p = start;
+            r->src_raw.n = p - start;
+        }
+        else if (f->slot == S_DST_RAW) {
+            r->dst_raw.p = start;
+            r->dst_raw.n = p - start;
+        }
+        return p;
+    }
     case K_LIST_STR:
         if (*p != '[')
             return NULL;
@@ -586,6 +666,8 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
         for (;;) {
             if (p >= end || *p != '"' || !(p = scan_string(p, end, &s)))
                 return NULL;
+            if (f->slot == S_NAMES)
+                r->n_names++;
             p = skip_ws(p, end);
             if (p >= end)
                 return NULL;
@@ -621,6 +703,9 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
             break;
         case S_L7:
             r->has_l7 = 1;
+            break;
+        case S_SVC:
+            r->has_svc = 1;
             break;
         default:
             break;
@@ -716,6 +801,7 @@ typedef struct {
 } Scanner;
 
 static PyObject *TCP_STR, *UDP_STR, *EMPTY_STR;
+static PyObject *WORKLOAD_STR, *ALLOWED_STR, *HUBBLE_STR, *INGRESS_STR, *EGRESS_STR, *POP_STR;
 
 static void
 Scanner_dealloc(Scanner *self)
@@ -809,25 +895,287 @@ Scanner_load(Scanner *self, PyObject *lines)
     return unsure;
 }
 
+
+/* ---------------------------------------------------------------------------------------- */
+/* New rows built here (Scanner.run with a context)                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The context list of Scanner.run, in this order (see HubbleReader._read_scanned). */
+enum {
+    CX_PENDING,   /* OrderedDict: connection key -> row waiting for hold_seconds */
+    CX_ENDPOINTS, /* dict: raw endpoint bytes -> (resolved endpoint, identity) */
+    CX_PODS,      /* dict: address or identity -> resolved endpoint of the pod seen there */
+    CX_IPS,       /* dict: address text -> canonical text (_common._IP_CACHE) */
+    CX_ROWS,      /* list: the batch builder's rows */
+    CX_FILE,      /* str */
+    CX_NUMBERS,   /* sequence of the lines' numbers */
+    CX_LATEST,    /* int: latest event time (us), updated */
+    CX_RELEASED,  /* int: event time of the last release (us), updated */
+    CX_SIZE
+};
+#define ROW_COLUMNS 46
+#define MAX_PODS 500000
+#define RELEASE_EVERY_US 1000000LL
+
+/* The str of a span, or None when empty. */
+static PyObject *
+str_or_none(Scanner *self, span_t s)
+{
+    if (s.n == 0)
+        Py_RETURN_NONE;
+    return cached_str(self, s);
+}
+
+/* The cached (resolved endpoint, identity) of a raw endpoint object; borrowed, NULL when
+ * Python must resolve it (not cached yet, or a workload whose event lost the pod name). */
+static PyObject *
+cached_endpoint(PyObject *endpoints, span_t raw, int *error)
+{
+    PyObject *key = PyBytes_FromStringAndSize(raw.p, raw.n);
+    if (key == NULL) {
+        *error = 1;
+        return NULL;
+    }
+    PyObject *cached = PyDict_GetItemWithError(endpoints, key);
+    Py_DECREF(key);
+    if (cached == NULL) {
+        if (PyErr_Occurred())
+            *error = 1;
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(cached) || PyTuple_GET_SIZE(cached) != 2)
+        return NULL;
+    PyObject *found = PyTuple_GET_ITEM(cached, 0);
+    if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 7)
+        return NULL;
+    int workload = PyUnicode_Compare(PyTuple_GET_ITEM(found, 0), WORKLOAD_STR) == 0;
+    if (workload && PyTuple_GET_ITEM(found, 4) == Py_None)
+        return NULL;
+    return cached;
+}
+
+/* HubbleReader._endpoint's bookkeeping for a pod seen at ``ip``: pods[ip] (and
+ * pods[identity]) = found. */
+static int
+remember_pod(PyObject *pods, PyObject *cached, PyObject *ip)
+{
+    PyObject *found = PyTuple_GET_ITEM(cached, 0);
+    if (PyUnicode_Compare(PyTuple_GET_ITEM(found, 0), WORKLOAD_STR) != 0)
+        return 0;
+    PyObject *known = PyDict_GetItemWithError(pods, ip);
+    if (known == found)
+        return 0;
+    if (known == NULL && PyErr_Occurred())
+        return -1;
+    if (PyDict_GET_SIZE(pods) > MAX_PODS)
+        PyDict_Clear(pods);
+    if (PyDict_SetItem(pods, ip, found) < 0)
+        return -1;
+    PyObject *identity = PyTuple_GET_ITEM(cached, 1);
+    int truth = PyObject_IsTrue(identity);
+    if (truth < 0)
+        return -1;
+    if (truth && PyDict_SetItem(pods, identity, found) < 0)
+        return -1;
+    return 0;
+}
+
+/* Add the row of new connection ``key`` (line i) as HubbleReader._add does: 1 when added,
+ * 0 when Python must handle the line (nothing changed then), -1 on error. *release is set
+ * when the reader must release waiting rows now. */
+static int
+add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, PyObject *seen,
+        PyObject *ctx, int *release)
+{
+    long long sport = r->has_tcp ? r->tcp_sport : r->udp_sport;
+    long long dport = r->has_tcp ? r->tcp_dport : r->udp_dport;
+    if (!r->forwarded || r->n_names || r->src.n == 0 || r->dst.n == 0 || sport < 0 ||
+        sport > 65535 || dport < 0 || dport > 65535)
+        return 0;
+    PyObject *ips = PyList_GET_ITEM(ctx, CX_IPS);
+    PyObject *src_ip = PyDict_GetItemWithError(ips, PyTuple_GET_ITEM(key, 0));
+    if (src_ip == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *dst_ip = PyDict_GetItemWithError(ips, PyTuple_GET_ITEM(key, 1));
+    if (dst_ip == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int error = 0;
+    PyObject *endpoints = PyList_GET_ITEM(ctx, CX_ENDPOINTS);
+    PyObject *src = cached_endpoint(endpoints, r->src_raw, &error);
+    if (src == NULL)
+        return error ? -1 : 0;
+    PyObject *dst = cached_endpoint(endpoints, r->dst_raw, &error);
+    if (dst == NULL)
+        return error ? -1 : 0;
+    Py_INCREF(src);
+    Py_INCREF(dst);
+
+    /* From here on the line is this function's. */
+    int status = -1;
+    PyObject *row = NULL, *when = NULL, *line_no = NULL;
+    PyObject *pending = PyList_GET_ITEM(ctx, CX_PENDING);
+    long long latest = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_LATEST));
+    long long released = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_RELEASED));
+    if (PyErr_Occurred())
+        goto done;
+    if (micros > latest) {
+        PyObject *value = PyLong_FromLongLong(micros);
+        if (value == NULL || PyList_SetItem(ctx, CX_LATEST, value) < 0)
+            goto done;
+    }
+    when = PyLong_FromLongLong(micros);
+    if (when == NULL || PyDict_SetItem(seen, key, when) < 0)
+        goto done;
+    PyObject *pods = PyList_GET_ITEM(ctx, CX_PODS);
+    if (remember_pod(pods, src, src_ip) < 0 || remember_pod(pods, dst, dst_ip) < 0)
+        goto done;
+    line_no = PySequence_GetItem(PyList_GET_ITEM(ctx, CX_NUMBERS), i);
+    if (line_no == NULL)
+        goto done;
+    row = PyList_New(ROW_COLUMNS);
+    if (row == NULL)
+        goto done;
+    PyObject *sfound = PyTuple_GET_ITEM(src, 0), *dfound = PyTuple_GET_ITEM(dst, 0);
+    PyObject *direction = Py_None;
+    if (r->dir_kind == 1) {
+        if (r->dir.n == 7 && memcmp(r->dir.p, "INGRESS", 7) == 0)
+            direction = INGRESS_STR;
+        else if (r->dir.n == 6 && memcmp(r->dir.p, "EGRESS", 6) == 0)
+            direction = EGRESS_STR;
+    }
+    else if (r->dir_kind == 2)
+        direction = r->dir_int == 1 ? INGRESS_STR : r->dir_int == 2 ? EGRESS_STR : Py_None;
+    PyObject *point = r->point_kind == 1 ? str_or_none(self, r->point) : Py_NewRef(Py_None);
+    PyObject *node = str_or_none(self, r->flow_node.n ? r->flow_node : r->line_node);
+    PyObject *svc_name = NULL, *svc_ns = NULL;
+    if (r->has_svc && r->svc_name.n) {
+        svc_name = cached_str(self, r->svc_name);
+        svc_ns = str_or_none(self, r->svc_ns);
+    }
+    else {
+        svc_name = Py_NewRef(Py_None);
+        svc_ns = Py_NewRef(Py_None);
+    }
+    PyObject *sport_obj = PyLong_FromLongLong(sport), *dport_obj = PyLong_FromLongLong(dport);
+    /* The column order of recommender.schema.FLOW_SCHEMA (HubbleReader._add's row). */
+    PyObject *values[ROW_COLUMNS] = {
+        Py_NewRef(when), Py_NewRef(when),
+        Py_NewRef(PyTuple_GET_ITEM(sfound, 0)), Py_NewRef(PyTuple_GET_ITEM(sfound, 1)),
+        Py_NewRef(PyTuple_GET_ITEM(sfound, 2)), Py_NewRef(PyTuple_GET_ITEM(sfound, 3)),
+        Py_NewRef(PyTuple_GET_ITEM(sfound, 4)), Py_NewRef(PyTuple_GET_ITEM(sfound, 5)),
+        Py_NewRef(src_ip), sport_obj, Py_NewRef(PyTuple_GET_ITEM(sfound, 6)),
+        Py_NewRef(PyTuple_GET_ITEM(dfound, 0)), Py_NewRef(PyTuple_GET_ITEM(dfound, 1)),
+        Py_NewRef(PyTuple_GET_ITEM(dfound, 2)), Py_NewRef(PyTuple_GET_ITEM(dfound, 3)),
+        Py_NewRef(PyTuple_GET_ITEM(dfound, 4)), Py_NewRef(PyTuple_GET_ITEM(dfound, 5)),
+        Py_NewRef(dst_ip), dport_obj, Py_NewRef(PyTuple_GET_ITEM(dfound, 6)),
+        Py_NewRef(PyTuple_GET_ITEM(key, 2)), /* protocol */
+        Py_NewRef(Py_None), Py_NewRef(Py_None), /* icmp type, code */
+        svc_ns, svc_name,
+        Py_NewRef(Py_None), /* dst_service_port */
+        Py_NewRef(Py_None), /* dns names */
+        Py_NewRef(ALLOWED_STR), Py_NewRef(Py_None), /* verdict, drop reason */
+        Py_NewRef(Py_None), Py_NewRef(Py_None),
+        Py_NewRef(direction), point, node,
+        Py_NewRef(Py_False), /* reply */
+        PyLong_FromLong(1), /* connections */
+        Py_NewRef(Py_None), Py_NewRef(Py_None),
+        Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(Py_None),
+        Py_NewRef(Py_None), /* l7 protocol, method, path, code, dns query */
+        Py_NewRef(HUBBLE_STR), Py_NewRef(PyList_GET_ITEM(ctx, CX_FILE)), line_no,
+    };
+    line_no = NULL; /* owned by values now */
+    int missing = 0;
+    for (int c = 0; c < ROW_COLUMNS; c++) {
+        if (values[c] == NULL)
+            missing = 1;
+        PyList_SET_ITEM(row, c, values[c]);
+    }
+    if (missing)
+        goto done;
+    int waiting = PyDict_Contains(pending, key);
+    if (waiting < 0)
+        goto done;
+    if (waiting) {
+        PyObject *older = PyObject_CallMethodOneArg(pending, POP_STR, key);
+        if (older == NULL)
+            goto done;
+        int appended = PyList_Append(PyList_GET_ITEM(ctx, CX_ROWS), older);
+        Py_DECREF(older);
+        if (appended < 0)
+            goto done;
+    }
+    if (PyObject_SetItem(pending, key, row) < 0)
+        goto done;
+    Py_ssize_t size = PyObject_Size(pending);
+    if (size < 0)
+        goto done;
+    if ((size & 255) == 0 || micros - released >= RELEASE_EVERY_US) {
+        PyObject *value = PyLong_FromLongLong(micros);
+        if (value == NULL || PyList_SetItem(ctx, CX_RELEASED, value) < 0)
+            goto done;
+        *release = 1;
+    }
+    status = 1;
+done:
+    Py_XDECREF(row);
+    Py_XDECREF(when);
+    Py_XDECREF(line_no);
+    Py_DECREF(src);
+    Py_DECREF(dst);
+    return status;
+}
+
 PyDoc_STRVAR(run_doc,
-             "run(start, seen, idle_us) -> (index, replies, duplicates)\n\n"
+             "run(start, seen, idle_us, context=None) -> (index, replies, duplicates, rows,\n"
+             "release)\n\n"
              "Settle the loaded lines from ``start`` on: count replies, count duplicates (and\n"
              "update ``seen``, the reader's dict of connection key -> last time in us) until a\n"
-             "line that Python must handle; its index (len(lines) at the end).");
+             "line that Python must handle; its index (len(lines) at the end). With a context\n"
+             "(see HubbleReader._read_scanned) the rows of plain new connections are added\n"
+             "here too (counted in ``rows``); ``release`` is True when the reader must release\n"
+             "waiting rows before going on from ``index``.");
 
 static PyObject *
 Scanner_run(Scanner *self, PyObject *args)
 {
     Py_ssize_t start;
-    PyObject *seen;
+    PyObject *seen, *ctx = Py_None;
     long long idle;
-    if (!PyArg_ParseTuple(args, "nO!L", &start, &PyDict_Type, &seen, &idle))
+    if (!PyArg_ParseTuple(args, "nO!L|O", &start, &PyDict_Type, &seen, &idle, &ctx))
         return NULL;
+    if (ctx == Py_None)
+        ctx = NULL;
+    else if (!PyList_CheckExact(ctx) || PyList_GET_SIZE(ctx) != CX_SIZE ||
+             !PyDict_Check(PyList_GET_ITEM(ctx, CX_PENDING)) ||
+             !PyDict_Check(PyList_GET_ITEM(ctx, CX_ENDPOINTS)) ||
+             !PyDict_Check(PyList_GET_ITEM(ctx, CX_PODS)) ||
+             !PyDict_Check(PyList_GET_ITEM(ctx, CX_IPS)) ||
+             !PyList_Check(PyList_GET_ITEM(ctx, CX_ROWS))) {
+        PyErr_SetString(PyExc_TypeError, "context must be the list HubbleReader passes");
+        return NULL;
+    }
     Py_ssize_t i;
-    long long replies = 0, duplicates = 0;
+    long long replies = 0, duplicates = 0, rows = 0;
+    int release = 0;
     for (i = start < 0 ? 0 : start; i < self->n; i++) {
         rec_t *r = &self->recs[i];
-        if (r->unsure || !r->has_flow || r->is_reply < 0 || r->has_l7)
+        if (r->unsure || !r->has_flow)
+            break;
+        if (r->has_l7) {
+            /* HubbleReader._add: an L7 event of a reply (is_reply, or an L7 RESPONSE) is a
+             * reply once time, addresses, protocol and ports are valid. */
+            long long sp = r->has_tcp ? r->tcp_sport : r->udp_sport;
+            long long dp = r->has_tcp ? r->tcp_dport : r->udp_dport;
+            if ((r->has_flow_time || r->has_line_time) && r->has_ip && r->src.n && r->dst.n &&
+                r->has_l4 && (r->has_tcp || r->has_udp) && sp >= 0 && sp <= 65535 &&
+                dp >= 0 && dp <= 65535 &&
+                (r->is_reply == 1 || (r->is_reply == 0 && r->l7_response))) {
+                replies++;
+                continue;
+            }
+            break;
+        }
+        if (r->is_reply < 0)
             break;
         if (r->is_reply) {
             replies++;
@@ -861,10 +1209,11 @@ Scanner_run(Scanner *self, PyObject *args)
         }
         PyObject *last = PyDict_GetItemWithError(seen, key); /* borrowed */
         if (last == NULL) {
-            Py_DECREF(key);
-            if (PyErr_Occurred())
+            if (PyErr_Occurred()) {
+                Py_DECREF(key);
                 return NULL;
-            break;
+            }
+            goto new_connection;
         }
         int overflow = 0;
         long long last_us = PyLong_Check(last) ? PyLong_AsLongLongAndOverflow(last, &overflow)
@@ -874,10 +1223,8 @@ Scanner_run(Scanner *self, PyObject *args)
             Py_DECREF(key);
             break;
         }
-        if (micros - last_us > idle) {
-            Py_DECREF(key);
-            break;
-        }
+        if (micros - last_us > idle)
+            goto new_connection;
         if (micros > last_us) {
             PyObject *value = PyLong_FromLongLong(micros);
             if (value == NULL || PyDict_SetItem(seen, key, value) < 0) {
@@ -889,8 +1236,25 @@ Scanner_run(Scanner *self, PyObject *args)
         }
         Py_DECREF(key);
         duplicates++;
+        continue;
+    new_connection:
+        if (ctx == NULL) {
+            Py_DECREF(key);
+            break;
+        }
+        int added = add_row(self, r, i, key, micros, seen, ctx, &release);
+        Py_DECREF(key);
+        if (added < 0)
+            return NULL;
+        if (added == 0)
+            break;
+        rows++;
+        if (release) {
+            i++;
+            break;
+        }
     }
-    return Py_BuildValue("nLL", i, replies, duplicates);
+    return Py_BuildValue("nLLLO", i, replies, duplicates, rows, release ? Py_True : Py_False);
 }
 
 PyDoc_STRVAR(fields_doc,
@@ -955,7 +1319,7 @@ static PyTypeObject ScannerType = {
 };
 
 /* ---------------------------------------------------------------------------------------- */
-/* share(): the lines of one parallel worker                                                 */
+/* split_share(): the lines of one parallel worker                                           */
 /* ---------------------------------------------------------------------------------------- */
 
 static inline int
@@ -973,13 +1337,9 @@ port_share(const char *s, Py_ssize_t len, long n)
     static const char mid[] = "\"destination_port\":";
     const Py_ssize_t hl = sizeof(head) - 1, ml = sizeof(mid) - 1;
     const char *end = s + len, *p = s;
-    while ((p = memchr(p, '"', end - p)) != NULL) {
+    while ((p = memmem(p, end - p, head, hl)) != NULL) {
         const char *q = p + hl;
         long a = 0, b = 0;
-        if (end - p < hl || memcmp(p, head, hl) != 0) {
-            p++;
-            continue;
-        }
         p++;
         while (q < end && is_re_space(*q))
             q++;
@@ -1008,52 +1368,289 @@ port_share(const char *s, Py_ssize_t len, long n)
     return 0;
 }
 
-PyDoc_STRVAR(share_doc,
-             "share(lines, first, index, n) -> (numbers, lines)\n\n"
-             "The lines (and their 1-based numbers) of parallel worker ``index`` of ``n``: as\n"
-             "recommender.ingest.parallel._share, in C.");
+PyDoc_STRVAR(split_share_doc,
+             "split_share(rest, block, first, index, n, final) -> (numbers, lines, count, used)\n\n"
+             "Split ``rest + block`` (decompressed bytes of a file: the unfinished line of the\n"
+             "previous block, then the next block) into lines ending in b'\\n' (the text after\n"
+             "the last one too when ``final``), numbered from ``first``, and keep those of\n"
+             "worker ``index`` of ``n`` as hubble.share_lines() does (all when n is 1): their\n"
+             "numbers and bytes, the count of lines split and the bytes of ``block`` used (0\n"
+             "when no line ends in it: then nothing is used). Only the lines kept become bytes\n"
+             "objects, and ``rest + block`` is never built.");
+
+/* Append line ``number`` to the lists when it is worker index's. 0, or -1 on error. */
+static int
+keep_line(PyObject *numbers, PyObject *mine, const char *p, Py_ssize_t len, PyObject *line,
+          Py_ssize_t number, long index, long n)
+{
+    if (n != 1 && port_share(p, len, n) != index)
+        return 0;
+    PyObject *num = PyLong_FromSsize_t(number);
+    PyObject *owned = NULL;
+    if (num != NULL && line == NULL)
+        line = owned = PyBytes_FromStringAndSize(p, len);
+    int status = (num == NULL || line == NULL || PyList_Append(numbers, num) < 0 ||
+                  PyList_Append(mine, line) < 0)
+                     ? -1
+                     : 0;
+    Py_XDECREF(num);
+    Py_XDECREF(owned);
+    return status;
+}
 
 static PyObject *
-share(PyObject *Py_UNUSED(module), PyObject *args)
+split_share(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *lines;
+    Py_buffer rest, view;
     Py_ssize_t first;
     long index, n;
-    if (!PyArg_ParseTuple(args, "O!nll", &PyList_Type, &lines, &first, &index, &n))
+    int final;
+    if (!PyArg_ParseTuple(args, "y*y*nllp", &rest, &view, &first, &index, &n, &final))
         return NULL;
+    PyObject *numbers = NULL, *mine = NULL, *joined = NULL;
     if (n < 1 || n > (1L << 20)) {
         PyErr_SetString(PyExc_ValueError, "n must be between 1 and 2**20");
-        return NULL;
+        goto error;
     }
-    PyObject *numbers = PyList_New(0), *mine = PyList_New(0);
+    numbers = PyList_New(0);
+    mine = PyList_New(0);
     if (numbers == NULL || mine == NULL)
         goto error;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i);
-        if (!PyBytes_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+    const char *start = view.buf, *end = start + view.len, *p = start;
+    Py_ssize_t count = 0;
+    if (rest.len > 0) {
+        /* The line that began in the previous block. */
+        const char *nl = memchr(p, '\n', end - p);
+        if (nl == NULL && !final)
+            goto done;
+        const char *stop = nl ? nl + 1 : end;
+        joined = PyBytes_FromStringAndSize(NULL, rest.len + (stop - p));
+        if (joined == NULL)
             goto error;
-        }
-        if (port_share(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), n) != index)
-            continue;
-        PyObject *number = PyLong_FromSsize_t(first + i);
-        if (number == NULL || PyList_Append(numbers, number) < 0) {
-            Py_XDECREF(number);
+        memcpy(PyBytes_AS_STRING(joined), rest.buf, rest.len);
+        memcpy(PyBytes_AS_STRING(joined) + rest.len, p, stop - p);
+        if (keep_line(numbers, mine, PyBytes_AS_STRING(joined), PyBytes_GET_SIZE(joined),
+                      joined, first, index, n) < 0)
             goto error;
-        }
-        Py_DECREF(number);
-        if (PyList_Append(mine, line) < 0)
-            goto error;
+        count = 1;
+        p = stop;
     }
-    return Py_BuildValue("NN", numbers, mine);
+    while (p < end) {
+        const char *nl = memchr(p, '\n', end - p);
+        if (nl == NULL && !final)
+            break;
+        const char *stop = nl ? nl + 1 : end;
+        if (keep_line(numbers, mine, p, stop - p, NULL, first + count, index, n) < 0)
+            goto error;
+        count++;
+        p = stop;
+    }
+done:
+    Py_XDECREF(joined);
+    PyBuffer_Release(&rest);
+    PyBuffer_Release(&view);
+    return Py_BuildValue("NNnn", numbers, mine, count, (Py_ssize_t)(p - start));
 error:
+    Py_XDECREF(joined);
+    PyBuffer_Release(&rest);
+    PyBuffer_Release(&view);
     Py_XDECREF(numbers);
     Py_XDECREF(mine);
     return NULL;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* columns(): rows to columns for the batch builder                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(columns_doc,
+             "columns(rows, width) -> list[list | None]\n\n"
+             "The columns of a list of rows (lists or tuples of ``width`` values), read row by\n"
+             "row (``zip(*rows)`` reads column by column, a cache miss per value); None for a\n"
+             "column whose values are all None.");
+
+static PyObject *
+columns(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *rows;
+    Py_ssize_t width;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &rows, &width))
+        return NULL;
+    if (width < 0) {
+        PyErr_SetString(PyExc_ValueError, "width must not be negative");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(width);
+    if (out == NULL)
+        return NULL;
+    char *used = PyMem_Calloc(width ? width : 1, 1);
+    if (used == NULL) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t c = 0; c < width; c++) {
+        PyObject *column = PyList_New(n);
+        if (column == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, c, column);
+    }
+    PyObject **cols = ((PyListObject *)out)->ob_item;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        PyObject **items;
+        if (PyList_CheckExact(row) && PyList_GET_SIZE(row) == width)
+            items = ((PyListObject *)row)->ob_item;
+        else if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) == width)
+            items = ((PyTupleObject *)row)->ob_item;
+        else {
+            PyErr_Format(PyExc_ValueError, "row %zd is not a list or tuple of %zd values", i,
+                         width);
+            goto fail;
+        }
+        for (Py_ssize_t c = 0; c < width; c++) {
+            PyObject *v = items[c];
+            used[c] |= v != Py_None;
+            Py_INCREF(v);
+            PyList_SET_ITEM(cols[c], i, v);
+        }
+    }
+    for (Py_ssize_t c = 0; c < width; c++) {
+        if (!used[c] && n) {
+            Py_INCREF(Py_None);
+            PyList_SetItem(out, c, Py_None);
+        }
+    }
+    PyMem_Free(used);
+    return out;
+fail:
+    PyMem_Free(used);
+    Py_DECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(release_doc,
+             "release(pending, rows, cutoff, max_pending) -> None\n\n"
+             "HubbleReader._release: move the rows waiting in the OrderedDict ``pending``\n"
+             "(oldest first) to the list ``rows`` while their time (row[0]) is before\n"
+             "``cutoff`` or more than ``max_pending`` wait; all of them when cutoff is None.");
+
+static PyObject *
+release(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *pending, *rows, *cutoff_obj;
+    Py_ssize_t max_pending;
+    if (!PyArg_ParseTuple(args, "O!O!On", &PyDict_Type, &pending, &PyList_Type, &rows,
+                          &cutoff_obj, &max_pending))
+        return NULL;
+    int all = cutoff_obj == Py_None;
+    long long cutoff = all ? 0 : PyLong_AsLongLong(cutoff_obj);
+    if (cutoff == -1 && PyErr_Occurred())
+        return NULL;
+    for (;;) {
+        Py_ssize_t size = PyObject_Size(pending);
+        if (size < 0)
+            return NULL;
+        if (size == 0)
+            break;
+        PyObject *it = PyObject_GetIter(pending);
+        if (it == NULL)
+            return NULL;
+        PyObject *key = PyIter_Next(it);
+        Py_DECREF(it);
+        if (key == NULL)
+            return PyErr_Occurred() ? NULL : (Py_INCREF(Py_None), Py_None);
+        PyObject *row = PyObject_GetItem(pending, key);
+        if (row == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        if (!all && size <= max_pending) {
+            PyObject *first = PySequence_GetItem(row, 0);
+            long long when = first ? PyLong_AsLongLong(first) : -1;
+            Py_XDECREF(first);
+            if (when == -1 && PyErr_Occurred()) {
+                Py_DECREF(key);
+                Py_DECREF(row);
+                return NULL;
+            }
+            if (when >= cutoff) {
+                Py_DECREF(key);
+                Py_DECREF(row);
+                break;
+            }
+        }
+        int failed = PyObject_DelItem(pending, key) < 0 || PyList_Append(rows, row) < 0;
+        Py_DECREF(key);
+        Py_DECREF(row);
+        if (failed)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(unique_objects_doc,
+             "unique_objects(values) -> (uniques, positions)\n\n"
+             "The distinct objects of a list (by identity, in order of first appearance) and,\n"
+             "as bytes of native int32, the position of each value among them: label maps of\n"
+             "one endpoint repeat as the same object, and are converted to Arrow once.");
+
+static PyObject *
+unique_objects(PyObject *Py_UNUSED(module), PyObject *values)
+{
+    if (!PyList_Check(values)) {
+        PyErr_SetString(PyExc_TypeError, "values must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (n > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many values");
+        return NULL;
+    }
+    Py_ssize_t cap = 16;
+    while (cap < 2 * n)
+        cap <<= 1;
+    PyObject **keys = PyMem_Calloc(cap, sizeof(PyObject *));
+    int32_t *slots = PyMem_Malloc(cap * sizeof(int32_t));
+    PyObject *uniques = PyList_New(0);
+    PyObject *positions = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int32_t));
+    if (keys == NULL || slots == NULL || uniques == NULL || positions == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(slots);
+        Py_XDECREF(uniques);
+        Py_XDECREF(positions);
+        return PyErr_NoMemory();
+    }
+    int32_t *out = (int32_t *)PyBytes_AS_STRING(positions);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        size_t h = ((uintptr_t)v >> 4) * 0x9E3779B97F4A7C15ull;
+        Py_ssize_t at = (Py_ssize_t)(h & (cap - 1));
+        while (keys[at] != NULL && keys[at] != v)
+            at = (at + 1) & (cap - 1);
+        if (keys[at] == NULL) {
+            keys[at] = v;
+            slots[at] = (int32_t)PyList_GET_SIZE(uniques);
+            if (PyList_Append(uniques, v) < 0) {
+                PyMem_Free(keys);
+                PyMem_Free(slots);
+                Py_DECREF(uniques);
+                Py_DECREF(positions);
+                return NULL;
+            }
+        }
+        out[i] = slots[at];
+    }
+    PyMem_Free(keys);
+    PyMem_Free(slots);
+    return Py_BuildValue("NN", uniques, positions);
+}
+
 static PyMethodDef module_methods[] = {
-    {"share", share, METH_VARARGS, share_doc},
+    {"unique_objects", unique_objects, METH_O, unique_objects_doc},
+    {"release", release, METH_VARARGS, release_doc},
+    {"columns", columns, METH_VARARGS, columns_doc},
+    {"split_share", split_share, METH_VARARGS, split_share_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1080,7 +1677,15 @@ PyInit__hubble_scan(void)
     TCP_STR = PyUnicode_InternFromString("TCP");
     UDP_STR = PyUnicode_InternFromString("UDP");
     EMPTY_STR = PyUnicode_FromString("");
-    if (TCP_STR == NULL || UDP_STR == NULL || EMPTY_STR == NULL) {
+    WORKLOAD_STR = PyUnicode_InternFromString("workload");
+    ALLOWED_STR = PyUnicode_InternFromString("allowed");
+    HUBBLE_STR = PyUnicode_InternFromString("hubble");
+    INGRESS_STR = PyUnicode_InternFromString("ingress");
+    EGRESS_STR = PyUnicode_InternFromString("egress");
+    POP_STR = PyUnicode_InternFromString("pop");
+    if (TCP_STR == NULL || UDP_STR == NULL || EMPTY_STR == NULL || WORKLOAD_STR == NULL ||
+        ALLOWED_STR == NULL || HUBBLE_STR == NULL || INGRESS_STR == NULL || EGRESS_STR == NULL ||
+        POP_STR == NULL) {
         Py_DECREF(m);
         return NULL;
     }

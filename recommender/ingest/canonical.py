@@ -17,7 +17,7 @@ from ._source import open_decompressed
 
 __all__ = ["CsvReader", "ParquetReader"]
 
-_KINDS = pa.array(["workload", "host", "remote-node", "external", "cluster-entity", "unknown"])
+_KINDS = ("workload", "host", "remote-node", "external", "cluster-entity", "unknown")
 
 
 class ParquetReader(FlowReader):
@@ -51,8 +51,8 @@ class ParquetReader(FlowReader):
                     pc.is_in(table["verdict"], value_set=pa.array(VERDICTS)),
                 ),
                 pc.and_(
-                    pc.is_in(table["src_kind"], value_set=_KINDS),
-                    pc.is_in(table["dst_kind"], value_set=_KINDS),
+                    pc.is_in(table["src_kind"], value_set=pa.array(_KINDS, pa.string())),
+                    pc.is_in(table["dst_kind"], value_set=pa.array(_KINDS, pa.string())),
                 ),
             )
         )

@@ -18,6 +18,7 @@ Endpoints with a pod name and namespace are workloads even when labelled ``reser
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -36,8 +37,8 @@ except ImportError:  # pragma: no cover - depends on the build
 from ..errors import FlowFormatError
 from ..schema import COLUMNS
 from ._base import FlowReader
-from ._common import _EPOCH, _ONE_US, BadValue, infer_workload, norm_ip, to_micros
-from ._source import iter_line_chunks, open_decompressed, read_head
+from ._common import _EPOCH, _IP_CACHE, _ONE_US, BadValue, infer_workload, norm_ip, to_micros
+from ._source import iter_blocks, iter_line_chunks, open_decompressed, read_head
 
 __all__ = ["HubbleReader", "infer_reply"]
 
@@ -308,6 +309,61 @@ def _decode_chunk(lines: list[bytes]) -> list[_Line | None] | None:
         return None
 
 
+_PORTS: Final = re.compile(rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)')
+
+
+def share_lines(
+    lines: list[bytes], first: int, index: int, n: int
+) -> tuple[list[int], list[bytes]]:
+    """The lines (and their numbers, counted from ``first``) of parallel worker ``index`` of
+    ``n``: by the sum of the first ``source_port`` and ``destination_port`` of the line's
+    text, the same for every event of a connection, replies included (their ports are
+    swapped); 0 without ports. ``split_share`` of the compiled scanner does the same."""
+    if n == 1:
+        return list(range(first, first + len(lines))), lines
+    search = _PORTS.search
+    numbers: list[int] = []
+    mine: list[bytes] = []
+    for i, line in enumerate(lines):
+        match = search(line)
+        if ((int(match[1]) + int(match[2])) % n if match else 0) == index:
+            numbers.append(first + i)
+            mine.append(line)
+    return numbers, mine
+
+
+def iter_share(
+    path: Path, index: int = 0, n: int = 1
+) -> Iterator[tuple[int, list[int], list[bytes], int, str | None]]:
+    """Yield ``(first, numbers, lines, count, error)`` for the lines of ``path`` in chunks: of
+    ``count`` lines numbered from ``first``, those of parallel worker ``index`` of ``n`` (all
+    when n is 1; see :mod:`recommender.ingest.parallel`), with their numbers. ``error`` is set
+    (and the rest of the file lost) where a compressed stream breaks off.
+
+    With the compiled scanner, blocks are split in C and only the lines kept become bytes
+    objects; without it, :func:`~recommender.ingest._source.iter_line_chunks` splits them.
+    """
+    if not scanner_available() or _scan is None:
+        for first, lines, error in iter_line_chunks(path):
+            numbers, mine = share_lines(lines, first, index, n)
+            yield first, numbers, mine, len(lines), error
+        return
+    split = _scan.split_share
+    line_no = 1
+    rest = b""
+    for block, error in iter_blocks(path):
+        if error is not None:
+            yield line_no, [], [], 0, error
+            return
+        numbers, mine, count, used = split(rest, block, line_no, index, n, not block)
+        rest = block[used:] if count else rest + block
+        if count:
+            yield line_no, numbers, mine, count, None
+        line_no += count
+        if not block:
+            return
+
+
 def scanner_available() -> bool:
     """True when the compiled scanner (``recommender.ingest._hubble_scan``) is there and
     not switched off with the ``RECOMMENDER_NO_SCANNER`` environment variable."""
@@ -359,12 +415,12 @@ class HubbleReader(FlowReader):
         if read_head(path, 4096).lstrip().startswith(b"["):
             yield from self._read_array(file, path)
         else:
-            for first, lines, error in iter_line_chunks(path):
+            for first, numbers, lines, count, error in iter_share(path):
                 if lines:
-                    yield from self._read_lines(file, range(first, first + len(lines)), lines)
+                    yield from self._read_lines(file, numbers, lines)
                 if error:
                     self.ledger.read += 1
-                    self.ledger.skip(file, first + len(lines), "truncated-file", error)
+                    self.ledger.skip(file, first + count, "truncated-file", error)
         batch = self.builder.flush()
         if batch is not None:
             yield batch
@@ -375,6 +431,9 @@ class HubbleReader(FlowReader):
 
     def _release(self, cutoff: int | None) -> None:
         """Move waiting rows older than ``cutoff`` (all when None) to the batch builder."""
+        if self._scanner is not None and _scan is not None:
+            _scan.release(self._pending, self.builder.rows, cutoff, self.max_pending)
+            return
         pending = self._pending
         while pending:
             key, row = next(iter(pending.items()))
@@ -432,10 +491,11 @@ class HubbleReader(FlowReader):
 
     def _read_scanned(self, file: str, numbers: Sequence[int], lines: list[bytes]) -> bool:
         """The C path (``_hubble_scan``): the scanner settles the replies and repeated events it
-        is sure about, in order, and stops at each line Python must handle (a new connection,
-        L7, DROPPED, anything unusual), which is decoded here and settled as on the pure-Python
-        path. False (nothing done) for the rare chunk that only the pure-Python path reads
-        exactly (see below)."""
+        is sure about, in order, and adds the rows of plain new connections (FORWARDED TCP or
+        UDP, no L7, endpoints and addresses already resolved once by Python, as _add would).
+        It stops at each line Python must handle (L7, DROPPED, a new endpoint, anything
+        unusual), which is decoded here and settled as on the pure-Python path. False (nothing
+        done) for the rare chunk that only the pure-Python path reads exactly (see below)."""
         scanner = self._scanner
         assert scanner is not None
         unsure = scanner.load(lines)
@@ -468,12 +528,33 @@ class HubbleReader(FlowReader):
         settle = self._settle
         run = scanner.run
         idle_us = self._idle_us
+        hold_us = int(self.hold_seconds * 1_000_000)
         count = len(lines)
         at = 0
+        # What the scanner needs to add rows as _add does (the order is _hubble_scan.c's).
+        context: list[Any] = [
+            self._pending,
+            self._endpoints,
+            self._pods,
+            _IP_CACHE,
+            self.builder.rows,
+            file,
+            numbers,
+            self._latest,
+            self._released_at,
+        ]
         while True:
-            at, more_replies, more_duplicates = run(at, self._seen, idle_us)
+            context[4], context[7], context[8] = self.builder.rows, self._latest, self._released_at
+            at, more_replies, more_duplicates, added, release = run(
+                at, self._seen, idle_us, context
+            )
+            self._latest, self._released_at = context[7], context[8]
             replies += more_replies
             duplicates += more_duplicates
+            self.ledger.used += added
+            if release:
+                self._release(self._latest - hold_us)
+                continue
             if at >= count:
                 break
             line = lines[at]

@@ -21,29 +21,23 @@ import contextlib
 import logging
 import multiprocessing as mp
 import queue
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
 
+from .. import _hubble_worker
 from ..errors import RecommenderError
 from ..ledger import IngestLedger
 from ..schema import FLOW_SCHEMA
 from ._base import FlowReader
 from ._common import DEFAULT_BATCH_ROWS
-from ._source import iter_line_chunks, read_head
-from .hubble import HubbleReader, scanner_available
+from ._source import read_head
+from .hubble import HubbleReader, iter_share
 
-try:  # the compiled scanner's share(); the regular expression below otherwise
-    from . import _hubble_scan as _scan
-except ImportError:  # pragma: no cover - depends on the build
-    _scan = None  # type: ignore[assignment]
+__all__ = ["ParallelHubbleReader", "default_workers", "prestart", "take_prestarted"]
 
-__all__ = ["ParallelHubbleReader", "default_workers"]
-
-_PORTS: Final = re.compile(rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)')
 #: Below this many bytes of Hubble input, starting workers costs more than it saves.
 PARALLEL_MIN_BYTES: Final = 64 << 20
 #: Seconds to wait for a worker to start (imports included) before reading in this process.
@@ -61,29 +55,6 @@ def default_workers(paths: list[Path]) -> int:
     return 2 if cores >= 2 and size >= PARALLEL_MIN_BYTES else 1
 
 
-def _share(lines: list[bytes], first: int, index: int, n: int) -> tuple[list[int], list[bytes]]:
-    """The lines (and their numbers) of worker ``index`` of ``n``, by the sum of the two ports:
-    the same for every event of a connection, replies included (their ports are swapped)."""
-    if _scan is not None and scanner_available():
-        return _scan.share(lines, first, index, n)  # the same, in C
-    return _share_python(lines, first, index, n)
-
-
-def _share_python(
-    lines: list[bytes], first: int, index: int, n: int
-) -> tuple[list[int], list[bytes]]:
-    """:func:`_share` without the compiled scanner."""
-    search = _PORTS.search
-    numbers: list[int] = []
-    mine: list[bytes] = []
-    for i, line in enumerate(lines):
-        match = search(line)
-        if ((int(match[1]) + int(match[2])) % n if match else 0) == index:
-            numbers.append(first + i)
-            mine.append(line)
-    return numbers, mine
-
-
 def _worker(index: int, n: int, requests: Any, responses: Any, batch_rows: int) -> None:
     """A worker process: an ordinary Hubble reader on its share of every file's lines."""
     reader = HubbleReader(IngestLedger(), batch_rows=batch_rows)
@@ -98,13 +69,12 @@ def _worker(index: int, n: int, requests: Any, responses: Any, batch_rows: int) 
         try:
             if message[0] == "file":
                 file = message[1]
-                for first, lines, error in iter_line_chunks(Path(file)):
-                    numbers, mine = _share(lines, first, index, n)
+                for first, numbers, mine, count, error in iter_share(Path(file), index, n):
                     for batch in reader._read_lines(file, numbers, mine):
                         put(batch)
                     if error and index == 0:
                         reader.ledger.read += 1
-                        reader.ledger.skip(file, first + len(lines), "truncated-file", error)
+                        reader.ledger.skip(file, first + count, "truncated-file", error)
                 put(reader.builder.flush())
             elif message[0] == "finish":
                 for batch in reader.finish():
@@ -131,11 +101,33 @@ class ParallelHubbleReader(FlowReader):
         self._requests: list[Any] = []
         self._responses: list[Any] = []
         self._failed = False
+        self._ready = False
+        self._sent: str | None = None
         # JSON-array files are small: read in this process.
         self._local = HubbleReader(ledger, batch_rows=batch_rows)
 
     def _start(self) -> bool:
-        """Start the workers; False (and read in this process) when they cannot start."""
+        """Start the workers (unless :meth:`spawn` did) and wait until they are ready; False
+        (and read in this process) when they cannot start."""
+        if self._ready:
+            return True
+        if self._failed or not self.spawn():
+            return False
+        try:
+            for index in range(self.workers):
+                if self._get(index, _START_TIMEOUT)[0] != "end":
+                    raise RuntimeError("a Hubble worker did not answer")
+        except (OSError, RuntimeError, queue.Empty) as exc:
+            _log.warning("Hubble workers did not start (%s); reading in one process.", exc)
+            self.close()
+            self._failed = True
+            return False
+        self._ready = True
+        return True
+
+    def spawn(self) -> bool:
+        """Start the worker processes without waiting for them (their imports take about half
+        a second); False when they cannot start."""
         if self._procs:
             return True
         if self._failed:
@@ -145,7 +137,7 @@ class ParallelHubbleReader(FlowReader):
             for _ in range(self.workers):
                 requests, responses = ctx.Queue(), ctx.Queue(maxsize=4)
                 proc = ctx.Process(
-                    target=_worker,
+                    target=_hubble_worker.run,
                     args=(
                         len(self._procs),
                         self.workers,
@@ -161,10 +153,7 @@ class ParallelHubbleReader(FlowReader):
                 self._responses.append(responses)
             for requests in self._requests:
                 requests.put(("ping",))
-            for index in range(self.workers):
-                if self._get(index, _START_TIMEOUT)[0] != "end":
-                    raise RuntimeError("a Hubble worker did not answer")
-        except (OSError, RuntimeError, queue.Empty) as exc:
+        except (OSError, RuntimeError) as exc:
             _log.warning("Hubble workers did not start (%s); reading in one process.", exc)
             self.close()
             self._failed = True
@@ -210,12 +199,22 @@ class ParallelHubbleReader(FlowReader):
                     raise RuntimeError(f"a Hubble worker failed: {response[1]!r}")
 
     def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+        if self._sent is not None and self._sent != str(path):
+            self.close()  # prestarted for another file: start afresh
         if read_head(path, 4096).lstrip().startswith(b"[") or not self._start():
             yield from self._local.read(path)
             return
+        if self._sent is None:
+            self.send(path)
+        self._sent = None
+        yield from self._gather()
+
+    def send(self, path: Path) -> None:
+        """Ask the workers to read ``path`` now; its batches wait (at most 4 per worker) for
+        the :meth:`read` of the same path, which then sends nothing."""
         for requests in self._requests:
             requests.put(("file", str(path)))
-        yield from self._gather()
+        self._sent = str(path)
 
     def finish(self) -> Iterator[pa.RecordBatch]:
         yield from self._local.finish()
@@ -237,3 +236,51 @@ class ParallelHubbleReader(FlowReader):
         self._procs.clear()
         self._requests.clear()
         self._responses.clear()
+        self._ready = False
+        self._sent = None
+
+    def adopt(self, ledger: IngestLedger) -> None:
+        """Count into ``ledger`` from now on (a reader started by :func:`prestart`)."""
+        self.ledger = ledger
+        self._local.ledger = ledger
+
+
+#: Readers whose workers :func:`prestart` started, for the next read to take.
+_WARM: list[ParallelHubbleReader] = []
+
+
+def prestart(paths: Any, format: str | None = None, workers: int | None = None) -> None:
+    """Start the Hubble workers of a coming read of ``paths`` now, so that their start (about
+    half a second of imports) overlaps what the caller does meanwhile; the next
+    :class:`~recommender.ingest.FlowBatches` with as many workers takes them. Best effort:
+    nothing happens when the input is not large Hubble JSON or anything goes wrong. The workers
+    start reading the first Hubble file at once; its batches wait for the read."""
+    from ._detect import detect_format
+    from ._source import expand_paths_explicit
+
+    if _WARM:
+        return  # already started (the command line starts them as early as it can)
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    try:
+        files = [path for path, _ in expand_paths_explicit(paths)]
+        hubble = [p for p in files if (format or detect_format(p)) == "hubble"]
+        n = default_workers(hubble) if workers is None else max(int(workers), 1)
+        if n < 2 or not hubble or read_head(hubble[0], 4096).lstrip().startswith(b"["):
+            return
+    except Exception as exc:  # a hint only: the read itself reports any real problem
+        _log.debug("not prestarting Hubble workers: %s", exc)
+        return
+    reader = ParallelHubbleReader(IngestLedger(), workers=n)
+    if reader.spawn():
+        reader.send(hubble[0])  # each worker starts on it as soon as it has started
+        _WARM.append(reader)
+
+
+def take_prestarted(workers: int, batch_rows: int) -> ParallelHubbleReader | None:
+    """A reader :func:`prestart` started with ``workers`` workers, or None."""
+    for reader in _WARM:
+        if reader.workers == workers and reader.builder.batch_rows == batch_rows:
+            _WARM.remove(reader)
+            return reader
+    return None

@@ -4,7 +4,7 @@ Every input is read twice, with the scanner and with ``RECOMMENDER_NO_SCANNER=1`
 pure-Python path of the same reader), and the two tables and ledgers must be identical: on the
 real captures in ../shared, the sample, the fuzz corpus, hypothesis-generated and mutated lines,
 and hand-made malformed lines. The scanner's own reading of a line is checked against msgspec's,
-and its ``share`` (the parallel workers' split) against the regular expression it replaces.
+and its ``split_share`` (the parallel workers' split) against the regular expression it replaces.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recommender import IngestLedger, read_flows
-from recommender.ingest import hubble, parallel
+from recommender.ingest import hubble
 
 scan = pytest.importorskip(
     "recommender.ingest._hubble_scan", reason="the C scanner is not built (no C compiler?)"
@@ -138,6 +138,20 @@ def _event(rng: random.Random) -> dict[str, Any]:
         )
     if rng.random() < 0.2:
         line["time"] = flow.pop("time")
+    # The fields the scanner copies into the rows it adds itself.
+    for key, options in (
+        ("traffic_direction", ["INGRESS", "EGRESS", 1, 2, 0, "TRAFFIC_DIRECTION_UNKNOWN"]),
+        ("trace_observation_point", ["TO_ENDPOINT", "", 101, "TO_STACK"]),
+        ("node_name", ["", "node-1", "node-2"]),
+        ("destination_service", [None, {}, {"name": "web"}, {"name": "web", "namespace": "b"}]),
+        ("destination_names", [[], ["api.example.com"]]),
+    ):
+        if rng.random() < 0.5:
+            flow[key] = rng.choice(options)
+    if rng.random() < 0.3:
+        line["node_name"] = rng.choice(["", "node-3"])
+    if rng.random() < 0.05 and isinstance(flow.get("l7"), dict):
+        flow["l7"]["type"] = rng.choice([1, 2])
     return line
 
 
@@ -348,16 +362,63 @@ _PORT_TEXT = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(_PORT_TEXT, max_size=12).map(b"".join), max_size=8), st.integers(1, 4))
 def test_share_matches_the_regular_expression(lines: list[bytes], n: int):
+    """split_share splits blocks as readlines() does, wherever a block ends, and deals the
+    lines out as the regular expression of hubble.share_lines does."""
+    lines = [line.replace(b"\n", b" ") + b"\n" for line in lines]
+    data = b"".join(lines) + b'{"last": 1}'  # the last line has no newline
+    everything = [*lines, b'{"last": 1}']
     for index in range(n):
-        assert scan.share(lines, 5, index, n) == parallel._share_python(lines, 5, index, n)
+        expected = hubble.share_lines(everything, 5, index, n)
+        for cut in sorted({0, 1, len(data) // 3, len(data) // 2, len(data) - 1, len(data)}):
+            got_numbers, got_lines, rest, first = [], [], b"", 5
+            for block in (data[:cut], data[cut:], b""):
+                numbers, mine, count, used = scan.split_share(
+                    rest, block, first, index, n, not block
+                )
+                rest = block[used:] if count else rest + block
+                got_numbers += numbers
+                got_lines += mine
+                first += count
+            assert (got_numbers, got_lines) == expected
+            assert first == 5 + len(everything) and rest == b""
 
 
 def test_share_of_real_lines():
     lines = [line.encode() + b"\n" for line in fuzz.RECORDS["hubble"]]
     pattern = re.compile(rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)')
     assert any(pattern.search(line) for line in lines)
+    both = [hubble.share_lines(lines, 1, index, 2) for index in range(2)]
+    assert sorted(both[0][0] + both[1][0]) == list(range(1, len(lines) + 1))
     for index in range(2):
-        assert scan.share(lines, 1, index, 2) == parallel._share_python(lines, 1, index, 2)
+        numbers, mine, _, _ = scan.split_share(b"", b"".join(lines), 1, index, 2, True)
+        assert (numbers, mine) == both[index]
+
+
+@given(st.lists(st.integers(0, 5), max_size=40))
+def test_unique_objects_by_identity(picks: list[int]):
+    """unique_objects finds the distinct objects by identity (equal but distinct dicts stay
+    apart), in order of first appearance, with each value's position."""
+    pool = [{"app": "a"}, {"app": "a"}, {"app": "b"}, None, "x", ("t",)]
+    values = [pool[i] for i in picks]
+    uniques, positions = scan.unique_objects(values)
+    order = list(dict.fromkeys(picks))
+    assert [id(u) for u in uniques] == [id(pool[i]) for i in order]
+    at = pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(positions)])
+    assert at.to_pylist() == [order.index(i) for i in picks]
+
+
+@given(st.lists(st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=3)), min_size=3,
+                         max_size=3), max_size=20))
+def test_columns_of_rows(rows: list[list[object]]):
+    """The batch builder's transposition in C gives zip(*rows), with None for a column of
+    only None."""
+    expected = [
+        None if all(v is None for v in col) else list(col) for col in zip(*rows, strict=True)
+    ]
+    assert scan.columns(rows, 3) == (expected if rows else [[], [], []])
+    assert scan.columns([tuple(r) for r in rows], 3) == scan.columns(rows, 3)
+    with pytest.raises(ValueError):
+        scan.columns([*rows, [1, 2]], 3)
 
 
 def test_scanner_rejects_wrong_arguments():
@@ -369,8 +430,10 @@ def test_scanner_rejects_wrong_arguments():
         scanner.fields(5)
     with pytest.raises(TypeError):
         scanner.run(0, [], 1)
+    with pytest.raises(TypeError):
+        scanner.run(0, {}, 1, [{}, {}])  # not the reader's context
     with pytest.raises(ValueError):
-        scan.share([], 1, 0, 0)
+        scan.split_share(b"", b"", 1, 0, 0, True)
 
 
 def test_read_in_chunks_of_any_size(monkeypatch):

@@ -86,3 +86,91 @@ def test_default_workers_by_size(tmp_path: Path):
     small = tmp_path / "small.json"
     small.write_text("{}")
     assert parallel.default_workers([small]) == 1
+
+
+def test_a_worker_reads_without_importing_pandas():
+    """A worker's interpreter marks pandas absent (pyarrow would import it, 0.5 s of every
+    parallel run, only to check that a list is not a pandas object): the reader gives the same
+    rows there, and pandas is never imported. Importing the parallel reader elsewhere changes
+    nothing: pandas still imports (notebooks need it)."""
+    import subprocess
+    import sys
+
+    sample = str(ROOT / "sample_flows" / "hubble.jsonl.gz")
+    code = (
+        "import sys\n"
+        "from recommender._hubble_worker import block_pandas\n"
+        "block_pandas()\n"
+        "from recommender import read_flows\n"
+        f"table = read_flows({sample!r}, workers=1)\n"
+        "print(table.num_rows, 'pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rows = read_flows(ROOT / "sample_flows" / "hubble.jsonl.gz", workers=1).num_rows
+    assert out.stdout.split() == [str(rows), "False"]
+    code = (
+        "import recommender.ingest.parallel\n"
+        "from recommender import read_flows\n"
+        f"table = read_flows({sample!r}, workers=2)\n"
+        "print(len(table.to_pandas()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(rows)]
+
+
+def test_prestarted_workers_are_taken_by_the_next_read():
+    """``recommend`` starts the workers before it imports the pipeline (their imports
+    overlap); the read that follows takes them and gives the same rows and ledger."""
+    path = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    parallel.prestart([path], workers=2)
+    assert len(parallel._WARM) == 1
+    warm = parallel._WARM[0]
+    ledger = IngestLedger()
+    table = read_flows(path, ledger=ledger, workers=2)
+    assert parallel._WARM == [] and not warm._procs  # taken, and stopped at the end
+    one = IngestLedger()
+    assert _sorted(table).equals(_sorted(read_flows(path, ledger=one, workers=1)))
+    assert (ledger.read, ledger.used, ledger.reply) == (one.read, one.used, one.reply)
+    parallel.prestart([path / "missing"], workers=2)  # best effort: nothing happens
+    parallel.prestart([ROOT / "sample_flows" / "flows.parquet"], workers=2)
+    assert parallel._WARM == []
+
+
+def test_the_command_line_starts_workers_before_parsing(tmp_path: Path, monkeypatch):
+    """`recommend FILE --workers 2` starts the workers from the raw arguments (before Typer
+    and the pipeline load), and the run takes them: the output is that of one process."""
+    from recommender import cli
+
+    path = str(ROOT / "sample_flows" / "hubble.jsonl.gz")
+    started: list[tuple] = []
+    original = parallel.prestart
+
+    def spy(*args):
+        started.append(args)
+        original(*args)
+
+    monkeypatch.setattr(parallel, "prestart", spy)
+    cli._prestart_workers(["-o", str(tmp_path / "x"), "--engine", "dask", path])
+    cli._prestart_workers([path, "--workers=1"])
+    assert parallel._WARM == []
+    assert cli.main([path, "-o", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert started[-2:] == [([path], None, 2), ([path], None, 2)]  # main's, then run's (no-op)
+    assert parallel._WARM == []
+    assert cli.main([path, "-o", str(tmp_path / "one"), "--workers", "1"]) == 0
+    for name in ("report.json", "report.md"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_prestarted_for_another_file_starts_afresh(tmp_path: Path):
+    """Workers prestarted (and already reading) one file, then asked for another, are
+    replaced: the rows are those of the file asked for."""
+    import shutil
+
+    sample = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    other = tmp_path / "other.jsonl.gz"
+    shutil.copy(sample, other)
+    parallel.prestart([sample], workers=2)
+    table = read_flows(other, workers=2)
+    assert parallel._WARM == []
+    assert set(table.column("source_file").to_pylist()) == {str(other)}
+    assert _sorted(table).equals(_sorted(read_flows(other, workers=1)))
