@@ -38,7 +38,7 @@ from ..errors import FlowFormatError
 from ..schema import COLUMNS
 from ._base import FlowReader
 from ._common import _EPOCH, _IP_CACHE, _ONE_US, BadValue, infer_workload, norm_ip, to_micros
-from ._source import iter_blocks, iter_line_chunks, open_decompressed, read_head
+from ._source import CHUNK_BYTES, iter_blocks, iter_line_chunks, open_decompressed, read_head
 
 __all__ = ["HubbleReader", "infer_reply"]
 
@@ -333,32 +333,44 @@ def share_lines(
 
 
 def iter_share(
-    path: Path, index: int = 0, n: int = 1
+    path: Path, index: int = 0, n: int = 1, block_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[int, list[int], list[bytes], int, str | None]]:
     """Yield ``(first, numbers, lines, count, error)`` for the lines of ``path`` in chunks: of
     ``count`` lines numbered from ``first``, those of parallel worker ``index`` of ``n`` (all
     when n is 1; see :mod:`recommender.ingest.parallel`), with their numbers. ``error`` is set
     (and the rest of the file lost) where a compressed stream breaks off.
 
-    With the compiled scanner, blocks are split in C and only the lines kept become bytes
-    objects; without it, :func:`~recommender.ingest._source.iter_line_chunks` splits them.
+    With the compiled scanner, blocks of ``block_bytes`` are split in C and only the lines kept
+    become bytes objects; without it, :func:`~recommender.ingest._source.iter_line_chunks`
+    splits them.
     """
     if not scanner_available() or _scan is None:
-        for first, lines, error in iter_line_chunks(path):
+        for first, lines, error in iter_line_chunks(path, block_bytes):
             numbers, mine = share_lines(lines, first, index, n)
             yield first, numbers, mine, len(lines), error
         return
     split = _scan.split_share
     line_no = 1
-    rest = b""
-    for block, error in iter_blocks(path):
+    # The unfinished last line, in pieces: a line longer than a block (garbage, or a file that
+    # is not JSON lines) is joined once, when it ends, not once per block.
+    parts: list[bytes] = []
+    size = 0
+    for block, error in iter_blocks(path, block_bytes):
         if error is not None:
             yield line_no, [], [], 0, error
             return
+        if block and size > len(block) and block.find(b"\n") < 0:
+            parts.append(block)
+            size += len(block)
+            continue
+        rest = parts[0] if len(parts) == 1 else b"".join(parts)
         numbers, mine, count, used = split(rest, block, line_no, index, n, not block)
-        rest = block[used:] if count else rest + block
         if count:
+            parts = [block[used:]] if used < len(block) else []
             yield line_no, numbers, mine, count, None
+        else:
+            parts = [rest, block]
+        size = sum(len(part) for part in parts)
         line_no += count
         if not block:
             return

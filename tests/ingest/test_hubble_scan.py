@@ -466,3 +466,24 @@ def test_impossible_icmp_code_is_a_skip_on_both_paths(tmp_path: Path, monkeypatc
     path.write_text(json.dumps(line) + "\n")
     ledger = assert_same(path, monkeypatch)
     assert ledger["used"] == 0 and ledger["skipped"] == {"invalid-icmp": 1}
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_blocks_and_lines_longer_than_a_block(tmp_path: Path, monkeypatch, n: int):
+    """Lines are cut from blocks as readlines() cuts them, wherever blocks end, lines longer
+    than several blocks (kept in pieces, joined once) included; numbers and shares match the
+    pure-Python split."""
+    lines = [line.encode() for line in fuzz.RECORDS["hubble"][:6]]
+    lines.insert(2, b'{"junk": "' + b"x" * 1000 + b'"}')
+    lines.insert(4, b"")
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(b"\n".join(lines))  # no newline at the end
+    for block_bytes in (7, 64, 333, 1 << 20):
+        for index in range(n):
+            fast = list(hubble.iter_share(path, index, n, block_bytes))
+            monkeypatch.setenv("RECOMMENDER_NO_SCANNER", "1")
+            slow = list(hubble.iter_share(path, index, n, block_bytes))
+            monkeypatch.delenv("RECOMMENDER_NO_SCANNER")
+            assert [x for chunk in fast for x in chunk[1]] == [x for c in slow for x in c[1]]
+            assert [x for chunk in fast for x in chunk[2]] == [x for c in slow for x in c[2]]
+            assert sum(chunk[3] for chunk in fast) == len(lines)
