@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -64,12 +65,11 @@ def _import_later_stages() -> None:
 
     def run() -> None:
         for name in _LATER_MODULES:
-            try:
+            with contextlib.suppress(Exception):  # the stage itself reports a real problem
                 importlib.import_module(name)
-            except Exception:
-                return
 
     threading.Thread(target=run, name="recommender-imports", daemon=True).start()
+
 
 PathLike = str | os.PathLike[str]
 

@@ -174,3 +174,14 @@ def test_prestarted_for_another_file_starts_afresh(tmp_path: Path):
     assert parallel._WARM == []
     assert set(table.column("source_file").to_pylist()) == {str(other)}
     assert _sorted(table).equals(_sorted(read_flows(other, workers=1)))
+
+
+def test_modules_imported_during_the_read_exist():
+    """The pipeline imports the later stages' modules on a thread while parallel workers
+    read; a renamed module would make that silently useless."""
+    import importlib
+
+    from recommender.pipeline import _LATER_MODULES
+
+    for name in _LATER_MODULES:
+        importlib.import_module(name)
