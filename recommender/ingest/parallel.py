@@ -12,7 +12,9 @@ Each worker reads the file itself and keeps its own share of the lines (reading 
 the lines through a pipe is not). The parent takes one record batch from each worker in turn,
 so the output is the same on every run, and the workers' bounded queues keep memory bounded.
 Workers are spawned (not forked) and stop with the run; when they cannot start, the parent
-reads the input itself.
+reads the input itself. :func:`prestart` starts them (and their read of the first file) before
+the caller has imported the rest of the pipeline; the ``recommend`` command does that from its
+raw arguments, and the next read takes them.
 """
 
 from __future__ import annotations
