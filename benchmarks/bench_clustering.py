@@ -43,6 +43,8 @@ def generate_edges(workloads: int, seed: int) -> tuple[Any, dict[str, int]]:
     """The edge table and each generated workload's role (``namespace/name`` -> role id)."""
     import pyarrow as pa
 
+    from recommender.edges import EDGE_KEY
+
     rng = np.random.default_rng(seed)
     big = workloads // 5
     rest = workloads - big
@@ -51,20 +53,7 @@ def generate_edges(workloads: int, seed: int) -> tuple[Any, dict[str, int]]:
         take = int(min(rest, rng.integers(300, 900)))
         sizes.append(take)
         rest -= take
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "src_kind",
-            "src_namespace",
-            "src_id",
-            "dst_kind",
-            "dst_namespace",
-            "dst_id",
-            "protocol",
-            "dst_port",
-            "connections",
-        )
-    }
+    cols: dict[str, list[Any]] = {k: [] for k in (*EDGE_KEY, "connections")}
     roles: dict[str, int] = {}
 
     def edge(sns: str, src: str, dns: str, dst: str, proto: str, port: int) -> None:

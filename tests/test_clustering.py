@@ -18,24 +18,12 @@ from sklearn.utils.estimator_checks import (
 
 from recommender.clustering import BehaviourClustering, SignatureGrouping
 from recommender.clustering_features import communication_features, describe_feature
+from recommender.edges import EDGE_KEY
 
 
 def edges(rows: list[tuple[str, str, str, str, int]]) -> pa.Table:
     """Edges ``(src ns/wl, dst ns/wl or ip, protocol, port, connections)``."""
-    cols: dict[str, list[object]] = {
-        k: []
-        for k in (
-            "src_kind",
-            "src_namespace",
-            "src_id",
-            "dst_kind",
-            "dst_namespace",
-            "dst_id",
-            "protocol",
-            "dst_port",
-            "connections",
-        )
-    }
+    cols: dict[str, list[object]] = {k: [] for k in (*EDGE_KEY, "connections")}
     for src, dst, proto, port, conns in rows:
         for side, end in (("src", src), ("dst", dst)):
             if "/" in end:
