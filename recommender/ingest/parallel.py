@@ -22,7 +22,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import queue
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -127,14 +130,20 @@ class ParallelHubbleReader(FlowReader):
         self._ready = True
         return True
 
-    def spawn(self) -> bool:
-        """Start the worker processes without waiting for them (their imports take about half
-        a second); False when they cannot start."""
+    def spawn(self, fork: bool = False) -> bool:
+        """Start the worker processes without waiting for them; False when they cannot start.
+
+        Workers are spawned (a fresh interpreter, whose imports take about half a second)
+        unless ``fork`` is set and this process has a single thread and can fork: then they
+        are forked, start at once and share the imports already done. :func:`prestart` asks for
+        that (the command line calls it before anything starts a thread); a library caller may
+        hold threads (DuckDB's, a notebook's), which a forked child would inherit half-held.
+        """
         if self._procs:
             return True
         if self._failed:
             return False
-        ctx = mp.get_context("spawn")
+        ctx = mp.get_context("fork" if fork and _can_fork() else "spawn")
         try:
             for _ in range(self.workers):
                 requests, responses = ctx.Queue(), ctx.Queue(maxsize=4)
@@ -247,6 +256,18 @@ class ParallelHubbleReader(FlowReader):
         self._local.ledger = ledger
 
 
+def _can_fork() -> bool:
+    """True when forking is safe here: a system with fork, one Python thread, and DuckDB not
+    loaded (its worker threads would be copied half-held). The C threads that importing
+    pyarrow and NumPy starts (jemalloc's background thread, OpenBLAS's pool) are idle then, and
+    both libraries register fork handlers for them."""
+    return (
+        "fork" in mp.get_all_start_methods()
+        and threading.active_count() == 1
+        and "duckdb" not in sys.modules
+    )
+
+
 #: Readers whose workers :func:`prestart` started, for the next read to take.
 _WARM: list[ParallelHubbleReader] = []
 
@@ -274,7 +295,7 @@ def prestart(paths: Any, format: str | None = None, workers: int | None = None) 
         _log.debug("not prestarting Hubble workers: %s", exc)
         return
     reader = ParallelHubbleReader(IngestLedger(), workers=n)
-    if reader.spawn():
+    if reader.spawn(fork=True):
         reader.send(hubble[0])  # each worker starts on it as soon as it has started
         _WARM.append(reader)
 

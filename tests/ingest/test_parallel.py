@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -93,9 +95,6 @@ def test_a_worker_reads_without_importing_pandas():
     parallel run, only to check that a list is not a pandas object): the reader gives the same
     rows there, and pandas is never imported. Importing the parallel reader elsewhere changes
     nothing: pandas still imports (notebooks need it)."""
-    import subprocess
-    import sys
-
     sample = str(ROOT / "sample_flows" / "hubble.jsonl.gz")
     code = (
         "import sys\n"
@@ -185,3 +184,29 @@ def test_modules_imported_during_the_read_exist():
 
     for name in _LATER_MODULES:
         importlib.import_module(name)
+
+
+def test_prestart_forks_only_a_single_threaded_process():
+    """The command line prestarts before any thread exists: the workers are forked (no second
+    start-up of imports) and read the same rows. With a Python thread running, or DuckDB
+    loaded, they are spawned instead (a fork would copy locks those threads hold)."""
+    code = (
+        "import sys, threading\n"
+        "from recommender.ingest import parallel, read_flows\n"
+        "path = sys.argv[1]\n"
+        "if sys.argv[2] == 'thread':\n"
+        "    threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+        "if sys.argv[2] == 'duckdb':\n"
+        "    import duckdb\n"
+        "parallel.prestart([path], workers=2)\n"
+        "reader = parallel._WARM[0]\n"
+        "methods = {type(p)._start_method for p in reader._procs}\n"
+        "print(*methods, read_flows(path, workers=2).num_rows)\n"
+    )
+    path = str(ROOT / "sample_flows" / "hubble.jsonl.gz")
+    rows = read_flows(path, workers=1).num_rows
+    for case, method in (("none", "fork"), ("thread", "spawn"), ("duckdb", "spawn")):
+        out = subprocess.run(
+            [sys.executable, "-c", code, path, case], capture_output=True, text=True, check=True
+        )
+        assert out.stdout.split() == [method, str(rows)], case
