@@ -63,6 +63,10 @@ typedef struct {
     span_t src_raw, dst_raw, flow_node, line_node, dir, point, svc_name, svc_ns;
     long long tcp_sport, tcp_dport, udp_sport, udp_dport;
     long long flow_time, line_time;
+    /* flow.l7: which of http, dns and kafka are objects; the http and dns fields. */
+    uint8_t has_http, has_dns, has_kafka;
+    long long http_code;
+    span_t http_method, http_url, dns_query;
 } rec_t;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -113,6 +117,13 @@ enum slot {
     S_SVC_NAME,
     S_SVC_NS,
     S_L7_TYPE,
+    S_HTTP,
+    S_HTTP_CODE,
+    S_HTTP_METHOD,
+    S_HTTP_URL,
+    S_DNS,
+    S_DNS_QUERY,
+    S_KAFKA,
 };
 
 struct schema;
@@ -190,20 +201,20 @@ static const field_t service_fields[] = {
 };
 static const schema_t service_schema = {2, service_fields};
 static const field_t http_fields[] = {
-    F("code", K_INT, S_NONE, NULL),
-    F("method", K_STR, S_NONE, NULL),
-    F("url", K_STR, S_NONE, NULL),
+    F("code", K_INT, S_HTTP_CODE, NULL),
+    F("method", K_STR, S_HTTP_METHOD, NULL),
+    F("url", K_STR, S_HTTP_URL, NULL),
 };
 static const schema_t http_schema = {3, http_fields};
 static const field_t dns_fields[] = {
-    F("query", K_STR, S_NONE, NULL),
+    F("query", K_STR, S_DNS_QUERY, NULL),
 };
 static const schema_t dns_schema = {1, dns_fields};
 static const field_t l7_fields[] = {
     F("type", K_STR_INT, S_L7_TYPE, NULL),
-    F("http", K_OPT_OBJ, S_NONE, &http_schema),
-    F("dns", K_OPT_OBJ, S_NONE, &dns_schema),
-    F("kafka", K_OPT_DICT, S_NONE, NULL),
+    F("http", K_OPT_OBJ, S_HTTP, &http_schema),
+    F("dns", K_OPT_OBJ, S_DNS, &dns_schema),
+    F("kafka", K_OPT_DICT, S_KAFKA, NULL),
 };
 static const schema_t l7_schema = {4, l7_fields};
 
@@ -535,6 +546,9 @@ store_int(ctx_t *c, enum slot slot, long long v)
     case S_L7_TYPE:
         r->l7_response = v == 2;
         break;
+    case S_HTTP_CODE:
+        r->http_code = v;
+        break;
     default:
         break;
     }
@@ -573,6 +587,15 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
             break;
         case S_SVC_NS:
             r->svc_ns = s;
+            break;
+        case S_HTTP_METHOD:
+            r->http_method = s;
+            break;
+        case S_HTTP_URL:
+            r->http_url = s;
+            break;
+        case S_DNS_QUERY:
+            r->dns_query = s;
             break;
         default:
             break;
@@ -707,6 +730,12 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
         case S_SVC:
             r->has_svc = 1;
             break;
+        case S_HTTP:
+            r->has_http = 1;
+            break;
+        case S_DNS:
+            r->has_dns = 1;
+            break;
         default:
             break;
         }
@@ -716,6 +745,8 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
             return literal(p, end, "null", 4);
         if (*p != '{')
             return NULL;
+        if (f->slot == S_KAFKA)
+            r->has_kafka = 1;
         return skip_object(p, end, depth);
     }
     return NULL;
@@ -980,24 +1011,23 @@ remember_pod(PyObject *pods, PyObject *cached, PyObject *ip)
     return 0;
 }
 
-/* Add the row of new connection ``key`` (line i) as HubbleReader._add does: 1 when added,
- * 0 when Python must handle the line (nothing changed then), -1 on error. *release is set
- * when the reader must release waiting rows now. */
+/* The canonical addresses (borrowed) and cached endpoints (new references) of a line whose
+ * row may be built here. */
+typedef struct {
+    PyObject *src_ip, *dst_ip, *src, *dst;
+} resolved_t;
+
+/* Look up what a row of connection ``key`` needs, changing nothing: 1, 0 when Python must
+ * handle the line (an address or endpoint it has not resolved yet), -1 on error. */
 static int
-add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, PyObject *seen,
-        PyObject *ctx, int *release)
+resolve(rec_t *r, PyObject *key, PyObject *ctx, resolved_t *out)
 {
-    long long sport = r->has_tcp ? r->tcp_sport : r->udp_sport;
-    long long dport = r->has_tcp ? r->tcp_dport : r->udp_dport;
-    if (!r->forwarded || r->n_names || r->src.n == 0 || r->dst.n == 0 || sport < 0 ||
-        sport > 65535 || dport < 0 || dport > 65535)
-        return 0;
     PyObject *ips = PyList_GET_ITEM(ctx, CX_IPS);
-    PyObject *src_ip = PyDict_GetItemWithError(ips, PyTuple_GET_ITEM(key, 0));
-    if (src_ip == NULL)
+    out->src_ip = PyDict_GetItemWithError(ips, PyTuple_GET_ITEM(key, 0));
+    if (out->src_ip == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    PyObject *dst_ip = PyDict_GetItemWithError(ips, PyTuple_GET_ITEM(key, 1));
-    if (dst_ip == NULL)
+    out->dst_ip = PyDict_GetItemWithError(ips, PyTuple_GET_ITEM(key, 1));
+    if (out->dst_ip == NULL)
         return PyErr_Occurred() ? -1 : 0;
     int error = 0;
     PyObject *endpoints = PyList_GET_ITEM(ctx, CX_ENDPOINTS);
@@ -1007,27 +1037,80 @@ add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, 
     PyObject *dst = cached_endpoint(endpoints, r->dst_raw, &error);
     if (dst == NULL)
         return error ? -1 : 0;
-    Py_INCREF(src);
-    Py_INCREF(dst);
+    out->src = Py_NewRef(src); /* set only on success: the caller releases them */
+    out->dst = Py_NewRef(dst);
+    return 1;
+}
 
-    /* From here on the line is this function's. */
-    int status = -1;
-    PyObject *row = NULL, *when = NULL, *line_no = NULL;
-    PyObject *pending = PyList_GET_ITEM(ctx, CX_PENDING);
+/* context[CX_LATEST] = max(it, micros). 0, or -1 on error. */
+static int
+bump_latest(PyObject *ctx, long long micros)
+{
     long long latest = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_LATEST));
-    long long released = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_RELEASED));
-    if (PyErr_Occurred())
-        goto done;
+    if (latest == -1 && PyErr_Occurred())
+        return -1;
     if (micros > latest) {
         PyObject *value = PyLong_FromLongLong(micros);
         if (value == NULL || PyList_SetItem(ctx, CX_LATEST, value) < 0)
-            goto done;
+            return -1;
     }
+    return 0;
+}
+
+/* seen[key] = micros. 0, or -1 on error. */
+static int
+set_seen(PyObject *seen, PyObject *key, long long micros)
+{
+    PyObject *value = PyLong_FromLongLong(micros);
+    if (value == NULL)
+        return -1;
+    int status = PyDict_SetItem(seen, key, value);
+    Py_DECREF(value);
+    return status;
+}
+
+/* The last time (us) in ``seen`` of ``key``: 1 (found), 0 (absent), -1 on error, -2 when the
+ * value is not a plain integer (Python decides then). */
+static int
+get_seen(PyObject *seen, PyObject *key, long long *last)
+{
+    PyObject *value = PyDict_GetItemWithError(seen, key); /* borrowed */
+    if (value == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int overflow = 0;
+    if (!PyLong_CheckExact(value))
+        return -2;
+    *last = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (*last == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -2;
+    }
+    return 1;
+}
+
+/* Put the row of line i (HubbleReader._add's, with ``connections`` and the five L7 columns
+ * ``l7``, new references that this function takes) in the waiting rows under
+ * ``pending_key``, as _add does; ``res`` as resolve() found it (its references are taken
+ * too). 0, or -1 on error. *release is set when the reader must release waiting rows now. */
+static int
+put_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, PyObject *pending_key,
+        long long micros, int connections, PyObject **l7, resolved_t *res, PyObject *ctx,
+        int *release)
+{
+    int status = -1;
+    PyObject *row = NULL, *when = NULL, *line_no = NULL;
+    PyObject *src = res->src, *dst = res->dst;
+    PyObject *pending = PyList_GET_ITEM(ctx, CX_PENDING);
+    long long sport = r->has_tcp ? r->tcp_sport : r->udp_sport;
+    long long dport = r->has_tcp ? r->tcp_dport : r->udp_dport;
+    long long released = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_RELEASED));
+    if (released == -1 && PyErr_Occurred())
+        goto done;
     when = PyLong_FromLongLong(micros);
-    if (when == NULL || PyDict_SetItem(seen, key, when) < 0)
+    if (when == NULL)
         goto done;
     PyObject *pods = PyList_GET_ITEM(ctx, CX_PODS);
-    if (remember_pod(pods, src, src_ip) < 0 || remember_pod(pods, dst, dst_ip) < 0)
+    if (remember_pod(pods, src, res->src_ip) < 0 || remember_pod(pods, dst, res->dst_ip) < 0)
         goto done;
     line_no = PySequence_GetItem(PyList_GET_ITEM(ctx, CX_NUMBERS), i);
     if (line_no == NULL)
@@ -1063,11 +1146,11 @@ add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, 
         Py_NewRef(PyTuple_GET_ITEM(sfound, 0)), Py_NewRef(PyTuple_GET_ITEM(sfound, 1)),
         Py_NewRef(PyTuple_GET_ITEM(sfound, 2)), Py_NewRef(PyTuple_GET_ITEM(sfound, 3)),
         Py_NewRef(PyTuple_GET_ITEM(sfound, 4)), Py_NewRef(PyTuple_GET_ITEM(sfound, 5)),
-        Py_NewRef(src_ip), sport_obj, Py_NewRef(PyTuple_GET_ITEM(sfound, 6)),
+        Py_NewRef(res->src_ip), sport_obj, Py_NewRef(PyTuple_GET_ITEM(sfound, 6)),
         Py_NewRef(PyTuple_GET_ITEM(dfound, 0)), Py_NewRef(PyTuple_GET_ITEM(dfound, 1)),
         Py_NewRef(PyTuple_GET_ITEM(dfound, 2)), Py_NewRef(PyTuple_GET_ITEM(dfound, 3)),
         Py_NewRef(PyTuple_GET_ITEM(dfound, 4)), Py_NewRef(PyTuple_GET_ITEM(dfound, 5)),
-        Py_NewRef(dst_ip), dport_obj, Py_NewRef(PyTuple_GET_ITEM(dfound, 6)),
+        Py_NewRef(res->dst_ip), dport_obj, Py_NewRef(PyTuple_GET_ITEM(dfound, 6)),
         Py_NewRef(PyTuple_GET_ITEM(key, 2)), /* protocol */
         Py_NewRef(Py_None), Py_NewRef(Py_None), /* icmp type, code */
         svc_ns, svc_name,
@@ -1077,13 +1160,13 @@ add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, 
         Py_NewRef(Py_None), Py_NewRef(Py_None),
         Py_NewRef(direction), point, node,
         Py_NewRef(Py_False), /* reply */
-        PyLong_FromLong(1), /* connections */
+        PyLong_FromLong(connections),
         Py_NewRef(Py_None), Py_NewRef(Py_None),
-        Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(Py_None),
-        Py_NewRef(Py_None), /* l7 protocol, method, path, code, dns query */
+        l7[0], l7[1], l7[2], l7[3], l7[4], /* l7 protocol, method, path, code, dns query */
         Py_NewRef(HUBBLE_STR), Py_NewRef(PyList_GET_ITEM(ctx, CX_FILE)), line_no,
     };
-    line_no = NULL; /* owned by values now */
+    l7 = NULL;      /* owned by values now */
+    line_no = NULL; /* likewise */
     int missing = 0;
     for (int c = 0; c < ROW_COLUMNS; c++) {
         if (values[c] == NULL)
@@ -1092,11 +1175,11 @@ add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, 
     }
     if (missing)
         goto done;
-    int waiting = PyDict_Contains(pending, key);
+    int waiting = PyDict_Contains(pending, pending_key);
     if (waiting < 0)
         goto done;
     if (waiting) {
-        PyObject *older = PyObject_CallMethodOneArg(pending, POP_STR, key);
+        PyObject *older = PyObject_CallMethodOneArg(pending, POP_STR, pending_key);
         if (older == NULL)
             goto done;
         int appended = PyList_Append(PyList_GET_ITEM(ctx, CX_ROWS), older);
@@ -1104,7 +1187,7 @@ add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, 
         if (appended < 0)
             goto done;
     }
-    if (PyObject_SetItem(pending, key, row) < 0)
+    if (PyObject_SetItem(pending, pending_key, row) < 0)
         goto done;
     Py_ssize_t size = PyObject_Size(pending);
     if (size < 0)
@@ -1115,14 +1198,229 @@ add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, 
             goto done;
         *release = 1;
     }
-    status = 1;
+    status = 0;
 done:
+    if (l7 != NULL)
+        for (int c = 0; c < 5; c++)
+            Py_XDECREF(l7[c]);
     Py_XDECREF(row);
     Py_XDECREF(when);
     Py_XDECREF(line_no);
     Py_DECREF(src);
     Py_DECREF(dst);
     return status;
+}
+
+/* Add the row of new connection ``key`` (line i, a plain FORWARDED TCP/UDP event) as
+ * HubbleReader._add does: 1 when added, 0 when Python must handle the line (nothing changed
+ * then), -1 on error. *release is set when the reader must release waiting rows now. */
+static int
+add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, PyObject *seen,
+        PyObject *ctx, int *release)
+{
+    long long sport = r->has_tcp ? r->tcp_sport : r->udp_sport;
+    long long dport = r->has_tcp ? r->tcp_dport : r->udp_dport;
+    if (!r->forwarded || r->n_names || r->src.n == 0 || r->dst.n == 0 || sport < 0 ||
+        sport > 65535 || dport < 0 || dport > 65535)
+        return 0;
+    resolved_t res;
+    int found = resolve(r, key, ctx, &res);
+    if (found <= 0)
+        return found;
+    /* From here on the line is this function's. */
+    PyObject *l7[5] = {Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(Py_None),
+                       Py_NewRef(Py_None), Py_NewRef(Py_None)};
+    if (bump_latest(ctx, micros) < 0 || set_seen(seen, key, micros) < 0) {
+        for (int c = 0; c < 5; c++)
+            Py_DECREF(l7[c]);
+        Py_DECREF(res.src);
+        Py_DECREF(res.dst);
+        return -1;
+    }
+    return put_row(self, r, i, key, key, micros, 1, l7, &res, ctx, release) < 0 ? -1 : 1;
+}
+
+static inline int
+is_scheme_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '+' || c == '-' || c == '.';
+}
+
+/* urllib.parse.urlsplit(url).path for a URL of printable ASCII (what scan_string passes);
+ * 0 when Python must decide (a space, which urlsplit strips at the start, or a bracket, which
+ * may make it raise). */
+static int
+url_path(span_t url, span_t *path)
+{
+    const char *p = url.p, *e = url.p + url.n;
+    for (const char *q = p; q < e; q++)
+        if (*q == ' ' || *q == '[' || *q == ']')
+            return 0;
+    const char *colon = memchr(p, ':', e - p);
+    if (colon != NULL && colon > p && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) {
+        const char *q = p;
+        while (q < colon && is_scheme_char(*q))
+            q++;
+        if (q == colon)
+            p = colon + 1;
+    }
+    if (e - p >= 2 && p[0] == '/' && p[1] == '/') {
+        const char *q = p + 2;
+        while (q < e && *q != '/' && *q != '?' && *q != '#')
+            q++;
+        p = q;
+    }
+    const char *hash = memchr(p, '#', e - p);
+    if (hash != NULL)
+        e = hash;
+    const char *mark = memchr(p, '?', e - p);
+    if (mark != NULL)
+        e = mark;
+    path->p = p;
+    path->n = e - p;
+    return 1;
+}
+
+/* An L7 request (line i: FORWARDED TCP/UDP, is_reply false, an http or dns section) as
+ * HubbleReader._add settles it: a duplicate of a request seen on the same connection within
+ * the idle time, else a row (connections 1 on a new connection, 0 on a known one, whose
+ * waiting key is then (key, detail)). 1 when settled (*duplicate set for a duplicate), 0 when
+ * Python must handle the line (nothing changed then), -1 on error. */
+static int
+settle_l7(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros,
+          PyObject *seen, long long idle, PyObject *ctx, int *release, int *duplicate)
+{
+    span_t path = {NULL, 0};
+    if (!r->forwarded || r->n_names || !(r->has_http || r->has_dns))
+        return 0;
+    if (r->has_http && r->http_url.n && !url_path(r->http_url, &path))
+        return 0;
+    int status = -1, found;
+    PyObject *detail = NULL, *l7_key = NULL, *http = NULL, *query = NULL;
+    PyObject *l7[5] = {NULL, NULL, NULL, NULL, NULL};
+    resolved_t res = {NULL, NULL, NULL, NULL};
+    /* l7_detail = ((method, url) | None, query | None), and the key (key, l7_detail). */
+    if (r->has_http) {
+        PyObject *method = cached_str(self, r->http_method);
+        PyObject *url = method ? PyUnicode_DecodeASCII(r->http_url.p, r->http_url.n, NULL)
+                               : NULL;
+        http = url ? PyTuple_Pack(2, method, url) : NULL;
+        Py_XDECREF(method);
+        Py_XDECREF(url);
+    }
+    else
+        http = Py_NewRef(Py_None);
+    query = r->has_dns ? cached_str(self, r->dns_query) : Py_NewRef(Py_None);
+    if (http == NULL || query == NULL)
+        goto done;
+    detail = PyTuple_Pack(2, http, query);
+    l7_key = detail ? PyTuple_Pack(2, key, detail) : NULL;
+    if (l7_key == NULL)
+        goto done;
+    long long last = 0, l7_last = 0;
+    found = get_seen(seen, key, &last);
+    if (found == -1)
+        goto done;
+    int active = found == 1 && micros - last <= idle;
+    int l7_active = 0;
+    if (active) {
+        int l7_found = get_seen(seen, l7_key, &l7_last);
+        if (l7_found == -1)
+            goto done;
+        if (l7_found == -2) {
+            status = 0;
+            goto done;
+        }
+        l7_active = l7_found == 1 && micros - l7_last <= idle;
+    }
+    if (found == -2) {
+        status = 0;
+        goto done;
+    }
+    if (!l7_active) {
+        int ok = resolve(r, key, ctx, &res);
+        if (ok <= 0) {
+            status = ok;
+            goto done;
+        }
+    }
+    /* From here on the line is this function's. */
+    if (bump_latest(ctx, micros) < 0)
+        goto done;
+    if (active) {
+        if (micros > last && set_seen(seen, key, micros) < 0)
+            goto done;
+        if (set_seen(seen, l7_key, micros) < 0)
+            goto done;
+        if (l7_active) {
+            *duplicate = 1;
+            status = 1;
+            goto done;
+        }
+    }
+    else if (set_seen(seen, key, micros) < 0 || set_seen(seen, l7_key, micros) < 0)
+        goto done;
+    if (r->has_http) {
+        l7[0] = PyUnicode_FromString("http");
+        l7[1] = str_or_none(self, r->http_method);
+        l7[2] = path.n ? PyUnicode_DecodeASCII(path.p, path.n, NULL) : Py_NewRef(Py_None);
+        l7[3] = r->http_code >= 100 && r->http_code <= 999 ? PyLong_FromLongLong(r->http_code)
+                                                            : Py_NewRef(Py_None);
+        l7[4] = Py_NewRef(Py_None);
+    }
+    else {
+        l7[0] = PyUnicode_FromString("dns");
+        l7[1] = Py_NewRef(Py_None);
+        l7[2] = Py_NewRef(Py_None);
+        l7[3] = Py_NewRef(Py_None);
+        l7[4] = str_or_none(self, r->dns_query);
+    }
+    status = put_row(self, r, i, key, active ? l7_key : key, micros, active ? 0 : 1, l7, &res,
+                     ctx, release) < 0
+                 ? -1
+                 : 1;
+    res.src = res.dst = NULL; /* taken by put_row, as l7 was */
+    for (int c = 0; c < 5; c++)
+        l7[c] = NULL;
+done:
+    for (int c = 0; c < 5; c++)
+        Py_XDECREF(l7[c]);
+    Py_XDECREF(res.src);
+    Py_XDECREF(res.dst);
+    Py_XDECREF(http);
+    Py_XDECREF(query);
+    Py_XDECREF(detail);
+    Py_XDECREF(l7_key);
+    return status;
+}
+
+/* The reader's connection key (source, destination, "TCP" | "UDP", sport, dport, None) of a
+ * TCP or UDP line; NULL on error. */
+static PyObject *
+connection_key(Scanner *self, rec_t *r)
+{
+    PyObject *key = PyTuple_New(6);
+    if (key == NULL)
+        return NULL;
+    PyObject *src = cached_str(self, r->src);
+    PyObject *dst = src ? cached_str(self, r->dst) : NULL;
+    PyObject *sport = dst ? PyLong_FromLongLong(r->has_tcp ? r->tcp_sport : r->udp_sport)
+                          : NULL;
+    PyObject *dport = sport ? PyLong_FromLongLong(r->has_tcp ? r->tcp_dport : r->udp_dport)
+                            : NULL;
+    PyObject *proto = r->has_tcp ? TCP_STR : UDP_STR;
+    PyTuple_SET_ITEM(key, 0, src);
+    PyTuple_SET_ITEM(key, 1, dst);
+    PyTuple_SET_ITEM(key, 2, Py_NewRef(proto));
+    PyTuple_SET_ITEM(key, 3, sport);
+    PyTuple_SET_ITEM(key, 4, dport);
+    PyTuple_SET_ITEM(key, 5, Py_NewRef(Py_None));
+    if (dport == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    return key;
 }
 
 PyDoc_STRVAR(run_doc,
@@ -1173,7 +1471,31 @@ Scanner_run(Scanner *self, PyObject *args)
                 replies++;
                 continue;
             }
-            break;
+            if (ctx == NULL || r->is_reply != 0 || r->l7_response || r->overriding ||
+                !(r->has_flow_time || r->has_line_time) || !r->has_ip || !r->src.n ||
+                !r->dst.n || !r->has_l4 || !(r->has_tcp || r->has_udp) || sp < 0 ||
+                sp > 65535 || dp < 0 || dp > 65535)
+                break;
+            PyObject *key = connection_key(self, r);
+            if (key == NULL)
+                return NULL;
+            int duplicate = 0;
+            int settled = settle_l7(self, r, i, key, r->has_flow_time ? r->flow_time : r->line_time,
+                                    seen, idle, ctx, &release, &duplicate);
+            Py_DECREF(key);
+            if (settled < 0)
+                return NULL;
+            if (settled == 0)
+                break;
+            if (duplicate)
+                duplicates++;
+            else
+                rows++;
+            if (release) {
+                i++;
+                break;
+            }
+            continue;
         }
         if (r->is_reply < 0)
             break;
@@ -1185,28 +1507,9 @@ Scanner_run(Scanner *self, PyObject *args)
             !(r->has_tcp || r->has_udp) || r->overriding)
             break;
         long long micros = r->has_flow_time ? r->flow_time : r->line_time;
-        PyObject *key = PyTuple_New(6);
+        PyObject *key = connection_key(self, r);
         if (key == NULL)
             return NULL;
-        PyObject *src = cached_str(self, r->src);
-        PyObject *dst = src ? cached_str(self, r->dst) : NULL;
-        PyObject *sport = dst ? PyLong_FromLongLong(r->has_tcp ? r->tcp_sport : r->udp_sport)
-                              : NULL;
-        PyObject *dport = sport ? PyLong_FromLongLong(r->has_tcp ? r->tcp_dport : r->udp_dport)
-                                : NULL;
-        PyObject *proto = r->has_tcp ? TCP_STR : UDP_STR;
-        Py_INCREF(proto);
-        Py_INCREF(Py_None);
-        PyTuple_SET_ITEM(key, 0, src);
-        PyTuple_SET_ITEM(key, 1, dst);
-        PyTuple_SET_ITEM(key, 2, proto);
-        PyTuple_SET_ITEM(key, 3, sport);
-        PyTuple_SET_ITEM(key, 4, dport);
-        PyTuple_SET_ITEM(key, 5, Py_None);
-        if (dport == NULL) {
-            Py_DECREF(key);
-            return NULL;
-        }
         PyObject *last = PyDict_GetItemWithError(seen, key); /* borrowed */
         if (last == NULL) {
             if (PyErr_Occurred()) {

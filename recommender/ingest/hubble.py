@@ -288,6 +288,28 @@ def _resolve_endpoint(ep: _Endpoint | None) -> _Ep:
     return ("unknown", namespace or None, None, None, None, labels or None, None)
 
 
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_NETLOC: Final = re.compile(r"//[^/?#]*")
+
+
+def _url_path(url: str) -> str | None:
+    """The path of an HTTP URL as ``urllib.parse.urlsplit`` finds it, or None when empty.
+
+    urlsplit raises ValueError for a host in unbalanced or invalid brackets (``http://[x/a``);
+    such a URL (Hubble copies it from the request) still has a path: the text after the scheme
+    and the host, up to ``?`` or ``#``.
+    """
+    try:
+        return urlsplit(url).path or None
+    except ValueError:
+        rest = url.lstrip()
+        if scheme := _SCHEME.match(rest):
+            rest = rest[scheme.end() :]
+        if netloc := _NETLOC.match(rest):
+            rest = rest[netloc.end() :]
+        return rest.split("#", 1)[0].split("?", 1)[0] or None
+
+
 _DECODE_LINES = msgspec.json.Decoder(list[_Line])
 _DECODE_LINE = msgspec.json.Decoder(_Line)
 _DECODE_FLOW = msgspec.json.Decoder(_Flow)
@@ -860,7 +882,7 @@ class HubbleReader(FlowReader):
             if l7.http is not None:
                 l7_protocol = "http"
                 method = l7.http.method or None
-                http_path = (urlsplit(l7.http.url).path or None) if l7.http.url else None
+                http_path = _url_path(l7.http.url) if l7.http.url else None
                 http_code = l7.http.code if 100 <= l7.http.code <= 999 else None
             elif l7.dns is not None:
                 l7_protocol, dns_query = "dns", l7.dns.query or None

@@ -99,6 +99,30 @@ def test_fuzz_corpus(monkeypatch):
 _TEMPLATE: dict[str, Any] = json.loads(fuzz.RECORDS["hubble"][0])
 
 
+#: URLs of HTTP requests: the scanner takes their path as urllib.parse.urlsplit does, and
+#: leaves those it cannot be sure about (brackets, spaces) to Python.
+_URLS = [
+    "http://x/a",
+    "http://x/a?b=1#c",
+    "https://user@x:8443/a/b/",
+    "HTTP://x",
+    "//x/p?q",
+    "/a?b",
+    "a/b",
+    "x:80/a",
+    "1x:/a",
+    "mailto:a@b",
+    "#frag",
+    "?q",
+    "",
+    "http://[::1]:80/v6",
+    "http://[x/a",
+    " http://x/lead",
+    "http://x/trail ",
+    "http://x/a%20b;p",
+]
+
+
 def _event(rng: random.Random) -> dict[str, Any]:
     """A plausible event of one of a few connections (so replies and repeats are common)."""
     line = json.loads(json.dumps(_TEMPLATE))
@@ -127,12 +151,17 @@ def _event(rng: random.Random) -> dict[str, Any]:
         flow["is_reply"] = None
     else:
         flow["is_reply"] = rng.random() < 0.3
-    if rng.random() < 0.15:
+    if rng.random() < 0.25:
         flow["l7"] = rng.choice(
             [
-                {"type": "REQUEST", "http": {"method": "GET", "url": "http://x/a"}},
+                {"type": "REQUEST", "http": {"method": "GET", "url": rng.choice(_URLS)}},
+                {"type": "REQUEST", "http": {"method": rng.choice(["", "POST"]), "url": "/a"}},
+                {"type": "REQUEST", "http": {"code": rng.choice([0, 99, 200, 999, 1000])}},
                 {"type": "RESPONSE", "http": {"code": 200}},
-                {"type": "REQUEST", "dns": {"query": "db.example."}},
+                {"type": "REQUEST", "dns": {"query": rng.choice(["db.example.", ""])}},
+                {"type": "REQUEST", "dns": {"query": "a."}, "http": {"url": "/b"}},
+                {"type": "REQUEST", "http": None, "dns": None},
+                {"type": "REQUEST", "kafka": {"topic": "t"}},
                 None,
             ]
         )
@@ -487,3 +516,30 @@ def test_blocks_and_lines_longer_than_a_block(tmp_path: Path, monkeypatch, n: in
             assert [x for chunk in fast for x in chunk[1]] == [x for c in slow for x in c[1]]
             assert [x for chunk in fast for x in chunk[2]] == [x for c in slow for x in c[2]]
             assert sum(chunk[3] for chunk in fast) == len(lines)
+
+
+def test_http_paths_of_any_url(tmp_path: Path, monkeypatch):
+    """Every URL of the list (and one the standard library refuses) gives the same path on
+    both paths, and the path urlsplit gives where it gives one."""
+    from urllib.parse import urlsplit
+
+    lines = []
+    for n, url in enumerate(_URLS):
+        line = json.loads(json.dumps(_TEMPLATE))
+        flow = line["flow"]
+        flow["is_reply"] = False
+        flow["verdict"] = "FORWARDED"
+        flow["l4"] = {"TCP": {"source_port": 40000 + n, "destination_port": 80}}
+        flow["l7"] = {"type": "REQUEST", "http": {"method": "GET", "url": url}}
+        lines.append(json.dumps(line))
+    path = tmp_path / "urls.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert_same(path, monkeypatch)
+    table = read_flows(path, format="hubble")
+    got = dict(zip(table.column("src_port").to_pylist(), table.column("http_path").to_pylist()))
+    for n, url in enumerate(_URLS):
+        try:
+            expected = urlsplit(url).path or None if url else None
+        except ValueError:
+            expected = "/a"  # "http://[x/a": the text after the host
+        assert got[40000 + n] == expected, url
