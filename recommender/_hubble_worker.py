@@ -20,12 +20,17 @@ class _NoPandas:
     @staticmethod
     def find_spec(name: str, path: Any = None, target: Any = None) -> None:
         if name == "pandas":
-            raise ImportError("pandas is not used in a Hubble worker")
+            raise ImportError(
+                "pandas is kept out of this process (a Hubble reader worker, or the "
+                "`recommend run` command): nothing in it uses pandas"
+            )
 
 
 def block_pandas() -> None:
     """Make ``import pandas`` fail in this interpreter, unless pandas is imported already.
-    Only for a worker process, before it imports pyarrow's users."""
+    Only for a process that is known not to need pandas (a worker; the ``recommend run``
+    process, see :func:`recommender.cli.main`), before it converts Python objects with
+    pyarrow."""
     if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
         sys.meta_path.insert(0, _NoPandas())
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from . import __version__
+from ._hubble_worker import block_pandas
 from .errors import RecommenderError
 
 __all__ = ["app", "main"]
@@ -1093,8 +1094,14 @@ def _prestart_workers(args: list[str]) -> None:
     prestart(files, values.get("--format") or values.get("-f"), workers)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``recommend`` console script; returns the exit status."""
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
+    """Entry point of the ``recommend`` console script; returns the exit status.
+
+    ``own_process``: the caller is the ``recommend`` (or ``python -m recommender``) process
+    itself, not a program that goes on afterwards. ``run`` then keeps pandas out of the
+    process: nothing in it uses pandas, but pyarrow imports it (0.4 s) on its first conversion
+    of a Python object, only to check whether that is a pandas object.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["--help"]
@@ -1103,6 +1110,8 @@ def main(argv: list[str] | None = None) -> int:
         # FILE` with a job file (a `job:` section) is `recommend job --config FILE`.
         args.insert(0, "job" if _names_job_file(args) else "run")
     if args[0] == "run":
+        if own_process:
+            block_pandas()
         with contextlib.suppress(Exception):  # an optimisation only: `run` reports problems
             _prestart_workers(args[1:])
     try:
@@ -1139,7 +1148,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 def _console() -> None:
     """The console-script wrapper: exit with :func:`main`'s status."""
-    exit_now(main())
+    exit_now(main(own_process=True))
 
 
 def exit_now(code: int) -> NoReturn:

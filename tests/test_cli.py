@@ -311,3 +311,39 @@ def test_python_m_recommender_runs_and_exits_with_the_status(tmp_path: Path) -> 
     assert failed.returncode == 2
     assert failed.stderr.startswith("error: missing.parquet")
     assert "Traceback" not in failed.stderr
+
+
+def test_the_run_process_keeps_pandas_out(tmp_path: Path):
+    """`recommend run` in its own process never imports pandas (pyarrow would, 0.4 s, only to
+    check its arguments) and writes the same files; called from a program that goes on
+    (own_process False, the default), it leaves pandas importable."""
+    code = (
+        "import sys\n"
+        "from recommender import cli\n"
+        "own = sys.argv[2] == 'own'\n"
+        "rc = cli.main([sys.argv[1], '-o', sys.argv[3]], own_process=own)\n"
+        "loaded = 'pandas' in sys.modules\n"
+        "try:\n"
+        "    import pandas\n"
+        "    importable = True\n"
+        "except ImportError:\n"
+        "    importable = False\n"
+        "print('RESULT', rc, loaded, importable)\n"
+    )
+    sample = str(SAMPLES / "hubble.jsonl.gz")
+    own = subprocess.run(
+        [sys.executable, "-c", code, sample, "own", str(tmp_path / "own")],
+        capture_output=True, text=True, check=True,
+    )
+    result = [line for line in own.stdout.splitlines() if line.startswith("RESULT")]
+    assert result == ["RESULT 0 False False"]
+    lib = subprocess.run(
+        [sys.executable, "-c", code, sample, "library", str(tmp_path / "lib")],
+        capture_output=True, text=True, check=True,
+    )
+    result = [line for line in lib.stdout.splitlines() if line.startswith("RESULT")]
+    assert len(result) == 1 and result[0].split()[1::2] == ["0", "True"]
+    for name in ("report.json", "report.md"):
+        own_text = (tmp_path / "own" / name).read_text().replace(str(tmp_path / "own"), "OUT")
+        lib_text = (tmp_path / "lib" / name).read_text().replace(str(tmp_path / "lib"), "OUT")
+        assert own_text == lib_text
