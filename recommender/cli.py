@@ -1112,6 +1112,10 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     if args[0] == "run":
         if own_process:
             block_pandas()
+            # OpenBLAS (NumPy's and SciPy's) starts a thread per core on import, which then
+            # spins for a while; no stage does linear algebra large enough to gain from it.
+            for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+                os.environ.setdefault(name, "1")
         with contextlib.suppress(Exception):  # an optimisation only: `run` reports problems
             _prestart_workers(args[1:])
     try:

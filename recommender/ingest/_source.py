@@ -120,22 +120,6 @@ def read_head(path: Path, size: int = 65536) -> bytes:
     return b"".join(parts)
 
 
-def iter_blocks(path: Path, block_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, str | None]]:
-    """Yield ``(block, error)``: the decompressed bytes of ``path`` in blocks of about
-    ``block_bytes``, then ``(b"", None)`` at the end, or ``(b"", error)`` where the compressed
-    stream breaks off (as :func:`iter_line_chunks`, which splits the lines in Python)."""
-    with open_decompressed(path) as fh:
-        while True:
-            try:
-                block = fh.read(block_bytes)
-            except (OSError, EOFError, pa.ArrowException) as exc:
-                yield b"", f"the file breaks off: {exc}"
-                return
-            yield block, None
-            if not block:
-                return
-
-
 def iter_line_chunks(
     path: Path, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[int, list[bytes], str | None]]:

@@ -38,7 +38,7 @@ from ..errors import FlowFormatError
 from ..schema import COLUMNS
 from ._base import FlowReader
 from ._common import _EPOCH, _IP_CACHE, _ONE_US, BadValue, infer_workload, norm_ip, to_micros
-from ._source import CHUNK_BYTES, iter_blocks, iter_line_chunks, open_decompressed, read_head
+from ._source import CHUNK_BYTES, iter_line_chunks, open_decompressed, read_head
 
 __all__ = ["HubbleReader", "infer_reply"]
 
@@ -377,25 +377,33 @@ def iter_share(
     # is not JSON lines) is joined once, when it ends, not once per block.
     parts: list[bytes] = []
     size = 0
-    for block, error in iter_blocks(path, block_bytes):
-        if error is not None:
-            yield line_no, [], [], 0, error
-            return
-        if block and size > len(block) and block.find(b"\n") < 0:
-            parts.append(block)
-            size += len(block)
-            continue
-        rest = parts[0] if len(parts) == 1 else b"".join(parts)
-        numbers, mine, count, used = split(rest, block, line_no, index, n, not block)
-        if count:
-            parts = [block[used:]] if used < len(block) else []
-            yield line_no, numbers, mine, count, None
-        else:
-            parts = [rest, block]
-        size = sum(len(part) for part in parts)
-        line_no += count
-        if not block:
-            return
+    # One buffer for every block: a new 4 MiB bytes object per block costs the kernel a
+    # fresh, zeroed page for every 4 KiB read (a third of the reading time).
+    buffer = bytearray(block_bytes)
+    view = memoryview(buffer)
+    with open_decompressed(path) as fh:
+        while True:
+            try:
+                got = fh.readinto(view)
+            except (OSError, EOFError, pa.ArrowException) as exc:
+                yield line_no, [], [], 0, f"the file breaks off: {exc}"
+                return
+            block = view[:got]
+            if got and size > got and buffer.find(b"\n", 0, got) < 0:
+                parts.append(bytes(block))
+                size += got
+                continue
+            rest = parts[0] if len(parts) == 1 else b"".join(parts)
+            numbers, mine, count, used = split(rest, block, line_no, index, n, not got)
+            if count:
+                parts = [bytes(block[used:])] if used < got else []
+                yield line_no, numbers, mine, count, None
+            else:
+                parts = [rest, bytes(block)]
+            size = sum(len(part) for part in parts)
+            line_no += count
+            if not got:
+                return
 
 
 def scanner_available() -> bool:
