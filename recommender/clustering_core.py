@@ -15,7 +15,6 @@ from typing import Any, Final, Self
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 __all__ = ["BehaviourCore"]
 
@@ -29,6 +28,32 @@ _HASH_CHUNK: Final = 8
 
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+
+def connected_components(graph: sp.spmatrix) -> IntArray:
+    """The connected component of each node of an undirected graph (its stored nonzero
+    entries are the edges), numbered by their lowest node: the grouping of
+    ``scipy.sparse.csgraph.connected_components(graph, directed=False)``, without importing
+    ``scipy.sparse.csgraph`` (0.2 s, on every run) for graphs of a few hundred nodes.
+
+    Each node takes the lowest label among its neighbours, then labels jump to their own
+    label's label, until nothing changes.
+    """
+    coo = sp.coo_matrix(graph)
+    n = coo.shape[0]
+    labels = np.arange(n, dtype=np.int64)
+    rows = coo.row[coo.data != 0].astype(np.int64)
+    cols = coo.col[coo.data != 0].astype(np.int64)
+    while len(rows):
+        low = np.minimum(labels[rows], labels[cols])
+        new = labels.copy()
+        np.minimum.at(new, rows, low)
+        np.minimum.at(new, cols, low)
+        new = new[new]
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
 
 
 def _as_csr(X: Any) -> sp.csr_matrix:
@@ -332,7 +357,7 @@ class BehaviourCore:
         sub = graph[members][:, members].tocsr()
         sub.data[sub.data > radius] = 0.0
         sub.eliminate_zeros()
-        _, component = connected_components(sub, directed=False)
+        component = connected_components(sub)
         order = np.argsort(component, kind="stable")
         bounds = np.flatnonzero(np.diff(component[order])) + 1
         for part in np.split(order, bounds):
@@ -372,9 +397,7 @@ class BehaviourCore:
         distances = self._dense(V, nodes)
         if self.linkage == "single":
             # Single linkage on precomputed distances is connected components below the cut.
-            _, labels = connected_components(
-                sp.csr_matrix(distances <= self.distance_threshold), directed=False
-            )
+            labels = connected_components(sp.csr_matrix(distances <= self.distance_threshold))
         else:
             from scipy.cluster.hierarchy import fcluster, linkage
             from scipy.spatial.distance import squareform

@@ -40,7 +40,6 @@ __all__ = ["Recommendation", "recommend"]
 #: What the stages after the read import (about a second: SciPy, networkx, the report's parts).
 _LATER_MODULES = (
     "scipy.sparse",
-    "scipy.sparse.csgraph",
     "scipy.cluster.hierarchy",
     "scipy.spatial.distance",
     "networkx",

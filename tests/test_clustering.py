@@ -278,3 +278,26 @@ def test_agglomeration_matches_scikit_learn(
         distance_threshold=float(np.nextafter(threshold, 2.0)),
     ).fit_predict(distances)
     assert ours == _partition(theirs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    edges=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 39)), max_size=80),
+)
+def test_connected_components_group_as_scipy_does(n: int, edges: list[tuple[int, int]]):
+    """clustering_core.connected_components (no scipy.sparse.csgraph import) groups nodes
+    exactly as SciPy's, numbered by lowest node."""
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    from recommender.clustering_core import connected_components
+
+    pairs = [(a, b) for a, b in edges if a < n and b < n]
+    rows = [a for a, _ in pairs]
+    cols = [b for _, b in pairs]
+    graph = sp.csr_matrix((np.ones(len(pairs)), (rows, cols)), shape=(n, n))
+    ours = connected_components(graph)
+    _, theirs = scipy_components(graph, directed=False)
+    assert ours.tolist() == theirs.tolist()
