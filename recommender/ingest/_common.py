@@ -14,10 +14,11 @@ import pyarrow as pa
 from ..schema import COLUMNS, FLOW_SCHEMA
 
 try:  # the compiled helpers of the Hubble reader's scanner (optional; see setup.py)
+    from ._hubble_scan import arrow_buffers as _scan_buffers
     from ._hubble_scan import columns as _scan_columns
     from ._hubble_scan import unique_objects as _scan_unique
 except ImportError:  # pragma: no cover - depends on the build
-    _scan_columns = _scan_unique = None  # type: ignore[assignment]
+    _scan_buffers = _scan_columns = _scan_unique = None  # type: ignore[assignment]
 
 __all__ = [
     "BatchBuilder",
@@ -248,6 +249,8 @@ class BatchBuilder:
         for values, field in zip(_columns(rows), FLOW_SCHEMA, strict=True):
             if values is None:
                 arrays.append(pa.nulls(n, field.type))
+            elif (array := _compiled_array(values, field.type)) is not None:
+                arrays.append(array)
             elif field.name in ("start_time", "end_time"):
                 arrays.append(pa.array(values, type=pa.int64()).cast(field.type))
             elif pa.types.is_map(field.type) or pa.types.is_list(field.type):
@@ -273,6 +276,36 @@ def _columns(rows: list[Sequence[Any]]) -> list[Sequence[Any] | None]:
         return _scan_columns(rows, len(COLUMNS))
     n = len(rows)
     return [None if col.count(None) == n else col for col in zip(*rows, strict=True)]
+
+
+#: Arrow types whose arrays the compiled scanner's ``arrow_buffers`` builds: the byte width of
+#: their values (0: utf8 text with int32 offsets).
+_WIDTHS: Final = {
+    pa.string(): 0,
+    pa.int16(): 2,
+    pa.int32(): 4,
+    pa.int64(): 8,
+    pa.timestamp("us", tz="UTC"): 8,
+}
+
+
+def _compiled_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array | None:
+    """The Arrow array of a column of str, int or None values built from buffers in C (pyarrow's
+    conversion of Python objects takes two to four times as long); None when the compiled
+    scanner is absent or declines the values (pyarrow then converts them, and reports what is
+    wrong with them)."""
+    width = _WIDTHS.get(type_)
+    if width is None or not isinstance(values, list) or not _compiled():
+        return None
+    built = _scan_buffers(values, width)
+    if built is None:
+        return None
+    validity, offsets, data, nulls = built
+    buffers = [pa.py_buffer(validity) if validity is not None else None]
+    if offsets is not None:
+        buffers.append(pa.py_buffer(offsets))
+    buffers.append(pa.py_buffer(data))
+    return pa.Array.from_buffers(type_, len(values), buffers, null_count=nulls)
 
 
 def _shared_objects_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:

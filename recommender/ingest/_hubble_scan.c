@@ -1949,7 +1949,136 @@ unique_objects(PyObject *Py_UNUSED(module), PyObject *values)
     return Py_BuildValue("NN", uniques, positions);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* arrow_buffers(): Arrow buffers of a column of str or int values                          */
+/* ---------------------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(arrow_buffers_doc,
+             "arrow_buffers(values, width) -> (validity, offsets, data, nulls) | None\n\n"
+             "The buffers of an Arrow array of ``values`` (a list of str or None when ``width``\n"
+             "is 0: a utf8 array; of int or None for an integer array of ``width`` bytes, 2, 4\n"
+             "or 8): the validity bitmap (None without nulls), the int32 offsets (None for\n"
+             "integers), the data, and the count of nulls. None when a value is of another type\n"
+             "or out of range, or the text exceeds 2 GiB: pyarrow then converts the list.");
+
+/* A new bytes object of n bytes, zeroed when ``zero``. */
+static PyObject *
+new_bytes(Py_ssize_t n, int zero)
+{
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
+    if (b != NULL && zero)
+        memset(PyBytes_AS_STRING(b), 0, n);
+    return b;
+}
+
+static PyObject *
+arrow_buffers(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *values;
+    int width;
+    if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &values, &width))
+        return NULL;
+    if (width != 0 && width != 2 && width != 4 && width != 8) {
+        PyErr_SetString(PyExc_ValueError, "width must be 0, 2, 4 or 8");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values), nulls = 0, total = 0;
+    /* First pass: types, nulls and the text size. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (v == Py_None) {
+            nulls++;
+            continue;
+        }
+        if (width == 0) {
+            if (!PyUnicode_CheckExact(v))
+                Py_RETURN_NONE;
+            Py_ssize_t size;
+            if (PyUnicode_AsUTF8AndSize(v, &size) == NULL) {
+                PyErr_Clear(); /* lone surrogates: pyarrow reports them */
+                Py_RETURN_NONE;
+            }
+            total += size;
+            if (total > INT32_MAX)
+                Py_RETURN_NONE;
+        }
+        else if (!PyLong_CheckExact(v))
+            Py_RETURN_NONE;
+    }
+    PyObject *validity = NULL, *offsets = NULL, *data = NULL;
+    if (nulls) {
+        validity = new_bytes((n + 7) / 8, 1);
+        if (validity == NULL)
+            return NULL;
+    }
+    unsigned char *bits = validity ? (unsigned char *)PyBytes_AS_STRING(validity) : NULL;
+    if (width == 0) {
+        offsets = new_bytes((n + 1) * 4, 0);
+        data = offsets ? new_bytes(total, 0) : NULL;
+        if (data == NULL)
+            goto error;
+        int32_t *off = (int32_t *)PyBytes_AS_STRING(offsets);
+        char *out = PyBytes_AS_STRING(data);
+        int32_t at = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = PyList_GET_ITEM(values, i);
+            off[i] = at;
+            if (v == Py_None)
+                continue;
+            if (bits)
+                bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+            Py_ssize_t size;
+            const char *text = PyUnicode_AsUTF8AndSize(v, &size); /* cached by the first pass */
+            memcpy(out + at, text, size);
+            at += (int32_t)size;
+        }
+        off[n] = at;
+    }
+    else {
+        data = new_bytes(n * width, 1);
+        if (data == NULL)
+            goto error;
+        char *out = PyBytes_AS_STRING(data);
+        long long low = width == 8 ? INT64_MIN : -(1LL << (width * 8 - 1));
+        long long high = width == 8 ? INT64_MAX : (1LL << (width * 8 - 1)) - 1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = PyList_GET_ITEM(values, i);
+            if (v == Py_None)
+                continue;
+            int overflow = 0;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow || x < low || x > high) {
+                Py_XDECREF(validity);
+                Py_DECREF(data);
+                Py_RETURN_NONE;
+            }
+            if (bits)
+                bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+            if (width == 2) {
+                int16_t y = (int16_t)x;
+                memcpy(out + i * 2, &y, 2);
+            }
+            else if (width == 4) {
+                int32_t y = (int32_t)x;
+                memcpy(out + i * 4, &y, 4);
+            }
+            else
+                memcpy(out + i * 8, &x, 8);
+        }
+        offsets = Py_NewRef(Py_None);
+    }
+    if (validity == NULL)
+        validity = Py_NewRef(Py_None);
+    return Py_BuildValue("NNNn", validity, offsets, data, nulls);
+error:
+    Py_XDECREF(validity);
+    Py_XDECREF(offsets);
+    Py_XDECREF(data);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
+    {"arrow_buffers", arrow_buffers, METH_VARARGS, arrow_buffers_doc},
     {"unique_objects", unique_objects, METH_O, unique_objects_doc},
     {"release", release, METH_VARARGS, release_doc},
     {"columns", columns, METH_VARARGS, columns_doc},
