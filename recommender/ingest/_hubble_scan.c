@@ -828,6 +828,12 @@ typedef struct {
     PyObject *lines; /* the list of bytes loaded last (the spans point into it) */
     rec_t *recs;
     Py_ssize_t n, cap;
+    /* Lines fed from a block (Scanner.feed): the block's buffer and the line joined across
+     * blocks, which the spans point into, and each line's span. */
+    Py_buffer held;
+    int holding;
+    PyObject *joined;
+    span_t *spans;
     PyObject *cache[STR_CACHE];
 } Scanner;
 
@@ -838,6 +844,10 @@ static void
 Scanner_dealloc(Scanner *self)
 {
     Py_XDECREF(self->lines);
+    if (self->holding)
+        PyBuffer_Release(&self->held);
+    Py_XDECREF(self->joined);
+    PyMem_Free(self->spans);
     for (int i = 0; i < STR_CACHE; i++)
         Py_XDECREF(self->cache[i]);
     PyMem_Free(self->recs);
@@ -871,6 +881,42 @@ cached_str(Scanner *self, span_t s)
     return str;
 }
 
+/* Forget the lines of the last feed() (their block may be overwritten now). */
+static void
+drop_fed(Scanner *self)
+{
+    if (self->holding) {
+        PyBuffer_Release(&self->held);
+        self->holding = 0;
+    }
+    Py_CLEAR(self->joined);
+}
+
+/* Room for n records and spans. 0, or -1 (MemoryError). */
+static int
+reserve(Scanner *self, Py_ssize_t n)
+{
+    if (n <= self->cap)
+        return 0;
+    Py_ssize_t cap = self->cap ? self->cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    rec_t *recs = PyMem_Realloc(self->recs, cap * sizeof(rec_t));
+    if (recs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->recs = recs;
+    span_t *spans = PyMem_Realloc(self->spans, cap * sizeof(span_t));
+    if (spans == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->spans = spans;
+    self->cap = cap;
+    return 0;
+}
+
 PyDoc_STRVAR(load_doc,
              "load(lines) -> list[int]\n\n"
              "Scan a list of non-empty JSON lines; the indices of the lines the scanner is not\n"
@@ -884,13 +930,8 @@ Scanner_load(Scanner *self, PyObject *lines)
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(lines);
-    if (n > self->cap) {
-        rec_t *recs = PyMem_Realloc(self->recs, n * sizeof(rec_t));
-        if (recs == NULL)
-            return PyErr_NoMemory();
-        self->recs = recs;
-        self->cap = n;
-    }
+    if (reserve(self, n) < 0)
+        return NULL;
     PyObject *unsure = PyList_New(0);
     if (unsure == NULL)
         return NULL;
@@ -902,6 +943,7 @@ Scanner_load(Scanner *self, PyObject *lines)
         return NULL;
     }
     Py_XSETREF(self->lines, lines);
+    drop_fed(self);
     self->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *line = PyList_GET_ITEM(lines, i);
@@ -1604,7 +1646,172 @@ Scanner_fields(Scanner *self, PyObject *arg)
     return out;
 }
 
+static long port_share(const char *s, Py_ssize_t len, long n);
+
+/* Take one line of a feed() when it is worker index's: its number, span and record. 0, or -1
+ * on error. */
+static int
+feed_line(Scanner *self, const char *p, Py_ssize_t len, Py_ssize_t number, long index, long n,
+          PyObject *numbers, PyObject *unsure, int *blank)
+{
+    if (n != 1 && port_share(p, len, n) != index)
+        return 0;
+    Py_ssize_t i = self->n;
+    if (reserve(self, i + 1) < 0)
+        return -1;
+    PyObject *num = PyLong_FromSsize_t(number);
+    if (num == NULL || PyList_Append(numbers, num) < 0) {
+        Py_XDECREF(num);
+        return -1;
+    }
+    Py_DECREF(num);
+    self->spans[i].p = p;
+    self->spans[i].n = len;
+    self->n = i + 1;
+    if (skip_ws(p, p + len) == p + len) {
+        /* a blank line: HubbleReader._read_lines drops it (the caller reads such a chunk
+         * through lines()) */
+        *blank = 1;
+        memset(&self->recs[i], 0, sizeof(rec_t));
+        self->recs[i].unsure = 1;
+        return 0;
+    }
+    rec_t *r = &self->recs[i];
+    scan_line(p, len, r);
+    if (r->unsure) {
+        PyObject *at = PyLong_FromSsize_t(i);
+        if (at == NULL || PyList_Append(unsure, at) < 0) {
+            Py_XDECREF(at);
+            return -1;
+        }
+        Py_DECREF(at);
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(feed_doc,
+             "feed(rest, block, first, index, n, final) -> (numbers, unsure, count, used, blank)\n"
+             "\n"
+             "split_share() and load() in one pass: split ``rest + block`` into lines as\n"
+             "split_share does, and scan those of worker ``index`` of ``n`` in place, without a\n"
+             "bytes object per line. ``numbers`` are the kept lines' numbers, ``unsure`` the\n"
+             "indices of those msgspec must decode, ``count`` and ``used`` as split_share's,\n"
+             "``blank`` True when a kept line holds only whitespace. The scanner holds ``block``\n"
+             "(its buffer must not change) until the next feed() or load(); line(i) and lines()\n"
+             "give the kept lines as bytes.");
+
+static PyObject *
+Scanner_feed(Scanner *self, PyObject *args)
+{
+    Py_buffer rest, view;
+    Py_ssize_t first;
+    long index, n;
+    int final;
+    if (!PyArg_ParseTuple(args, "y*y*nllp", &rest, &view, &first, &index, &n, &final))
+        return NULL;
+    Py_CLEAR(self->lines);
+    drop_fed(self);
+    self->n = 0;
+    self->held = view; /* released by drop_fed() */
+    self->holding = 1;
+    PyObject *numbers = NULL, *unsure = NULL;
+    int blank = 0;
+    if (n < 1 || n > (1L << 20) || index < 0 || index >= n) {
+        PyErr_SetString(PyExc_ValueError, "need 0 <= index < n <= 2**20");
+        goto error;
+    }
+    numbers = PyList_New(0);
+    unsure = PyList_New(0);
+    if (numbers == NULL || unsure == NULL)
+        goto error;
+    const char *start = view.buf, *end = start + view.len, *p = start;
+    Py_ssize_t count = 0;
+    if (rest.len > 0) {
+        /* The line that began in the previous block, joined once. */
+        const char *nl = memchr(p, '\n', end - p);
+        if (nl == NULL && !final)
+            goto done;
+        const char *stop = nl ? nl + 1 : end;
+        self->joined = PyBytes_FromStringAndSize(NULL, rest.len + (stop - p));
+        if (self->joined == NULL)
+            goto error;
+        memcpy(PyBytes_AS_STRING(self->joined), rest.buf, rest.len);
+        memcpy(PyBytes_AS_STRING(self->joined) + rest.len, p, stop - p);
+        if (feed_line(self, PyBytes_AS_STRING(self->joined), PyBytes_GET_SIZE(self->joined),
+                      first, index, n, numbers, unsure, &blank) < 0)
+            goto error;
+        count = 1;
+        p = stop;
+    }
+    while (p < end) {
+        const char *nl = memchr(p, '\n', end - p);
+        if (nl == NULL && !final)
+            break;
+        const char *stop = nl ? nl + 1 : end;
+        if (feed_line(self, p, stop - p, first + count, index, n, numbers, unsure, &blank) < 0)
+            goto error;
+        count++;
+        p = stop;
+    }
+done:
+    PyBuffer_Release(&rest);
+    return Py_BuildValue("NNnnO", numbers, unsure, count, (Py_ssize_t)(p - start),
+                         blank ? Py_True : Py_False);
+error:
+    PyBuffer_Release(&rest);
+    drop_fed(self);
+    self->n = 0;
+    Py_XDECREF(numbers);
+    Py_XDECREF(unsure);
+    return NULL;
+}
+
+/* Line i of the last feed() as bytes; NULL (IndexError) when there is none. */
+static PyObject *
+fed_line(Scanner *self, Py_ssize_t i)
+{
+    if (!self->holding || i < 0 || i >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "no such fed line");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(self->spans[i].p, self->spans[i].n);
+}
+
+PyDoc_STRVAR(line_doc, "line(i) -> bytes\n\nLine i of the last feed().");
+
+static PyObject *
+Scanner_line(Scanner *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    return fed_line(self, i);
+}
+
+PyDoc_STRVAR(lines_doc, "lines() -> list[bytes]\n\nThe lines of the last feed().");
+
+static PyObject *
+Scanner_lines(Scanner *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t n = self->holding ? self->n : 0;
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = fed_line(self, i);
+        if (line == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, line);
+    }
+    return out;
+}
+
 static PyMethodDef Scanner_methods[] = {
+    {"feed", (PyCFunction)Scanner_feed, METH_VARARGS, feed_doc},
+    {"line", (PyCFunction)Scanner_line, METH_O, line_doc},
+    {"lines", (PyCFunction)Scanner_lines, METH_NOARGS, lines_doc},
     {"load", (PyCFunction)Scanner_load, METH_O, load_doc},
     {"run", (PyCFunction)Scanner_run, METH_VARARGS, run_doc},
     {"fields", (PyCFunction)Scanner_fields, METH_O, fields_doc},

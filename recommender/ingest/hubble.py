@@ -406,6 +406,67 @@ def iter_share(
                 return
 
 
+def iter_fed(
+    path: Path, scanner: Any, index: int = 0, n: int = 1, block_bytes: int = CHUNK_BYTES
+) -> Iterator[tuple[int, list[int], list[int], int, bool, str | None]]:
+    """:func:`iter_share` with the compiled scanner's ``feed``, which splits each block and
+    scans the lines of worker ``index`` of ``n`` in place (no bytes object per line). Yields
+    ``(first, numbers, unsure, count, blank, error)``: the scanner then holds the chunk's
+    lines (``line(i)``, ``lines()``) until the consumer has read them, before the next block
+    is read into the same buffer."""
+    line_no = 1
+    parts: list[bytes] = []  # the unfinished last line, in pieces (see iter_share)
+    size = 0
+    buffer = bytearray(block_bytes)
+    view = memoryview(buffer)
+    with open_decompressed(path) as fh:
+        while True:
+            try:
+                got = fh.readinto(view)
+            except (OSError, EOFError, pa.ArrowException) as exc:
+                scanner.load([])
+                yield line_no, [], [], 0, False, f"the file breaks off: {exc}"
+                return
+            block = view[:got]
+            if got and size > got and buffer.find(b"\n", 0, got) < 0:
+                parts.append(bytes(block))
+                size += got
+                continue
+            rest = parts[0] if len(parts) == 1 else b"".join(parts)
+            numbers, unsure, count, used, blank = scanner.feed(
+                rest, block, line_no, index, n, not got
+            )
+            if count:
+                parts = [bytes(block[used:])] if used < got else []
+                yield line_no, numbers, unsure, count, blank, None
+            else:
+                parts = [rest, bytes(block)]
+            scanner.load([])  # let go of the block before it is overwritten
+            size = sum(len(part) for part in parts)
+            line_no += count
+            if not got:
+                return
+
+
+class _FedLines:
+    """The lines of the scanner's last feed, as a sequence of bytes made on demand."""
+
+    __slots__ = ("_scanner", "_count")
+
+    def __init__(self, scanner: Any, count: int) -> None:
+        self._scanner = scanner
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> bytes:
+        return self._scanner.line(index)  # type: ignore[no-any-return]
+
+    def all(self) -> list[bytes]:
+        return self._scanner.lines()  # type: ignore[no-any-return]
+
+
 def scanner_available() -> bool:
     """True when the compiled scanner (``recommender.ingest._hubble_scan``) is there and
     not switched off with the ``RECOMMENDER_NO_SCANNER`` environment variable."""
@@ -436,6 +497,8 @@ class HubbleReader(FlowReader):
     max_pending: int = 200_000
     #: At most this many recent connections are remembered for de-duplication.
     max_seen: int = 1_000_000
+    #: Bytes read at a time from JSON-lines files.
+    block_bytes: int = CHUNK_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -457,9 +520,8 @@ class HubbleReader(FlowReader):
         if read_head(path, 4096).lstrip().startswith(b"["):
             yield from self._read_array(file, path)
         else:
-            for first, numbers, lines, count, error in iter_share(path):
-                if lines:
-                    yield from self._read_lines(file, numbers, lines)
+            for first, count, error, batches in self.iter_chunks(path):
+                yield from batches
                 if error:
                     self.ledger.read += 1
                     self.ledger.skip(file, first + count, "truncated-file", error)
@@ -483,6 +545,41 @@ class HubbleReader(FlowReader):
                 break
             del pending[key]
             self.builder.rows.append(row)
+
+    def iter_chunks(
+        self, path: Path, index: int = 0, n: int = 1
+    ) -> Iterator[tuple[int, int, str | None, Iterator[pa.RecordBatch]]]:
+        """The JSON-lines file ``path`` chunk by chunk: ``(first, count, error, batches)``,
+        where ``batches`` reads the chunk's lines of parallel worker ``index`` of ``n``
+        (all when n is 1) and yields the full batches; it must be consumed before the next
+        item. ``error`` is set where a compressed stream breaks off (see iter_share)."""
+        file = str(path)
+        if self._scanner is not None:
+            scanner = self._scanner
+            fed = iter_fed(path, scanner, index, n, self.block_bytes)
+            for first, numbers, unsure, count, blank, error in fed:
+                yield first, count, error, self._read_fed(file, numbers, unsure, blank)
+            return
+        for first, numbers, lines, count, error in iter_share(path, index, n, self.block_bytes):
+            yield first, count, error, self._read_lines(file, numbers, lines)
+
+    def _read_fed(
+        self, file: str, numbers: list[int], unsure: list[int], blank: bool
+    ) -> Iterator[pa.RecordBatch]:
+        """Read the lines of the scanner's last feed (``numbers``: their line numbers)."""
+        if not numbers:
+            return
+        scanner = self._scanner
+        assert scanner is not None
+        if blank:  # a whitespace-only line among them: the general path leaves it out
+            yield from self._read_lines(file, numbers, scanner.lines())
+            return
+        self.ledger.read += len(numbers)
+        self._read_scanned(file, numbers, _FedLines(scanner, len(numbers)), unsure)
+        if len(self._seen) > self.max_seen:
+            self._sweep()
+        if self.builder.full:
+            yield from self._drain()
 
     def _read_lines(
         self, file: str, numbers: Sequence[int], lines: list[bytes]
@@ -531,7 +628,13 @@ class HubbleReader(FlowReader):
         self.ledger.reply += replies
         self.ledger.duplicate += duplicates
 
-    def _read_scanned(self, file: str, numbers: Sequence[int], lines: list[bytes]) -> bool:
+    def _read_scanned(
+        self,
+        file: str,
+        numbers: Sequence[int],
+        lines: list[bytes] | _FedLines,
+        unsure: list[int] | None = None,
+    ) -> bool:
         """The C path (``_hubble_scan``): the scanner settles the replies and repeated events it
         is sure about, in order, and adds the rows of plain new connections (FORWARDED TCP or
         UDP, no L7, endpoints and addresses already resolved once by Python, as _add would).
@@ -540,7 +643,8 @@ class HubbleReader(FlowReader):
         done) for the rare chunk that only the pure-Python path reads exactly (see below)."""
         scanner = self._scanner
         assert scanner is not None
-        unsure = scanner.load(lines)
+        if unsure is None:  # else the lines were fed (and read) already
+            unsure = scanner.load(lines)
         # Lines the scanner is not sure about are decoded by msgspec first, as the pure-Python
         # path decodes all lines before settling any (so skip reasons are recorded in the same
         # order).
@@ -559,10 +663,11 @@ class HubbleReader(FlowReader):
             # The pure-Python path first decodes the chunk as one array; when that succeeds
             # although a line fails alone (lines that complete each other), it reads those
             # items instead: leave such a chunk to it.
-            whole = _decode_chunk(lines)
-            if whole is not None and len(whole) == len(lines):
+            every = lines if isinstance(lines, list) else lines.all()
+            whole = _decode_chunk(every)
+            if whole is not None and len(whole) == len(every):
                 scanner.load([])
-                self._read_decoded(file, numbers, lines, whole)
+                self._read_decoded(file, numbers, every, whole)
                 return True
             for index, reason, detail in failures:
                 self.ledger.skip(file, numbers[index], reason, detail)

@@ -39,7 +39,7 @@ from ..schema import FLOW_SCHEMA
 from ._base import FlowReader
 from ._common import DEFAULT_BATCH_ROWS
 from ._source import read_head
-from .hubble import HubbleReader, iter_share
+from .hubble import HubbleReader
 
 __all__ = ["ParallelHubbleReader", "default_workers", "prestart", "take_prestarted"]
 
@@ -74,8 +74,8 @@ def _worker(index: int, n: int, requests: Any, responses: Any, batch_rows: int) 
         try:
             if message[0] == "file":
                 file = message[1]
-                for first, numbers, mine, count, error in iter_share(Path(file), index, n):
-                    for batch in reader._read_lines(file, numbers, mine):
+                for first, count, error, batches in reader.iter_chunks(Path(file), index, n):
+                    for batch in batches:
                         put(batch)
                     if error and index == 0:
                         reader.ledger.read += 1

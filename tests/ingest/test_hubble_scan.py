@@ -572,3 +572,48 @@ def test_http_paths_of_any_url(tmp_path: Path, monkeypatch):
         except ValueError:
             expected = "/a"  # "http://[x/a": the text after the host
         assert got[40000 + n] == expected, url
+
+
+def _odd_file(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    lines = [line.encode() for line in fuzz.RECORDS["hubble"][:6]]
+    lines.insert(2, b'{"junk": "' + b"x" * 1000 + b'"}')
+    lines.insert(4, b"")
+    lines.insert(5, b"   \r")
+    lines.insert(7, b"{not json")
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"\n".join(lines * 3))  # no newline at the end
+    return path, lines * 3
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fed_chunks_are_the_split_chunks(tmp_path: Path, n: int):
+    """Scanner.feed (split and scan in place, in the reused read buffer) keeps the lines and
+    numbers that split_share keeps, wherever blocks end, and flags whitespace-only lines."""
+    path, lines = _odd_file(tmp_path)
+    for block_bytes in (7, 64, 333, 1 << 20):
+        for index in range(n):
+            split = list(hubble.iter_share(path, index, n, block_bytes))
+            scanner = scan.Scanner()
+            fed = []
+            for _, numbers, unsure, count, blank, error in hubble.iter_fed(
+                path, scanner, index, n, block_bytes
+            ):
+                kept = scanner.lines()
+                assert error is None
+                assert blank == any(not line.strip() for line in kept)
+                assert all(0 <= i < len(kept) for i in unsure)
+                fed.append((numbers, kept, count))
+            assert [x for c in fed for x in c[0]] == [x for c in split for x in c[1]]
+            assert [x for c in fed for x in c[1]] == [x for c in split for x in c[2]]
+            assert sum(c[2] for c in fed) == len(lines)
+
+
+@pytest.mark.parametrize("block_bytes", [50, 700, 4096])
+def test_reading_fed_blocks_of_any_size(tmp_path: Path, monkeypatch, block_bytes: int):
+    """The reader on fed blocks of any size gives the pure-Python path's table and ledger."""
+    path, _ = _odd_file(tmp_path)
+    sample = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    monkeypatch.setattr(hubble.HubbleReader, "block_bytes", block_bytes)
+    for source in (path, sample):
+        ledger = assert_same(source, monkeypatch)
+        assert ledger["read"] > 0
