@@ -4,8 +4,11 @@ Importing scikit-learn costs about two seconds (it imports scipy.stats); the def
 screens flows for cluster outliers on every run (:mod:`recommender.anomaly`), so it uses
 :class:`BehaviourCore` from here, and only the public estimators in
 :mod:`recommender.clustering` (scikit-learn base classes, ``clone``, ``get_params``) import
-scikit-learn. The agglomerative step is SciPy's ``linkage`` cut at the distance threshold,
-the tree scikit-learn's ``AgglomerativeClustering`` builds for a precomputed matrix as well.
+scikit-learn. The agglomerative step cuts, at the distance threshold, the tree SciPy's
+``linkage`` builds (and scikit-learn's ``AgglomerativeClustering`` for a precomputed matrix):
+:func:`flat_clusters` follows SciPy's algorithm step for step, and :func:`connected_components`
+stands in for SciPy's, so that a run imports neither ``scipy.cluster`` nor
+``scipy.sparse.csgraph`` (0.6 s together). Tests check both against SciPy.
 """
 
 from __future__ import annotations
@@ -54,6 +57,67 @@ def connected_components(graph: sp.spmatrix) -> IntArray:
             break
         labels = new
     return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def flat_clusters(distances: FloatArray, method: str, threshold: float) -> IntArray:
+    """The flat clusters of average or complete linkage of a symmetric distance matrix, cut at
+    ``threshold``: ``fcluster(linkage(squareform(distances), method), threshold, "distance")``
+    grouped alike (numbered by lowest member), without importing ``scipy.cluster`` (0.4 s, on
+    every run).
+
+    SciPy's nearest-neighbour chain (``scipy/cluster/_hierarchy.pyx``, ``nn_chain``), step for
+    step, ties included: follow nearest neighbours (the previous link of the chain first, else
+    the lowest index) until two are each other's nearest, merge them into the higher index,
+    and update its distances by the Lance-Williams formula of the method. A merge joins its two
+    clusters in the cut when the highest merge below it, itself included, is within the
+    threshold (fcluster's "distance" criterion).
+    """
+    n = len(distances)
+    big = np.array(distances, dtype=np.float64, copy=True)
+    np.fill_diagonal(big, np.inf)
+    size = np.ones(n, dtype=np.int64)
+    height = np.zeros(n, dtype=np.float64)  # the highest merge within each cluster
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    chain: list[int] = []
+    for _ in range(n - 1):
+        if not chain:
+            chain.append(int(np.flatnonzero(size)[0]))
+        while True:
+            x = chain[-1]
+            row = big[x]
+            nearest = float(row.min())
+            if len(chain) > 1 and row[chain[-2]] <= nearest:
+                y, nearest = chain[-2], float(row[chain[-2]])
+                break
+            y = int(np.argmin(row))
+            chain.append(y)
+        del chain[-2:]
+        x, y = min(x, y), max(x, y)
+        nx, ny = int(size[x]), int(size[y])
+        merged = max(nearest, height[x], height[y])
+        if merged <= threshold:
+            parent[find(x)] = find(y)
+        height[y] = merged
+        size[x], size[y] = 0, nx + ny
+        live = size > 0
+        live[y] = False
+        if method == "average":
+            update = (nx * big[:, x] + ny * big[:, y]) / (nx + ny)
+        else:
+            update = np.maximum(big[:, x], big[:, y])
+        big[live, y] = update[live]
+        big[y, live] = update[live]
+        big[x, :] = np.inf
+        big[:, x] = np.inf
+    numbers: dict[int, int] = {}
+    return np.array([numbers.setdefault(find(i), len(numbers)) for i in range(n)], dtype=np.int64)
 
 
 def _as_csr(X: Any) -> sp.csr_matrix:
@@ -399,14 +463,10 @@ class BehaviourCore:
             # Single linkage on precomputed distances is connected components below the cut.
             labels = connected_components(sp.csr_matrix(distances <= self.distance_threshold))
         else:
-            from scipy.cluster.hierarchy import fcluster, linkage
-            from scipy.spatial.distance import squareform
-
             # Merges at heights up to the threshold, as AgglomerativeClustering(n_clusters=None,
             # metric="precomputed", distance_threshold=nextafter(threshold, 2)) cuts the same
             # SciPy tree (average and complete linkage heights never decrease).
-            tree = linkage(squareform(distances, checks=False), method=self.linkage)
-            labels = fcluster(tree, t=float(self.distance_threshold), criterion="distance") - 1
+            labels = flat_clusters(distances, self.linkage, float(self.distance_threshold))
         k = int(labels.max()) + 1
         onehot = np.zeros((len(nodes), k))
         onehot[np.arange(len(nodes)), labels] = weights[nodes]

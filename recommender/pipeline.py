@@ -40,8 +40,6 @@ __all__ = ["Recommendation", "recommend"]
 #: What the stages after the read import (about a second: SciPy, networkx, the report's parts).
 _LATER_MODULES = (
     "scipy.sparse",
-    "scipy.cluster.hierarchy",
-    "scipy.spatial.distance",
     "networkx",
     "recommender.anomaly",
     "recommender.clustering_core",

@@ -301,3 +301,37 @@ def test_connected_components_group_as_scipy_does(n: int, edges: list[tuple[int,
     ours = connected_components(graph)
     _, theirs = scipy_components(graph, directed=False)
     assert ours.tolist() == theirs.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(1, 14),
+    values=st.lists(st.sampled_from([0.0, 0.125, 0.25, 1 / 3, 0.5, 2 / 3, 0.75, 1.0]),
+                    min_size=91, max_size=91),
+    threshold=st.sampled_from([0.0, 0.125, 0.25, 1 / 3, 0.4, 0.5, 0.75, 1.0]),
+    method=st.sampled_from(["average", "complete"]),
+)
+def test_flat_clusters_group_as_scipy_does(
+    n: int, values: list[float], threshold: float, method: str
+):
+    """clustering_core.flat_clusters (SciPy's nearest-neighbour chain, without importing
+    scipy.cluster) cuts the tree SciPy builds: the same groups, ties in distances and at the
+    threshold included (few distinct distances make many ties)."""
+    import numpy as np
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    from recommender.clustering_core import flat_clusters
+
+    d = np.zeros((n, n))
+    d[np.triu_indices(n, 1)] = values[: n * (n - 1) // 2]
+    d = d + d.T
+    ours = flat_clusters(d, method, threshold)
+    if n == 1:
+        assert ours.tolist() == [0]
+        return
+    theirs = fcluster(linkage(squareform(d, checks=False), method=method), t=threshold,
+                      criterion="distance")
+    same = {(a, b) for a in range(n) for b in range(n) if theirs[a] == theirs[b]}
+    assert same == {(a, b) for a in range(n) for b in range(n) if ours[a] == ours[b]}
+    assert ours[0] == 0 and max(ours) < n
