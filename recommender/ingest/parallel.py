@@ -45,6 +45,9 @@ __all__ = ["ParallelHubbleReader", "default_workers", "prestart", "take_prestart
 
 #: Below this many bytes of Hubble input, starting workers costs more than it saves.
 PARALLEL_MIN_BYTES: Final = 64 << 20
+#: Rows per batch a worker sends at most: batches that arrive while the workers read are
+#: aggregated meanwhile, instead of all at the end (0.15 s of a 3 s run of 100k connections).
+WORKER_BATCH_ROWS: Final = 16384
 #: Seconds to wait for a worker to start (imports included) before reading in this process.
 _START_TIMEOUT: Final = 120.0
 _log = logging.getLogger(__name__)
@@ -62,7 +65,7 @@ def default_workers(paths: list[Path]) -> int:
 
 def _worker(index: int, n: int, requests: Any, responses: Any, batch_rows: int) -> None:
     """A worker process: an ordinary Hubble reader on its share of every file's lines."""
-    reader = HubbleReader(IngestLedger(), batch_rows=batch_rows)
+    reader = HubbleReader(IngestLedger(), batch_rows=min(batch_rows, WORKER_BATCH_ROWS))
 
     def put(batch: pa.RecordBatch | None) -> None:
         if batch is not None and batch.num_rows:
