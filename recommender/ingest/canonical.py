@@ -6,9 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from ..errors import FlowFormatError, SchemaError
 from ..schema import FLOW_SCHEMA, PROTOCOLS, VERDICTS, conform_table
@@ -26,6 +23,8 @@ class ParquetReader(FlowReader):
     name = "parquet"
 
     def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq  # here: importing the readers loads no more than they use
+
         try:
             # No pre-buffering: with it, pyarrow keeps every row group read so far (memory
             # grew with the file, 1 GB at 20M rows); without it, memory stays flat.
@@ -41,6 +40,8 @@ class ParquetReader(FlowReader):
 
     def _checked(self, table: pa.Table, path: Path, first_row: int) -> pa.RecordBatch:
         """Conform one chunk to the schema; rows with impossible values are skipped."""
+        import pyarrow.compute as pc
+
         table = conform_table(table, origin=str(path))
         n = table.num_rows
         self.ledger.read += n
@@ -100,6 +101,8 @@ class CsvReader(ParquetReader):
             if not pa.types.is_timestamp(f.type)
         }
         column_types.update(text_types)
+        import pyarrow.csv as pacsv
+
         try:
             with open_decompressed(path) as fh:
                 reader = pacsv.open_csv(
