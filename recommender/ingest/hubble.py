@@ -384,7 +384,7 @@ def iter_share(
     with open_decompressed(path) as fh:
         while True:
             try:
-                got = fh.readinto(view)
+                got = fh.readinto(view)  # type: ignore[attr-defined]
             except (OSError, EOFError, pa.ArrowException) as exc:
                 yield line_no, [], [], 0, f"the file breaks off: {exc}"
                 return
@@ -422,7 +422,7 @@ def iter_fed(
     with open_decompressed(path) as fh:
         while True:
             try:
-                got = fh.readinto(view)
+                got = fh.readinto(view)  # type: ignore[attr-defined]
             except (OSError, EOFError, pa.ArrowException) as exc:
                 scanner.load([])
                 yield line_no, [], [], 0, False, f"the file breaks off: {exc}"
@@ -451,7 +451,7 @@ def iter_fed(
 class _FedLines:
     """The lines of the scanner's last feed, as a sequence of bytes made on demand."""
 
-    __slots__ = ("_scanner", "_count")
+    __slots__ = ("_count", "_scanner")
 
     def __init__(self, scanner: Any, count: int) -> None:
         self._scanner = scanner
@@ -646,6 +646,7 @@ class HubbleReader(FlowReader):
         scanner = self._scanner
         assert scanner is not None
         if unsure is None:  # else the lines were fed (and read) already
+            assert isinstance(lines, list)
             unsure = scanner.load(lines)
         # Lines the scanner is not sure about are decoded by msgspec first, as the pure-Python
         # path decodes all lines before settling any (so skip reasons are recorded in the same

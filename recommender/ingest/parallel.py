@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
-import os
 import queue
 import sys
 import threading
@@ -146,7 +145,7 @@ class ParallelHubbleReader(FlowReader):
             return True
         if self._failed:
             return False
-        ctx = mp.get_context("fork" if fork and _can_fork() else "spawn")
+        ctx: Any = mp.get_context("fork" if fork and _can_fork() else "spawn")
         try:
             for _ in range(self.workers):
                 requests, responses = ctx.Queue(), ctx.Queue(maxsize=4)

@@ -565,7 +565,8 @@ def test_http_paths_of_any_url(tmp_path: Path, monkeypatch):
     path.write_text("\n".join(lines) + "\n")
     assert_same(path, monkeypatch)
     table = read_flows(path, format="hubble")
-    got = dict(zip(table.column("src_port").to_pylist(), table.column("http_path").to_pylist()))
+    ports, paths = table.column("src_port").to_pylist(), table.column("http_path").to_pylist()
+    got = dict(zip(ports, paths, strict=True))
     for n, url in enumerate(_URLS):
         try:
             expected = urlsplit(url).path or None if url else None
