@@ -138,6 +138,7 @@ typedef struct {
 typedef struct schema {
     int n;
     const field_t *fields;
+    uint32_t lengths; /* bit L set when a field's name has L characters (set at import) */
 } schema_t;
 
 #define F(name, kind, slot, sub) {name, sizeof(name) - 1, kind, slot, sub}
@@ -148,32 +149,32 @@ static const field_t flags_fields[] = {
     F("FIN", K_BOOL, S_NONE, NULL),
     F("RST", K_BOOL, S_NONE, NULL),
 };
-static const schema_t flags_schema = {4, flags_fields};
+static schema_t flags_schema = {4, flags_fields};
 
 static const field_t tcp_fields[] = {
     F("source_port", K_INT, S_TCP_SPORT, NULL),
     F("destination_port", K_INT, S_TCP_DPORT, NULL),
     F("flags", K_OPT_OBJ, S_NONE, &flags_schema),
 };
-static const schema_t tcp_schema = {3, tcp_fields};
+static schema_t tcp_schema = {3, tcp_fields};
 static const field_t udp_fields[] = {
     F("source_port", K_INT, S_UDP_SPORT, NULL),
     F("destination_port", K_INT, S_UDP_DPORT, NULL),
     F("flags", K_OPT_OBJ, S_NONE, &flags_schema),
 };
-static const schema_t udp_schema = {3, udp_fields};
+static schema_t udp_schema = {3, udp_fields};
 static const field_t ports_fields[] = {
     F("source_port", K_INT, S_NONE, NULL),
     F("destination_port", K_INT, S_NONE, NULL),
     F("flags", K_OPT_OBJ, S_NONE, &flags_schema),
 };
-static const schema_t ports_schema = {3, ports_fields};
+static schema_t ports_schema = {3, ports_fields};
 
 static const field_t icmp_fields[] = {
     F("type", K_INT, S_NONE, NULL),
     F("code", K_INT, S_NONE, NULL),
 };
-static const schema_t icmp_schema = {2, icmp_fields};
+static schema_t icmp_schema = {2, icmp_fields};
 
 static const field_t l4_fields[] = {
     F("TCP", K_OPT_OBJ, S_TCP, &tcp_schema),
@@ -182,41 +183,41 @@ static const field_t l4_fields[] = {
     F("ICMPv4", K_OPT_OBJ, S_NONE, &icmp_schema),
     F("ICMPv6", K_OPT_OBJ, S_NONE, &icmp_schema),
 };
-static const schema_t l4_schema = {5, l4_fields};
+static schema_t l4_schema = {5, l4_fields};
 
 static const field_t flow_ip_fields[] = {
     F("source", K_STR, S_IP_SRC, NULL),
     F("destination", K_STR, S_IP_DST, NULL),
 };
-static const schema_t flow_ip_schema = {2, flow_ip_fields};
+static schema_t flow_ip_schema = {2, flow_ip_fields};
 static const field_t ip_fields[] = {
     F("source", K_STR, S_NONE, NULL),
     F("destination", K_STR, S_NONE, NULL),
 };
-static const schema_t ip_schema = {2, ip_fields};
+static schema_t ip_schema = {2, ip_fields};
 
 static const field_t service_fields[] = {
     F("name", K_STR, S_SVC_NAME, NULL),
     F("namespace", K_STR, S_SVC_NS, NULL),
 };
-static const schema_t service_schema = {2, service_fields};
+static schema_t service_schema = {2, service_fields};
 static const field_t http_fields[] = {
     F("code", K_INT, S_HTTP_CODE, NULL),
     F("method", K_STR, S_HTTP_METHOD, NULL),
     F("url", K_STR, S_HTTP_URL, NULL),
 };
-static const schema_t http_schema = {3, http_fields};
+static schema_t http_schema = {3, http_fields};
 static const field_t dns_fields[] = {
     F("query", K_STR, S_DNS_QUERY, NULL),
 };
-static const schema_t dns_schema = {1, dns_fields};
+static schema_t dns_schema = {1, dns_fields};
 static const field_t l7_fields[] = {
     F("type", K_STR_INT, S_L7_TYPE, NULL),
     F("http", K_OPT_OBJ, S_HTTP, &http_schema),
     F("dns", K_OPT_OBJ, S_DNS, &dns_schema),
     F("kafka", K_OPT_DICT, S_KAFKA, NULL),
 };
-static const schema_t l7_schema = {4, l7_fields};
+static schema_t l7_schema = {4, l7_fields};
 
 static const field_t flow_fields[] = {
     F("time", K_OPT_TIME, S_FLOW_TIME, NULL),
@@ -236,7 +237,7 @@ static const field_t flow_fields[] = {
     F("trace_observation_point", K_STR_INT, S_POINT, NULL),
     F("destination_service", K_OPT_OBJ, S_SVC, &service_schema),
 };
-static const schema_t flow_schema = {16, flow_fields};
+static schema_t flow_schema = {16, flow_fields};
 
 static const field_t line_fields[] = {
     F("flow", K_OPT_OBJ, S_FLOW, &flow_schema),
@@ -245,7 +246,7 @@ static const field_t line_fields[] = {
     F("IP", K_OPT_OBJ, S_NONE, &ip_schema),
     F("verdict", K_STR_INT, S_NONE, NULL),
 };
-static const schema_t line_schema = {5, line_fields};
+static schema_t line_schema = {5, line_fields};
 
 /* ---------------------------------------------------------------------------------------- */
 /* The JSON walker                                                                           */
@@ -771,11 +772,16 @@ parse_object(ctx_t *c, const char *p, const schema_t *sch, int depth)
             return NULL;
         p = skip_ws(p + 1, end);
         const field_t *f = NULL;
-        int i;
-        for (i = 0; i < sch->n; i++) {
-            if (sch->fields[i].len == key.n && memcmp(sch->fields[i].name, key.p, key.n) == 0) {
-                f = &sch->fields[i];
-                break;
+        int i = 0;
+        /* Most keys are not typed: their length alone rules them out. */
+        if (key.n >= 32 || (sch->lengths >> key.n) & 1u) {
+            for (; i < sch->n; i++) {
+                const field_t *g = &sch->fields[i];
+                if (g->len == key.n && g->name[0] == key.p[0] &&
+                    memcmp(g->name, key.p, key.n) == 0) {
+                    f = g;
+                    break;
+                }
             }
         }
         if (f != NULL) {
@@ -2308,6 +2314,16 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC
 PyInit__hubble_scan(void)
 {
+    schema_t *schemas[] = {&flags_schema, &tcp_schema, &udp_schema, &ports_schema,
+                           &icmp_schema, &l4_schema, &flow_ip_schema, &ip_schema,
+                           &service_schema, &http_schema, &dns_schema, &l7_schema,
+                           &flow_schema, &line_schema};
+    for (size_t k = 0; k < sizeof(schemas) / sizeof(schemas[0]); k++) {
+        schemas[k]->lengths = 0;
+        for (int i = 0; i < schemas[k]->n; i++)
+            if (schemas[k]->fields[i].len < 32) /* longer names are always looked for */
+                schemas[k]->lengths |= 1u << schemas[k]->fields[i].len;
+    }
     if (PyType_Ready(&ScannerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
