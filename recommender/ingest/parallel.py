@@ -10,7 +10,9 @@ between workers. Events without ports (ICMP) all go to the first worker.
 
 Each worker reads the file itself and keeps its own share of the lines (reading is cheap; sending
 the lines through a pipe is not). The parent takes one record batch from each worker in turn,
-so the output is the same on every run, and the workers' bounded queues keep memory bounded.
+so the output is the same on every run, and the workers' bounded queues keep memory bounded. A
+batch travels as an Arrow IPC file in /dev/shm that the parent maps and removes (the queue only
+carries its name), or, where that is not possible, as bytes through the queue.
 Workers are spawned (not forked) and stop with the run; when they cannot start, the parent
 reads the input itself. :func:`prestart` starts them (and their read of the first file) before
 the caller has imported the rest of the pipeline; the ``recommend`` command does that from its
@@ -20,9 +22,13 @@ raw arguments, and the next read takes them.
 from __future__ import annotations
 
 import contextlib
+import glob
+import itertools
 import logging
 import multiprocessing as mp
+import os
 import queue
+import secrets
 import sys
 import threading
 from collections.abc import Iterator
@@ -62,13 +68,50 @@ def default_workers(paths: list[Path]) -> int:
     return 2 if cores >= 2 and size >= PARALLEL_MIN_BYTES else 1
 
 
-def _worker(index: int, n: int, requests: Any, responses: Any, batch_rows: int) -> None:
-    """A worker process: an ordinary Hubble reader on its share of every file's lines."""
+def _spool_dir() -> str | None:
+    """A RAM-backed folder where workers can leave batches for the parent to map (Linux's
+    /dev/shm), or None: then batches go through the queue."""
+    path = "/dev/shm"
+    return path if os.path.isdir(path) and os.access(path, os.W_OK) else None
+
+
+def _read_spooled(path: str) -> pa.RecordBatch:
+    """The batch a worker wrote to ``path``: mapped, not copied; the file is removed at once
+    (the mapping keeps its pages until the batch's last array is gone)."""
+    try:
+        return pa.ipc.open_stream(pa.memory_map(path)).read_next_batch()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _worker(
+    index: int, n: int, requests: Any, responses: Any, batch_rows: int, spool: str | None = None
+) -> None:
+    """A worker process: an ordinary Hubble reader on its share of every file's lines.
+
+    Its batches reach the parent as Arrow IPC files under the ``spool`` prefix (RAM-backed,
+    mapped by the parent: one copy of the data in all) or, without one or when a file cannot be
+    written (a full /dev/shm), as bytes through the queue (pickled, piped and unpickled: five
+    copies, 0.4 CPU s per 100k rows, more than the rest of the transport)."""
     reader = HubbleReader(IngestLedger(), batch_rows=min(batch_rows, WORKER_BATCH_ROWS))
+    numbers = itertools.count()
 
     def put(batch: pa.RecordBatch | None) -> None:
-        if batch is not None and batch.num_rows:
-            responses.put(("batch", batch.serialize().to_pybytes()))
+        if batch is None or not batch.num_rows:
+            return
+        if spool is not None:
+            path = f"{spool}{index}-{next(numbers)}.arrow"
+            try:
+                with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, FLOW_SCHEMA) as out:
+                    out.write_batch(batch)
+            except (OSError, pa.ArrowException):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            else:
+                responses.put(("file", path))
+                return
+        responses.put(("batch", batch.serialize().to_pybytes()))
 
     while True:
         message = requests.get()
@@ -108,6 +151,13 @@ class ParallelHubbleReader(FlowReader):
         self._requests: list[Any] = []
         self._responses: list[Any] = []
         self._failed = False
+        folder = _spool_dir()
+        # Where this reader's workers leave their batches (see _worker); removed by close().
+        self._spool = (
+            os.path.join(folder, f"recommender-{os.getpid()}-{secrets.token_hex(4)}-")
+            if folder is not None
+            else None
+        )
         self._ready = False
         self._sent: str | None = None
         # JSON-array files are small: read in this process.
@@ -157,6 +207,7 @@ class ParallelHubbleReader(FlowReader):
                         requests,
                         responses,
                         self.builder.batch_rows,
+                        self._spool,
                     ),
                     daemon=True,
                 )
@@ -200,7 +251,9 @@ class ParallelHubbleReader(FlowReader):
                 except RuntimeError:
                     self.close()
                     raise
-                if response[0] == "batch":
+                if response[0] == "file":
+                    yield _read_spooled(response[1])
+                elif response[0] == "batch":
                     yield pa.ipc.read_record_batch(pa.py_buffer(response[1]), FLOW_SCHEMA)
                 elif response[0] == "end":
                     self.ledger.merge(response[1])
@@ -251,6 +304,10 @@ class ParallelHubbleReader(FlowReader):
         self._responses.clear()
         self._ready = False
         self._sent = None
+        if self._spool is not None:  # batches written but never taken (stopped early)
+            for left in glob.glob(glob.escape(self._spool) + "*"):
+                with contextlib.suppress(OSError):
+                    os.unlink(left)
 
     def adopt(self, ledger: IngestLedger) -> None:
         """Count into ``ledger`` from now on (a reader started by :func:`prestart`)."""

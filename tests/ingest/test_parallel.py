@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from recommender import IngestLedger, read_flows
 from recommender.ingest import parallel
@@ -210,3 +211,58 @@ def test_prestart_forks_only_a_single_threaded_process():
             [sys.executable, "-c", code, path, case], capture_output=True, text=True, check=True
         )
         assert out.stdout.split() == [method, str(rows)], case
+
+
+def _spooled(monkeypatch) -> list[str]:
+    """Record the files the parent maps (parallel._read_spooled), in order."""
+    taken: list[str] = []
+    original = parallel._read_spooled
+
+    def spy(path: str) -> pa.RecordBatch:
+        taken.append(path)
+        return original(path)
+
+    monkeypatch.setattr(parallel, "_read_spooled", spy)
+    return taken
+
+
+def test_batches_travel_as_mapped_files_and_none_is_left(monkeypatch):
+    """Where /dev/shm is, a worker writes each batch there as an Arrow IPC file, the parent
+    maps it and removes it at once: same rows, and no file of the run is left behind."""
+    if parallel._spool_dir() is None:
+        pytest.skip("no writable /dev/shm on this system: batches go through the queue")
+    taken = _spooled(monkeypatch)
+    path = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    table = read_flows(path, workers=2)
+    assert taken and all(name.startswith("/dev/shm/recommender-") for name in taken)
+    assert not [name for name in taken if Path(name).exists()]
+    assert _sorted(table).equals(_sorted(read_flows(path, workers=1)))
+
+
+def test_a_batch_that_cannot_be_spooled_goes_through_the_queue(monkeypatch, tmp_path: Path):
+    """A spool file that cannot be written (a full or missing /dev/shm) is no error: the
+    batch goes through the queue instead, and the rows are the same."""
+    taken = _spooled(monkeypatch)
+    missing = tmp_path / "gone"
+    monkeypatch.setattr(parallel, "_spool_dir", lambda: str(missing))
+    path = ROOT / "sample_flows" / "hubble.jsonl.gz"
+    ledger = IngestLedger()
+    table = read_flows(path, ledger=ledger, workers=2)
+    assert taken == [] and not missing.exists()
+    assert _sorted(table).equals(_sorted(read_flows(path, workers=1)))
+    assert ledger.balanced
+
+
+def test_close_removes_batches_never_taken(monkeypatch, tmp_path: Path):
+    """Workers stopped early may have left batches; close() removes every file of the
+    reader's spool prefix, and nothing else."""
+    monkeypatch.setattr(parallel, "_spool_dir", lambda: str(tmp_path))
+    reader = parallel.ParallelHubbleReader(IngestLedger(), workers=2)
+    assert reader._spool is not None and reader._spool.startswith(str(tmp_path))
+    left = [Path(f"{reader._spool}{i}-0.arrow") for i in range(2)]
+    for name in left:
+        name.write_bytes(b"x")
+    other = tmp_path / "recommender-other-0-0.arrow"
+    other.write_bytes(b"y")
+    reader.close()
+    assert not any(name.exists() for name in left) and other.exists()
