@@ -1844,6 +1844,37 @@ is_re_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
+/* The first "source_port": in [p, end), as memmem finds it, or NULL. With SSE2 it looks for
+ * the pair "_p" 16 positions at a time (a Hubble line has few) and checks the whole key
+ * around each: several times faster than memmem on the 200-300 bytes before the key. */
+static const char *
+find_source_port(const char *p, const char *end)
+{
+    static const char key[] = "\"source_port\":";
+    const Py_ssize_t kl = sizeof(key) - 1, at = 7; /* key[7] is '_' */
+    const char *s = p + at;
+#ifdef __SSE2__
+    const __m128i under = _mm_set1_epi8('_'), pee = _mm_set1_epi8('p');
+    while (end - s >= 17) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s);
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + 1));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_and_si128(_mm_cmpeq_epi8(a, under), _mm_cmpeq_epi8(b, pee)));
+        while (m) {
+            const char *q = s + __builtin_ctz(m) - at;
+            if (end - q >= kl && memcmp(q, key, kl) == 0)
+                return q;
+            m &= m - 1;
+        }
+        s += 16;
+    }
+#endif
+    const char *from = s - at > p ? s - at : p;
+    if (end - from < kl)
+        return NULL;
+    return memmem(from, end - from, key, kl);
+}
+
 /* (int(a) + int(b)) % n of the first match of
  * rb'"source_port":\s*(\d+)\s*,\s*"destination_port":\s*(\d+)'; 0 without a match. */
 static long
@@ -1853,7 +1884,7 @@ port_share(const char *s, Py_ssize_t len, long n)
     static const char mid[] = "\"destination_port\":";
     const Py_ssize_t hl = sizeof(head) - 1, ml = sizeof(mid) - 1;
     const char *end = s + len, *p = s;
-    while ((p = memmem(p, end - p, head, hl)) != NULL) {
+    while ((p = find_source_port(p, end)) != NULL) {
         const char *q = p + hl;
         long a = 0, b = 0;
         p++;
