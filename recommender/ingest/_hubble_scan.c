@@ -990,6 +990,8 @@ enum {
     CX_NUMBERS,   /* sequence of the lines' numbers */
     CX_LATEST,    /* int: latest event time (us), updated */
     CX_RELEASED,  /* int: event time of the last release (us), updated */
+    CX_HOLD,      /* int: hold_seconds in us (waiting rows older than latest - this go) */
+    CX_MAX_PENDING, /* int: at most this many rows wait */
     CX_SIZE
 };
 #define ROW_COLUMNS 46
@@ -1443,6 +1445,22 @@ done:
     return status;
 }
 
+static int release_rows(PyObject *pending, PyObject *rows, int all, long long cutoff,
+                        Py_ssize_t max_pending);
+
+/* Release the waiting rows as the reader would now (put_row asked for it). 0, or -1. */
+static int
+release_now(PyObject *ctx)
+{
+    long long latest = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_LATEST));
+    long long hold = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_HOLD));
+    Py_ssize_t max_pending = PyLong_AsSsize_t(PyList_GET_ITEM(ctx, CX_MAX_PENDING));
+    if (PyErr_Occurred())
+        return -1;
+    return release_rows(PyList_GET_ITEM(ctx, CX_PENDING), PyList_GET_ITEM(ctx, CX_ROWS), 0,
+                        latest - hold, max_pending);
+}
+
 /* The reader's connection key (source, destination, "TCP" | "UDP", sport, dport, None) of a
  * TCP or UDP line; NULL on error. */
 static PyObject *
@@ -1540,8 +1558,9 @@ Scanner_run(Scanner *self, PyObject *args)
             else
                 rows++;
             if (release) {
-                i++;
-                break;
+                if (release_now(ctx) < 0)
+                    return NULL;
+                release = 0;
             }
             continue;
         }
@@ -1601,8 +1620,9 @@ Scanner_run(Scanner *self, PyObject *args)
             break;
         rows++;
         if (release) {
-            i++;
-            break;
+            if (release_now(ctx) < 0)
+                return NULL;
+            release = 0;
         }
     }
     return Py_BuildValue("nLLLO", i, replies, duplicates, rows, release ? Py_True : Py_False);
@@ -2082,6 +2102,52 @@ PyDoc_STRVAR(release_doc,
              "(oldest first) to the list ``rows`` while their time (row[0]) is before\n"
              "``cutoff`` or more than ``max_pending`` wait; all of them when cutoff is None.");
 
+/* HubbleReader._release: 0, or -1 on error. */
+static int
+release_rows(PyObject *pending, PyObject *rows, int all, long long cutoff, Py_ssize_t max_pending)
+{
+    for (;;) {
+        Py_ssize_t size = PyObject_Size(pending);
+        if (size < 0)
+            return -1;
+        if (size == 0)
+            break;
+        PyObject *it = PyObject_GetIter(pending);
+        if (it == NULL)
+            return -1;
+        PyObject *key = PyIter_Next(it);
+        Py_DECREF(it);
+        if (key == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        PyObject *row = PyObject_GetItem(pending, key);
+        if (row == NULL) {
+            Py_DECREF(key);
+            return -1;
+        }
+        if (!all && size <= max_pending) {
+            PyObject *first = PySequence_GetItem(row, 0);
+            long long when = first ? PyLong_AsLongLong(first) : -1;
+            Py_XDECREF(first);
+            if (when == -1 && PyErr_Occurred()) {
+                Py_DECREF(key);
+                Py_DECREF(row);
+                return -1;
+            }
+            if (when >= cutoff) {
+                Py_DECREF(key);
+                Py_DECREF(row);
+                break;
+            }
+        }
+        int failed = PyObject_DelItem(pending, key) < 0 || PyList_Append(rows, row) < 0;
+        Py_DECREF(key);
+        Py_DECREF(row);
+        if (failed)
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 release(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -2094,45 +2160,8 @@ release(PyObject *Py_UNUSED(module), PyObject *args)
     long long cutoff = all ? 0 : PyLong_AsLongLong(cutoff_obj);
     if (cutoff == -1 && PyErr_Occurred())
         return NULL;
-    for (;;) {
-        Py_ssize_t size = PyObject_Size(pending);
-        if (size < 0)
-            return NULL;
-        if (size == 0)
-            break;
-        PyObject *it = PyObject_GetIter(pending);
-        if (it == NULL)
-            return NULL;
-        PyObject *key = PyIter_Next(it);
-        Py_DECREF(it);
-        if (key == NULL)
-            return PyErr_Occurred() ? NULL : (Py_INCREF(Py_None), Py_None);
-        PyObject *row = PyObject_GetItem(pending, key);
-        if (row == NULL) {
-            Py_DECREF(key);
-            return NULL;
-        }
-        if (!all && size <= max_pending) {
-            PyObject *first = PySequence_GetItem(row, 0);
-            long long when = first ? PyLong_AsLongLong(first) : -1;
-            Py_XDECREF(first);
-            if (when == -1 && PyErr_Occurred()) {
-                Py_DECREF(key);
-                Py_DECREF(row);
-                return NULL;
-            }
-            if (when >= cutoff) {
-                Py_DECREF(key);
-                Py_DECREF(row);
-                break;
-            }
-        }
-        int failed = PyObject_DelItem(pending, key) < 0 || PyList_Append(rows, row) < 0;
-        Py_DECREF(key);
-        Py_DECREF(row);
-        if (failed)
-            return NULL;
-    }
+    if (release_rows(pending, rows, all, cutoff, max_pending) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 

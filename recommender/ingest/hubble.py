@@ -692,6 +692,8 @@ class HubbleReader(FlowReader):
             numbers,
             self._latest,
             self._released_at,
+            hold_us,
+            self.max_pending,
         ]
         while True:
             context[4], context[7], context[8] = self.builder.rows, self._latest, self._released_at
