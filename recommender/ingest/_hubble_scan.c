@@ -16,10 +16,11 @@
  * in another form, deep nesting, invalid JSON) is "unsure" and goes to msgspec in Python,
  * which then decides exactly as it does without the extension.
  *
- * split_share() splits decompressed blocks into lines and deals them out to parallel workers
- * exactly as hubble.share_lines() (a regular expression) does; columns() turns the batch
- * builder's rows into columns; Scanner.run() with a context also adds the rows of plain new
- * connections (see add_row).
+ * Scanner.feed() splits blocks into lines, deals them out to parallel workers exactly as
+ * hubble.share_lines() (a regular expression) does and scans its own in place; columns() turns
+ * the batch builder's rows into columns and arrow_buffers() columns into Arrow buffers;
+ * Scanner.run() with a context also adds the rows of plain new connections and L7 requests
+ * (see add_row, settle_l7).
  */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
@@ -1718,10 +1719,13 @@ feed_line(Scanner *self, const char *p, Py_ssize_t len, Py_ssize_t number, long 
 PyDoc_STRVAR(feed_doc,
              "feed(rest, block, first, index, n, final) -> (numbers, unsure, count, used, blank)\n"
              "\n"
-             "split_share() and load() in one pass: split ``rest + block`` into lines as\n"
-             "split_share does, and scan those of worker ``index`` of ``n`` in place, without a\n"
-             "bytes object per line. ``numbers`` are the kept lines' numbers, ``unsure`` the\n"
-             "indices of those msgspec must decode, ``count`` and ``used`` as split_share's,\n"
+             "Split ``rest + block`` (the unfinished line of the previous block, then the next\n"
+             "block) into lines ending in b'\\n' (the text after the last one too when\n"
+             "``final``), numbered from ``first``; keep those of worker ``index`` of ``n`` as\n"
+             "hubble.share_lines() does (all when n is 1), and scan them in place as load()\n"
+             "does, without a bytes object per line. ``numbers`` are the kept lines' numbers,\n"
+             "``unsure`` the indices of those msgspec must decode, ``count`` the lines split,\n"
+             "``used`` the bytes of ``block`` used (0 when no line ends in it),\n"
              "``blank`` True when a kept line holds only whitespace. The scanner holds ``block``\n"
              "(its buffer must not change) until the next feed() or load(); line(i) and lines()\n"
              "give the kept lines as bytes.");
@@ -1855,7 +1859,7 @@ static PyTypeObject ScannerType = {
 };
 
 /* ---------------------------------------------------------------------------------------- */
-/* split_share(): the lines of one parallel worker                                           */
+/* port_share(): which parallel worker a line is for (see Scanner.feed)                     */
 /* ---------------------------------------------------------------------------------------- */
 
 static inline int
@@ -1933,97 +1937,6 @@ port_share(const char *s, Py_ssize_t len, long n)
         return (a + b) % n;
     }
     return 0;
-}
-
-PyDoc_STRVAR(split_share_doc,
-             "split_share(rest, block, first, index, n, final) -> (numbers, lines, count, used)\n\n"
-             "Split ``rest + block`` (decompressed bytes of a file: the unfinished line of the\n"
-             "previous block, then the next block) into lines ending in b'\\n' (the text after\n"
-             "the last one too when ``final``), numbered from ``first``, and keep those of\n"
-             "worker ``index`` of ``n`` as hubble.share_lines() does (all when n is 1): their\n"
-             "numbers and bytes, the count of lines split and the bytes of ``block`` used (0\n"
-             "when no line ends in it: then nothing is used). Only the lines kept become bytes\n"
-             "objects, and ``rest + block`` is never built.");
-
-/* Append line ``number`` to the lists when it is worker index's. 0, or -1 on error. */
-static int
-keep_line(PyObject *numbers, PyObject *mine, const char *p, Py_ssize_t len, PyObject *line,
-          Py_ssize_t number, long index, long n)
-{
-    if (n != 1 && port_share(p, len, n) != index)
-        return 0;
-    PyObject *num = PyLong_FromSsize_t(number);
-    PyObject *owned = NULL;
-    if (num != NULL && line == NULL)
-        line = owned = PyBytes_FromStringAndSize(p, len);
-    int status = (num == NULL || line == NULL || PyList_Append(numbers, num) < 0 ||
-                  PyList_Append(mine, line) < 0)
-                     ? -1
-                     : 0;
-    Py_XDECREF(num);
-    Py_XDECREF(owned);
-    return status;
-}
-
-static PyObject *
-split_share(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    Py_buffer rest, view;
-    Py_ssize_t first;
-    long index, n;
-    int final;
-    if (!PyArg_ParseTuple(args, "y*y*nllp", &rest, &view, &first, &index, &n, &final))
-        return NULL;
-    PyObject *numbers = NULL, *mine = NULL, *joined = NULL;
-    if (n < 1 || n > (1L << 20)) {
-        PyErr_SetString(PyExc_ValueError, "n must be between 1 and 2**20");
-        goto error;
-    }
-    numbers = PyList_New(0);
-    mine = PyList_New(0);
-    if (numbers == NULL || mine == NULL)
-        goto error;
-    const char *start = view.buf, *end = start + view.len, *p = start;
-    Py_ssize_t count = 0;
-    if (rest.len > 0) {
-        /* The line that began in the previous block. */
-        const char *nl = memchr(p, '\n', end - p);
-        if (nl == NULL && !final)
-            goto done;
-        const char *stop = nl ? nl + 1 : end;
-        joined = PyBytes_FromStringAndSize(NULL, rest.len + (stop - p));
-        if (joined == NULL)
-            goto error;
-        memcpy(PyBytes_AS_STRING(joined), rest.buf, rest.len);
-        memcpy(PyBytes_AS_STRING(joined) + rest.len, p, stop - p);
-        if (keep_line(numbers, mine, PyBytes_AS_STRING(joined), PyBytes_GET_SIZE(joined),
-                      joined, first, index, n) < 0)
-            goto error;
-        count = 1;
-        p = stop;
-    }
-    while (p < end) {
-        const char *nl = memchr(p, '\n', end - p);
-        if (nl == NULL && !final)
-            break;
-        const char *stop = nl ? nl + 1 : end;
-        if (keep_line(numbers, mine, p, stop - p, NULL, first + count, index, n) < 0)
-            goto error;
-        count++;
-        p = stop;
-    }
-done:
-    Py_XDECREF(joined);
-    PyBuffer_Release(&rest);
-    PyBuffer_Release(&view);
-    return Py_BuildValue("NNnn", numbers, mine, count, (Py_ssize_t)(p - start));
-error:
-    Py_XDECREF(joined);
-    PyBuffer_Release(&rest);
-    PyBuffer_Release(&view);
-    Py_XDECREF(numbers);
-    Py_XDECREF(mine);
-    return NULL;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -2355,7 +2268,6 @@ static PyMethodDef module_methods[] = {
     {"unique_objects", unique_objects, METH_O, unique_objects_doc},
     {"release", release, METH_VARARGS, release_doc},
     {"columns", columns, METH_VARARGS, columns_doc},
-    {"split_share", split_share, METH_VARARGS, split_share_doc},
     {NULL, NULL, 0, NULL},
 };
 

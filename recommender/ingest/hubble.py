@@ -340,7 +340,7 @@ def share_lines(
     """The lines (and their numbers, counted from ``first``) of parallel worker ``index`` of
     ``n``: by the sum of the first ``source_port`` and ``destination_port`` of the line's
     text, the same for every event of a connection, replies included (their ports are
-    swapped); 0 without ports. ``split_share`` of the compiled scanner does the same."""
+    swapped); 0 without ports. ``Scanner.feed`` of the compiled scanner does the same."""
     if n == 1:
         return list(range(first, first + len(lines))), lines
     search = _PORTS.search
@@ -362,48 +362,13 @@ def iter_share(
     when n is 1; see :mod:`recommender.ingest.parallel`), with their numbers. ``error`` is set
     (and the rest of the file lost) where a compressed stream breaks off.
 
-    With the compiled scanner, blocks of ``block_bytes`` are split in C and only the lines kept
-    become bytes objects; without it, :func:`~recommender.ingest._source.iter_line_chunks`
-    splits them.
+    The pure-Python path: :func:`~recommender.ingest._source.iter_line_chunks` splits the
+    lines and :func:`share_lines` deals them out. With the compiled scanner, :func:`iter_fed`
+    does both in C.
     """
-    if not scanner_available() or _scan is None:
-        for first, lines, error in iter_line_chunks(path, block_bytes):
-            numbers, mine = share_lines(lines, first, index, n)
-            yield first, numbers, mine, len(lines), error
-        return
-    split = _scan.split_share
-    line_no = 1
-    # The unfinished last line, in pieces: a line longer than a block (garbage, or a file that
-    # is not JSON lines) is joined once, when it ends, not once per block.
-    parts: list[bytes] = []
-    size = 0
-    # One buffer for every block: a new 4 MiB bytes object per block costs the kernel a
-    # fresh, zeroed page for every 4 KiB read (a third of the reading time).
-    buffer = bytearray(block_bytes)
-    view = memoryview(buffer)
-    with open_decompressed(path) as fh:
-        while True:
-            try:
-                got = fh.readinto(view)  # type: ignore[attr-defined]
-            except (OSError, EOFError, pa.ArrowException) as exc:
-                yield line_no, [], [], 0, f"the file breaks off: {exc}"
-                return
-            block = view[:got]
-            if got and size > got and buffer.find(b"\n", 0, got) < 0:
-                parts.append(bytes(block))
-                size += got
-                continue
-            rest = parts[0] if len(parts) == 1 else b"".join(parts)
-            numbers, mine, count, used = split(rest, block, line_no, index, n, not got)
-            if count:
-                parts = [bytes(block[used:])] if used < got else []
-                yield line_no, numbers, mine, count, None
-            else:
-                parts = [rest, bytes(block)]
-            size = sum(len(part) for part in parts)
-            line_no += count
-            if not got:
-                return
+    for first, lines, error in iter_line_chunks(path, block_bytes):
+        numbers, mine = share_lines(lines, first, index, n)
+        yield first, numbers, mine, len(lines), error
 
 
 def iter_fed(
@@ -415,8 +380,12 @@ def iter_fed(
     lines (``line(i)``, ``lines()``) until the consumer has read them, before the next block
     is read into the same buffer."""
     line_no = 1
-    parts: list[bytes] = []  # the unfinished last line, in pieces (see iter_share)
+    # The unfinished last line, in pieces: a line longer than a block (garbage, or a file that
+    # is not JSON lines) is joined once, when it ends, not once per block.
+    parts: list[bytes] = []
     size = 0
+    # One buffer for every block: a new bytes object per block costs the kernel a fresh,
+    # zeroed page for every 4 KiB read.
     buffer = bytearray(block_bytes)
     view = memoryview(buffer)
     with open_decompressed(path) as fh:

@@ -4,7 +4,8 @@ Every input is read twice, with the scanner and with ``RECOMMENDER_NO_SCANNER=1`
 pure-Python path of the same reader), and the two tables and ledgers must be identical: on the
 real captures in ../shared, the sample, the fuzz corpus, hypothesis-generated and mutated lines,
 and hand-made malformed lines. The scanner's own reading of a line is checked against msgspec's,
-and its ``split_share`` (the parallel workers' split) against the regular expression it replaces.
+and its ``Scanner.feed`` (the parallel workers' split) against the regular expression it
+replaces.
 """
 
 from __future__ import annotations
@@ -391,7 +392,7 @@ _PORT_TEXT = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(_PORT_TEXT, max_size=12).map(b"".join), max_size=8), st.integers(1, 4))
 def test_share_matches_the_regular_expression(lines: list[bytes], n: int):
-    """split_share splits blocks as readlines() does, wherever a block ends, and deals the
+    """Scanner.feed splits blocks as readlines() does, wherever a block ends, and deals the
     lines out as the regular expression of hubble.share_lines does."""
     lines = [line.replace(b"\n", b" ") + b"\n" for line in lines]
     data = b"".join(lines) + b'{"last": 1}'  # the last line has no newline
@@ -400,13 +401,12 @@ def test_share_matches_the_regular_expression(lines: list[bytes], n: int):
         expected = hubble.share_lines(everything, 5, index, n)
         for cut in sorted({0, 1, len(data) // 3, len(data) // 2, len(data) - 1, len(data)}):
             got_numbers, got_lines, rest, first = [], [], b"", 5
+            scanner = scan.Scanner()
             for block in (data[:cut], data[cut:], b""):
-                numbers, mine, count, used = scan.split_share(
-                    rest, block, first, index, n, not block
-                )
+                numbers, _, count, used, _ = scanner.feed(rest, block, first, index, n, not block)
                 rest = block[used:] if count else rest + block
                 got_numbers += numbers
-                got_lines += mine
+                got_lines += scanner.lines()
                 first += count
             assert (got_numbers, got_lines) == expected
             assert first == 5 + len(everything) and rest == b""
@@ -418,9 +418,10 @@ def test_share_of_real_lines():
     assert any(pattern.search(line) for line in lines)
     both = [hubble.share_lines(lines, 1, index, 2) for index in range(2)]
     assert sorted(both[0][0] + both[1][0]) == list(range(1, len(lines) + 1))
+    scanner = scan.Scanner()
     for index in range(2):
-        numbers, mine, _, _ = scan.split_share(b"", b"".join(lines), 1, index, 2, True)
-        assert (numbers, mine) == both[index]
+        numbers, _, _, _, _ = scanner.feed(b"", b"".join(lines), 1, index, 2, True)
+        assert (numbers, scanner.lines()) == both[index]
 
 
 @given(st.lists(st.integers(0, 5), max_size=40))
@@ -491,7 +492,9 @@ def test_scanner_rejects_wrong_arguments():
     with pytest.raises(TypeError):
         scanner.run(0, {}, 1, [{}, {}])  # not the reader's context
     with pytest.raises(ValueError):
-        scan.split_share(b"", b"", 1, 0, 0, True)
+        scanner.feed(b"", b"", 1, 0, 0, True)
+    with pytest.raises(IndexError):
+        scanner.line(0)
 
 
 def test_read_in_chunks_of_any_size(monkeypatch):
@@ -524,27 +527,6 @@ def test_impossible_icmp_code_is_a_skip_on_both_paths(tmp_path: Path, monkeypatc
     path.write_text(json.dumps(line) + "\n")
     ledger = assert_same(path, monkeypatch)
     assert ledger["used"] == 0 and ledger["skipped"] == {"invalid-icmp": 1}
-
-
-@pytest.mark.parametrize("n", [1, 2])
-def test_blocks_and_lines_longer_than_a_block(tmp_path: Path, monkeypatch, n: int):
-    """Lines are cut from blocks as readlines() cuts them, wherever blocks end, lines longer
-    than several blocks (kept in pieces, joined once) included; numbers and shares match the
-    pure-Python split."""
-    lines = [line.encode() for line in fuzz.RECORDS["hubble"][:6]]
-    lines.insert(2, b'{"junk": "' + b"x" * 1000 + b'"}')
-    lines.insert(4, b"")
-    path = tmp_path / "long.jsonl"
-    path.write_bytes(b"\n".join(lines))  # no newline at the end
-    for block_bytes in (7, 64, 333, 1 << 20):
-        for index in range(n):
-            fast = list(hubble.iter_share(path, index, n, block_bytes))
-            monkeypatch.setenv("RECOMMENDER_NO_SCANNER", "1")
-            slow = list(hubble.iter_share(path, index, n, block_bytes))
-            monkeypatch.delenv("RECOMMENDER_NO_SCANNER")
-            assert [x for chunk in fast for x in chunk[1]] == [x for c in slow for x in c[1]]
-            assert [x for chunk in fast for x in chunk[2]] == [x for c in slow for x in c[2]]
-            assert sum(chunk[3] for chunk in fast) == len(lines)
 
 
 def test_http_paths_of_any_url(tmp_path: Path, monkeypatch):
@@ -589,7 +571,9 @@ def _odd_file(tmp_path: Path) -> tuple[Path, list[bytes]]:
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_fed_chunks_are_the_split_chunks(tmp_path: Path, n: int):
     """Scanner.feed (split and scan in place, in the reused read buffer) keeps the lines and
-    numbers that split_share keeps, wherever blocks end, and flags whitespace-only lines."""
+    numbers of the pure-Python split (iter_line_chunks and share_lines), wherever blocks end,
+    lines longer than several blocks (kept in pieces, joined once) included, and flags
+    whitespace-only lines."""
     path, lines = _odd_file(tmp_path)
     for block_bytes in (7, 64, 333, 1 << 20):
         for index in range(n):
