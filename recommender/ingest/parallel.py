@@ -316,12 +316,14 @@ class ParallelHubbleReader(FlowReader):
 
 
 def _can_fork() -> bool:
-    """True when forking is safe here: a system with fork, one Python thread, and DuckDB not
-    loaded (its worker threads would be copied half-held). The C threads that importing
-    pyarrow and NumPy starts (jemalloc's background thread, OpenBLAS's pool) are idle then, and
-    both libraries register fork handlers for them."""
+    """True when forking is safe here: Linux (macOS system libraries do not survive a fork,
+    which is why Python spawns there), one Python thread, and DuckDB not loaded (its worker
+    threads would be copied half-held). The C threads that importing pyarrow and NumPy starts
+    (jemalloc's background thread, OpenBLAS's pool) are idle then, and both libraries register
+    fork handlers for them."""
     return (
-        "fork" in mp.get_all_start_methods()
+        sys.platform.startswith("linux")
+        and "fork" in mp.get_all_start_methods()
         and threading.active_count() == 1
         and "duckdb" not in sys.modules
     )
