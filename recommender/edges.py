@@ -237,10 +237,7 @@ def _pick_labels(
     first and last row's maps stand for all of them. Only the chosen rows' maps are converted.
     """
     n = batch.num_rows
-    # From the buffer: pa.array(ndarray) would import pandas (0.4 s) to check the argument.
-    rows = pa.Array.from_buffers(
-        pa.int64(), n, [None, pa.py_buffer(np.arange(offset, offset + n, dtype=np.int64))]
-    )
+    rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
     for side in ("src", "dst"):
         mask = pc.equal(batch.column(f"{side}_kind"), "workload")
         if window is not None:

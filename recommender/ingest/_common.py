@@ -263,9 +263,14 @@ class BatchBuilder:
 _CONNECTIONS: Final = COLUMNS.index("connections")
 
 
+#: Set (to anything but 0 or empty) to read without the compiled scanner and its helpers.
+NO_SCANNER_ENV: Final = "RECOMMENDER_NO_SCANNER"
+
+
 def _compiled() -> bool:
-    """Whether the compiled helpers are there and not switched off (RECOMMENDER_NO_SCANNER)."""
-    return _scan_columns is not None and os.environ.get("RECOMMENDER_NO_SCANNER", "") in ("", "0")
+    """Whether the compiled scanner (``_hubble_scan``) is there and not switched off with the
+    ``RECOMMENDER_NO_SCANNER`` environment variable."""
+    return _scan_columns is not None and os.environ.get(NO_SCANNER_ENV, "") in ("", "0")
 
 
 def _columns(rows: list[Sequence[Any]]) -> list[Sequence[Any] | None]:

@@ -1139,14 +1139,29 @@ get_seen(PyObject *seen, PyObject *key, long long *last)
     return 1;
 }
 
+static int release_rows(PyObject *pending, PyObject *rows, int all, long long cutoff,
+                        Py_ssize_t max_pending);
+
+/* Release the waiting rows as the reader would now (put_row asked for it). 0, or -1. */
+static int
+release_now(PyObject *ctx)
+{
+    long long latest = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_LATEST));
+    long long hold = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_HOLD));
+    Py_ssize_t max_pending = PyLong_AsSsize_t(PyList_GET_ITEM(ctx, CX_MAX_PENDING));
+    if (PyErr_Occurred())
+        return -1;
+    return release_rows(PyList_GET_ITEM(ctx, CX_PENDING), PyList_GET_ITEM(ctx, CX_ROWS), 0,
+                        latest - hold, max_pending);
+}
+
 /* Put the row of line i (HubbleReader._add's, with ``connections`` and the five L7 columns
  * ``l7``, new references that this function takes) in the waiting rows under
  * ``pending_key``, as _add does; ``res`` as resolve() found it (its references are taken
- * too). 0, or -1 on error. *release is set when the reader must release waiting rows now. */
+ * too), and release the waiting rows when _add would. 0, or -1 on error. */
 static int
 put_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, PyObject *pending_key,
-        long long micros, int connections, PyObject **l7, resolved_t *res, PyObject *ctx,
-        int *release)
+        long long micros, int connections, PyObject **l7, resolved_t *res, PyObject *ctx)
 {
     int status = -1;
     PyObject *row = NULL, *when = NULL, *line_no = NULL;
@@ -1245,9 +1260,9 @@ put_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, PyObject *pending_
         goto done;
     if ((size & 255) == 0 || micros - released >= RELEASE_EVERY_US) {
         PyObject *value = PyLong_FromLongLong(micros);
-        if (value == NULL || PyList_SetItem(ctx, CX_RELEASED, value) < 0)
+        if (value == NULL || PyList_SetItem(ctx, CX_RELEASED, value) < 0 ||
+            release_now(ctx) < 0)
             goto done;
-        *release = 1;
     }
     status = 0;
 done:
@@ -1264,10 +1279,10 @@ done:
 
 /* Add the row of new connection ``key`` (line i, a plain FORWARDED TCP/UDP event) as
  * HubbleReader._add does: 1 when added, 0 when Python must handle the line (nothing changed
- * then), -1 on error. *release is set when the reader must release waiting rows now. */
+ * then), -1 on error. */
 static int
 add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, PyObject *seen,
-        PyObject *ctx, int *release)
+        PyObject *ctx)
 {
     long long sport = r->has_tcp ? r->tcp_sport : r->udp_sport;
     long long dport = r->has_tcp ? r->tcp_dport : r->udp_dport;
@@ -1288,7 +1303,7 @@ add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, 
         Py_DECREF(res.dst);
         return -1;
     }
-    return put_row(self, r, i, key, key, micros, 1, l7, &res, ctx, release) < 0 ? -1 : 1;
+    return put_row(self, r, i, key, key, micros, 1, l7, &res, ctx) < 0 ? -1 : 1;
 }
 
 static inline int
@@ -1340,7 +1355,7 @@ url_path(span_t url, span_t *path)
  * Python must handle the line (nothing changed then), -1 on error. */
 static int
 settle_l7(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros,
-          PyObject *seen, long long idle, PyObject *ctx, int *release, int *duplicate)
+          PyObject *seen, long long idle, PyObject *ctx, int *duplicate)
 {
     span_t path = {NULL, 0};
     if (!r->forwarded || r->n_names || !(r->has_http || r->has_dns))
@@ -1428,7 +1443,7 @@ settle_l7(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros
         l7[4] = str_or_none(self, r->dns_query);
     }
     status = put_row(self, r, i, key, active ? l7_key : key, micros, active ? 0 : 1, l7, &res,
-                     ctx, release) < 0
+                     ctx) < 0
                  ? -1
                  : 1;
     res.src = res.dst = NULL; /* taken by put_row, as l7 was */
@@ -1444,22 +1459,6 @@ done:
     Py_XDECREF(detail);
     Py_XDECREF(l7_key);
     return status;
-}
-
-static int release_rows(PyObject *pending, PyObject *rows, int all, long long cutoff,
-                        Py_ssize_t max_pending);
-
-/* Release the waiting rows as the reader would now (put_row asked for it). 0, or -1. */
-static int
-release_now(PyObject *ctx)
-{
-    long long latest = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_LATEST));
-    long long hold = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_HOLD));
-    Py_ssize_t max_pending = PyLong_AsSsize_t(PyList_GET_ITEM(ctx, CX_MAX_PENDING));
-    if (PyErr_Occurred())
-        return -1;
-    return release_rows(PyList_GET_ITEM(ctx, CX_PENDING), PyList_GET_ITEM(ctx, CX_ROWS), 0,
-                        latest - hold, max_pending);
 }
 
 /* The reader's connection key (source, destination, "TCP" | "UDP", sport, dport, None) of a
@@ -1491,14 +1490,13 @@ connection_key(Scanner *self, rec_t *r)
 }
 
 PyDoc_STRVAR(run_doc,
-             "run(start, seen, idle_us, context=None) -> (index, replies, duplicates, rows,\n"
-             "release)\n\n"
+             "run(start, seen, idle_us, context=None) -> (index, replies, duplicates, rows)\n\n"
              "Settle the loaded lines from ``start`` on: count replies, count duplicates (and\n"
              "update ``seen``, the reader's dict of connection key -> last time in us) until a\n"
              "line that Python must handle; its index (len(lines) at the end). With a context\n"
-             "(see HubbleReader._read_scanned) the rows of plain new connections are added\n"
-             "here too (counted in ``rows``); ``release`` is True when the reader must release\n"
-             "waiting rows before going on from ``index``.");
+             "(see HubbleReader._read_scanned) the rows of plain new connections and of L7\n"
+             "requests are added here too (counted in ``rows``), and the waiting rows released\n"
+             "as the reader's _add releases them.");
 
 static PyObject *
 Scanner_run(Scanner *self, PyObject *args)
@@ -1521,34 +1519,32 @@ Scanner_run(Scanner *self, PyObject *args)
     }
     Py_ssize_t i;
     long long replies = 0, duplicates = 0, rows = 0;
-    int release = 0;
     for (i = start < 0 ? 0 : start; i < self->n; i++) {
         rec_t *r = &self->recs[i];
         if (r->unsure || !r->has_flow)
             break;
         if (r->has_l7) {
-            /* HubbleReader._add: an L7 event of a reply (is_reply, or an L7 RESPONSE) is a
-             * reply once time, addresses, protocol and ports are valid. */
+            /* HubbleReader._add: once time, addresses, protocol and ports are valid, an L7
+             * event of a reply (is_reply, or an L7 RESPONSE) is a reply, and a request of a
+             * FORWARDED event is settled by settle_l7. */
             long long sp = r->has_tcp ? r->tcp_sport : r->udp_sport;
             long long dp = r->has_tcp ? r->tcp_dport : r->udp_dport;
-            if ((r->has_flow_time || r->has_line_time) && r->has_ip && r->src.n && r->dst.n &&
-                r->has_l4 && (r->has_tcp || r->has_udp) && sp >= 0 && sp <= 65535 &&
-                dp >= 0 && dp <= 65535 &&
-                (r->is_reply == 1 || (r->is_reply == 0 && r->l7_response))) {
+            if (!(r->has_flow_time || r->has_line_time) || !r->has_ip || !r->src.n ||
+                !r->dst.n || !r->has_l4 || !(r->has_tcp || r->has_udp) || sp < 0 ||
+                sp > 65535 || dp < 0 || dp > 65535)
+                break;
+            if (r->is_reply == 1 || (r->is_reply == 0 && r->l7_response)) {
                 replies++;
                 continue;
             }
-            if (ctx == NULL || r->is_reply != 0 || r->l7_response || r->overriding ||
-                !(r->has_flow_time || r->has_line_time) || !r->has_ip || !r->src.n ||
-                !r->dst.n || !r->has_l4 || !(r->has_tcp || r->has_udp) || sp < 0 ||
-                sp > 65535 || dp < 0 || dp > 65535)
+            if (ctx == NULL || r->is_reply != 0 || r->overriding)
                 break;
             PyObject *key = connection_key(self, r);
             if (key == NULL)
                 return NULL;
             int duplicate = 0;
             int settled = settle_l7(self, r, i, key, r->has_flow_time ? r->flow_time : r->line_time,
-                                    seen, idle, ctx, &release, &duplicate);
+                                    seen, idle, ctx, &duplicate);
             Py_DECREF(key);
             if (settled < 0)
                 return NULL;
@@ -1558,11 +1554,6 @@ Scanner_run(Scanner *self, PyObject *args)
                 duplicates++;
             else
                 rows++;
-            if (release) {
-                if (release_now(ctx) < 0)
-                    return NULL;
-                release = 0;
-            }
             continue;
         }
         if (r->is_reply < 0)
@@ -1613,20 +1604,15 @@ Scanner_run(Scanner *self, PyObject *args)
             Py_DECREF(key);
             break;
         }
-        int added = add_row(self, r, i, key, micros, seen, ctx, &release);
+        int added = add_row(self, r, i, key, micros, seen, ctx);
         Py_DECREF(key);
         if (added < 0)
             return NULL;
         if (added == 0)
             break;
         rows++;
-        if (release) {
-            if (release_now(ctx) < 0)
-                return NULL;
-            release = 0;
-        }
     }
-    return Py_BuildValue("nLLLO", i, replies, duplicates, rows, release ? Py_True : Py_False);
+    return Py_BuildValue("nLLL", i, replies, duplicates, rows);
 }
 
 PyDoc_STRVAR(fields_doc,

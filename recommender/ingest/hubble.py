@@ -17,7 +17,6 @@ Endpoints with a pod name and namespace are workloads even when labelled ``reser
 
 from __future__ import annotations
 
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -37,7 +36,19 @@ except ImportError:  # pragma: no cover - depends on the build
 from ..errors import FlowFormatError
 from ..schema import COLUMNS
 from ._base import FlowReader
-from ._common import _EPOCH, _IP_CACHE, _ONE_US, BadValue, infer_workload, norm_ip, to_micros
+from ._common import (
+    _EPOCH,
+    _IP_CACHE,
+    _ONE_US,
+    BadValue,
+    _compiled,
+    infer_workload,
+    norm_ip,
+    to_micros,
+)
+from ._common import (
+    NO_SCANNER_ENV as NO_SCANNER_ENV,  # (re-exported: the tests switch the scanner off by it)
+)
 from ._source import CHUNK_BYTES, iter_line_chunks, open_decompressed, read_head
 
 __all__ = ["HubbleReader", "infer_reply"]
@@ -319,8 +330,6 @@ _DECODE_ENDPOINT = msgspec.json.Decoder(_Endpoint)
 #: Outcomes of HubbleReader._settle besides None (a row added, or the event skipped).
 _REPLY: Final = object()
 _DUPLICATE: Final = object()
-#: Set (to anything but 0 or empty) to read Hubble JSON without the C scanner.
-NO_SCANNER_ENV: Final = "RECOMMENDER_NO_SCANNER"
 
 
 def _decode_chunk(lines: list[bytes]) -> list[_Line | None] | None:
@@ -439,7 +448,7 @@ class _FedLines:
 def scanner_available() -> bool:
     """True when the compiled scanner (``recommender.ingest._hubble_scan``) is there and
     not switched off with the ``RECOMMENDER_NO_SCANNER`` environment variable."""
-    return _scan is not None and os.environ.get(NO_SCANNER_ENV, "") in ("", "0")
+    return _scan is not None and _compiled()
 
 
 def _skip_reason(exc: msgspec.ValidationError) -> str:
@@ -565,8 +574,10 @@ class HubbleReader(FlowReader):
             numbers = [n for n, _ in numbered]
             lines = [ln for _, ln in numbered]
         self.ledger.read += len(lines)
-        if self._scanner is None or not self._read_scanned(file, numbers, lines):
+        if self._scanner is None:
             self._read_decoded(file, numbers, lines, None)
+        else:
+            self._read_scanned(file, numbers, lines)
         if len(self._seen) > self.max_seen:
             self._sweep()
         if self.builder.full:
@@ -605,13 +616,15 @@ class HubbleReader(FlowReader):
         numbers: Sequence[int],
         lines: list[bytes] | _FedLines,
         unsure: list[int] | None = None,
-    ) -> bool:
+    ) -> None:
         """The C path (``_hubble_scan``): the scanner settles the replies and repeated events it
-        is sure about, in order, and adds the rows of plain new connections (FORWARDED TCP or
-        UDP, no L7, endpoints and addresses already resolved once by Python, as _add would).
-        It stops at each line Python must handle (L7, DROPPED, a new endpoint, anything
-        unusual), which is decoded here and settled as on the pure-Python path. False (nothing
-        done) for the rare chunk that only the pure-Python path reads exactly (see below)."""
+        is sure about, in order, and adds the rows of plain new connections and of HTTP and DNS
+        requests (FORWARDED TCP or UDP, endpoints and addresses already resolved once by
+        Python, as _add would). It stops at each line Python must handle (DROPPED, a new
+        endpoint, anything unusual), which is decoded here and settled as on the pure-Python
+        path. ``unsure``: the lines msgspec must decode, when the scanner read (fed) them
+        already; else it reads ``lines`` first. The rare chunk that only the pure-Python path
+        reads exactly goes to it (see below)."""
         scanner = self._scanner
         assert scanner is not None
         if unsure is None:  # else the lines were fed (and read) already
@@ -640,7 +653,7 @@ class HubbleReader(FlowReader):
             if whole is not None and len(whole) == len(every):
                 scanner.load([])
                 self._read_decoded(file, numbers, every, whole)
-                return True
+                return
             for index, reason, detail in failures:
                 self.ledger.skip(file, numbers[index], reason, detail)
         replies = duplicates = 0
@@ -666,16 +679,11 @@ class HubbleReader(FlowReader):
         ]
         while True:
             context[4], context[7], context[8] = self.builder.rows, self._latest, self._released_at
-            at, more_replies, more_duplicates, added, release = run(
-                at, self._seen, idle_us, context
-            )
+            at, more_replies, more_duplicates, added = run(at, self._seen, idle_us, context)
             self._latest, self._released_at = context[7], context[8]
             replies += more_replies
             duplicates += more_duplicates
             self.ledger.used += added
-            if release:
-                self._release(self._latest - hold_us)
-                continue
             if at >= count:
                 break
             line = lines[at]
@@ -692,7 +700,6 @@ class HubbleReader(FlowReader):
         scanner.load([])  # drop the chunk's lines
         self.ledger.reply += replies
         self.ledger.duplicate += duplicates
-        return True
 
     def _settle(self, file: str, line_no: int, line: bytes, item: _Line) -> object:
         """Settle one decoded event: _REPLY, _DUPLICATE, or None (added as a row, or skipped).

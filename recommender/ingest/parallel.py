@@ -13,10 +13,11 @@ the lines through a pipe is not). The parent takes one record batch from each wo
 so the output is the same on every run, and the workers' bounded queues keep memory bounded. A
 batch travels as an Arrow IPC file in /dev/shm that the parent maps and removes (the queue only
 carries its name), or, where that is not possible, as bytes through the queue.
-Workers are spawned (not forked) and stop with the run; when they cannot start, the parent
-reads the input itself. :func:`prestart` starts them (and their read of the first file) before
-the caller has imported the rest of the pipeline; the ``recommend`` command does that from its
-raw arguments, and the next read takes them.
+Workers stop with the run; when they cannot start, the parent reads the input itself. They are
+spawned (fresh interpreters), except that the command line forks them (see
+:meth:`ParallelHubbleReader.spawn`). :func:`prestart` starts them (and their read of the first
+file) before the caller has imported the rest of the pipeline; the ``recommend`` command does
+that from its raw arguments, and the next read takes them.
 """
 
 from __future__ import annotations
