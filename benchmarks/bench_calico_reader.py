@@ -3,9 +3,9 @@
     python benchmarks/bench_calico_reader.py --rows 300000 [--seed 0] [--repeat 1] [--profile]
 
 1. Generates (or reuses) ``benchmarks/data/calico-reader-N-sS.jsonl.gz``: ``N`` connections of
-   :func:`recommender.samples.generate_connections` written by
-   :func:`recommender.samples.write_calico_jsonl` at aggregation level 0 (full 5-tuple, about
-   1.7 records per connection; gzip level 1). Deterministic for a seed.
+   :func:`recommender.samples.generator.generate_connections` written by
+   :func:`recommender.samples.generator.write_calico_jsonl` at aggregation level 0 (full 5-tuple,
+   about 1.7 records per connection; gzip level 1). Deterministic for a seed.
 2. **Floor**: read the file in 4 MiB chunks (gzip decompression included), split lines and
    ``msgspec.json.decode`` every line, on one core.
 3. **Ingest**: ``recommender.iter_flow_batches(path, "calico")`` consumed to the end.
@@ -37,7 +37,7 @@ def ensure_data(rows: int, seed: int) -> tuple[Path, int]:
     done = path.with_name(path.name + ".done")
     if path.exists() and done.exists():
         return path, int(json.loads(done.read_text())["records"])
-    from recommender.samples import generate_connections, write_calico_jsonl
+    from recommender.samples.generator import generate_connections, write_calico_jsonl
 
     DATA.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.gz")

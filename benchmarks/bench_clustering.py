@@ -43,7 +43,7 @@ def generate_edges(workloads: int, seed: int) -> tuple[Any, dict[str, int]]:
     """The edge table and each generated workload's role (``namespace/name`` -> role id)."""
     import pyarrow as pa
 
-    from recommender.edges import EDGE_KEY
+    from recommender.aggregate.edges import EDGE_KEY
 
     rng = np.random.default_rng(seed)
     big = workloads // 5
@@ -117,8 +117,8 @@ def screening(path: Path, repeat: int, out: Path | None) -> int:
     """Time aggregation and anomaly screening on a canonical flow table."""
     import pyarrow.parquet as pq
 
-    from recommender.anomaly import screen_flows
-    from recommender.edges import aggregate_edges
+    from recommender.aggregate.edges import aggregate_edges
+    from recommender.analysis.anomaly import screen_flows
 
     table = pq.read_table(path)
     started = time.perf_counter()
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from sklearn.metrics import adjusted_rand_score
 
-    from recommender.clustering import BehaviourClustering
-    from recommender.clustering_features import communication_features
+    from recommender.analysis.clustering.estimators import BehaviourClustering
+    from recommender.analysis.clustering.features import communication_features
 
     edges, roles = generate_edges(args.workloads, args.seed)
     times: dict[str, float] = {}

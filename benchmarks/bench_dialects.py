@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import pyarrow.parquet as pq
 
-    from recommender.edges import aggregate_edges
-    from recommender.enrich import enrich_policy_set
+    from recommender.aggregate.edges import aggregate_edges
     from recommender.pipeline import dialect_options, recommend
     from recommender.policy.dialects import render_dialect
+    from recommender.synthesis.enrich import enrich_policy_set
 
     path, _ = ensure_data("parquet", args.rows, args.seed)
     table = pq.read_table(path)

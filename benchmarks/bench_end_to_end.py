@@ -3,7 +3,7 @@
     python benchmarks/bench_end_to_end.py --connections 100000 [--seed 0] [--repeat 3]
                                           [--out benchmarks/results/e2e-100k.json]
 
-Input: the project's generator (:mod:`recommender.samples`) writes the Hubble events of N
+Input: the project's generator (:mod:`recommender.samples.generator`) writes the Hubble events of N
 connections (about 4 events each: SYN at both ends, the reply, an ACK, plus L7 and policy-verdict
 events) as a plain JSON-lines file in ``benchmarks/data/`` (cached by N and seed).
 
@@ -51,7 +51,7 @@ def ensure_input(connections: int, seed: int) -> Path:
     path = DATA / f"hubble-e2e-{connections}-s{seed}-v{DATA_VERSION}.jsonl"
     if path.is_file():
         return path
-    from recommender.samples import generate_connections, write_hubble_jsonl
+    from recommender.samples.generator import generate_connections, write_hubble_jsonl
 
     DATA.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")

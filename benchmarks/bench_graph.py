@@ -105,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import networkx as nx
 
-    from recommender.graph import graph_from_edges
-    from recommender.graph_html import graph_html
-    from recommender.graph_io import graph_graphml, graph_json
-    from recommender.graph_svg import layout_graph, render_svg
-    from recommender.segments import propose_segments
+    from recommender.analysis.graph import graph_from_edges
+    from recommender.analysis.segments import propose_segments
+    from recommender.report.graph_html import graph_html
+    from recommender.report.graph_io import graph_graphml, graph_json
+    from recommender.report.graph_svg import layout_graph, render_svg
 
     edges, denied, labels = edge_tables(args.workloads, args.seed)
     steps: dict[str, dict[str, Any]] = {}

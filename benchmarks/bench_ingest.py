@@ -3,7 +3,7 @@
     python benchmarks/bench_ingest.py --rows 1000000 [--formats hubble,calico,parquet]
                                       [--seed 0] [--out benchmarks/results/ingest-1M.json]
 
-1. Generates the input into ``benchmarks/data/`` with :mod:`recommender.samples` (the same
+1. Generates the input into ``benchmarks/data/`` with :mod:`recommender.samples.generator` (the same
    connections in each format; cached by rows and seed, so a second run starts at once).
 2. For each format, runs in separate subprocesses (so each peak RSS is its own, from
    ``os.wait4``):
@@ -71,7 +71,7 @@ def data_path(fmt: str, rows: int, seed: int) -> Path:
 
 def ensure_data(fmt: str, rows: int, seed: int) -> tuple[Path, float | None]:
     """The input file for ``fmt``, generated unless cached; returns (path, seconds spent)."""
-    from recommender.samples import (
+    from recommender.samples.generator import (
         generate_connections,
         write_calico_jsonl,
         write_canonical_parquet,

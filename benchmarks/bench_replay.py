@@ -2,7 +2,7 @@
 
     python benchmarks/bench_replay.py --rows 1000000 [--seed 0] [--repeat 3] [--out FILE.json]
 
-1. Generates ``--rows`` connections as canonical Parquet with :mod:`recommender.samples`
+1. Generates ``--rows`` connections as canonical Parquet with :mod:`recommender.samples.generator`
    (``generate_connections`` + ``write_canonical_parquet``), cached in ``benchmarks/data/`` under
    the same names as ``bench_ingest.py`` uses, so either script reuses the other's input.
 2. Reads the table into memory once, recommends policies from it (not timed), then times, on the
@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from recommender.edges import aggregate_edges
+    from recommender.aggregate.edges import aggregate_edges
+    from recommender.evaluation.replay import replay
     from recommender.pipeline import recommend
-    from recommender.replay import replay
 
     path, generated = ensure_data("parquet", args.rows, args.seed)
     if generated is not None:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     agg_s, tables = best_of(lambda: aggregate_edges(table), args.repeat)
     replay_s, coverage = best_of(lambda: replay(policies, table, **extra), args.repeat)
     ratio = replay_s / agg_s
-    print(f"aggregate_edges: {agg_s:8.3f} s  ({tables.edges.num_rows:,} edges)")
+    print(f"aggregate_edges: {agg_s:8.3f} s ({tables.edges.num_rows:,} edges)")
     print(
         f"replay:          {replay_s:8.3f} s  (coverage {coverage.coverage:.4f}, "
         f"{coverage.observed_edges:,} edges judged)"

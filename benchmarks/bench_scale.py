@@ -15,10 +15,10 @@ For every (format, rows), in separate subprocesses (each peak RSS its own, from 
   written, with ``Recommendation.timings`` (seconds per stage) kept in the results; with
   ``--dask`` also ``engine="dask"`` on a local cluster of one worker per core.
 
-Parquet inputs come from :func:`recommender.bulk_samples.write_bulk_parquet` (vectorised, about
-6 s per million rows; ``--generator samples``: :mod:`recommender.samples`, one object per
-connection, as ``bench_ingest.py``), JSON inputs from :mod:`recommender.samples`; fixed seeds,
-cached in ``benchmarks/data/`` (see ``benchmarks/README.md``). ``--generate-only`` only makes
+Parquet inputs come from :func:`recommender.samples.bulk.write_bulk_parquet` (vectorised, about
+6 s per million rows; ``--generator samples``: :mod:`recommender.samples.generator`, one object per
+connection, as ``bench_ingest.py``), JSON inputs from :mod:`recommender.samples.generator`; fixed
+seeds, cached in ``benchmarks/data/`` (see ``benchmarks/README.md``). ``--generate-only`` only makes
 the inputs.
 
 ``--synthesis W,E`` builds a canonical flow table of exactly E distinct edges between W
@@ -52,14 +52,14 @@ from bench_ingest import (  # noqa: E402  (a sibling script, not a package)
     machine,
 )
 
-#: Bump when :mod:`recommender.bulk_samples` output changes, so that cached inputs are rebuilt.
+#: Bump when :mod:`recommender.samples.bulk` output changes, so that cached inputs are rebuilt.
 BULK_VERSION = 1
 
 
 def ensure_bulk_parquet(rows: int, seed: int) -> tuple[Path, float | None]:
-    """The canonical Parquet input from :func:`recommender.bulk_samples.write_bulk_parquet`,
+    """The canonical Parquet input from :func:`recommender.samples.bulk.write_bulk_parquet`,
     generated unless cached; returns (path, seconds spent)."""
-    from recommender.bulk_samples import write_bulk_parquet
+    from recommender.samples.bulk import write_bulk_parquet
 
     path = DATA / f"parquet-bulk-{rows}-s{seed}-v{BULK_VERSION}.parquet"
     done = path.with_name(path.name + ".done")
@@ -109,7 +109,7 @@ def synthetic_edges_table(workloads: int, edges: int, seed: int = 0) -> Any:
     import numpy as np
     import pyarrow as pa
 
-    from recommender.schema import FLOW_SCHEMA, conform_table
+    from recommender.ingest.schema import FLOW_SCHEMA, conform_table
 
     rng = np.random.default_rng(seed)
     per = max(edges // workloads, 1)
@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, of {', '.join(EXTENSIONS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--generator", choices=("bulk", "samples"), default="bulk",
-                        help="Parquet inputs: recommender.bulk_samples (vectorised, default) or "
-                             "recommender.samples (one object per connection, slow)")
+                        help="Parquet inputs: recommender.samples.bulk (vectorised, default) or "
+                             "recommender.samples.generator (one object per connection, slow)")
     parser.add_argument("--generate-only", action="store_true",
                         help="generate (or find) the inputs, measure nothing")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the fastest counts")

@@ -12,6 +12,7 @@ from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from . import _compat
 from .errors import (
     ConfigError,
     FlowFormatError,
@@ -29,31 +30,31 @@ from .errors import (
 # The rest is imported on first use, so that `recommend --help` does not wait for pyarrow and
 # DuckDB to load (PEP 562).
 _LAZY = {
-    "Anomaly": "anomaly",
-    "Screening": "anomaly",
-    "screen_flows": "anomaly",
-    "BehaviourClustering": "clustering",
-    "SignatureGrouping": "clustering",
-    "CommunicationFeatures": "clustering_features",
-    "communication_features": "clustering_features",
-    "GranularityReport": "granularity",
-    "granularity_report": "granularity",
-    "address_class_table": "addresses",
-    "classify_address": "addresses",
+    "Anomaly": "analysis.anomaly",
+    "Screening": "analysis.anomaly",
+    "screen_flows": "analysis.anomaly",
+    "BehaviourClustering": "analysis.clustering.estimators",
+    "SignatureGrouping": "analysis.clustering.estimators",
+    "CommunicationFeatures": "analysis.clustering.features",
+    "communication_features": "analysis.clustering.features",
+    "GranularityReport": "synthesis.granularity",
+    "granularity_report": "synthesis.granularity",
+    "address_class_table": "aggregate.addresses",
+    "classify_address": "aggregate.addresses",
     "RecommendConfig": "config",
     "load_config": "config",
-    "EdgeTables": "edges",
-    "PartialEdges": "edges",
-    "aggregate_edges": "edges",
-    "finish_edges": "edges",
-    "merge_partials": "edges",
-    "partial_edges": "edges",
+    "EdgeTables": "aggregate.edges",
+    "PartialEdges": "aggregate.edges",
+    "aggregate_edges": "aggregate.edges",
+    "finish_edges": "aggregate.edges",
+    "merge_partials": "aggregate.edges",
+    "partial_edges": "aggregate.edges",
     "FORMATS": "ingest",
     "FlowBatches": "ingest",
     "detect_format": "ingest",
     "iter_flow_batches": "ingest",
     "read_flows": "ingest",
-    "IngestLedger": "ledger",
+    "IngestLedger": "ingest.ledger",
     "Evidence": "policy",
     "LabelSelector": "policy",
     "Peer": "policy",
@@ -61,44 +62,40 @@ _LAZY = {
     "PolicySet": "policy",
     "PortSpec": "policy",
     "Rule": "policy",
-    "FlowProfile": "profile",
-    "profile_flows": "profile",
+    "FlowProfile": "ingest.profile",
+    "profile_flows": "ingest.profile",
     "Recommendation": "pipeline",
     "recommend": "pipeline",
-    "FLOW_SCHEMA": "schema",
-    "SCHEMA_VERSION": "schema",
-    "synthesize": "synthesis",
-    "Cluster": "evaluator",
-    "Verdict": "evaluator",
-    "evaluate": "evaluator",
-    "read_cluster": "evaluator",
+    "FLOW_SCHEMA": "ingest.schema",
+    "SCHEMA_VERSION": "ingest.schema",
+    "synthesize": "synthesis.synthesizer",
+    "Cluster": "evaluation.evaluator",
+    "Verdict": "evaluation.evaluator",
+    "evaluate": "evaluation.evaluator",
+    "read_cluster": "evaluation.evaluator",
     "read_policies": "policy.reader",
     "DialectOptions": "policy.dialects",
     "render_dialect": "policy.dialects",
-    "build_graph": "graph",
-    "write_graph": "graph_io",
-    "SegmentProposal": "segments",
-    "propose_segments": "segments",
-    "Coverage": "replay",
-    "cluster_from_flows": "replay",
-    "replay": "replay",
+    "build_graph": "analysis.graph",
+    "write_graph": "report.graph_io",
+    "SegmentProposal": "analysis.segments",
+    "propose_segments": "analysis.segments",
+    "Coverage": "evaluation.replay",
+    "cluster_from_flows": "evaluation.replay",
+    "replay": "evaluation.replay",
     "Guardrails": "guardrails",
     "load_guardrails": "guardrails",
     "render_guardrails": "guardrails.render",
-    "evaluate_stack": "precedence",
-    "JobResult": "job",
-    "run_job": "job",
-    "JobConfig": "job_config",
-    "load_job_config": "job_config",
+    "evaluate_stack": "evaluation.precedence",
+    "JobResult": "job.runner",
+    "run_job": "job.runner",
+    "JobConfig": "job.config",
+    "load_job_config": "job.config",
 }
 
 if TYPE_CHECKING:
-    from .addresses import address_class_table, classify_address
-    from .anomaly import Anomaly, Screening, screen_flows
-    from .clustering import BehaviourClustering, SignatureGrouping
-    from .clustering_features import CommunicationFeatures, communication_features
-    from .config import RecommendConfig, load_config
-    from .edges import (
+    from .aggregate.addresses import address_class_table, classify_address
+    from .aggregate.edges import (
         EdgeTables,
         PartialEdges,
         aggregate_edges,
@@ -106,26 +103,30 @@ if TYPE_CHECKING:
         merge_partials,
         partial_edges,
     )
-    from .evaluator import Cluster, Verdict, evaluate, read_cluster
-    from .granularity import GranularityReport, granularity_report
-    from .graph import build_graph
-    from .graph_io import write_graph
+    from .analysis.anomaly import Anomaly, Screening, screen_flows
+    from .analysis.clustering.estimators import BehaviourClustering, SignatureGrouping
+    from .analysis.clustering.features import CommunicationFeatures, communication_features
+    from .analysis.graph import build_graph
+    from .analysis.segments import SegmentProposal, propose_segments
+    from .config import RecommendConfig, load_config
+    from .evaluation.evaluator import Cluster, Verdict, evaluate, read_cluster
+    from .evaluation.precedence import evaluate_stack
+    from .evaluation.replay import Coverage, cluster_from_flows, replay
     from .guardrails import Guardrails, load_guardrails
     from .guardrails.render import render_guardrails
     from .ingest import FORMATS, FlowBatches, detect_format, iter_flow_batches, read_flows
-    from .job import JobResult, run_job
-    from .job_config import JobConfig, load_job_config
-    from .ledger import IngestLedger
+    from .ingest.ledger import IngestLedger
+    from .ingest.profile import FlowProfile, profile_flows
+    from .ingest.schema import FLOW_SCHEMA, SCHEMA_VERSION
+    from .job.config import JobConfig, load_job_config
+    from .job.runner import JobResult, run_job
     from .pipeline import Recommendation, recommend
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
     from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
-    from .precedence import evaluate_stack
-    from .profile import FlowProfile, profile_flows
-    from .replay import Coverage, cluster_from_flows, replay
-    from .schema import FLOW_SCHEMA, SCHEMA_VERSION
-    from .segments import SegmentProposal, propose_segments
-    from .synthesis import synthesize
+    from .report.graph_io import write_graph
+    from .synthesis.granularity import GranularityReport, granularity_report
+    from .synthesis.synthesizer import synthesize
 
 
 def __getattr__(name: str) -> Any:
@@ -145,23 +146,20 @@ class _Package(ModuleType):
     """The package module, kept from losing a public name to a submodule of the same name.
 
     Importing a submodule binds it as an attribute of the package: the first import of
-    ``recommender.replay`` (by :func:`cluster_from_flows`, or by :func:`recommend`'s self-check)
-    would make ``recommender.replay`` the module instead of the function ``__all__`` promises.
-    The function takes that place instead; the module stays in ``sys.modules``, so
-    ``from recommender.replay import Coverage`` keeps working.
+    ``recommender.evaluation.replay`` (the old path of :mod:`recommender.evaluation.replay`, see
+    :mod:`recommender._compat`) would make ``recommender.evaluation.replay`` the module instead of
+    the function ``__all__`` promises. The function takes that place instead; the module stays in
+    ``sys.modules``, so ``from recommender.evaluation.replay import Coverage`` keeps working.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if (
-            isinstance(value, ModuleType)
-            and _LAZY.get(name) == name
-            and value.__name__ == f"{__name__}.{name}"
-        ):
-            value = getattr(value, name)
+        if isinstance(value, ModuleType) and name in _LAZY:
+            value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
         super().__setattr__(name, value)
 
 
 sys.modules[__name__].__class__ = _Package
+_compat.install()
 
 
 __all__ = [

@@ -312,7 +312,7 @@ def load_config(path: str | Path) -> RecommendConfig:
     extra = data.pop("cli", {}) or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"{path}: 'cli' must be a mapping.")
-    if "job" in data:  # read by recommender.job_config
+    if "job" in data:  # read by recommender.job.config
         extra = {**extra, "job": data.pop("job")}
     options = coerce_options(data, str(path))
     guardrails = options.get("guardrails")

@@ -21,16 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from .aggregate.edges import EdgeTables, aggregate_edges
 from .config import RecommendConfig
-from .edges import EdgeTables, aggregate_edges
 from .errors import ConfigError
 from .guardrails.model import Guardrails
+from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
-from .report import build_report, report_json, report_markdown
-from .synthesis import Findings, synthesize
+from .report.model import build_report, report_json, report_markdown
+from .synthesis.synthesizer import Findings, synthesize
 
 if TYPE_CHECKING:
     from .policy.dialects import DialectOptions
@@ -41,15 +42,15 @@ __all__ = ["Recommendation", "recommend"]
 _LATER_MODULES = (
     "scipy.sparse",
     "networkx",
-    "recommender.anomaly",
-    "recommender.clustering_core",
-    "recommender.clustering_features",
-    "recommender.granularity",
-    "recommender.segments",
-    "recommender.graph",
-    "recommender.graph_svg",
-    "recommender.replay",
-    "recommender.report_html",
+    "recommender.analysis.anomaly",
+    "recommender.analysis.clustering.core",
+    "recommender.analysis.clustering.features",
+    "recommender.synthesis.granularity",
+    "recommender.analysis.segments",
+    "recommender.analysis.graph",
+    "recommender.report.graph_svg",
+    "recommender.evaluation.replay",
+    "recommender.report.html",
 )
 
 
@@ -116,7 +117,8 @@ class Recommendation:
         """The manifests of one dialect (``kubernetes``, ``calico`` or ``cilium``; default the
         first of ``config.dialects``), all rendered from :attr:`policy_set`.
 
-        Calico and Cilium also use the evidence :func:`recommender.enrich.enrich_policy_set`
+        Calico and Cilium also use the evidence
+        :func:`recommender.synthesis.enrich.enrich_policy_set`
         attaches (DNS names, entities, HTTP requests, service accounts) and the options in
         :attr:`config` (``staged``, ``tier``, ``domains``, ``l7``, ...).
         """
@@ -134,7 +136,7 @@ class Recommendation:
         """:attr:`policy_set` with the evidence richer dialects use (computed once)."""
         cached = self._cache.get("enriched")
         if cached is None:
-            from .enrich import enrich_policy_set
+            from .synthesis.enrich import enrich_policy_set
 
             cached = enrich_policy_set(self.policy_set, self.tables, self.findings.selectors)
             self._cache["enriched"] = cached
@@ -185,9 +187,9 @@ class Recommendation:
 
             for name, tree in trees.items():
                 tree[GUARDRAILS_FOLDER] = self.guardrail_manifests(name)
-        from .graph import graph_from_edges
-        from .graph_svg import render_svg
-        from .report_html import report_html
+        from .analysis.graph import graph_from_edges
+        from .report.graph_svg import render_svg
+        from .report.html import report_html
 
         graph = graph_from_edges(
             self.tables.edges, self.tables.denied, self.tables.workload_labels
@@ -218,7 +220,7 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
 
     labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     if config.inventory is not None:
-        from .inventory import load_inventory
+        from .synthesis.inventory import load_inventory
 
         labels = tuple((e.name, e.labels) for e in load_inventory(config.inventory))
     return DialectOptions(
@@ -235,8 +237,8 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
 
 def _segments(tables: EdgeTables) -> dict[str, Any]:
     """Proposed segments (:func:`recommender.propose_segments`) for the report."""
-    from .graph import graph_from_edges
-    from .segments import propose_segments
+    from .analysis.graph import graph_from_edges
+    from .analysis.segments import propose_segments
 
     graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
     return propose_segments(graph).to_dict()
@@ -251,7 +253,7 @@ def _self_check(
     """Replay the evidence against the emitted policies with the project's own evaluator
     (Kubernetes semantics; with guardrails, the whole stack): coverage must be 1.0 with no
     false denies."""
-    from .replay import replay
+    from .evaluation.replay import replay
 
     coverage = replay(
         policy_set,
@@ -309,7 +311,7 @@ def _spilled(batches: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.Recor
     """Pass ``batches`` through while writing them to a canonical Parquet file at ``path``."""
     import pyarrow.parquet as pq
 
-    from .schema import FLOW_SCHEMA
+    from .ingest.schema import FLOW_SCHEMA
 
     with pq.ParquetWriter(path, FLOW_SCHEMA, compression="zstd") as writer:
         for batch in batches:
@@ -349,11 +351,11 @@ def recommend(
     workers
         Processes for reading Hubble files (None: 2 for large inputs on several cores).
     holdout, split_at
-        Held-out validation (:mod:`recommender.validation`): learn on the earlier part of the
-        window and replay the later part (``holdout=0.2``: the latest 20 % of the time span;
+        Held-out validation (:mod:`recommender.evaluation.validation`): learn on the earlier part of
+        the window and replay the later part (``holdout=0.2``: the latest 20 % of the time span;
         ``split_at``: from that time on) against those policies. The result is
-        ``report["holdout"]``; the policies returned are still learned from every flow. For
-        files, the canonical rows are spilled to a temporary Parquet file for the second pass.
+        ``report["holdout"]``; the policies returned are still learned from every flow. For files,
+        the canonical rows are spilled to a temporary Parquet file for the second pass.
     engine, scheduler
         ``"embedded"`` (this process) or ``"dask"``: ingest and aggregation as Dask tasks, one
         per file, on the cluster at ``scheduler`` (an address such as ``tcp://host:8786``;
@@ -385,7 +387,7 @@ def recommend(
         raise ConfigError("config must be a RecommendConfig.")
     validate = holdout is not None or split_at is not None
     if validate:
-        from .validation import check_options
+        from .evaluation.validation import check_options
 
         check_options(holdout, split_at)  # fail before reading or aggregating anything
     from .engine import check_engine
@@ -444,7 +446,7 @@ def recommend(
         aggregated = time.perf_counter()
         timings["read"] = timed.seconds
         timings["aggregate"] = aggregated - started - timed.seconds
-        from .anomaly import screen_flows
+        from .analysis.anomaly import screen_flows
 
         # Scans and lateral movement get no allow rule (unless trust_all_flows); the sibling
         # rule reads flow rows again only for workloads it suspects: docs/clustering.md.
@@ -457,7 +459,7 @@ def recommend(
         tables = screening.tables  # (its time counts in "synthesize")
         evidence, conflicts = tables, None
         if guardrails is not None:
-            from .guardrails.checks import find_conflicts, keep_edges
+            from .evaluation.guardrail_checks import find_conflicts, keep_edges
 
             conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
             evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
@@ -474,12 +476,12 @@ def recommend(
         report["self_check"] = self_check
         report["anomalies"] = screening.to_dict()
         report["summary"]["anomalies"] = len(screening.anomalies)
-        from .granularity import granularity_report
+        from .synthesis.granularity import granularity_report
 
         report["compaction"] = findings.compaction
         report["granularity"] = granularity_report(findings, tables, config).to_dict()
         if guardrails is not None and conflicts is not None:
-            from .guardrails.report import guardrails_report
+            from .report.guardrails import guardrails_report
 
             report["guardrails"] = guardrails_report(
                 guardrails, conflicts, policy_set, findings, tables, config,
@@ -488,7 +490,7 @@ def recommend(
         report["segments"] = _segments(tables)
         mark = _stage(timings, "report", mark)
         if validate:
-            from .validation import holdout_report
+            from .evaluation.validation import holdout_report
 
             report["holdout"] = holdout_report(
                 holdout_input, config, holdout=holdout, split_at=split_at
@@ -497,14 +499,6 @@ def recommend(
     return Recommendation(
         policy_set, report, tables, findings, config, cache, timings, guardrails
     )
-
-
-def guardrails_format(config: RecommendConfig, dialect: str) -> str:
-    """How guardrails are rendered in ``dialect``'s tree: ``config.guardrails_format`` when
-    set, else the dialect's own form."""
-    if config.guardrails_format is not None:
-        return config.guardrails_format
-    return {"calico": "calico", "cilium": "cilium"}.get(dialect, "cluster-network-policy")
 
 
 def _precedence(config: RecommendConfig) -> str:
@@ -524,11 +518,11 @@ def _beyond_pods(
 ) -> PolicySet:
     """Host policies (``config.host_policies``) and inventory names (``config.inventory``)."""
     if config.inventory is not None:
-        from .inventory import apply_inventory, load_inventory
+        from .synthesis.inventory import apply_inventory, load_inventory
 
         policy_set = apply_inventory(policy_set, load_inventory(config.inventory))
     if config.host_policies:
-        from .hosts import host_policies
+        from .synthesis.hosts import host_policies
 
         hosts = host_policies(tables, findings, config)
         policy_set = PolicySet(policy_set.policies, policy_set.host_policies + hosts)

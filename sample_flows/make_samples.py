@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from recommender.samples import (
+from recommender.samples.generator import (
     DEFAULT_SCENARIO,
     generate_connections,
     write_calico_jsonl,

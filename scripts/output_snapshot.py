@@ -48,10 +48,10 @@ def _inputs(work: Path) -> dict[str, list[str]]:
     }
     sys.path.insert(0, str(ROOT))
     try:
-        from recommender.samples import generate_connections, write_hubble_jsonl
         from recommender.samples.bulk import write_bulk_parquet
+        from recommender.samples.generator import generate_connections, write_hubble_jsonl
     except ImportError:  # the layout before the stage packages
-        from recommender.bulk_samples import write_bulk_parquet  # type: ignore[no-redef]
+        from recommender.samples.bulk import write_bulk_parquet  # type: ignore[no-redef]
     bulk = work / "bulk-20k.parquet"
     if not bulk.exists():
         write_bulk_parquet(bulk, 20_000, seed=0)
@@ -76,8 +76,10 @@ def snapshot(out: Path) -> None:
     for name, paths in _inputs(work).items():
         case = out / name
         case.mkdir(exist_ok=True)
-        _recommend([*paths, "-o", "policies", "-d", "kubernetes,calico,cilium"], case, case / "run.log")
-        _recommend(["ingest", *paths, "-o", "flows.parquet", "--summary"], case, case / "ingest.log")
+        dialects = ["-d", "kubernetes,calico,cilium"]
+        _recommend([*paths, "-o", "policies", *dialects], case, case / "run.log")
+        _recommend(["ingest", *paths, "-o", "flows.parquet", "--summary"], case,
+                   case / "ingest.log")
         _recommend(["graph", *paths, "-o", "graph.json"], case, case / "graph.log")
         _recommend(["graph", *paths, "-o", "graph.svg"], case, case / "graph-svg.log")
         k8s = "policies/kubernetes" if (case / "policies" / "kubernetes").is_dir() else "policies"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
-from recommender.schema import FLOW_SCHEMA, conform_table
+from recommender.ingest.schema import FLOW_SCHEMA, conform_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

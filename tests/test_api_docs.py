@@ -64,7 +64,7 @@ def test_every_module_section_names_a_public_module(gen) -> None:
 
 
 def test_numpy_docstring_to_markdown(gen) -> None:
-    doc = '''Do a thing with :func:`~recommender.replay.replay` and ``code``.
+    doc = '''Do a thing with :func:`~recommender.evaluation.replay.replay` and ``code``.
 
     Parameters
     ----------

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from recommender.job_config import load_job_config
+from recommender.job.config import load_job_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from recommender import FLOW_SCHEMA, RecommendConfig
-from recommender.report import REPORT_VERSION
+from recommender.report.model import REPORT_VERSION
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

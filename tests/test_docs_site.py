@@ -165,3 +165,15 @@ def test_mermaid_and_svg_name_the_same_steps(draw) -> None:
     missing = [title for title in draw.titles() if title not in blocks[0]]
     assert not missing, f"steps in the SVG but not in the Mermaid diagram: {missing}"
     assert "img/architecture.svg" in links(text)
+
+
+def test_packages_svg_is_current_and_draws_the_checked_layers(draw) -> None:
+    from test_layout import LAYERS
+
+    svg = draw.render_packages()
+    assert draw.PACKAGES_OUTPUT.read_text(encoding="utf-8") == svg, (
+        f"docs/img/packages.svg is out of date; regenerate it with `{draw.REGENERATE}`."
+    )
+    assert tuple(tuple(name for name, _ in layer) for layer in draw.LAYERS) == LAYERS
+    ET.fromstring(svg)
+    assert "img/packages.svg" in links((DOCS / "architecture.md").read_text(encoding="utf-8"))

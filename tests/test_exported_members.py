@@ -101,14 +101,14 @@ def _public_modules() -> list[str]:
 # documented internals reachable through their module.
 USER_MODULES = (
     "recommender.config",
-    "recommender.edges",
+    "recommender.aggregate.edges",
     "recommender.errors",
     "recommender.ingest",
-    "recommender.ledger",
+    "recommender.ingest.ledger",
     "recommender.policy",
-    "recommender.profile",
+    "recommender.ingest.profile",
     "recommender.pipeline",
-    "recommender.synthesis",
+    "recommender.synthesis.synthesizer",
 )
 
 
@@ -138,17 +138,23 @@ def test_version_matches_the_installed_distribution() -> None:
 
 
 def test_a_submodule_never_shadows_a_public_name_of_the_same_name() -> None:
-    """``recommender.replay`` is the function even after the module ``recommender.replay`` is
-    first imported by something else (cluster_from_flows, recommend's self-check)."""
+    """``recommender.replay`` is the function even after the module
+    ``recommender.evaluation.replay`` is first imported by something else (cluster_from_flows,
+    recommend's self-check), and after its old path ``recommender.replay`` is imported."""
     code = (
-        "import inspect, sys\n"
+        "import inspect, sys, warnings\n"
         "from recommender import cluster_from_flows, replay\n"
         "import recommender\n"
         "assert inspect.isfunction(replay), replay\n"
         "assert recommender.replay is replay, recommender.replay\n"
-        "assert 'recommender.replay' in sys.modules\n"
-        "from recommender.replay import Coverage\n"
-        "assert Coverage.__module__ == 'recommender.replay'\n"
+        "assert 'recommender.evaluation.replay' in sys.modules\n"
+        "from recommender.evaluation.replay import Coverage\n"
+        "assert Coverage.__module__ == 'recommender.evaluation.replay'\n"
+        "with warnings.catch_warnings(record=True):\n"
+        "    warnings.simplefilter('always')\n"
+        "    import recommender.replay\n"
+        "    from recommender.replay import Coverage as Old\n"
+        "assert Old is Coverage and recommender.replay is replay, recommender.replay\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120

@@ -11,7 +11,7 @@ import pytest
 
 import recommender.ingest
 from recommender import aggregate_edges, read_flows, recommend
-from recommender.report import report_json
+from recommender.report.model import report_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_flows"

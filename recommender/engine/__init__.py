@@ -1,11 +1,11 @@
 """Where ingest and aggregation run: in this process, or as tasks on a Dask cluster.
 
 ``embedded`` (the default) streams every file through one process
-(:func:`recommender.edges.aggregate_edges`). ``dask`` cuts the input into tasks (one per file,
-or per group of Parquet row groups), each of which reads its part and returns mergeable partial
-aggregates (:func:`recommender.edges.partial_edges`); the partials are merged in input order on
-the cluster and classified here, so both engines give the same edge table and the same
-policies (see :mod:`recommender.engine.dask_engine` and ``docs/scaling.md``).
+(:func:`recommender.aggregate.edges.aggregate_edges`). ``dask`` cuts the input into tasks (one per
+file, or per group of Parquet row groups), each of which reads its part and returns mergeable
+partial aggregates (:func:`recommender.aggregate.edges.partial_edges`); the partials are merged in
+input order on the cluster and classified here, so both engines give the same edge table and the
+same policies (see :mod:`recommender.engine.dask_engine` and ``docs/scaling.md``).
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 groups), partial aggregates merged in input order on the cluster.
 
 Each task reads its part with the format's own reader into canonical batches and aggregates them
-into a :class:`~recommender.edges.PartialEdges` on the worker; consecutive partials are merged
-pairwise on the cluster (a tree, so no process holds more than two), and the last one is
-classified in the calling process with :func:`~recommender.edges.finish_edges`. Partials hold
-aggregates per edge and per pod, never rows, so what travels between processes is small.
+into a :class:`~recommender.aggregate.edges.PartialEdges` on the worker; consecutive partials are
+merged pairwise on the cluster (a tree, so no process holds more than two), and the last one is
+classified in the calling process with :func:`~recommender.aggregate.edges.finish_edges`. Partials
+hold aggregates per edge and per pod, never rows, so what travels between processes is small.
 
 Files are local paths (every worker must see them at the same path: a shared volume) or URIs
 that fsspec understands (``s3://bucket/flows/``, ``gs://...``, ``abfs://...``, ``file://...``;
@@ -32,10 +32,10 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..aggregate.edges import EdgeTables, PartialEdges, finish_edges, merge_partials, partial_edges
 from ..config import RecommendConfig
-from ..edges import EdgeTables, PartialEdges, finish_edges, merge_partials, partial_edges
 from ..errors import ConfigError, FlowFormatError, FlowSourceError, InputError
-from ..ledger import IngestLedger
+from ..ingest.ledger import IngestLedger
 
 __all__ = ["Task", "dask_edges", "plan_tasks"]
 
@@ -164,7 +164,7 @@ def _local_copy(uri: str, folder: str) -> Path:
 def _batches(task: Task, path: Path, fmt: str, ledger: IngestLedger) -> Iterator[pa.RecordBatch]:
     from ..ingest import _READERS
     from ..ingest.canonical import ParquetReader
-    from ..schema import FLOW_SCHEMA
+    from ..ingest.schema import FLOW_SCHEMA
 
     reader = _READERS[fmt](ledger)
     if task.row_groups is None or not isinstance(reader, ParquetReader):
@@ -215,7 +215,7 @@ def run_task(task: Task, config: RecommendConfig) -> _Part:
         partial = partial_edges(counted(), config)
         ledger.close_file(task.source)
         if folder:  # name the URI, not the worker's copy, in the ledger's examples
-            from ..ledger import SkipExample
+            from ..ingest.ledger import SkipExample
 
             ledger.examples = [
                 SkipExample(task.source, e.row, e.reason, e.detail) for e in ledger.examples
@@ -307,8 +307,8 @@ def dask_edges(
     Returns
     -------
     (EdgeTables, IngestLedger, float)
-        The same tables :func:`~recommender.edges.aggregate_edges` gives for the rows read in
-        one process, the merged ledger, and the seconds of the distributed part (wall clock).
+        The same tables :func:`~recommender.aggregate.edges.aggregate_edges` gives for the rows read
+        in one process, the merged ledger, and the seconds of the distributed part (wall clock).
 
     Raises
     ------

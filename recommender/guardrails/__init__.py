@@ -3,7 +3,7 @@
 Load them with :func:`load_guardrails` (the format is in ``docs/guardrails.md``), render them
 with :func:`render_guardrails` (ClusterNetworkPolicy, AdminNetworkPolicy and
 BaselineAdminNetworkPolicy, Calico tiers, Cilium clusterwide deny policies), and evaluate them
-together with NetworkPolicies with :func:`recommender.precedence.evaluate_stack`.
+together with NetworkPolicies with :func:`recommender.evaluation.precedence.evaluate_stack`.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 from ..errors import UnsupportedDialectError
 from ..policy.model import LabelSelector, Peer, PortSpec, Rule
+from ._common import metadata
 from .model import Guardrail, Guardrails
-from .render import metadata
 
 __all__ = ["calico_selector", "render_calico_guardrails"]
 

@@ -22,8 +22,8 @@ from typing import Any, Final
 
 from ..errors import UnsupportedDialectError
 from ..policy.model import LabelSelector, Peer, PortSpec, Rule
+from ._common import metadata, object_name
 from .model import NAMESPACE_NAME_LABEL, Guardrail, Guardrails, Subject
-from .render import metadata, object_name
 
 __all__ = ["cilium_selector", "deny_exceptions", "render_cilium_guardrails"]
 

@@ -3,7 +3,7 @@
 The inverse of :func:`~recommender.guardrails.render.render_cluster_network_policies` and
 :func:`~recommender.guardrails.render.render_admin_network_policies`: manifests already in a
 cluster (or in an output tree) become :class:`~.model.Guardrails` that
-:func:`~recommender.precedence.evaluate_stack` can evaluate with the NetworkPolicies, so
+:func:`~recommender.evaluation.precedence.evaluate_stack` can evaluate with the NetworkPolicies, so
 ``recommend evaluate`` judges the whole stack. Accept and Allow both mean ``allow``; a
 BaselineAdminNetworkPolicy becomes one baseline guardrail of priority 0. Node and domain-name
 peers, which guardrails do not model, raise :class:`~recommender.errors.UnsupportedDialectError`.

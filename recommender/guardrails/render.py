@@ -14,14 +14,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
+from ..config import RecommendConfig
 from ..errors import UnsupportedDialectError
-from ..policy._names import is_dns1123_subdomain
 from ..policy.kubernetes import _selector
 from ..policy.model import LabelSelector, Peer, PortSpec, Rule
-from .model import Guardrail, Guardrails, Subject
+from ._common import metadata, object_name
+from .model import Guardrails, Subject
 
 __all__ = [
     "FORMATS",
+    "guardrails_format",
     "render_admin_network_policies",
     "render_cluster_network_policies",
     "render_guardrails",
@@ -29,7 +31,6 @@ __all__ = [
 
 CNP_API: Final = "policy.networking.k8s.io/v1alpha2"
 ANP_API: Final = "policy.networking.k8s.io/v1alpha1"
-MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "recommender"}
 _CNP_ACTIONS: Final = {"allow": "Accept", "deny": "Deny", "pass": "Pass"}
 _ANP_ACTIONS: Final = {"allow": "Allow", "deny": "Deny", "pass": "Pass"}
 
@@ -77,27 +78,6 @@ def _renderers() -> dict[str, Callable[[Guardrails], list[dict[str, Any]]]]:
 
 
 FORMATS: Final = ("cluster-network-policy", "admin-network-policy", "calico", "cilium")
-
-
-def object_name(guardrails: Guardrails, guardrail: Guardrail) -> str:
-    """``<file name>-<guardrail name>``, checked to be a valid object name."""
-    name = f"{guardrails.name}-{guardrail.name}"
-    if not is_dns1123_subdomain(name):  # pragma: no cover - the loader checks both parts
-        raise UnsupportedDialectError(f"{name!r} is not a valid object name.")
-    return name
-
-
-def metadata(name: str, guardrail: Guardrail | None) -> dict[str, Any]:
-    """Object metadata with the managed-by label and the description/controls annotations."""
-    out: dict[str, Any] = {"name": name, "labels": dict(MANAGED_BY)}
-    annotations = {}
-    if guardrail is not None and guardrail.description:
-        annotations["recommender.io/description"] = guardrail.description
-    if guardrail is not None and guardrail.controls:
-        annotations["recommender.io/controls"] = ", ".join(guardrail.controls)
-    if annotations:
-        out["annotations"] = annotations
-    return out
 
 
 def _subject(subject: Subject, where: str) -> dict[str, Any]:
@@ -251,3 +231,11 @@ def render_admin_network_policies(guardrails: Guardrails) -> list[dict[str, Any]
         out.append({"apiVersion": ANP_API, "kind": "BaselineAdminNetworkPolicy",
                     "metadata": metadata("default", None), "spec": spec})
     return out
+
+
+def guardrails_format(config: RecommendConfig, dialect: str) -> str:
+    """How guardrails are rendered in ``dialect``'s tree: ``config.guardrails_format`` when
+    set, else the dialect's own form."""
+    if config.guardrails_format is not None:
+        return config.guardrails_format
+    return {"calico": "calico", "cilium": "cilium"}.get(dialect, "cluster-network-policy")

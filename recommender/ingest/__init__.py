@@ -1,4 +1,11 @@
-"""Reading flow logs of every supported format into the canonical flow table.
+"""Ingest: flow logs of every supported format in, the canonical flow table out.
+
+Takes files, folders or globs (Hubble, Calico Enterprise, Goldmane/Whisker, canonical Parquet or
+CSV; plain, gzip or zstd) and gives Arrow batches of :data:`~recommender.ingest.schema.FLOW_SCHEMA`
+with an :class:`~recommender.ingest.ledger.IngestLedger` accounting for every record. Public
+faces: :func:`read_flows`, :func:`iter_flow_batches`, :func:`detect_format`, the modules
+:mod:`.schema`, :mod:`.ledger` and :mod:`.profile`; one reader module per format; private
+helpers (``_source``, ``_records``, the Hubble worker and C scanner) start with ``_``.
 
 >>> from recommender import read_flows            # doctest: +SKIP
 >>> table = read_flows(["flows/"])                # doctest: +SKIP
@@ -14,8 +21,6 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import FlowSourceError
-from ..ledger import IngestLedger
-from ..schema import FLOW_SCHEMA
 from ._base import FlowReader
 from ._common import DEFAULT_BATCH_ROWS
 from ._detect import detect_format
@@ -24,7 +29,9 @@ from .calico import CalicoReader, CalicoTextReader
 from .canonical import CsvReader, ParquetReader
 from .goldmane import GoldmaneReader, WhiskerReader
 from .hubble import HubbleReader
+from .ledger import IngestLedger
 from .parallel import ParallelHubbleReader, default_workers, take_prestarted
+from .schema import FLOW_SCHEMA
 
 __all__ = ["FORMATS", "FlowBatches", "detect_format", "iter_flow_batches", "read_flows"]
 

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from ..ledger import IngestLedger
 from ._common import DEFAULT_BATCH_ROWS, BatchBuilder
+from .ledger import IngestLedger
 
 __all__ = ["FlowReader"]
 

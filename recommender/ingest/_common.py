@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from ..schema import COLUMNS, FLOW_SCHEMA
+from .schema import COLUMNS, FLOW_SCHEMA
 
 try:  # the compiled helpers of the Hubble reader's scanner (optional; see setup.py)
     from ._hubble_scan import arrow_buffers as _scan_buffers
@@ -215,7 +215,7 @@ class BatchBuilder:
     """Collects canonical rows into Arrow record batches.
 
     :meth:`add` takes a dict keyed by column name (missing keys are nulls; ``connections``
-    defaults to 1); :meth:`add_tuple` takes a tuple in :data:`~recommender.schema.COLUMNS`
+    defaults to 1); :meth:`add_tuple` takes a tuple in :data:`~recommender.ingest.schema.COLUMNS`
     order, for readers on a hot path. Times are int microseconds since the epoch.
     """
 

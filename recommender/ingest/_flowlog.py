@@ -16,13 +16,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ..schema import COLUMNS
-from ._common import (
-    BadValue,
-    infer_workload,
-    parse_label_list,
-    to_micros,
-)
+from ._common import BadValue, infer_workload, parse_label_list, to_micros
+from .schema import COLUMNS
 
 Row = dict[str, Any]
 
@@ -335,7 +330,7 @@ def strings_of(value: Any) -> list[str] | None:
 # --------------------------------------------------------------------------------------------
 
 #: A canonical row as the merger and the batch builder take it: a tuple in
-#: :data:`~recommender.schema.COLUMNS` order.
+#: :data:`~recommender.ingest.schema.COLUMNS` order.
 RowTuple = tuple[Any, ...]
 
 _COL: Final = {name: i for i, name in enumerate(COLUMNS)}
@@ -474,7 +469,7 @@ def merge_reports(first: RowTuple, second: RowTuple) -> RowTuple:
 class ReportMerger:
     """Folds the ``src`` and ``dst`` reports of one connection into one row, in bounded memory.
 
-    Rows are tuples in :data:`~recommender.schema.COLUMNS` order (see :func:`row_tuple`).
+    Rows are tuples in :data:`~recommender.ingest.schema.COLUMNS` order (see :func:`row_tuple`).
     Unmatched ``src``/``dst`` rows are held back, keyed by :func:`merge_key`, and released as
     rows of their own when their end time falls ``horizon_us`` behind the newest start time seen,
     when more than ``cap`` are held (oldest first), or by :meth:`release_all`. Rows with another

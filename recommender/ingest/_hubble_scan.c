@@ -1206,7 +1206,7 @@ put_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, PyObject *pending_
         svc_ns = Py_NewRef(Py_None);
     }
     PyObject *sport_obj = PyLong_FromLongLong(sport), *dport_obj = PyLong_FromLongLong(dport);
-    /* The column order of recommender.schema.FLOW_SCHEMA (HubbleReader._add's row). */
+    /* The column order of recommender.ingest.schema.FLOW_SCHEMA (HubbleReader._add's row). */
     PyObject *values[ROW_COLUMNS] = {
         Py_NewRef(when), Py_NewRef(when),
         Py_NewRef(PyTuple_GET_ITEM(sfound, 0)), Py_NewRef(PyTuple_GET_ITEM(sfound, 1)),

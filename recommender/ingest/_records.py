@@ -14,11 +14,7 @@ import pyarrow as pa
 
 from ..errors import FlowFormatError
 from ._base import FlowReader
-from ._common import (
-    DEFAULT_BATCH_ROWS,
-    BadValue,
-    BatchBuilder,
-)
+from ._common import DEFAULT_BATCH_ROWS, BadValue, BatchBuilder
 from ._flowlog import (
     _DECODE_ERRORS,
     _RECORD_ERRORS,

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..ledger import IngestLedger
-from ..schema import FLOW_SCHEMA
+from .ledger import IngestLedger
+from .schema import FLOW_SCHEMA
 
 __all__ = ["ROW_GROUP_ROWS", "write_flows_parquet"]
 

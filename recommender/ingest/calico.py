@@ -19,7 +19,6 @@ import msgspec
 import pyarrow as pa
 
 from ..errors import FlowFormatError
-from ..schema import COLUMNS
 from ._common import (
     _MAX_US,
     _MIN_US,
@@ -51,10 +50,9 @@ from ._flowlog import (
     text_or_none,
     verdict_of,
 )
-from ._records import (
-    JsonRecordReader,
-)
+from ._records import JsonRecordReader
 from ._source import iter_line_chunks
+from .schema import COLUMNS
 
 __all__ = ["CalicoReader", "CalicoTextReader"]
 
@@ -351,7 +349,7 @@ class CalicoReader(JsonRecordReader):
         flows = r.num_flows
         if flows is not None and not (type(flows) is int and 0 <= flows < _MAX_COUNT):
             flows = count_or_none(flows, "num_flows")
-        # Column order is recommender.schema.COLUMNS' (checked when this module is imported).
+        # Column order is recommender.ingest.schema.COLUMNS' (checked when this module is imported).
         return (
             start,
             end,
@@ -576,7 +574,7 @@ _FAST_LAYOUT: Final = (
     "source_row",
 )
 if tuple(COLUMNS) != _FAST_LAYOUT:  # CalicoReader._fast_row writes rows in this order
-    raise ImportError("recommender.schema.COLUMNS changed: update CalicoReader._fast_row")
+    raise ImportError("recommender.ingest.schema.COLUMNS changed: update CalicoReader._fast_row")
 
 
 # --------------------------------------------------------------------------------------------

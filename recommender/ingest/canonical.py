@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import FlowFormatError, SchemaError
-from ..schema import FLOW_SCHEMA, PROTOCOLS, VERDICTS, conform_table
 from ._base import FlowReader
 from ._source import open_decompressed
+from .schema import FLOW_SCHEMA, PROTOCOLS, VERDICTS, conform_table
 
 __all__ = ["CsvReader", "ParquetReader"]
 

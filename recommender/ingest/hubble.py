@@ -34,7 +34,6 @@ except ImportError:  # pragma: no cover - depends on the build
     _scan = None  # type: ignore[assignment]
 
 from ..errors import FlowFormatError
-from ..schema import COLUMNS
 from ._base import FlowReader
 from ._common import (
     _EPOCH,
@@ -46,10 +45,9 @@ from ._common import (
     norm_ip,
     to_micros,
 )
-from ._common import (
-    NO_SCANNER_ENV as NO_SCANNER_ENV,  # (re-exported: the tests switch the scanner off by it)
-)
+from ._common import NO_SCANNER_ENV as NO_SCANNER_ENV
 from ._source import CHUNK_BYTES, iter_line_chunks, open_decompressed, read_head
+from .schema import COLUMNS
 
 __all__ = ["HubbleReader", "infer_reply"]
 
@@ -983,7 +981,7 @@ class HubbleReader(FlowReader):
             elif l7.kafka is not None:
                 l7_protocol = "kafka"
         point = f.trace_observation_point
-        # Column order is recommender.schema.FLOW_SCHEMA's (checked by a test).
+        # Column order is recommender.ingest.schema.FLOW_SCHEMA's (checked by a test).
         key = conn_key if connections else (conn_key, l7_detail)
         if key in self._pending:
             self.builder.rows.append(self._pending.pop(key))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -38,22 +37,19 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from .. import _hubble_worker
 from ..errors import RecommenderError
-from ..ledger import IngestLedger
-from ..schema import FLOW_SCHEMA
+from . import _hubble_worker
 from ._base import FlowReader
 from ._common import DEFAULT_BATCH_ROWS
 from ._source import read_head
 from .hubble import HubbleReader
+from .ledger import IngestLedger
+from .schema import FLOW_SCHEMA
 
 __all__ = ["ParallelHubbleReader", "default_workers", "prestart", "take_prestarted"]
 
 #: Below this many bytes of Hubble input, starting workers costs more than it saves.
 PARALLEL_MIN_BYTES: Final = 64 << 20
-#: Rows per batch a worker sends at most: batches that arrive while the workers read are
-#: aggregated meanwhile, instead of all at the end (0.15 s of a 3 s run of 100k connections).
-WORKER_BATCH_ROWS: Final = 16384
 #: Seconds to wait for a worker to start (imports included) before reading in this process.
 _START_TIMEOUT: Final = 120.0
 _log = logging.getLogger(__name__)
@@ -86,58 +82,6 @@ def _read_spooled(path: str) -> pa.RecordBatch:
             os.unlink(path)
 
 
-def _worker(
-    index: int, n: int, requests: Any, responses: Any, batch_rows: int, spool: str | None = None
-) -> None:
-    """A worker process: an ordinary Hubble reader on its share of every file's lines.
-
-    Its batches reach the parent as Arrow IPC files under the ``spool`` prefix (RAM-backed,
-    mapped by the parent: one copy of the data in all) or, without one or when a file cannot be
-    written (a full /dev/shm), as bytes through the queue (pickled, piped and unpickled: five
-    copies, 0.4 CPU s per 100k rows, more than the rest of the transport)."""
-    reader = HubbleReader(IngestLedger(), batch_rows=min(batch_rows, WORKER_BATCH_ROWS))
-    numbers = itertools.count()
-
-    def put(batch: pa.RecordBatch | None) -> None:
-        if batch is None or not batch.num_rows:
-            return
-        if spool is not None:
-            path = f"{spool}{index}-{next(numbers)}.arrow"
-            try:
-                with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, FLOW_SCHEMA) as out:
-                    out.write_batch(batch)
-            except (OSError, pa.ArrowException):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            else:
-                responses.put(("file", path))
-                return
-        responses.put(("batch", batch.serialize().to_pybytes()))
-
-    while True:
-        message = requests.get()
-        reader.ledger = IngestLedger()
-        try:
-            if message[0] == "file":
-                file = message[1]
-                for first, count, error, batches in reader.iter_chunks(Path(file), index, n):
-                    for batch in batches:
-                        put(batch)
-                    if error and index == 0:
-                        reader.ledger.read += 1
-                        reader.ledger.skip(file, first + count, "truncated-file", error)
-                put(reader.builder.flush())
-            elif message[0] == "finish":
-                for batch in reader.finish():
-                    put(batch)
-            responses.put(("end", reader.ledger))
-        except Exception as exc:  # sent to the parent, which raises it
-            responses.put(("error", exc))
-            return
-        if message[0] == "finish":
-            return
-
-
 class ParallelHubbleReader(FlowReader):
     """The Hubble reader on ``workers`` processes (see the module docstring)."""
 
@@ -153,7 +97,7 @@ class ParallelHubbleReader(FlowReader):
         self._responses: list[Any] = []
         self._failed = False
         folder = _spool_dir()
-        # Where this reader's workers leave their batches (see _worker); removed by close().
+        # Where the workers leave their batches (see _hubble_worker.serve); removed by close().
         self._spool = (
             os.path.join(folder, f"recommender-{os.getpid()}-{secrets.token_hex(4)}-")
             if folder is not None

@@ -12,12 +12,12 @@ import pytest
 from recommender import recommend
 from recommender.cli import main
 from recommender.errors import ConfigError, UnsupportedDialectError
-from recommender.evaluator import evaluate
+from recommender.evaluation.evaluator import evaluate
+from recommender.evaluation.replay import cluster_from_flows
 from recommender.guardrails import load_guardrails, parse_guardrails
 from recommender.guardrails.render import FORMATS, render_guardrails
 from recommender.policy._yaml import dump_yaml
 from recommender.policy.model import LabelSelector, Peer, PolicySet, PortSpec
-from recommender.replay import cluster_from_flows
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "guardrails.yaml"
@@ -296,7 +296,7 @@ def test_compliance_checks_pass_with_guardrails_and_fail_without(guarded: object
     assert {k: c["status"] for k, c in checks.items()} == {
         "default-deny": "pass", "egress-restricted": "pass", "segments-isolated": "pass"}
     assert checks["segments-isolated"]["controls"]["nist_800_53"] == ["SC-7", "SC-7(21)"]
-    from recommender.guardrails.checks import compliance_checks
+    from recommender.evaluation.guardrail_checks import compliance_checks
 
     plain = recommend(ALL_SAMPLES)
     without = {c["check"]: c for c in compliance_checks(
@@ -309,13 +309,13 @@ def test_compliance_checks_pass_with_guardrails_and_fail_without(guarded: object
 
 
 def test_reports_list_conflicts_and_compliance(guarded: object) -> None:
-    from recommender.report import report_markdown
+    from recommender.report.model import report_markdown
 
     text = report_markdown(guarded.report)  # type: ignore[attr-defined]
     assert "## Guardrails" in text and "### Conflicts to resolve" in text
     assert "payments/payments-api" in text and "acme/cde-no-internet" in text
     assert "### Compliance" in text and "SC-7(21)" in text
-    from recommender.report_html import report_html
+    from recommender.report.html import report_html
 
     page = report_html(guarded.report)  # type: ignore[attr-defined]
     assert 'id="guardrails"' in page and "Conflicts to resolve" in page
@@ -358,9 +358,9 @@ def test_config_key_resolves_next_to_the_config_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["cluster-network-policy", "admin-network-policy"])
 def test_rendered_cluster_policies_read_back_to_the_same_verdicts(fmt: str) -> None:
-    from recommender.evaluator import Cluster, Endpoint, Namespace, Pod
+    from recommender.evaluation.evaluator import Cluster, Endpoint, Namespace, Pod
+    from recommender.evaluation.precedence import evaluate_stack
     from recommender.guardrails.reader import parse_cluster_policies
-    from recommender.precedence import evaluate_stack
 
     g = load_guardrails(EXAMPLE)
     back = parse_cluster_policies(render_guardrails(g, fmt), name="acme")

@@ -25,7 +25,7 @@ from recommender import (
 )
 from recommender.ingest import _write
 from recommender.ingest._write import write_flows_parquet
-from recommender.schema import FLOW_SCHEMA
+from recommender.ingest.schema import FLOW_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_flows"

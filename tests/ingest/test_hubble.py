@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from recommender import IngestLedger, RecommenderError, detect_format, read_flows
 from recommender.ingest.hubble import infer_reply
-from recommender.schema import COLUMNS
+from recommender.ingest.schema import COLUMNS
 
 HUBBLE = "hubble-otel-testdata"
 

@@ -99,7 +99,7 @@ def test_a_worker_reads_without_importing_pandas():
     sample = str(ROOT / "sample_flows" / "hubble.jsonl.gz")
     code = (
         "import sys\n"
-        "from recommender._hubble_worker import block_pandas\n"
+        "from recommender.ingest._hubble_worker import block_pandas\n"
         "block_pandas()\n"
         "from recommender import read_flows\n"
         f"table = read_flows({sample!r}, workers=1)\n"

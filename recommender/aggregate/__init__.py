@@ -1,0 +1,12 @@
+"""Aggregation: canonical flow rows in, edges out.
+
+Takes the canonical flow table (or its batches) from :mod:`recommender.ingest` and gives
+:class:`~recommender.aggregate.edges.EdgeTables`: one row per observed (source workload,
+destination workload, port, protocol) with its evidence, counted in DuckDB.
+
+Public modules:
+
+- :mod:`~recommender.aggregate.edges`: :func:`aggregate_edges`, partial and merged aggregates;
+- :mod:`~recommender.aggregate.addresses`: address classes (pod, node, Service, private, public);
+- :mod:`~recommender.aggregate.selectors`: the stable labels of a workload, that survive rollouts.
+"""

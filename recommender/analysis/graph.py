@@ -1,0 +1,521 @@
+"""The communication graph: who talks to whom, as a networkx ``MultiDiGraph``.
+
+One node per endpoint: a workload (``namespace/workload``, with its kind and the labels all its
+observed pods share), an outside address (with its IETF/IANA address class from
+:mod:`recommender.aggregate.addresses`; or, with ``external="class"``, one node per address class),
+the node a flow was seen on or another node of the cluster, and cluster entities (kube-apiserver,
+cilium-health, ...). One edge per (source, destination, verdict, protocol, port) with its
+connections, bytes, rows, first and last seen and hour windows. Allowed edges are the evidence edges
+of :func:`recommender.aggregate_edges` (never replies or ephemeral ports); denied edges are the
+denied flows grouped the same way.
+
+Node ids are deterministic strings (:func:`node_id`), nodes and edges are inserted in sorted
+order, so the same flows give the same graph and the same files
+(:mod:`recommender.report.graph_io`).
+
+>>> from recommender import build_graph, write_graph              # doctest: +SKIP
+>>> g = build_graph("sample_flows/flows.parquet")                 # doctest: +SKIP
+>>> write_graph(g, "graph.html")                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+import networkx as nx
+import pyarrow as pa
+
+from ..aggregate.addresses import classify_address, classify_network
+from ..aggregate.edges import EdgeTables, aggregate_edges
+from ..aggregate.selectors import common_labels
+from ..config import RecommendConfig
+from ..errors import ConfigError
+
+__all__ = [
+    "GRAPH_SCHEMA",
+    "NODE_GROUP_ORDER",
+    "NODE_KINDS",
+    "build_graph",
+    "graph_from_edges",
+    "node_id",
+    "pair_graph",
+    "workload_graph",
+]
+
+#: Version of the graph's attribute schema (``graph.graph["schema"]``, see ``docs/graph.md``).
+GRAPH_SCHEMA: Final = "recommender.graph/1"
+
+#: Node kinds: the endpoint kinds of the canonical schema, plus ``external-class`` (all
+#: outside addresses of one address class, with ``external="class"``).
+NODE_KINDS: Final = (
+    "workload",
+    "cluster-entity",
+    "host",
+    "remote-node",
+    "external",
+    "external-class",
+    "unknown",
+)
+
+#: Order of the non-namespace groups in drawings (namespaces come first).
+NODE_GROUP_ORDER: Final = ("nodes", "cluster entities", "external", "unknown")
+
+_PREFIX: Final = {
+    "workload": "workload",
+    "cluster-entity": "entity",
+    "host": "host",
+    "remote-node": "node",
+    "external": "external",
+    "external-class": "external-class",
+    "unknown": "unknown",
+}
+
+#: Calico's names for outside peers it does not resolve to an address.
+_CALICO_NETS: Final = {"pub": "public", "pvt": "private"}
+
+PathLike = str | os.PathLike[str]
+
+
+def node_id(kind: str, ident: str, namespace: str | None = None) -> str:
+    """The graph's id of an endpoint.
+
+    Parameters
+    ----------
+    kind
+        One of :data:`NODE_KINDS` (an unknown kind is treated as ``unknown``).
+    ident
+        The endpoint's identity within its kind: the workload name, the address, the entity
+        or address-class name.
+    namespace
+        The workload's namespace (workloads only; ``None`` is written as an empty namespace).
+
+    Examples
+    --------
+    >>> node_id("workload", "cart", "shop")
+    'workload:shop/cart'
+    >>> node_id("external", "203.0.113.7")
+    'external:203.0.113.7'
+    """
+    prefix = _PREFIX.get(kind, "unknown")
+    if kind == "workload":
+        return f"{prefix}:{namespace or ''}/{ident}"
+    return f"{prefix}:{ident}"
+
+
+def _address_class(ident: str, name: str | None = None) -> str:
+    """The address class of an outside peer's address, network or Calico name."""
+    for classify in (classify_address, classify_network):
+        try:
+            cls = classify(ident)
+        except Exception:  # not an address: a name
+            continue
+        if cls:
+            return cls
+    for text in (name, ident):
+        if text in _CALICO_NETS:
+            return _CALICO_NETS[text]
+    return "unknown"
+
+
+def _matches(namespace: str | None, patterns: Sequence[str]) -> bool:
+    return namespace is not None and any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
+
+
+class _Builder:
+    """Collects nodes and merged edges, then inserts them into a graph in sorted order."""
+
+    def __init__(self, external: str) -> None:
+        self.external = external
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.edges: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.seen: dict[tuple[Any, ...], str] = {}
+
+    def endpoint(self, row: Mapping[str, Any], side: str) -> str:
+        """The node id of one end of ``row``, adding the node when new."""
+        cache = (
+            row.get(f"{side}_kind"),
+            row.get(f"{side}_namespace"),
+            row.get(f"{side}_id"),
+            row.get(f"{side}_name"),
+            row.get(f"{side}_workload_kind"),
+        )
+        nid = self.seen.get(cache)
+        if nid is None or self.external == "class":
+            nid = self.seen[cache] = self._endpoint(row, side)
+        return nid
+
+    def _endpoint(self, row: Mapping[str, Any], side: str) -> str:
+        kind = str(row.get(f"{side}_kind") or "unknown")
+        ident = str(row.get(f"{side}_id") or "?")
+        name = row.get(f"{side}_name")
+        attrs: dict[str, Any]
+        if kind == "workload":
+            ns = row.get(f"{side}_namespace")
+            nid = node_id(kind, ident, ns)
+            attrs = {
+                "kind": kind,
+                "label": ident,
+                "group": f"ns:{ns or ''}",
+                "namespace": ns or "",
+                "name": ident,
+            }
+            wkind = row.get(f"{side}_workload_kind")
+            if wkind:
+                attrs["workload_kind"] = str(wkind)
+        elif kind == "external":
+            cls = _address_class(ident, name)
+            if self.external == "class":
+                nid = node_id("external-class", cls)
+                attrs = {"kind": "external-class", "label": cls, "address_class": cls}
+                node = self.nodes.setdefault(nid, {**attrs, "group": "external", "addresses": []})
+                node["addresses"].append(ident)
+                return nid
+            nid = node_id(kind, ident)
+            attrs = {"kind": kind, "label": ident, "address_class": cls, "address": ident}
+            if name and name != ident:
+                attrs["name"] = str(name)
+        elif kind in ("host", "remote-node"):
+            nid = node_id(kind, ident)
+            attrs = {"kind": kind, "label": ident, "address": ident}
+            cls = _address_class(ident)
+            if cls != "unknown":
+                attrs["address_class"] = cls
+            if name and name != ident:
+                attrs["name"] = str(name)
+        elif kind == "cluster-entity":
+            nid = node_id(kind, ident)
+            label = f"{name} ({ident})" if name and name != ident else ident
+            attrs = {"kind": kind, "label": label, "name": str(name or ident)}
+            cls = _address_class(ident)
+            if cls != "unknown":
+                attrs["address"], attrs["address_class"] = ident, cls
+        else:
+            nid = node_id("unknown", ident)
+            attrs = {"kind": "unknown", "label": str(name or ident)}
+        attrs.setdefault("group", _group(attrs))
+        known = self.nodes.get(nid)
+        if known is None:
+            self.nodes[nid] = attrs
+        else:
+            for key, value in attrs.items():
+                known.setdefault(key, value)
+        return nid
+
+    def add(self, row: Mapping[str, Any], verdict: str) -> None:
+        src, dst = self.endpoint(row, "src"), self.endpoint(row, "dst")
+        protocol = str(row.get("protocol") or "?")
+        port = row.get("dst_port")
+        key = f"{verdict} {protocol}/{'*' if port is None else port}"
+        edge = self.edges.get((src, dst, key))
+        first, last = _micros(row.get("first_seen")), _micros(row.get("last_seen"))
+        if edge is None:
+            edge = {"verdict": verdict, "protocol": protocol}
+            if port is not None:
+                edge["port"] = int(port)
+            edge.update(connections=0, bytes=0, rows=0, windows=0)
+            self.edges[(src, dst, key)] = edge
+        edge["connections"] += int(row.get("connections") or 0)
+        edge["bytes"] += int(row.get("bytes") or 0)
+        edge["rows"] += int(row.get("rows") or 0)
+        edge["windows"] = max(edge["windows"], int(row.get("windows") or 0))
+        if first is not None:
+            edge["first_seen"] = min(edge.get("first_seen", first), first)
+        if last is not None:
+            edge["last_seen"] = max(edge.get("last_seen", last), last)
+        for attr in ("dns_names", "src_ips", "dst_ips", "nodes"):
+            values = row.get(attr)
+            if values:
+                known = edge.get(attr)
+                edge[attr] = sorted(set(known) | set(values)) if known else sorted(values)
+        service = row.get("dst_service")
+        if service:
+            edge["service"] = str(service)
+
+    def graph(self, attrs: dict[str, Any]) -> nx.MultiDiGraph:
+        g = nx.MultiDiGraph(**attrs)
+        for nid in sorted(self.nodes):
+            node = self.nodes[nid]
+            if "addresses" in node:
+                node["addresses"] = sorted(set(node["addresses"]))
+            g.add_node(nid, **node)
+        for edge in self.edges.values():
+            for attr in ("first_seen", "last_seen"):
+                if attr in edge:
+                    edge[attr] = _iso(edge[attr])
+        g.add_edges_from((s, d, k, self.edges[(s, d, k)]) for s, d, k in sorted(self.edges))
+        return g
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: Any) -> int | None:
+    """A time as microseconds since the epoch (Arrow gives ints, report rows ISO text)."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        micros: int = (value - _EPOCH) // timedelta(microseconds=1)
+        return micros
+    return None
+
+
+def _iso(micros: int) -> str:
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+
+
+def _group(attrs: Mapping[str, Any]) -> str:
+    kind = attrs["kind"]
+    if kind in ("host", "remote-node"):
+        return "nodes"
+    if kind == "cluster-entity":
+        return "cluster entities"
+    if kind in ("external", "external-class"):
+        return f"external:{attrs.get('address_class', 'unknown')}"
+    return "unknown"
+
+
+_COLUMNS: Final = (
+    *(f"{side}_{c}" for side in ("src", "dst")
+      for c in ("kind", "namespace", "id", "name", "workload_kind")),
+    "protocol", "dst_port", "connections", "bytes", "rows", "windows", "first_seen",
+    "last_seen", "dns_names", "src_ips", "dst_ips", "nodes", "dst_service",
+)  # fmt: skip
+
+
+def _rows(table: pa.Table | Sequence[Mapping[str, Any]] | None) -> Iterable[dict[str, Any]]:
+    """Rows as dicts of the columns the graph uses; times as microseconds (fast to convert)."""
+    if table is None:
+        return []
+    if not isinstance(table, pa.Table):
+        return [dict(r) for r in table]
+    columns: dict[str, list[Any]] = {}
+    for name in _COLUMNS:
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        columns[name] = column.to_pylist()
+    names = list(columns)
+    return (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
+
+
+def _labels(workload_labels: pa.Table | None) -> dict[tuple[str, str], dict[str, str]]:
+    """The labels every observed pod of each workload shares."""
+    if workload_labels is None or workload_labels.num_rows == 0:
+        return {}
+    maps: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in workload_labels.to_pylist():
+        labels = row["labels"]
+        if labels is None:
+            continue
+        maps.setdefault((row["namespace"] or "", row["workload"]), []).append(
+            dict(labels) if not isinstance(labels, dict) else labels
+        )
+    return {key: common_labels(sets) for key, sets in maps.items()}
+
+
+def graph_from_edges(
+    edges: pa.Table | Sequence[Mapping[str, Any]] | None,
+    denied: pa.Table | Sequence[Mapping[str, Any]] | None = None,
+    workload_labels: pa.Table | None = None,
+    *,
+    namespaces: Sequence[str] = (),
+    exclude_namespaces: Sequence[str] = (),
+    external: Literal["address", "class"] = "address",
+    graph_attrs: Mapping[str, Any] | None = None,
+) -> nx.MultiDiGraph:
+    """Build the communication graph from edge rows (the columns of :class:`EdgeTables`).
+
+    Parameters
+    ----------
+    edges
+        Allowed (evidence) edges: ``EdgeTables.edges``, or the same as a list of dicts.
+    denied
+        Denied edges (``EdgeTables.denied``, or ``report["denied"]``); drawn, never allowed.
+    workload_labels
+        ``EdgeTables.workload_labels``: each workload node gets the labels its pods share.
+    namespaces, exclude_namespaces
+        Shell patterns: keep only the edges with at least one workload end in a matching (and
+        not excluded) namespace, with their peers. Empty: every namespace.
+    external
+        ``"address"``: one node per outside address; ``"class"``: one per address class.
+    graph_attrs
+        Extra graph-level attributes.
+
+    Returns
+    -------
+    networkx.MultiDiGraph
+        See the module docstring and ``docs/graph.md`` for the attributes.
+    """
+    if external not in ("address", "class"):
+        raise ConfigError(f"external must be 'address' or 'class', not {external!r}.")
+    builder = _Builder(external)
+    labels = _labels(workload_labels)
+
+    def wanted(row: Mapping[str, Any]) -> bool:
+        if not namespaces and not exclude_namespaces:
+            return True
+        for side in ("src", "dst"):
+            if row.get(f"{side}_kind") != "workload":
+                continue
+            ns = row.get(f"{side}_namespace")
+            if namespaces and not _matches(ns, namespaces):
+                continue
+            if _matches(ns, exclude_namespaces):
+                continue
+            return True
+        return False
+
+    for verdict, table in (("allowed", edges), ("denied", denied)):
+        for row in _rows(table):
+            if wanted(row):
+                builder.add(row, verdict)
+    for attrs in builder.nodes.values():
+        if attrs["kind"] == "workload":
+            common = labels.get((attrs["namespace"], attrs["name"]), {})
+            attrs["labels"] = dict(sorted(common.items()))
+    return builder.graph({"schema": GRAPH_SCHEMA, **dict(graph_attrs or {})})
+
+
+def build_graph(
+    flows: EdgeTables | pa.Table | PathLike | Iterable[PathLike],
+    config: RecommendConfig | None = None,
+    *,
+    format: str | None = None,
+    workers: int | None = None,
+    namespaces: Sequence[str] | None = None,
+    exclude_namespaces: Sequence[str] = (),
+    external: Literal["address", "class"] = "address",
+) -> nx.MultiDiGraph:
+    """Build the communication graph of flows.
+
+    Parameters
+    ----------
+    flows
+        :class:`~recommender.EdgeTables` (from :func:`~recommender.aggregate_edges`), a
+        canonical flow table, or flow files, folders or glob patterns of any supported format.
+    config
+        Options of the aggregation: ``since``/``until``, ``min_connections``,
+        ``max_ephemeral_ports``; ``namespaces`` is the default of ``namespaces`` below. The
+        default ``exclude_namespaces`` of a config (system namespaces) is not applied: the
+        cluster's DNS and API server are peers worth seeing.
+    format, workers
+        As in :func:`recommender.read_flows` when ``flows`` are paths.
+    namespaces, exclude_namespaces
+        Shell patterns: keep only edges with a workload end in these namespaces (and their
+        peers). ``None``: ``config.namespaces``; empty: every namespace.
+    external
+        ``"address"``: one node per outside address (with its ``address_class``);
+        ``"class"``: one node per address class (``addresses`` lists the members).
+
+    Returns
+    -------
+    networkx.MultiDiGraph
+        Deterministic node ids (:func:`node_id`) and order; see ``docs/graph.md``.
+
+    Examples
+    --------
+    >>> g = build_graph("sample_flows/flows.parquet")                 # doctest: +SKIP
+    >>> g.nodes["workload:shop/cart"]["labels"]                       # doctest: +SKIP
+    {'app': 'cart'}
+    """
+    config = config or RecommendConfig()
+    if not isinstance(config, RecommendConfig):
+        raise ConfigError("config must be a RecommendConfig.")
+    if isinstance(flows, EdgeTables):
+        tables = flows
+    else:
+        if not isinstance(flows, pa.Table):
+            from ..ingest import read_flows
+
+            flows = read_flows(flows, format, workers=workers)
+        tables = aggregate_edges(flows, config)
+    attrs: dict[str, Any] = {"rows_used": tables.rows_used}
+    if tables.first_seen is not None:
+        attrs["first_seen"] = tables.first_seen.isoformat()
+    if tables.last_seen is not None:
+        attrs["last_seen"] = tables.last_seen.isoformat()
+    return graph_from_edges(
+        tables.edges,
+        tables.denied,
+        tables.workload_labels,
+        namespaces=tuple(config.namespaces if namespaces is None else namespaces),
+        exclude_namespaces=tuple(exclude_namespaces),
+        external=external,
+        graph_attrs=attrs,
+    )
+
+
+def pair_graph(graph: nx.MultiDiGraph, verdict: str | None = None) -> nx.DiGraph:
+    """One edge per (source, destination) pair: ``connections``, ``bytes``, ``ports``
+    (sorted ``PROTO/port`` strings) and ``edges`` (how many port edges were merged).
+
+    Parameters
+    ----------
+    graph
+        A graph from :func:`build_graph`.
+    verdict
+        ``"allowed"`` or ``"denied"`` to keep only those edges; None keeps both (a pair is
+        ``denied`` only when every one of its edges is).
+    """
+    out = nx.DiGraph(**graph.graph)
+    out.add_nodes_from(graph.nodes(data=True))
+    for src, dst, data in graph.edges(data=True):
+        if verdict is not None and data["verdict"] != verdict:
+            continue
+        port = data.get("port")
+        text = f"{data['protocol']}/{'*' if port is None else port}"
+        if out.has_edge(src, dst):
+            e = out.edges[src, dst]
+            e["connections"] += data["connections"]
+            e["bytes"] += data["bytes"]
+            e["edges"] += 1
+            e["ports"] = sorted(set(e["ports"]) | {text})
+            e["denied"] = e["denied"] and data["verdict"] == "denied"
+        else:
+            out.add_edge(
+                src,
+                dst,
+                connections=data["connections"],
+                bytes=data["bytes"],
+                edges=1,
+                ports=[text],
+                denied=data["verdict"] == "denied",
+            )
+    return out
+
+
+def workload_graph(graph: nx.MultiDiGraph, *, include: Iterable[str] = ("workload",)) -> nx.Graph:
+    """The undirected, weighted graph of allowed traffic between nodes of the given kinds.
+
+    The weight of a pair is the number of distinct (direction, protocol, port) edges between
+    them plus ``log10(1 + connections)`` of each, so that a pair talking on several ports binds
+    more than one chatty port, and volume counts without dominating. Self-loops are dropped.
+    Used by :func:`recommender.analysis.segments.propose_segments`.
+    """
+    import math
+
+    kinds = set(include)
+    out = nx.Graph()
+    out.add_nodes_from(
+        (n, d) for n, d in graph.nodes(data=True) if d.get("kind") in kinds
+    )
+    for src, dst, data in graph.edges(data=True):
+        if data["verdict"] != "allowed" or src == dst or src not in out or dst not in out:
+            continue
+        w = 1.0 + math.log10(1 + data["connections"])
+        if out.has_edge(src, dst):
+            out.edges[src, dst]["weight"] += w
+            out.edges[src, dst]["connections"] += data["connections"]
+        else:
+            out.add_edge(src, dst, weight=w, connections=data["connections"])
+    return out

@@ -1,0 +1,75 @@
+"""``recommend ingest``: any supported input into the canonical flow table."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import FlowsArg, FormatOpt, WorkersOpt, _print_ledger, _progress, app
+
+
+@app.command()
+def ingest(
+    flows: FlowsArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    format: FormatOpt = None,
+    workers: WorkersOpt = None,
+    summary: Annotated[
+        bool,
+        typer.Option("--summary", help="Print the ingest ledger and a short profile of the flows."),
+    ] = False,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="Print the result as JSON (with --summary, the profile too)."),
+    ] = False,
+) -> None:
+    """Read flow logs into the canonical flow table (zstd Parquet)."""
+    from ..ingest import iter_flow_batches
+    from ..ingest._write import write_flows_parquet
+
+    batches = iter_flow_batches(flows, format, workers=workers)
+    progress = _progress(sys.stderr.isatty() and not json_out)
+    started = time.perf_counter()
+    if progress is not None:
+        with progress:
+            task = progress.add_task("ingesting", total=None, rate="")
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+                done = progress.tasks[0].completed
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                progress.update(task, rate=f"{done / elapsed:,.0f} rows/s")
+
+            rows = write_flows_parquet(batches, output, ledger=batches.ledger, on_batch=advance)
+    else:
+        rows = write_flows_parquet(batches, output, ledger=batches.ledger)
+    ledger = batches.ledger.to_dict()
+    if json_out:
+        from ..ingest.profile import profile_flows
+
+        payload = {"output": str(output), "rows": rows, "ledger": ledger}
+        if summary:
+            payload["profile"] = profile_flows(str(output)).to_dict()
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        return
+    typer.echo(f"wrote {rows:,} connection rows to {output}")
+    _print_ledger(ledger)
+    if summary:
+        from ..ingest.profile import profile_flows
+
+        prof = profile_flows(str(output))
+        typer.echo(f"time span: {prof.first_seen} .. {prof.last_seen}")
+        typer.echo(f"namespaces ({len(prof.namespaces)}): {', '.join(prof.namespaces)}")
+        typer.echo(f"workloads: {prof.workloads}")
+        typer.echo("verdicts: " + ", ".join(f"{k} {v:,}" for k, v in prof.verdicts.items()))
+        typer.echo("protocols: " + ", ".join(f"{k} {v:,}" for k, v in prof.protocols.items()))
+        typer.echo("top talkers:")
+        for src, dst, count in prof.top_talkers:
+            typer.echo(f"  {count:>10,}  {src} -> {dst}")
+
+

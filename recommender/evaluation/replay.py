@@ -1,0 +1,812 @@
+"""Replay observed flows against a policy set: how much of the observed traffic do they allow?
+
+:func:`replay` aggregates flows into edges (:func:`~recommender.aggregate.edges.aggregate_edges`),
+builds the cluster the flows saw (:func:`cluster_from_flows`) and judges every distinct edge
+**once** with the Kubernetes NetworkPolicy evaluator
+(:func:`~recommender.evaluation.evaluator.evaluate`), weighting the verdict by the edge's connection
+count: tens of millions of flow rows collapse to thousands of edges. The result, a
+:class:`Coverage`, holds
+
+* ``coverage``: allowed connections / observed allowed connections (Illumio's "rule
+  coverage"); 1.0 when nothing was observed;
+* ``false_denies``: observed allowed edges the policies would deny, with the evaluator's reason;
+* ``denied_but_allowed``: edges denied in the input that the policies would allow;
+* ``unused_rules``: rules no observed edge matched;
+* ``over_permissive``: workload pairs x observed ports that the policies allow although never
+  observed ("synthetic negatives"), against the number observed;
+* ``not_evaluated``: edges Kubernetes semantics cannot judge (node addresses, entities without an
+  address, ICMP), each with its reason: counted, never dropped;
+* ``redundant_rules``: rules other rules make redundant (``shadowed`` when no observed edge
+  matched them) and ``broad_rules``: rules that allow much more than least privilege, with
+  their utilisation (:mod:`recommender.evaluation.rule_analysis`).
+
+Traffic from a node to a pod (endpoint kind ``host``, the pod's own node in Hubble and Calico)
+counts as allowed: Kubernetes always lets a pod's own node reach it (kubelet probes). See
+``docs/evaluate.md``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import numpy as np
+import pyarrow as pa
+
+from ..aggregate.edges import EDGE_KEY, EdgeTables, aggregate_edges
+from ..config import RecommendConfig
+from ..guardrails.model import Guardrails
+from ..policy.model import Direction, Policy, PolicySet, Rule
+from .evaluator import NAMESPACE_NAME_LABEL, Cluster, Endpoint, Namespace, Pod, Verdict, evaluate
+from .precedence import evaluate_stack, with_namespace_labels
+from .rule_analysis import RuleFinding, find_broad_rules, find_redundant_rules
+
+__all__ = [
+    "Coverage",
+    "EdgeVerdict",
+    "OverPermissive",
+    "cluster_from_flows",
+    "replay",
+]
+
+PathLike = str | os.PathLike[str]
+
+#: Protocols Kubernetes NetworkPolicy can match.
+_K8S_PROTOCOLS: Final = ("TCP", "UDP", "SCTP")
+#: Cilium copies a pod's namespace labels into its own labels under this prefix.
+_CILIUM_NS_LABELS: Final = "io.cilium.k8s.namespace.labels."
+#: Reason given to node-local traffic, which Kubernetes always allows.
+NODE_LOCAL: Final = "node-local: Kubernetes always allows a pod's own node to reach it"
+#: Most (source, destination, port) triples the over-permissiveness measure evaluates.
+_DEFAULT_SYNTHETIC_LIMIT: Final = 250_000
+#: Appended to a workload's pod name when two of its pods talk to each other.
+_OTHER_POD: Final = " (another pod)"
+
+#: A rule: (namespace, policy name, direction, index in that direction).
+RuleKey = tuple[str, str, Direction, int]
+
+
+@dataclass(frozen=True)
+class EdgeVerdict:
+    """One edge and what the policies say about it.
+
+    Parameters
+    ----------
+    source, destination : str
+        ``namespace/workload`` for a workload, else ``kind:address-or-name``.
+    protocol : str
+        The edge's protocol.
+    port : int or None
+        The destination port.
+    connections : int
+        Observed connections on the edge (at least 1 per edge).
+    reason : str
+        The evaluator's reason (the denying direction(s) for a deny) or why it was not
+        evaluated.
+    """
+
+    source: str
+    destination: str
+    protocol: str
+    port: int | None
+    connections: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "connections": self.connections,
+            "destination": self.destination,
+            "port": self.port,
+            "protocol": self.protocol,
+            "reason": self.reason,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class OverPermissive:
+    """Synthetic negatives: (source workload, destination workload, protocol/port) triples.
+
+    Every ordered pair of distinct observed workloads is crossed with every protocol/port
+    observed anywhere in the evidence. A triple never observed is a *synthetic negative*: a
+    least-privilege policy set should deny it.
+
+    Parameters
+    ----------
+    candidates : int
+        Triples considered (``None`` fields below when skipped, see ``skipped``).
+    observed : int
+        Triples observed as evidence.
+    allowed_unobserved : int
+        Triples the policies allow although never observed.
+    examples : tuple of str
+        Some allowed unobserved triples, ``src -> dst PROTO/port``.
+    skipped : str
+        Why the measure was not computed (empty when it was).
+    """
+
+    candidates: int
+    observed: int
+    allowed_unobserved: int
+    examples: tuple[str, ...] = ()
+    skipped: str = ""
+
+    @property
+    def ratio(self) -> float:
+        """Allowed unobserved triples per observed triple (0.0 when none was observed)."""
+        return self.allowed_unobserved / self.observed if self.observed else 0.0
+
+    @property
+    def rate(self) -> float:
+        """Share of the unobserved triples that the policies allow."""
+        negatives = self.candidates - self.observed
+        return self.allowed_unobserved / negatives if negatives > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "allowed_unobserved": self.allowed_unobserved,
+            "candidates": self.candidates,
+            "examples": list(self.examples),
+            "observed": self.observed,
+            "rate": self.rate,
+            "ratio": self.ratio,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How a policy set fares against observed flows (see the module docstring).
+
+    Parameters
+    ----------
+    observed_connections, allowed_connections : int
+        Evaluated evidence connections, and how many of them the policies allow.
+    observed_edges, allowed_edges : int
+        The same counted in edges.
+    false_denies : tuple of EdgeVerdict
+        Evidence edges the policies deny, most connections first.
+    denied_but_allowed : tuple of EdgeVerdict
+        Edges denied in the input that the policies allow, most connections first.
+    denied_edges : int
+        Evaluated edges denied in the input.
+    unused_rules : tuple of dict
+        Rules no evidence edge matched: ``policy`` (namespace/name), ``direction``, ``rule``
+        (index in that direction), ``peers`` and ``ports`` (counts).
+    rules : int
+        Rules in the policy set.
+    over_permissive : OverPermissive
+        The synthetic-negatives measure.
+    not_evaluated : tuple of EdgeVerdict
+        Evidence and denied edges Kubernetes semantics cannot judge, with the reason.
+    excluded_edges : int
+        Edges the aggregation left out (suspected replies, ephemeral ports, too few
+        connections); neither evidence nor judged.
+    notes : tuple of str
+        Assumptions made (node-local traffic, labels assumed for unlabelled workloads).
+    redundant_rules : tuple of RuleFinding
+        Rules other rules of policies selecting the same pods make redundant; ``shadowed``
+        when no evidence edge matched them (see
+        :func:`~recommender.evaluation.rule_analysis.find_redundant_rules`).
+    broad_rules : tuple of RuleFinding
+        Rules that allow much more than least privilege, with their utilisation (see
+        :func:`~recommender.evaluation.rule_analysis.find_broad_rules`).
+    rule_traffic : mapping
+        Per rule key ``(namespace, policy, direction, index)``, the (peer, protocol, port) of
+        the evidence edges it matched (peer: ``namespace/workload`` or an IP address). Not in
+        :meth:`to_dict` nor compared.
+    cluster : Cluster or None
+        The cluster built from the flows (not in :meth:`to_dict` nor compared).
+    external_addresses : frozenset of str
+        External addresses of the evidence edges (not in :meth:`to_dict` nor compared).
+    """
+
+    observed_connections: int
+    allowed_connections: int
+    observed_edges: int
+    allowed_edges: int
+    false_denies: tuple[EdgeVerdict, ...]
+    denied_but_allowed: tuple[EdgeVerdict, ...]
+    denied_edges: int
+    unused_rules: tuple[dict[str, Any], ...]
+    rules: int
+    over_permissive: OverPermissive
+    not_evaluated: tuple[EdgeVerdict, ...] = ()
+    excluded_edges: int = 0
+    notes: tuple[str, ...] = ()
+    redundant_rules: tuple[RuleFinding, ...] = ()
+    broad_rules: tuple[RuleFinding, ...] = ()
+    rule_traffic: Mapping[RuleKey, frozenset[tuple[str, str, int | None]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    cluster: Cluster | None = field(default=None, repr=False, compare=False)
+    external_addresses: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+
+    @property
+    def coverage(self) -> float:
+        """Allowed / observed allowed connections, in [0, 1]; 1.0 when none was observed."""
+        if self.observed_connections == 0:
+            return 1.0
+        return self.allowed_connections / self.observed_connections
+
+    @property
+    def false_deny_connections(self) -> int:
+        """Connections on the false-deny edges."""
+        return sum(e.connections for e in self.false_denies)
+
+    def not_evaluated_by_reason(self) -> dict[str, int]:
+        """Edges not evaluated, counted per reason."""
+        return dict(sorted(Counter(e.reason for e in self.not_evaluated).items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view; dict keys are sorted when dumped with ``sort_keys=True``.
+
+        Returns
+        -------
+        dict
+            Every metric and list; lists are in a stable order.
+        """
+        return {
+            "allowed_connections": self.allowed_connections,
+            "allowed_edges": self.allowed_edges,
+            "broad_rules": [f.to_dict() for f in self.broad_rules],
+            "coverage": self.coverage,
+            "denied_but_allowed": [e.to_dict() for e in self.denied_but_allowed],
+            "denied_edges": self.denied_edges,
+            "excluded_edges": self.excluded_edges,
+            "false_deny_connections": self.false_deny_connections,
+            "false_denies": [e.to_dict() for e in self.false_denies],
+            "not_evaluated": [e.to_dict() for e in self.not_evaluated],
+            "not_evaluated_by_reason": self.not_evaluated_by_reason(),
+            "notes": list(self.notes),
+            "observed_connections": self.observed_connections,
+            "observed_edges": self.observed_edges,
+            "over_permissive": self.over_permissive.to_dict(),
+            "redundant_rules": [f.to_dict() for f in self.redundant_rules],
+            "rules": self.rules,
+            "unused_rules": [dict(sorted(r.items())) for r in self.unused_rules],
+        }
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+def _label_maps(workload_labels: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """Per (namespace, workload), every label map observed (empty list: none observed)."""
+    maps: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for ns, wl, labels in zip(
+        workload_labels["namespace"].to_pylist(),
+        workload_labels["workload"].to_pylist(),
+        workload_labels["labels"].to_pylist(),
+        strict=True,
+    ):
+        if ns is None or wl is None:
+            continue
+        entry = maps.setdefault((ns, wl), [])
+        if labels:
+            entry.append(dict(labels))
+    return maps
+
+
+def _shared(maps: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """The labels every map carries with the same value."""
+    common: dict[str, str] | None = None
+    for labels in maps:
+        common = (
+            dict(labels)
+            if common is None
+            else {k: v for k, v in common.items() if labels.get(k) == v}
+        )
+    return common or {}
+
+
+def _edge_tables(flows: Any, config: RecommendConfig | None, format: str | None) -> EdgeTables:
+    if isinstance(flows, EdgeTables):
+        return flows
+    if isinstance(flows, pa.Table):
+        return aggregate_edges(flows, config)
+    from ..ingest import iter_flow_batches
+
+    # Streamed: the flows are aggregated as they are read, never held whole.
+    return aggregate_edges(iter_flow_batches(flows, format), config)
+
+
+def cluster_from_flows(
+    table_or_edges: pa.Table | EdgeTables,
+    *,
+    assume_app_label: bool = True,
+) -> Cluster:
+    """The namespaces and pods the flows saw: one pod per observed workload.
+
+    Parameters
+    ----------
+    table_or_edges : pyarrow.Table or EdgeTables
+        A canonical flow table, or its aggregation.
+    assume_app_label : bool, default True
+        Give a workload whose labels were never observed the label ``app=<workload>``, the
+        selector synthesis assumes for it (otherwise it has no labels).
+
+    Returns
+    -------
+    Cluster
+        A pod named after each workload, in its namespace, labelled with the labels all its
+        observed pods share; namespaces labelled ``kubernetes.io/metadata.name`` (plus the
+        namespace labels Cilium copies into pod labels, ``io.cilium.k8s.namespace.labels.*``).
+        External endpoints are not part of it: they are IP addresses.
+
+    Examples
+    --------
+    >>> from recommender.aggregate.edges import EdgeTables
+    >>> labels = pa.table({"namespace": ["shop"], "workload": ["web"],
+    ...                    "labels": pa.array([[("app", "web")]], pa.map_(pa.string(), pa.string()))})
+    >>> empty = pa.table({})
+    >>> c = cluster_from_flows(EdgeTables(empty, empty, empty, labels, 0, None, None))
+    >>> [(p.key, dict(p.labels)) for p in c.pods]
+    [('shop/web', {'app': 'web'})]
+    """  # noqa: E501
+    tables = (
+        table_or_edges
+        if isinstance(table_or_edges, EdgeTables)
+        else aggregate_edges(table_or_edges)
+    )
+    maps = _label_maps(tables.workload_labels)
+    pods: list[Pod] = []
+    ns_labels: dict[str, dict[str, str]] = {}
+    for (ns, name), observed in sorted(maps.items()):
+        labels = _shared(observed)
+        if not observed and assume_app_label:
+            labels = {"app": name}
+        pods.append(Pod(ns, name, labels))
+        copied = {
+            k[len(_CILIUM_NS_LABELS) :]: v
+            for k, v in labels.items()
+            if k.startswith(_CILIUM_NS_LABELS)
+        }
+        ns_labels.setdefault(ns, {}).update(copied)
+    namespaces = {
+        ns: Namespace(ns, {**labels, NAMESPACE_NAME_LABEL: ns})
+        for ns, labels in sorted(ns_labels.items())
+    }
+    return Cluster(namespaces, tuple(pods))
+
+
+# --------------------------------------------------------------------------- judging edges
+
+
+@dataclass
+class _Judge:
+    """Evaluates queries once each, on the policies of the endpoints' namespaces only."""
+
+    policy_set: PolicySet
+    cluster: Cluster
+    pods: dict[tuple[str, str], Pod]
+    guardrails: Guardrails | None = None
+    dialect: str = "kubernetes"
+    _by_ns: dict[tuple[str, ...], PolicySet] = field(default_factory=dict)
+    _cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
+
+    def policies_for(self, *namespaces: str) -> PolicySet:
+        key = tuple(sorted(set(namespaces)))
+        found = self._by_ns.get(key)
+        if found is None:
+            found = PolicySet(tuple(p for p in self.policy_set.policies if p.namespace in key))
+            self._by_ns[key] = found
+        return found
+
+    def verdict(
+        self, src: Pod | Endpoint, dst: Pod | Endpoint, protocol: str, port: int | None
+    ) -> Verdict:
+        key = (_key(src), _key(dst), protocol, port)
+        found = self._cache.get(key)
+        if found is None:
+            namespaces = [e.namespace for e in (src, dst) if isinstance(e, Pod)]
+            policies = self.policies_for(*namespaces)
+            if self.guardrails is None:
+                found = evaluate(policies, self.cluster, src, dst, protocol, port)
+            else:  # the whole stack: guardrails above and below the NetworkPolicies
+                found = evaluate_stack(
+                    self.guardrails, policies, self.cluster, src, dst, protocol, port,
+                    dialect=self.dialect,  # type: ignore[arg-type]
+                )
+            self._cache[key] = found
+        return found
+
+
+def _key(endpoint: Pod | Endpoint) -> str:
+    return endpoint.key if isinstance(endpoint, Pod) else endpoint.ip
+
+
+def _describe(kind: str, namespace: str | None, ident: str | None) -> str:
+    if kind == "workload":
+        return f"{namespace}/{ident}"
+    return f"{kind}:{ident}"
+
+
+def _is_ip(text: str | None) -> bool:
+    if not text:
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _endpoint(
+    judge: _Judge, kind: str, namespace: str | None, ident: str | None
+) -> Pod | Endpoint | str:
+    """The evaluator's endpoint for one side of an edge, or why there is none."""
+    if kind == "workload":
+        pod = judge.pods.get((namespace or "", ident or ""))
+        if pod is None:
+            return "workload without a namespace or name"
+        return pod
+    if kind in ("host", "remote-node"):
+        return "node address: whether an ipBlock matches a node is up to the CNI"
+    if _is_ip(ident):
+        return Endpoint(str(ident))
+    if kind == "cluster-entity":
+        return "cluster entity without an address"
+    if kind == "external":
+        return "external endpoint without an address (an aggregate such as Calico pub/pvt)"
+    return f"{kind} endpoint without an address"
+
+
+def _deny_reason(verdict: Verdict) -> str:
+    parts = []
+    if not verdict.egress.startswith(("allowed", "not ")) and verdict.egress != "loopback":
+        parts.append(f"egress: {verdict.egress}")
+    if not verdict.ingress.startswith(("allowed", "not ")) and verdict.ingress != "loopback":
+        parts.append(f"ingress: {verdict.ingress}")
+    return "; ".join(parts) or f"egress: {verdict.egress}; ingress: {verdict.ingress}"
+
+
+def _allow_reason(verdict: Verdict) -> str:
+    return f"egress: {verdict.egress}; ingress: {verdict.ingress}"
+
+
+@dataclass(frozen=True)
+class _Query:
+    src: Pod | Endpoint
+    dst: Pod | Endpoint
+    protocol: str
+    port: int | None
+
+
+def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
+    """The evaluator's query for an edge row, or the reason it cannot be judged."""
+    protocol = str(row["protocol"]).upper()
+    if protocol not in _K8S_PROTOCOLS:
+        return f"protocol {row['protocol']}: Kubernetes NetworkPolicy matches only TCP, UDP, SCTP"
+    if row["src_kind"] == "host" and row["dst_kind"] == "workload":
+        return NODE_LOCAL
+    src = _endpoint(judge, row["src_kind"], row["src_namespace"], row["src_id"])
+    dst = _endpoint(judge, row["dst_kind"], row["dst_namespace"], row["dst_id"])
+    if isinstance(src, str):
+        return src
+    if isinstance(dst, str):
+        return dst
+    if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
+        src_ips, dst_ips = set(row["src_ips"] or ()), set(row["dst_ips"] or ())
+        if not (len(src_ips) == 1 and src_ips == dst_ips):
+            # Two pods of one workload: not loopback, judge it between two of its pods.
+            dst = Pod(dst.namespace, f"{dst.name}{_OTHER_POD}", dst.labels)
+    port = row["dst_port"]
+    return _Query(src, dst, protocol, None if port is None else int(port))
+
+
+# --------------------------------------------------------------------------- rules used
+
+
+@dataclass
+class _RuleUse:
+    """Which evidence edges each rule matches; each rule is checked with a one-rule policy.
+
+    Every rule of a policy selecting an edge's pod is checked on every evidence edge (not only until
+    it is first used), so that :func:`~recommender.evaluation.rule_analysis.find_broad_rules` can
+    measure how much of what a rule allows its traffic used.
+    """
+
+    judge: _Judge
+    rules: dict[RuleKey, PolicySet] = field(default_factory=dict)
+    used: set[RuleKey] = field(default_factory=set)
+    traffic: dict[RuleKey, set[tuple[str, str, int | None]]] = field(default_factory=dict)
+    _by_side: dict[tuple[str, Direction], list[RuleKey]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        directions: tuple[Direction, ...] = ("ingress", "egress")
+        for policy in self.judge.policy_set.policies:
+            for direction in directions:
+                rules = policy.ingress if direction == "ingress" else policy.egress
+                for index, rule in enumerate(rules):
+                    key = (policy.namespace, policy.name, direction, index)
+                    self.rules[key] = PolicySet((_one_rule(policy, direction, rule),))
+                    if direction in policy.policy_types:
+                        self._by_side.setdefault((policy.namespace, direction), []).append(key)
+
+    def observe(self, query: _Query) -> None:
+        sides: tuple[tuple[Direction, Pod | Endpoint, Pod | Endpoint], ...] = (
+            ("egress", query.src, query.dst),
+            ("ingress", query.dst, query.src),
+        )
+        for direction, pod, peer in sides:
+            if not isinstance(pod, Pod):
+                continue
+            for key in self._by_side.get((pod.namespace, direction), ()):
+                single = self.rules[key]
+                if not single.policies[0].selector.matches(dict(pod.labels)):
+                    continue
+                verdict = evaluate(
+                    single, self.judge.cluster, query.src, query.dst, query.protocol, query.port
+                )
+                reason = verdict.egress if direction == "egress" else verdict.ingress
+                if reason.startswith("allowed by"):
+                    self.used.add(key)
+                    self.traffic.setdefault(key, set()).add(
+                        (_peer_key(peer), query.protocol, query.port)
+                    )
+
+    def unused(self) -> list[dict[str, Any]]:
+        out = []
+        for key, single in self.rules.items():
+            if key in self.used:
+                continue
+            rule = single.policies[0].rules[0]
+            out.append(
+                {
+                    "direction": key[2],
+                    "peers": len(rule.peers),
+                    "policy": f"{key[0]}/{key[1]}",
+                    "ports": len(rule.ports),
+                    "rule": key[3],
+                }
+            )
+        return sorted(out, key=lambda r: (r["policy"], r["direction"], r["rule"]))
+
+
+def _peer_key(endpoint: Pod | Endpoint) -> str:
+    """``namespace/workload`` for a pod (its workload's key), the address otherwise."""
+    if isinstance(endpoint, Pod):
+        return f"{endpoint.namespace}/{endpoint.name.removesuffix(_OTHER_POD)}"
+    return endpoint.ip
+
+
+def _one_rule(policy: Policy, direction: Direction, rule: Rule) -> Policy:
+    return Policy(
+        name=policy.name,
+        namespace=policy.namespace,
+        selector=policy.selector,
+        policy_types=(direction,),
+        ingress=(rule,) if direction == "ingress" else (),
+        egress=(rule,) if direction == "egress" else (),
+    )
+
+
+# --------------------------------------------------------------------------- replay
+
+
+
+def _key_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The naming columns of every edge, as dicts."""
+    rows: list[dict[str, Any]] = table.select(list(EDGE_KEY)).to_pylist()
+    return rows
+
+
+def _judge_table(
+    judge: _Judge, table: pa.Table
+) -> tuple[list[_Query | str], np.ndarray[Any, np.dtype[np.int64]]]:
+    """One query (or reason) per edge, and the edges' connection weights (at least 1)."""
+    if table.num_rows == 0:
+        return [], np.zeros(0, dtype=np.int64)
+    columns = (*EDGE_KEY, "src_ips", "dst_ips")
+    rows = table.select(list(columns)).to_pylist()
+    weights = np.maximum(
+        table["connections"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), 1
+    )
+    return [_query(judge, row) for row in rows], weights
+
+
+def _verdict_row(row: Mapping[str, Any], connections: int, reason: str) -> EdgeVerdict:
+    port = row["dst_port"]
+    return EdgeVerdict(
+        _describe(row["src_kind"], row["src_namespace"], row["src_id"]),
+        _describe(row["dst_kind"], row["dst_namespace"], row["dst_id"]),
+        str(row["protocol"]),
+        None if port is None else int(port),
+        connections,
+        reason,
+    )
+
+
+def _ordered(items: list[EdgeVerdict]) -> tuple[EdgeVerdict, ...]:
+    return tuple(
+        sorted(
+            items,
+            key=lambda e: (-e.connections, e.source, e.destination, e.protocol, e.port or -1),
+        )
+    )
+
+
+def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> OverPermissive:
+    pods = sorted(judge.cluster.pods, key=lambda p: p.key)
+    observed_queries = list(evidence)
+    ports = sorted({(q.protocol, q.port) for q in observed_queries if q.port is not None})
+    observed = {
+        (q.src.key, q.dst.key, q.protocol, q.port)
+        for q in observed_queries
+        if isinstance(q.src, Pod)
+        and isinstance(q.dst, Pod)
+        and q.src.key != q.dst.key
+        and q.dst.key in {p.key for p in pods}
+    }
+    candidates = len(pods) * (len(pods) - 1) * len(ports)
+    if candidates > limit:
+        return OverPermissive(
+            candidates,
+            len(observed),
+            0,
+            skipped=f"{candidates:,} workload pair x port triples exceed the limit of {limit:,}",
+        )
+    allowed = 0
+    examples: list[str] = []
+    for src in pods:
+        for dst in pods:
+            if src.key == dst.key:
+                continue
+            for protocol, port in ports:
+                if (src.key, dst.key, protocol, port) in observed:
+                    continue
+                if judge.verdict(src, dst, protocol, port).allowed:
+                    allowed += 1
+                    if len(examples) < 20:
+                        examples.append(f"{src.key} -> {dst.key} {protocol}/{port}")
+    return OverPermissive(candidates, len(observed), allowed, tuple(examples))
+
+
+def replay(
+    policy_set: PolicySet,
+    flows: pa.Table | EdgeTables | PathLike | Iterable[PathLike],
+    *,
+    config: RecommendConfig | None = None,
+    format: str | None = None,
+    synthetic_limit: int = _DEFAULT_SYNTHETIC_LIMIT,
+    guardrails: Guardrails | None = None,
+    dialect: str = "kubernetes",
+) -> Coverage:
+    """Replay observed flows against ``policy_set`` and measure coverage.
+
+    Parameters
+    ----------
+    policy_set : PolicySet
+        Kubernetes NetworkPolicies (for instance from
+        :func:`~recommender.policy.reader.read_policies`, or ``recommend(...).policy_set``).
+    flows : pyarrow.Table, EdgeTables, path or paths
+        A canonical flow table, its aggregation, or flow files of any supported format.
+    config : RecommendConfig, optional
+        Time window and thresholds of the aggregation (see
+        :func:`~recommender.aggregate.edges.aggregate_edges`).
+    format : str, optional
+        Input format when ``flows`` are paths (detected per file when None).
+    synthetic_limit : int, default 250000
+        Most (source, destination, port) triples evaluated for :class:`OverPermissive`; above
+        it the measure is skipped and says so.
+    guardrails : Guardrails, optional
+        Evaluate the whole stack: these guardrails above and below ``policy_set``
+        (:func:`~recommender.evaluation.precedence.evaluate_stack`); their declared namespace labels
+        are added to the namespaces seen in the flows.
+    dialect : {"kubernetes", "calico", "cilium"}, default "kubernetes"
+        Whose precedence rules apply to the guardrails.
+
+    Returns
+    -------
+    Coverage
+        Coverage, false denies, denied flows the policies allow, unused rules,
+        over-permissiveness, the edges not evaluated, and the redundant (or shadowed) and broad
+        rules (:mod:`recommender.evaluation.rule_analysis`).
+
+    Raises
+    ------
+    UnsupportedDialectError
+        If a policy is not plain Kubernetes NetworkPolicy (deny rules, entities, tiers).
+    RecommenderError
+        If the flows cannot be read.
+
+    Examples
+    --------
+    >>> from recommender import recommend                               # doctest: +SKIP
+    >>> rec = recommend("sample_flows/flows.parquet")                   # doctest: +SKIP
+    >>> replay(rec.policy_set, rec.tables).coverage                     # doctest: +SKIP
+    1.0
+    """
+    tables = _edge_tables(flows, config, format)
+    cluster = with_namespace_labels(cluster_from_flows(tables), guardrails)
+    unlabelled = sorted(
+        f"{ns}/{wl}" for (ns, wl), maps in _label_maps(tables.workload_labels).items() if not maps
+    )
+    judge = _Judge(
+        policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods}, guardrails, dialect
+    )
+    rule_use = _RuleUse(judge)
+
+    not_evaluated: list[EdgeVerdict] = []
+    false_denies: list[EdgeVerdict] = []
+    queries, weights = _judge_table(judge, tables.edges)
+    rows = _key_rows(tables.edges)
+    judged = np.zeros(len(queries), dtype=bool)
+    allowed = np.zeros(len(queries), dtype=bool)
+    evidence: list[_Query] = []
+    node_local = 0
+    for i, query in enumerate(queries):
+        if query == NODE_LOCAL:
+            judged[i] = allowed[i] = True
+            node_local += 1
+            continue
+        if isinstance(query, str):
+            not_evaluated.append(_verdict_row(rows[i], int(weights[i]), query))
+            continue
+        judged[i] = True
+        verdict = judge.verdict(query.src, query.dst, query.protocol, query.port)
+        allowed[i] = verdict.allowed
+        evidence.append(query)
+        rule_use.observe(query)
+        if not verdict.allowed:
+            false_denies.append(_verdict_row(rows[i], int(weights[i]), _deny_reason(verdict)))
+
+    denied_queries, denied_weights = _judge_table(judge, tables.denied)
+    denied_rows = _key_rows(tables.denied)
+    denied_but_allowed: list[EdgeVerdict] = []
+    denied_judged = 0
+    for i, query in enumerate(denied_queries):
+        if isinstance(query, str):
+            if query != NODE_LOCAL:
+                not_evaluated.append(
+                    _verdict_row(
+                        denied_rows[i], int(denied_weights[i]), f"denied in input; {query}"
+                    )
+                )
+            continue
+        denied_judged += 1
+        verdict = judge.verdict(query.src, query.dst, query.protocol, query.port)
+        if verdict.allowed:
+            denied_but_allowed.append(
+                _verdict_row(denied_rows[i], int(denied_weights[i]), _allow_reason(verdict))
+            )
+
+    notes = []
+    if node_local:
+        notes.append(f"{node_local} node-to-pod edges counted as allowed ({NODE_LOCAL}).")
+    if unlabelled:
+        notes.append(
+            "no labels observed for " + ", ".join(unlabelled) + "; assumed app=<workload>."
+        )
+    coverage = Coverage(
+        observed_connections=int(weights[judged].sum()),
+        allowed_connections=int(weights[judged & allowed].sum()),
+        observed_edges=int(judged.sum()),
+        allowed_edges=int((judged & allowed).sum()),
+        false_denies=_ordered(false_denies),
+        denied_but_allowed=_ordered(denied_but_allowed),
+        denied_edges=denied_judged,
+        unused_rules=tuple(rule_use.unused()),
+        rules=len(rule_use.rules),
+        over_permissive=_over_permissive(judge, evidence, synthetic_limit),
+        not_evaluated=_ordered(not_evaluated),
+        excluded_edges=tables.excluded.num_rows,
+        notes=tuple(notes),
+        rule_traffic={k: frozenset(v) for k, v in rule_use.traffic.items()},
+        cluster=cluster,
+        external_addresses=frozenset(
+            e.ip for q in evidence for e in (q.src, q.dst) if isinstance(e, Endpoint)
+        ),
+    )
+    return replace(
+        coverage,
+        redundant_rules=tuple(find_redundant_rules(policy_set, coverage)),
+        broad_rules=tuple(find_broad_rules(policy_set, coverage)),
+    )

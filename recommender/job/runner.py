@@ -1,0 +1,643 @@
+"""The scheduled job: a rolling window of flows in, policies, reports, state and a commit out.
+
+:func:`run_job` is what ``recommend job --config job.yaml`` (a Kubernetes CronJob) runs:
+
+1. read the previous run's state and policies from the output location;
+2. list the window's date partitions under the input URI (a folder or ``s3://``), copy the
+   files of object storage into the scratch folder, and read them;
+3. aggregate the window into edges, merge them into the state (:mod:`recommender.job.state`),
+   synthesise the policies from the merged edges, update each namespace's lifecycle, and
+   compare with the previous run (:mod:`recommender.evaluation.diff`);
+4. write the policy tree, the reports, ``changes.json``/``changes.md`` and the state, all at
+   once: a local folder is swapped in with renames (:func:`~recommender.policy.writer.
+   write_policy_tree`), object storage gets a new ``runs/<id>/`` prefix and then the one object
+   ``current.json`` that points to it;
+5. commit the policy tree to git and push, when something changed (:mod:`recommender.job.gitops`).
+
+A run that dies at any point leaves the previous outputs as they were. See
+``docs/deployment.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ..aggregate.edges import aggregate_edges
+from ..config import RecommendConfig
+from ..errors import ConfigError, NoFlowsError
+from ..evaluation.diff import compare_rules, diff_policies, rule_dict
+from ..policy.kubernetes import render_kubernetes
+from ..policy.model import PolicySet
+from ..policy.writer import MARKER_FILE, write_policy_tree
+from ..report.model import build_report, report_json, report_markdown
+from ..synthesis.synthesizer import synthesize
+from .config import JobConfig, load_job_config
+from .state import State, merge_edges, namespace_digests, stale_rows, update_lifecycle
+from .storage import (
+    Location,
+    delete_dir,
+    fetch,
+    list_window,
+    open_location,
+    read_bytes,
+    upload_tree,
+    window_partitions,
+    write_bytes,
+)
+
+__all__ = ["CURRENT_FILE", "JobResult", "run_job"]
+
+logger = logging.getLogger("recommender.job")  # the name the job's log lines have always carried
+
+#: On object storage, the object naming the current run's prefix.
+CURRENT_FILE: Final = "current.json"
+#: Most rules listed in changes.json and in a commit message.
+_MAX_LISTED: Final = 200
+_MESSAGE_RULES: Final = 50
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a run did.
+
+    Attributes
+    ----------
+    run_id
+        The run's name (``YYYYMMDDTHHMMSSZ-xxxxxx``).
+    output
+        Where the outputs are: the folder, or the ``runs/<id>`` URI on object storage.
+    changes
+        The content of ``changes.json`` (what changed since the previous run).
+    commit
+        The git commit made, or None (no gitops, or nothing changed).
+    files
+        Flow files read.
+    """
+
+    run_id: str
+    output: str
+    changes: dict[str, Any]
+    commit: str | None
+    files: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _event(message: str, event: str, **fields: Any) -> None:
+    logger.info(message, extra={"event": event, **fields})
+
+
+@contextmanager
+def _scratch(job: JobConfig) -> Iterator[Path]:
+    """The scratch folder: ``work_dir`` (emptied) or a temporary folder, removed afterwards."""
+    if job.work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="recommender-job-") as tmp:
+            yield Path(tmp)
+        return
+    root = Path(job.work_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_job(
+    config_path: str | os.PathLike[str] | None = None,
+    *,
+    config: RecommendConfig | None = None,
+    job: JobConfig | None = None,
+    as_of: datetime | None = None,
+) -> JobResult:
+    """Run the scheduled job once (see the module docstring).
+
+    Parameters
+    ----------
+    config_path : path, optional
+        A job file (recommendation options and a ``job:`` section).
+    config, job : RecommendConfig, JobConfig, optional
+        The same, already parsed (instead of ``config_path``).
+    as_of : datetime, optional
+        The run's time: the window ends on its day and ages are measured from it (default:
+        now). An earlier time re-runs a past night.
+
+    Returns
+    -------
+    JobResult
+
+    Raises
+    ------
+    NoFlowsError
+        If the window holds no flow file; nothing is written.
+    StorageError
+        If the input or output location cannot be read or written.
+    GitOpsError
+        If the commit or push fails (the outputs are written by then).
+    RecommenderError
+        On an invalid configuration, state or input.
+    """
+    started = time.perf_counter()
+    if config_path is not None:
+        config, job = load_job_config(config_path)
+    if config is None or job is None:
+        raise TypeError("run_job needs config_path, or both config and job.")
+    as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
+    run_id = f"{as_of:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    _event("run started", "job.start", run_id=run_id, as_of=as_of.isoformat())
+    output = open_location(job.output_uri, job.storage)
+    source = open_location(job.input_uri, job.storage)
+    with _scratch(job) as work:
+        previous_dir = _previous_outputs(output, work)
+        state = State.from_files(_file_reader(previous_dir))
+        previous_set = _read_previous_policies(previous_dir)
+        _event(
+            "previous state read",
+            "job.state",
+            runs=state.runs,
+            edges=0 if state.edges is None else state.edges.num_rows,
+            namespaces=len(state.namespaces),
+        )
+        table, inputs = _read_window(source, job, as_of, work)
+        window = aggregate_edges(table, config)
+        merge = merge_edges(state, window, as_of, job.lifecycle)
+        tables = merge.tables(window)
+        policy_set, findings = synthesize(tables, config)
+        ledger = json.loads((table.schema.metadata or {}).get(b"recommender.ledger", b"null"))
+        del table
+        report = build_report(policy_set, findings, tables, config, ledger)
+        from ..pipeline import _self_check
+
+        report["self_check"] = _self_check(policy_set, tables)
+        lifecycle, moves = update_lifecycle(
+            state.namespaces, namespace_digests(policy_set), as_of, job.lifecycle
+        )
+        _event(
+            "policies synthesised",
+            "job.synthesised",
+            policies=len(policy_set.policies),
+            rules=report["summary"]["rules"],
+            edges_window=window.edges.num_rows,
+            edges_active=merge.active.num_rows,
+            edges_new=merge.new_edges,
+            edges_stale=merge.stale.num_rows,
+        )
+        changes = _changes(
+            run_id, as_of, job, inputs, state, merge, previous_set, policy_set, tables,
+            lifecycle, moves, window.edges.num_rows,
+        )
+        if job.gitops is not None:
+            changes["gitops"] = {
+                "held_back": [
+                    ns
+                    for ns in sorted(lifecycle)
+                    if job.gitops.promote == "stable" and lifecycle[ns].status != "stable"
+                ],
+                "promote": job.gitops.promote,
+            }
+        new_state = State(
+            edges=merge.remembered,
+            labels=merge.labels,
+            namespaces=lifecycle,
+            run_at=as_of,
+            runs=state.runs + 1,
+        )
+        by_ns: dict[str, list[dict[str, Any]]] = {}
+        for manifest in render_kubernetes(policy_set):
+            by_ns.setdefault(manifest["metadata"]["namespace"], []).append(manifest)
+        from ..report.html import report_html
+
+        extra: dict[str, bytes | str] = {
+            "report.html": report_html(report, tables.edges),
+            "report.json": report_json(report),
+            "report.md": report_markdown(report),
+            "changes.json": json.dumps(changes, indent=2, sort_keys=True) + "\n",
+            "changes.md": _changes_markdown(changes),
+            **new_state.to_files(),
+        }
+        where = _publish(output, by_ns, extra, run_id, as_of, job, work)
+        _event("outputs written", "job.written", output=where)
+        commit = None
+        if job.gitops is not None:
+            from .gitops import publish_tree
+
+            held = set(changes["gitops"]["held_back"])
+            tree = work / "gitops-tree"
+            write_policy_tree({ns: m for ns, m in by_ns.items() if ns not in held}, tree)
+            (tree / MARKER_FILE).unlink()
+            commit = publish_tree(
+                tree,
+                job.gitops,
+                work,
+                _commit_message(changes),
+                keep=held,
+                finish=_relist_namespaces if held else None,
+            )
+            if commit:
+                _event("policy tree committed", "git.commit", commit=commit,
+                       branch=job.gitops.branch, pushed=job.gitops.push)
+        summary = {
+            "duration_s": round(time.perf_counter() - started, 3),
+            "policies": len(policy_set.policies),
+            "rules": report["summary"]["rules"],
+            "rules_added": len(changes["rules"]["added"]),
+            "rules_removed": len(changes["rules"]["removed"]),
+        }
+        _event("run finished", "job.finish", run_id=run_id, commit=commit, **summary)
+        return JobResult(run_id, where, changes, commit, inputs["files"], summary)
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _read_window(
+    source: Location, job: JobConfig, as_of: datetime, work: Path
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The window's flows as a canonical table, and a description of what was read."""
+    from ..ingest import read_flows
+
+    files = list_window(source, job.partition, as_of.date(), job.window_days)
+    partitions = (
+        [folder for _, folder in window_partitions(job.partition, as_of.date(), job.window_days)]
+        if job.partition
+        else []
+    )
+    inputs = {
+        "uri": source.uri,
+        "partitions": partitions,
+        "files": len(files),
+        "bytes": sum(size for _, size in files),
+    }
+    _event("input listed", "job.listed", uri=source.uri, files=inputs["files"],
+           bytes=inputs["bytes"], partitions=len(partitions))
+    if not files:
+        raise NoFlowsError(
+            f"{source.uri}: no flow file in the window ({', '.join(partitions) or 'any folder'}); "
+            "nothing was written and the previous outputs are kept."
+        )
+    if source.is_local:
+        local = [Path(path) for path, _ in files]
+        table = read_flows(local, job.format)
+    else:
+        stage = work / "input"
+        local = fetch(source, [path for path, _ in files], stage)
+        _event("input copied", "job.fetched", files=len(local))
+        table = read_flows(local, job.format)
+        table = _rename_files(table, stage.as_posix(), source.uri.rstrip("/"))
+    _event("flows read", "job.read", rows=table.num_rows)
+    if table.num_rows == 0:
+        raise NoFlowsError(
+            f"{source.uri}: the window's {len(files)} files hold no flow record; nothing was "
+            "written and the previous outputs are kept."
+        )
+    return table, inputs
+
+
+def _rename_files(table: pa.Table, local: str, uri: str) -> pa.Table:
+    """The table with staged file names in its ledger replaced by their object URIs."""
+    meta = dict(table.schema.metadata or {})
+    raw = meta.get(b"recommender.ledger")
+    if raw:
+        text = raw.decode()
+        meta[b"recommender.ledger"] = text.replace(json.dumps(local)[1:-1], uri).encode()
+    return table.replace_schema_metadata(meta)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _file_reader(folder: Path | None) -> Any:
+    def read(name: str) -> bytes | None:
+        if folder is None:
+            return None
+        path = folder / name
+        return path.read_bytes() if path.is_file() else None
+
+    return read
+
+
+def _read_previous_policies(folder: Path | None) -> PolicySet | None:
+    """The previous run's policies (None before the first run)."""
+    if folder is None or not (folder / MARKER_FILE).is_file():
+        return None
+    from ..policy.reader import read_policies
+
+    namespaces = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return read_policies(namespaces) if namespaces else PolicySet(())
+
+
+def _previous_outputs(output: Location, work: Path) -> Path | None:
+    """A local folder holding the previous run's outputs, or None before the first run."""
+    if output.is_local:
+        folder = Path(output.path)
+        _recover_local(folder)
+        if folder.is_dir() and not (folder / MARKER_FILE).is_file() and any(folder.iterdir()):
+            # Checked again when writing; failing now spares the whole run.
+            raise ConfigError(
+                f"The output folder {folder} is not empty and was not written by recommender "
+                f"(no {MARKER_FILE} file); choose an empty or new folder."
+            )
+        return folder if (folder / MARKER_FILE).is_file() else None
+    pointer = read_bytes(output.child(CURRENT_FILE))
+    if pointer is None:
+        return None
+    try:
+        run = json.loads(pointer).get("run")
+    except (ValueError, AttributeError):
+        run = None
+    if not isinstance(run, str) or not run or "/" in run or run.startswith("."):
+        raise ConfigError(
+            f"{output.child(CURRENT_FILE).uri} does not name a run; restore it or delete it to "
+            "start learning afresh."
+        )
+    previous = work / "previous"
+    from .storage import list_files
+
+    prefix = output.child("runs", run)
+    fetch(prefix, [p for p, _ in list_files(prefix)], previous)
+    previous.mkdir(exist_ok=True)
+    # Hidden files are not listed; current.json vouches that this is a tree of ours.
+    (previous / MARKER_FILE).touch()
+    return previous
+
+
+def _recover_local(folder: Path) -> None:
+    """Undo what a killed run may have left beside ``folder``.
+
+    :func:`~recommender.policy.writer.write_policy_tree` builds ``.NAME.tmp-*`` and swaps the
+    old tree out to ``.NAME.old-*`` for a moment; a run killed between its two renames leaves
+    no ``folder`` but the previous tree under ``.NAME.old-*``: it is put back. Leftover trees of
+    ours (holding the marker file) are then deleted.
+    """
+    parent = folder.parent
+    if not parent.is_dir():
+        return
+    ours = [
+        p
+        for p in parent.iterdir()
+        if p.name.startswith((f".{folder.name}.tmp-", f".{folder.name}.old-"))
+        and p.is_dir()
+        and not p.is_symlink()
+        and (p / MARKER_FILE).is_file()
+    ]
+    backups = sorted(
+        (p for p in ours if p.name.startswith(f".{folder.name}.old-")),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not folder.exists() and backups:
+        os.rename(backups[-1], folder)
+        logger.warning(
+            "restored the previous outputs left by a run that was killed while swapping them in",
+            extra={"event": "job.recovered", "output": str(folder)},
+        )
+        ours.remove(backups[-1])
+    for leftover in ours:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _publish(
+    output: Location,
+    by_ns: dict[str, list[dict[str, Any]]],
+    extra: dict[str, bytes | str],
+    run_id: str,
+    as_of: datetime,
+    job: JobConfig,
+    work: Path,
+) -> str:
+    """Write the outputs all at once; returns where they are."""
+    if output.is_local:
+        write_policy_tree(by_ns, Path(output.path), extra_files=extra)
+        return output.uri
+    tree = work / "output"
+    write_policy_tree(by_ns, tree, extra_files=extra)
+    target = output.child("runs", run_id)
+    upload_tree(tree, target)
+    pointer = {"as_of": as_of.isoformat(), "path": f"runs/{run_id}", "run": run_id}
+    write_bytes(output.child(CURRENT_FILE), (json.dumps(pointer, sort_keys=True) + "\n").encode())
+    _prune_runs(output, job.keep_runs, run_id)
+    return target.uri
+
+
+def _prune_runs(output: Location, keep: int, current: str) -> None:
+    """Delete all but the newest ``keep`` run prefixes (never the current one)."""
+    runs = output.child("runs")
+    try:
+        infos = runs.filesystem.get_file_info(pafs.FileSelector(runs.path, allow_not_found=True))
+    except (pa.ArrowException, OSError) as exc:  # pruning is housekeeping: warn, go on
+        logger.warning("could not list old runs: %s", exc, extra={"event": "job.prune_failed"})
+        return
+    names = sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+    for name in names[: max(len(names) - keep, 0)]:
+        if name != current:
+            delete_dir(runs.child(name))
+
+
+# --------------------------------------------------------------------------- changes
+
+
+def _changes(
+    run_id: str,
+    as_of: datetime,
+    job: JobConfig,
+    inputs: dict[str, Any],
+    state: State,
+    merge: Any,
+    previous_set: PolicySet | None,
+    policy_set: PolicySet,
+    tables: Any,
+    lifecycle: dict[str, Any],
+    moves: list[dict[str, Any]],
+    window_edges: int,
+) -> dict[str, Any]:
+    """The content of ``changes.json``."""
+    added, removed, unchanged = compare_rules(previous_set or PolicySet(()), policy_set)
+    old_names = {f"{p.namespace}/{p.name}" for p in (previous_set or PolicySet(())).policies}
+    new_names = {f"{p.namespace}/{p.name}" for p in policy_set.policies}
+    traffic = None
+    if previous_set is not None:
+        traffic = diff_policies(previous_set, policy_set, tables).summary()
+    start = as_of.date() - timedelta(days=job.window_days - 1)
+    return {
+        "edges": {
+            "active": merge.active.num_rows,
+            "forgotten": merge.forgotten,
+            "new": merge.new_edges,
+            "newly_stale": merge.newly_stale,
+            "remembered": merge.remembered.num_rows,
+            "stale": merge.stale.num_rows,
+            "stale_edges": stale_rows(merge.stale, _MAX_LISTED),
+            "stale_pruned": job.lifecycle.prune_stale,
+            "window": window_edges,
+        },
+        "first_run": previous_set is None,
+        "input": inputs,
+        "namespaces": [lifecycle[ns].to_dict() for ns in sorted(lifecycle)],
+        "policies": {
+            "added": sorted(new_names - old_names),
+            "removed": sorted(old_names - new_names),
+        },
+        "rules": {
+            "added": [rule_dict(k) for k in added[:_MAX_LISTED]],
+            "added_total": len(added),
+            "removed": [rule_dict(k) for k in removed[:_MAX_LISTED]],
+            "removed_total": len(removed),
+            "unchanged": len(unchanged),
+        },
+        "run": {
+            "as_of": as_of.isoformat(),
+            "id": run_id,
+            "previous_run_at": state.run_at.isoformat() if state.run_at else None,
+            "runs": state.runs + 1,
+            "window": {
+                "days": job.window_days if job.partition else None,
+                "from": start.isoformat() if job.partition else None,
+                "to": as_of.date().isoformat() if job.partition else None,
+            },
+        },
+        "traffic": traffic,
+        "transitions": moves,
+    }
+
+
+def _rule_line(rule: dict[str, Any]) -> str:
+    return (
+        f"{rule['namespace']}/{rule['policy']} {rule['direction']} "
+        f"peers: {', '.join(rule['peers']) or 'all'}; ports: {', '.join(rule['ports']) or 'all'}"
+    )
+
+
+def _changes_markdown(changes: dict[str, Any]) -> str:
+    """``changes.md``: the human reading of ``changes.json``."""
+    run, rules, edges = changes["run"], changes["rules"], changes["edges"]
+    lines = [
+        f"# Changes in run {run['id']}",
+        "",
+        f"As of {run['as_of']}; previous run: {run['previous_run_at'] or 'none (first run)'}.",
+        f"Input: {changes['input']['files']} files from {changes['input']['uri']}"
+        + (f", days {run['window']['from']} to {run['window']['to']}." if run["window"]["from"]
+           else "."),
+        "",
+        "## Namespaces",
+        "",
+        "| namespace | status | unchanged runs | policies | rules | changed at |",
+        "|---|---|---|---|---|---|",
+    ]
+    for ns in changes["namespaces"]:
+        lines.append(
+            f"| {ns['namespace']} | {ns['status']} | {ns['unchanged_runs']} | {ns['policies']} "
+            f"| {ns['rules']} | {ns['changed_at']} |"
+        )
+    if changes["transitions"]:
+        lines.append("")
+    for move in changes["transitions"]:
+        lines.append(f"- {move['namespace']}: {move['from'] or 'new'} -> {move['to'] or 'gone'}")
+    lines += [
+        "",
+        "## Rules",
+        "",
+        f"{rules['added_total']} added, {rules['removed_total']} removed, "
+        f"{rules['unchanged']} unchanged.",
+        "",
+    ]
+    lines += [f"- added: {_rule_line(r)}" for r in rules["added"]]
+    lines += [f"- removed: {_rule_line(r)}" for r in rules["removed"]]
+    lines += [
+        "",
+        "## Edges",
+        "",
+        f"{edges['new']} new, {edges['active']} with rules, {edges['remembered']} remembered, "
+        f"{edges['stale']} stale ({edges['newly_stale']} newly), {edges['forgotten']} forgotten; "
+        f"stale edges {'get no rule' if edges['stale_pruned'] else 'keep their rule'}.",
+        "",
+    ]
+    for e in edges["stale_edges"]:
+        lines.append(
+            f"- stale: {e['src_namespace'] or ''}/{e['src_id']} -> "
+            f"{e['dst_namespace'] or ''}/{e['dst_id']} {e['protocol']}/{e['dst_port']} "
+            f"(last seen {e['last_seen']})"
+        )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _relist_namespaces(folder: Path) -> None:
+    """Rewrite ``folder/kustomization.yaml`` to list exactly its namespace folders (after
+    :func:`~recommender.job.gitops.publish_tree` carried held-back ones over)."""
+    from ..policy._yaml import dump_yaml
+
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    doc = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": names,
+    }
+    (folder / "kustomization.yaml").write_text(dump_yaml([doc]), encoding="utf-8")
+
+
+def _commit_message(changes: dict[str, Any]) -> str:
+    """A summary line and a body listing namespaces and rule changes."""
+    rules = dict(changes["rules"])
+    gitops = changes.get("gitops") or {}
+    held = gitops.get("held_back") or []
+    namespaces = [n for n in changes["namespaces"] if n["namespace"] not in held]
+    if gitops.get("promote") == "stable":  # only what is committed: the stable namespaces
+        for key in ("added", "removed"):
+            rules[key] = [r for r in rules[key] if r["namespace"] not in held]
+            rules[f"{key}_total"] = len(rules[key])
+    touched = sorted({r["namespace"] for r in rules["added"] + rules["removed"]})
+    if gitops.get("promote") == "stable":
+        names = [n["namespace"] for n in namespaces]
+        head = (
+            f"recommender: policies of {len(names)} stable namespaces "
+            f"({', '.join(names[:5])}{' and more' if len(names) > 5 else ''})"
+            if names
+            else "recommender: no stable namespace yet"
+        )
+    elif changes["first_run"]:
+        head = (
+            f"recommender: policies for {len(namespaces)} namespaces "
+            f"({sum(n['rules'] for n in namespaces)} rules)"
+        )
+    else:
+        where = ", ".join(touched[:5]) + (" and more" if len(touched) > 5 else "")
+        head = (
+            f"recommender: {rules['added_total']} rules added, {rules['removed_total']} removed"
+            + (f" in {where}" if where else "")
+        )
+    run = changes["run"]
+    body = [
+        head,
+        "",
+        f"Run {run['id']} as of {run['as_of']}, "
+        f"{changes['input']['files']} flow files from {changes['input']['uri']}.",
+        "",
+        "Namespaces:",
+    ]
+    body += [
+        f"  {n['namespace']}: {n['status']}, {n['policies']} policies, {n['rules']} rules"
+        for n in namespaces
+    ]
+    if held:
+        body += ["", f"Held back until stable (the repository keeps their policies): "
+                 f"{', '.join(held)}"]
+    if rules["added"] or rules["removed"]:
+        body += ["", "Rules:"]
+        listed = [("+", r) for r in rules["added"]] + [("-", r) for r in rules["removed"]]
+        body += [f"  {sign} {_rule_line(r)}" for sign, r in listed[:_MESSAGE_RULES]]
+        if len(listed) > _MESSAGE_RULES:
+            body.append(f"  ... and {len(listed) - _MESSAGE_RULES} more (see changes.json)")
+    return "\n".join(body) + "\n"

@@ -1,0 +1,644 @@
+"""From edges to a least-privilege :class:`~recommender.policy.model.PolicySet`.
+
+Per namespace in scope: a default deny for ingress and egress. Per workload with observed
+traffic: one policy whose ingress rules name the observed sources and whose egress rules name
+the observed destinations, ports merged per peer and peers merged per port set. What is not
+expressible, or needs no rule, is not dropped silently but recorded in :class:`Findings`.
+See ``docs/concepts.md`` for every generalisation and why.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import pyarrow as pa
+
+from ..aggregate.addresses import classify_address, is_public, merge_cidrs
+from ..aggregate.edges import EdgeTables
+from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
+from ..config import RecommendConfig
+from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
+from ..policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+
+__all__ = ["Findings", "RuleRecord", "synthesize"]
+
+NAMESPACE_LABEL: Final = "kubernetes.io/metadata.name"
+MANAGED_BY: Final = (("app.kubernetes.io/managed-by", "recommender"),)
+_K8S_PROTOCOLS: Final = ("TCP", "UDP", "SCTP")
+_PRIVATE_V4: Final = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+_PRIVATE_V6: Final = ("fc00::/7",)
+
+
+@dataclass
+class RuleRecord:
+    """One emitted rule, flattened for tables and reports."""
+
+    namespace: str
+    policy: str
+    workload: str
+    direction: str
+    peers: list[str]
+    ports: list[str]
+    connections: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    windows: int
+    flags: list[str]
+
+
+@dataclass
+class Findings:
+    """What synthesis decided besides the rules: notes for the report, never silent drops."""
+
+    namespaces_in_scope: list[str] = field(default_factory=list)
+    namespaces_out_of_scope: list[str] = field(default_factory=list)
+    selectors: dict[tuple[str, str], SelectorChoice] = field(default_factory=dict)
+    rules: list[RuleRecord] = field(default_factory=list)
+    node_local: list[dict[str, Any]] = field(default_factory=list)
+    not_expressible: list[dict[str, Any]] = field(default_factory=list)
+    invalid_labels: list[dict[str, Any]] = field(default_factory=list)
+    invalid_namespaces: list[str] = field(default_factory=list)
+    external: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: Per (namespace, workload), its own policy before any compaction.
+    workload_policies: dict[tuple[str, str], Policy] = field(default_factory=dict)
+    #: Policies shared by several workloads (``compact_policies``): docs/clustering.md.
+    compaction: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Acc:
+    """Evidence accumulated for one (policy, direction, peer)."""
+
+    ports: set[PortSpec] = field(default_factory=set)
+    connections: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    windows: int = 0
+    flags: set[str] = field(default_factory=set)
+    describe: set[str] = field(default_factory=set)
+
+    def add(
+        self, edge: dict[str, Any], ports: Iterable[PortSpec], flags: Iterable[str] = ()
+    ) -> None:
+        self.ports.update(ports)
+        self.connections += int(edge["connections"] or 0)
+        first, last = edge["first_seen"], edge["last_seen"]
+        self.first = first if self.first is None or (first and first < self.first) else self.first
+        self.last = last if self.last is None or (last and last > self.last) else self.last
+        self.windows = max(self.windows, int(edge["windows"] or 0))
+        self.flags.update(flags)
+
+
+def _in_scope(namespace: str, config: RecommendConfig) -> bool:
+    explicit = namespace in config.namespaces
+    if config.namespaces and not any(fnmatch.fnmatchcase(namespace, p) for p in config.namespaces):
+        return False
+    if explicit:
+        return True
+    return not any(fnmatch.fnmatchcase(namespace, p) for p in config.exclude_namespaces)
+
+
+def _label_sets(table: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
+    sets: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for row in table.to_pylist():
+        key = (row["namespace"], row["workload"])
+        labels = row["labels"]
+        if labels:
+            sets[key].append(dict(labels))
+        else:
+            sets.setdefault(key, [])
+    return sets
+
+
+def _valid_labels(labels: dict[str, str], where: str, findings: Findings) -> dict[str, str]:
+    valid = {}
+    for key, value in labels.items():
+        if is_label_key(key) and is_label_value(value):
+            valid[key] = value
+        else:
+            findings.invalid_labels.append(
+                {"workload": where, "key": key[:100], "value": value[:100]}
+            )
+    return valid
+
+
+def _ports(edge: dict[str, Any], config: RecommendConfig) -> list[PortSpec]:
+    protocol, port = edge["protocol"], edge["dst_port"]
+    if port is None:
+        return [PortSpec(protocol)]
+    specs = [PortSpec(protocol, int(port))]
+    if config.dns_both_protocols and int(port) == 53 and protocol in ("UDP", "TCP"):
+        specs.append(PortSpec("TCP" if protocol == "UDP" else "UDP", 53))
+    return specs
+
+
+def _cidr(ip: str) -> str:
+    net = ipaddress.ip_network(ip)
+    return str(net)
+
+
+def _compress_ports(ports: Iterable[PortSpec], budget: int) -> tuple[PortSpec, ...]:
+    """Sorted ports; with a budget, neighbouring ports merge into ranges (``endPort``)."""
+    by_proto: dict[str, list[PortSpec]] = defaultdict(list)
+    for spec in set(ports):
+        by_proto[spec.protocol].append(spec)
+    out: list[PortSpec] = []
+    for protocol in sorted(by_proto):
+        specs = by_proto[protocol]
+        if any(s.port is None for s in specs):
+            out.append(PortSpec(protocol))
+            continue
+        numbers = sorted(
+            {p for s in specs for p in range(s.port or 0, (s.end_port or s.port or 0) + 1)}
+        )
+        if budget <= 0:
+            out.extend(PortSpec(protocol, n) for n in numbers)
+            continue
+        ranges = [[numbers[0], numbers[0]]]
+        spent = 0
+        for n in numbers[1:]:
+            gap = n - ranges[-1][1] - 1
+            if spent + gap <= budget:
+                spent += gap
+                ranges[-1][1] = n
+            else:
+                ranges.append([n, n])
+        out.extend(PortSpec(protocol, a, b if b != a else None) for a, b in ranges)
+    return tuple(out)
+
+
+def _peer_key(peer: Peer) -> tuple[Any, ...]:
+    return (
+        peer.kind,
+        peer.namespace_selector.match_labels if peer.namespace_selector else (),
+        peer.pod_selector.match_labels if peer.pod_selector else (),
+        ipaddress.ip_network(peer.cidr).version if peer.cidr else 0,
+        int(ipaddress.ip_network(peer.cidr).network_address) if peer.cidr else 0,
+        peer.cidr or "",
+        peer.entity or "",
+    )
+
+
+def _describe_ports(ports: tuple[PortSpec, ...]) -> list[str]:
+    out = []
+    for p in ports:
+        if p.port is None:
+            out.append(f"{p.protocol}/*")
+        elif p.end_port:
+            out.append(f"{p.protocol}/{p.port}-{p.end_port}")
+        else:
+            out.append(f"{p.protocol}/{p.port}")
+    return out
+
+
+def _describe_peer(peer: Peer) -> str:
+    if peer.kind == "cidr":
+        return f"ipBlock {peer.cidr}" + (
+            f" except {','.join(peer.except_)}" if peer.except_ else ""
+        )
+    ns = (
+        dict(peer.namespace_selector.match_labels).get(NAMESPACE_LABEL)
+        if peer.namespace_selector
+        else None
+    )
+    pods = (
+        ",".join(f"{k}={v}" for k, v in peer.pod_selector.match_labels)
+        if peer.pod_selector
+        else "*"
+    )
+    return f"{ns + '/' if ns else ''}{pods or '*'}"
+
+
+class _Builder:
+    """Collects peers per policy and direction, then emits sorted rules."""
+
+    def __init__(self, config: RecommendConfig, findings: Findings) -> None:
+        self.config = config
+        self.findings = findings
+        # (namespace, workload) -> direction -> Peer -> _Acc
+        self.peers: dict[tuple[str, str], dict[str, dict[Peer, _Acc]]] = defaultdict(
+            lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
+        )
+        # (namespace, workload) -> direction -> ports tuple -> ip -> _Acc (external addresses)
+        self.addresses: dict[tuple[str, str], dict[str, dict[str, _Acc]]] = defaultdict(
+            lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
+        )
+
+    def pods(
+        self,
+        owner: tuple[str, str],
+        direction: str,
+        peer: Peer,
+        edge: dict[str, Any],
+        flags: Iterable[str] = (),
+    ) -> None:
+        acc = self.peers[owner][direction][peer]
+        acc.add(edge, _ports(edge, self.config), flags)
+
+    def address(
+        self,
+        owner: tuple[str, str],
+        direction: str,
+        ip: str,
+        edge: dict[str, Any],
+        flags: Iterable[str] = (),
+    ) -> None:
+        acc = self.addresses[owner][direction][ip]
+        acc.add(edge, _ports(edge, self.config), flags)
+
+    def cidr(
+        self,
+        owner: tuple[str, str],
+        direction: str,
+        cidr: str,
+        edge: dict[str, Any],
+        flags: Iterable[str] = (),
+        except_: tuple[str, ...] = (),
+    ) -> None:
+        peer = Peer("cidr", cidr=cidr, except_=except_)
+        self.pods(owner, direction, peer, edge, flags)
+
+    def _merge_addresses(self, owner: tuple[str, str], direction: str) -> None:
+        """Turn per-address evidence into CIDR peers: grouped by port set, merged per class."""
+        by_ports: dict[tuple[PortSpec, ...], dict[str, _Acc]] = defaultdict(dict)
+        for ip, acc in self.addresses[owner][direction].items():
+            by_ports[tuple(sorted(acc.ports))][ip] = acc
+        peers = self.peers[owner][direction]
+        for _ports_key, members in sorted(by_ports.items()):
+            classes: dict[tuple[str, int], list[str]] = defaultdict(list)
+            for ip in members:
+                classes[(classify_address(ip), ipaddress.ip_address(ip).version)].append(ip)
+            for (_cls, _version), ips in sorted(classes.items()):
+                for cidr in merge_cidrs(ips, budget=self.config.cidr_budget):
+                    net = ipaddress.ip_network(cidr)
+                    covered = [ip for ip in ips if ipaddress.ip_address(ip) in net]
+                    target = peers[Peer("cidr", cidr=cidr)]
+                    for ip in covered:
+                        acc = members[ip]
+                        target.ports.update(acc.ports)
+                        target.connections += acc.connections
+                        target.first = min(filter(None, (target.first, acc.first)), default=None)
+                        target.last = max(filter(None, (target.last, acc.last)), default=None)
+                        target.windows = max(target.windows, acc.windows)
+                        target.flags.update(acc.flags)
+                    if net.num_addresses > len(covered):
+                        target.flags.add("merged-cidr")
+
+    def policies(self, selectors: dict[tuple[str, str], SelectorChoice]) -> list[Policy]:
+        config = self.config
+        out: list[Policy] = []
+        owners = sorted(set(self.peers) | set(self.addresses))
+        for owner in owners:
+            namespace, workload = owner
+            for direction in ("ingress", "egress"):
+                self._merge_addresses(owner, direction)
+            name = safe_name(f"{config.policy_prefix}{workload}")
+            rules: dict[str, list[Rule]] = {"ingress": [], "egress": []}
+            for direction in ("ingress", "egress"):
+                grouped: dict[tuple[PortSpec, ...], list[tuple[Peer, _Acc]]] = defaultdict(list)
+                for peer, acc in self.peers[owner][direction].items():
+                    ports = _compress_ports(acc.ports, config.port_range_budget)
+                    grouped[ports].append((peer, acc))
+                for ports, members in grouped.items():
+                    members.sort(key=lambda m: _peer_key(m[0]))
+                    peers = tuple(m[0] for m in members)
+                    connections = sum(m[1].connections for m in members)
+                    firsts = [m[1].first for m in members if m[1].first]
+                    lasts = [m[1].last for m in members if m[1].last]
+                    flags = set().union(*(m[1].flags for m in members))
+                    if connections < config.rare_connections:
+                        flags.add("rare")
+                    evidence = Evidence(
+                        connections=connections,
+                        first_seen=min(firsts) if firsts else None,
+                        last_seen=max(lasts) if lasts else None,
+                        windows=max((m[1].windows for m in members), default=0),
+                        flags=tuple(sorted(flags)),
+                    )
+                    rule = Rule(direction, peers, ports, evidence=evidence)  # type: ignore[arg-type]
+                    rules[direction].append(rule)
+                rules[direction].sort(
+                    key=lambda r: (
+                        [(p.protocol, p.port or 0, p.end_port or 0) for p in r.ports],
+                        [_peer_key(p) for p in r.peers],
+                    )
+                )
+                for rule in rules[direction]:
+                    self.findings.rules.append(
+                        RuleRecord(
+                            namespace,
+                            name,
+                            workload,
+                            direction,
+                            [_describe_peer(p) for p in rule.peers],
+                            _describe_ports(rule.ports),
+                            rule.evidence.connections,
+                            rule.evidence.first_seen,
+                            rule.evidence.last_seen,
+                            rule.evidence.windows,
+                            list(rule.evidence.flags),
+                        )
+                    )
+            choice = selectors[owner]
+            out.append(
+                Policy(
+                    name=name,
+                    namespace=namespace,
+                    selector=choice.selector,
+                    ingress=tuple(rules["ingress"]),
+                    egress=tuple(rules["egress"]),
+                    labels=MANAGED_BY,
+                    annotations=(("recommender.io/workload", workload[:253]),),
+                    description=f"Observed traffic of {namespace}/{workload}.",
+                )
+            )
+        return out
+
+
+def _internet_peers(version_set: set[int]) -> list[tuple[str, tuple[str, ...]]]:
+    peers: list[tuple[str, tuple[str, ...]]] = []
+    if 4 in version_set:
+        peers.append(("0.0.0.0/0", _PRIVATE_V4))
+    if 6 in version_set:
+        peers.append(("::/0", _PRIVATE_V6))
+    return peers
+
+
+def synthesize(
+    tables: EdgeTables, config: RecommendConfig | None = None
+) -> tuple[PolicySet, Findings]:
+    """Derive least-privilege policies from aggregated edges.
+
+    Parameters
+    ----------
+    tables
+        The output of :func:`recommender.aggregate.edges.aggregate_edges`.
+    config
+        Scope, budgets and thresholds (see :class:`~recommender.config.RecommendConfig`).
+
+    Returns
+    -------
+    (PolicySet, Findings)
+        The policies (default deny per namespace in scope, one policy per workload with
+        traffic) and everything the report needs to explain them.
+    """
+    config = config or RecommendConfig()
+    findings = Findings()
+
+    # Workload identities and selectors, for every workload seen (peers out of scope too).
+    label_sets = _label_sets(tables.workload_labels)
+    common: dict[tuple[str, str], dict[str, str]] = {}
+    for key, sets in label_sets.items():
+        namespace, workload = key
+        if namespace is None or workload is None:
+            continue
+        if not is_dns1123_label(namespace):
+            if namespace not in findings.invalid_namespaces:
+                findings.invalid_namespaces.append(namespace)
+            continue
+        valid = _valid_labels(common_labels(sets), f"{namespace}/{workload}", findings)
+        if not stable_labels(valid) and not is_label_value(workload):
+            # The fallback selector app=<workload> cannot carry this name: leave the workload
+            # out (its traffic gets no rule) and report it, rather than fail the whole run.
+            findings.invalid_labels.append(
+                {"workload": f"{namespace}/{workload}"[:200], "key": "app", "value": workload[:100]}
+            )
+            continue
+        common[key] = valid
+    findings.selectors = choose_selectors(common)
+    selectors = findings.selectors
+    namespaces = sorted({ns for ns, _ in selectors})
+    findings.namespaces_in_scope = [ns for ns in namespaces if _in_scope(ns, config)]
+    findings.namespaces_out_of_scope = [
+        ns for ns in namespaces if ns not in findings.namespaces_in_scope
+    ]
+    in_scope = set(findings.namespaces_in_scope)
+
+    def pod_peer(namespace: str, workload: str, owner_ns: str) -> Peer | None:
+        choice = selectors.get((namespace, workload))
+        if choice is None:
+            return None
+        ns_sel = None if namespace == owner_ns else LabelSelector.of({NAMESPACE_LABEL: namespace})
+        return Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
+
+    builder = _Builder(config, findings)
+    edges = tables.edges.to_pylist()
+
+    # Public ingress sources per (workload, ports): many distinct clients => "the internet".
+    public_sources: dict[tuple[str, str, str, Any], set[str]] = defaultdict(set)
+    for e in edges:
+        if e["dst_kind"] == "workload" and e["src_kind"] == "external":
+            for ip in e["src_ips"] or ():
+                if is_public(classify_address(ip)):
+                    public_sources[
+                        (e["dst_namespace"], e["dst_id"], e["protocol"], e["dst_port"])
+                    ].add(ip)
+
+    for e in edges:
+        if e["protocol"] not in _K8S_PROTOCOLS:
+            findings.not_expressible.append(
+                {
+                    "source": f"{e['src_namespace'] or e['src_kind']}/{e['src_id']}",
+                    "destination": f"{e['dst_namespace'] or e['dst_kind']}/{e['dst_id']}",
+                    "protocol": e["protocol"],
+                    "connections": e["connections"],
+                    "why": "Kubernetes NetworkPolicy matches only TCP, UDP and SCTP",
+                }
+            )
+            continue
+        flags = [] if e["dst_port"] is not None else ["all-ports"]
+        # Egress side: the source workload's policy.
+        if (
+            e["src_kind"] == "workload"
+            and e["src_namespace"] in in_scope
+            and (e["src_namespace"], e["src_id"]) in selectors
+        ):
+            owner = (e["src_namespace"], e["src_id"])
+            _add_peer(
+                builder, owner, "egress", e, flags, pod_peer, public_sources, config, findings
+            )
+        # Ingress side: the destination workload's policy.
+        if (
+            e["dst_kind"] == "workload"
+            and e["dst_namespace"] in in_scope
+            and (e["dst_namespace"], e["dst_id"]) in selectors
+        ):
+            owner = (e["dst_namespace"], e["dst_id"])
+            _add_peer(
+                builder, owner, "ingress", e, flags, pod_peer, public_sources, config, findings
+            )
+        if e["dst_kind"] == "external":
+            for ip in e["dst_ips"] or ():
+                findings.external.append(
+                    {
+                        "direction": "egress",
+                        "address": ip,
+                        "class": classify_address(ip),
+                        "from": f"{e['src_namespace']}/{e['src_id']}"
+                        if e["src_namespace"]
+                        else e["src_id"],
+                        "port": f"{e['protocol']}/{e['dst_port']}",
+                        "connections": e["connections"],
+                        "dns_names": list(e["dns_names"] or ()),
+                    }
+                )
+        if e["src_kind"] == "external":
+            for ip in e["src_ips"] or ():
+                findings.external.append(
+                    {
+                        "direction": "ingress",
+                        "address": ip,
+                        "class": classify_address(ip),
+                        "to": f"{e['dst_namespace']}/{e['dst_id']}"
+                        if e["dst_namespace"]
+                        else e["dst_id"],
+                        "port": f"{e['protocol']}/{e['dst_port']}",
+                        "connections": e["connections"],
+                    }
+                )
+
+    owners = sorted(set(builder.peers) | set(builder.addresses))
+    policies = builder.policies(selectors)
+    findings.workload_policies = dict(zip(owners, policies, strict=True))
+    if config.compact_policies:
+        policies = _compact(policies, owners, tables, common, label_sets, config, findings)
+    for namespace in findings.namespaces_in_scope:
+        policies.append(
+            Policy(
+                name="default-deny",
+                namespace=namespace,
+                selector=LabelSelector(),
+                labels=MANAGED_BY,
+                description="Deny all ingress and egress not allowed by another policy.",
+            )
+        )
+    return PolicySet(tuple(policies)), findings
+
+
+def _compact(
+    policies: list[Policy],
+    owners: list[tuple[str, str]],
+    tables: EdgeTables,
+    common: dict[tuple[str, str], dict[str, str]],
+    label_sets: dict[tuple[str, str], list[dict[str, str]]],
+    config: RecommendConfig,
+    findings: Findings,
+) -> list[Policy]:
+    """Workloads with identical rules (or within ``compaction_budget``) share one policy."""
+    from ..analysis.clustering.compaction import compact
+
+    clusters = None
+    if config.compaction_budget > 0:
+        from ..analysis.clustering.core import BehaviourCore
+        from ..analysis.clustering.features import communication_features
+
+        features = communication_features(tables)
+        if features.workloads:
+            model = BehaviourCore(distance_threshold=config.cluster_distance, random_state=0)
+            labels = model.fit(features.matrix, groups=features.namespaces).labels_
+            clusters = dict(zip(features.workloads, labels.tolist(), strict=True))
+    compacted, findings.compaction = compact(
+        policies,
+        owners,
+        findings.selectors,
+        common,
+        label_sets,
+        prefix=config.policy_prefix,
+        budget=config.compaction_budget,
+        clusters=clusters,
+    )
+    if findings.compaction:
+        shared = {(r["namespace"], r["policy"]): r["workloads"] for r in findings.compaction}
+        workload_of = {(p.namespace, p.name): o[1] for o, p in zip(owners, policies, strict=True)}
+        findings.rules = [
+            RuleRecord(
+                policy.namespace,
+                policy.name,
+                ",".join(shared[(policy.namespace, policy.name)])
+                if (policy.namespace, policy.name) in shared
+                else workload_of[(policy.namespace, policy.name)],
+                rule.direction,
+                [_describe_peer(p) for p in rule.peers],
+                _describe_ports(rule.ports),
+                rule.evidence.connections,
+                rule.evidence.first_seen,
+                rule.evidence.last_seen,
+                rule.evidence.windows,
+                list(rule.evidence.flags),
+            )
+            for policy in compacted
+            for rule in policy.rules
+        ]
+    return compacted
+
+
+def _external_flags(ip: str) -> list[str]:
+    cls = classify_address(ip)
+    return [] if cls in ("public", "private") else [f"address-class:{cls}"]
+
+
+def _add_peer(
+    builder: _Builder,
+    owner: tuple[str, str],
+    direction: str,
+    e: dict[str, Any],
+    flags: list[str],
+    pod_peer: Any,
+    public_sources: dict[Any, set[str]],
+    config: RecommendConfig,
+    findings: Findings,
+) -> None:
+    """Add the far end of edge ``e`` as a peer of ``owner``'s ``direction`` rules."""
+    side = "dst" if direction == "egress" else "src"
+    kind = e[f"{side}_kind"]
+    if kind == "workload":
+        peer = pod_peer(e[f"{side}_namespace"], e[f"{side}_id"], owner[0])
+        if peer is not None:
+            builder.pods(owner, direction, peer, e, flags)
+        return
+    ips = list(e[f"{side}_ips"] or ())
+    if direction == "ingress" and kind == "host" and config.allow_node_probes:
+        findings.node_local.append(
+            {
+                "workload": f"{owner[0]}/{owner[1]}",
+                "from": ",".join(ips) or "node",
+                "port": f"{e['protocol']}/{e['dst_port']}",
+                "connections": e["connections"],
+                "why": "traffic from the pod's own node (kubelet probes) is always allowed",
+            }
+        )
+        return
+    if kind in ("host", "remote-node"):
+        flags = [*flags, "node-address"]
+    elif kind == "cluster-entity":
+        flags = [*flags, f"entity:{e[f'{side}_name'] or e[f'{side}_id']}"]
+    elif kind == "unknown":
+        flags = [*flags, "unknown-endpoint"]
+    if direction == "ingress" and kind == "external":
+        public = public_sources.get((owner[0], owner[1], e["protocol"], e["dst_port"]), set())
+        if len(public) > config.internet_ingress_sources:
+            versions: set[int] = {ipaddress.ip_address(ip).version for ip in public}
+            for cidr, except_ in _internet_peers(versions):
+                builder.cidr(owner, direction, cidr, e, [*flags, "internet"], except_)
+            ips = [ip for ip in ips if ip not in public]
+            if not ips:
+                return
+    if ips:
+        for ip in ips:
+            builder.address(owner, direction, ip, e, [*flags, *_external_flags(ip)])
+        return
+    # Aggregated records without addresses (Calico pub/pvt/NetworkSet): the broad fallback.
+    name = e[f"{side}_name"] or e[f"{side}_id"]
+    if name == "pvt":
+        for cidr in _PRIVATE_V4:
+            builder.cidr(owner, direction, cidr, e, [*flags, "broad:private-networks"])
+    else:
+        except_ = _PRIVATE_V4 if name == "pub" else ()
+        builder.cidr(owner, direction, "0.0.0.0/0", e, [*flags, f"broad:{name}"], except_)
