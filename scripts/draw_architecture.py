@@ -1,9 +1,9 @@
-"""Draw docs/img/architecture.svg, the pipeline diagram of docs/architecture.md.
+"""Draw docs/img/architecture.svg and docs/img/packages.svg, the pictures of docs/architecture.md.
 
 Usage::
 
-    python scripts/draw_architecture.py                  # writes docs/img/architecture.svg
-    python scripts/draw_architecture.py --output FILE
+    python scripts/draw_architecture.py      # writes docs/img/architecture.svg and packages.svg
+    python scripts/draw_architecture.py --output FILE    # the pipeline picture only
 
 The layout is a fixed grid and the SVG is written by hand (no plotting library, no fonts
 measured), so the same script gives the same bytes on every machine; tests/test_docs_site.py
@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "img" / "architecture.svg"
+PACKAGES_OUTPUT = ROOT / "docs" / "img" / "packages.svg"
 REGENERATE = "python scripts/draw_architecture.py"
 
 # Grid: column x row, each cell COL_W x ROW_H; a box fills BOX_W x BOX_H of its cell.
@@ -191,6 +192,65 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
+#: The package layers, lowest first, with what each holds: a package imports only the layers
+#: below it (tests/test_layout.py checks the code against the same list).
+LAYERS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("errors", "the one exception tree"),),
+    (("policy", "model · dialect writers · YAML"),),
+    (("config", "RecommendConfig"),),
+    (("ingest", "readers · schema · ledger"), ("samples", "generators (not at run time)")),
+    (("aggregate", "edges · addresses · selectors"),),
+    (("analysis", "graph · anomaly · segments · clustering"),),
+    (("synthesis", "rules · L7 · hosts · granularity"),),
+    (("guardrails", "model · loading · rendering"),),
+    (("evaluation", "semantics · replay · diff · validation"),),
+    (("engine", "embedded or Dask"),),
+    (("report", "model · Markdown · HTML · graph files"),),
+    (("pipeline", "recommend()"),),
+    (("job", "the scheduled job"),),
+    (("cli", "the recommend command"),),
+)
+
+
+def render_packages() -> str:
+    """The packages as layers, the highest at the top, each row importing only rows below."""
+    row_h, box_h, box_w, gap = 46, 36, 300, 16
+    width = 2 * MARGIN_X + 2 * box_w + gap
+    top = 52
+    height = top + len(LAYERS) * row_h + 20
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="{FONT}" role="img" '
+        'aria-labelledby="title">',
+        '<title id="title">recommender packages: each imports only the layers below it</title>',
+        f'<text x="{MARGIN_X}" y="28" font-size="15" font-weight="bold" fill="#222">'
+        "recommender/: one package per stage (imports point down)</text>",
+    ]
+    for i, layer in enumerate(reversed(LAYERS)):
+        y = top + i * row_h
+        for j, (name, detail) in enumerate(layer):
+            w = box_w if len(layer) > 1 else 2 * box_w + gap
+            x = MARGIN_X + j * (box_w + gap)
+            fill, stroke = STYLES["data" if "." not in name else "step"]
+            if name in ("pipeline", "config", "errors"):
+                fill, stroke = STYLES["step"]
+            out.append(
+                f'<rect x="{x}" y="{y}" width="{w}" height="{box_h}" rx="6" fill="{fill}" '
+                f'stroke="{stroke}" stroke-width="1.4"/>'
+            )
+            label = f"{name}/" if name not in ("pipeline", "config", "errors") else f"{name}.py"
+            out.append(
+                f'<text x="{x + 12}" y="{y + 23}" font-size="13" font-weight="bold" '
+                f'fill="#222">{escape(label)}</text>'
+            )
+            out.append(
+                f'<text x="{x + 122}" y="{y + 23}" font-size="12" fill="#444">'
+                f"{escape(detail)}</text>"
+            )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def titles() -> list[str]:
     """The step names, as the Mermaid diagram must also use them."""
     return [n[3] for n in NODES]
@@ -203,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(), encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
+    if args.output == OUTPUT:
+        PACKAGES_OUTPUT.write_text(render_packages(), encoding="utf-8")
+        print(f"wrote {PACKAGES_OUTPUT}", file=sys.stderr)
     return 0
 
 
