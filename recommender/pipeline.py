@@ -232,6 +232,8 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
         l7=config.l7,
         service_accounts=config.service_accounts,
         network_sets=config.network_sets,
+        trust_domain=config.trust_domain,
+        mtls=config.mtls,
     )
 
 

@@ -47,9 +47,16 @@ def _rows(table: pa.Table, limit: int = _MAX_LISTED) -> list[dict[str, Any]]:
     return out
 
 
+#: Istio options, listed only in runs that write the Istio dialect.
+_ISTIO_OPTIONS: Final = ("trust_domain", "mtls")
+
+
 def _config_dict(config: RecommendConfig) -> dict[str, Any]:
     data = asdict(config)
     data.pop("extra", None)
+    if "istio" not in config.dialects:
+        for name in _ISTIO_OPTIONS:
+            data.pop(name, None)
     return {k: (list(v) if isinstance(v, tuple) else _iso(v)) for k, v in sorted(data.items())}
 
 
