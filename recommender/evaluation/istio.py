@@ -3,6 +3,8 @@
 :func:`authorize` answers "do these AuthorizationPolicies let this request reach this
 workload?" the way the destination's proxy does (istio.io, Authorization Policy):
 
+0. under a STRICT PeerAuthentication (:func:`mtls_mode`), a plain-text source is refused
+   before any AuthorizationPolicy is read;
 1. CUSTOM policies are left aside (an external authoriser decides; reported, never guessed);
    AUDIT policies decide nothing;
 2. the policies that apply are those of the workload's namespace and of the **root namespace**
@@ -31,9 +33,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..policy.authz import AuthorizationPolicy, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource
+from ..policy.authz import (
+    AuthorizationPolicy,
+    AuthzCondition,
+    AuthzOperation,
+    AuthzRule,
+    AuthzSource,
+    IstioPolicies,
+    PeerAuthentication,
+)
 
-__all__ = ["ROOT_NAMESPACE", "Identity", "IstioVerdict", "Request", "authorize"]
+__all__ = ["ROOT_NAMESPACE", "Identity", "IstioVerdict", "Request", "authorize", "mtls_mode"]
 
 #: Istio's default root namespace: its policies apply to the whole mesh.
 ROOT_NAMESPACE: Final = "istio-system"
@@ -100,13 +110,57 @@ class IstioVerdict:
     custom: tuple[str, ...] = field(default=())
 
 
+def mtls_mode(
+    peer_authentications: Iterable[PeerAuthentication],
+    namespace: str,
+    labels: Mapping[str, str],
+    port: int | None,
+    *,
+    root_namespace: str = ROOT_NAMESPACE,
+) -> tuple[str, str | None]:
+    """The mutual TLS mode a workload's proxy applies on ``port``, and the PeerAuthentication
+    that set it: the workload's own (by selector, port-level first), else its namespace's,
+    else the root namespace's, else Istio's default PERMISSIVE; UNSET inherits.
+
+    Examples
+    --------
+    >>> strict = PeerAuthentication("default", "shop", "STRICT")
+    >>> mtls_mode([strict], "shop", {}, 8080)
+    ('STRICT', 'shop/default')
+    """
+    items = sorted(peer_authentications, key=lambda p: p.key)
+    levels = [
+        [p for p in items if p.namespace == namespace and p.selector is not None
+         and all(labels.get(k) == v for k, v in p.selector)],
+        [p for p in items if p.namespace == namespace and p.selector is None],
+        [p for p in items if p.namespace == root_namespace and p.selector is None],
+    ]
+    for level in levels:
+        for item in level:
+            by_port = dict(item.port_modes)
+            if port is not None and by_port.get(port, "UNSET") != "UNSET":
+                return by_port[port], item.key
+            if item.mode != "UNSET":
+                return item.mode, item.key
+    return "PERMISSIVE", None
+
+
 def authorize(
-    policies: Iterable[AuthorizationPolicy],
+    policies: IstioPolicies | Iterable[AuthorizationPolicy],
     request: Request,
     *,
     root_namespace: str = ROOT_NAMESPACE,
 ) -> IstioVerdict:
     """Istio's decision for ``request`` (see the module docstring).
+
+    Parameters
+    ----------
+    policies : IstioPolicies or iterable of AuthorizationPolicy
+        The AuthorizationPolicies (and PeerAuthentications) of the mesh.
+    request : Request
+        The connection or HTTP request, with its source.
+    root_namespace : str, default "istio-system"
+        The namespace whose policies apply to the whole mesh.
 
     Examples
     --------
@@ -115,9 +169,19 @@ def authorize(
     >>> authorize([nothing], Request("shop", {"app": "api"}, 8080, web)).allowed
     False
     """
+    if isinstance(policies, IstioPolicies):
+        authz, peers = policies.authorization, policies.peer_authentication
+    else:
+        authz, peers = tuple(policies), ()
+    if not request.source.mtls and peers:
+        mode, by = mtls_mode(
+            peers, request.namespace, request.labels, request.port, root_namespace=root_namespace
+        )
+        if mode == "STRICT":
+            return IstioVerdict(False, f"plain-text source refused: STRICT mutual TLS ({by})", by)
     applicable = [
         p
-        for p in policies
+        for p in authz
         if p.namespace in (request.namespace, root_namespace)
         and not p.targets
         and (p.selector is None or all(request.labels.get(k) == v for k, v in p.selector))
@@ -128,16 +192,22 @@ def authorize(
             continue
         for index, rule in enumerate(policy.rules):
             if _rule(rule, request, deny=True):
-                return IstioVerdict(False, f"denied by {policy.key} rule {index}", policy.key, custom)
+                return IstioVerdict(
+                    False, f"denied by {policy.key} rule {index}", policy.key, custom
+                )
     allow = sorted((p for p in applicable if p.action == "ALLOW"), key=lambda p: p.key)
     if not allow:
         return IstioVerdict(True, "no ALLOW policy selects the workload", None, custom)
     for policy in allow:
         for index, rule in enumerate(policy.rules):
             if _rule(rule, request, deny=False):
-                return IstioVerdict(True, f"allowed by {policy.key} rule {index}", policy.key, custom)
+                return IstioVerdict(
+                    True, f"allowed by {policy.key} rule {index}", policy.key, custom
+                )
     names = ", ".join(p.key for p in allow)
-    return IstioVerdict(False, f"ALLOW policies {names} select the workload; no rule matches", None, custom)
+    return IstioVerdict(
+        False, f"ALLOW policies {names} select the workload; no rule matches", None, custom
+    )
 
 
 # --------------------------------------------------------------------------- matching

@@ -1,8 +1,8 @@
-"""Istio AuthorizationPolicies as data: what ``recommend evaluate`` and ``diff`` judge requests by.
+"""Istio AuthorizationPolicies and PeerAuthentications as data, for ``evaluate`` and ``diff``.
 
 The dialect-neutral model (:mod:`recommender.policy.model`) speaks of pods, addresses and ports;
 an AuthorizationPolicy also speaks of principals, namespaces of certificates, HTTP methods and
-paths, so it has a model of its own. :func:`~recommender.policy.reader.read_authorization_policies`
+paths, so it has a model of its own. :func:`~recommender.policy.reader.read_istio_policies`
 fills it from manifests; :mod:`recommender.evaluation.istio` applies Istio's semantics to it.
 
 Every list field keeps the manifest's values; an absent or empty list is no constraint.
@@ -18,6 +18,8 @@ __all__ = [
     "AuthzOperation",
     "AuthzRule",
     "AuthzSource",
+    "IstioPolicies",
+    "PeerAuthentication",
 ]
 
 
@@ -94,3 +96,32 @@ class AuthorizationPolicy:
     def key(self) -> str:
         """``namespace/name``."""
         return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PeerAuthentication:
+    """One ``security.istio.io`` PeerAuthentication: the mutual TLS mode of the workloads it
+    selects (``selector`` None: the namespace; in the root namespace, the mesh), with
+    per-port overrides. Modes: ``STRICT``, ``PERMISSIVE``, ``DISABLE``, ``UNSET`` (inherit)."""
+
+    name: str
+    namespace: str
+    mode: str = "UNSET"
+    selector: tuple[tuple[str, str], ...] | None = None
+    port_modes: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class IstioPolicies:
+    """The Istio security objects of a policy tree."""
+
+    authorization: tuple[AuthorizationPolicy, ...] = ()
+    peer_authentication: tuple[PeerAuthentication, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.authorization or self.peer_authentication)

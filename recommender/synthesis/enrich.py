@@ -24,7 +24,7 @@ from ..aggregate.selectors import SelectorChoice
 from ..policy._names import is_label_value
 from ..policy.model import HttpRule, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 
-__all__ = ["SERVICE_ACCOUNT_LABELS", "enrich_policy_set"]
+__all__ = ["SERVICE_ACCOUNT_LABELS", "enrich_policy_set", "service_accounts"]
 
 #: Labels that carry a pod's service account: Cilium's (Hubble) and Calico's.
 SERVICE_ACCOUNT_LABELS: Final = (
@@ -46,8 +46,9 @@ _KIND_ENTITY: Final = {"host": "host", "remote-node": "remote-node", "external":
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _service_accounts(tables: EdgeTables) -> dict[tuple[str, str], str]:
-    """The one service account of each workload whose pods all name the same one."""
+def service_accounts(tables: EdgeTables) -> dict[tuple[str, str], str]:
+    """The one service account of each (namespace, workload) whose pods all name the same one,
+    from the labels the flows carry (:data:`SERVICE_ACCOUNT_LABELS`)."""
     seen: dict[tuple[str, str], set[str]] = defaultdict(set)
     for row in tables.workload_labels.to_pylist():
         key = (row["namespace"], row["workload"])
@@ -129,7 +130,7 @@ def enrich_policy_set(
         where the evidence shows them.
     """
     by_selector = {(ns, choice.selector): wl for (ns, wl), choice in selectors.items()}
-    accounts = _service_accounts(tables)
+    accounts = service_accounts(tables)
     far: dict[tuple[str, str, str], _Far] = defaultdict(_Far)
     for edge in tables.edges.to_pylist():
         for direction, near, other in (("egress", "src", "dst"), ("ingress", "dst", "src")):
