@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from ..config import RecommendConfig
 from ..ingest.schema import FLOW_SCHEMA
+from ..policy.mesh import CAPTURE_PORTS
 
 __all__ = [
     "EDGE_KEY",
@@ -453,6 +454,8 @@ def _finish(
         )
         SELECT g.*, CASE
             WHEN g.class <> 'evidence' THEN g.class
+            WHEN g.dst_kind = 'workload' AND g.protocol = 'TCP'
+                 AND g.dst_port IN ({", ".join(map(str, CAPTURE_PORTS))}) THEN 'mesh-capture'
             WHEN g.dst_port >= {_EPHEMERAL} AND s.src_id IS NOT NULL THEN 'ephemeral-port'
             WHEN greatest(g.connections, 1) < {int(config.min_connections)}
                  THEN 'below-min-connections'

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from ..errors import SynthesisError
 from ._names import is_dns1123_label, is_dns1123_subdomain, is_label_key, is_label_value, safe_name
-from .mesh import mesh_port
+from .mesh import MESH_PORTS_ANNOTATION, mesh_port
 from .model import HttpRule, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 
 __all__ = [
@@ -264,6 +264,7 @@ def _manifest(
     if policy.labels:
         metadata["labels"] = _pairs(policy.labels, where)
     annotations = dict(policy.annotations)
+    annotations.pop(MESH_PORTS_ANNOTATION, None)  # no AuthorizationPolicy rule for those ports
     if review:
         annotations[REVIEW_ANNOTATION] = "; ".join(review)
     if annotations:

@@ -24,6 +24,7 @@ from ..aggregate.edges import EdgeTables
 from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
+from ..policy.mesh import MESH_PORTS_ANNOTATION, mesh_port
 from ..policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 
 __all__ = ["Findings", "RuleRecord", "synthesize"]
@@ -222,12 +223,13 @@ class _Builder:
     def __init__(self, config: RecommendConfig, findings: Findings) -> None:
         self.config = config
         self.findings = findings
-        # (namespace, workload) -> direction -> Peer -> _Acc
-        self.peers: dict[tuple[str, str], dict[str, dict[Peer, _Acc]]] = defaultdict(
+        # (namespace, workload) -> direction -> (Peer, mesh role) -> _Acc; Istio's own ports
+        # (policy.mesh) are kept apart from the application ports under their role.
+        self.peers: dict[tuple[str, str], dict[str, dict[tuple[Peer, str], _Acc]]] = defaultdict(
             lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
         )
-        # (namespace, workload) -> direction -> ports tuple -> ip -> _Acc (external addresses)
-        self.addresses: dict[tuple[str, str], dict[str, dict[str, _Acc]]] = defaultdict(
+        # (namespace, workload) -> direction -> (ip, mesh role) -> _Acc (external addresses)
+        self.addresses: dict[tuple[str, str], dict[str, dict[tuple[str, str], _Acc]]] = defaultdict(
             lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
         )
 
@@ -239,7 +241,7 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        acc = self.peers[owner][direction][peer]
+        acc = self.peers[owner][direction][(peer, _mesh_role(edge))]
         acc.add(edge, _ports(edge, self.config), flags)
 
     def address(
@@ -250,7 +252,7 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        acc = self.addresses[owner][direction][ip]
+        acc = self.addresses[owner][direction][(ip, _mesh_role(edge))]
         acc.add(edge, _ports(edge, self.config), flags)
 
     def cidr(
@@ -267,11 +269,11 @@ class _Builder:
 
     def _merge_addresses(self, owner: tuple[str, str], direction: str) -> None:
         """Turn per-address evidence into CIDR peers: grouped by port set, merged per class."""
-        by_ports: dict[tuple[PortSpec, ...], dict[str, _Acc]] = defaultdict(dict)
-        for ip, acc in self.addresses[owner][direction].items():
-            by_ports[tuple(sorted(acc.ports))][ip] = acc
+        by_ports: dict[tuple[tuple[PortSpec, ...], str], dict[str, _Acc]] = defaultdict(dict)
+        for (ip, role), acc in self.addresses[owner][direction].items():
+            by_ports[(tuple(sorted(acc.ports)), role)][ip] = acc
         peers = self.peers[owner][direction]
-        for _ports_key, members in sorted(by_ports.items()):
+        for (_ports_key, role), members in sorted(by_ports.items()):
             classes: dict[tuple[str, int], list[str]] = defaultdict(list)
             for ip in members:
                 classes[(classify_address(ip), ipaddress.ip_address(ip).version)].append(ip)
@@ -279,7 +281,7 @@ class _Builder:
                 for cidr in merge_cidrs(ips, budget=self.config.cidr_budget):
                     net = ipaddress.ip_network(cidr)
                     covered = [ip for ip in ips if ipaddress.ip_address(ip) in net]
-                    target = peers[Peer("cidr", cidr=cidr)]
+                    target = peers[(Peer("cidr", cidr=cidr), role)]
                     for ip in covered:
                         acc = members[ip]
                         target.ports.update(acc.ports)
@@ -302,11 +304,14 @@ class _Builder:
             name = safe_name(f"{config.policy_prefix}{workload}")
             rules: dict[str, list[Rule]] = {"ingress": [], "egress": []}
             for direction in ("ingress", "egress"):
-                grouped: dict[tuple[PortSpec, ...], list[tuple[Peer, _Acc]]] = defaultdict(list)
-                for peer, acc in self.peers[owner][direction].items():
-                    ports = _compress_ports(acc.ports, config.port_range_budget)
-                    grouped[ports].append((peer, acc))
-                for ports, members in grouped.items():
+                grouped: dict[tuple[tuple[PortSpec, ...], str], list[tuple[Peer, _Acc]]] = (
+                    defaultdict(list)
+                )
+                for (peer, role), acc in self.peers[owner][direction].items():
+                    # Mesh ports never join a range of application ports.
+                    budget = 0 if role else config.port_range_budget
+                    grouped[(_compress_ports(acc.ports, budget), role)].append((peer, acc))
+                for (ports, role), members in grouped.items():
                     members.sort(key=lambda m: _peer_key(m[0]))
                     peers = tuple(m[0] for m in members)
                     connections = sum(m[1].connections for m in members)
@@ -315,6 +320,8 @@ class _Builder:
                     flags = set().union(*(m[1].flags for m in members))
                     if connections < config.rare_connections:
                         flags.add("rare")
+                    if role:
+                        flags.add(f"mesh:{role}")
                     evidence = Evidence(
                         connections=connections,
                         first_seen=min(firsts) if firsts else None,
@@ -347,6 +354,10 @@ class _Builder:
                         )
                     )
             choice = selectors[owner]
+            annotations: tuple[tuple[str, str], ...] = (("recommender.io/workload", workload[:253]),)
+            mesh = _mesh_annotation(rules["ingress"] + rules["egress"])
+            if mesh:
+                annotations = tuple(sorted((*annotations, (MESH_PORTS_ANNOTATION, mesh))))
             out.append(
                 Policy(
                     name=name,
@@ -355,11 +366,28 @@ class _Builder:
                     ingress=tuple(rules["ingress"]),
                     egress=tuple(rules["egress"]),
                     labels=MANAGED_BY,
-                    annotations=(("recommender.io/workload", workload[:253]),),
+                    annotations=annotations,
                     description=f"Observed traffic of {namespace}/{workload}.",
                 )
             )
         return out
+
+
+def _mesh_role(edge: dict[str, Any]) -> str:
+    """The Istio role of the edge's destination port ("" for an application port)."""
+    found = mesh_port(edge["protocol"], edge["dst_port"])
+    return found.role if found is not None else ""
+
+
+def _mesh_annotation(rules: list[Rule]) -> str:
+    """``ingress TCP/15008 (hbone); egress TCP/15012 (control-plane)`` for the mesh rules."""
+    parts = []
+    for rule in rules:
+        roles = [f[len("mesh:") :] for f in rule.evidence.flags if f.startswith("mesh:")]
+        if roles:
+            ports = ",".join(_describe_ports(rule.ports))
+            parts.append(f"{rule.direction} {ports} ({roles[0]})")
+    return "; ".join(dict.fromkeys(parts))
 
 
 def _internet_peers(version_set: set[int]) -> list[tuple[str, tuple[str, ...]]]:
