@@ -489,6 +489,10 @@ def recommend(
                 guardrails, conflicts, policy_set, findings, tables, config,
                 _precedence(config),
             )
+        if config.mtls == "strict":
+            from .synthesis.mesh import mesh_report
+
+            report["mesh"] = mesh_report(tables, findings.namespaces_in_scope)
         report["segments"] = _segments(tables)
         mark = _stage(timings, "report", mark)
         if validate:

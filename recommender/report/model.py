@@ -306,6 +306,37 @@ def _clusters_markdown(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _mesh_markdown(m: dict[str, Any]) -> list[str]:
+    """The *Mutual TLS* section (``report["mesh"]``): what STRICT would refuse."""
+    out = [
+        "## Mutual TLS (STRICT)",
+        "",
+        f"A STRICT PeerAuthentication is written for {len(m['namespaces'])} namespace(s). "
+        f"Workloads with no sign of a mesh proxy in the flows: "
+        f"{', '.join(m['workloads_without_proxy']) or 'none'}.",
+        "",
+    ]
+    if not m["plain_text"]:
+        out += ["No observed connection would be refused as plain text.", ""]
+        return out
+    out += [
+        f"{m['plain_text_total']} observed connection(s) arrive in plain text and would be "
+        "refused under STRICT: put the source in the mesh (or behind a gateway), or keep those "
+        "namespaces PERMISSIVE.",
+        "",
+    ]
+    out += _table(
+        ["source", "destination", "port", "connections", "why"],
+        [
+            [_md_escape(c["source"]), _md_escape(c["destination"]),
+             f"{c['protocol']}/{c['port']}", c["connections"], c["why"]]
+            for c in m["plain_text"]
+        ],
+    )
+    out.append("")
+    return out
+
+
 def _guardrails_markdown(g: dict[str, Any]) -> list[str]:
     """The *Guardrails* section (``report["guardrails"]``): conflicts and compliance."""
     out = [
@@ -446,6 +477,8 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
         out += _anomalies_markdown(anomalies)
     if report.get("guardrails"):
         out += _guardrails_markdown(report["guardrails"])
+    if report.get("mesh"):
+        out += _mesh_markdown(report["mesh"])
     ingest = report.get("ingest")
     if ingest:
         out += ["## Input", ""]
