@@ -164,8 +164,8 @@ def test_cli_dialects_dry_run_and_config_file(
     assert "name: default-deny" in result.output
     assert main(["run", str(SAMPLE), "--dry-run", "-d", "calico", "--tier", "Apps!"]) == 2
     assert "tier must be a DNS-1123 label" in capsys.readouterr().err
-    assert main(["run", str(SAMPLE), "--dry-run", "-d", "istio"]) == 2
-    assert "unknown dialect 'istio'" in capsys.readouterr().err
+    assert main(["run", str(SAMPLE), "--dry-run", "-d", "linkerd"]) == 2
+    assert "unknown dialect 'linkerd'" in capsys.readouterr().err
 
 
 @pytest.mark.oracle
