@@ -41,9 +41,10 @@ def diff(
 
     For CI and GitOps pipelines: run it on a pull request that changes policies, against
     recent flows. Istio AuthorizationPolicies and PeerAuthentications in EXISTING and NEW are
-    judged with Istio's semantics too (see `recommend evaluate`). Exit status: 0 when no observed allowed connection becomes denied,
-    1 when NEW denies observed allowed traffic that EXISTING allows (it would break it),
-    2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
+    judged with Istio's semantics too (see `recommend evaluate`). Exit status: 0 when no
+    observed allowed connection becomes denied, 1 when NEW denies observed allowed traffic
+    that EXISTING allows (it would break it), 2 on bad input (unreadable flows, policies
+    that are not Kubernetes NetworkPolicy).
     """
     from ..evaluation.diff import diff_policies
     from ..policy.reader import read_istio_policies, read_policies

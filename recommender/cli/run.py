@@ -122,9 +122,9 @@ def run(
             "--dialect",
             "-d",
             metavar="NAME",
-            help="Output dialect: kubernetes (default), calico, cilium, istio (AuthorizationPolicy); "
-            "repeat or give a comma list for several, each written into its own sub-folder of "
-            "--output.",
+            help="Output dialect: kubernetes (default), calico, cilium, istio "
+            "(AuthorizationPolicy); repeat or give a comma list for several, each written into "
+            "its own sub-folder of --output.",
         ),
     ] = None,
     staged: Annotated[

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -288,6 +288,7 @@ def _condition(condition: AuthzCondition, request: Request, deny: bool) -> bool:
     ident = request.source
     key = condition.key
     value: str | None
+    matcher: Callable[[tuple[str, ...], str | None], bool]
     if key in ("source.ip", "remote.ip"):
         matcher = _any_block
         value = ident.ip

@@ -33,7 +33,7 @@ from typing import Any, Final
 from ..errors import SynthesisError
 from ._names import is_dns1123_label, is_dns1123_subdomain, is_label_key, is_label_value, safe_name
 from .mesh import MESH_PORTS_ANNOTATION, mesh_port
-from .model import HttpRule, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+from .model import HttpRule, Peer, Policy, PolicySet, Rule
 
 __all__ = [
     "API_VERSION",
@@ -136,7 +136,9 @@ def template_path(path: str) -> str | None:
     return "/".join("{*}" if _ID_SEGMENT.fullmatch(s) else s for s in path.split("/"))
 
 
-def render_istio(policy_set: PolicySet, options: IstioOptions | None = None) -> list[dict[str, Any]]:
+def render_istio(
+    policy_set: PolicySet, options: IstioOptions | None = None
+) -> list[dict[str, Any]]:
     """Render ``policy_set`` as Istio AuthorizationPolicies (and PeerAuthentications).
 
     Parameters
@@ -291,11 +293,15 @@ class _Identity:
 _ORDER: Final = {"principal": 0, "namespace": 1, "ip": 2, "any": 3}
 
 
-def _rules(policy: Policy, options: IstioOptions, where: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _rules(
+    policy: Policy, options: IstioOptions, where: str
+) -> tuple[list[dict[str, Any]], list[str]]:
     identities: dict[tuple[str, ...], _Identity] = {}
     for rule in policy.ingress:
         if rule.action != "allow":
-            raise SynthesisError(f"{where} has a {rule.action} rule; the Istio dialect allows only.")
+            raise SynthesisError(
+                f"{where} has a {rule.action} rule; the Istio dialect writes ALLOW policies only."
+            )
         ports, skipped = _tcp_ports(rule, where)
         if ports == set():
             continue  # UDP/SCTP or Istio's own ports only: nothing the proxy authorises
@@ -426,7 +432,9 @@ def _source(
     raise SynthesisError(f"{where} has a {peer.kind} peer Istio cannot name.")
 
 
-def _add(identity: _Identity, ports: set[int] | None, http: tuple[HttpRule, ...], where: str) -> None:
+def _add(
+    identity: _Identity, ports: set[int] | None, http: tuple[HttpRule, ...], where: str
+) -> None:
     if ports is None or identity.ports is None:
         identity.ports = None
         identity.http.clear()
@@ -459,12 +467,12 @@ def _operations(identity: _Identity) -> list[dict[str, Any]]:
         out.append({"ports": [str(p) for p in sorted(identity.ports)]})
     for port in sorted(identity.http):
         by_paths: dict[tuple[str, ...], list[str]] = {}
-        for method, paths in identity.http[port].items():
-            key = () if None in paths else tuple(sorted(p for p in paths if p is not None))
+        for method, seen in identity.http[port].items():
+            key = () if None in seen else tuple(sorted(p for p in seen if p is not None))
             by_paths.setdefault(key, []).append(method)
-        for paths, methods in sorted(by_paths.items(), key=lambda kv: (sorted(kv[1]), kv[0])):
+        for listed, methods in sorted(by_paths.items(), key=lambda kv: (sorted(kv[1]), kv[0])):
             operation: dict[str, Any] = {"ports": [str(port)], "methods": sorted(methods)}
-            if paths:
-                operation["paths"] = list(paths)
+            if listed:
+                operation["paths"] = list(listed)
             out.append(operation)
     return out

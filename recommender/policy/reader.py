@@ -572,7 +572,9 @@ def parse_peer_authentication(doc: dict[str, Any]) -> PeerAuthentication:
     def mode(raw: object) -> str:
         value = str(_mapping(raw, f"{where}: mtls").get("mode") or "UNSET")
         if value not in _MTLS_MODES:
-            raise InputError(f"{where}: mtls mode {value!r} is not one of {', '.join(_MTLS_MODES)}.")
+            raise InputError(
+                f"{where}: mtls mode {value!r} is not one of {', '.join(_MTLS_MODES)}."
+            )
         return value
 
     ports = []

@@ -354,7 +354,9 @@ class _Builder:
                         )
                     )
             choice = selectors[owner]
-            annotations: tuple[tuple[str, str], ...] = (("recommender.io/workload", workload[:253]),)
+            annotations: tuple[tuple[str, str], ...] = (
+                ("recommender.io/workload", workload[:253]),
+            )
             mesh = _mesh_annotation(rules["ingress"] + rules["egress"])
             if mesh:
                 annotations = tuple(sorted((*annotations, (MESH_PORTS_ANNOTATION, mesh))))
