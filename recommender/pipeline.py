@@ -492,7 +492,10 @@ def recommend(
         if config.mtls == "strict":
             from .synthesis.mesh import mesh_report
 
-            report["mesh"] = mesh_report(tables, findings.namespaces_in_scope)
+            from .policy.istio import ROOT_NAMESPACE
+
+            strict = [ns for ns in findings.namespaces_in_scope if ns != ROOT_NAMESPACE]
+            report["mesh"] = mesh_report(tables, strict)
         report["segments"] = _segments(tables)
         mark = _stage(timings, "report", mark)
         if validate:
