@@ -490,9 +490,8 @@ def recommend(
                 _precedence(config),
             )
         if config.mtls == "strict":
-            from .synthesis.mesh import mesh_report
-
             from .policy.istio import ROOT_NAMESPACE
+            from .synthesis.mesh import mesh_report
 
             strict = [ns for ns in findings.namespaces_in_scope if ns != ROOT_NAMESPACE]
             report["mesh"] = mesh_report(tables, strict)

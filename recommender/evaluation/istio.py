@@ -42,11 +42,10 @@ from ..policy.authz import (
     IstioPolicies,
     PeerAuthentication,
 )
+from ..policy.istio import ROOT_NAMESPACE
 
 __all__ = ["ROOT_NAMESPACE", "Identity", "IstioVerdict", "Request", "authorize", "mtls_mode"]
 
-#: Istio's default root namespace: its policies apply to the whole mesh.
-ROOT_NAMESPACE: Final = "istio-system"
 
 
 @dataclass(frozen=True)

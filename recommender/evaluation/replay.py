@@ -42,6 +42,7 @@ from ..config import RecommendConfig
 from ..guardrails.model import Guardrails
 from ..policy.authz import IstioPolicies
 from ..policy.istio import DEFAULT_TRUST_DOMAIN, principal
+from ..policy.mesh import mesh_port
 from ..policy.model import Direction, Policy, PolicySet, Rule
 from .evaluator import NAMESPACE_NAME_LABEL, Cluster, Endpoint, Namespace, Pod, Verdict, evaluate
 from .istio import ROOT_NAMESPACE, Identity, IstioVerdict, Request, authorize
@@ -444,7 +445,8 @@ class _IstioLayer:
     Every workload is taken to be in the mesh: its principal is its service account from the
     flows under ``trust_domain`` (unknown: an mTLS peer with no known principal); sources that
     are not workloads are plain-text peers known by their address. UDP and SCTP, which the
-    proxies do not intercept, and destinations that are not workloads are not Istio's to judge.
+    proxies do not intercept, Istio's own ports (served by the proxy itself), and destinations
+    that are not workloads are not Istio's to judge.
     """
 
     policies: IstioPolicies
@@ -472,8 +474,8 @@ class _IstioLayer:
         port: int | None,
         requests: tuple[str, ...],
     ) -> Verdict:
-        if not isinstance(dst, Pod) or protocol != "TCP":
-            return network
+        if not isinstance(dst, Pod) or protocol != "TCP" or mesh_port(protocol, port):
+            return network  # not proxied, or one of the proxy's own ports
         calls: tuple[tuple[str | None, str | None], ...] = tuple(
             (m, p or None) for m, _, p in (r.partition(" ") for r in requests)
         ) or ((None, None),)
@@ -825,7 +827,8 @@ def replay(
     if istio:
         from ..synthesis.enrich import service_accounts
 
-        layer = _IstioLayer(istio, service_accounts(tables), trust_domain, root_namespace)
+        accounts = service_accounts(tables, partial=True)
+        layer = _IstioLayer(istio, accounts, trust_domain, root_namespace)
     judge = _Judge(
         policy_set,
         cluster,

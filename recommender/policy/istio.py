@@ -404,7 +404,7 @@ def _source(
             namespace = named
         if not is_dns1123_label(namespace):
             raise SynthesisError(f"{where}: namespace {namespace!r} is not a DNS-1123 label.")
-        account = peer.service_account
+        account = peer.mesh_account or peer.service_account
         if account is not None and is_dns1123_subdomain(account):
             name = principal(options.trust_domain, namespace, account)
             return ("principal", name), {"principals": [name]}, ""
