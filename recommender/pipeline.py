@@ -114,10 +114,10 @@ class Recommendation:
         return self.tables.edges
 
     def manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
-        """The manifests of one dialect (``kubernetes``, ``calico`` or ``cilium``; default the
-        first of ``config.dialects``), all rendered from :attr:`policy_set`.
+        """The manifests of one dialect (``kubernetes``, ``calico``, ``cilium`` or ``istio``;
+        default the first of ``config.dialects``), all rendered from :attr:`policy_set`.
 
-        Calico and Cilium also use the evidence
+        Calico, Cilium and Istio also use the evidence
         :func:`recommender.synthesis.enrich.enrich_policy_set`
         attaches (DNS names, entities, HTTP requests, service accounts) and the options in
         :attr:`config` (``staged``, ``tier``, ``domains``, ``l7``, ...).
