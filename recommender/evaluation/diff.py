@@ -333,6 +333,32 @@ def _istio_names(istio: IstioPolicies | None) -> set[str]:
     }
 
 
+def _istio_rule_keys(istio: IstioPolicies | None) -> set[RuleKey]:
+    """One key per AuthorizationPolicy rule: (namespace, ``AuthorizationPolicy/<name>``,
+    ``<action> ingress``, its sources, its operations and conditions), as descriptions."""
+    if not istio:
+        return set()
+
+    def fields(item: object) -> str:
+        parts = [f"{k}={','.join(v)}" for k, v in vars(item).items() if v]
+        return " ".join(parts) or "*"
+
+    keys: set[RuleKey] = set()
+    for policy in istio.authorization:
+        for rule in policy.rules:
+            keys.add(
+                (
+                    policy.namespace,
+                    f"AuthorizationPolicy/{policy.name}",
+                    f"{policy.action} ingress",
+                    tuple(sorted(fields(s) for s in rule.sources)),
+                    tuple(sorted(fields(o) for o in rule.operations))
+                    + tuple(sorted(fields(c) for c in rule.conditions)),
+                )
+            )
+    return keys
+
+
 def diff_policies(
     existing: PolicySet,
     new: PolicySet,
@@ -405,6 +431,10 @@ def diff_policies(
         opened_after, opened_before, "denied"
     )
     added, removed, unchanged = compare_rules(existing, new)
+    old_authz, new_authz = _istio_rule_keys(existing_istio), _istio_rule_keys(new_istio)
+    added = sorted({*added, *(new_authz - old_authz)})
+    removed = sorted({*removed, *(old_authz - new_authz)})
+    unchanged = [*unchanged, *(old_authz & new_authz)]
     old_names = {f"{p.namespace}/{p.name}" for p in existing.policies}
     new_names = {f"{p.namespace}/{p.name}" for p in new.policies}
     old_names |= _istio_names(existing_istio)

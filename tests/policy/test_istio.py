@@ -330,6 +330,26 @@ def test_replay_judges_the_written_tree_with_istio(tmp_path: Path) -> None:
             } == {"shop/frontend"}  # fmt: skip
 
 
+def test_diff_lists_authorization_rules_that_change(tmp_path: Path) -> None:
+    from recommender.evaluation.diff import diff_policies
+
+    for name, l7 in (("l4", False), ("l7", True)):
+        recommend(HUBBLE, dialects=("kubernetes", "istio"), l7=l7).write(tmp_path / name)
+    result = diff_policies(
+        read_policies(tmp_path / "l4"), read_policies(tmp_path / "l7"), HUBBLE,
+        existing_istio=read_istio_policies(tmp_path / "l4"),
+        new_istio=read_istio_policies(tmp_path / "l7"),
+    )  # fmt: skip
+    assert not result.breaks_observed_traffic and not result.newly_allowed
+    added = {(k[0], k[1]) for k in result.rules_added}
+    assert added == {(k[0], k[1]) for k in result.rules_removed} == {
+        ("shop", "AuthorizationPolicy/allow-cart"),
+        ("shop", "AuthorizationPolicy/allow-catalog"),
+        ("shop", "AuthorizationPolicy/allow-checkout"),
+    }
+    assert any("methods=GET" in op for k in result.rules_added for op in k[4])
+
+
 # --- identities -------------------------------------------------------------------------------
 
 
