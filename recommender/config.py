@@ -250,6 +250,8 @@ class RecommendConfig:
                 f"trust_domain must be a domain name such as cluster.local, not "
                 f"{self.trust_domain!r}."
             )
+        if isinstance(self.mtls, str):
+            object.__setattr__(self, "mtls", self.mtls.lower())
         if self.mtls is not None and self.mtls != "strict":
             raise ConfigError(f"mtls must be strict or left out, not {self.mtls!r}.")
         if self.mtls is not None and "istio" not in self.dialects:
