@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from ..errors import SynthesisError
 from ._names import is_dns1123_label, is_dns1123_subdomain, is_label_key, is_label_value, safe_name
-from .mesh import MESH_PORTS_ANNOTATION, mesh_port
+from .mesh import MESH_PORTS, MESH_PORTS_ANNOTATION, mesh_port
 from .model import HttpRule, Peer, Policy, PolicySet, Rule
 
 __all__ = [
@@ -64,6 +64,8 @@ _ID_SEGMENT: Final = re.compile(
 )
 #: Characters Istio reads as wildcards or template operators in a path.
 _PATH_SPECIAL: Final = re.compile(r"[*{}]")
+#: Istio's HBONE port (ambient mode's tunnel).
+_HBONE: Final = MESH_PORTS[15008]
 #: Most ports one port range may expand to (Istio lists ports one by one).
 _MAX_RANGE: Final = 1024
 
@@ -287,6 +289,7 @@ class _Identity:
     ports: set[int] | None = field(default_factory=set)
     http: dict[int, dict[str, set[str | None]]] = field(default_factory=dict)
     flags: set[str] = field(default_factory=set)
+    tunnelled: bool = False
 
 
 #: Source kinds in rule order: principals, namespaces, addresses, any source.
@@ -297,6 +300,7 @@ def _rules(
     policy: Policy, options: IstioOptions, where: str
 ) -> tuple[list[dict[str, Any]], list[str]]:
     identities: dict[tuple[str, ...], _Identity] = {}
+    tunnelled: list[Peer] = []  # sources seen only through HBONE (ambient): port unknown
     for rule in policy.ingress:
         if rule.action != "allow":
             raise SynthesisError(
@@ -304,6 +308,8 @@ def _rules(
             )
         ports, skipped = _tcp_ports(rule, where)
         if ports == set():
+            if any(mesh_port(p.protocol, p.port) == _HBONE for p in rule.ports):
+                tunnelled.extend(rule.peers)
             continue  # UDP/SCTP or Istio's own ports only: nothing the proxy authorises
         for peer in rule.peers or (None,):
             key, source, flag = _source(peer, policy, options, where)
@@ -314,6 +320,15 @@ def _rules(
                 identity.flags.add(skipped)
             http = peer.http if options.l7 and peer is not None else ()
             _add(identity, ports, http, where)
+    for peer in tunnelled:
+        key, source, flag = _source(peer, policy, options, where)
+        if key in identities and not identities[key].tunnelled:
+            continue  # its application ports are known from other flows
+        identity = identities.setdefault(key, _Identity(source, tunnelled=True))
+        identity.ports = None
+        identity.flags.update(
+            f for f in (flag, "seen only through the HBONE tunnel (ambient): any port") if f
+        )
     # Addresses outside the mesh with the same operations share one rule (one source listing
     # their ipBlocks; those with exceptions get a source each).
     merged: dict[tuple[str, ...], tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]] = {}

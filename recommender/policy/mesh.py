@@ -16,7 +16,8 @@ dialect renders it deliberately (``docs/dialects.md``, "Mesh ports"):
 The NetworkPolicy dialects give the last three kinds rules of their own (never merged with
 application ports, flagged ``mesh:<role>``, listed in the ``recommender.io/mesh-ports``
 annotation); the Istio dialect writes no AuthorizationPolicy rule for any of them (the proxy
-serves them itself).
+serves them itself), except that a source seen only through HBONE gets an any-port rule for
+its identity (the application port is inside the tunnel).
 """
 
 from __future__ import annotations

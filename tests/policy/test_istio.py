@@ -184,6 +184,33 @@ def test_kubernetes_renders_mesh_ports_as_rules_of_their_own() -> None:
     assert all(p.port != 15021 for r in api.rules for p in r.ports)
 
 
+def test_ambient_sources_seen_only_through_hbone_keep_their_identity() -> None:
+    """Ambient mode: the flows show web -> api on 15008 only (the application port is inside
+    the tunnel): api's AuthorizationPolicy allows web's principal on any port, flagged, and no
+    other source; NetworkPolicy allows 15008 from web."""
+    rows = [flow_row(src_namespace="a", src_workload="web", src_labels=_labels("web", "web"),
+                     dst_namespace="a", dst_workload="api", dst_labels=_labels("api", "api"),
+                     dst_port=15008),
+            flow_row(src_namespace="a", src_workload="db-client", dst_namespace="a",
+                     dst_workload="db", dst_labels=_labels("db", "db"), dst_port=5432)]
+    rec = recommend(make_table(rows), dialects=("kubernetes", "istio"))
+    api = next(d for d in rec.manifests("istio") if d["metadata"]["name"] == "allow-api")
+    assert api["spec"]["rules"] == [
+        {"from": [{"source": {"principals": ["cluster.local/ns/a/sa/web"]}}]}
+    ]
+    assert "HBONE" in api["metadata"]["annotations"]["recommender.io/review"]
+    istio = _istio(rec.manifests("istio"))
+    labels = {"app": "api", SA: "api"}
+    web = Identity("cluster.local/ns/a/sa/web", "a", None, mtls=True)
+    other = Identity("cluster.local/ns/a/sa/db", "a", None, mtls=True)
+    assert authorize(istio, Request("a", labels, 9000, web)).allowed
+    assert not authorize(istio, Request("a", labels, 9000, other)).allowed
+    k8s = next(p for p in rec.policy_set.policies if p.name == "allow-api")
+    assert [(r.ports[0].port, r.evidence.flags) for r in k8s.ingress] == [
+        (15008, ("mesh:hbone", "rare"))
+    ]
+
+
 def test_port_range_budget_never_joins_mesh_and_application_ports() -> None:
     rows = [flow_row(src_namespace="a", src_workload="c", dst_namespace="a", dst_workload="s",
                      dst_port=port) for port in (15005, 15007, 15008)]  # fmt: skip
