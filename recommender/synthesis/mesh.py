@@ -9,7 +9,7 @@ for the report, the observed connections that would break: from sources outside 
 A workload counts as in the mesh when its labels say so (``security.istio.io/tlsMode: istio``
 or ``service.istio.io/canonical-name``, set by sidecar injection; ``istio.io/dataplane-mode:
 ambient`` on the pod or, as Cilium copies it, on its namespace) or its traffic does (it
-receives HBONE on 15008, or reaches istiod on 15010/15012). Traffic from a pod's own node
+sends or receives HBONE on 15008, or reaches istiod on 15010/15012). Traffic from a pod's own node
 (kubelet probes, which Istio rewrites to its agent) is not counted.
 """
 
@@ -52,8 +52,10 @@ def mesh_workloads(tables: EdgeTables) -> set[tuple[str, str]]:
         role = mesh_port(edge["protocol"], edge["dst_port"])
         if role is None:
             continue
-        if role.role == "hbone" and edge["dst_kind"] == "workload":
-            found.add((edge["dst_namespace"], edge["dst_id"]))
+        if role.role == "hbone":  # both ends of a tunnel are in the mesh
+            for side in ("src", "dst"):
+                if edge[f"{side}_kind"] == "workload":
+                    found.add((edge[f"{side}_namespace"], edge[f"{side}_id"]))
         if role.port in (15010, 15012) and edge["src_kind"] == "workload":
             found.add((edge["src_namespace"], edge["src_id"]))
     return found

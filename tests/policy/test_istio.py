@@ -35,6 +35,7 @@ from recommender.policy.reader import (
     read_istio_policies,
     read_policies,
 )
+from recommender.report.model import report_markdown
 from recommender.synthesis.enrich import service_accounts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,6 +376,28 @@ def test_diff_lists_authorization_rules_that_change(tmp_path: Path) -> None:
         ("shop", "AuthorizationPolicy/allow-checkout"),
     }
     assert any("methods=GET" in op for k in result.rules_added for op in k[4])
+
+
+def test_strict_report_names_plain_text_peers_and_workloads_without_proxy() -> None:
+    rec = _recommend(mesh_graph(), mtls="strict")
+    mesh = rec.report["mesh"]
+    # web and api tunnel HBONE and api reaches istiod: in the mesh; nothing shows a proxy on
+    # prometheus (its 15020 scrape is no sign) nor on db.
+    assert mesh["workloads_in_mesh"] == ["shop/api", "shop/web"]
+    assert mesh["workloads_without_proxy"] == ["monitoring/prometheus", "shop/db"]
+    assert [(c["source"], c["destination"], c["port"]) for c in mesh["plain_text"]] == [
+        (f"external:{WORLD}", "shop/web", 8443),
+        ("monitoring/prometheus", "shop/api", 9090),
+    ]
+    assert "## Mutual TLS (STRICT)" in report_markdown(rec.report)
+    # With the injection label, prometheus is in the mesh and its scrape is mutual TLS.
+    rows = [flow_row(src_namespace="monitoring", src_workload="prometheus",
+                     src_labels={**_labels("prometheus", "prometheus"),
+                                 "security.istio.io/tlsMode": "istio"},
+                     dst_namespace="shop", dst_workload="api", dst_port=9090)]  # fmt: skip
+    labelled = recommend(make_table(rows), dialects=("istio",), mtls="strict").report["mesh"]
+    assert labelled["plain_text"] == [] and labelled["workloads_without_proxy"] == ["shop/api"]
+    assert "mesh" not in _recommend(mesh_graph()).report
 
 
 # --- identities -------------------------------------------------------------------------------
