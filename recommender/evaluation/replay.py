@@ -454,6 +454,19 @@ class _IstioLayer:
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     root_namespace: str = ROOT_NAMESPACE
     _cache: dict[tuple[Any, ...], IstioVerdict] = field(default_factory=dict)
+    _by_ns: dict[str, IstioPolicies] = field(default_factory=dict)
+
+    def for_namespace(self, namespace: str) -> IstioPolicies:
+        """The objects that can apply to a workload of ``namespace`` (its own, the root's)."""
+        found = self._by_ns.get(namespace)
+        if found is None:
+            keep = (namespace, self.root_namespace)
+            found = IstioPolicies(
+                tuple(p for p in self.policies.authorization if p.namespace in keep),
+                tuple(p for p in self.policies.peer_authentication if p.namespace in keep),
+            )
+            self._by_ns[namespace] = found
+        return found
 
     def identity(self, endpoint: Pod | Endpoint) -> Identity:
         if isinstance(endpoint, Endpoint):
@@ -486,7 +499,9 @@ class _IstioLayer:
                 request = Request(
                     dst.namespace, dict(dst.labels), port, self.identity(src), method, path
                 )
-                found = authorize(self.policies, request, root_namespace=self.root_namespace)
+                found = authorize(
+                    self.for_namespace(dst.namespace), request, root_namespace=self.root_namespace
+                )
                 self._cache[key] = found
             if not found.allowed:
                 what = "connection" if method is None else f"{method} {path or ''}".strip()
