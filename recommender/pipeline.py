@@ -504,9 +504,14 @@ def recommend(
                 holdout_input, config, holdout=holdout, split_at=split_at
             )
             _stage(timings, "holdout", mark)
-    return Recommendation(
+    result = Recommendation(
         policy_set, report, tables, findings, config, cache, timings, guardrails
     )
+    if "istio" in config.dialects:  # rendered now: its flagged rules belong in the report
+        from .report.model import istio_section
+
+        report["istio"] = istio_section(result.manifests("istio"), config.trust_domain)
+    return result
 
 
 def _precedence(config: RecommendConfig) -> str:

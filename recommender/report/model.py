@@ -306,6 +306,44 @@ def _clusters_markdown(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def istio_section(manifests: list[dict[str, Any]], trust_domain: str) -> dict[str, Any]:
+    """The report's ``istio`` section: what the Istio dialect wrote and which rules need a
+    human eye (the ``recommender.io/review`` annotation of each AuthorizationPolicy)."""
+    kinds: dict[str, int] = {}
+    flagged = []
+    for manifest in manifests:
+        kinds[manifest["kind"]] = kinds.get(manifest["kind"], 0) + 1
+        metadata = manifest["metadata"]
+        review = (metadata.get("annotations") or {}).get("recommender.io/review")
+        for item in review.split("; rule ") if review else ():
+            index, _, flags = item.removeprefix("rule ").partition(": ")
+            flagged.append(
+                {
+                    "namespace": metadata["namespace"],
+                    "policy": metadata["name"],
+                    "rule": int(index),
+                    "flags": flags,
+                }
+            )
+    return {"trust_domain": trust_domain, "objects": dict(sorted(kinds.items())),
+            "flagged_rules": flagged}  # fmt: skip
+
+
+def _istio_markdown(section: dict[str, Any]) -> list[str]:
+    """The *Istio* section: the flagged AuthorizationPolicy rules."""
+    objects = ", ".join(f"{n} {k}" for k, n in section["objects"].items()) or "nothing"
+    out = ["## Istio", "", f"Written: {objects} (trust domain `{section['trust_domain']}`).", ""]
+    if section["flagged_rules"]:
+        out += ["Rules to review (annotation `recommender.io/review`):", ""]
+        out += _table(
+            ["namespace", "policy", "rule", "why"],
+            [[r["namespace"], r["policy"], r["rule"], _md_escape(r["flags"])]
+             for r in section["flagged_rules"]],
+        )  # fmt: skip
+        out.append("")
+    return out
+
+
 def _mesh_markdown(m: dict[str, Any]) -> list[str]:
     """The *Mutual TLS* section (``report["mesh"]``): what STRICT would refuse."""
     out = [
@@ -477,6 +515,8 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
         out += _anomalies_markdown(anomalies)
     if report.get("guardrails"):
         out += _guardrails_markdown(report["guardrails"])
+    if report.get("istio"):
+        out += _istio_markdown(report["istio"])
     if report.get("mesh"):
         out += _mesh_markdown(report["mesh"])
     ingest = report.get("ingest")

@@ -406,13 +406,21 @@ def test_strict_report_names_plain_text_peers_and_workloads_without_proxy() -> N
 def test_unknown_service_account_falls_back_to_the_namespace_and_is_flagged() -> None:
     rows = [flow_row(src_namespace="a", src_workload="batch", dst_namespace="b",
                      dst_workload="db", dst_labels=_labels("db", "db"), dst_port=5432)]
-    docs = recommend(make_table(rows), dialects=("istio",)).manifests("istio")
+    rec = recommend(make_table(rows), dialects=("istio",))
+    docs = rec.manifests("istio")
     db = next(d for d in docs if d["metadata"]["name"] == "allow-db")
     assert db["spec"]["rules"] == [
         {"from": [{"source": {"namespaces": ["a"]}}], "to": [{"operation": {"ports": ["5432"]}}]}
     ]
     review = db["metadata"]["annotations"]["recommender.io/review"]
     assert review == "rule 0: service account of a/batch unknown: any workload of namespace a"
+    # ... and the report lists it.
+    assert rec.report["istio"]["flagged_rules"] == [
+        {"namespace": "b", "policy": "allow-db", "rule": 0, "flags": review[len("rule 0: "):]}
+    ]
+    assert rec.report["istio"]["objects"] == {"AuthorizationPolicy": 3}
+    assert "## Istio" in report_markdown(rec.report)
+    assert "istio" not in recommend(make_table(rows)).report
 
 
 def test_trust_domain_names_the_principals(tmp_path: Path) -> None:
