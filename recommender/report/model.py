@@ -21,7 +21,7 @@ from ..config import RecommendConfig
 from ..policy.model import PolicySet
 from ..synthesis.synthesizer import Findings
 
-__all__ = ["REPORT_VERSION", "build_report", "report_json", "report_markdown"]
+__all__ = ["REPORT_VERSION", "build_report", "istio_section", "report_json", "report_markdown"]
 
 REPORT_VERSION: Final = "1"
 _MAX_LISTED: Final = 200
