@@ -130,6 +130,9 @@ class Recommendation:
             if rendered is not None:
                 return list(rendered)
             return render_kubernetes(self.policy_set)
+        cached = self._cache.get(f"dialect:{name}")  # istio: rendered once by recommend()
+        if cached is not None:
+            return list(cached)
         return render_dialect(self.dialect_policy_set(), name, dialect_options(self.config))
 
     def dialect_policy_set(self) -> PolicySet:
@@ -510,8 +513,40 @@ def recommend(
     if "istio" in config.dialects:  # rendered now: its flagged rules belong in the report
         from .report.model import istio_section
 
-        report["istio"] = istio_section(result.manifests("istio"), config.trust_domain)
+        manifests = result.manifests("istio")
+        cache["dialect:istio"] = manifests
+        report["istio"] = istio_section(manifests, config.trust_domain)
+        report["istio"]["self_check"] = _istio_self_check(manifests, policy_set, evidence, config)
     return result
+
+
+def _istio_self_check(
+    manifests: list[dict[str, Any]],
+    policy_set: PolicySet,
+    tables: EdgeTables,
+    config: RecommendConfig,
+) -> dict[str, Any]:
+    """Replay the evidence against the NetworkPolicies and the Istio objects together, with
+    Istio's semantics for the latter: every observed call should still pass."""
+    from .evaluation.replay import replay
+    from .policy.authz import IstioPolicies
+    from .policy.reader import parse_authorization_policy, parse_peer_authentication
+
+    istio = IstioPolicies(
+        tuple(parse_authorization_policy(m) for m in manifests
+              if m["kind"] == "AuthorizationPolicy"),
+        tuple(parse_peer_authentication(m) for m in manifests
+              if m["kind"] == "PeerAuthentication"),
+    )  # fmt: skip
+    coverage = replay(
+        policy_set, tables, synthetic_limit=0, istio=istio, trust_domain=config.trust_domain
+    )
+    return {
+        "coverage": coverage.coverage,
+        "false_denies": len(coverage.false_denies),
+        "false_deny_examples": [e.to_dict() for e in coverage.false_denies[:20]],
+        "denied_in_input_but_allowed": len(coverage.denied_but_allowed),
+    }
 
 
 def _precedence(config: RecommendConfig) -> str:

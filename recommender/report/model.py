@@ -333,6 +333,15 @@ def _istio_markdown(section: dict[str, Any]) -> list[str]:
     """The *Istio* section: the flagged AuthorizationPolicy rules."""
     objects = ", ".join(f"{n} {k}" for k, n in section["objects"].items()) or "nothing"
     out = ["## Istio", "", f"Written: {objects} (trust domain `{section['trust_domain']}`).", ""]
+    check = section.get("self_check")
+    if check:
+        out += [
+            f"Self-check with Istio's semantics (after the NetworkPolicies): "
+            f"{check['coverage']:.2%} of the observed connections allowed, "
+            f"{check['false_denies']} false denies, {check['denied_in_input_but_allowed']} "
+            "denied flows allowed.",
+            "",
+        ]
     if section["flagged_rules"]:
         out += ["Rules to review (annotation `recommender.io/review`):", ""]
         out += _table(

@@ -345,13 +345,17 @@ def test_replay_judges_the_written_tree_with_istio(tmp_path: Path) -> None:
     rec = recommend(HUBBLE, dialects=("kubernetes", "istio"), l7=True)
     rec.write(tmp_path / "out")
     assert main(["evaluate", str(tmp_path / "out"), str(HUBBLE)]) == 0
+    check = rec.report["istio"]["self_check"]
+    assert check["coverage"] == 1.0 and check["false_denies"] == 0
+    assert check["denied_in_input_but_allowed"] == 0
     strict = recommend(HUBBLE, dialects=("kubernetes", "istio"), mtls="strict")
     strict.write(tmp_path / "strict")
     # STRICT refuses the internet's plain-text connections to the frontend: false denies...
     assert main(["evaluate", str(tmp_path / "strict"), str(HUBBLE)]) == 1
     # ... which the diff reports as traffic the STRICT tree would break.
     assert main(["diff", str(tmp_path / "out"), str(tmp_path / "strict"), str(HUBBLE)]) == 1
-    # And the report said so beforehand.
+    # And the report said so beforehand: its self-check and its Mutual TLS section.
+    assert strict.report["istio"]["self_check"]["false_denies"] == 6
     mesh = strict.report["mesh"]
     assert mesh["mtls"] == "STRICT"
     assert {c["destination"] for c in mesh["plain_text"] if c["source"].startswith("external:")
