@@ -19,6 +19,8 @@ import pyarrow as pa
 import pytest
 import yaml
 from conftest import flow_row, make_table
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recommender import recommend
 from recommender.aggregate.edges import EdgeTables, aggregate_edges
@@ -516,3 +518,52 @@ def test_written_trees_pass_the_shared_validator(tmp_path: Path) -> None:
         [sys.executable, str(VALIDATOR), "-v", str(tmp_path / "graph/istio")],
         capture_output=True, text=True, check=False,
     ).stdout  # fmt: skip
+
+
+# --- invariant ---------------------------------------------------------------------------------
+
+_APPS = ("web", "api", "db", "cache")
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    calls=st.sets(
+        st.tuples(
+            st.sampled_from(_APPS), st.sampled_from(_APPS), st.sampled_from((80, 443, 5432))
+        ).filter(lambda c: c[0] != c[1]),
+        min_size=1,
+        max_size=6,
+    ),
+    world=st.sets(st.sampled_from(_APPS), max_size=2),
+)
+def test_allowed_is_exactly_observed_for_any_small_graph(
+    calls: set[tuple[str, str, int]], world: set[str]
+) -> None:
+    """Invariant: for any graph of workloads with service accounts (and internet clients on
+    port 443), the Istio output allows every observed (source, destination, port) and no other,
+    under Istio's semantics."""
+    rows = [
+        flow_row(src_namespace="ns", src_workload=s, src_labels=_labels(s, f"{s}-sa"),
+                 dst_namespace="ns", dst_workload=d, dst_labels=_labels(d, f"{d}-sa"),
+                 dst_port=port)
+        for s, d, port in sorted(calls)
+    ] + [
+        flow_row(src_kind="external", src_ip=WORLD, src_name="world", dst_namespace="ns",
+                 dst_workload=d, dst_labels=_labels(d, f"{d}-sa"), dst_port=443)
+        for d in sorted(world)
+    ]  # fmt: skip
+    rec = recommend(make_table(rows), dialects=("istio",))
+    istio = _istio(rec.manifests("istio"))
+    seen = {w for c in calls for w in c[:2]} | world
+    observed = set(calls) | {("world", d, 443) for d in world}
+    for src in sorted(seen | {"world"}):
+        ident = (Identity(ip=WORLD) if src == "world"
+                 else Identity(principal("cluster.local", "ns", f"{src}-sa"), "ns", None, True))
+        for dst in sorted(seen):
+            for port in (80, 443, 5432):
+                if src == dst:
+                    continue
+                request = Request("ns", _labels(dst, f"{dst}-sa"), port, ident)
+                assert authorize(istio, request).allowed is ((src, dst, port) in observed), (
+                    src, dst, port
+                )  # fmt: skip
