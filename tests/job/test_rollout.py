@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from _jobdata import job_file, noon
+from _jobdata import job_file, moto_s3, noon
 from conftest import flow_row, make_table
 
 from recommender.evaluation.staged import staged_evidence, staged_verdict
@@ -44,7 +44,7 @@ def _row(day: date, minute: int, **values: Any) -> dict[str, Any]:
     return flow_row(**{**base, **values})
 
 
-def write_day(root: Path, day: date, would_break: bool) -> None:
+def day_bytes(day: date, would_break: bool) -> bytes:
     """One day of the shop: web -> db, which the staged policy evaluates (allow; on a bad day
     also deny: a would-deny on wanted traffic), and a refused probe of db's SSH port that the
     staged policy would deny too (that one must not hold the rollout back)."""
@@ -54,11 +54,15 @@ def write_day(root: Path, day: date, would_break: bool) -> None:
     ]
     if would_break:
         rows.append(_row(day, 10, policies=[DENY], connections=37))
-    path = root / f"date={day:%Y-%m-%d}" / "flows.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
     sink = io.BytesIO()
     pq.write_table(make_table(rows), sink)
-    path.write_bytes(sink.getvalue())
+    return sink.getvalue()
+
+
+def write_day(root: Path, day: date, would_break: bool) -> None:
+    path = root / f"date={day:%Y-%m-%d}" / "flows.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(day_bytes(day, would_break))
 
 
 def files(out: Path) -> dict[str, str]:
@@ -100,17 +104,60 @@ def test_would_deny_counts_wanted_traffic_only(tmp_path: Path) -> None:
     assert staged_evidence(table, None).would_deny == []
 
 
+@pytest.fixture(scope="module")
+def s3():
+    yield from moto_s3()
+
+
 @needs_git
-def test_a_week_staged_reset_by_a_would_deny_promoted_when_clean(tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["folder", "s3"])
+def test_a_week_staged_reset_by_a_would_deny_promoted_when_clean(
+    tmp_path: Path, storage: str, request: pytest.FixtureRequest
+) -> None:
     flows, out, remote = tmp_path / "flows", tmp_path / "out", tmp_path / "remote.git"
     git("init", "-q", "--bare", str(remote))
-    for i in range(7):
-        write_day(flows, DAY1 + timedelta(days=i), would_break=i == 1)
+    input_uri, output_uri, extra = str(flows), str(out), {}
+    if storage == "s3":
+        s3 = request.getfixturevalue("s3")
+        bucket = f"rollout-{tmp_path.name[-20:].lower().replace('_', '-')}"
+        s3.client.create_bucket(Bucket=bucket)
+        for i in range(7):
+            day = DAY1 + timedelta(days=i)
+            s3.client.put_object(Bucket=bucket, Key=f"flows/date={day:%Y-%m-%d}/f.parquet",
+                                 Body=day_bytes(day, would_break=i == 1))
+        input_uri, output_uri = f"s3://{bucket}/flows", f"s3://{bucket}/out"
+        extra = {"storage": {"endpoint_url": s3.url}}
+    else:
+        for i in range(7):
+            write_day(flows, DAY1 + timedelta(days=i), would_break=i == 1)
+
+    def tree() -> dict[str, str]:
+        if storage == "folder":
+            return files(out)
+        pointer = json.loads(s3.client.get_object(Bucket=bucket, Key="out/current.json")
+                             ["Body"].read())
+        prefix = f"out/{pointer['path']}/"
+        pages = s3.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        names = sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+        return {
+            k[len(prefix):]: s3.client.get_object(Bucket=bucket, Key=k)["Body"].read().decode()
+            for k in names if k.endswith(".yaml")
+        }
+
+    def text(name: str) -> str:
+        if storage == "folder":
+            return (out / name).read_text()
+        pointer = json.loads(s3.client.get_object(Bucket=bucket, Key="out/current.json")
+                             ["Body"].read())
+        key = f"out/{pointer['path']}/{name}"
+        return str(s3.client.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+
     config = job_file(
         tmp_path / "job.yaml",
         {
-            "input": {"uri": str(flows), "window_days": 1},
-            "output": {"uri": str(out)},
+            **extra,
+            "input": {"uri": input_uri, "window_days": 1},
+            "output": {"uri": output_uri},
             "lifecycle": {"stable_runs": 2},
             "rollout": {"staged": True, "promote_after_days": 4},
             "gitops": {"url": str(remote), "branch": "recs", "path": "netpol"},
@@ -124,15 +171,15 @@ def test_a_week_staged_reset_by_a_would_deny_promoted_when_clean(tmp_path: Path)
         result = run_job(config, as_of=noon(DAY1 + timedelta(days=i)))
         (ns,) = result.changes["namespaces"]
         seen.append((ns["status"], ns["enforcing"], ns["would_deny"]))
-        trees.append(files(out))
-        changes_md = (out / "changes.md").read_text()
+        trees.append(tree())
+        changes_md = text("changes.md")
         if i == 1:  # the would-deny is the first thing the day's changes say
             first = changes_md.split("## Staged policies", 1)[1].strip().splitlines()[0]
             assert first == (
                 "- **would break: shop/web -> shop/db TCP/5432, 37 connections since "
                 "2026-03-03 12:10:00 (by shop/staged:default.allow-db)**"
             )
-            assert "Staged policies would break wanted traffic" in (out / "report.md").read_text()
+            assert "Staged policies would break wanted traffic" in text("report.md")
     assert seen == [
         ("learning", False, 0),
         ("stabilising", False, 37),  # reset: the clean period starts again on day 2
@@ -169,9 +216,9 @@ def test_a_week_staged_reset_by_a_would_deny_promoted_when_clean(tmp_path: Path)
     listed = git("--git-dir", str(remote), "ls-tree", "-r", "--name-only", "recs").split()
     assert "netpol/kubernetes/shop/allow-db.yaml" in listed
     assert not any("_staged" in name for name in listed)
-    state = json.loads((out / "changes.json").read_text())["rollout"]
+    state = json.loads(text("changes.json"))["rollout"]
     assert state["enforcing"] == ["shop"] and state["staged_namespaces"] == []
-    if VALIDATE.exists():
+    if VALIDATE.exists() and storage == "folder":
         done = subprocess.run(
             ["python", str(VALIDATE), str(out / "calico")], capture_output=True, text=True,
             check=False,
