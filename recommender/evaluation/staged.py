@@ -9,8 +9,9 @@ it *would* have done:
   in Calico's ``index|tier|name|action|rule`` form. The last entry decides: ``allow`` or
   ``deny`` (``pass`` hands over to the next tier; a trace ending in ``pass`` decides nothing).
 - Cilium in policy audit mode forwards everything and marks a flow that the policies would drop
-  with the verdict ``AUDIT`` (``audit`` in the canonical table); Hubble names the policy only for
-  drops, so an audited flow's deciding policy is unknown (``""``).
+  with the verdict ``AUDIT`` (``audit`` in the canonical table); the policy is the first one
+  Hubble names in ``ingress_denied_by``/``egress_denied_by`` (kept by the reader as
+  ``denied-by:<direction>|<kind>|<namespace/name>``), ``""`` when it names none.
 
 :func:`staged_evidence` sums those verdicts per staged policy and rule (flows it would deny,
 with examples, flows it would allow, when it was last evaluated) and lists the *would-deny on
@@ -71,6 +72,8 @@ def staged_verdict(policies: Iterable[str] | None, verdict: str) -> tuple[str, s
     ('deny', 'a/staged:t.p', 1)
     >>> staged_verdict(None, "audit")
     ('deny', '', -2)
+    >>> staged_verdict(["denied-by:ingress|CiliumNetworkPolicy|shop/db"], "audit")
+    ('deny', 'shop/db', -2)
     >>> staged_verdict(["0|t|a/p|allow|0"], "allowed") is None
     True
     """
@@ -85,7 +88,8 @@ def staged_verdict(policies: Iterable[str] | None, verdict: str) -> tuple[str, s
             return parts[3], parts[2], rule
         return None
     if verdict == "audit":
-        return "deny", "", -2
+        named = [p.split("|", 2)[2] for p in policies or () if p.startswith("denied-by:")]
+        return "deny", named[0] if named else "", -2
     return None
 
 
