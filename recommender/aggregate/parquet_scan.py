@@ -131,9 +131,7 @@ class _FileScan:
     invalid_rows: list[int]
 
 
-def _scan_file(
-    con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConfig
-) -> _FileScan:
+def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConfig) -> _FileScan:
     import pyarrow.parquet as pq
 
     source = f"read_parquet({_literal(path)}, file_row_number = true)"
