@@ -93,7 +93,9 @@ class Recommendation:
         ``synthesize``, ``render``, ``self_check``, ``report``, ``holdout`` when asked;
         :meth:`write` adds ``report_files`` and ``write``). Wall-clock time, so kept out of
         the report, whose bytes depend on the input only. ``read`` is the time spent producing
-        canonical rows, ``aggregate`` the rest of the streaming aggregation.
+        canonical rows, ``aggregate`` the rest of the streaming aggregation; for canonical
+        Parquet files DuckDB scans itself, ``read`` is that scan (reading and a first grouping,
+        in one pass) and ``aggregate`` the rest.
     guardrails
         The guardrails synthesis respected (None without ``guardrails=``); each written tree
         gets them in ``_guardrails/``.
@@ -336,7 +338,11 @@ def recommend(
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
 
     Files are streamed: canonical rows are aggregated batch by batch as they are read, so
-    memory holds the edges and one batch, never the whole flow table.
+    memory holds the edges and one batch, never the whole flow table. Canonical Parquet files
+    (as ``recommend ingest`` writes them) are scanned by DuckDB itself: only the columns the
+    stages need, ``since``/``until`` pushed down, label maps read once per pod
+    (:mod:`recommender.aggregate.parquet_scan`; the same result). ``on_batch`` is then called
+    once per file.
 
     Parameters
     ----------
