@@ -15,6 +15,9 @@ For every (format, rows), in separate subprocesses (each peak RSS its own, from 
   streamed decode of every column, in flat memory, that the end-to-end ratio is judged against
   (``e2e/stream`` in the table; target at most 2x, peak RSS under 1 GB at 20M rows);
 - **ingest**: ``recommender.iter_flow_batches(path)`` consumed to the end;
+- **e2e-stream** (Parquet): end to end with the file streamed through the Parquet reader as
+  Arrow batches, every column decoded (what ``recommend`` did before it let DuckDB scan
+  canonical Parquet itself; same outputs), for a before/after in one run;
 - **end to end**: ``recommender.recommend(path).write(tmpdir)``, the policy tree and reports
   written, with ``Recommendation.timings`` (seconds per stage) kept in the results; with
   ``--dask`` also ``engine="dask"`` on a local cluster of one worker per core.
@@ -98,6 +101,18 @@ def child_floor_stream(fmt: str, path: Path) -> dict[str, Any]:
     for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=65536):
         rows += batch.num_rows
     return {"seconds": time.perf_counter() - started, "rows": rows, "records": rows}
+
+
+def child_e2e_stream(fmt: str, path: Path) -> dict[str, Any]:
+    """End to end with canonical Parquet streamed through the readers as Arrow batches (every
+    column decoded), as before DuckDB scanned such files itself: the same outputs, for a
+    before/after comparison in one run."""
+    from unittest import mock
+
+    from recommender.aggregate import parquet_scan
+
+    with mock.patch.object(parquet_scan, "scannable_parquet", return_value=None):
+        return child_e2e(fmt, path)
 
 
 def child_e2e(fmt: str, path: Path, engine: str = "embedded") -> dict[str, Any]:
@@ -223,7 +238,8 @@ def run_child(args: argparse.Namespace) -> int:
             result = child_e2e(args.format, Path(args.path), engine="dask")
         else:
             fn = {"floor": child_floor, "floor-stream": child_floor_stream,
-                  "ingest": child_ingest, "e2e": child_e2e}[args.child]
+                  "ingest": child_ingest, "e2e": child_e2e,
+                  "e2e-stream": child_e2e_stream}[args.child]
             result = fn(args.format, Path(args.path))
     except Exception as exc:  # reported as n/a, never crashes the run
         result = {"error": f"{type(exc).__name__}: {exc}"[:600]}
@@ -295,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="generate (or find) the inputs, measure nothing")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the fastest counts")
     parser.add_argument("--kinds", default="floor,ingest,e2e",
-                        help="which measurements: floor, floor-stream, ingest, e2e "
-                             "(comma-separated)")
+                        help="which measurements: floor, floor-stream, ingest, e2e, "
+                             "e2e-stream (comma-separated)")
     parser.add_argument("--interleave", action="store_true",
                         help="run the --repeat rounds kind after kind (floor, e2e, floor, ...)")
     parser.add_argument("--dask", action="store_true",

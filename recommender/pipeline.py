@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .aggregate.edges import EdgeTables, aggregate_edges
 from .config import RecommendConfig
-from .errors import ConfigError
+from .errors import ConfigError, FlowFormatError
 from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
@@ -447,11 +447,17 @@ def recommend(
                 from .aggregate.parquet_scan import aggregate_parquet_files
 
                 # Canonical Parquet: DuckDB reads only the columns it needs, the window pushed
-                # down; the same edges and ledger as the stream (docs/performance.md).
-                tables, scanned = aggregate_parquet_files(parquet, config, batches.ledger, on_batch)
-                timed = _Timed((), None)
-                timed.seconds = scanned
-            else:
+                # down; the same edges and ledger as the stream (docs/scaling.md).
+                try:
+                    tables, scanned = aggregate_parquet_files(
+                        parquet, config, batches.ledger, on_batch
+                    )
+                except FlowFormatError:
+                    parquet = None  # the stream reads the files, and says what is wrong
+                else:
+                    timed = _Timed((), None)
+                    timed.seconds = scanned
+            if parquet is None:
                 if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
                     _import_later_stages()  # while this process mostly waits for its workers
                 source: Iterable[pa.RecordBatch] = batches

@@ -301,3 +301,37 @@ def test_rows_read_again_are_the_valid_rows_columns(tmp_path: Path) -> None:
     got = pa.Table.from_batches(batches)
     assert got.column_names == ["src_kind", "verdict"]
     assert got["src_kind"].to_pylist() == ["workload", "host"]
+
+
+def test_a_file_duckdb_cannot_read_is_streamed(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "flows.parquet"
+    pq.write_table(
+        make_table(
+            [
+                {
+                    "start_time": T0,
+                    "end_time": T0,
+                    "src_kind": "workload",
+                    "src_namespace": "shop",
+                    "src_workload": "web",
+                    "dst_kind": "workload",
+                    "dst_namespace": "shop",
+                    "dst_workload": "db",
+                    "protocol": "TCP",
+                    "dst_port": 5432,
+                    "verdict": "allowed",
+                    "connections": 1,
+                    "source_format": "test",
+                    "source_file": "test",
+                }
+            ]
+        ),
+        path,
+    )
+    scanned = recommend(path)
+    with mock.patch.object(parquet_scan, "_scan_file", side_effect=duckdb.IOException("no")):
+        streamed = recommend(path)
+    assert streamed.report == scanned.report
+    assert streamed.report["ingest"]["read"] == 1 and streamed.report["ingest"]["balanced"]
