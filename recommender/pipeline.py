@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .aggregate.edges import EdgeTables, aggregate_edges
 from .config import RecommendConfig
-from .errors import ConfigError
+from .errors import ConfigError, FlowFormatError
 from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
@@ -93,7 +93,9 @@ class Recommendation:
         ``synthesize``, ``render``, ``self_check``, ``report``, ``holdout`` when asked;
         :meth:`write` adds ``report_files`` and ``write``). Wall-clock time, so kept out of
         the report, whose bytes depend on the input only. ``read`` is the time spent producing
-        canonical rows, ``aggregate`` the rest of the streaming aggregation.
+        canonical rows, ``aggregate`` the rest of the streaming aggregation; for canonical
+        Parquet files DuckDB scans itself, ``read`` is that scan (reading and a first grouping,
+        in one pass) and ``aggregate`` the rest.
     guardrails
         The guardrails synthesis respected (None without ``guardrails=``); each written tree
         gets them in ``_guardrails/``.
@@ -336,7 +338,11 @@ def recommend(
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
 
     Files are streamed: canonical rows are aggregated batch by batch as they are read, so
-    memory holds the edges and one batch, never the whole flow table.
+    memory holds the edges and one batch, never the whole flow table. Canonical Parquet files
+    (as ``recommend ingest`` writes them) are scanned by DuckDB itself: only the columns the
+    stages need, ``since``/``until`` pushed down, label maps read once per pod
+    (:mod:`recommender.aggregate.parquet_scan`; the same result). ``on_batch`` is then called
+    once per file.
 
     Parameters
     ----------
@@ -405,6 +411,7 @@ def recommend(
         for name in config.dialects:  # refuse a format that cannot express them, before reading
             render_guardrails(guardrails, guardrails_format(config, name))
     timings: dict[str, float] = {}
+    parquet: list[Path] | None = None  # canonical Parquet files DuckDB reads itself
     with ExitStack() as stack:
         started = time.perf_counter()
         holdout_input: pa.Table | Path
@@ -431,16 +438,36 @@ def recommend(
                 holdout_input = spill
         else:
             batches = iter_flow_batches(flows, format, workers=workers)
-            if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
-                _import_later_stages()  # while this process mostly waits for its workers
-            source: Iterable[pa.RecordBatch] = batches
+            if not validate:
+                from .aggregate.parquet_scan import scannable_parquet
+
+                parquet = scannable_parquet(batches.files)
             holdout_input = Path()
-            if validate:
-                spill = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "flows.parquet"
-                source = _spilled(batches, spill)
-                holdout_input = spill
-            timed = _Timed(source, on_batch)
-            tables = aggregate_edges(timed, config)
+            if parquet is not None:
+                from .aggregate.parquet_scan import aggregate_parquet_files
+
+                # Canonical Parquet: DuckDB reads only the columns it needs, the window pushed
+                # down; the same edges and ledger as the stream (docs/scaling.md).
+                try:
+                    tables, scanned = aggregate_parquet_files(
+                        parquet, config, batches.ledger, on_batch
+                    )
+                except FlowFormatError:
+                    parquet = None  # the stream reads the files, and says what is wrong
+                else:
+                    timed = _Timed((), None)
+                    timed.seconds = scanned
+            if parquet is None:
+                if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
+                    _import_later_stages()  # while this process mostly waits for its workers
+                source: Iterable[pa.RecordBatch] = batches
+                if validate:
+                    spill = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                    spill /= "flows.parquet"
+                    source = _spilled(batches, spill)
+                    holdout_input = spill
+                timed = _Timed(source, on_batch)
+                tables = aggregate_edges(timed, config)
             # The JSON round trip gives the same values a read_flows table's metadata holds.
             ledger = json.loads(json.dumps(batches.ledger.to_dict()))
         aggregated = time.perf_counter()
@@ -455,6 +482,12 @@ def recommend(
             if isinstance(flows, pa.Table)
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )
+        if parquet is not None:
+            from .aggregate.parquet_scan import parquet_rows
+            from .analysis.anomaly import FLOW_COLUMNS
+
+            scanned_files = parquet
+            rows = lambda: parquet_rows(scanned_files, FLOW_COLUMNS)  # noqa: E731
         screening = screen_flows(tables, rows, config)
         tables = screening.tables  # (its time counts in "synthesize")
         evidence, conflicts = tables, None

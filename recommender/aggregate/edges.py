@@ -201,6 +201,8 @@ class PartialEdges:
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # A library call prints nothing of its own: no bar on stderr for a query over two seconds.
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
