@@ -1,4 +1,5 @@
-"""The indexed rule analysis (issue 22) against the all-pairs version it replaced.
+"""The indexed rule analysis and the per-class over-permissiveness count (issue 22) against
+the all-pairs versions they replaced.
 
 ``tests/_reference_rule_analysis.py`` is the module as it was: every rule compared
 with every other rule of the policy set, every pod tried for every peer. On random small policy
@@ -14,7 +15,8 @@ import _reference_rule_analysis as reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recommender.evaluation.evaluator import Cluster, Namespace, Pod
+from recommender.evaluation.evaluator import Cluster, Namespace, Pod, evaluate
+from recommender.evaluation.pair_classes import count_allowed_pairs
 from recommender.evaluation.rule_analysis import find_broad_rules, find_redundant_rules
 from recommender.policy.model import LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 
@@ -152,3 +154,69 @@ def test_same_selector_policies_are_found_as_coverers(data: Any) -> None:
     policy_set = PolicySet((base, *others))
     found = dicts(find_redundant_rules(policy_set))
     assert found == dicts(reference.find_redundant_rules(policy_set))
+
+
+# ------------------------------------------------------------------ over-permissiveness by class
+
+
+def pairwise(
+    policy_set: PolicySet,
+    cluster: Cluster,
+    ports: list[tuple[str, int]],
+    observed: set[tuple[int, int, int]],
+) -> tuple[int, tuple[str, ...]]:
+    """The replay's former count: every (source, destination, port) judged by the evaluator."""
+    pods = cluster.pods
+    allowed = 0
+    examples: list[str] = []
+    for i, src in enumerate(pods):
+        for j, dst in enumerate(pods):
+            if i == j:
+                continue
+            for k, (protocol, port) in enumerate(ports):
+                if (i, j, k) in observed:
+                    continue
+                if evaluate(policy_set, cluster, src, dst, protocol, port).allowed:
+                    allowed += 1
+                    if len(examples) < 20:
+                        examples.append(f"{src.key} -> {dst.key} {protocol}/{port}")
+    return allowed, tuple(examples)
+
+
+@st.composite
+def clusters(draw: Any) -> Cluster:
+    pods = []
+    for i in range(draw(st.integers(0, 7))):
+        labels = dict(draw(st.lists(st.sampled_from(LABELS), max_size=2)))
+        pods.append(Pod(draw(st.sampled_from(NAMESPACES)), f"w{i}", labels))
+    pods.sort(key=lambda p: p.key)
+    namespaces = {
+        n: Namespace(n, {"env": "prod"} if draw(st.booleans()) else {}) for n in NAMESPACES
+    }
+    return Cluster(namespaces, tuple(pods))
+
+
+PORTS = [("TCP", 53), ("TCP", 80), ("TCP", 85), ("TCP", 443), ("UDP", 53)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_class_count_matches_pairwise(data: Any) -> None:
+    policy_set = data.draw(policy_sets())
+    cluster = data.draw(clusters())
+    ports = sorted(data.draw(st.lists(st.sampled_from(PORTS), min_size=1, unique=True)))
+    n = len(cluster.pods)
+    triples = [(i, j, k) for i in range(n) for j in range(n) if i != j for k in range(len(ports))]
+    observed = set(data.draw(st.lists(st.sampled_from(triples), max_size=6))) if triples else set()
+    examples = data.draw(st.sampled_from((20, 3)))
+    counted = count_allowed_pairs(
+        policy_set, cluster, cluster.pods, ports, observed, budget=10_000, examples=examples
+    )
+    allowed, expected = pairwise(policy_set, cluster, ports, observed)
+    assert counted.exact
+    assert counted.allowed == allowed
+    assert counted.examples == expected[:examples]
+    # Over the budget: an upper bound, flagged, without examples.
+    bound = count_allowed_pairs(policy_set, cluster, cluster.pods, ports, observed, budget=0)
+    if not bound.exact:
+        assert bound.allowed >= allowed and bound.examples == ()
