@@ -191,9 +191,11 @@ class Recommendation:
         from .report.graph_svg import render_svg
         from .report.html import report_html
 
-        graph = graph_from_edges(
-            self.tables.edges, self.tables.denied, self.tables.workload_labels
-        )
+        graph = self._cache.get("graph")  # built once by recommend() for the segments
+        if graph is None:
+            graph = graph_from_edges(
+                self.tables.edges, self.tables.denied, self.tables.workload_labels
+            )
         in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
         segments = (self.report.get("segments") or {}).get("segments") or []
         extra = {
@@ -235,12 +237,14 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
     )
 
 
-def _segments(tables: EdgeTables) -> dict[str, Any]:
-    """Proposed segments (:func:`recommender.propose_segments`) for the report."""
+def _segments(tables: EdgeTables, cache: dict[str, Any]) -> dict[str, Any]:
+    """Proposed segments (:func:`recommender.propose_segments`) for the report; the graph is
+    kept in ``cache`` for ``graph.svg`` (:meth:`Recommendation.write`), which draws the same."""
     from .analysis.graph import graph_from_edges
     from .analysis.segments import propose_segments
 
     graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
+    cache["graph"] = graph
     return propose_segments(graph).to_dict()
 
 
@@ -487,7 +491,7 @@ def recommend(
                 guardrails, conflicts, policy_set, findings, tables, config,
                 _precedence(config),
             )
-        report["segments"] = _segments(tables)
+        report["segments"] = _segments(tables, cache)
         mark = _stage(timings, "report", mark)
         if validate:
             from .evaluation.validation import holdout_report
