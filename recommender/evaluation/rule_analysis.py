@@ -507,6 +507,10 @@ class _PeerSpace:
         self._addresses = {v: sorted(items) for v, items in by_version.items()}
         self._values = {v: [i for i, _ in items] for v, items in self._addresses.items()}
         self._cache: dict[tuple[object, ...], frozenset[str]] = {}
+        self._ns_cache: dict[LabelSelector, list[str]] = {}
+        self._ns_by_name: dict[str, list[str]] = {}
+        for ns, labels in self._ns_labels.items():
+            self._ns_by_name.setdefault(labels[NAMESPACE_NAME_LABEL], []).append(ns)
 
     def of(self, entry: _Entry) -> set[str]:
         """The endpoints ``entry``'s rule allows (every endpoint when it has no peers)."""
@@ -535,9 +539,7 @@ class _PeerSpace:
         ns_selector, pod_selector = key[1], key[2]
         assert isinstance(ns_selector, LabelSelector)
         assert pod_selector is None or isinstance(pod_selector, LabelSelector)
-        for ns, labels in self._ns_labels.items():
-            if not ns_selector.matches(labels):
-                continue
+        for ns in self._namespaces(ns_selector):
             if pod_selector is None:
                 yield from (p.key for p in self._by_ns[ns])
                 continue
@@ -547,6 +549,16 @@ class _PeerSpace:
                 else self._by_ns[ns]
             )
             yield from (p.key for p in pool if pod_selector.matches(dict(p.labels)))
+
+    def _namespaces(self, selector: LabelSelector) -> list[str]:
+        """The namespaces (with pods) ``selector`` matches; by name when it names one."""
+        found = self._ns_cache.get(selector)
+        if found is None:
+            named = dict(selector.match_labels).get(NAMESPACE_NAME_LABEL)
+            pool = self._ns_by_name.get(named, []) if named is not None else self._ns_labels
+            found = [ns for ns in pool if selector.matches(self._ns_labels[ns])]
+            self._ns_cache[selector] = found
+        return found
 
     def _cidr_of(self, key: tuple[object, ...]) -> Iterable[str]:
         cidr, excepts = key[1], key[2]
