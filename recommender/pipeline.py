@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import tempfile
@@ -70,6 +71,24 @@ def _import_later_stages() -> None:
 
 
 PathLike = str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def few_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while a run builds its results.
+
+    The stages make millions of small objects that live until the end of the run (rows,
+    rules, report entries); with Python's default thresholds (700, 10, 10) the collector
+    walked them over and over: 40 % of the CPU time of a run over 8,000 workloads
+    (``benchmarks/bench_wide.py``). Cycles are still collected, after 100,000 allocations
+    instead of 700; the thresholds are put back afterwards.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 100_000), max(old[1], 50), max(old[2], 100))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 @dataclass(frozen=True)
@@ -178,6 +197,10 @@ class Recommendation:
         ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
         ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
         """
+        with few_collections():
+            return self._write(out_dir, dialects)
+
+    def _write(self, out_dir: PathLike, dialects: Iterable[str] | str | None) -> list[Path]:
         from .policy.dialects import group_by_namespace, parse_dialects
         from .policy.writer import write_policy_trees
 
@@ -193,9 +216,11 @@ class Recommendation:
         from .report.graph_svg import render_svg
         from .report.html import report_html
 
-        graph = graph_from_edges(
-            self.tables.edges, self.tables.denied, self.tables.workload_labels
-        )
+        graph = self._cache.get("graph")  # built once by recommend() for the segments
+        if graph is None:
+            graph = graph_from_edges(
+                self.tables.edges, self.tables.denied, self.tables.workload_labels
+            )
         in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
         segments = (self.report.get("segments") or {}).get("segments") or []
         extra = {
@@ -237,12 +262,14 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
     )
 
 
-def _segments(tables: EdgeTables) -> dict[str, Any]:
-    """Proposed segments (:func:`recommender.propose_segments`) for the report."""
+def _segments(tables: EdgeTables, cache: dict[str, Any]) -> dict[str, Any]:
+    """Proposed segments (:func:`recommender.propose_segments`) for the report; the graph is
+    kept in ``cache`` for ``graph.svg`` (:meth:`Recommendation.write`), which draws the same."""
     from .analysis.graph import graph_from_edges
     from .analysis.segments import propose_segments
 
     graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
+    cache["graph"] = graph
     return propose_segments(graph).to_dict()
 
 
@@ -413,6 +440,7 @@ def recommend(
     timings: dict[str, float] = {}
     parquet: list[Path] | None = None  # canonical Parquet files DuckDB reads itself
     with ExitStack() as stack:
+        stack.enter_context(few_collections())
         started = time.perf_counter()
         holdout_input: pa.Table | Path
         if isinstance(flows, pa.Table):
@@ -520,7 +548,7 @@ def recommend(
                 guardrails, conflicts, policy_set, findings, tables, config,
                 _precedence(config),
             )
-        report["segments"] = _segments(tables)
+        report["segments"] = _segments(tables, cache)
         mark = _stage(timings, "report", mark)
         if validate:
             from .evaluation.validation import holdout_report
