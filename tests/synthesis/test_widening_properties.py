@@ -30,7 +30,7 @@ from recommender.synthesis.refused import Refused, RefusedSet
 NAMESPACES = ("alpha", "beta")
 PORTS = (80, 81, 82, 443, 8080)
 #: Public addresses close together (so budgets merge them) and special-purpose ones.
-PUBLIC = tuple(f"81.2.69.{i}" for i in range(0, 12)) + ("8.8.8.8", "8.8.8.9", "2a00:1450::5")
+PUBLIC = (*(f"81.2.69.{i}" for i in range(12)), "8.8.8.8", "8.8.8.9", "2a00:1450::5")
 SPECIAL = (
     "10.0.0.5",
     "10.0.0.6",
