@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Final
 
 import pyarrow as pa
@@ -101,12 +102,21 @@ def resolve_owner(name: str | None, kind: str | None) -> tuple[str | None, str |
     return name, kind
 
 
+@lru_cache(maxsize=65536)
+def _may_change(name: str) -> bool:
+    """Whether :func:`resolve_owner` could map ``name`` to another name, for some kind."""
+    return any(p.fullmatch(name) for p in (_JOB_OF_CRONJOB, _REPLICASET))
+
+
 def _resolve_side(batch: pa.RecordBatch, side: str) -> pa.RecordBatch:
     names = batch.column(f"{side}_workload")
     kinds = batch.column(f"{side}_workload_kind")
     if names.null_count == len(names):
         return batch
     names, kinds = names.cast(pa.string()), kinds.cast(pa.string())
+    # Most batches name only settled owners: one hash pass over the names tells.
+    if not any(_may_change(name) for name in pc.unique(names).to_pylist() if name):
+        return batch
     # One string per (name, kind) pair; a row without a name keeps its columns as they are.
     keys = pc.binary_join_element_wise(names, pc.fill_null(kinds, _NO_KIND), _SEP)
     distinct = pc.unique(keys).drop_null()
