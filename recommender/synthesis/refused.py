@@ -91,7 +91,7 @@ class RefusedSet:
     def __init__(self, items: Iterable[Refused] = ()) -> None:
         self.items: frozenset[Refused] = frozenset(items)
         self._by: dict[tuple[Owner, str, str], list[Refused]] = defaultdict(list)
-        for item in sorted(self.items, key=_sort_key):
+        for item in self.items:
             self._by[(item.owner, item.direction, item.protocol)].append(item)
 
     def __len__(self) -> int:
@@ -210,18 +210,6 @@ class RefusedSet:
 
 def _protocols(refused: RefusedSet, owner: Owner, direction: str) -> list[str]:
     return sorted({p for (o, d, p) in refused._by if o == owner and d == direction})
-
-
-def _sort_key(item: Refused) -> tuple[object, ...]:
-    peer = item.peer
-    return (
-        item.owner,
-        item.direction,
-        item.protocol,
-        -1 if item.port is None else item.port,
-        "" if peer is None else str(peer),
-        item.reason,
-    )
 
 
 def peer_admits_workload(

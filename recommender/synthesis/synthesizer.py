@@ -90,7 +90,7 @@ class _Acc:
     windows: int = 0
     flags: set[str] = field(default_factory=set)
     describe: set[str] = field(default_factory=set)
-    describe_edges: list[dict[str, Any]] = field(default_factory=list)
+    edge_ids: set[int] = field(default_factory=set)
 
     def add(
         self, edge: dict[str, Any], ports: Iterable[PortSpec], flags: Iterable[str] = ()
@@ -184,7 +184,7 @@ def _compress_ports(
         numbers = sorted(
             {p for s in specs for p in range(s.port or 0, (s.end_port or s.port or 0) + 1)}
         )
-        walls, portless = blocked(protocol) if blocked is not None else ([], False)
+        walls, portless = blocked(protocol) if blocked is not None and budget > 0 else ([], False)
         if budget <= 0 or portless:
             out.extend(PortSpec(protocol, n) for n in numbers)
             continue
@@ -250,12 +250,12 @@ class _Builder:
         self,
         config: RecommendConfig,
         findings: Findings,
-        refused: RefusedSet | None = None,
+        refused: RefusedSet | Callable[[], RefusedSet] | None = None,
         labels: Mapping[tuple[str, str], Sequence[Mapping[str, str]]] | None = None,
     ) -> None:
         self.config = config
         self.findings = findings
-        self.refused = refused or RefusedSet()
+        self._refused = refused
         self.labels = labels or {}
         # (namespace, workload) -> IP version -> the "internet" evidence, and per public
         # source address the edges it was seen in (to name it exactly when it is carved out)
@@ -319,9 +319,16 @@ class _Builder:
         members = self.internet_members[owner][version]
         if not any(e is edge for e, _ in members.get(ip, ())):
             members.setdefault(ip, []).append((edge, tuple(flags)))
-        if not any(edge is e for e in acc.describe_edges):
-            acc.describe_edges.append(edge)
+        if id(edge) not in acc.edge_ids:  # edges live as long as synthesis: ids stay unique
+            acc.edge_ids.add(id(edge))
             acc.add(edge, _ports(edge, self.config), flags)
+
+    @property
+    def refused(self) -> RefusedSet:
+        """The refused set, built on first use: only a widening needs it."""
+        if not isinstance(self._refused, RefusedSet):
+            self._refused = self._refused() if self._refused is not None else RefusedSet()
+        return self._refused
 
     def _blocked(
         self, owner: tuple[str, str], direction: str, peer: Peer, protocol: str
@@ -485,8 +492,13 @@ def synthesize(
     """
     config = config or RecommendConfig()
     findings = Findings()
-    if refused is None:
-        refused = RefusedSet.from_tables(tables)
+    refused_set: RefusedSet | None = refused
+
+    def get_refused() -> RefusedSet:
+        nonlocal refused_set
+        if refused_set is None:
+            refused_set = RefusedSet.from_tables(tables)
+        return refused_set
 
     # Workload identities and selectors, for every workload seen (peers out of scope too).
     label_sets = _label_sets(tables.workload_labels)
@@ -524,7 +536,7 @@ def synthesize(
         ns_sel = None if namespace == owner_ns else LabelSelector.of({NAMESPACE_LABEL: namespace})
         return Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
 
-    builder = _Builder(config, findings, refused, label_sets)
+    builder = _Builder(config, findings, get_refused, label_sets)
     edges = tables.edges.to_pylist()
 
     # Public ingress sources per (workload, ports): many distinct clients => "the internet".
@@ -604,7 +616,9 @@ def synthesize(
     policies = builder.policies(selectors)
     findings.workload_policies = dict(zip(owners, policies, strict=True))
     if config.compact_policies:
-        policies = _compact(policies, owners, tables, common, label_sets, config, findings, refused)
+        policies = _compact(
+            policies, owners, tables, common, label_sets, config, findings, get_refused
+        )
     for namespace in findings.namespaces_in_scope:
         policies.append(
             Policy(
@@ -626,7 +640,7 @@ def _compact(
     label_sets: dict[tuple[str, str], list[dict[str, str]]],
     config: RecommendConfig,
     findings: Findings,
-    refused: RefusedSet,
+    refused: Callable[[], RefusedSet],
 ) -> list[Policy]:
     """Workloads with identical rules (or within ``compaction_budget``) share one policy;
     a budgeted merge never hands a member a grant that admits one of its refused flows."""
@@ -652,7 +666,7 @@ def _compact(
         budget=config.compaction_budget,
         clusters=clusters,
         admits_refused=lambda owner, added: any(
-            refused.admits(owner, direction, peer, port, label_sets)
+            refused().admits(owner, direction, peer, port, label_sets)
             for direction, peer, port in added
         ),
     )
