@@ -259,3 +259,21 @@ def test_a_widening_that_would_admit_a_refused_flow_is_not_made() -> None:
     wide = recommend(_table({**scenario, "denied": []}), **scenario["options"])
     assert "endPort: 82" in wide.to_yaml()
     assert "8.8.8.8/30" in wide.to_yaml()
+
+
+def test_budgeted_compaction_never_grants_a_refused_flow() -> None:
+    """Two workloads that behave alike share a policy within the budget, unless the shared
+    rules would let one of them do what the input shows it was refused."""
+    targets = [("alpha/db", 5432), ("alpha/cache", 6379), ("alpha/api", 8080)]
+    allowed = [("alpha/w0", dst, "TCP", port) for dst, port in targets]
+    allowed += [("alpha/w1", dst, "TCP", port) for dst, port in targets]
+    allowed += [("alpha/w1", "alpha/queue", "TCP", 5672)]
+    workloads = [("alpha", w) for w in ("w0", "w1", "db", "cache", "api", "queue")]
+    options = {"compact_policies": True, "compaction_budget": 5, "trust_all_flows": True}
+    base = {"workloads": workloads, "allowed": allowed, "excluded": [], "failed": []}
+    merged = recommend(_table({**base, "denied": []}), **options)
+    assert any(r["workloads"] == ["w0", "w1"] for r in merged.findings.compaction)
+    refused = [("alpha/w0", "alpha/queue", "TCP", 5672)]
+    held = recommend(_table({**base, "denied": refused}), **options)
+    assert not any("w0" in r["workloads"] for r in held.findings.compaction)
+    _check(held.policy_set, {**base, "denied": refused, "options": options}, refused)
