@@ -342,6 +342,7 @@ class _Builder:
         unknown."""
         for version, acc in sorted(self.internet.get(owner, {}).items()):
             members = self.internet_members[owner][version]
+            refused: set[str] = set()
             if self.refused.unknown_peer(owner, "ingress", acc.ports):
                 carved = set(members)
                 found = None
@@ -349,15 +350,20 @@ class _Builder:
                 refused = self.refused.addresses(owner, "ingress", acc.ports)
                 carved = {ip for ip in refused if ip in members}
                 found = carve_block(public_universe(version), refused)
+            held = ["internet-held-back"] if found is None else []
             for ip in sorted(carved):
                 for edge, flags in members[ip]:
-                    self.address(owner, "ingress", ip, edge, [*flags, *_external_flags(ip)])
+                    self.address(
+                        owner, "ingress", ip, edge, [*flags, *_external_flags(ip), *held]
+                    )
             if found is None:
                 continue
             cidr, except_ = found
             target = self.peers[owner]["ingress"][Peer("cidr", cidr=cidr, except_=except_)]
             _absorb(target, acc)
             target.flags.add("internet")
+            if any(classify_address(ip) == "public" for ip in refused):
+                target.flags.add("refused-carved")
 
     def _merge_addresses(self, owner: tuple[str, str], direction: str) -> None:
         """Turn per-address evidence into CIDR peers: grouped by port set, merged per class."""

@@ -13,6 +13,7 @@ budget, budgeted compaction), judged by the project's evaluator on the emitted P
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from typing import Any
 
@@ -277,3 +278,40 @@ def test_budgeted_compaction_never_grants_a_refused_flow() -> None:
     held = recommend(_table({**base, "denied": refused}), **options)
     assert not any("w0" in r["workloads"] for r in held.findings.compaction)
     _check(held.policy_set, {**base, "denied": refused, "options": options}, refused)
+
+
+def test_internet_rule_flags_and_an_unknown_refused_source() -> None:
+    clients = [f"81.2.69.{i}" for i in range(1, 20)]
+    rows = [
+        flow_row(
+            src_kind="external",
+            src_ip=ip,
+            src_port=50000,
+            dst_namespace="web",
+            dst_workload="frontend",
+            dst_port=443,
+        )
+        for ip in clients
+    ]
+    denied = flow_row(
+        src_kind="external",
+        src_ip="81.2.70.9",
+        src_port=50001,
+        dst_namespace="web",
+        dst_workload="frontend",
+        dst_port=443,
+        verdict="denied",
+    )
+    carved = recommend(make_table([*rows, denied]))
+    (rule,) = [r for p in carved.policy_set.policies for r in p.ingress]
+    assert rule.evidence.flags == ("internet", "refused-carved")
+    assert "81.2.70.9/32" in rule.peers[0].except_
+    # A refused source without an address (a Calico aggregated "pub" record) may be anywhere:
+    # no internet rule, every client named exactly.
+    unknown = {**denied, "src_ip": None, "src_name": "pub"}
+    held = recommend(make_table([*rows, unknown]))
+    peers = [p for pol in held.policy_set.policies for r in pol.ingress for p in r.peers]
+    assert all(p.except_ == () for p in peers)
+    assert sum(ipaddress.ip_network(p.cidr).num_addresses for p in peers) == len(clients)
+    flags = {f for pol in held.policy_set.policies for r in pol.ingress for f in r.evidence.flags}
+    assert "internet-held-back" in flags and "internet" not in flags
