@@ -9,7 +9,9 @@ column), and those names can still carry what changes from one day to the next:
   ``<cronjob>-<scheduled time in minutes since the epoch>``, so every run is a new name;
 * a **ReplicaSet** (``web-5d8f7c9b6``) is one rollout of a Deployment;
 * a pod of unknown owner whose name prefix ends in a plausible scheduled time
-  (``nightly-report-29383920-x7k2p`` in a Calico or canonical row without labels).
+  (``nightly-report-29383920-x7k2p`` in a Calico or canonical row without labels);
+* a StatefulSet's pod ``db-0`` in a Calico row without labels (its aggregated name is the pod
+  name: such pods have no generateName).
 
 :func:`resolve_owner` maps such a name to its owner: ``nightly-report`` (``CronJob``),
 ``web`` (``Deployment``). It runs on every batch before aggregation
@@ -39,6 +41,9 @@ _REPLICASET: Final = re.compile(rf"(?P<name>.+)-{_SAFE}{{6,10}}")
 #: pkg/controller/cronjob/utils.go).
 _JOB_OF_CRONJOB: Final = re.compile(r"(?P<name>.+)-(?P<minutes>\d{8,10})")
 _EIGHT_DIGITS: Final = re.compile(r"(?P<name>.+)-(?P<minutes>\d{8})")
+#: A StatefulSet's pod <set>-<ordinal>, known only as an aggregated name (Calico names such a
+#: pod by its full name: it has no generateName).
+_ORDINAL: Final = re.compile(r"(?P<name>.+)-(?P<ordinal>0|[1-9]\d{0,4})")
 
 
 def _minutes(year: int) -> int:
@@ -73,7 +78,8 @@ def resolve_owner(name: str | None, kind: str | None) -> tuple[str | None, str |
         ``(cronjob, "CronJob")`` for a Job made by a CronJob, ``(deployment, "Deployment")``
         for a ReplicaSet made by a Deployment, ``(cronjob, "CronJob")`` for a name of unknown
         owner (``prefix``, ``Pod`` or no kind) ending in ``-<8 digits>`` within
-        :data:`CRONJOB_MINUTES_RANGE`; anything else unchanged.
+        :data:`CRONJOB_MINUTES_RANGE`, ``(set, "StatefulSet")`` for an aggregated name
+        (``prefix``) ``<set>-<ordinal>``; anything else unchanged.
 
     Examples
     --------
@@ -99,13 +105,17 @@ def resolve_owner(name: str | None, kind: str | None) -> tuple[str | None, str |
         low, high = CRONJOB_MINUTES_RANGE
         if low <= int(run["minutes"]) < high:
             return run["name"], "CronJob"
+    if kind == "prefix":
+        ordinal = _ORDINAL.fullmatch(name)
+        if ordinal:
+            return ordinal["name"], "StatefulSet"
     return name, kind
 
 
 @lru_cache(maxsize=65536)
 def _may_change(name: str) -> bool:
     """Whether :func:`resolve_owner` could map ``name`` to another name, for some kind."""
-    return any(p.fullmatch(name) for p in (_JOB_OF_CRONJOB, _REPLICASET))
+    return any(p.fullmatch(name) for p in (_JOB_OF_CRONJOB, _REPLICASET, _ORDINAL))
 
 
 def _resolve_side(batch: pa.RecordBatch, side: str) -> pa.RecordBatch:

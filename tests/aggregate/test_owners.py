@@ -28,6 +28,10 @@ from recommender.aggregate.owners import CRONJOB_MINUTES_RANGE, resolve_batch_ow
         ("report-29383920", "Deployment", ("report-29383920", "Deployment")),
         ("kafka-29383920", "StatefulSet", ("kafka-29383920", "StatefulSet")),
         ("nightly-report", "CronJob", ("nightly-report", "CronJob")),
+        ("db-0", "prefix", ("db", "StatefulSet")),
+        ("kafka-12", "prefix", ("kafka", "StatefulSet")),
+        ("db-0", "Pod", ("db-0", "Pod")),  # a bare Pod's name is its own
+        ("db-01", "prefix", ("db-01", "prefix")),  # ordinals have no leading zero
         (None, "Job", (None, "Job")),
     ],
 )

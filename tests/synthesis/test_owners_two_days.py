@@ -4,8 +4,9 @@ Between the days every Deployment rolled out (new pod-template-hash), the Statef
 controller revision, the DaemonSet a new generation, and the CronJob ran again (a new Job
 ``nightly-report-<scheduled minutes>`` with a new controller-uid). The flows are written in the
 Hubble form (Job in ``workloads``, ``job-name`` and ``controller-uid`` kept in the identity
-labels) and in the Calico Enterprise form (every controller label, aggregated pod names) and go
-through the real readers.
+labels), in the Calico Enterprise form (every controller label, aggregated pod names) and in the
+Calico form without labels (only the aggregated names tell the owners), and go through the real
+readers.
 
 Both days must give the same policy file names, no name or annotation may carry a hash, run id
 or ordinal, no selector a per-run or per-pod label, and the policies learned on day 1 must allow
@@ -117,7 +118,8 @@ def _day(day: int) -> tuple[list[_Pod], list[str]]:
             f"10.244.{day}.40",
         )
     )
-    pods.append(_Pod("debug", "debug", ("debug", "Pod"), "debug", {"run": "debug"}, "10.244.9.9"))
+    labels = {"app": "debug", "run": "debug"}
+    pods.append(_Pod("debug", "debug", ("debug", "Pod"), "debug", labels, "10.244.9.9"))
     tokens = [template, revision, minutes, uid, suffix, ds_hash, "db-0", "db-1"]
     return pods, tokens
 
@@ -185,7 +187,7 @@ def _hubble(pods: list[_Pod], t0: datetime, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _calico(pods: list[_Pod], t0: datetime, path: Path) -> None:
+def _calico(pods: list[_Pod], t0: datetime, path: Path, labelled: bool = True) -> None:
     by_owner: dict[str, list[_Pod]] = {}
     for p in pods:
         by_owner.setdefault(p.workload, []).append(p)
@@ -204,14 +206,14 @@ def _calico(pods: list[_Pod], t0: datetime, path: Path) -> None:
                         "source_namespace": NS,
                         "source_port": None,
                         "source_type": "wep",
-                        "source_labels": {"labels": [f"{k}={v}" for k, v in src.labels.items()]},
+                        "source_labels": _calico_labels(src, labelled),
                         "dest_ip": None,
                         "dest_name": "-",
                         "dest_name_aggr": dst.aggr,
                         "dest_namespace": NS,
                         "dest_port": port,
                         "dest_type": "wep",
-                        "dest_labels": {"labels": [f"{k}={v}" for k, v in dst.labels.items()]},
+                        "dest_labels": _calico_labels(dst, labelled),
                         "proto": "tcp",
                         "action": "allow",
                         "reporter": reporter,
@@ -232,11 +234,18 @@ def _calico(pods: list[_Pod], t0: datetime, path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
 
 
+def _calico_labels(pod: _Pod, labelled: bool) -> dict[str, list[str]] | None:
+    return {"labels": [f"{k}={v}" for k, v in pod.labels.items()]} if labelled else None
+
+
 def _learn(form: str, day: int, tmp: Path) -> tuple[Any, list[str], list[_Pod], list[str]]:
     pods, tokens = _day(day)
     t0 = datetime(2026, 1, 5 + day, 2, 0, tzinfo=UTC)
     path = tmp / f"{form}-day{day}.jsonl"
-    (_hubble if form == "hubble" else _calico)(pods, t0, path)
+    if form == "hubble":
+        _hubble(pods, t0, path)
+    else:  # without labels, only the aggregated names tell the owners
+        _calico(pods, t0, path, labelled=form == "calico")
     rec = recommend(read_flows(path))
     files = sorted(str(p.relative_to(tmp / f"out-{form}-{day}")) for p in
                    rec.write(tmp / f"out-{form}-{day}"))  # fmt: skip
@@ -283,7 +292,7 @@ def _topology(pods: list[_Pod]) -> list[dict[str, Any]]:
     return docs
 
 
-@pytest.fixture(params=["hubble", "calico"])
+@pytest.fixture(params=["hubble", "calico", "calico-without-labels"])
 def two_days(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     form = request.param
     rec1, files1, _pods1, tokens1 = _learn(form, 0, tmp_path)
