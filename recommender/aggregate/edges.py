@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from ..config import RecommendConfig
 from ..ingest.schema import FLOW_SCHEMA
+from .owners import resolve_batch_owners
 
 __all__ = [
     "EDGE_KEY",
@@ -335,6 +336,7 @@ def _partial(
         for batch in _as_batches(flows):
             if not batch.num_rows:
                 continue
+            batch = resolve_batch_owners(batch)
             window = _window_mask(batch, config)
             _pick_labels(batch, seen, window, picks)
             seen += batch.num_rows
