@@ -342,6 +342,19 @@ def _self_check(
                 {"source": source, "destination": destination, "protocol": row["protocol"],
                  "port": row["dst_port"], "connections": int(row["connections"] or 0)}
             )  # fmt: skip
+    # Only flows these policies govern count as refused flows they allow: an endpoint in a
+    # namespace with policies (flows between namespaces left out are allowed by no one's say).
+    scope = {p.namespace for p in policy_set.policies}
+
+    def governed(source: str, destination: str) -> bool:
+        return any(
+            ":" not in e.split("/", 1)[0] and e.split("/", 1)[0] in scope
+            for e in (source, destination)
+            if "/" in e
+        )
+
+    refused_allowed = [v for v in coverage.denied_but_allowed if governed(v.source, v.destination)]
+    failed_allowed = [x for x in failed_allowed if governed(x["source"], x["destination"])]
     totals = {
         name: sum(v[name] for v in by_reason.values())
         for name in ("edges", "connections", "denied_edges", "denied_connections")
@@ -358,13 +371,13 @@ def _self_check(
                 "connections) would be denied by these policies",
             }
         )
-    if coverage.denied_but_allowed:
-        n = len(coverage.denied_but_allowed)
+    if refused_allowed:
+        n = len(refused_allowed)
         problems.append(
             {
                 "kind": "denied-flows-allowed",
                 "edges": n,
-                "connections": sum(v.connections for v in coverage.denied_but_allowed),
+                "connections": sum(v.connections for v in refused_allowed),
                 "message": f"{n} edge(s) denied in the input would be allowed by these policies",
             }
         )
