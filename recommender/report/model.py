@@ -277,6 +277,9 @@ def _anomalies_markdown(a: dict[str, Any]) -> list[str]:
         out += ["Scanning sources, one finding each:", ""]
         out += [f"- {_md_escape(x['summary'])}" for x in scans]
         out.append("")
+    items = [x for x in a["items"] if x["rule"] != "scan"]
+    if not items:
+        return [*out, "(Every scanned edge, with its verdict, is listed in report.json.)", ""]
     out += _table(
         ["rule", "source", "destination", "port", "connections", "verdict", "excluded", "reason"],
         [
@@ -290,11 +293,11 @@ def _anomalies_markdown(a: dict[str, Any]) -> list[str]:
                 "yes" if x["excluded"] else "no",
                 x["reason"],
             ]
-            for x in a["items"][:50]
+            for x in items[:50]
         ],
     )
-    if a["flagged"] > 50:
-        out.append(f"\n({a['flagged'] - 50} more in report.json, up to 200 listed there.)")
+    if len(items) > 50:
+        out.append(f"\n({len(items) - 50} more in report.json, up to 200 listed there.)")
     return [*out, ""]
 
 
