@@ -224,5 +224,7 @@ def write_dirty_window(path: str | os.PathLike[str], *, seed: int = 0, hours: in
 if __name__ == "__main__":  # pragma: no cover - python -m recommender.samples.dirty FILE
     import sys
 
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "sample_flows/dirty-window.jsonl.gz")
+    default = "sample_flows/.dirty-window/hubble.jsonl.gz"
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else default)
+    target.parent.mkdir(parents=True, exist_ok=True)
     print(f"{write_dirty_window(target)} events written to {target}")

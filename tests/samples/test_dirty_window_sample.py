@@ -1,4 +1,4 @@
-"""The dirty-window sample (sample_flows/dirty-window.jsonl.gz): up to date, and what
+"""The dirty-window sample (sample_flows/.dirty-window/hubble.jsonl.gz): up to date, and what
 `recommend` learns from it: the ordinary traffic and the CronJob, not the traps."""
 
 from __future__ import annotations
@@ -8,14 +8,15 @@ from pathlib import Path
 from recommender import recommend
 from recommender.samples.dirty import EXFIL_ADDRESS, write_dirty_window
 
-SAMPLE = Path(__file__).resolve().parents[2] / "sample_flows" / "dirty-window.jsonl.gz"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_flows" / ".dirty-window" / "hubble.jsonl.gz"
 
 
 def test_the_sample_is_up_to_date(tmp_path: Path) -> None:
     fresh = tmp_path / "dirty.jsonl.gz"
     write_dirty_window(fresh)
     assert fresh.read_bytes() == SAMPLE.read_bytes(), (
-        "sample_flows/dirty-window.jsonl.gz is stale: python -m recommender.samples.dirty"
+        "sample_flows/.dirty-window/hubble.jsonl.gz is stale: python -m recommender.samples.dirty "
+        "sample_flows/.dirty-window/hubble.jsonl.gz"
     )
 
 
