@@ -448,6 +448,10 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
     if problems:  # first, so that nobody applies these policies without reading it
         out += [f"**Self-check failed: {_md_escape(p['message'])}.**" for p in problems]
         out += ["", "See *Self-check* below; `recommend` exited with status 3.", ""]
+    staged = report.get("staged_verdicts")
+    if staged and staged.get("would_break"):  # the reason a rollout waits comes first
+        out += ["**Staged policies would break wanted traffic:**", ""]
+        out += [f"- {w['line']}" for w in staged["would_break"]] + [""]
     out += [
         f"Flows from {s['first_seen']} to {s['last_seen']}: {s['connection_rows']:,} connection "
         f"rows, {s['edges']:,} edges between {s['workloads']} workloads.",
