@@ -189,7 +189,8 @@ def _with_staged_verdicts(flows: pa.Table) -> pa.Table:
     text = pc.binary_join(
         pc.fill_null(flows.column("policies"), pa.scalar([], pa.list_(pa.string()))), "\n"
     )
-    return flows.filter(pc.fill_null(pc.or_(audit, pc.match_substring(text, PENDING_PREFIX)), False))
+    pending = pc.match_substring(text, PENDING_PREFIX)
+    return flows.filter(pc.fill_null(pc.or_(audit, pending), False))
 
 
 def _policy_namespace(policy: str) -> str | None:
