@@ -31,6 +31,8 @@ from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
 from .report.model import build_report, report_json, report_markdown
+from .synthesis.decided import DecisionRun
+from .synthesis.decisions import Decisions
 from .synthesis.synthesizer import Findings, synthesize
 
 if TYPE_CHECKING:
@@ -235,6 +237,50 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
     )
 
 
+def _decisions_check(
+    decided: DecisionRun,
+    policy_set: PolicySet,
+    evidence: EdgeTables,
+    guardrails: Guardrails | None,
+    dialect: str,
+) -> dict[str, Any]:
+    """The decisions, counted apart from the observed evidence: the rejected edges replayed
+    against the policies (each must be denied) and the allowed ones (each must be allowed)."""
+    from dataclasses import replace
+
+    from .evaluation.replay import replay
+
+    def judged(table: pa.Table | None) -> tuple[int, int, int]:
+        """Edges, those allowed, those denied (the rest could not be evaluated)."""
+        if table is None or table.num_rows == 0:
+            return 0, 0, 0
+        ones = table.set_column(
+            table.schema.get_field_index("connections"),
+            "connections",
+            pa.array([1] * table.num_rows, table.schema.field("connections").type),
+        )
+        empty = evidence.edges.slice(0, 0)
+        tables = replace(
+            evidence,
+            edges=ones,
+            denied=empty,
+            excluded=evidence.excluded.slice(0, 0),
+            workload_labels=decided.labels or evidence.workload_labels,
+        )
+        coverage = replay(policy_set, tables, synthetic_limit=0, guardrails=guardrails,
+                          dialect=dialect)
+        return table.num_rows, coverage.allowed_edges, len(coverage.false_denies)
+
+    rejected, still, _ = judged(decided.rejected)
+    added, _, missing = judged(decided.allowed)
+    return {
+        "rejected_edges": rejected,
+        "rejected_still_allowed": still,
+        "allowed_edges": added,
+        "allowed_not_allowed": missing,
+    }
+
+
 def _segments(tables: EdgeTables) -> dict[str, Any]:
     """Proposed segments (:func:`recommender.propose_segments`) for the report."""
     from .analysis.graph import graph_from_edges
@@ -331,6 +377,7 @@ def recommend(
     scheduler: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     guardrails: Guardrails | PathLike | None = None,
+    decisions: Decisions | PathLike | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -404,6 +451,13 @@ def recommend(
 
         for name in config.dialects:  # refuse a format that cannot express them, before reading
             render_guardrails(guardrails, guardrails_format(config, name))
+    if decisions is None and config.decisions:
+        decisions = config.decisions
+    if decisions is not None and not isinstance(decisions, Decisions):
+        from .synthesis.decisions import load_decisions
+
+        decisions = load_decisions(decisions)
+    decided = DecisionRun.start(decisions) if decisions is not None else None
     timings: dict[str, float] = {}
     with ExitStack() as stack:
         started = time.perf_counter()
@@ -455,15 +509,24 @@ def recommend(
             if isinstance(flows, pa.Table)
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )
-        screening = screen_flows(tables, rows, config)
+        trusted = decided.trusted() if decided is not None else None
+        screening = screen_flows(tables, rows, config, trusted=trusted)
         tables = screening.tables  # (its time counts in "synthesize")
+        if decided is not None:  # rejected edges and excluded workloads: no allow rule
+            tables = decided.apply_to_observed(tables)
         evidence, conflicts = tables, None
         if guardrails is not None:
             from .evaluation.guardrail_checks import find_conflicts, keep_edges
 
             conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
             evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
-        policy_set, findings = synthesize(evidence, config)
+        if decided is not None:
+            learned = decided.evidence_with_allows(evidence)
+            policy_set, findings = synthesize(
+                learned, config, unmanaged=decided.unmanaged, allowed=decided.allowed_keys()
+            )
+        else:
+            policy_set, findings = synthesize(evidence, config)
         policy_set = _beyond_pods(policy_set, tables, findings, config)
         mark = _stage(timings, "synthesize", aggregated)
         cache: dict[str, Any] = {}
@@ -471,10 +534,17 @@ def recommend(
             cache["kubernetes"] = render_kubernetes(policy_set)
         mark = _stage(timings, "render", mark)
         self_check = _self_check(policy_set, evidence, guardrails, _precedence(config))
+        if decided is not None:
+            self_check["decisions"] = _decisions_check(
+                decided, policy_set, evidence, guardrails, _precedence(config)
+            )
         mark = _stage(timings, "self_check", mark)
         report = build_report(policy_set, findings, tables, config, ledger)
         report["self_check"] = self_check
         report["anomalies"] = screening.to_dict()
+        from .report.sections import group_anomalies
+
+        report["anomalies"]["groups"] = group_anomalies(a.to_dict() for a in screening.anomalies)
         report["summary"]["anomalies"] = len(screening.anomalies)
         from .synthesis.granularity import granularity_report
 
@@ -488,6 +558,13 @@ def recommend(
                 _precedence(config),
             )
         report["segments"] = _segments(tables)
+        if decided is not None:
+            report["decisions"] = decided.report()
+        from .report.sections import report_sections
+        from .report.verdict import build_verdict
+
+        report["verdict"] = build_verdict(report)
+        report["sections"] = [{"id": a, "title": t} for a, t in report_sections(report)]
         mark = _stage(timings, "report", mark)
         if validate:
             from .evaluation.validation import holdout_report
