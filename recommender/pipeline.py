@@ -30,7 +30,7 @@ from .ingest import iter_flow_batches
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
-from .report.model import build_report, report_json, report_markdown
+from .report.model import build_report, finish_report, report_json, report_markdown
 from .synthesis.decided import DecisionRun
 from .synthesis.decisions import Decisions
 from .synthesis.synthesizer import Findings, synthesize
@@ -235,50 +235,6 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
         service_accounts=config.service_accounts,
         network_sets=config.network_sets,
     )
-
-
-def _decisions_check(
-    decided: DecisionRun,
-    policy_set: PolicySet,
-    evidence: EdgeTables,
-    guardrails: Guardrails | None,
-    dialect: str,
-) -> dict[str, Any]:
-    """The decisions, counted apart from the observed evidence: the rejected edges replayed
-    against the policies (each must be denied) and the allowed ones (each must be allowed)."""
-    from dataclasses import replace
-
-    from .evaluation.replay import replay
-
-    def judged(table: pa.Table | None) -> tuple[int, int, int]:
-        """Edges, those allowed, those denied (the rest could not be evaluated)."""
-        if table is None or table.num_rows == 0:
-            return 0, 0, 0
-        ones = table.set_column(
-            table.schema.get_field_index("connections"),
-            "connections",
-            pa.array([1] * table.num_rows, table.schema.field("connections").type),
-        )
-        empty = evidence.edges.slice(0, 0)
-        tables = replace(
-            evidence,
-            edges=ones,
-            denied=empty,
-            excluded=evidence.excluded.slice(0, 0),
-            workload_labels=decided.labels or evidence.workload_labels,
-        )
-        coverage = replay(policy_set, tables, synthetic_limit=0, guardrails=guardrails,
-                          dialect=dialect)
-        return table.num_rows, coverage.allowed_edges, len(coverage.false_denies)
-
-    rejected, still, _ = judged(decided.rejected)
-    added, _, missing = judged(decided.allowed)
-    return {
-        "rejected_edges": rejected,
-        "rejected_still_allowed": still,
-        "allowed_edges": added,
-        "allowed_not_allowed": missing,
-    }
 
 
 def _segments(tables: EdgeTables) -> dict[str, Any]:
@@ -535,7 +491,9 @@ def recommend(
         mark = _stage(timings, "render", mark)
         self_check = _self_check(policy_set, evidence, guardrails, _precedence(config))
         if decided is not None:
-            self_check["decisions"] = _decisions_check(
+            from .evaluation.decision_check import judge_decided
+
+            self_check["decisions"] = judge_decided(
                 decided, policy_set, evidence, guardrails, _precedence(config)
             )
         mark = _stage(timings, "self_check", mark)
@@ -560,11 +518,6 @@ def recommend(
         report["segments"] = _segments(tables)
         if decided is not None:
             report["decisions"] = decided.report()
-        from .report.sections import report_sections
-        from .report.verdict import build_verdict
-
-        report["verdict"] = build_verdict(report)
-        report["sections"] = [{"id": a, "title": t} for a, t in report_sections(report)]
         mark = _stage(timings, "report", mark)
         if validate:
             from .evaluation.validation import holdout_report
@@ -573,6 +526,7 @@ def recommend(
                 holdout_input, config, holdout=holdout, split_at=split_at
             )
             _stage(timings, "holdout", mark)
+        finish_report(report)  # the verdict weighs every part, the held-out one too
     return Recommendation(
         policy_set, report, tables, findings, config, cache, timings, guardrails
     )

@@ -21,9 +21,10 @@ from ..config import RecommendConfig
 from ..policy.model import PolicySet
 from ..synthesis.synthesizer import Findings
 from .markdown import report_markdown
-from .sections import group_flows
+from .sections import group_flows, report_sections
+from .verdict import build_verdict
 
-__all__ = ["REPORT_VERSION", "build_report", "report_json", "report_markdown"]
+__all__ = ["REPORT_VERSION", "build_report", "finish_report", "report_json", "report_markdown"]
 
 REPORT_VERSION: Final = "1"
 _MAX_LISTED: Final = 200
@@ -181,6 +182,16 @@ def build_report(
         ),
         "partial_workloads": _partial_workloads(tables, findings.namespaces_in_scope),
     }
+    return report
+
+
+def finish_report(report: dict[str, Any]) -> dict[str, Any]:
+    """Add what the finished report model holds last: ``verdict`` (ready, review first or not
+    ready, with reasons; :func:`~recommender.report.verdict.build_verdict`) and ``sections``
+    (the id and title of every section, in the order all three forms render them). Call it
+    after every stage has added its part; returns ``report``."""
+    report["verdict"] = build_verdict(report)
+    report["sections"] = [{"id": a, "title": t} for a, t in report_sections(report)]
     return report
 
 
