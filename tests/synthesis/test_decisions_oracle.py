@@ -17,21 +17,33 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import ROOT, topology
 
 from recommender import recommend
 from recommender.policy.calico import CalicoOptions, render_calico
 from recommender.synthesis.decisions import Decision, Decisions
 
-from conftest import ROOT, topology
-
 SAMPLE = ROOT / "sample_flows" / "flows.parquet"
-REJECT = Decision("reject", from_="shop/frontend", to="shop/cart", port=8080, protocol="TCP",
-                  reason="cart moves behind the checkout")
-ALLOW = Decision("allow", from_="shop/cart", to="payments/payments-api", port=8443,
-                 protocol="TCP", reason="next release")
+REJECT = Decision(
+    "reject",
+    from_="shop/frontend",
+    to="shop/cart",
+    port=8080,
+    protocol="TCP",
+    reason="cart moves behind the checkout",
+)
+ALLOW = Decision(
+    "allow",
+    from_="shop/cart",
+    to="payments/payments-api",
+    port=8443,
+    protocol="TCP",
+    reason="next release",
+)
 #: Every (protocol, port) the sample's traffic uses, the two decided ones among them.
-PROBES = [("TCP", p) for p in (22, 53, 443, 5432, 6379, 6443, 8080, 8081, 8443, 9000, 9090,
-                                9153)] + [("UDP", 53)]
+PROBES = [
+    ("TCP", p) for p in (22, 53, 443, 5432, 6379, 6443, 8080, 8081, 8443, 9000, 9090, 9153)
+] + [("UDP", 53)]
 
 
 def _nca_tool(shared: Path) -> tuple[Path, str, Any]:
@@ -56,7 +68,10 @@ def _allowed(shared: Path, folder: Path, docs: list[dict[str, Any]]) -> set[tupl
     (folder / "all.yaml").write_text(yaml.safe_dump_all(docs))
     proc = subprocess.run(
         [sys.executable, str(tool), "--nca", nca, str(folder)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     edges = json.loads(proc.stdout)["edges"]
@@ -79,7 +94,9 @@ def runs() -> tuple[Any, Any]:
 
 
 def _topology(rec: Any) -> list[dict[str, Any]]:
-    return topology({key: dict(c.selector.match_labels) for key, c in rec.findings.selectors.items()})
+    return topology(
+        {key: dict(c.selector.match_labels) for key, c in rec.findings.selectors.items()}
+    )
 
 
 EXPECTED_LOST = {("shop/frontend", "shop/cart", "TCP", "8080")}
@@ -87,8 +104,9 @@ EXPECTED_GAINED = {("shop/cart", "payments/payments-api", "TCP", "8443")}
 
 
 @pytest.mark.oracle
-def test_kubernetes_output_changes_exactly_the_two_edges(shared: Path, tmp_path: Path,
-                                                         runs: tuple[Any, Any]) -> None:
+def test_kubernetes_output_changes_exactly_the_two_edges(
+    shared: Path, tmp_path: Path, runs: tuple[Any, Any]
+) -> None:
     before, after = runs
     topo = _topology(before)
     old = _allowed(shared, tmp_path / "before", before.manifests("kubernetes") + topo)
@@ -98,15 +116,18 @@ def test_kubernetes_output_changes_exactly_the_two_edges(shared: Path, tmp_path:
 
 
 @pytest.mark.oracle
-def test_calico_output_changes_exactly_the_two_edges(shared: Path, tmp_path: Path,
-                                                     runs: tuple[Any, Any]) -> None:
+def test_calico_output_changes_exactly_the_two_edges(
+    shared: Path, tmp_path: Path, runs: tuple[Any, Any]
+) -> None:
     before, after = runs
     topo = _topology(before)
     options = CalicoOptions(tier=None)
-    old = _allowed(shared, tmp_path / "before",
-                   render_calico(before.dialect_policy_set(), options) + topo)
-    new = _allowed(shared, tmp_path / "after",
-                   render_calico(after.dialect_policy_set(), options) + topo)
+    old = _allowed(
+        shared, tmp_path / "before", render_calico(before.dialect_policy_set(), options) + topo
+    )
+    new = _allowed(
+        shared, tmp_path / "after", render_calico(after.dialect_policy_set(), options) + topo
+    )
     assert old - new == EXPECTED_LOST
     assert new - old == EXPECTED_GAINED
 
@@ -119,10 +140,16 @@ def _cilium_grants(manifests: list[dict[str, Any]]) -> set[tuple[str, ...]]:
         for direction, peers_key in (("ingress", "fromEndpoints"), ("egress", "toEndpoints")):
             for rule in m["spec"].get(direction) or []:
                 peers = [json.dumps(p, sort_keys=True) for p in rule.get(peers_key) or []]
-                peers += [json.dumps({k: v}, sort_keys=True) for k, v in rule.items()
-                          if k not in (peers_key, "toPorts")]
-                ports = [f"{p.get('protocol')}/{p.get('port')}" for tp in rule.get("toPorts") or []
-                         for p in tp.get("ports") or []] or ["*"]
+                peers += [
+                    json.dumps({k: v}, sort_keys=True)
+                    for k, v in rule.items()
+                    if k not in (peers_key, "toPorts")
+                ]
+                ports = [
+                    f"{p.get('protocol')}/{p.get('port')}"
+                    for tp in rule.get("toPorts") or []
+                    for p in tp.get("ports") or []
+                ] or ["*"]
                 out |= {(name, direction, peer, port) for peer in peers for port in ports}
     return out
 
@@ -130,10 +157,26 @@ def _cilium_grants(manifests: list[dict[str, Any]]) -> set[tuple[str, ...]]:
 def test_cilium_output_changes_exactly_the_two_edges(runs: tuple[Any, Any]) -> None:
     before, after = runs
     old, new = _cilium_grants(before.manifests("cilium")), _cilium_grants(after.manifests("cilium"))
-    lost = {(g[0], g[1], json.loads(g[2]).get("matchLabels", {}).get("app.kubernetes.io/name")
-             or json.loads(g[2]).get("matchLabels", {}).get("app"), g[3]) for g in old - new}
-    gained = {(g[0], g[1], json.loads(g[2]).get("matchLabels", {}).get("app.kubernetes.io/name")
-               or json.loads(g[2]).get("matchLabels", {}).get("app"), g[3]) for g in new - old}
+    lost = {
+        (
+            g[0],
+            g[1],
+            json.loads(g[2]).get("matchLabels", {}).get("app.kubernetes.io/name")
+            or json.loads(g[2]).get("matchLabels", {}).get("app"),
+            g[3],
+        )
+        for g in old - new
+    }
+    gained = {
+        (
+            g[0],
+            g[1],
+            json.loads(g[2]).get("matchLabels", {}).get("app.kubernetes.io/name")
+            or json.loads(g[2]).get("matchLabels", {}).get("app"),
+            g[3],
+        )
+        for g in new - old
+    }
     assert lost == {
         ("shop/allow-frontend", "egress", "cart", "TCP/8080"),
         ("shop/allow-cart", "ingress", "frontend", "TCP/8080"),
@@ -148,10 +191,13 @@ def test_the_report_lists_both_decisions_as_applied(runs: tuple[Any, Any]) -> No
     _, after = runs
     d = after.report["decisions"]
     assert [(x["action"], x["status"], x["edges"]) for x in d["items"]] == [
-        ("reject", "applied", 1), ("allow", "applied", 1),
+        ("reject", "applied", 1),
+        ("allow", "applied", 1),
     ]
     assert after.report["self_check"]["decisions"] == {
-        "rejected_edges": 1, "rejected_still_allowed": 0,
-        "allowed_edges": 1, "allowed_not_allowed": 0,
+        "rejected_edges": 1,
+        "rejected_still_allowed": 0,
+        "allowed_edges": 1,
+        "allowed_not_allowed": 0,
     }
     assert after.report["self_check"]["coverage"] == 1.0  # observed evidence only
