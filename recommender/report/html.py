@@ -448,6 +448,16 @@ def _self_check(check: Mapping[str, Any]) -> str:
         examples = over.get("examples") or []
         if examples:
             body.append(_table(["example"], [[e] for e in examples]))
+    decided = check.get("decisions") or {}
+    if decided:
+        body.append(
+            "<p>Decisions, counted apart from the observed evidence: "
+            f"{_text(plural(int(decided.get('allowed_edges') or 0), 'edge'))} allowed by "
+            f"decision ({_text(decided.get('allowed_not_allowed'))} not allowed by the "
+            f"policies), {_text(plural(int(decided.get('rejected_edges') or 0), 'observed edge'))}"
+            f" rejected ({_text(decided.get('rejected_still_allowed'))} still allowed by a "
+            "broader rule).</p>"
+        )
     notes = check.get("notes") or []
     if notes:
         body.append("<ul>" + "".join(f"<li>{_text(n)}</li>" for n in notes) + "</ul>")
