@@ -43,6 +43,13 @@ def _table(
     return lines
 
 
+def _slug(title: str) -> str:
+    """The anchor GitHub and most Markdown renderers give a heading: lowercase, punctuation
+    other than ``-`` dropped, spaces as ``-`` (``Self-check`` -> ``self-check``)."""
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
 def _flag_legend(flag_lists: Iterable[Iterable[str]]) -> list[str]:
     seen = sorted({f for flags in flag_lists for f in flags})
     if not seen:
@@ -67,7 +74,7 @@ def _verdict(report: Mapping[str, Any]) -> list[str]:
         out.append("")
         for r in reasons:
             title = titles.get(r["section"], r["section"])
-            out.append(f"- {r['level']}: {r['text']} (see *{title}*)")
+            out.append(f"- {r['level']}: {_md_escape(r['text'])} (see [{title}](#{_slug(title)}))")
     return out
 
 
