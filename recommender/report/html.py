@@ -23,10 +23,10 @@ import pyarrow as pa
 from ..aggregate.addresses import classify_address, classify_network
 from .sections import (
     FOLD_ROWS,
+    anomalies_sentence,
     group_anomalies,
     group_flows,
     report_sections,
-    rule_counts,
 )
 from .text import flag_help, plural
 
@@ -981,17 +981,8 @@ def _decisions(report: Mapping[str, Any]) -> str:
 def _anomalies(report: Mapping[str, Any]) -> str:
     a = report.get("anomalies") or {}
     groups = a.get("groups") or group_anomalies(a.get("items") or [])
-    counts = rule_counts(a.get("by_rule") or {})
-    fate = (
-        "kept in the allow rules (trust_all_flows)"
-        if a.get("trust_all_flows")
-        else "left out of the allow rules "
-        f"({plural(int(a.get('excluded_connections') or 0), 'connection')})"
-    )
     body = [
-        f"<p>{_text(plural(int(a.get('flagged') or 0), 'edge'))} flagged ({_text(counts)}); the "
-        f"{_text(a.get('allowed_edges'))} allowed in the input are {_text(fate)}. Denied ones "
-        "never get a rule. One row per source:</p>",
+        f"<p>{_text(anomalies_sentence(a))} One row per source:</p>",
         _table(
             ["rule", "source", "targets", "edges", "denied", "allowed", "excluded", "ports",
              "reason"],

@@ -12,7 +12,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .sections import FOLD_ROWS, group_anomalies, group_flows, report_sections, rule_counts
+from .sections import (
+    FOLD_ROWS,
+    anomalies_sentence,
+    group_anomalies,
+    group_flows,
+    report_sections,
+)
 from .text import flag_help, plain, plural, ports_text, when
 
 __all__ = ["report_markdown"]
@@ -227,18 +233,8 @@ def _holdout(report: Mapping[str, Any]) -> list[str]:
 
 def _anomalies(report: Mapping[str, Any]) -> list[str]:
     a = report["anomalies"]
-    counts = rule_counts(a["by_rule"])
-    fate = (
-        "kept in the allow rules (`trust_all_flows`)"
-        if a["trust_all_flows"]
-        else f"left out of the allow rules ({plural(a['excluded_connections'], 'connection')})"
-    )
     groups = a.get("groups") or group_anomalies(a["items"])
-    out = [
-        f"{plural(a['flagged'], 'edge')} flagged ({counts}); the {a['allowed_edges']} allowed in "
-        f"the input are {fate}. Denied ones never get a rule. One row per source:",
-        "",
-    ]
+    out = [f"{anomalies_sentence(a)} One row per source:", ""]
     out += _table(
         ["rule", "source", "targets", "edges", "denied", "allowed", "excluded", "ports", "reason"],
         [
