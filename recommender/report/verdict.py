@@ -177,8 +177,9 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
             add(
                 "not ready",
                 "decisions",
-                f"{plural(still, 'rejected edge')} {'is' if still == 1 else 'are'} still allowed "
-                "by a broader rule.",
+                f"{plural(still, 'rejected edge')} {'is' if still == 1 else 'are'} still allowed: "
+                "by a broader rule (a merged CIDR, an internet or shared rule), or because "
+                "neither end is in a namespace with policies.",
             )
         missing = int(decided.get("allowed_not_allowed") or 0)
         if missing:
