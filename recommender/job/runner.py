@@ -206,7 +206,9 @@ def run_job(
         report = build_report(policy_set, findings, tables, config, ledger)
         from ..pipeline import _self_check
 
-        report["self_check"] = _self_check(policy_set, tables)
+        report["self_check"] = _self_check(
+            policy_set, tables, in_scope=findings.namespaces_in_scope
+        )
         if decided is not None:
             report["decisions"] = decided.report()
         finish_report(report)

@@ -164,12 +164,22 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
                 else f"The self-check denies observed traffic ({denies}).",
             )
         wrongly = int(check.get("denied_in_input_but_allowed") or 0)
-        if wrongly:
+        # Only denied flows touching a namespace in scope change when the policies apply.
+        touching = int(check.get("denied_in_input_but_allowed_in_scope", wrongly) or 0)
+        if touching:
             add(
                 "not ready",
                 "self-check",
-                f"{plural(wrongly, 'edge')} denied in the input would be allowed by these "
+                f"{plural(touching, 'edge')} denied in the input would be allowed by these "
                 "policies.",
+            )
+        elif wrongly:
+            add(
+                "review first",
+                "self-check",
+                f"{plural(wrongly, 'edge')} denied in the input, between namespaces without "
+                "policies here, would be allowed if those namespaces had no policy of their "
+                "own.",
             )
         decided = check.get("decisions") or {}
         still = int(decided.get("rejected_still_allowed") or 0)
