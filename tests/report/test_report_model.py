@@ -256,3 +256,11 @@ def test_a_workload_seen_in_part_of_the_window_needs_review() -> None:
     assert report["verdict"]["verdict"] == "review first"
     assert any("shop/worker" in r["text"] and r["level"] == "review first" for r in reasons)
     assert not any("less than a day" in r["text"] for r in reasons)
+
+
+def test_a_scoped_run_is_not_blamed_for_denied_flows_in_other_namespaces() -> None:
+    report = recommend(SAMPLE, namespaces=("payments",)).report
+    check = report["self_check"]
+    assert check["denied_in_input_but_allowed"] > 0  # the scanner in shop, out of scope here
+    assert check["denied_in_input_but_allowed_in_scope"] == 0
+    assert report["verdict"]["verdict"] == "review first"
