@@ -73,11 +73,18 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
     rows = int(s.get("connection_rows") or 0)
     edges = int(s.get("edges") or 0)
     if rows == 0:
-        add(
-            "not ready",
-            "summary",
-            "No flow is in the window: nothing was learned (check the files, --since and --until).",
-        )
+        read = int((report.get("ingest") or {}).get("used") or 0)
+        window = [
+            f"{name} {config[name]}" for name in ("since", "until") if config.get(name)
+        ]
+        if read and window:
+            text = (
+                f"The time filter ({', '.join(window)}) matched none of the "
+                f"{plural(read, 'flow record')} read: nothing was learned."
+            )
+        else:
+            text = "No flow is in the input: nothing was learned (check the files)."
+        add("not ready", "summary", text)
     elif edges == 0:
         add(
             "not ready",

@@ -264,3 +264,10 @@ def test_a_scoped_run_is_not_blamed_for_denied_flows_in_other_namespaces() -> No
     assert check["denied_in_input_but_allowed"] > 0  # the scanner in shop, out of scope here
     assert check["denied_in_input_but_allowed_in_scope"] == 0
     assert report["verdict"]["verdict"] == "review first"
+
+
+def test_a_time_filter_that_matches_nothing_is_not_ready_and_says_so() -> None:
+    report = recommend(SAMPLE, since=datetime(2030, 1, 1, tzinfo=UTC)).report
+    (reason,) = report["verdict"]["reasons"]
+    assert reason["level"] == "not ready"
+    assert "since 2030-01-01" in reason["text"] and "4,000 flow records" in reason["text"]
