@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, T0, flow_row, make_table
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recommender import recommend
 from recommender.cli import main
@@ -271,3 +273,25 @@ def test_a_time_filter_that_matches_nothing_is_not_ready_and_says_so() -> None:
     (reason,) = report["verdict"]["reasons"]
     assert reason["level"] == "not ready"
     assert "since 2030-01-01" in reason["text"] and "4,000 flow records" in reason["text"]
+
+
+_OPTIONAL = (
+    "self_check",
+    "anomalies",
+    "ingest",
+    "segments",
+    "external_by_class",
+    "granularity",
+    "compaction",
+    "config",
+)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dropped=st.sets(st.sampled_from(_OPTIONAL)))
+def test_any_mix_of_optional_parts_gives_equal_section_lists(rec: Any, dropped: set[str]) -> None:
+    report = {k: v for k, v in rec.report.items() if k not in dropped}
+    report["sections"] = [{"id": a, "title": t} for a, t in report_sections(report)]
+    md_titles, html_ids, json_sections = _forms(report)
+    assert md_titles == [t for _, t in json_sections]
+    assert html_ids == [i for i, _ in json_sections]
