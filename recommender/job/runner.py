@@ -292,7 +292,14 @@ def run_job(
             "rules_added": len(changes["rules"]["added"]),
             "rules_removed": len(changes["rules"]["removed"]),
         }
-        _event("run finished", "job.finish", run_id=run_id, commit=commit, **summary)
+        _event(
+            "run finished",
+            "job.finish",
+            run_id=run_id,
+            commit=commit,
+            verdict=report["verdict"]["verdict"],
+            **summary,
+        )
         return JobResult(run_id, where, changes, commit, inputs["files"], summary)
 
 
