@@ -25,6 +25,7 @@ Expired entries are ignored; every entry gets a status: ``applied`` (it matched 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -73,12 +74,17 @@ def _end_matches(end: Endpoint, row: Mapping[str, Any], side: str) -> bool:
         return bool(kind == "external")
     if kind == "workload":
         return False
-    net = ipaddress.ip_network(str(end.cidr))
+    net = _network(str(end.cidr))
     ips = list(row.get(f"{side}_ips") or ()) or [row[f"{side}_id"]]
     try:
         return all(ipaddress.ip_address(ip) in net for ip in ips)
     except ValueError:  # an aggregated name ("pub", a NetworkSet), not an address
         return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr)
 
 
 def matches(decision: Decision, row: Mapping[str, Any]) -> bool:
