@@ -496,9 +496,13 @@ def recommend(
             conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
             evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
         if decided is not None:
-            learned = decided.evidence_with_allows(evidence)
+            learned = decided.evidence_with_allows(evidence, config.dns_both_protocols)
             policy_set, findings = synthesize(
-                learned, config, unmanaged=decided.unmanaged, allowed=decided.allowed_keys()
+                learned,
+                config,
+                unmanaged=decided.unmanaged,
+                allowed=decided.allowed_keys(),
+                rejected=decided.rejected_keys(),
             )
         else:
             policy_set, findings = synthesize(evidence, config)

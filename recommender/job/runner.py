@@ -194,10 +194,11 @@ def run_job(
             decided = DecisionRun.start(load_decisions(config.decisions), as_of.date())
             tables = decided.apply_to_observed(tables)
             policy_set, findings = synthesize(
-                decided.evidence_with_allows(tables),
+                decided.evidence_with_allows(tables, config.dns_both_protocols),
                 config,
                 unmanaged=decided.unmanaged,
                 allowed=decided.allowed_keys(),
+                rejected=decided.rejected_keys(),
             )
         else:
             policy_set, findings = synthesize(tables, config)

@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from ..aggregate.edges import EDGE_KEY, EdgeTables
 from .decisions import ALLOW_FLAG, Decision, Decisions, Endpoint, decisions_today
+from .synthesizer import dns_companion
 
 __all__ = [
     "ALLOW_FLAG",
@@ -210,9 +211,22 @@ class DecisionRun:
             excluded = pa.concat_tables([tables.excluded, excluded])
         return replace(tables, edges=tables.edges.filter(pa.array(~mask)), excluded=excluded)
 
-    def evidence_with_allows(self, evidence: EdgeTables) -> EdgeTables:
-        """``evidence`` plus one edge per active ``allow`` entry not already observed
-        (connections 0); a workload never seen gets the fallback selector ``app=<name>``."""
+    def rejected_keys(self) -> frozenset[EdgeKey]:
+        """The keys of the observed edges ``reject`` entries took out."""
+        if self.rejected is None:
+            return frozenset()
+        return frozenset(edge_key(r) for r in _rows(self.rejected))
+
+    def evidence_with_allows(
+        self, evidence: EdgeTables, dns_both_protocols: bool = True
+    ) -> EdgeTables:
+        """What synthesis learns from: ``evidence`` plus one edge per active ``allow`` entry
+        not already observed (connections 0; a workload never seen gets the fallback selector
+        ``app=<name>``), plus each rejected DNS edge whose other-protocol companion
+        (``dns_both_protocols``) nobody rejected or observed: synthesis, given
+        :meth:`rejected_keys`, keeps only that companion, so rejecting UDP/53 leaves TCP/53
+        as it was."""
+        evidence = self._with_dns_companions(evidence, dns_both_protocols)
         entries = self.active("allow")
         if not entries:
             return evidence
@@ -265,6 +279,27 @@ class DecisionRun:
         return replace(
             evidence, edges=pa.concat_tables([evidence.edges, added]), workload_labels=labels
         )
+
+    def _with_dns_companions(self, evidence: EdgeTables, enabled: bool) -> EdgeTables:
+        if not enabled or self.rejected is None:
+            return evidence
+        rejected = self.rejected_keys()
+        observed = {edge_key(r) for r in _rows(evidence.edges)}
+        keep = [
+            i
+            for i, row in enumerate(_rows(self.rejected))
+            if row["dst_port"] == 53
+            and row["protocol"] in ("UDP", "TCP")
+            and (other := dns_companion(row, "TCP" if row["protocol"] == "UDP" else "UDP"))
+            not in rejected
+            and other not in observed
+        ]
+        if not keep:
+            return evidence
+        kept = self.rejected.take(pa.array(keep, pa.int64())).select(
+            evidence.edges.column_names
+        )
+        return replace(evidence, edges=pa.concat_tables([evidence.edges, kept]))
 
     def allowed_keys(self) -> frozenset[EdgeKey]:
         """The edge keys ``allow`` entries added."""

@@ -221,3 +221,44 @@ def test_a_bad_decisions_file_exits_2_naming_the_entry(
     assert main(["run", str(flow_file), "-o", str(tmp_path / "o"), "--decisions", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "decisions[0].port" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("tcp_seen", [False, True])
+def test_rejecting_dns_on_one_protocol_leaves_the_other(tcp_seen: bool) -> None:
+    rows = []
+    for minute in range(0, 120, 5):
+        t = T0 + timedelta(minutes=minute)
+        for protocol in ("UDP", "TCP") if tcp_seen else ("UDP",):
+            rows.append(
+                flow_row(
+                    src_namespace="shop",
+                    src_workload="web",
+                    dst_namespace="kube-system",
+                    dst_workload="coredns",
+                    dst_port=53,
+                    protocol=protocol,
+                    start_time=t,
+                    end_time=t,
+                )
+            )
+        rows.append(
+            flow_row(
+                src_namespace="shop",
+                src_workload="web",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+                start_time=t,
+                end_time=t,
+            )
+        )
+    flows = make_table(rows)
+    before = recommend(flows)
+    reject = Decision("reject", from_="shop/web", to="kube-system/coredns", port=53, protocol="UDP")
+    after = recommend(flows, decisions=Decisions((reject,)))
+    assert _grants(before) - _grants(after) == {
+        ("shop/allow-web", "egress", "kube-system/app=coredns", "UDP/53")
+    }
+    assert _grants(after) - _grants(before) == set()
+    assert after.report["self_check"]["decisions"]["rejected_still_allowed"] == 0
+    assert after.report["self_check"]["coverage"] == 1.0
