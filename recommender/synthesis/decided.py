@@ -140,6 +140,8 @@ class DecisionRun:
     unmanaged: tuple[str, ...] = ()
     #: The workload labels synthesis saw (with fallbacks for workloads only decisions name).
     labels: pa.Table | None = None
+    #: Unobserved DNS companions of observed edges that a ``reject`` entry names.
+    companions: set[EdgeKey] = field(default_factory=set)
 
     @classmethod
     def start(cls, decisions: Decisions, today: date | None = None) -> DecisionRun:
@@ -188,6 +190,7 @@ class DecisionRun:
         entries = [(i, d) for i, d in entries if d.action == "reject" or d.workload]
         if not entries or tables.edges.num_rows == 0:
             return tables
+        rejects = [(i, d) for i, d in entries if d.action == "reject"]
         reasons: dict[int, str] = {}
         for r, row in enumerate(_rows(tables.edges)):
             for i, d in entries:
@@ -196,6 +199,14 @@ class DecisionRun:
                     reasons.setdefault(
                         r, EXCLUDE_REASON if d.action == "exclude" else REJECT_REASON
                     )
+            if row["dst_port"] == 53 and row["protocol"] in ("UDP", "TCP") and rejects:
+                # The DNS companion dns_both_protocols would allow with this edge.
+                other = {**row, "protocol": "TCP" if row["protocol"] == "UDP" else "UDP"}
+                for i, d in rejects:
+                    if matches(d, other):
+                        self.companions.add(edge_key(other))
+                        self.edges.setdefault(i, 0)
+                        self.connections.setdefault(i, 0)
         if not reasons:
             return tables
         indices = sorted(reasons)
@@ -212,10 +223,10 @@ class DecisionRun:
         return replace(tables, edges=tables.edges.filter(pa.array(~mask)), excluded=excluded)
 
     def rejected_keys(self) -> frozenset[EdgeKey]:
-        """The keys of the observed edges ``reject`` entries took out."""
-        if self.rejected is None:
-            return frozenset()
-        return frozenset(edge_key(r) for r in _rows(self.rejected))
+        """The keys of the observed edges ``reject`` entries took out, and of the DNS
+        companions (``dns_both_protocols``) they name."""
+        observed = () if self.rejected is None else (edge_key(r) for r in _rows(self.rejected))
+        return frozenset(observed) | frozenset(self.companions)
 
     def evidence_with_allows(
         self, evidence: EdgeTables, dns_both_protocols: bool = True

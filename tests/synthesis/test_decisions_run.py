@@ -223,8 +223,7 @@ def test_a_bad_decisions_file_exits_2_naming_the_entry(
     assert "decisions[0].port" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("tcp_seen", [False, True])
-def test_rejecting_dns_on_one_protocol_leaves_the_other(tcp_seen: bool) -> None:
+def _dns_flows(tcp_seen: bool) -> Any:
     rows = []
     for minute in range(0, 120, 5):
         t = T0 + timedelta(minutes=minute)
@@ -252,7 +251,15 @@ def test_rejecting_dns_on_one_protocol_leaves_the_other(tcp_seen: bool) -> None:
                 end_time=t,
             )
         )
-    flows = make_table(rows)
+    return make_table(rows)
+
+
+DNS = "kube-system/app=coredns"
+
+
+@pytest.mark.parametrize("tcp_seen", [False, True])
+def test_rejecting_dns_on_one_protocol_leaves_the_other(tcp_seen: bool) -> None:
+    flows = _dns_flows(tcp_seen)
     before = recommend(flows)
     reject = Decision("reject", from_="shop/web", to="kube-system/coredns", port=53, protocol="UDP")
     after = recommend(flows, decisions=Decisions((reject,)))
@@ -262,3 +269,25 @@ def test_rejecting_dns_on_one_protocol_leaves_the_other(tcp_seen: bool) -> None:
     assert _grants(after) - _grants(before) == set()
     assert after.report["self_check"]["decisions"]["rejected_still_allowed"] == 0
     assert after.report["self_check"]["coverage"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("reject", "lost"),
+    [
+        (Decision("reject", from_="shop/web", to="kube-system/coredns"), {"UDP/53", "TCP/53"}),
+        (
+            Decision("reject", from_="shop/web", to="kube-system/coredns", port=53, protocol="TCP"),
+            {"TCP/53"},
+        ),
+    ],
+)
+def test_a_reject_also_names_the_dns_companion_nobody_observed(
+    reject: Decision, lost: set[str]
+) -> None:
+    flows = _dns_flows(tcp_seen=False)  # only UDP/53 observed; TCP/53 allowed as companion
+    before = recommend(flows)
+    after = recommend(flows, decisions=Decisions((reject,)))
+    assert _grants(before) - _grants(after) == {
+        ("shop/allow-web", "egress", DNS, port) for port in lost
+    }
+    assert after.report["decisions"]["items"][0]["status"] == "applied"
