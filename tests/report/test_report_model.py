@@ -295,3 +295,17 @@ def test_any_mix_of_optional_parts_gives_equal_section_lists(rec: Any, dropped: 
     md_titles, html_ids, json_sections = _forms(report)
     assert md_titles == [t for _, t in json_sections]
     assert html_ids == [i for i, _ in json_sections]
+
+
+def test_a_hostile_decision_reason_is_escaped_in_every_form(tmp_path: Path) -> None:
+    from recommender.synthesis.decisions import Decision, Decisions
+
+    hostile = "<script>alert(1)</script> | x"
+    rec = recommend(
+        SAMPLE, decisions=Decisions((Decision("exclude", namespace="monitoring", reason=hostile),))
+    )
+    page = report_html(rec.report)
+    md = report_markdown(rec.report)
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
+    assert "<script>" not in md and "\\| x" in md
+    assert json.loads(report_json(rec.report))["decisions"]["items"][0]["reason"] == hostile
