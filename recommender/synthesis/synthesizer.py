@@ -243,6 +243,13 @@ class _Builder:
         self.config = config
         self.findings = findings
         self.rejected = rejected
+        # (namespace, workload, protocol, port) -> public sources a decisions file rejects:
+        # left out of an "internet" ingress rule as ipBlock exceptions.
+        self.blocked: dict[tuple[Any, ...], set[str]] = defaultdict(set)
+        for key in rejected:
+            src_kind, _, src_id, dst_kind, dst_ns, dst_id, protocol, port = key
+            if src_kind == "external" and dst_kind == "workload" and _is_network(src_id):
+                self.blocked[(dst_ns, dst_id, protocol, port)].add(str(src_id))
         # (namespace, workload) -> direction -> Peer -> _Acc
         self.peers: dict[tuple[str, str], dict[str, dict[Peer, _Acc]]] = defaultdict(
             lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
@@ -675,7 +682,18 @@ def _add_peer(
         public = public_sources.get((owner[0], owner[1], e["protocol"], e["dst_port"]), set())
         if len(public) > config.internet_ingress_sources:
             versions: set[int] = {ipaddress.ip_address(ip).version for ip in public}
+            blocked = builder.blocked.get((owner[0], owner[1], e["protocol"], e["dst_port"]), ())
             for cidr, except_ in _internet_peers(versions):
+                net = ipaddress.ip_network(cidr)
+                extra = sorted(
+                    (
+                        ipaddress.ip_network(ip)
+                        for ip in blocked
+                        if ipaddress.ip_network(ip).version == net.version
+                    ),
+                    key=lambda n: int(n.network_address),
+                )
+                except_ = (*except_, *(str(n) for n in extra))
                 builder.cidr(owner, direction, cidr, e, [*flags, "internet"], except_)
             ips = [ip for ip in ips if ip not in public]
             if not ips:

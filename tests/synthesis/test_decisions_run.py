@@ -291,3 +291,41 @@ def test_a_reject_also_names_the_dns_companion_nobody_observed(
         ("shop/allow-web", "egress", DNS, port) for port in lost
     }
     assert after.report["decisions"]["items"][0]["status"] == "applied"
+
+
+def test_rejecting_one_public_client_of_an_internet_rule_makes_it_an_exception() -> None:
+    clients = [f"81.2.69.{i}" for i in range(1, 21)]  # 20 > internet_ingress_sources
+    rows = []
+    for i, ip in enumerate(clients):
+        for k in range(3):
+            t = T0 + timedelta(minutes=7 * i + k)
+            rows.append(
+                flow_row(
+                    src_kind="external",
+                    src_ip=ip,
+                    dst_namespace="shop",
+                    dst_workload="web",
+                    dst_port=443,
+                    start_time=t,
+                    end_time=t,
+                )
+            )
+    flows = make_table(rows)
+    before = recommend(flows)
+    assert any("ipBlock 0.0.0.0/0" in p for _, _, p, _ in _grants(before))
+    after = recommend(
+        flows,
+        decisions=Decisions(
+            (Decision("reject", from_="81.2.69.7", to="shop/web", port=443, protocol="TCP"),)
+        ),
+    )
+    (peer,) = {p for _, _, p, _ in _grants(after) if p.startswith("ipBlock 0.0.0.0/0")}
+    assert peer.endswith(",81.2.69.7/32")
+    check = after.report["self_check"]
+    assert check["decisions"] == {
+        "rejected_edges": 1,
+        "rejected_still_allowed": 0,
+        "allowed_edges": 0,
+        "allowed_not_allowed": 0,
+    }
+    assert check["coverage"] == 1.0 and after.report["decisions"]["applied"] == 1
