@@ -27,6 +27,7 @@ from .sections import (
     denied_sentence,
     group_anomalies,
     group_flows,
+    partial_sentence,
     report_sections,
     split_scans,
 )
@@ -725,7 +726,8 @@ def _rules(report: Mapping[str, Any]) -> str:
         by_ns[str(rule.get("namespace"))].append(rule)
     if not by_ns:
         return "<p>No rules.</p>"
-    out = []
+    partial = partial_sentence(report)
+    out = [f"<p>{_text(partial)}</p>"] if partial else []
     for ns in sorted(by_ns):
         out.append(f"<h3>Namespace {_text(ns)}</h3>")
         out.append(

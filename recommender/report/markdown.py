@@ -18,6 +18,7 @@ from .sections import (
     denied_sentence,
     group_anomalies,
     group_flows,
+    partial_sentence,
     report_sections,
     split_scans,
 )
@@ -398,7 +399,9 @@ def _namespaces(report: Mapping[str, Any]) -> list[str]:
 
 def _rules(report: Mapping[str, Any]) -> list[str]:
     rules = report["rules"]
-    out = _table(
+    partial = partial_sentence(report)
+    out = [partial, ""] if partial else []
+    out += _table(
         ["namespace", "policy", "dir", "peers", "ports", "connections", "last seen", "flags"],
         [
             [

@@ -137,6 +137,22 @@ def denied_sentence(report: Mapping[str, Any], scans: list[dict[str, Any]]) -> s
     return out
 
 
+def partial_sentence(report: Mapping[str, Any]) -> str:
+    """Which workloads were seen in less than half of the window ("" for none)."""
+    from .text import when
+
+    partial = report.get("partial_workloads") or []
+    if not partial:
+        return ""
+    listed = "; ".join(
+        f"{p['workload']} ({when(p['first_seen'])} to {when(p['last_seen'])})" for p in partial[:8]
+    )
+    more = f"; and {len(partial) - 8:,} more" if len(partial) > 8 else ""
+    return (
+        f"Seen in less than half of the window, so their rules may be incomplete: {listed}{more}."
+    )
+
+
 def _endpoint(row: Mapping[str, Any], side: str) -> str:
     ns = row.get(f"{side}_namespace")
     return f"{ns or row.get(f'{side}_kind')}/{row.get(f'{side}_id')}"

@@ -258,6 +258,10 @@ def test_a_workload_seen_in_part_of_the_window_needs_review() -> None:
     assert report["verdict"]["verdict"] == "review first"
     assert any("shop/worker" in r["text"] and r["level"] == "review first" for r in reasons)
     assert not any("less than a day" in r["text"] for r in reasons)
+    # the evidence the reason links to: the Rules section names the workload and its span
+    rules_md = report_markdown(report).split("## Rules and their evidence")[1].split("\n## ")[0]
+    assert "Seen in less than half of the window" in rules_md and "shop/worker (" in rules_md
+    assert "shop/worker (" in report_html(report)
 
 
 def test_a_scoped_run_is_not_blamed_for_denied_flows_in_other_namespaces() -> None:
