@@ -87,6 +87,16 @@ def _verdict(report: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _staged(report: Mapping[str, Any]) -> list[str]:
+    staged = report["staged_verdicts"]
+    return [
+        "**Staged policies would break wanted traffic:** the cluster's verdicts of the staged "
+        "policies deny these observed flows, so their namespaces stay staged.",
+        "",
+        *(f"- {w['line']}" for w in staged["would_break"]),
+    ]
+
+
 def _summary(report: Mapping[str, Any]) -> list[str]:
     s = report["summary"]
     out = [
@@ -624,6 +634,7 @@ def _config(report: Mapping[str, Any]) -> list[str]:
 
 _RENDER: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "verdict": _verdict,
+    "staged": _staged,
     "summary": _summary,
     "decisions": _decisions,
     "self-check": _self_check,

@@ -37,7 +37,10 @@ def report_sections(report: Mapping[str, Any]) -> list[Section]:
 
     The ids are the anchors of ``report.html`` and the targets the verdict's reasons name.
     """
-    out: list[Section] = [("verdict", "Verdict"), ("summary", "Summary")]
+    out: list[Section] = [("verdict", "Verdict")]
+    if (report.get("staged_verdicts") or {}).get("would_break"):  # why a rollout waits
+        out.append(("staged", "Staged policies would break wanted traffic"))
+    out.append(("summary", "Summary"))
     if report.get("decisions"):
         out.append(("decisions", "Decisions"))
     if report.get("self_check"):
