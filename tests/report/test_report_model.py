@@ -313,3 +313,17 @@ def test_a_hostile_decision_reason_is_escaped_in_every_form(tmp_path: Path) -> N
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
     assert "<script>" not in md and "\\| x" in md
     assert json.loads(report_json(rec.report))["decisions"]["items"][0]["reason"] == hostile
+
+
+def test_a_staged_rollout_that_would_break_traffic_comes_right_after_the_verdict(rec: Any) -> None:
+    report = {k: v for k, v in rec.report.items() if k not in ("verdict", "sections")}
+    line = "would break: shop/web -> shop/db TCP/5432, 37 connections since 2026-03-02 12:10:00"
+    report["staged_verdicts"] = {"would_break": [{"line": line}]}
+    verdict = build_verdict(report)
+    assert verdict["verdict"] == "not ready" and verdict["reasons"][0]["section"] == "staged"
+    report["verdict"] = verdict
+    report["sections"] = [{"id": a, "title": t} for a, t in report_sections(report)]
+    md_titles, html_ids, _ = _forms(report)
+    assert html_ids[:3] == ["verdict", "staged", "summary"]
+    assert md_titles[1] == "Staged policies would break wanted traffic"
+    assert f"- {line}" in report_markdown(report)
