@@ -668,6 +668,8 @@ def screen_flows(
     tables: EdgeTables,
     flows: pa.Table | Callable[[], Iterable[pa.RecordBatch]] | None = None,
     config: RecommendConfig | None = None,
+    *,
+    trusted: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Screening:
     """Flag edges that look like scanning, lateral movement or exfiltration; leave them out of
     the rules.
@@ -685,6 +687,11 @@ def screen_flows(
         ``scan_min_failed``, ``sibling_min_pods``, ``sibling_max_chance``,
         ``sibling_raw_ip_prior``, ``outlier_min_cluster``, ``cluster_distance``,
         ``rare_connections``) and ``trust_all_flows``.
+    trusted : callable, optional
+        Whether a flagged evidence edge (a row with the
+        :data:`~recommender.aggregate.edges.EDGE_KEY` columns, ``connections`` and ``src_ips``)
+        is trusted by a decisions file: it is then reported, with "trusted by a decision" in
+        its reason, but not excluded.
 
     Returns
     -------
@@ -716,8 +723,18 @@ def screen_flows(
     for i, why in _cluster_outliers(tables, evidence, peers, config).items():
         flags.setdefault(i, ("cluster-outlier", why))
     exclude = not config.trust_all_flows
+    kept = (
+        {i for i in flags if trusted(evidence[i])} if exclude and trusted is not None else set()
+    )
     anomalies = [
-        _anomaly(rule, evidence[i], "allowed", exclude, why) for i, (rule, why) in flags.items()
+        _anomaly(
+            rule,
+            evidence[i],
+            "allowed",
+            exclude and i not in kept,
+            f"{why}; trusted by a decision" if i in kept else why,
+        )
+        for i, (rule, why) in flags.items()
     ]
     anomalies += [_anomaly("scan", row, verdict, False, why) for row, verdict, why in scan_listed]
     order = {rule: k for k, rule in enumerate(ANOMALY_RULES)}
@@ -734,8 +751,10 @@ def screen_flows(
     if not exclude:
         scans = [replace(s, kept=s.kept + s.excluded, excluded=0) for s in scans]
     screened = tables
-    if exclude and flags:
-        screened = _exclude(tables, {i: f"anomaly:{rule}" for i, (rule, _) in flags.items()})
+    if exclude and len(flags) > len(kept):
+        screened = _exclude(
+            tables, {i: f"anomaly:{rule}" for i, (rule, _) in flags.items() if i not in kept}
+        )
     return Screening(tuple(anomalies), screened, trusted=not exclude, scans=tuple(scans))
 
 

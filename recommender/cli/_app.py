@@ -92,7 +92,8 @@ GuardrailsOpt = Annotated[
         "--guardrails",
         metavar="FILE",
         help="Organisation guardrails (docs/guardrails.md): flows they deny get no allow rule "
-        "and are reported as conflicts; the report checks compliance; run writes them to "
+        "and are reported as conflicts; the report checks the stack (evidence toward PCI DSS, "
+        "NIST, SOC 2 and GDPR controls); run writes them to "
         "_guardrails/ of each tree, evaluate judges the whole stack.",
     ),
 ]
@@ -115,6 +116,18 @@ RootNamespaceOpt = Annotated[
         "--root-namespace",
         metavar="NAMESPACE",
         help="Istio: the root namespace, whose AuthorizationPolicies apply to the whole mesh.",
+    ),
+]
+
+
+DecisionsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--decisions",
+        metavar="FILE",
+        help="A reviewer's decisions (docs/decisions.md): rejected edges are never allowed, "
+        "allowed ones are although unobserved, trusted ones survive anomaly screening, "
+        "excluded workloads or namespaces get no policy; the report gives each entry's status.",
     ),
 ]
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import (
+    DecisionsOpt,
     EngineOpt,
     FormatOpt,
     GuardrailsOpt,
@@ -116,6 +117,7 @@ def run(
         ),
     ] = None,
     guardrails: GuardrailsOpt = None,
+    decisions: DecisionsOpt = None,
     guardrails_format: Annotated[
         str | None,
         typer.Option(
@@ -237,6 +239,9 @@ def run(
     observed allowed traffic, or allow flows the input shows as denied or never established
     (one line per problem on stderr; the policies and the report are still written, and the
     report's first lines say the same); 2 on bad input or options.
+
+    The last line printed is the report's verdict: ready, review first or not ready, with the
+    number of reasons (docs/report.md); the verdict alone does not change the exit status.
     """
     if engine == "embedded" and holdout is None:
         from ..ingest.parallel import prestart
@@ -263,6 +268,7 @@ def run(
                 "compaction_budget": compaction_budget,
                 "guardrails": str(guardrails) if guardrails is not None else None,
                 "guardrails_format": guardrails_format,
+                "decisions": str(decisions) if decisions is not None else None,
                 "dialects": dialect or None,
                 "staged": staged,
                 "tier": tier,
@@ -279,6 +285,9 @@ def run(
         },
         "command line",
     )
+    from ..report.text import plural
+    from ..report.verdict import verdict_line
+
     with _RowProgress(sys.stderr.isatty() and not json_out, "reading") as progress:
         result = recommend(
             flows,
@@ -299,6 +308,7 @@ def run(
             typer.echo(result.to_yaml(name), nl=False)
         if profile:
             _print_timings(result.timings)
+        typer.echo(verdict_line(result.report["verdict"]), err=True)  # stdout holds the YAML
         _fail_on_self_check(result.report)
         return
     written = result.write(output)
@@ -312,6 +322,12 @@ def run(
                     "output": str(output),
                     "files": len(written),
                     **summary,
+                    "verdict": result.report["verdict"],
+                    **(
+                        {"decisions": _decisions_summary(result.report["decisions"])}
+                        if "decisions" in result.report
+                        else {}
+                    ),
                     **({"holdout": result.report["holdout"]} if "holdout" in result.report else {}),
                     **(
                         {"guardrails": _guardrails_summary(result.report["guardrails"])}
@@ -327,8 +343,9 @@ def run(
         _fail_on_self_check(result.report)
         return
     typer.echo(
-        f"wrote {summary['policies']} policies ({summary['rules']} rules) for "
-        f"{len(summary['namespaces_in_scope'])} namespaces to {output}/"
+        f"wrote {plural(summary['policies'], 'policy', 'policies')} "
+        f"({plural(summary['rules'], 'rule')}) for "
+        f"{plural(len(summary['namespaces_in_scope']), 'namespace')} to {output}/"
     )
     if result.report.get("ingest"):
         _print_ledger(result.report["ingest"])
@@ -348,7 +365,8 @@ def run(
         g = _guardrails_summary(result.report["guardrails"])
         typer.echo(
             f"guardrails {g['name']}: {g['conflicts']} observed edges a guardrail denies (no "
-            f"allow rule; see 'Conflicts to resolve'); compliance: "
+            "allow rule; see 'Conflicts to resolve'); control checks (evidence, not an "
+            "assessment): "
             + ", ".join(f"{k} {v}" for k, v in g["compliance"].items())
         )
     held = result.report.get("holdout")
@@ -359,7 +377,18 @@ def run(
             f"{held['observed_connections']:,} later connections), rule stability "
             f"{held['churn']['stability']:.2f}"
         )
+    if "decisions" in result.report:
+        d = _decisions_summary(result.report["decisions"])
+        typer.echo(
+            f"decisions: {d['applied']} applied, {d['stale']} matched nothing, {d['expired']} "
+            "expired; see 'Decisions' in the report"
+        )
+    typer.echo(verdict_line(result.report["verdict"], f"{output}/report.md"))
     _fail_on_self_check(result.report)
+
+
+def _decisions_summary(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: section[k] for k in ("total", "applied", "stale", "expired")}
 
 
 #: Exit status of ``recommend run`` when its self-check fails (see the docstring of run).
