@@ -25,7 +25,7 @@ import networkx as nx
 
 from ..analysis.graph import NODE_GROUP_ORDER
 
-__all__ = ["GraphLayout", "layout_graph", "render_svg", "xml_text"]
+__all__ = ["GraphLayout", "drawn_graph", "layout_graph", "render_svg", "xml_text"]
 
 COL_W: Final = 215
 NODE_W: Final = 160
@@ -162,6 +162,27 @@ def _collapsed(
     return nodes, node_of
 
 
+def drawn_graph(
+    graph: nx.MultiDiGraph, *, max_nodes: int | None = None, collapse: int = GROUP_COLLAPSE
+) -> tuple[dict[str, dict[str, Any]], _Pairs, int]:
+    """What a drawing shows, whatever lays it out: the nodes (outside groups with more than
+    ``collapse`` members as one node; at most ``max_nodes``, the busiest), one edge per drawn
+    (source, destination, verdict), and how many nodes the cap left out."""
+    nodes, node_of = _collapsed(graph, collapse)
+    pairs = _pairs(graph, node_of)
+    hidden = 0
+    if max_nodes is not None and len(nodes) > max_nodes:
+        weight: dict[str, int] = defaultdict(int)
+        for (src, dst, _), data in pairs.items():
+            weight[src] += data["connections"] + 1
+            weight[dst] += data["connections"] + 1
+        keep = set(sorted(nodes, key=lambda n: (-weight[n], n))[: max(max_nodes, 0)])
+        hidden = len(nodes) - len(keep)
+        nodes = {n: d for n, d in nodes.items() if n in keep}
+        pairs = {k: d for k, d in pairs.items() if k[0] in keep and k[1] in keep}
+    return nodes, pairs, hidden
+
+
 def layout_graph(
     graph: nx.MultiDiGraph,
     *,
@@ -182,18 +203,7 @@ def layout_graph(
     collapse
         Outside groups with more members are drawn as one node.
     """
-    nodes, node_of = _collapsed(graph, collapse)
-    pairs = _pairs(graph, node_of)
-    hidden = 0
-    if max_nodes is not None and len(nodes) > max_nodes:
-        weight: dict[str, int] = defaultdict(int)
-        for (src, dst, _), data in pairs.items():
-            weight[src] += data["connections"] + 1
-            weight[dst] += data["connections"] + 1
-        keep = set(sorted(nodes, key=lambda n: (-weight[n], n))[: max(max_nodes, 0)])
-        hidden = len(nodes) - len(keep)
-        nodes = {n: d for n, d in nodes.items() if n in keep}
-        pairs = {k: d for k, d in pairs.items() if k[0] in keep and k[1] in keep}
+    nodes, pairs, hidden = drawn_graph(graph, max_nodes=max_nodes, collapse=collapse)
     scope = set(in_scope)
     n = len(nodes)
     per_col = max(16, math.isqrt(2 * n) + 1)
