@@ -99,6 +99,9 @@ class RecommendConfig:
         A guardrails file (``docs/guardrails.md``): observed flows a guardrail denies get no
         allow rule, the report lists them and checks compliance, and the rendered guardrails
         are written to ``_guardrails/`` in the output tree.
+    decisions
+        A decisions file (``docs/decisions.md``): edges a reviewer rejected, allowed or
+        trusted, and workloads or namespaces excluded; they survive re-runs.
     guardrails_format
         How guardrails are rendered: ``cluster-network-policy``, ``admin-network-policy``,
         ``calico`` or ``cilium``; None (default) follows each output dialect (kubernetes:
@@ -150,6 +153,7 @@ class RecommendConfig:
     compaction_budget: int = 0
     guardrails: str | None = None
     guardrails_format: str | None = None
+    decisions: str | None = None
     dialects: tuple[str, ...] = ("kubernetes",)
     staged: bool = False
     tier: str | None = "recommendations"
@@ -231,6 +235,11 @@ class RecommendConfig:
                 object.__setattr__(self, "guardrails", str(self.guardrails))
             if not isinstance(self.guardrails, str) or not self.guardrails:
                 raise ConfigError(f"guardrails must be a file path, not {self.guardrails!r}.")
+        if self.decisions is not None:
+            if isinstance(self.decisions, Path):
+                object.__setattr__(self, "decisions", str(self.decisions))
+            if not isinstance(self.decisions, str) or not self.decisions:
+                raise ConfigError(f"decisions must be a file path, not {self.decisions!r}.")
         if self.guardrails_format is not None and self.guardrails_format not in _GUARDRAIL_FORMATS:
             raise ConfigError(
                 f"guardrails_format must be one of {', '.join(_GUARDRAIL_FORMATS)}, not "
@@ -318,6 +327,9 @@ def load_config(path: str | Path) -> RecommendConfig:
     guardrails = options.get("guardrails")
     if isinstance(guardrails, str) and guardrails and not Path(guardrails).is_absolute():
         options["guardrails"] = str(Path(path).parent / guardrails)  # next to the config file
+    decisions = options.get("decisions")
+    if isinstance(decisions, str) and decisions and not Path(decisions).is_absolute():
+        options["decisions"] = str(Path(path).parent / decisions)
     try:
         return RecommendConfig(**options, extra=extra)
     except (TypeError, ConfigError) as exc:  # name the file, as coerce_options does

@@ -30,7 +30,9 @@ from .ingest import iter_flow_batches
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
-from .report.model import build_report, report_json, report_markdown
+from .report.model import build_report, finish_report, report_json, report_markdown
+from .synthesis.decided import DecisionRun
+from .synthesis.decisions import Decisions
 from .synthesis.synthesizer import Findings, synthesize
 
 if TYPE_CHECKING:
@@ -331,6 +333,7 @@ def recommend(
     scheduler: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     guardrails: Guardrails | PathLike | None = None,
+    decisions: Decisions | PathLike | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -404,6 +407,13 @@ def recommend(
 
         for name in config.dialects:  # refuse a format that cannot express them, before reading
             render_guardrails(guardrails, guardrails_format(config, name))
+    if decisions is None and config.decisions:
+        decisions = config.decisions
+    if decisions is not None and not isinstance(decisions, Decisions):
+        from .synthesis.decisions import load_decisions
+
+        decisions = load_decisions(decisions)
+    decided = DecisionRun.start(decisions) if decisions is not None else None
     timings: dict[str, float] = {}
     with ExitStack() as stack:
         started = time.perf_counter()
@@ -455,15 +465,24 @@ def recommend(
             if isinstance(flows, pa.Table)
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )
-        screening = screen_flows(tables, rows, config)
+        trusted = decided.trusted() if decided is not None else None
+        screening = screen_flows(tables, rows, config, trusted=trusted)
         tables = screening.tables  # (its time counts in "synthesize")
+        if decided is not None:  # rejected edges and excluded workloads: no allow rule
+            tables = decided.apply_to_observed(tables)
         evidence, conflicts = tables, None
         if guardrails is not None:
             from .evaluation.guardrail_checks import find_conflicts, keep_edges
 
             conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
             evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
-        policy_set, findings = synthesize(evidence, config)
+        if decided is not None:
+            learned = decided.evidence_with_allows(evidence)
+            policy_set, findings = synthesize(
+                learned, config, unmanaged=decided.unmanaged, allowed=decided.allowed_keys()
+            )
+        else:
+            policy_set, findings = synthesize(evidence, config)
         policy_set = _beyond_pods(policy_set, tables, findings, config)
         mark = _stage(timings, "synthesize", aggregated)
         cache: dict[str, Any] = {}
@@ -471,10 +490,19 @@ def recommend(
             cache["kubernetes"] = render_kubernetes(policy_set)
         mark = _stage(timings, "render", mark)
         self_check = _self_check(policy_set, evidence, guardrails, _precedence(config))
+        if decided is not None:
+            from .evaluation.decision_check import judge_decided
+
+            self_check["decisions"] = judge_decided(
+                decided, policy_set, evidence, guardrails, _precedence(config)
+            )
         mark = _stage(timings, "self_check", mark)
         report = build_report(policy_set, findings, tables, config, ledger)
         report["self_check"] = self_check
         report["anomalies"] = screening.to_dict()
+        from .report.sections import group_anomalies
+
+        report["anomalies"]["groups"] = group_anomalies(a.to_dict() for a in screening.anomalies)
         report["summary"]["anomalies"] = len(screening.anomalies)
         from .synthesis.granularity import granularity_report
 
@@ -488,6 +516,8 @@ def recommend(
                 _precedence(config),
             )
         report["segments"] = _segments(tables)
+        if decided is not None:
+            report["decisions"] = decided.report()
         mark = _stage(timings, "report", mark)
         if validate:
             from .evaluation.validation import holdout_report
@@ -496,6 +526,7 @@ def recommend(
                 holdout_input, config, holdout=holdout, split_at=split_at
             )
             _stage(timings, "holdout", mark)
+        finish_report(report)  # the verdict weighs every part, the held-out one too
     return Recommendation(
         policy_set, report, tables, findings, config, cache, timings, guardrails
     )

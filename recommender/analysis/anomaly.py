@@ -393,6 +393,8 @@ def screen_flows(
     tables: EdgeTables,
     flows: pa.Table | Callable[[], Iterable[pa.RecordBatch]] | None = None,
     config: RecommendConfig | None = None,
+    *,
+    trusted: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Screening:
     """Flag edges that look like scanning or lateral movement; leave them out of the rules.
 
@@ -408,6 +410,10 @@ def screen_flows(
         Thresholds (``scan_min_targets``, ``scan_denied_share``, ``sibling_min_pods``,
         ``outlier_min_cluster``, ``cluster_distance``, ``rare_connections``) and
         ``trust_all_flows``.
+    trusted : callable, optional
+        Whether a flagged evidence edge (a row with the :data:`~recommender.edges.EDGE_KEY`
+        columns, ``connections`` and ``src_ips``) is trusted by a decisions file: it is then
+        reported, with "trusted by a decision" in its reason, but not excluded.
 
     Returns
     -------
@@ -435,8 +441,18 @@ def screen_flows(
     for i, why in _cluster_outliers(tables, evidence, config).items():
         flags.setdefault(i, ("cluster-outlier", why))
     exclude = not config.trust_all_flows
+    kept = (
+        {i for i in flags if trusted(evidence[i])} if exclude and trusted is not None else set()
+    )
     anomalies = [
-        _anomaly(rule, evidence[i], "allowed", exclude, why) for i, (rule, why) in flags.items()
+        _anomaly(
+            rule,
+            evidence[i],
+            "allowed",
+            exclude and i not in kept,
+            f"{why}; trusted by a decision" if i in kept else why,
+        )
+        for i, (rule, why) in flags.items()
     ]
     anomalies += [_anomaly("scan", row, "denied", False, why) for row, why in scan_denied]
     order = {rule: k for k, rule in enumerate(ANOMALY_RULES)}
@@ -451,8 +467,10 @@ def screen_flows(
         )
     )
     screened = tables
-    if exclude and flags:
-        screened = _exclude(tables, {i: f"anomaly:{rule}" for i, (rule, _) in flags.items()})
+    if exclude and len(flags) > len(kept):
+        screened = _exclude(
+            tables, {i: f"anomaly:{rule}" for i, (rule, _) in flags.items() if i not in kept}
+        )
     return Screening(tuple(anomalies), screened, trusted=not exclude)
 
 

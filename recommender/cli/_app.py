@@ -98,6 +98,18 @@ GuardrailsOpt = Annotated[
 ]
 
 
+DecisionsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--decisions",
+        metavar="FILE",
+        help="A reviewer's decisions (docs/decisions.md): rejected edges are never allowed, "
+        "allowed ones are although unobserved, trusted ones survive anomaly screening, "
+        "excluded workloads or namespaces get no policy; the report gives each entry's status.",
+    ),
+]
+
+
 #: Kinds the guardrails renderers write; with --guardrails, evaluate takes them from the file.
 _GUARDRAIL_KINDS = (
     "AdminNetworkPolicy",

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import FlowsArg, FormatOpt, app
+from ._app import DecisionsOpt, FlowsArg, FormatOpt, app
 
 
 @app.command()
@@ -33,29 +33,59 @@ def diff(
     examples: Annotated[
         int, typer.Option("--examples", min=0, help="Examples printed per list.")
     ] = 10,
+    decisions: DecisionsOpt = None,
 ) -> None:
     """Compare EXISTING and NEW policies on observed FLOWS: which traffic changes verdict,
     which rules are added or removed.
 
     For CI and GitOps pipelines: run it on a pull request that changes policies, against
-    recent flows. Exit status: 0 when no observed allowed connection becomes denied,
-    1 when NEW denies observed allowed traffic that EXISTING allows (it would break it),
-    2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
+    recent flows. With --decisions FILE, observed edges a ``reject`` entry names may become
+    denied: that is intended and listed apart. Exit status: 0 when no observed allowed
+    connection becomes denied (other than rejected ones), 1 when NEW denies observed allowed
+    traffic that EXISTING allows (it would break it), 2 on bad input (unreadable flows,
+    policies that are not Kubernetes NetworkPolicy, an invalid decisions file).
     """
     from ..evaluation.diff import diff_policies
     from ..policy.reader import read_policies
 
+    decided: Any = None
+    if decisions is not None:
+        from ..synthesis.decisions import load_decisions
+
+        decided = load_decisions(decisions)  # a bad file fails before the flows are read
     result = diff_policies(read_policies(existing), read_policies(new), flows, format=format)
+    breaks = list(result.newly_denied_evidence)
+    intended: list[Any] = []
+    if decided is not None:
+        from ..evaluation.decision_check import describe, split_intended
+
+        intended, breaks = split_intended(result.newly_denied_evidence, decided)
     if json_out:
-        typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
+        out = result.to_dict()
+        if decided is not None:
+            out["decisions"] = {
+                "intended_denies": len(intended),
+                "intended": describe(intended, 200),
+                "breaking_edges": len(breaks),
+            }
+        typer.echo(json.dumps(out, indent=2, sort_keys=True, default=str))
     else:
-        _print_diff(result, examples)
-    if result.breaks_observed_traffic:
+        _print_diff(result, examples, decided is not None)
+        if decided is not None:
+            typer.echo(
+                f"decisions: {len(intended)} newly denied edges are rejected by the decisions "
+                f"(intended), {len(breaks)} are not"
+            )
+            for line in describe(intended, examples):
+                typer.echo(f"  rejected: {line}")
+            if breaks:
+                typer.echo("NEW would deny observed allowed traffic (exit status 1).")
+    if breaks:
         raise SystemExit(1)  # SystemExit, not typer.Exit: see `evaluate`
 
 
 
-def _print_diff(result: Any, examples: int) -> None:
+def _print_diff(result: Any, examples: int, decided: bool = False) -> None:
     """The text rendering of a :class:`~recommender.evaluation.diff.PolicyDiff`."""
 
     def edge(e: Any) -> str:
@@ -99,7 +129,7 @@ def _print_diff(result: Any, examples: int) -> None:
         typer.echo(f"policy added: {name}")
     for name in result.policies_removed[:examples]:
         typer.echo(f"policy removed: {name}")
-    if result.breaks_observed_traffic:
+    if result.breaks_observed_traffic and not decided:
         typer.echo("NEW would deny observed allowed traffic (exit status 1).")
 
 

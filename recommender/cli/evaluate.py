@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import _GUARDRAIL_KINDS, FlowsArg, FormatOpt, GuardrailsOpt, app
+from ._app import _GUARDRAIL_KINDS, DecisionsOpt, FlowsArg, FormatOpt, GuardrailsOpt, app
 
 
 @app.command()
@@ -38,6 +38,7 @@ def evaluate(
             "(deny over allow).",
         ),
     ] = "kubernetes",
+    decisions: DecisionsOpt = None,
 ) -> None:
     """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused,
     redundant (shadowed) and broad rules.
@@ -47,9 +48,14 @@ def evaluate(
     Other policy kinds (Calico, Cilium) need --guardrails FILE, which replaces the guardrail
     kinds found in POLICIES.
 
+    With --decisions FILE, observed edges a ``reject`` entry names are expected to be denied
+    (listed as intended, not as false denies) and every ``allow`` entry is checked to be
+    allowed although unobserved.
+
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
-    1 when there are false denies (observed allowed connections the policies would deny),
-    2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
+    1 when there are false denies (observed allowed connections the policies would deny, other
+    than rejected ones) or an allowed decision is denied, 2 on bad input (unreadable flows,
+    policies that are not Kubernetes NetworkPolicy, an invalid decisions file).
     """
     from ..evaluation.replay import replay
     from ..policy.reader import read_policies
@@ -66,12 +72,49 @@ def evaluate(
         from ..guardrails.reader import read_policy_stack
 
         policy_set, stack = read_policy_stack(policies)
-    coverage = replay(policy_set, flows, format=format, guardrails=stack, dialect=dialect)
+    decided: Any = None
+    if decisions is not None:
+        from ..synthesis.decisions import load_decisions
+
+        decided = load_decisions(decisions)  # a bad file fails before the flows are read
+    from ..evaluation.replay import _edge_tables
+
+    tables = _edge_tables(flows, None, format)
+    coverage = replay(policy_set, tables, guardrails=stack, dialect=dialect)
+    false_denies = list(coverage.false_denies)
+    checked: dict[str, Any] = {}
+    if decided is not None:
+        from ..evaluation.decision_check import describe, judge_decided, split_intended
+        from ..synthesis.decided import DecisionRun
+
+        intended, false_denies = split_intended(coverage.false_denies, decided)
+        run = DecisionRun.start(decided)
+        run.evidence_with_allows(tables)
+        judged = judge_decided(run, policy_set, tables, stack, dialect)
+        checked = {
+            "intended_denies": len(intended),
+            "intended": describe(intended, 200),
+            "false_denies": len(false_denies),
+            "allowed_edges": judged["allowed_edges"],
+            "allowed_not_allowed": judged["allowed_not_allowed"],
+        }
     if json_out:
-        typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
+        out = coverage.to_dict()
+        if checked:
+            out["decisions"] = checked
+        typer.echo(json.dumps(out, indent=2, sort_keys=True, default=str))
     else:
         _print_coverage(coverage, examples)
-    if coverage.false_denies:
+        if checked:
+            typer.echo(
+                f"decisions: {checked['intended_denies']} of the false denies are edges the "
+                f"decisions reject (intended), {checked['false_denies']} are not; "
+                f"{checked['allowed_edges'] - checked['allowed_not_allowed']} of "
+                f"{checked['allowed_edges']} allowed decisions are allowed"
+            )
+            for line in checked["intended"][:examples]:
+                typer.echo(f"  rejected: {line}")
+    if false_denies or checked.get("allowed_not_allowed"):
         # SystemExit, not typer.Exit: click returns an Exit's code instead of raising it when
         # main() runs the app with standalone_mode=False.
         raise SystemExit(1)

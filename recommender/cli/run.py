@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ._app import (
+    DecisionsOpt,
     EngineOpt,
     FormatOpt,
     GuardrailsOpt,
@@ -107,6 +108,7 @@ def run(
         ),
     ] = None,
     guardrails: GuardrailsOpt = None,
+    decisions: DecisionsOpt = None,
     guardrails_format: Annotated[
         str | None,
         typer.Option(
@@ -228,6 +230,7 @@ def run(
                 "compaction_budget": compaction_budget,
                 "guardrails": str(guardrails) if guardrails is not None else None,
                 "guardrails_format": guardrails_format,
+                "decisions": str(decisions) if decisions is not None else None,
                 "dialects": dialect or None,
                 "staged": staged,
                 "tier": tier,
@@ -242,6 +245,9 @@ def run(
         },
         "command line",
     )
+    from ..report.text import plural
+    from ..report.verdict import verdict_line
+
     with _RowProgress(sys.stderr.isatty() and not json_out, "reading") as progress:
         result = recommend(
             flows,
@@ -262,6 +268,7 @@ def run(
             typer.echo(result.to_yaml(name), nl=False)
         if profile:
             _print_timings(result.timings)
+        typer.echo(verdict_line(result.report["verdict"]), err=True)  # stdout holds the YAML
         return
     written = result.write(output)
     if profile:
@@ -274,6 +281,12 @@ def run(
                     "output": str(output),
                     "files": len(written),
                     **summary,
+                    "verdict": result.report["verdict"],
+                    **(
+                        {"decisions": _decisions_summary(result.report["decisions"])}
+                        if "decisions" in result.report
+                        else {}
+                    ),
                     **({"holdout": result.report["holdout"]} if "holdout" in result.report else {}),
                     **(
                         {"guardrails": _guardrails_summary(result.report["guardrails"])}
@@ -288,8 +301,9 @@ def run(
         )
         return
     typer.echo(
-        f"wrote {summary['policies']} policies ({summary['rules']} rules) for "
-        f"{len(summary['namespaces_in_scope'])} namespaces to {output}/"
+        f"wrote {plural(summary['policies'], 'policy', 'policies')} "
+        f"({plural(summary['rules'], 'rule')}) for "
+        f"{plural(len(summary['namespaces_in_scope']), 'namespace')} to {output}/"
     )
     if result.report.get("ingest"):
         _print_ledger(result.report["ingest"])
@@ -320,5 +334,16 @@ def run(
             f"{held['observed_connections']:,} later connections), rule stability "
             f"{held['churn']['stability']:.2f}"
         )
+    if "decisions" in result.report:
+        d = _decisions_summary(result.report["decisions"])
+        typer.echo(
+            f"decisions: {d['applied']} applied, {d['stale']} matched nothing, {d['expired']} "
+            "expired; see 'Decisions' in the report"
+        )
+    typer.echo(verdict_line(result.report["verdict"], f"{output}/report.md"))
+
+
+def _decisions_summary(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: section[k] for k in ("total", "applied", "stale", "expired")}
 
 

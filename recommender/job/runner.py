@@ -45,7 +45,9 @@ from ..evaluation.diff import compare_rules, diff_policies, rule_dict
 from ..policy.kubernetes import render_kubernetes
 from ..policy.model import PolicySet
 from ..policy.writer import MARKER_FILE, write_policy_tree
-from ..report.model import build_report, report_json, report_markdown
+from ..report.model import build_report, finish_report, report_json, report_markdown
+from ..synthesis.decided import DecisionRun
+from ..synthesis.decisions import dump_decisions, load_decisions
 from ..synthesis.synthesizer import synthesize
 from .config import JobConfig, load_job_config
 from .state import State, merge_edges, namespace_digests, stale_rows, update_lifecycle
@@ -70,6 +72,10 @@ CURRENT_FILE: Final = "current.json"
 #: Most rules listed in changes.json and in a commit message.
 _MAX_LISTED: Final = 200
 _MESSAGE_RULES: Final = 50
+
+#: The decisions file (``config.decisions``) as written next to the policies, in the outputs
+#: and in the GitOps folder, so a reviewer edits the copy that shaped them.
+DECISIONS_FILE: Final = "decisions.yaml"
 
 
 @dataclass(frozen=True)
@@ -177,13 +183,27 @@ def run_job(
         window = aggregate_edges(table, config)
         merge = merge_edges(state, window, as_of, job.lifecycle)
         tables = merge.tables(window)
-        policy_set, findings = synthesize(tables, config)
+        decided = None
+        if config.decisions:  # judged on the run's own day, so a re-run gives the same result
+            decided = DecisionRun.start(load_decisions(config.decisions), as_of.date())
+            tables = decided.apply_to_observed(tables)
+            policy_set, findings = synthesize(
+                decided.evidence_with_allows(tables),
+                config,
+                unmanaged=decided.unmanaged,
+                allowed=decided.allowed_keys(),
+            )
+        else:
+            policy_set, findings = synthesize(tables, config)
         ledger = json.loads((table.schema.metadata or {}).get(b"recommender.ledger", b"null"))
         del table
         report = build_report(policy_set, findings, tables, config, ledger)
         from ..pipeline import _self_check
 
         report["self_check"] = _self_check(policy_set, tables)
+        if decided is not None:
+            report["decisions"] = decided.report()
+        finish_report(report)
         lifecycle, moves = update_lifecycle(
             state.namespaces, namespace_digests(policy_set), as_of, job.lifecycle
         )
@@ -230,6 +250,8 @@ def run_job(
             "changes.md": _changes_markdown(changes),
             **new_state.to_files(),
         }
+        if decided is not None:
+            extra[DECISIONS_FILE] = dump_decisions(decided.decisions)
         where = _publish(output, by_ns, extra, run_id, as_of, job, work)
         _event("outputs written", "job.written", output=where)
         commit = None
@@ -240,6 +262,10 @@ def run_job(
             tree = work / "gitops-tree"
             write_policy_tree({ns: m for ns, m in by_ns.items() if ns not in held}, tree)
             (tree / MARKER_FILE).unlink()
+            if decided is not None:  # reviewed next to the policies it shaped
+                (tree / DECISIONS_FILE).write_text(
+                    dump_decisions(decided.decisions), encoding="utf-8"
+                )
             commit = publish_tree(
                 tree,
                 job.gitops,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -20,11 +20,12 @@ from typing import Any, Final
 import pyarrow as pa
 
 from ..aggregate.addresses import classify_address, is_public, merge_cidrs
-from ..aggregate.edges import EdgeTables
+from ..aggregate.edges import EDGE_KEY, EdgeTables
 from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
 from ..policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+from .decisions import ALLOW_FLAG
 
 __all__ = ["Findings", "RuleRecord", "synthesize"]
 
@@ -313,7 +314,8 @@ class _Builder:
                     firsts = [m[1].first for m in members if m[1].first]
                     lasts = [m[1].last for m in members if m[1].last]
                     flags = set().union(*(m[1].flags for m in members))
-                    if connections < config.rare_connections:
+                    decided_only = ALLOW_FLAG in flags and connections == 0
+                    if connections < config.rare_connections and not decided_only:
                         flags.add("rare")
                     evidence = Evidence(
                         connections=connections,
@@ -372,7 +374,11 @@ def _internet_peers(version_set: set[int]) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def synthesize(
-    tables: EdgeTables, config: RecommendConfig | None = None
+    tables: EdgeTables,
+    config: RecommendConfig | None = None,
+    *,
+    unmanaged: Collection[str] = (),
+    allowed: Collection[tuple[Any, ...]] = (),
 ) -> tuple[PolicySet, Findings]:
     """Derive least-privilege policies from aggregated edges.
 
@@ -382,6 +388,12 @@ def synthesize(
         The output of :func:`recommender.aggregate.edges.aggregate_edges`.
     config
         Scope, budgets and thresholds (see :class:`~recommender.config.RecommendConfig`).
+    unmanaged
+        Namespaces a decisions file excludes: out of scope whatever ``config`` says.
+    allowed
+        Keys (:data:`~recommender.aggregate.edges.EDGE_KEY`) of edges that exist only because a
+        decisions file allows them: their rules are flagged ``decision:allow``, an external
+        end named by a CIDR becomes that ipBlock.
 
     Returns
     -------
@@ -415,7 +427,9 @@ def synthesize(
     findings.selectors = choose_selectors(common)
     selectors = findings.selectors
     namespaces = sorted({ns for ns, _ in selectors})
-    findings.namespaces_in_scope = [ns for ns in namespaces if _in_scope(ns, config)]
+    findings.namespaces_in_scope = [
+        ns for ns in namespaces if _in_scope(ns, config) and ns not in unmanaged
+    ]
     findings.namespaces_out_of_scope = [
         ns for ns in namespaces if ns not in findings.namespaces_in_scope
     ]
@@ -454,6 +468,8 @@ def synthesize(
             )
             continue
         flags = [] if e["dst_port"] is not None else ["all-ports"]
+        if allowed and tuple(e[k] for k in EDGE_KEY) in allowed:
+            flags.append(ALLOW_FLAG)
         # Egress side: the source workload's policy.
         if (
             e["src_kind"] == "workload"
@@ -579,6 +595,14 @@ def _compact(
     return compacted
 
 
+def _is_network(text: Any) -> bool:
+    try:
+        ipaddress.ip_network(str(text))
+    except ValueError:
+        return False
+    return True
+
+
 def _external_flags(ip: str) -> list[str]:
     cls = classify_address(ip)
     return [] if cls in ("public", "private") else [f"address-class:{cls}"]
@@ -636,6 +660,9 @@ def _add_peer(
         return
     # Aggregated records without addresses (Calico pub/pvt/NetworkSet): the broad fallback.
     name = e[f"{side}_name"] or e[f"{side}_id"]
+    if ALLOW_FLAG in flags and _is_network(name):  # an address block a decision allows
+        builder.cidr(owner, direction, str(ipaddress.ip_network(name)), e, flags)
+        return
     if name == "pvt":
         for cidr in _PRIVATE_V4:
             builder.cidr(owner, direction, cidr, e, [*flags, "broad:private-networks"])

@@ -1,0 +1,222 @@
+"""One report model, three renderings: the same sections in the same order, a verdict first,
+grouped findings, no Python repr, times to the second, correct plurals."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, T0, flow_row, make_table
+
+from recommender import recommend
+from recommender.cli import main
+from recommender.report.html import report_html
+from recommender.report.markdown import report_markdown
+from recommender.report.model import report_json
+from recommender.report.sections import report_sections
+from recommender.report.text import duration, flag_help, plain, plural, when
+from recommender.report.verdict import build_verdict
+
+SAMPLE = ROOT / "sample_flows" / "flows.parquet"
+
+
+@pytest.fixture(scope="module")
+def rec() -> Any:
+    return recommend(SAMPLE)
+
+
+class _Sections(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.titles: list[str] = []
+        self._in_h2 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "section":
+            self.ids.append(str(dict(attrs)["id"]))
+        self._in_h2 = tag == "h2"
+        if tag == "h2":
+            self.titles.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h2":
+            self._in_h2 = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h2:
+            self.titles[-1] += data
+
+
+def _forms(report: dict[str, Any]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    md = report_markdown(report, graph_file="graph.svg")
+    md_titles = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    parser = _Sections()
+    parser.feed(report_html(report))
+    as_json = json.loads(report_json(report))["sections"]
+    assert parser.titles == [s["title"] for s in as_json]
+    return md_titles, parser.ids, [(s["id"], s["title"]) for s in as_json]
+
+
+def test_the_three_forms_have_the_same_sections_in_the_same_order(rec: Any) -> None:
+    md_titles, html_ids, json_sections = _forms(rec.report)
+    assert json_sections == report_sections(rec.report)
+    assert md_titles == [t for _, t in json_sections]
+    assert html_ids == [i for i, _ in json_sections]
+    assert json_sections[0] == ("verdict", "Verdict")
+    # the sections report.html lacked before issue 17
+    assert {"anomalies", "granularity"} <= set(html_ids)
+
+
+def test_sections_stay_equal_with_holdout_guardrails_decisions_and_compaction(
+    tmp_path: Path,
+) -> None:
+    guardrails = tmp_path / "g.yaml"
+    guardrails.write_text(
+        "guardrails:\n- name: no-metadata\n  priority: 10\n  egress:\n  - action: deny\n"
+        "    to: [{networks: [169.254.169.254/32]}]\n"
+    )
+    decisions = tmp_path / "d.yaml"
+    decisions.write_text(
+        "apiVersion: recommender.io/v1\nkind: Decisions\ndecisions:\n"
+        "- action: exclude\n  namespace: monitoring\n"
+    )
+    rec = recommend(
+        SAMPLE, holdout=0.2, guardrails=guardrails, decisions=decisions, compact_policies=True
+    )
+    md_titles, html_ids, json_sections = _forms(rec.report)
+    assert md_titles == [t for _, t in json_sections]
+    assert html_ids == [i for i, _ in json_sections]
+    assert {"holdout", "guardrails", "decisions", "granularity"} <= set(html_ids)
+
+
+def test_sample_report_md_is_short_and_the_scan_takes_one_row(rec: Any) -> None:
+    md = report_markdown(rec.report, graph_file="graph.svg")
+    assert len(md.splitlines()) < 150
+    scanner = "shop/debug-shell"
+    rows = [line for line in md.splitlines() if line.startswith("|") and scanner in line]
+    # one row in Anomalies; the segments table names the pod as a member, not a scan
+    scan_rows = [r for r in rows if "scan" in r]
+    assert len(scan_rows) == 1, scan_rows
+    assert "132" in scan_rows[0] and "11" in scan_rows[0]  # edges and distinct targets
+    # the interesting denied edge is in the first rows of its table, not row 133
+    denied = md[md.index("## Denied flows") :]
+    assert "| shop/frontend | payments/ledger-db | TCP/5432 |" in denied.split("##")[1]
+
+
+def test_no_python_repr_microseconds_or_bad_plurals(rec: Any) -> None:
+    md = report_markdown(rec.report, graph_file="graph.svg")
+    page = report_html(rec.report, rec.edges)
+    for text in (md, page):
+        assert "{'" not in text and "': '" not in text
+        assert "| True |" not in text and "| False |" not in text
+        assert not re.search(r"(?<![\d,])1 (policies|rules|edges|namespaces|workloads)\b", text)
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d{3}", md)
+    visible = re.sub(r'datetime="[^"]*"', "", page)  # full precision kept only in attributes
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d{3}", visible)
+
+
+def test_every_flag_shown_is_explained_next_to_it(rec: Any) -> None:
+    md = report_markdown(rec.report)
+    flags = {f for r in rec.report["rules"] for f in r["flags"]}
+    assert flags  # the sample has rare and entity:kube-apiserver rules
+    for flag in flags:
+        assert flag_help(flag)
+        assert f"`{flag}` {flag_help(flag)}" in md
+    page = report_html(rec.report)
+    assert 'title="' + flag_help("rare") + '"' in page
+
+
+def test_the_sample_needs_review_first_and_says_why(rec: Any) -> None:
+    verdict = rec.report["verdict"]
+    assert verdict["verdict"] == "review first"
+    texts = " ".join(r["text"] for r in verdict["reasons"])
+    assert "less than a day" in texts and "little evidence" in texts
+    ids = {i for i, _ in report_sections(rec.report)}
+    assert all(r["section"] in ids for r in verdict["reasons"])  # each links to its evidence
+
+
+def test_a_namespace_typo_is_not_ready_and_lists_what_was_seen() -> None:
+    verdict = recommend(SAMPLE, namespaces=("shopp",)).report["verdict"]
+    assert verdict["verdict"] == "not ready"
+    reason = next(r for r in verdict["reasons"] if "shopp" in r["text"])
+    assert reason["level"] == "not ready"
+    assert "monitoring, payments, shop" in reason["text"]
+
+
+def test_a_few_seconds_of_flows_are_not_ready(table_of: Any) -> None:
+    rows = [
+        flow_row(
+            src_namespace="shop",
+            src_workload="web",
+            dst_namespace="shop",
+            dst_workload="api",
+            dst_port=8080,
+            start_time=T0 + timedelta(seconds=s),
+            end_time=T0 + timedelta(seconds=s),
+        )
+        for s in range(5)
+    ] + [
+        flow_row(
+            src_namespace="shop",
+            src_workload="web",
+            dst_namespace="shop",
+            dst_workload="db",
+            dst_port=5432,
+            verdict="denied",
+        )
+        for _ in range(2)
+    ]
+    report = recommend(make_table(rows)).report
+    assert report["verdict"]["verdict"] == "not ready"
+    assert any("under an hour" in r["text"] for r in report["verdict"]["reasons"])
+
+
+def test_ready_when_nothing_needs_a_decision() -> None:
+    report = {
+        "summary": {
+            "connection_rows": 9000,
+            "edges": 3,
+            "first_seen": "2026-01-01T00:00:00+00:00",
+            "last_seen": "2026-01-08T00:00:00+00:00",
+            "namespaces_in_scope": ["shop"],
+            "namespaces_out_of_scope": [],
+            "excluded_edges": 0,
+        },
+        "config": {"namespaces": ["shop"], "exclude_namespaces": []},
+        "self_check": {"coverage": 1.0, "false_denies": 0, "denied_in_input_but_allowed": 0},
+        "flagged": [],
+    }
+    assert build_verdict(report) == {"verdict": "ready", "reasons": []}
+    report["self_check"]["false_denies"] = 1
+    assert build_verdict(report)["verdict"] == "not ready"
+
+
+@pytest.mark.parametrize(
+    ("args", "verdict"),
+    [([], "review first"), (["-n", "shopp"], "not ready")],
+)
+def test_the_cli_last_line_repeats_the_verdict(
+    tmp_path: Path, capsys: Any, args: list[str], verdict: str
+) -> None:
+    assert main(["run", str(SAMPLE), "-o", str(tmp_path / "out"), *args]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"verdict: {verdict} (")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.split("\n## ")[1].startswith("Verdict\n")
+    assert f"**{verdict.capitalize()}.**" in md
+
+
+def test_text_helpers() -> None:
+    assert plural(1, "policy", "policies") == "1 policy"
+    assert plural(2, "policy", "policies") == "2 policies"
+    assert plural(1_000, "edge") == "1,000 edges"
+    assert duration(5) == "5 seconds" and duration(3600) == "1 hour"
+    assert when("2026-01-05T09:00:02.368767+00:00") == "2026-01-05 09:00:02Z"
+    assert when(datetime(2026, 1, 5, 9, 0, 2, 5, tzinfo=UTC)) == "2026-01-05 09:00:02Z"
+    assert plain({"app": "jaeger"}) == "app=jaeger" and plain(False) == "no"
