@@ -57,9 +57,16 @@ def review(
     this start; requests without it get 403). Stop it with Ctrl-C. Exit status: 0 when
     stopped, 2 on bad input (no report in DIR, an invalid decisions file, a busy port).
     """
+    import importlib.util
+
     from ..errors import ConfigError
     from ..report.review_app import ReviewState, serve
 
+    if any(importlib.util.find_spec(m) is None for m in ("starlette", "uvicorn")):
+        raise ConfigError(
+            "recommend review needs its web server: pip install 'recommender[review]' "
+            "(Starlette and uvicorn)."
+        )
     out_dir = out_dir.resolve()
     if not (out_dir / "report.json").is_file():
         raise ConfigError(

@@ -884,6 +884,7 @@ def serve(
         sock.close()
         raise ConfigError(f"Cannot listen on 127.0.0.1:{port}: {exc.strerror}; pick another "
                           "--port, or leave it out for a free one.") from None  # fmt: skip
+    sock.listen(128)  # connections wait from now on, before the server starts accepting
     bound = int(sock.getsockname()[1])
     hosts = (f"127.0.0.1:{bound}", f"localhost:{bound}")
     app = review_app(state, allowed_hosts=hosts)

@@ -24,7 +24,7 @@ from recommender.synthesis.decisions import Decision, load_decisions
 pytest.importorskip("starlette")
 pytest.importorskip("httpx2")  # Starlette's test client
 
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_flows" / "flows.parquet"
