@@ -306,6 +306,8 @@ margin:10px 0}
 .allow-form input,.allow-form select{font:inherit;font-size:14px;padding:3px 6px}
 .added td{background:#dafbe1}.removed td{background:#ffebe9}
 img.graph{max-width:100%;border:1px solid var(--line);border-radius:6px}
+h2,h3,tr{scroll-margin-top:64px}
+.nw{white-space:nowrap}
 """
 
 
@@ -551,8 +553,8 @@ class _Page:
                     f"<td>{_e(', '.join(str(p) for p in rule.get('peers') or []))}</td>"
                     f"<td>{_e(', '.join(str(p) for p in rule.get('ports') or []) or 'all ports')}"
                     f"</td><td class=\"num\">{_e(rule.get('connections'))}</td>"
-                    f"<td>{_e(when(rule.get('first_seen')))} \u2013 "
-                    f"{_e(when(rule.get('last_seen')))}</td>"
+                    f'<td><span class="nw">{_e(when(rule.get("first_seen")))}</span> \u2013 '
+                    f'<span class="nw">{_e(when(rule.get("last_seen")))}</span></td>'
                     f"<td>{flags}</td>"
                     f'<td><span class="state {state}">{_e(state)}</span></td>'
                     f'<td class="act">{actions}</td></tr>'
