@@ -412,7 +412,9 @@ def recommend(
     if decisions is not None and not isinstance(decisions, Decisions):
         from .synthesis.decisions import load_decisions
 
-        decisions = load_decisions(decisions)
+        path = os.fspath(decisions)
+        decisions = load_decisions(path)
+        config = config.replace(decisions=path)  # held-out validation applies them too
     decided = DecisionRun.start(decisions) if decisions is not None else None
     timings: dict[str, float] = {}
     with ExitStack() as stack:

@@ -92,7 +92,8 @@ GuardrailsOpt = Annotated[
         "--guardrails",
         metavar="FILE",
         help="Organisation guardrails (docs/guardrails.md): flows they deny get no allow rule "
-        "and are reported as conflicts; the report checks compliance; run writes them to "
+        "and are reported as conflicts; the report checks the stack (evidence toward PCI DSS, "
+        "NIST, SOC 2 and GDPR controls); run writes them to "
         "_guardrails/ of each tree, evaluate judges the whole stack.",
     ),
 ]

@@ -205,7 +205,11 @@ def run(
     scheduler: SchedulerOpt = None,
     profile: ProfileOpt = False,
 ) -> None:
-    """Recommend least-privilege NetworkPolicies from flows (the default command)."""
+    """Recommend least-privilege NetworkPolicies from flows (the default command).
+
+    The last line printed is the report's verdict: ready, review first or not ready, with the
+    number of reasons (docs/report.md). The exit status does not depend on it.
+    """
     if engine == "embedded" and holdout is None:
         from ..ingest.parallel import prestart
 

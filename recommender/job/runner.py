@@ -130,6 +130,7 @@ def run_job(
     config: RecommendConfig | None = None,
     job: JobConfig | None = None,
     as_of: datetime | None = None,
+    decisions: str | os.PathLike[str] | None = None,
 ) -> JobResult:
     """Run the scheduled job once (see the module docstring).
 
@@ -142,6 +143,9 @@ def run_job(
     as_of : datetime, optional
         The run's time: the window ends on its day and ages are measured from it (default:
         now). An earlier time re-runs a past night.
+    decisions : path, optional
+        A decisions file (``docs/decisions.md``) instead of the configuration's
+        ``decisions``; it is applied on the day of ``as_of`` and written next to the policies.
 
     Returns
     -------
@@ -163,6 +167,8 @@ def run_job(
         config, job = load_job_config(config_path)
     if config is None or job is None:
         raise TypeError("run_job needs config_path, or both config and job.")
+    if decisions is not None:
+        config = config.replace(decisions=os.fspath(decisions))
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     run_id = f"{as_of:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     _event("run started", "job.start", run_id=run_id, as_of=as_of.isoformat())

@@ -23,10 +23,10 @@ import pyarrow as pa
 from ..aggregate.addresses import classify_address, classify_network
 from .sections import (
     FOLD_ROWS,
+    anomalies_sentence,
     group_anomalies,
     group_flows,
     report_sections,
-    rule_counts,
 )
 from .text import flag_help, plural
 
@@ -448,6 +448,16 @@ def _self_check(check: Mapping[str, Any]) -> str:
         examples = over.get("examples") or []
         if examples:
             body.append(_table(["example"], [[e] for e in examples]))
+    decided = check.get("decisions") or {}
+    if decided:
+        body.append(
+            "<p>Decisions, counted apart from the observed evidence: "
+            f"{_text(plural(int(decided.get('allowed_edges') or 0), 'edge'))} allowed by "
+            f"decision ({_text(decided.get('allowed_not_allowed'))} not allowed by the "
+            f"policies), {_text(plural(int(decided.get('rejected_edges') or 0), 'observed edge'))}"
+            f" rejected ({_text(decided.get('rejected_still_allowed'))} still allowed by a "
+            "broader rule).</p>"
+        )
     notes = check.get("notes") or []
     if notes:
         body.append("<ul>" + "".join(f"<li>{_text(n)}</li>" for n in notes) + "</ul>")
@@ -971,17 +981,8 @@ def _decisions(report: Mapping[str, Any]) -> str:
 def _anomalies(report: Mapping[str, Any]) -> str:
     a = report.get("anomalies") or {}
     groups = a.get("groups") or group_anomalies(a.get("items") or [])
-    counts = rule_counts(a.get("by_rule") or {})
-    fate = (
-        "kept in the allow rules (trust_all_flows)"
-        if a.get("trust_all_flows")
-        else "left out of the allow rules "
-        f"({plural(int(a.get('excluded_connections') or 0), 'connection')})"
-    )
     body = [
-        f"<p>{_text(plural(int(a.get('flagged') or 0), 'edge'))} flagged ({_text(counts)}); the "
-        f"{_text(a.get('allowed_edges'))} allowed in the input are {_text(fate)}. Denied ones "
-        "never get a rule. One row per source:</p>",
+        f"<p>{_text(anomalies_sentence(a))} One row per source:</p>",
         _table(
             ["rule", "source", "targets", "edges", "denied", "allowed", "excluded", "ports",
              "reason"],

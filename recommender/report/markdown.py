@@ -12,7 +12,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .sections import FOLD_ROWS, group_anomalies, group_flows, report_sections, rule_counts
+from .sections import (
+    FOLD_ROWS,
+    anomalies_sentence,
+    group_anomalies,
+    group_flows,
+    report_sections,
+)
 from .text import flag_help, plain, plural, ports_text, when
 
 __all__ = ["report_markdown"]
@@ -43,6 +49,13 @@ def _table(
     return lines
 
 
+def _slug(title: str) -> str:
+    """The anchor GitHub and most Markdown renderers give a heading: lowercase, punctuation
+    other than ``-`` dropped, spaces as ``-`` (``Self-check`` -> ``self-check``)."""
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
 def _flag_legend(flag_lists: Iterable[Iterable[str]]) -> list[str]:
     seen = sorted({f for flags in flag_lists for f in flags})
     if not seen:
@@ -67,7 +80,7 @@ def _verdict(report: Mapping[str, Any]) -> list[str]:
         out.append("")
         for r in reasons:
             title = titles.get(r["section"], r["section"])
-            out.append(f"- {r['level']}: {r['text']} (see *{title}*)")
+            out.append(f"- {r['level']}: {_md_escape(r['text'])} (see [{title}](#{_slug(title)}))")
     return out
 
 
@@ -220,18 +233,8 @@ def _holdout(report: Mapping[str, Any]) -> list[str]:
 
 def _anomalies(report: Mapping[str, Any]) -> list[str]:
     a = report["anomalies"]
-    counts = rule_counts(a["by_rule"])
-    fate = (
-        "kept in the allow rules (`trust_all_flows`)"
-        if a["trust_all_flows"]
-        else f"left out of the allow rules ({plural(a['excluded_connections'], 'connection')})"
-    )
     groups = a.get("groups") or group_anomalies(a["items"])
-    out = [
-        f"{plural(a['flagged'], 'edge')} flagged ({counts}); the {a['allowed_edges']} allowed in "
-        f"the input are {fate}. Denied ones never get a rule. One row per source:",
-        "",
-    ]
+    out = [f"{anomalies_sentence(a)} One row per source:", ""]
     out += _table(
         ["rule", "source", "targets", "edges", "denied", "allowed", "excluded", "ports", "reason"],
         [

@@ -11,6 +11,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from .text import plural
+
 __all__ = [
     "FOLD_ROWS",
     "Section",
@@ -76,6 +78,31 @@ def rule_counts(by_rule: Mapping[str, Any]) -> str:
     order = {r: i for i, r in enumerate(_RULE_ORDER)}
     items = sorted(by_rule.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
     return ", ".join(f"{rule} {n}" for rule, n in items)
+
+
+def anomalies_sentence(a: Mapping[str, Any]) -> str:
+    """The first sentence of the *Anomalies* section, the same in every form."""
+    counts = rule_counts(a.get("by_rule") or {})
+    head = f"{plural(int(a.get('flagged') or 0), 'edge')} flagged ({counts})"
+    allowed = int(a.get("allowed_edges") or 0)
+    if not allowed:
+        return f"{head}, all denied in the input: denied flows never get a rule."
+    if a.get("trust_all_flows"):
+        fate = "kept in the allow rules (trust_all_flows)"
+    else:
+        excluded = int(a.get("excluded_edges") or 0)
+        fate = (
+            f"{excluded:,} left out of the allow rules "
+            f"({plural(int(a.get('excluded_connections') or 0), 'connection')}); the others "
+            "were trusted by a decision"
+            if excluded < allowed
+            else f"left out of the allow rules "
+            f"({plural(int(a.get('excluded_connections') or 0), 'connection')})"
+        )
+    return (
+        f"{head}; of the {plural(allowed, 'edge')} allowed in the input, {fate}. Denied ones "
+        "never get a rule."
+    )
 
 
 def _endpoint(row: Mapping[str, Any], side: str) -> str:

@@ -6,6 +6,9 @@ per workload with its rules and their evidence, plus :class:`Findings` for the r
 Public modules:
 
 - :mod:`~recommender.synthesis.synthesizer`: :func:`synthesize`, rules and their evidence;
+- :mod:`~recommender.synthesis.decisions`: the decisions file (a reviewer's reject, allow,
+  trust and exclude), read, checked and written back;
+- :mod:`~recommender.synthesis.decided`: a decisions file applied to one run's edges;
 - :mod:`~recommender.synthesis.enrich`: L7 (HTTP) detail on the synthesized rules;
 - :mod:`~recommender.synthesis.hosts`: policies for host-network workloads and nodes;
 - :mod:`~recommender.synthesis.inventory`: named address groups (NetworkSets, CIDR groups);

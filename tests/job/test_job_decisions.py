@@ -72,3 +72,22 @@ def test_the_job_applies_reports_and_commits_its_decisions(tmp_path: Path) -> No
     run_job(config, as_of=noon(D1 + timedelta(days=1)))
     report = json.loads((out / "report.json").read_text())
     assert [x["status"] for x in report["decisions"]["items"]] == ["applied", "expired"]
+
+
+def test_recommend_job_takes_decisions_on_the_command_line(tmp_path: Path) -> None:
+    from recommender.cli import main
+
+    flows = tmp_path / "flows"
+    write_day(flows, D1, [WEB_DB, CRON_DB])
+    decisions = tmp_path / "review" / "decisions.yaml"
+    decisions.parent.mkdir()
+    decisions.write_text(DECISIONS)
+    config = job_file(
+        tmp_path / "job.yaml",
+        {"input": {"uri": str(flows), "window_days": 1}, "output": {"uri": str(tmp_path / "out")}},
+    )
+    args = ["job", "--config", str(config), "--as-of", "2026-01-05T12:00:00Z"]
+    assert main([*args, "--decisions", str(decisions)]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["decisions"]["applied"] == 1
+    assert (tmp_path / "out" / "decisions.yaml").read_text() == DECISIONS

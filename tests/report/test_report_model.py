@@ -220,3 +220,39 @@ def test_text_helpers() -> None:
     assert when("2026-01-05T09:00:02.368767+00:00") == "2026-01-05 09:00:02Z"
     assert when(datetime(2026, 1, 5, 9, 0, 2, 5, tzinfo=UTC)) == "2026-01-05 09:00:02Z"
     assert plain({"app": "jaeger"}) == "app=jaeger" and plain(False) == "no"
+
+
+def test_a_workload_seen_in_part_of_the_window_needs_review() -> None:
+    rows = []
+    for minute in range(0, 26 * 60, 30):  # a bit more than a day of web -> api
+        t = T0 + timedelta(minutes=minute)
+        rows.append(
+            flow_row(
+                src_namespace="shop",
+                src_workload="web",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+                start_time=t,
+                end_time=t,
+            )
+        )
+    for minute in range(0, 60, 10):  # a new worker, only in the last hour
+        t = T0 + timedelta(hours=25, minutes=minute)
+        rows.append(
+            flow_row(
+                src_namespace="shop",
+                src_workload="worker",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+                start_time=t,
+                end_time=t,
+            )
+        )
+    report = recommend(make_table(rows)).report
+    assert [p["workload"] for p in report["partial_workloads"]] == ["shop/worker"]
+    reasons = report["verdict"]["reasons"]
+    assert report["verdict"]["verdict"] == "review first"
+    assert any("shop/worker" in r["text"] and r["level"] == "review first" for r in reasons)
+    assert not any("less than a day" in r["text"] for r in reasons)
