@@ -554,7 +554,10 @@ class _Page:
                     f"<td>{_e(', '.join(str(p) for p in rule.get('ports') or []) or 'all ports')}"
                     f"</td><td class=\"num\">{_e(rule.get('connections'))}</td>"
                     f'<td><span class="nw">{_e(when(rule.get("first_seen")))}</span> \u2013 '
-                    f'<span class="nw">{_e(when(rule.get("last_seen")))}</span></td>'
+                    f'<span class="nw">{_e(when(rule.get("last_seen")))}</span>'
+                    + (f' <span class="muted">in {plural(int(rule["windows"]), "hour window")}'
+                       "</span>" if isinstance(rule.get("windows"), int) else "")
+                    + "</td>"
                     f"<td>{flags}</td>"
                     f'<td><span class="state {state}">{_e(state)}</span></td>'
                     f'<td class="act">{actions}</td></tr>'
@@ -619,6 +622,29 @@ class _Page:
         )
 
 
+def _one_node_per_address(graph: Any) -> Any:
+    """Merge a rule's single-address ipBlock node (``external:10.0.0.1/32``) into the node a
+    denied flow gave the same address (a node, a cluster entity): one address, one box."""
+    by_address: dict[str, str] = {}
+    for node, address in graph.nodes(data="address"):
+        if address:
+            by_address.setdefault(str(address), node)
+    for node in sorted(graph.nodes):
+        if not node.startswith("external:"):
+            continue
+        block = node[len("external:") :].split(" ", 1)[0]
+        address, _, bits = block.partition("/")
+        other = by_address.get(address)
+        if bits not in ("32", "128") or other is None or other == node:
+            continue
+        for src, dst, key, data in list(graph.edges(keys=True, data=True)):
+            if node in (src, dst):
+                graph.add_edge(other if src == node else src, other if dst == node else dst,
+                               key=key, **data)  # fmt: skip
+        graph.remove_node(node)
+    return graph
+
+
 def _graph_page(state: ReviewState) -> str:
     """The interactive graph of the run's rules and denied flows, scripts from the app."""
     import networkx as nx
@@ -628,7 +654,9 @@ def _graph_page(state: ReviewState) -> str:
     from .html import _rules_graph
 
     report = state.report
-    graph = nx.compose(_rules_graph(report), graph_from_edges(None, report.get("denied") or []))
+    graph = _one_node_per_address(
+        nx.compose(_rules_graph(report), graph_from_edges(None, report.get("denied") or []))
+    )
     in_scope = (report.get("summary") or {}).get("namespaces_in_scope") or []
     widget = graph_widget(graph, in_scope=[str(n) for n in in_scope], title="Graph of the run")
     t = quote(state.token)

@@ -4,6 +4,7 @@ every action's entry in the decisions file, a rule's edges, and what a re-run ch
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,20 @@ def test_pages_load_nothing_from_outside(state: ReviewState) -> None:
     assert client.get(f"/static/cytoscape.min.js?token={t}").status_code == 200
     assert client.get(f"/static/../report.json?token={t}").status_code == 404
     assert client.get(f"/graph.svg?token={t}").headers["content-type"] == "image/svg+xml"
+
+
+def test_the_graph_draws_one_node_per_address(state: ReviewState) -> None:
+    page = TestClient(review_app(state)).get(f"/graph?token={state.token}").text
+    data = json.loads(page.split('type="application/json">', 1)[1].split("</script>", 1)[0])
+    labels = [n["label"] for n in data["nodes"]]
+    # checkout's rule to the API server's address and the denied flows to that node's
+    # address are one box, not "172.18.0.2/32" beside "172.18.0.2"
+    assert "172.18.0.2/32" not in labels and labels.count("172.18.0.2") == 1
+    (node,) = [n["id"] for n in data["nodes"] if n["label"] == "172.18.0.2"]
+    (checkout,) = [n["id"] for n in data["nodes"] if n["label"] == "checkout"]
+    assert any(e["source"] == checkout and e["target"] == node and e["ports"] == ["TCP/6443"]
+               and not e["denied"] for e in data["edges"])  # fmt: skip
+    assert any(e["target"] == node and e["denied"] for e in data["edges"])
 
 
 def test_a_rule_stands_for_the_edges_it_allows(state: ReviewState) -> None:
