@@ -57,6 +57,20 @@ def _many_namespaces() -> Any:
     return make_table(rows)
 
 
+def _crowded() -> Any:
+    """40 namespaces of 4 workloads, all calling one shared service: the layout crowds the
+    boxes around it, and boxes it leaves overlapping must still be pulled apart."""
+    rows = []
+    for n in range(40):
+        for w in range(4):
+            rows.append(flow_row(src_namespace=f"ns-{n:02d}", src_workload=f"app-{w}",
+                                 dst_namespace="core", dst_workload="gateway", dst_port=443))
+            rows.append(flow_row(src_namespace=f"ns-{n:02d}", src_workload=f"app-{w}",
+                                 dst_namespace=f"ns-{n:02d}", dst_workload=f"app-{(w + 1) % 4}",
+                                 dst_port=8080))  # fmt: skip
+    return make_table(rows)
+
+
 def _open(browser: Any, page_file: Path) -> Any:  # noqa: F811
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
@@ -82,20 +96,22 @@ def _assert_clean_layout(boxes: dict[str, Any]) -> None:
 
 
 @needs_browser
-@pytest.mark.parametrize("graph", ["sample", "many"])
+@pytest.mark.parametrize("graph", ["sample", "many", "crowded"])
 def test_layout_has_no_overlap_and_nothing_under_the_panel(
     browser: Any, tmp_path: Path, graph: str  # noqa: F811
 ) -> None:
-    g = build_graph(SAMPLE if graph == "sample" else _many_namespaces())
+    g = build_graph({"sample": SAMPLE, "many": _many_namespaces(), "crowded": _crowded()}[graph])
     page = _open(browser, write_graph(g, tmp_path / "g.html"))
     boxes = page.evaluate(_BOXES)
     _assert_clean_layout(boxes)
     labels = {b["label"] for b in boxes["nodes"]}
     if graph == "sample":
         assert {"shop", "payments", "external: public", "nodes", "frontend"} <= labels
-    else:
+    elif graph == "many":
         assert {f"team-{n}" for n in range(6)} | {"external: private"} <= labels
         assert "service-with-a-long-name-9" in labels  # labels are not cut
+    else:
+        assert len(boxes["nodes"]) == 41 + 161
     screenshot(page, f"graph-{graph}.png", tmp_path)
     page.close()
 

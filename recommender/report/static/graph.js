@@ -87,7 +87,9 @@
   try {
     cy.layout({
       name: typeof cytoscapeFcose === 'function' ? 'fcose' : 'grid',
-      quality: 'proof', randomize: true, animate: false, fit: false,
+      // 'proof' refines longer: worth it up to a few hundred nodes
+      quality: data.nodes.length > 400 ? 'default' : 'proof',
+      randomize: true, animate: false, fit: false,
       nodeDimensionsIncludeLabels: true, packComponents: true, uniformNodeDimensions: false,
       nodeRepulsion: 9000, idealEdgeLength: 80, edgeElasticity: 0.3, nestingFactor: 0.1,
       gravity: 0.3, gravityCompound: 1.2, gravityRangeCompound: 1.5, numIter: 3000,
@@ -130,16 +132,58 @@
     var leaves = n.isParent() ? n.descendants().filter(function (c) { return !c.isParent(); }) : n;
     leaves.forEach(function (c) { var p = c.position(); c.position({x: p.x + dx, y: p.y + dy}); });
   }
+  function overlapping(items) {
+    var boxes = items.map(function (n) { return n.boundingBox({includeLabels: true}); });
+    for (var i = 0; i < boxes.length; i++) {
+      for (var j = i + 1; j < boxes.length; j++) {
+        var a = boxes[i], b = boxes[j];
+        if (a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2) { return true; }
+      }
+    }
+    return false;
+  }
+  // Boxes that pushing did not separate (many boxes crowding one spot) are packed in rows in
+  // their reading order (top to bottom, left to right), each keeping its own drawing inside.
+  function pack(items, gap) {
+    var boxes = items.map(function (n) { return n.boundingBox({includeLabels: true}); });
+    var order = boxes.map(function (b, i) { return i; });
+    order.sort(function (i, j) {
+      return boxes[i].y1 - boxes[j].y1 || boxes[i].x1 - boxes[j].x1 || i - j;
+    });
+    var area = 0, widest = 0, x0 = Infinity, y0 = Infinity;
+    boxes.forEach(function (b) {
+      area += (b.w + gap) * (b.h + gap);
+      widest = Math.max(widest, b.w);
+      x0 = Math.min(x0, b.x1);
+      y0 = Math.min(y0, b.y1);
+    });
+    var width = Math.max(widest, Math.sqrt(area) * 1.5);
+    var x = x0, y = y0, row = 0;
+    order.forEach(function (i) {
+      var b = boxes[i];
+      if (x > x0 && x + b.w > x0 + width) { x = x0; y += row + gap; row = 0; }
+      shift(items[i], x - b.x1, y - b.y1);
+      x += b.w + gap;
+      row = Math.max(row, b.h);
+    });
+  }
   var groups = cy.nodes().filter(function (n) { return n.isParent(); }).toArray();
   var orphans = cy.nodes().filter(function (n) { return !n.isParent() && !n.isChild(); });
   var top = groups.concat(orphans.toArray());
-  for (var round = 0; round < 200; round++) {
+  for (var round = 0; round < 60; round++) {
     var moved = false;
     groups.forEach(function (g) { moved = separate(g.children().toArray(), 8, shift) || moved; });
     moved = separate(top, 18, shift) || moved;
     if (!moved) { break; }
   }
+  var packed = 0;
+  groups.forEach(function (g) {
+    var children = g.children().toArray();
+    if (overlapping(children)) { pack(children, 8); packed++; }
+  });
+  if (overlapping(top)) { pack(top, 18); packed++; }
   root.setAttribute('data-separation-rounds', String(round));
+  root.setAttribute('data-packed', String(packed));
 
   function fit() {
     cy.fit(undefined, 24);
