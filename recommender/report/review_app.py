@@ -421,18 +421,17 @@ class _Page:
 
     def decisions(self) -> str:
         s = self.s
+        # the last run's status of each entry, matched by content (indices move on removal)
+        extra = ("index", "status", "edges", "connections", "note")
         statuses = {
-            int(x["index"]): x
+            json.dumps({k: v for k, v in x.items() if k not in extra}, sort_keys=True): x
             for x in (s.report.get("decisions") or {}).get("items") or []
-            if isinstance(x, dict) and "index" in x
+            if isinstance(x, dict)
         }
         rows = []
         for i, d in enumerate(s.decisions.entries):
-            st = statuses.get(i)
-            # a status belongs to this entry only while the file still holds that entry
-            shown = (
-                st.get("status") if st and st.get("action") == d.action else "not run yet"
-            )
+            st = statuses.get(json.dumps(d.to_dict(), sort_keys=True))
+            shown = str(st.get("status")) if st else "not run yet"
             rows.append(
                 f"<tr><td class=\"num\">{i}</td><td><code>{_e(d.describe())}</code></td>"
                 f"<td>{_e(d.reason or '')}</td><td>{_e(shown)}</td>"

@@ -116,6 +116,7 @@ def test_reject_a_rule_in_the_page_then_rerun(
     changes = page.locator("#changes-table").inner_text()
     assert "removed" in changes and "shop/cart" in changes and "TCP/9000" in changes
     assert "1 applied" in page.locator("main").inner_text()
+    assert page.locator("#decisions-table").inner_text().count("applied") == 1
     screenshot(page, "review-changes.png", tmp_path)
     _legible(page)
     # the rule and its mirror are gone from the report and the policies; nothing else changed

@@ -138,6 +138,7 @@ def test_actions_write_the_decisions_file(state: ReviewState) -> None:
     assert post(do="reject", rule=rid) == (reject,)  # not written twice
     page = client.get(f"/?token={t}").text
     assert f'<tr id="r-{rid}" class="rejected"' in page
+    assert "not run yet" in page
     assert post(do="exclude", workload="shop/redis") == (
         reject, Decision("exclude", workload="shop/redis"))  # fmt: skip
     allow = Decision("allow", from_="shop/frontend", to="shop/redis", port=6379, protocol="TCP",
