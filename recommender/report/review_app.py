@@ -623,7 +623,8 @@ class _Page:
 
 def _one_node_per_address(graph: Any) -> Any:
     """Merge a rule's single-address ipBlock node (``external:10.0.0.1/32``) into the node a
-    denied flow gave the same address (a node, a cluster entity): one address, one box."""
+    denied flow gave the same address (a node, a cluster entity): one address, one box; the
+    other single-address blocks are labelled with the address alone."""
     by_address: dict[str, str] = {}
     for node, address in graph.nodes(data="address"):
         if address:
@@ -634,7 +635,10 @@ def _one_node_per_address(graph: Any) -> Any:
         block = node[len("external:") :].split(" ", 1)[0]
         address, _, bits = block.partition("/")
         other = by_address.get(address)
-        if bits not in ("32", "128") or other is None or other == node:
+        if bits not in ("32", "128"):
+            continue
+        if other is None or other == node:
+            graph.nodes[node]["label"] = address  # one address: no /32
             continue
         for src, dst, key, data in list(graph.edges(keys=True, data=True)):
             if node in (src, dst):

@@ -90,6 +90,7 @@ def test_the_graph_draws_one_node_per_address(state: ReviewState) -> None:
     # checkout's rule to the API server's address and the denied flows to that node's
     # address are one box, not "172.18.0.2/32" beside "172.18.0.2"
     assert "172.18.0.2/32" not in labels and labels.count("172.18.0.2") == 1
+    assert "52.94.236.248" in labels and not any(label.endswith("/32") for label in labels)
     (node,) = [n["id"] for n in data["nodes"] if n["label"] == "172.18.0.2"]
     (checkout,) = [n["id"] for n in data["nodes"] if n["label"] == "checkout"]
     assert any(e["source"] == checkout and e["target"] == node and e["ports"] == ["TCP/6443"]
