@@ -197,3 +197,23 @@ def test_diff_reports_names_removed_and_added_rules(state: ReviewState) -> None:
     assert change.removed == (gone,) and change.added == (new,)
     assert (change.verdict_before, change.verdict_after) == ("review first", "ready")
     assert diff_reports(before, before).removed == ()
+
+
+def test_rejecting_any_sample_rule_takes_exactly_that_rule_away() -> None:
+    """Every rule of the sample (DNS to coredns by selector, ipBlocks, several peers, ingress
+    and egress): its reject entries remove it on the next run, and what else changes is the
+    same edge seen from its other end (the mirror rule) or a rule that loses that peer."""
+    from recommender.synthesis.decisions import Decisions
+
+    report = recommend(SAMPLE).report
+    for rule in report["rules"]:
+        entries = rule_decisions(rule, report)
+        change = diff_reports(report, recommend(SAMPLE, decisions=Decisions(tuple(entries))).report)
+        assert rule in change.removed, rule
+        ends = {d.from_ for d in entries} | {d.to for d in entries}
+        for other in change.removed:
+            assert f"{other['namespace']}/{other['workload']}" in ends, (rule, other)
+        narrowed = {(r["namespace"], r["workload"], r["direction"]) for r in change.removed}
+        for new in change.added:
+            assert (new["namespace"], new["workload"], new["direction"]) in narrowed, new
+            assert set(new["peers"]) < {p for r in change.removed for p in r["peers"]}
