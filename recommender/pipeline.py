@@ -251,10 +251,13 @@ def _self_check(
     tables: EdgeTables,
     guardrails: Guardrails | None = None,
     dialect: str = "kubernetes",
+    in_scope: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Replay the evidence against the emitted policies with the project's own evaluator
     (Kubernetes semantics; with guardrails, the whole stack): coverage must be 1.0 with no
-    false denies."""
+    false denies. ``denied_in_input_but_allowed_in_scope`` counts the denied flows allowed
+    that touch a namespace in ``in_scope``: only those would change when the policies are
+    applied (the others' namespaces keep the policies they have)."""
     from .evaluation.replay import replay
 
     coverage = replay(
@@ -265,14 +268,28 @@ def _self_check(
         dialect=dialect,
     )
     data = coverage.to_dict()
+    scope = set(in_scope)
     return {
         "coverage": data["coverage"],
         "false_denies": len(coverage.false_denies),
         "denied_in_input_but_allowed": len(coverage.denied_but_allowed),
+        "denied_in_input_but_allowed_in_scope": sum(
+            1 for e in coverage.denied_but_allowed if _namespaces_of(e) & scope
+        ),
         "not_evaluated_edges": len(coverage.not_evaluated),
         "over_permissive": data["over_permissive"],
         "notes": data["notes"],
     }
+
+
+def _namespaces_of(edge: Any) -> set[str]:
+    """The namespaces of an evaluated edge's workload ends (``namespace/workload``)."""
+    out = set()
+    for end in (edge.source, edge.destination):
+        head, slash, _ = str(end).partition("/")
+        if slash and ":" not in head:
+            out.add(head)
+    return out
 
 
 #: Most nodes ``graph.svg`` beside the report draws (the busiest); `recommend graph` draws all.
@@ -479,9 +496,13 @@ def recommend(
             conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
             evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
         if decided is not None:
-            learned = decided.evidence_with_allows(evidence)
+            learned = decided.evidence_with_allows(evidence, config.dns_both_protocols)
             policy_set, findings = synthesize(
-                learned, config, unmanaged=decided.unmanaged, allowed=decided.allowed_keys()
+                learned,
+                config,
+                unmanaged=decided.unmanaged,
+                allowed=decided.allowed_keys(),
+                rejected=decided.rejected_keys(),
             )
         else:
             policy_set, findings = synthesize(evidence, config)
@@ -491,7 +512,9 @@ def recommend(
         if "kubernetes" in config.dialects:  # the other dialects render when written
             cache["kubernetes"] = render_kubernetes(policy_set)
         mark = _stage(timings, "render", mark)
-        self_check = _self_check(policy_set, evidence, guardrails, _precedence(config))
+        self_check = _self_check(
+            policy_set, evidence, guardrails, _precedence(config), findings.namespaces_in_scope
+        )
         if decided is not None:
             from .evaluation.decision_check import judge_decided
 

@@ -411,9 +411,10 @@ def screen_flows(
         ``outlier_min_cluster``, ``cluster_distance``, ``rare_connections``) and
         ``trust_all_flows``.
     trusted : callable, optional
-        Whether a flagged evidence edge (a row with the :data:`~recommender.edges.EDGE_KEY`
-        columns, ``connections`` and ``src_ips``) is trusted by a decisions file: it is then
-        reported, with "trusted by a decision" in its reason, but not excluded.
+        Whether a flagged evidence edge (a row with the
+        :data:`~recommender.aggregate.edges.EDGE_KEY` columns, ``connections`` and ``src_ips``)
+        is trusted by a decisions file: it is then reported, with "trusted by a decision" in
+        its reason, but not excluded.
 
     Returns
     -------

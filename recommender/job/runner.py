@@ -194,10 +194,11 @@ def run_job(
             decided = DecisionRun.start(load_decisions(config.decisions), as_of.date())
             tables = decided.apply_to_observed(tables)
             policy_set, findings = synthesize(
-                decided.evidence_with_allows(tables),
+                decided.evidence_with_allows(tables, config.dns_both_protocols),
                 config,
                 unmanaged=decided.unmanaged,
                 allowed=decided.allowed_keys(),
+                rejected=decided.rejected_keys(),
             )
         else:
             policy_set, findings = synthesize(tables, config)
@@ -206,7 +207,9 @@ def run_job(
         report = build_report(policy_set, findings, tables, config, ledger)
         from ..pipeline import _self_check
 
-        report["self_check"] = _self_check(policy_set, tables)
+        report["self_check"] = _self_check(
+            policy_set, tables, in_scope=findings.namespaces_in_scope
+        )
         if decided is not None:
             report["decisions"] = decided.report()
         finish_report(report)
@@ -290,7 +293,14 @@ def run_job(
             "rules_added": len(changes["rules"]["added"]),
             "rules_removed": len(changes["rules"]["removed"]),
         }
-        _event("run finished", "job.finish", run_id=run_id, commit=commit, **summary)
+        _event(
+            "run finished",
+            "job.finish",
+            run_id=run_id,
+            commit=commit,
+            verdict=report["verdict"]["verdict"],
+            **summary,
+        )
         return JobResult(run_id, where, changes, commit, inputs["files"], summary)
 
 

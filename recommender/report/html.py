@@ -24,9 +24,11 @@ from ..aggregate.addresses import classify_address, classify_network
 from .sections import (
     FOLD_ROWS,
     anomalies_sentence,
+    denied_sentence,
     group_anomalies,
     group_flows,
     report_sections,
+    split_scans,
 )
 from .text import flag_help, plural
 
@@ -1052,6 +1054,23 @@ def _grouped_flows(groups: Sequence[Mapping[str, Any]], with_reason: bool, what:
     return table
 
 
+def _denied(report: Mapping[str, Any]) -> str:
+    groups = report.get("denied_groups") or group_flows(report.get("denied") or [])
+    if not groups:
+        return "<p>None.</p>"
+    scans, rest = split_scans(report, groups)
+    body = [f"<p>{_text(denied_sentence(report, scans))}</p>"]
+    if rest:
+        body.append(_grouped_flows(rest, False, "pairs"))
+    if scans:
+        table = _grouped_flows(scans, False, "pairs")
+        if not table.startswith("<details>"):
+            summary = f"Show the scanners' {len(scans):,} pairs"
+            table = f"<details><summary>{summary}</summary>{table}</details>"
+        body.append(table)
+    return "".join(body)
+
+
 def _config(report: Mapping[str, Any]) -> str:
     config = report.get("config") or {}
     return (
@@ -1096,9 +1115,7 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         "rules": lambda: _rules(report),
         "flagged": lambda: _flagged(report),
         "external": lambda: _external(report),
-        "denied": lambda: _grouped_flows(
-            report.get("denied_groups") or group_flows(report.get("denied") or []),
-            False, "pairs"),
+        "denied": lambda: _denied(report),
         "excluded": lambda: _grouped_flows(
             report.get("excluded_groups")
             or group_flows(report.get("excluded") or [], with_reason=True),

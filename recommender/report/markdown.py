@@ -15,9 +15,11 @@ from typing import Any
 from .sections import (
     FOLD_ROWS,
     anomalies_sentence,
+    denied_sentence,
     group_anomalies,
     group_flows,
     report_sections,
+    split_scans,
 )
 from .text import flag_help, plain, plural, ports_text, when
 
@@ -523,33 +525,12 @@ def _external(report: Mapping[str, Any]) -> list[str]:
     return _table(["class", "addresses", "connections"], rows, "classes")
 
 
-def _scanners(report: Mapping[str, Any]) -> set[str]:
-    anomalies = report.get("anomalies") or {}
-    groups = anomalies.get("groups") or group_anomalies(anomalies.get("items") or [])
-    return {g["source"] for g in groups if g["rule"] == "scan"}
-
-
 def _denied(report: Mapping[str, Any]) -> list[str]:
     groups = report.get("denied_groups") or group_flows(report["denied"])
     if not groups:
         return ["None."]
-    s = report["summary"]
-    scanners = _scanners(report)
-    scans = [
-        g for g in groups if g["source"] in scanners or g["source"].replace("/", ":", 1) in scanners
-    ]
-    rest = [g for g in groups if g not in scans]
-    out = [
-        f"{plural(s['denied_edges'], 'denied edge')} "
-        f"({plural(s['denied_connections'], 'connection')}); none gets an allow rule."
-    ]
-    if scans:
-        sources = sorted({g["source"] for g in scans})
-        out[0] += (
-            f" {plural(sum(g['edges'] for g in scans), 'edge')} to "
-            f"{plural(len(scans), 'destination')} come from {', '.join(sources)}, which "
-            "scanned (see *Anomalies*); the rest, by source and destination:"
-        )
+    scans, rest = split_scans(report, groups)
+    out = [denied_sentence(report, scans)]
     if not rest:
         return out
     out.append("")

@@ -105,6 +105,38 @@ def anomalies_sentence(a: Mapping[str, Any]) -> str:
     )
 
 
+def split_scans(
+    report: Mapping[str, Any], groups: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Grouped denied flows split into those of sources anomaly screening found scanning
+    (already one row each under *Anomalies*) and the rest, which a reviewer reads first."""
+    anomalies = report.get("anomalies") or {}
+    found = anomalies.get("groups") or group_anomalies(anomalies.get("items") or [])
+    scanners = {g["source"] for g in found if g["rule"] == "scan"}
+    scans = [
+        g for g in groups if g["source"] in scanners or g["source"].replace("/", ":", 1) in scanners
+    ]
+    return scans, [g for g in groups if g not in scans]
+
+
+def denied_sentence(report: Mapping[str, Any], scans: list[dict[str, Any]]) -> str:
+    """The first sentence of *Denied flows*, the same in every form."""
+    s = report.get("summary") or {}
+    out = (
+        f"{plural(int(s.get('denied_edges') or 0), 'denied edge')} "
+        f"({plural(int(s.get('denied_connections') or 0), 'connection')}); none gets an allow "
+        "rule."
+    )
+    if scans:
+        sources = sorted({g["source"] for g in scans})
+        out += (
+            f" {plural(sum(int(g['edges']) for g in scans), 'edge')} to "
+            f"{plural(len(scans), 'destination')} come from {', '.join(sources)}, which "
+            "scanned (see Anomalies); the rest, by source and destination:"
+        )
+    return out
+
+
 def _endpoint(row: Mapping[str, Any], side: str) -> str:
     ns = row.get(f"{side}_namespace")
     return f"{ns or row.get(f'{side}_kind')}/{row.get(f'{side}_id')}"

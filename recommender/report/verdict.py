@@ -73,11 +73,18 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
     rows = int(s.get("connection_rows") or 0)
     edges = int(s.get("edges") or 0)
     if rows == 0:
-        add(
-            "not ready",
-            "summary",
-            "No flow is in the window: nothing was learned (check the files, --since and --until).",
-        )
+        read = int((report.get("ingest") or {}).get("used") or 0)
+        window = [
+            f"{name} {config[name]}" for name in ("since", "until") if config.get(name)
+        ]
+        if read and window:
+            text = (
+                f"The time filter ({', '.join(window)}) matched none of the "
+                f"{plural(read, 'flow record')} read: nothing was learned."
+            )
+        else:
+            text = "No flow is in the input: nothing was learned (check the files)."
+        add("not ready", "summary", text)
     elif edges == 0:
         add(
             "not ready",
@@ -164,12 +171,22 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
                 else f"The self-check denies observed traffic ({denies}).",
             )
         wrongly = int(check.get("denied_in_input_but_allowed") or 0)
-        if wrongly:
+        # Only denied flows touching a namespace in scope change when the policies apply.
+        touching = int(check.get("denied_in_input_but_allowed_in_scope", wrongly) or 0)
+        if touching:
             add(
                 "not ready",
                 "self-check",
-                f"{plural(wrongly, 'edge')} denied in the input would be allowed by these "
+                f"{plural(touching, 'edge')} denied in the input would be allowed by these "
                 "policies.",
+            )
+        elif wrongly:
+            add(
+                "review first",
+                "self-check",
+                f"{plural(wrongly, 'edge')} denied in the input, between namespaces without "
+                "policies here, would be allowed if those namespaces had no policy of their "
+                "own.",
             )
         decided = check.get("decisions") or {}
         still = int(decided.get("rejected_still_allowed") or 0)
@@ -177,8 +194,9 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
             add(
                 "not ready",
                 "decisions",
-                f"{plural(still, 'rejected edge')} {'is' if still == 1 else 'are'} still allowed "
-                "by a broader rule.",
+                f"{plural(still, 'rejected edge')} {'is' if still == 1 else 'are'} still allowed: "
+                "by a broader rule (a merged CIDR, an internet or shared rule), or because "
+                "neither end is in a namespace with policies.",
             )
         missing = int(decided.get("allowed_not_allowed") or 0)
         if missing:

@@ -25,6 +25,7 @@ Expired entries are ignored; every entry gets a status: ``applied`` (it matched 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ import pyarrow as pa
 
 from ..aggregate.edges import EDGE_KEY, EdgeTables
 from .decisions import ALLOW_FLAG, Decision, Decisions, Endpoint, decisions_today
+from .synthesizer import dns_companion
 
 __all__ = [
     "ALLOW_FLAG",
@@ -73,12 +75,17 @@ def _end_matches(end: Endpoint, row: Mapping[str, Any], side: str) -> bool:
         return bool(kind == "external")
     if kind == "workload":
         return False
-    net = ipaddress.ip_network(str(end.cidr))
+    net = _network(str(end.cidr))
     ips = list(row.get(f"{side}_ips") or ()) or [row[f"{side}_id"]]
     try:
         return all(ipaddress.ip_address(ip) in net for ip in ips)
     except ValueError:  # an aggregated name ("pub", a NetworkSet), not an address
         return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr)
 
 
 def matches(decision: Decision, row: Mapping[str, Any]) -> bool:
@@ -133,6 +140,8 @@ class DecisionRun:
     unmanaged: tuple[str, ...] = ()
     #: The workload labels synthesis saw (with fallbacks for workloads only decisions name).
     labels: pa.Table | None = None
+    #: Unobserved DNS companions of observed edges that a ``reject`` entry names.
+    companions: set[EdgeKey] = field(default_factory=set)
 
     @classmethod
     def start(cls, decisions: Decisions, today: date | None = None) -> DecisionRun:
@@ -181,6 +190,7 @@ class DecisionRun:
         entries = [(i, d) for i, d in entries if d.action == "reject" or d.workload]
         if not entries or tables.edges.num_rows == 0:
             return tables
+        rejects = [(i, d) for i, d in entries if d.action == "reject"]
         reasons: dict[int, str] = {}
         for r, row in enumerate(_rows(tables.edges)):
             for i, d in entries:
@@ -189,6 +199,14 @@ class DecisionRun:
                     reasons.setdefault(
                         r, EXCLUDE_REASON if d.action == "exclude" else REJECT_REASON
                     )
+            if row["dst_port"] == 53 and row["protocol"] in ("UDP", "TCP") and rejects:
+                # The DNS companion dns_both_protocols would allow with this edge.
+                other = {**row, "protocol": "TCP" if row["protocol"] == "UDP" else "UDP"}
+                for i, d in rejects:
+                    if matches(d, other):
+                        self.companions.add(edge_key(other))
+                        self.edges.setdefault(i, 0)
+                        self.connections.setdefault(i, 0)
         if not reasons:
             return tables
         indices = sorted(reasons)
@@ -204,9 +222,22 @@ class DecisionRun:
             excluded = pa.concat_tables([tables.excluded, excluded])
         return replace(tables, edges=tables.edges.filter(pa.array(~mask)), excluded=excluded)
 
-    def evidence_with_allows(self, evidence: EdgeTables) -> EdgeTables:
-        """``evidence`` plus one edge per active ``allow`` entry not already observed
-        (connections 0); a workload never seen gets the fallback selector ``app=<name>``."""
+    def rejected_keys(self) -> frozenset[EdgeKey]:
+        """The keys of the observed edges ``reject`` entries took out, and of the DNS
+        companions (``dns_both_protocols``) they name."""
+        observed = () if self.rejected is None else (edge_key(r) for r in _rows(self.rejected))
+        return frozenset(observed) | frozenset(self.companions)
+
+    def evidence_with_allows(
+        self, evidence: EdgeTables, dns_both_protocols: bool = True
+    ) -> EdgeTables:
+        """What synthesis learns from: ``evidence`` plus one edge per active ``allow`` entry
+        not already observed (connections 0; a workload never seen gets the fallback selector
+        ``app=<name>``), plus each rejected DNS edge whose other-protocol companion
+        (``dns_both_protocols``) nobody rejected or observed: synthesis, given
+        :meth:`rejected_keys`, keeps only that companion, so rejecting UDP/53 leaves TCP/53
+        as it was."""
+        evidence = self._with_dns_companions(evidence, dns_both_protocols)
         entries = self.active("allow")
         if not entries:
             return evidence
@@ -259,6 +290,27 @@ class DecisionRun:
         return replace(
             evidence, edges=pa.concat_tables([evidence.edges, added]), workload_labels=labels
         )
+
+    def _with_dns_companions(self, evidence: EdgeTables, enabled: bool) -> EdgeTables:
+        if not enabled or self.rejected is None:
+            return evidence
+        rejected = self.rejected_keys()
+        observed = {edge_key(r) for r in _rows(evidence.edges)}
+        keep = [
+            i
+            for i, row in enumerate(_rows(self.rejected))
+            if row["dst_port"] == 53
+            and row["protocol"] in ("UDP", "TCP")
+            and (other := dns_companion(row, "TCP" if row["protocol"] == "UDP" else "UDP"))
+            not in rejected
+            and other not in observed
+        ]
+        if not keep:
+            return evidence
+        kept = self.rejected.take(pa.array(keep, pa.int64())).select(
+            evidence.edges.column_names
+        )
+        return replace(evidence, edges=pa.concat_tables([evidence.edges, kept]))
 
     def allowed_keys(self) -> frozenset[EdgeKey]:
         """The edge keys ``allow`` entries added."""

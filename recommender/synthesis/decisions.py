@@ -35,6 +35,7 @@ flows show::
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import re
@@ -125,6 +126,7 @@ class Endpoint:
         return "world" if self.kind == "world" else "*"
 
 
+@functools.lru_cache(maxsize=4096)  # matching reads an entry's ends once per edge
 def parse_endpoint(text: str) -> Endpoint:
     """Parse ``namespace/workload``, ``namespace/*``, a CIDR or address, ``world`` or ``*``.
 

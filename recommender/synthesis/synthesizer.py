@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -27,7 +27,7 @@ from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe
 from ..policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .decisions import ALLOW_FLAG
 
-__all__ = ["Findings", "RuleRecord", "synthesize"]
+__all__ = ["Findings", "RuleRecord", "dns_companion", "synthesize"]
 
 NAMESPACE_LABEL: Final = "kubernetes.io/metadata.name"
 MANAGED_BY: Final = (("app.kubernetes.io/managed-by", "recommender"),)
@@ -130,14 +130,28 @@ def _valid_labels(labels: dict[str, str], where: str, findings: Findings) -> dic
     return valid
 
 
-def _ports(edge: dict[str, Any], config: RecommendConfig) -> list[PortSpec]:
+def _ports(
+    edge: dict[str, Any], config: RecommendConfig, rejected: Collection[tuple[Any, ...]] = ()
+) -> list[PortSpec]:
     protocol, port = edge["protocol"], edge["dst_port"]
     if port is None:
         return [PortSpec(protocol)]
-    specs = [PortSpec(protocol, int(port))]
+    # A rejected DNS edge is kept only for the companion it implies (see decided.py); any
+    # port a decisions file rejects is left out.
+    specs = []
+    if not rejected or dns_companion(edge, protocol) not in rejected:
+        specs.append(PortSpec(protocol, int(port)))
     if config.dns_both_protocols and int(port) == 53 and protocol in ("UDP", "TCP"):
-        specs.append(PortSpec("TCP" if protocol == "UDP" else "UDP", 53))
+        other = "TCP" if protocol == "UDP" else "UDP"
+        if not rejected or dns_companion(edge, other) not in rejected:
+            specs.append(PortSpec(other, 53))
     return specs
+
+
+def dns_companion(edge: Mapping[str, Any], protocol: str) -> tuple[Any, ...]:
+    """The key (:data:`~recommender.aggregate.edges.EDGE_KEY`) of ``edge`` on ``protocol``:
+    the DNS edge ``dns_both_protocols`` allows along with an observed one."""
+    return tuple(protocol if k == "protocol" else edge[k] for k in EDGE_KEY)
 
 
 def _cidr(ip: str) -> str:
@@ -220,9 +234,22 @@ def _describe_peer(peer: Peer) -> str:
 class _Builder:
     """Collects peers per policy and direction, then emits sorted rules."""
 
-    def __init__(self, config: RecommendConfig, findings: Findings) -> None:
+    def __init__(
+        self,
+        config: RecommendConfig,
+        findings: Findings,
+        rejected: Collection[tuple[Any, ...]] = (),
+    ) -> None:
         self.config = config
         self.findings = findings
+        self.rejected = rejected
+        # (namespace, workload, protocol, port) -> public sources a decisions file rejects:
+        # left out of an "internet" ingress rule as ipBlock exceptions.
+        self.blocked: dict[tuple[Any, ...], set[str]] = defaultdict(set)
+        for key in rejected:
+            src_kind, _, src_id, dst_kind, dst_ns, dst_id, protocol, port = key
+            if src_kind == "external" and dst_kind == "workload" and _is_network(src_id):
+                self.blocked[(dst_ns, dst_id, protocol, port)].add(str(src_id))
         # (namespace, workload) -> direction -> Peer -> _Acc
         self.peers: dict[tuple[str, str], dict[str, dict[Peer, _Acc]]] = defaultdict(
             lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
@@ -240,8 +267,9 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        acc = self.peers[owner][direction][peer]
-        acc.add(edge, _ports(edge, self.config), flags)
+        ports = _ports(edge, self.config, self.rejected)
+        if ports:  # (an empty port list would read as every port)
+            self.peers[owner][direction][peer].add(edge, ports, flags)
 
     def address(
         self,
@@ -251,8 +279,9 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        acc = self.addresses[owner][direction][ip]
-        acc.add(edge, _ports(edge, self.config), flags)
+        ports = _ports(edge, self.config, self.rejected)
+        if ports:
+            self.addresses[owner][direction][ip].add(edge, ports, flags)
 
     def cidr(
         self,
@@ -379,6 +408,7 @@ def synthesize(
     *,
     unmanaged: Collection[str] = (),
     allowed: Collection[tuple[Any, ...]] = (),
+    rejected: Collection[tuple[Any, ...]] = (),
 ) -> tuple[PolicySet, Findings]:
     """Derive least-privilege policies from aggregated edges.
 
@@ -394,6 +424,9 @@ def synthesize(
         Keys (:data:`~recommender.aggregate.edges.EDGE_KEY`) of edges that exist only because a
         decisions file allows them: their rules are flagged ``decision:allow``, an external
         end named by a CIDR becomes that ipBlock.
+    rejected
+        Keys of edges a decisions file rejects: ``dns_both_protocols`` does not add them back
+        as the other-protocol companion of an observed DNS edge.
 
     Returns
     -------
@@ -442,7 +475,7 @@ def synthesize(
         ns_sel = None if namespace == owner_ns else LabelSelector.of({NAMESPACE_LABEL: namespace})
         return Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
 
-    builder = _Builder(config, findings)
+    builder = _Builder(config, findings, rejected)
     edges = tables.edges.to_pylist()
 
     # Public ingress sources per (workload, ports): many distinct clients => "the internet".
@@ -649,7 +682,18 @@ def _add_peer(
         public = public_sources.get((owner[0], owner[1], e["protocol"], e["dst_port"]), set())
         if len(public) > config.internet_ingress_sources:
             versions: set[int] = {ipaddress.ip_address(ip).version for ip in public}
+            blocked = builder.blocked.get((owner[0], owner[1], e["protocol"], e["dst_port"]), ())
             for cidr, except_ in _internet_peers(versions):
+                net = ipaddress.ip_network(cidr)
+                extra = sorted(
+                    (
+                        ipaddress.ip_network(ip)
+                        for ip in blocked
+                        if ipaddress.ip_network(ip).version == net.version
+                    ),
+                    key=lambda n: int(n.network_address),
+                )
+                except_ = (*except_, *(str(n) for n in extra))
                 builder.cidr(owner, direction, cidr, e, [*flags, "internet"], except_)
             ips = [ip for ip in ips if ip not in public]
             if not ips:

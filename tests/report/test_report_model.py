@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, T0, flow_row, make_table
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recommender import recommend
 from recommender.cli import main
@@ -256,3 +258,54 @@ def test_a_workload_seen_in_part_of_the_window_needs_review() -> None:
     assert report["verdict"]["verdict"] == "review first"
     assert any("shop/worker" in r["text"] and r["level"] == "review first" for r in reasons)
     assert not any("less than a day" in r["text"] for r in reasons)
+
+
+def test_a_scoped_run_is_not_blamed_for_denied_flows_in_other_namespaces() -> None:
+    report = recommend(SAMPLE, namespaces=("payments",)).report
+    check = report["self_check"]
+    assert check["denied_in_input_but_allowed"] > 0  # the scanner in shop, out of scope here
+    assert check["denied_in_input_but_allowed_in_scope"] == 0
+    assert report["verdict"]["verdict"] == "review first"
+
+
+def test_a_time_filter_that_matches_nothing_is_not_ready_and_says_so() -> None:
+    report = recommend(SAMPLE, since=datetime(2030, 1, 1, tzinfo=UTC)).report
+    (reason,) = report["verdict"]["reasons"]
+    assert reason["level"] == "not ready"
+    assert "since 2030-01-01" in reason["text"] and "4,000 flow records" in reason["text"]
+
+
+_OPTIONAL = (
+    "self_check",
+    "anomalies",
+    "ingest",
+    "segments",
+    "external_by_class",
+    "granularity",
+    "compaction",
+    "config",
+)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dropped=st.sets(st.sampled_from(_OPTIONAL)))
+def test_any_mix_of_optional_parts_gives_equal_section_lists(rec: Any, dropped: set[str]) -> None:
+    report = {k: v for k, v in rec.report.items() if k not in dropped}
+    report["sections"] = [{"id": a, "title": t} for a, t in report_sections(report)]
+    md_titles, html_ids, json_sections = _forms(report)
+    assert md_titles == [t for _, t in json_sections]
+    assert html_ids == [i for i, _ in json_sections]
+
+
+def test_a_hostile_decision_reason_is_escaped_in_every_form(tmp_path: Path) -> None:
+    from recommender.synthesis.decisions import Decision, Decisions
+
+    hostile = "<script>alert(1)</script> | x"
+    rec = recommend(
+        SAMPLE, decisions=Decisions((Decision("exclude", namespace="monitoring", reason=hostile),))
+    )
+    page = report_html(rec.report)
+    md = report_markdown(rec.report)
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
+    assert "<script>" not in md and "\\| x" in md
+    assert json.loads(report_json(rec.report))["decisions"]["items"][0]["reason"] == hostile

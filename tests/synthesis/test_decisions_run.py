@@ -221,3 +221,111 @@ def test_a_bad_decisions_file_exits_2_naming_the_entry(
     assert main(["run", str(flow_file), "-o", str(tmp_path / "o"), "--decisions", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "decisions[0].port" in err and "Traceback" not in err
+
+
+def _dns_flows(tcp_seen: bool) -> Any:
+    rows = []
+    for minute in range(0, 120, 5):
+        t = T0 + timedelta(minutes=minute)
+        for protocol in ("UDP", "TCP") if tcp_seen else ("UDP",):
+            rows.append(
+                flow_row(
+                    src_namespace="shop",
+                    src_workload="web",
+                    dst_namespace="kube-system",
+                    dst_workload="coredns",
+                    dst_port=53,
+                    protocol=protocol,
+                    start_time=t,
+                    end_time=t,
+                )
+            )
+        rows.append(
+            flow_row(
+                src_namespace="shop",
+                src_workload="web",
+                dst_namespace="shop",
+                dst_workload="api",
+                dst_port=8080,
+                start_time=t,
+                end_time=t,
+            )
+        )
+    return make_table(rows)
+
+
+DNS = "kube-system/app=coredns"
+
+
+@pytest.mark.parametrize("tcp_seen", [False, True])
+def test_rejecting_dns_on_one_protocol_leaves_the_other(tcp_seen: bool) -> None:
+    flows = _dns_flows(tcp_seen)
+    before = recommend(flows)
+    reject = Decision("reject", from_="shop/web", to="kube-system/coredns", port=53, protocol="UDP")
+    after = recommend(flows, decisions=Decisions((reject,)))
+    assert _grants(before) - _grants(after) == {
+        ("shop/allow-web", "egress", "kube-system/app=coredns", "UDP/53")
+    }
+    assert _grants(after) - _grants(before) == set()
+    assert after.report["self_check"]["decisions"]["rejected_still_allowed"] == 0
+    assert after.report["self_check"]["coverage"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("reject", "lost"),
+    [
+        (Decision("reject", from_="shop/web", to="kube-system/coredns"), {"UDP/53", "TCP/53"}),
+        (
+            Decision("reject", from_="shop/web", to="kube-system/coredns", port=53, protocol="TCP"),
+            {"TCP/53"},
+        ),
+    ],
+)
+def test_a_reject_also_names_the_dns_companion_nobody_observed(
+    reject: Decision, lost: set[str]
+) -> None:
+    flows = _dns_flows(tcp_seen=False)  # only UDP/53 observed; TCP/53 allowed as companion
+    before = recommend(flows)
+    after = recommend(flows, decisions=Decisions((reject,)))
+    assert _grants(before) - _grants(after) == {
+        ("shop/allow-web", "egress", DNS, port) for port in lost
+    }
+    assert after.report["decisions"]["items"][0]["status"] == "applied"
+
+
+def test_rejecting_one_public_client_of_an_internet_rule_makes_it_an_exception() -> None:
+    clients = [f"81.2.69.{i}" for i in range(1, 21)]  # 20 > internet_ingress_sources
+    rows = []
+    for i, ip in enumerate(clients):
+        for k in range(3):
+            t = T0 + timedelta(minutes=7 * i + k)
+            rows.append(
+                flow_row(
+                    src_kind="external",
+                    src_ip=ip,
+                    dst_namespace="shop",
+                    dst_workload="web",
+                    dst_port=443,
+                    start_time=t,
+                    end_time=t,
+                )
+            )
+    flows = make_table(rows)
+    before = recommend(flows)
+    assert any("ipBlock 0.0.0.0/0" in p for _, _, p, _ in _grants(before))
+    after = recommend(
+        flows,
+        decisions=Decisions(
+            (Decision("reject", from_="81.2.69.7", to="shop/web", port=443, protocol="TCP"),)
+        ),
+    )
+    (peer,) = {p for _, _, p, _ in _grants(after) if p.startswith("ipBlock 0.0.0.0/0")}
+    assert peer.endswith(",81.2.69.7/32")
+    check = after.report["self_check"]
+    assert check["decisions"] == {
+        "rejected_edges": 1,
+        "rejected_still_allowed": 0,
+        "allowed_edges": 0,
+        "allowed_not_allowed": 0,
+    }
+    assert check["coverage"] == 1.0 and after.report["decisions"]["applied"] == 1
