@@ -296,7 +296,8 @@
   });
   var m = /^#node=(.+)$/.exec(location.hash);
   if (m) {
-    var key = decodeURIComponent(m[1]);
+    var key = m[1];
+    try { key = decodeURIComponent(key); } catch (e) { /* a malformed address: as written */ }
     data.nodes.forEach(function (n) { if (n.key === key) { select(cy.getElementById(n.id)); } });
   }
   window.recommenderGraph = cy;
