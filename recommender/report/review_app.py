@@ -308,6 +308,8 @@ margin:10px 0}
 img.graph{max-width:100%;border:1px solid var(--line);border-radius:6px}
 h2,h3,tr{scroll-margin-top:64px}
 .nw{white-space:nowrap}
+.edges{display:block;color:var(--muted);font-size:12px}
+.edges span{display:block}
 """
 
 
@@ -527,13 +529,19 @@ class _Page:
             for rule in rules:
                 rid = rule_id(rule)
                 state = self.rule_state(rule, rid)
+                # the edges the rule stands for: what a reject writes
+                entries = rule_decisions(rule, self.s.report)
+                shown = [d.describe().removeprefix("reject ") for d in entries[:6]]
+                if len(entries) > 6:
+                    shown.append(f"and {len(entries) - 6} more")
+                edges = "".join(f"<span>{_e(x)}</span>" for x in shown)
                 flags = "".join(
                     f'<span class="flag">{_e(f)}</span>'
                     + (f'<span class="flag-help">{_e(flag_help(str(f)))}</span>'
                        if flag_help(str(f)) else "")
                     for f in rule.get("flags") or []
                 )  # fmt: skip
-                if not rule_decisions(rule, self.s.report):
+                if not entries:
                     actions = '<span class="muted">no decision can name its peers</span>'
                 elif state == "rejected":
                     actions = self.button("undo reject", {"do": "accept", "rule": rid}, "accept",
@@ -549,7 +557,8 @@ class _Page:
                 rows.append(
                     f'<tr id="r-{rid}" class="{state}" data-rule="{rid}">'
                     f"<td>{_e(rule.get('direction'))}</td>"
-                    f"<td>{_e(', '.join(str(p) for p in rule.get('peers') or []))}</td>"
+                    f"<td>{_e(', '.join(str(p) for p in rule.get('peers') or []))}"
+                    f'<span class="edges">{edges}</span></td>'
                     f"<td>{_e(', '.join(str(p) for p in rule.get('ports') or []) or 'all ports')}"
                     f"</td><td class=\"num\">{_e(rule.get('connections'))}</td>"
                     f'<td><span class="nw">{_e(when(rule.get("first_seen")))}</span> \u2013 '
