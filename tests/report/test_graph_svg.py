@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from _browser import overlaps
 from conftest import flow_row, make_table
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recommender import build_graph, recommend
 from recommender.report.graph_svg import render_svg
@@ -75,3 +77,25 @@ def test_the_picture_beside_report_md(tmp_path: Path) -> None:
     boxes = _assert_clean((tmp_path / "graph.svg").read_text())
     labels = {b["label"] for b in boxes}
     assert {"frontend", "payments-api", "kube-apiserver (172.18.0.2)"} <= labels
+
+
+_NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=70)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    calls=st.lists(
+        st.tuples(st.integers(0, 6), _NAMES, st.integers(0, 6), _NAMES, st.integers(1, 65535)),
+        min_size=1,
+        max_size=60,
+    ),
+    outside=st.lists(st.tuples(st.integers(0, 6), _NAMES, st.integers(0, 255)), max_size=20),
+)
+def test_no_overlap_for_any_graph(
+    calls: list[tuple[int, str, int, str, int]], outside: list[tuple[int, str, int]]
+) -> None:
+    rows = [flow_row(src_namespace=f"ns-{a}", src_workload=w, dst_namespace=f"ns-{b}",
+                     dst_workload=v, dst_port=port) for a, w, b, v, port in calls]  # fmt: skip
+    rows += [flow_row(src_namespace=f"ns-{a}", src_workload=w, dst_kind="external",
+                      dst_ip=f"198.51.100.{ip}", dst_port=443) for a, w, ip in outside]  # fmt: skip
+    _assert_clean(render_svg(build_graph(make_table(rows))))
