@@ -168,3 +168,24 @@ def test_vendored_scripts_are_the_published_files_with_their_licences() -> None:
         assert "Permission is hereby granted, free of charge" in licence, package
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"report/static/*"' in pyproject
+
+
+def test_the_page_draws_the_busiest_nodes_of_a_big_graph(tmp_path: Path) -> None:
+    import json
+
+    from recommender.report.graph_html import HTML_MAX_NODES
+
+    rows = [flow_row(src_namespace=f"ns-{i % 20}", src_workload=f"w{i}", dst_namespace="core",
+                     dst_workload="api", dst_port=443, connections=1 + i % 7)
+            for i in range(HTML_MAX_NODES + 50)]  # fmt: skip
+    g = build_graph(make_table(rows))
+
+    def drawn(max_nodes: int | None) -> tuple[int, str]:
+        page = write_graph(g, tmp_path / "g.html", max_nodes=max_nodes).read_text()
+        data = json.loads(page.split('type="application/json">', 1)[1].split("</script>", 1)[0])
+        return len(data["nodes"]), page
+
+    count, page = drawn(None)  # the default: the busiest HTML_MAX_NODES
+    assert count == HTML_MAX_NODES and "the drawing shows the 1,000 busiest nodes" in page
+    count, page = drawn(g.number_of_nodes())
+    assert count == g.number_of_nodes() and "the drawing shows the" not in page
