@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import secrets
 import socket
 import threading
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, quote
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, RecommenderError
 from ..synthesis.decisions import (
     Decision,
     Decisions,
@@ -824,8 +825,16 @@ def review_app(state: ReviewState, allowed_hosts: Iterable[str] = ()) -> Any:
         before = state.report
         try:
             after = state.rerun(state.decisions_path)
-        except (ConfigError, InputError) as exc:
+        except RecommenderError as exc:
             state.message = f"The re-run failed: {exc}"
+            return
+        except Exception as exc:  # a bug: said on the page, never a traceback
+            if os.environ.get("RECOMMENDER_DEBUG"):
+                raise
+            state.message = (
+                f"The re-run failed with an internal error ({type(exc).__name__}: {exc}). This "
+                "is a bug; restart with RECOMMENDER_DEBUG=1 for the traceback and report it."
+            )
             return
         state.report = after
         state.change = diff_reports(before, after)

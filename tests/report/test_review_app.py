@@ -217,3 +217,19 @@ def test_rejecting_any_sample_rule_takes_exactly_that_rule_away() -> None:
         for new in change.added:
             assert (new["namespace"], new["workload"], new["direction"]) in narrowed, new
             assert set(new["peers"]) < {p for r in change.removed for p in r["peers"]}
+
+
+def test_a_failed_rerun_is_said_on_the_page(run_dir: Path, tmp_path: Path) -> None:
+    from recommender.errors import InputError
+
+    def broken(path: Path) -> dict[str, Any]:
+        raise InputError("no flows in flows.parquet")
+
+    def buggy(path: Path) -> dict[str, Any]:
+        raise KeyError("x")
+
+    for rerun, said in ((broken, "The re-run failed: no flows"), (buggy, "internal error")):
+        state = ReviewState.open(run_dir, tmp_path / "d.yaml", rerun)
+        client = TestClient(review_app(state))
+        page = client.post(f"/rerun?token={state.token}").text  # followed to the page
+        assert said in page and "Traceback" not in page
