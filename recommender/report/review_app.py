@@ -814,8 +814,15 @@ def review_app(state: ReviewState, allowed_hosts: Iterable[str] = ()) -> Any:
         with state.lock:
             try:
                 _decide(state, form)
-            except (ConfigError, InputError) as exc:
+            except RecommenderError as exc:
                 state.message = f"Not written: {exc}"
+            except Exception as exc:  # a bug: said on the page, never a traceback
+                if os.environ.get("RECOMMENDER_DEBUG"):
+                    raise
+                state.message = (
+                    f"Not written: an internal error ({type(exc).__name__}: {exc}). This is a "
+                    "bug; restart with RECOMMENDER_DEBUG=1 for the traceback and report it."
+                )
         return back(request, form.get("back", ""))
 
     def _rerun() -> None:
