@@ -39,6 +39,15 @@ def evaluate(
         ),
     ] = "kubernetes",
     decisions: DecisionsOpt = None,
+    staged_verdicts: Annotated[
+        bool,
+        typer.Option(
+            "--staged-verdicts",
+            help="FLOWS carry the cluster's verdicts of staged policies (Calico pending "
+            "traces, Cilium AUDIT): list every flow where they disagree with this evaluation "
+            "of POLICIES (the staged policies as NetworkPolicies); exit 1 when any does.",
+        ),
+    ] = False,
 ) -> None:
     """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused,
     redundant (shadowed) and broad rules.
@@ -77,6 +86,9 @@ def evaluate(
         from ..synthesis.decisions import load_decisions
 
         decided = load_decisions(decisions)  # a bad file fails before the flows are read
+    if staged_verdicts:
+        _compare_staged(policy_set, flows, format, json_out, examples)
+        return
     from ..evaluation.replay import _edge_tables
 
     tables = _edge_tables(flows, None, format)
@@ -119,6 +131,34 @@ def evaluate(
         # main() runs the app with standalone_mode=False.
         raise SystemExit(1)
 
+
+
+def _compare_staged(
+    policy_set: Any, flows: list[Path], format: str | None, json_out: bool, examples: int
+) -> None:
+    """``--staged-verdicts``: the cluster's staged verdicts against this evaluator's."""
+    from ..evaluation.staged import judge_staged, staged_evidence
+    from ..ingest import read_flows
+
+    table = read_flows([str(f) for f in flows], format=format)
+    disagreements = judge_staged(policy_set, table)
+    judged = staged_evidence(table).flows
+    if json_out:
+        payload = {"flows_with_staged_verdicts": judged, "disagreements": disagreements}
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+    else:
+        typer.echo(
+            f"staged verdicts: {judged} flows; {len(disagreements)} disagree with this "
+            "evaluation of the policies"
+        )
+        for d in disagreements[:examples]:
+            typer.echo(
+                f"  {d['source']} -> {d['destination']} {d['protocol']}/{d['port']}: cluster "
+                f"{d['cluster']} ({d['policy'] or 'audit mode'} rule {d['rule']}), recommender "
+                f"{d['recommender']}"
+            )
+    if disagreements:
+        raise SystemExit(1)
 
 
 def _print_coverage(coverage: Any, examples: int) -> None:

@@ -327,7 +327,8 @@ def run(
         g = _guardrails_summary(result.report["guardrails"])
         typer.echo(
             f"guardrails {g['name']}: {g['conflicts']} observed edges a guardrail denies (no "
-            f"allow rule; see 'Conflicts to resolve'); compliance: "
+            "allow rule; see 'Conflicts to resolve'); control checks (evidence, not an "
+            "assessment): "
             + ", ".join(f"{k} {v}" for k, v in g["compliance"].items())
         )
     held = result.report.get("holdout")

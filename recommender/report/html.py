@@ -27,6 +27,7 @@ from .sections import (
     denied_sentence,
     group_anomalies,
     group_flows,
+    partial_sentence,
     report_sections,
     split_scans,
 )
@@ -725,7 +726,8 @@ def _rules(report: Mapping[str, Any]) -> str:
         by_ns[str(rule.get("namespace"))].append(rule)
     if not by_ns:
         return "<p>No rules.</p>"
-    out = []
+    partial = partial_sentence(report)
+    out = [f"<p>{_text(partial)}</p>"] if partial else []
     for ns in sorted(by_ns):
         out.append(f"<h3>Namespace {_text(ns)}</h3>")
         out.append(
@@ -954,6 +956,15 @@ def _verdict(report: Mapping[str, Any]) -> str:
     return "".join(body)
 
 
+def _staged(report: Mapping[str, Any]) -> str:
+    staged = report.get("staged_verdicts") or {}
+    lines = "".join(f"<li>{_text(w.get('line'))}</li>" for w in staged.get("would_break") or [])
+    return (
+        "<p>The cluster's verdicts of the staged policies deny these observed flows, so their "
+        f"namespaces stay staged:</p><ul>{lines}</ul>"
+    )
+
+
 def _decisions(report: Mapping[str, Any]) -> str:
     d = report.get("decisions") or {}
     items = d.get("items") or []
@@ -1102,6 +1113,7 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
     summary = report.get("summary") or {}
     render: dict[str, Any] = {
         "verdict": lambda: _verdict(report),
+        "staged": lambda: _staged(report),
         "summary": lambda: _summary(report),
         "decisions": lambda: _decisions(report),
         "self-check": lambda: _self_check(report["self_check"]),

@@ -18,6 +18,7 @@ from .sections import (
     denied_sentence,
     group_anomalies,
     group_flows,
+    partial_sentence,
     report_sections,
     split_scans,
 )
@@ -84,6 +85,16 @@ def _verdict(report: Mapping[str, Any]) -> list[str]:
             title = titles.get(r["section"], r["section"])
             out.append(f"- {r['level']}: {_md_escape(r['text'])} (see [{title}](#{_slug(title)}))")
     return out
+
+
+def _staged(report: Mapping[str, Any]) -> list[str]:
+    staged = report["staged_verdicts"]
+    return [
+        "**Staged policies would break wanted traffic:** the cluster's verdicts of the staged "
+        "policies deny these observed flows, so their namespaces stay staged.",
+        "",
+        *(f"- {w['line']}" for w in staged["would_break"]),
+    ]
 
 
 def _summary(report: Mapping[str, Any]) -> list[str]:
@@ -398,7 +409,9 @@ def _namespaces(report: Mapping[str, Any]) -> list[str]:
 
 def _rules(report: Mapping[str, Any]) -> list[str]:
     rules = report["rules"]
-    out = _table(
+    partial = partial_sentence(report)
+    out = [partial, ""] if partial else []
+    out += _table(
         ["namespace", "policy", "dir", "peers", "ports", "connections", "last seen", "flags"],
         [
             [
@@ -621,6 +634,7 @@ def _config(report: Mapping[str, Any]) -> list[str]:
 
 _RENDER: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "verdict": _verdict,
+    "staged": _staged,
     "summary": _summary,
     "decisions": _decisions,
     "self-check": _self_check,

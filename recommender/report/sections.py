@@ -37,7 +37,10 @@ def report_sections(report: Mapping[str, Any]) -> list[Section]:
 
     The ids are the anchors of ``report.html`` and the targets the verdict's reasons name.
     """
-    out: list[Section] = [("verdict", "Verdict"), ("summary", "Summary")]
+    out: list[Section] = [("verdict", "Verdict")]
+    if (report.get("staged_verdicts") or {}).get("would_break"):  # why a rollout waits
+        out.append(("staged", "Staged policies would break wanted traffic"))
+    out.append(("summary", "Summary"))
     if report.get("decisions"):
         out.append(("decisions", "Decisions"))
     if report.get("self_check"):
@@ -135,6 +138,22 @@ def denied_sentence(report: Mapping[str, Any], scans: list[dict[str, Any]]) -> s
             "scanned (see Anomalies); the rest, by source and destination:"
         )
     return out
+
+
+def partial_sentence(report: Mapping[str, Any]) -> str:
+    """Which workloads were seen in less than half of the window ("" for none)."""
+    from .text import when
+
+    partial = report.get("partial_workloads") or []
+    if not partial:
+        return ""
+    listed = "; ".join(
+        f"{p['workload']} ({when(p['first_seen'])} to {when(p['last_seen'])})" for p in partial[:8]
+    )
+    more = f"; and {len(partial) - 8:,} more" if len(partial) > 8 else ""
+    return (
+        f"Seen in less than half of the window, so their rules may be incomplete: {listed}{more}."
+    )
 
 
 def _endpoint(row: Mapping[str, Any], side: str) -> str:

@@ -69,6 +69,15 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
     s = report.get("summary") or {}
     config = report.get("config") or {}
     check = report.get("self_check") or {}
+    # --- a staged rollout that would break wanted traffic
+    breaking = (report.get("staged_verdicts") or {}).get("would_break") or []
+    if breaking:
+        add(
+            "not ready",
+            "staged",
+            f"The staged policies would break wanted traffic: "
+            f"{plural(len(breaking), 'observed edge')} the cluster's staged verdicts deny.",
+        )
     # --- the input and the window
     rows = int(s.get("connection_rows") or 0)
     edges = int(s.get("edges") or 0)

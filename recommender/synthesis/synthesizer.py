@@ -27,7 +27,7 @@ from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe
 from ..policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .decisions import ALLOW_FLAG
 
-__all__ = ["Findings", "RuleRecord", "dns_companion", "synthesize"]
+__all__ = ["Findings", "RuleRecord", "synthesize"]
 
 NAMESPACE_LABEL: Final = "kubernetes.io/metadata.name"
 MANAGED_BY: Final = (("app.kubernetes.io/managed-by", "recommender"),)

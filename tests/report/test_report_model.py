@@ -258,6 +258,10 @@ def test_a_workload_seen_in_part_of_the_window_needs_review() -> None:
     assert report["verdict"]["verdict"] == "review first"
     assert any("shop/worker" in r["text"] and r["level"] == "review first" for r in reasons)
     assert not any("less than a day" in r["text"] for r in reasons)
+    # the evidence the reason links to: the Rules section names the workload and its span
+    rules_md = report_markdown(report).split("## Rules and their evidence")[1].split("\n## ")[0]
+    assert "Seen in less than half of the window" in rules_md and "shop/worker (" in rules_md
+    assert "shop/worker (" in report_html(report)
 
 
 def test_a_scoped_run_is_not_blamed_for_denied_flows_in_other_namespaces() -> None:
@@ -309,3 +313,17 @@ def test_a_hostile_decision_reason_is_escaped_in_every_form(tmp_path: Path) -> N
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
     assert "<script>" not in md and "\\| x" in md
     assert json.loads(report_json(rec.report))["decisions"]["items"][0]["reason"] == hostile
+
+
+def test_a_staged_rollout_that_would_break_traffic_comes_right_after_the_verdict(rec: Any) -> None:
+    report = {k: v for k, v in rec.report.items() if k not in ("verdict", "sections")}
+    line = "would break: shop/web -> shop/db TCP/5432, 37 connections since 2026-03-02 12:10:00"
+    report["staged_verdicts"] = {"would_break": [{"line": line}]}
+    verdict = build_verdict(report)
+    assert verdict["verdict"] == "not ready" and verdict["reasons"][0]["section"] == "staged"
+    report["verdict"] = verdict
+    report["sections"] = [{"id": a, "title": t} for a, t in report_sections(report)]
+    md_titles, html_ids, _ = _forms(report)
+    assert html_ids[:3] == ["verdict", "staged", "summary"]
+    assert md_titles[1] == "Staged policies would break wanted traffic"
+    assert f"- {line}" in report_markdown(report)
