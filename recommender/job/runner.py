@@ -223,9 +223,7 @@ def run_job(
         report = build_report(policy_set, findings, tables, config, ledger)
         from ..pipeline import _self_check
 
-        report["self_check"] = _self_check(
-            policy_set, tables, in_scope=findings.namespaces_in_scope
-        )
+        report["self_check"] = _self_check(policy_set, tables)
         if decided is not None:
             report["decisions"] = decided.report()
         lifecycle, moves = update_lifecycle(

@@ -27,6 +27,7 @@ from .sections import (
     denied_sentence,
     group_anomalies,
     group_flows,
+    group_reason,
     partial_sentence,
     report_sections,
     split_scans,
@@ -418,10 +419,50 @@ def _summary(report: Mapping[str, Any]) -> str:
     return "".join(body)
 
 
+def _item_port(x: Mapping[str, Any]) -> str:
+    port = x.get("port")
+    return f"{x.get('protocol')}/{'*' if port is None else port}"
+
+
+def _problems(check: Mapping[str, Any]) -> str:
+    """The self-check's problems, for the top of the page (empty when it passed)."""
+    problems = check.get("problems") or []
+    if not problems:
+        return ""
+    items = "".join(f"<li>{_text(p.get('message'))}</li>" for p in problems)
+    return (
+        '<div class="problems" role="alert"><p><span class="badge bad">self-check failed</span> '
+        f"Read this before applying these policies:</p><ul>{items}</ul></div>"
+    )
+
+
+def _never_established(never: Mapping[str, Any]) -> str:
+    body = [
+        f"<p>{_text(never.get('edges'))} edges ({_text(never.get('connections'))} connections) "
+        "were tried but never established; they get no rule.</p>"
+    ]
+    body.append(
+        _table(
+            ["source", "destination", "port", "attempts", "first seen", "last seen"],
+            [
+                [x.get("source"), x.get("destination"), _item_port(x), x.get("connections"),
+                 _time(x.get("first_seen")), _time(x.get("last_seen"))]
+                for x in never.get("items") or []
+            ],
+        )
+    )  # fmt: skip
+    return "".join(body)
+
+
 def _self_check(check: Mapping[str, Any]) -> str:
     coverage = check.get("coverage")
     false_denies = check.get("false_denies")
-    good = coverage == 1 and not false_denies and not check.get("denied_in_input_but_allowed")
+    good = (
+        coverage == 1
+        and not false_denies
+        and not check.get("denied_in_input_but_allowed")
+        and not check.get("problems")
+    )
     badge = '<span class="badge ok">pass</span>' if good else '<span class="badge bad">check</span>'
     cov = f"{coverage:.1%}" if isinstance(coverage, int | float) else coverage
     body = [
@@ -460,6 +501,22 @@ def _self_check(check: Mapping[str, Any]) -> str:
             f"policies), {_text(plural(int(decided.get('rejected_edges') or 0), 'observed edge'))}"
             f" rejected ({_text(decided.get('rejected_still_allowed'))} still allowed by a "
             "broader rule).</p>"
+        )
+    purposeful = check.get("excluded_on_purpose") or {}
+    if purposeful.get("edges"):
+        body.append(
+            f"<p>Left out on purpose and replayed as their own kind: "
+            f"{_text(purposeful.get('edges'))} edges, {_text(purposeful.get('denied_edges'))} "
+            "of them denied by these policies.</p>"
+        )
+        body.append(
+            _table(
+                ["reason", "edges", "connections", "denied edges"],
+                [
+                    [reason, v.get("edges"), v.get("connections"), v.get("denied_edges")]
+                    for reason, v in (purposeful.get("by_reason") or {}).items()
+                ],
+            )
         )
     notes = check.get("notes") or []
     if notes:
@@ -1001,7 +1058,7 @@ def _anomalies(report: Mapping[str, Any]) -> str:
              "reason"],
             [
                 [g["rule"], g["source"], g["targets"], g["edges"], g["denied"], g["allowed"],
-                 g["excluded"], ", ".join(g["ports"]), g["reason"]]
+                 g["excluded"], ", ".join(g["ports"]), group_reason(a, g)]
                 for g in groups
             ],
         ),
@@ -1119,6 +1176,7 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         "self-check": lambda: _self_check(report["self_check"]),
         "holdout": lambda: _holdout(report["holdout"]),
         "anomalies": lambda: _anomalies(report),
+        "never-established": lambda: _never_established(report["never_established"]),
         "guardrails": lambda: _guardrails(report["guardrails"]),
         "input": lambda: _ingest(report["ingest"]),
         "graph": lambda: _graph_svg(report, edges),
@@ -1157,6 +1215,7 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         f'<p class="muted">Report version {_text(version)}; the same report as '
         "<code>report.json</code> and <code>report.md</code>.</p>",
         f'<nav aria-label="Sections"><ul>{nav}</ul></nav></header>',
+        _problems(report.get("self_check") or {}),
         *(_section(a, t, body) for a, t, body in sections),
         "</main>",
         "</body>",

@@ -18,6 +18,7 @@ from .sections import (
     denied_sentence,
     group_anomalies,
     group_flows,
+    group_reason,
     partial_sentence,
     report_sections,
     split_scans,
@@ -176,6 +177,18 @@ def _self_check(report: Mapping[str, Any]) -> list[str]:
             "workload x port pairs never observed are allowed (peers in namespaces without "
             "policies count here)."
         )
+    purposeful = check.get("excluded_on_purpose") or {}
+    if purposeful.get("edges"):
+        reasons = ", ".join(
+            f"{reason} {v['edges']} ({v['denied_edges']} denied)"
+            for reason, v in purposeful["by_reason"].items()
+        )
+        out.append(
+            f"Left out on purpose and replayed as their own kind: "
+            f"{plural(purposeful['edges'], 'edge')} "
+            f"({plural(purposeful['connections'], 'connection')}), "
+            f"{purposeful['denied_edges']} of them denied by these policies: {reasons}."
+        )
     decided = check.get("decisions")
     if decided:
         out.append(
@@ -260,12 +273,34 @@ def _anomalies(report: Mapping[str, Any]) -> list[str]:
                 g["allowed"],
                 g["excluded"],
                 ports_text(g["ports"], 6),
-                g["reason"],
+                group_reason(a, g),
             ]
             for g in groups
         ],
         "sources",
     )
+    return out
+
+
+def _never_established(report: Mapping[str, Any]) -> list[str]:
+    never = report["never_established"]
+    out = [
+        f"{plural(never['edges'], 'edge')} ({plural(never['connections'], 'connection')}) were "
+        "tried but never established (resets, unanswered retried SYNs, no answer counted): "
+        "they get no rule (`--allow-unestablished` gives them one).",
+        "",
+    ]
+    out += _table(
+        ["source", "destination", "port", "attempts", "first seen", "last seen"],
+        [
+            [x["source"], x["destination"],
+             f"{x['protocol']}/{x['port']}" if x["port"] is not None else x["protocol"],
+             x["connections"], when(x["first_seen"]), when(x["last_seen"])]
+            for x in never["items"]
+        ],
+        "edges",
+        total=never["edges"],
+    )  # fmt: skip
     return out
 
 
@@ -640,6 +675,7 @@ _RENDER: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "self-check": _self_check,
     "holdout": _holdout,
     "anomalies": _anomalies,
+    "never-established": _never_established,
     "guardrails": _guardrails,
     "input": _input,
     "segments": _segments,
@@ -662,6 +698,10 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
     from the report when given.
     """
     out = ["# Network policy recommendation", ""]
+    problems = (report.get("self_check") or {}).get("problems") or []
+    if problems:  # first, so that nobody applies these policies without reading it
+        out += [f"**Self-check failed: {_md_escape(p['message'])}.**" for p in problems]
+        out += ["", "See *Self-check* below; `recommend` exited with status 3.", ""]
     for anchor, title in report_sections(report):
         out += [f"## {title}", ""]
         if anchor == "graph":

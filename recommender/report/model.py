@@ -50,6 +50,48 @@ def _rows(table: pa.Table, limit: int = _MAX_LISTED) -> list[dict[str, Any]]:
     return out
 
 
+def never_established(tables: EdgeTables, limit: int = _MAX_LISTED) -> dict[str, Any]:
+    """The report's ``never_established`` section: edges whose connections were all attempted
+    and none established (excluded with reason ``never-established``), with their counts."""
+    excluded = tables.excluded
+    if excluded.num_rows:
+        import pyarrow.compute as pc
+
+        excluded = excluded.filter(pc.equal(excluded.column("reason"), "never-established"))
+    items = []
+    for row in excluded.select(
+        [*EDGE_KEY, "connections", "first_seen", "last_seen"]
+    ).to_pylist():
+        src = (
+            f"{row['src_namespace']}/{row['src_id']}"
+            if row["src_kind"] == "workload"
+            else f"{row['src_kind']}:{row['src_id']}"
+        )
+        dst = (
+            f"{row['dst_namespace']}/{row['dst_id']}"
+            if row["dst_kind"] == "workload"
+            else f"{row['dst_kind']}:{row['dst_id']}"
+        )
+        items.append(
+            {
+                "source": src,
+                "destination": dst,
+                "protocol": row["protocol"],
+                "port": row["dst_port"],
+                "connections": int(row["connections"] or 0),
+                "first_seen": _iso(row["first_seen"]),
+                "last_seen": _iso(row["last_seen"]),
+            }
+        )
+    items.sort(key=lambda x: (-x["connections"], x["source"], x["destination"], x["protocol"],
+                              -1 if x["port"] is None else x["port"]))  # fmt: skip
+    return {
+        "edges": len(items),
+        "connections": sum(x["connections"] for x in items),
+        "items": items[:limit],
+    }
+
+
 def _config_dict(config: RecommendConfig) -> dict[str, Any]:
     data = asdict(config)
     data.pop("extra", None)
@@ -102,9 +144,15 @@ def build_report(
     """Assemble the report (see ``docs/report.md`` for its schema)."""
     rules = findings.rules
     per_ns: dict[str, dict[str, Any]] = {}
+    rules_by_ns: dict[str, list[Any]] = defaultdict(list)
+    for r in rules:
+        rules_by_ns[r.namespace].append(r)
+    policies_by_ns: dict[str, list[Any]] = defaultdict(list)
+    for p in policy_set.policies:
+        policies_by_ns[p.namespace].append(p)
     for ns in findings.namespaces_in_scope:
-        policies = policy_set.in_namespace(ns)
-        ns_rules = [r for r in rules if r.namespace == ns]
+        policies = policies_by_ns.get(ns, [])
+        ns_rules = rules_by_ns.get(ns, [])
         per_ns[ns] = {
             "policies": len(policies),
             "workload_policies": sum(1 for p in policies if p.name != "default-deny"),
@@ -181,6 +229,7 @@ def build_report(
             _rows(tables.excluded, limit=tables.excluded.num_rows), with_reason=True
         ),
         "partial_workloads": _partial_workloads(tables, findings.namespaces_in_scope),
+        "never_established": never_established(tables),
     }
     return report
 

@@ -50,6 +50,8 @@ def report_sections(report: Mapping[str, Any]) -> list[Section]:
     anomalies = report.get("anomalies") or {}
     if anomalies.get("flagged"):
         out.append(("anomalies", "Anomalies (possible scanning or lateral movement)"))
+    if (report.get("never_established") or {}).get("edges"):
+        out.append(("never-established", "Attempted, never established"))
     if report.get("guardrails"):
         out.append(("guardrails", "Guardrails"))
     if report.get("ingest"):
@@ -81,6 +83,16 @@ def rule_counts(by_rule: Mapping[str, Any]) -> str:
     order = {r: i for i, r in enumerate(_RULE_ORDER)}
     items = sorted(by_rule.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
     return ", ".join(f"{rule} {n}" for rule, n in items)
+
+
+def group_reason(a: Mapping[str, Any], group: Mapping[str, Any]) -> str:
+    """Why a group of anomalies was flagged: a scanning source's one-line finding when the
+    screening gave one (``anomalies.scans``), else the first edge's reason."""
+    if group.get("rule") == "scan":
+        for scan in a.get("scans") or []:
+            if str(scan.get("summary", "")).startswith(f"{group['source']} "):
+                return str(scan["summary"])
+    return str(group.get("reason") or "")
 
 
 def anomalies_sentence(a: Mapping[str, Any]) -> str:

@@ -83,9 +83,7 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
     edges = int(s.get("edges") or 0)
     if rows == 0:
         read = int((report.get("ingest") or {}).get("used") or 0)
-        window = [
-            f"{name} {config[name]}" for name in ("since", "until") if config.get(name)
-        ]
+        window = [f"{name} {config[name]}" for name in ("since", "until") if config.get(name)]
         if read and window:
             text = (
                 f"The time filter ({', '.join(window)}) matched none of the "
@@ -168,34 +166,41 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
         )
     # --- the self-check
     if check:
-        false_denies = int(check.get("false_denies") or 0)
-        coverage = check.get("coverage")
-        denies = plural(false_denies, "false deny", "false denies")
-        if false_denies or (isinstance(coverage, int | float) and coverage < 1):
-            add(
-                "not ready",
-                "self-check",
-                f"The self-check denies observed traffic: {denies}, coverage {coverage:.1%}."
-                if isinstance(coverage, int | float)
-                else f"The self-check denies observed traffic ({denies}).",
-            )
+        problems = check.get("problems")
         wrongly = int(check.get("denied_in_input_but_allowed") or 0)
-        # Only denied flows touching a namespace in scope change when the policies apply.
-        touching = int(check.get("denied_in_input_but_allowed_in_scope", wrongly) or 0)
-        if touching:
-            add(
-                "not ready",
-                "self-check",
-                f"{plural(touching, 'edge')} denied in the input would be allowed by these "
-                "policies.",
+        if problems is not None:  # the self-check's own verdict: each problem fails the run
+            for problem in problems:
+                add("not ready", "self-check", f"Self-check failed: {problem.get('message')}.")
+            governed = sum(
+                int(p.get("edges") or 0)
+                for p in problems
+                if p.get("kind") == "denied-flows-allowed"
             )
-        elif wrongly:
+        else:  # a report from before the self-check listed its problems
+            false_denies = int(check.get("false_denies") or 0)
+            coverage = check.get("coverage")
+            if false_denies or (isinstance(coverage, int | float) and coverage < 1):
+                add(
+                    "not ready",
+                    "self-check",
+                    "The self-check denies observed traffic: "
+                    f"{plural(false_denies, 'false deny', 'false denies')}.",
+                )
+            governed = wrongly
+            if wrongly:
+                add(
+                    "not ready",
+                    "self-check",
+                    f"{plural(wrongly, 'edge')} denied in the input would be allowed by these "
+                    "policies.",
+                )
+        if wrongly > governed:  # only between namespaces these policies leave alone
             add(
                 "review first",
                 "self-check",
-                f"{plural(wrongly, 'edge')} denied in the input, between namespaces without "
-                "policies here, would be allowed if those namespaces had no policy of their "
-                "own.",
+                f"{plural(wrongly - governed, 'edge')} denied in the input, between namespaces "
+                "without policies here, would be allowed if those namespaces had no policy of "
+                "their own.",
             )
         decided = check.get("decisions") or {}
         still = int(decided.get("rejected_still_allowed") or 0)
