@@ -59,7 +59,10 @@ def graph(
     max_nodes: Annotated[
         int | None,
         typer.Option(
-            "--max-nodes", min=1, help="SVG/HTML: draw only this many nodes, the busiest."
+            "--max-nodes",
+            min=1,
+            help="SVG/HTML: draw only this many nodes, the busiest (HTML: 1,000 unless given; "
+            "its layout runs in the browser).",
         ),
     ] = None,
     segments: Annotated[
