@@ -19,7 +19,8 @@ second, the flow rows) and flags what they find, each exclusion with the statist
 ``sibling-deviation``
     One pod of a workload is the only one to talk to a peer (any port) although
     ``sibling_min_pods`` or more of its pods were active at the same time (a CronJob's or Job's
-    runs count as its pods, concurrent or not). Precision first: the chance that the edge's
+    runs count as its pods, concurrent or not, and only raw-IP egress is judged across runs: a
+    run may well do what no other run does). Precision first: the chance that the edge's
     ``n`` connections all came from one pod anyway is the sum over the concurrent pods of
     their share of the workload's connections to the power ``n`` (with one or two connections
     it is large); times the peer's prior (``sibling_raw_ip_prior`` for a public address with
@@ -577,6 +578,9 @@ def _sibling_deviations(
             continue
         ((pod, (n, first, last)),) = using.items()
         runs = kinds.get((ns, wl)) in _RUN_KINDS
+        prior = peers.prior(peer, config)
+        if runs and prior >= 1:
+            continue  # a run may do what no other run does (a monthly report): only raw-IP egress
         concurrent = {
             p: span[0]
             for p, span in pods[(ns, wl)].items()
@@ -586,7 +590,6 @@ def _sibling_deviations(
             continue
         total = sum(concurrent.values()) or 1
         chance = sum((c / total) ** n for c in concurrent.values())
-        prior = peers.prior(peer, config)
         if chance * prior > config.sibling_max_chance:
             continue
         siblings = len(concurrent) - 1
