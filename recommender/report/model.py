@@ -553,6 +553,8 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
         )
         for reason, count in ingest["skipped"].items():
             out.append(f"- skipped {reason}: {count}")
+        for reason, count in (ingest.get("outcome_unknown") or {}).items():
+            out.append(f"- outcome unknown ({reason}): {count}")
         out.append("")
     if graph_file:
         out += [
