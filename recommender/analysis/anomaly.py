@@ -593,11 +593,13 @@ def _sibling_deviations(
         if chance * prior > config.sibling_max_chance:
             continue
         siblings = len(concurrent) - 1
+        share = n / (sum(span[0] for span in pods[(ns, wl)].values()) or 1)
         when = "runs of the same CronJob or Job" if runs else "active at the same time"
         raw = "; a public address with no DNS name on an unusual port" if prior < 1 else ""
         out[(ns, wl, peer)] = (
             f"only pod {str(pod)[:100]} of {ns}/{wl} talks to {_describe(*peer)} ({n} "
-            f"connection(s)); its {siblings} sibling pods {when} never do, and no other "
+            f"connection(s), {share:.1%} of the workload's); its {siblings} sibling pods {when} "
+            "never do, and no other "
             f"workload does{raw}: chance {chance:.3g} x prior {prior:g} = "
             f"{chance * prior:.3g} <= {config.sibling_max_chance:g}"
         )
