@@ -60,12 +60,16 @@ class RecommendConfig:
         Edges with fewer connections than this are kept but flagged for review.
     port_range_budget
         How many unobserved ports a port range (``endPort``) may add per rule; 0 = no ranges.
+        A range never spans a port refused to one of the rule's peers (denied, failed or
+        excluded flows).
     cidr_budget
         How many unobserved addresses merging external addresses into CIDRs may add per rule
-        and address class; 0 = exact addresses.
+        and address class; 0 = exact addresses. Only public addresses are ever added (never a
+        special-purpose one), and a block never grows over a refused peer.
     internet_ingress_sources
         Ingress from more distinct public sources than this becomes "from the internet"
-        (0.0.0.0/0 and ::/0 less private ranges) instead of one /32 per client.
+        instead of one /32 per client: ``0.0.0.0/0`` and ``2000::/3`` except every IANA
+        special-purpose block and every source refused on the rule's ports.
     max_ephemeral_ports
         A peer pair using more distinct destination ports at or above 32768 than this is taken
         for reply or ephemeral traffic: those ports get no rule (they are reported).
@@ -112,7 +116,8 @@ class RecommendConfig:
         selector is the union of theirs, when that selects nothing else.
     compaction_budget
         With ``compact_policies``: unobserved (workload, peer, port) grants a shared policy of
-        one behavioural cluster may add; 0 merges identical rules only.
+        one behavioural cluster may add; 0 merges identical rules only. A merge that would
+        grant a member one of its refused flows is not made.
     guardrails
         A guardrails file (``docs/guardrails.md``): observed flows a guardrail denies get no
         allow rule, the report lists them and checks compliance, and the rendered guardrails

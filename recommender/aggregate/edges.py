@@ -20,6 +20,7 @@ connections all failed was attempted but never established and gets no rule (rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 
 from ..config import RecommendConfig
 from ..ingest.schema import FLOW_SCHEMA
+from .owners import resolve_batch_owners
 
 __all__ = [
     "EDGE_KEY",
@@ -208,6 +210,10 @@ class PartialEdges:
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # A library call prints nothing of its own: no bar on stderr for a query over two seconds.
+    # In Jupyter without ipywidgets DuckDB refuses to touch the setting (and shows no bar).
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -340,6 +346,7 @@ def _partial(
         for batch in _as_batches(flows):
             if not batch.num_rows:
                 continue
+            batch = resolve_batch_owners(batch)
             window = _window_mask(batch, config)
             _pick_labels(batch, seen, window, picks)
             seen += batch.num_rows
