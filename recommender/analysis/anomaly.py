@@ -19,7 +19,8 @@ second, the flow rows) and flags what they find, each exclusion with the statist
 ``sibling-deviation``
     One pod of a workload is the only one to talk to a peer (any port) although
     ``sibling_min_pods`` or more of its pods were active at the same time (a CronJob's or Job's
-    runs count as its pods, concurrent or not). Precision first: the chance that the edge's
+    runs count as its pods, concurrent or not, and only raw-IP egress is judged across runs: a
+    run may well do what no other run does). Precision first: the chance that the edge's
     ``n`` connections all came from one pod anyway is the sum over the concurrent pods of
     their share of the workload's connections to the power ``n`` (with one or two connections
     it is large); times the peer's prior (``sibling_raw_ip_prior`` for a public address with
@@ -586,6 +587,9 @@ def _sibling_deviations(
             continue
         ((pod, (n, first, last)),) = using.items()
         runs = kinds.get((ns, wl)) in _RUN_KINDS
+        prior = peers.prior(peer, config)
+        if runs and prior >= 1:
+            continue  # a run may do what no other run does (a monthly report): only raw-IP egress
         concurrent = {
             p: span[0]
             for p, span in pods[(ns, wl)].items()
@@ -595,15 +599,16 @@ def _sibling_deviations(
             continue
         total = sum(concurrent.values()) or 1
         chance = sum((c / total) ** n for c in concurrent.values())
-        prior = peers.prior(peer, config)
         if chance * prior > config.sibling_max_chance:
             continue
         siblings = len(concurrent) - 1
+        share = n / (sum(span[0] for span in pods[(ns, wl)].values()) or 1)
         when = "runs of the same CronJob or Job" if runs else "active at the same time"
         raw = "; a public address with no DNS name on an unusual port" if prior < 1 else ""
         out[(ns, wl, peer)] = (
             f"only pod {str(pod)[:100]} of {ns}/{wl} talks to {_describe(*peer)} ({n} "
-            f"connection(s)); its {siblings} sibling pods {when} never do, and no other "
+            f"connection(s), {share:.1%} of the workload's); its {siblings} sibling pods {when} "
+            "never do, and no other "
             f"workload does{raw}: chance {chance:.3g} x prior {prior:g} = "
             f"{chance * prior:.3g} <= {config.sibling_max_chance:g}"
         )

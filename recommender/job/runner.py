@@ -202,6 +202,12 @@ def run_job(
         )
         table, inputs = _read_window(source, job, as_of, work)
         window = aggregate_edges(table, config)
+        from ..analysis.anomaly import screen_flows
+
+        # Scans, one replica's peers and raw-IP egress get no rule from the job either, and are
+        # never remembered in the state (docs/concepts.md, "Learning from a dirty window").
+        screening = screen_flows(window, table, config)
+        window = screening.tables
         merge = merge_edges(state, window, as_of, job.lifecycle)
         tables = merge.tables(window)
         decided = None
@@ -226,6 +232,8 @@ def run_job(
         report["self_check"] = _self_check(policy_set, tables)
         if decided is not None:
             report["decisions"] = decided.report()
+        report["anomalies"] = screening.to_dict()
+        report["summary"]["anomalies"] = len(screening.anomalies)
         lifecycle, moves = update_lifecycle(
             state.namespaces, namespace_digests(policy_set), as_of, job.lifecycle
         )

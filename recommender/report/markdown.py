@@ -377,6 +377,8 @@ def _input(report: Mapping[str, Any]) -> list[str]:
     ]
     for reason, count in ingest["skipped"].items():
         out.append(f"- skipped {reason}: {count:,}")
+    for reason, count in (ingest.get("outcome_unknown") or {}).items():
+        out.append(f"- outcome unknown ({reason}): {count:,}")
     return out
 
 
