@@ -199,7 +199,9 @@ class PartialEdges:
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+    # No progress bar: DuckDB draws one on standard error when a query takes over two seconds,
+    # which a query fed from a pipe (`recommend -`) does while it waits for input.
+    con = duckdb.connect(config={"enable_progress_bar": False})
     con.execute("SET TimeZone = 'UTC'")
     return con
 

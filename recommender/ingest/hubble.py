@@ -46,7 +46,7 @@ from ._common import (
     to_micros,
 )
 from ._common import NO_SCANNER_ENV as NO_SCANNER_ENV
-from ._source import CHUNK_BYTES, iter_line_chunks, open_decompressed, read_head
+from ._source import CHUNK_BYTES, is_stream, iter_line_chunks, open_decompressed, read_head
 from .schema import COLUMNS
 
 __all__ = ["HubbleReader", "infer_reply"]
@@ -791,7 +791,7 @@ class HubbleReader(FlowReader):
 
     def _read_array(self, file: str, path: Path) -> Iterator[pa.RecordBatch]:
         """A file that is one JSON array of lines or flows (read whole: such files are small)."""
-        size = path.stat().st_size
+        size = 0 if is_stream(path) else path.stat().st_size
         if size > _MAX_ARRAY_BYTES:
             raise FlowFormatError(
                 f"{file}: a JSON array of {size:,} bytes is too large to read at once; "
