@@ -201,8 +201,9 @@ class PartialEdges:
 def _connect() -> duckdb.DuckDBPyConnection:
     # No progress bar: DuckDB draws one on standard error when a query takes over two seconds,
     # which a query fed from a pipe (`recommend -`) does while it waits for input.
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 

@@ -96,6 +96,61 @@ def _prestart_workers(args: list[str]) -> None:
     prestart(files, values.get("--format") or values.get("-f"), workers)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as for Ctrl-C (temporary
+    files removed, workers stopped) and exits 143."""
+
+
+#: The exit status and the one line printed for each stopping signal.
+_STOPPED = {"interrupted": (130, "interrupted; nothing was written."),
+            "terminated": (143, "terminated; nothing was written.")}
+
+
+_SIGNALLED: list[str] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _SIGNALLED.append("terminated")
+    raise Terminated
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _SIGNALLED.append("interrupted")
+    raise KeyboardInterrupt
+
+
+def _install_handlers() -> dict[int, object]:
+    """Turn SIGTERM into :class:`Terminated` and note SIGINT (main thread only), so that an
+    error a library makes of either (DuckDB's "Query interrupted") is still known as one;
+    returns the handlers replaced."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, object] = {}
+    for signum, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
+        with contextlib.suppress(ValueError, OSError):
+            previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _stopped(exc: BaseException) -> int:
+    terminated = isinstance(exc, Terminated) or "terminated" in _SIGNALLED
+    kind = "terminated" if terminated else "interrupted"
+    code, message = _STOPPED[kind]
+    _err(message)
+    return code
+
+
+def _is_interrupted_query(exc: BaseException) -> bool:
+    """DuckDB turns a Ctrl-C during a query into its own error ("Query interrupted", or the
+    KeyboardInterrupt of a Python stream it reads)."""
+    return bool(_SIGNALLED) or type(exc).__name__ == "InterruptException" or (
+        "Query interrupted" in str(exc)
+    )
+
+
 def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     """Entry point of the ``recommend`` console script; returns the exit status.
 
@@ -104,6 +159,21 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     process: nothing in it uses pandas, but pyarrow imports it (0.4 s) on its first conversion
     of a Python object, only to check whether that is a pandas object.
     """
+    _SIGNALLED.clear()
+    previous = _install_handlers()
+    try:
+        return _main(argv, own_process)
+    except KeyboardInterrupt as exc:  # before or after the command itself
+        return _stopped(exc)
+    finally:
+        import signal
+
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def _main(argv: list[str] | None, own_process: bool) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["--help"]
@@ -121,18 +191,23 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
         with contextlib.suppress(Exception):  # an optimisation only: `run` reports problems
             _prestart_workers(args[1:])
     try:
-        app(args=args, prog_name="recommend", standalone_mode=False)
+        status = app(args=args, prog_name="recommend", standalone_mode=False)
+        if status == 130 and not isinstance(status, bool):
+            # Typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM as Terminated) into
+            # Exit(130), which it returns instead of raising when not in standalone mode.
+            return _stopped(Terminated() if "terminated" in _SIGNALLED else KeyboardInterrupt())
     except RecommenderError as exc:
         _err(str(exc))
         return 2
-    except KeyboardInterrupt:
-        _err("interrupted.")
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(exc)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as exc:
         if os.environ.get("RECOMMENDER_DEBUG"):
             raise
+        if _is_interrupted_query(exc):
+            return _stopped(exc)
         name = type(exc).__name__
         if name in ("UsageError", "BadParameter", "NoSuchOption", "MissingParameter"):
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)

@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import queue
 import secrets
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -156,7 +157,8 @@ class ParallelHubbleReader(FlowReader):
                     ),
                     daemon=True,
                 )
-                proc.start()
+                with _sigint_blocked():  # see _sigint_blocked
+                    proc.start()
                 self._procs.append(proc)
                 self._requests.append(requests)
                 self._responses.append(responses)
@@ -258,6 +260,22 @@ class ParallelHubbleReader(FlowReader):
         """Count into ``ledger`` from now on (a reader started by :func:`prestart`)."""
         self.ledger = ledger
         self._local.ledger = ledger
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held back (not lost) in this thread while a worker starts: the worker inherits
+    the mask and ignores SIGINT once it runs (Ctrl-C reaches the whole process group, and a
+    worker still importing would print a traceback); the parent gets it when it is unblocked."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
 
 
 def _can_fork() -> bool:
