@@ -51,6 +51,7 @@ def run(*args: Any) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the parent stops the workers
     # (and says so once); a worker that took it too would print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the CLI's handler
     gc.disable()
     block_pandas()
     serve(*args)

@@ -105,6 +105,7 @@ class ParallelHubbleReader(FlowReader):
             else None
         )
         self._ready = False
+        self._at_exit = False
         self._sent: str | None = None
         # JSON-array files are small: read in this process.
         self._local = HubbleReader(ledger, batch_rows=batch_rows)
@@ -141,6 +142,13 @@ class ParallelHubbleReader(FlowReader):
             return True
         if self._failed:
             return False
+        if not self._at_exit:
+            # A run stopped half-way (Ctrl-C, SIGTERM) never reaches finish(): stop the
+            # workers and remove their spooled batches at exit (idempotent).
+            import atexit
+
+            atexit.register(self.close)
+            self._at_exit = True
         ctx: Any = mp.get_context("fork" if fork and _can_fork() else "spawn")
         try:
             for _ in range(self.workers):
