@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
+def _terminated_early(signum: int, frame: object) -> None:
+    sys.stderr.write("error: terminated; nothing was written.\n")
+    raise SystemExit(143)
+
+
 def console() -> None:
-    """The ``recommend`` console script. Ctrl-C while the program is still starting (importing
-    its modules) also ends it with one line and exit status 130, not a traceback."""
+    """The ``recommend`` console script. Ctrl-C or SIGTERM while the program is still starting
+    (importing its modules) also ends it with one line and exit status 130 or 143."""
+    try:
+        signal.signal(signal.SIGTERM, _terminated_early)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread
+        pass
     try:
         from .cli import _console
     except KeyboardInterrupt:
