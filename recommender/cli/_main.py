@@ -45,6 +45,21 @@ def _commands() -> set[str]:
     return set(group.commands)
 
 
+def _command_typo(word: str) -> str | None:
+    """The command ``word`` is a typo of, when it names no file either (``evaluat``)."""
+    import difflib
+
+    if word.startswith("-") or os.path.exists(word) or is_stream_name(word) or "/" in word:
+        return None
+    close = difflib.get_close_matches(word.lower(), sorted(_commands()), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def is_stream_name(word: str) -> bool:
+    """``-`` (standard input) or an object-store URL: a source that is not a local path."""
+    return word == "-" or "://" in word
+
+
 def _names_job_file(args: list[str]) -> bool:
     """True when ``args`` give ``--config FILE`` of a YAML file with a ``job:`` section."""
     path = None
@@ -178,6 +193,13 @@ def _main(argv: list[str] | None, own_process: bool) -> int:
     if not args:
         args = ["--help"]
     elif args[0] not in _commands() and args[0] not in _ROOT_OPTIONS:
+        typo = _command_typo(args[0])
+        if typo is not None:
+            _err(
+                f"{args[0]!r} is neither a command nor a file or folder; did you mean {typo}? "
+                f"Try 'recommend {typo} --help'."
+            )
+            return 2
         # `recommend FLOWS...` (options first or not) is `recommend run`; `recommend --config
         # FILE` with a job file (a `job:` section) is `recommend job --config FILE`.
         args.insert(0, "job" if _names_job_file(args) else "run")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import FlowsArg, FormatOpt, app
+from ._hints import swap_hint
 
 
 @app.command()
@@ -45,7 +46,8 @@ def diff(
     from ..evaluation.diff import diff_policies
     from ..policy.reader import read_policies
 
-    result = diff_policies(read_policies(existing), read_policies(new), flows, format=format)
+    with swap_hint([existing, new], flows):
+        result = diff_policies(read_policies(existing), read_policies(new), flows, format=format)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
     else:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import _GUARDRAIL_KINDS, FlowsArg, FormatOpt, GuardrailsOpt, app
+from ._hints import swap_hint
 
 
 @app.command()
@@ -57,16 +58,17 @@ def evaluate(
     if dialect not in ("kubernetes", "calico", "cilium"):
         raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
     stack: Any = None
-    if guardrails is not None:
-        from ..guardrails import load_guardrails
+    with swap_hint([policies], flows):
+        if guardrails is not None:
+            from ..guardrails import load_guardrails
 
-        stack = load_guardrails(guardrails)
-        policy_set = read_policies(policies, skip_kinds=_GUARDRAIL_KINDS)
-    else:  # ClusterNetworkPolicy / AdminNetworkPolicy found beside the NetworkPolicies count too
-        from ..guardrails.reader import read_policy_stack
+            stack = load_guardrails(guardrails)
+            policy_set = read_policies(policies, skip_kinds=_GUARDRAIL_KINDS)
+        else:  # ClusterNetworkPolicy / AdminNetworkPolicy beside the NetworkPolicies count too
+            from ..guardrails.reader import read_policy_stack
 
-        policy_set, stack = read_policy_stack(policies)
-    coverage = replay(policy_set, flows, format=format, guardrails=stack, dialect=dialect)
+            policy_set, stack = read_policy_stack(policies)
+        coverage = replay(policy_set, flows, format=format, guardrails=stack, dialect=dialect)
     if json_out:
         typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
     else:

@@ -27,6 +27,7 @@ __all__ = [
     "iter_line_chunks",
     "open_decompressed",
     "read_head",
+    "stream_error",
 ]
 
 _log = logging.getLogger("recommender.ingest")
@@ -243,6 +244,27 @@ def _open_stream(path: Path) -> BinaryIO:
     return cast(BinaryIO, io.BufferedReader(_Replay(_stream(path)), buffer_size=1 << 16))
 
 
+def _url_hint(url: str) -> str:
+    """What to do with an object-store URL given where local paths are read."""
+    import importlib.util
+
+    scheme = url.partition("://")[0].lower()
+    package = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs",
+               "az": "adlfs", "abfss": "adlfs"}.get(scheme)
+    missing = [
+        name for name in ("dask", "fsspec", package)
+        if name is not None and importlib.util.find_spec(name) is None
+    ]
+    install = ""
+    if missing:
+        extra = f" {package}" if package in missing else ""
+        install = f" after installing it: pip install 'recommender[dask]'{extra}"
+    return (
+        f"{url}: object-store URLs are read by the Dask engine: add --engine dask{install} "
+        "(the scheduled job, `recommend job`, reads s3:// on its own)."
+    )
+
+
 def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
@@ -268,6 +290,8 @@ def expand_paths_explicit(paths: Iterable[str | os.PathLike[str]]) -> list[tuple
     for raw in paths:
         text = os.fspath(raw)
         path = Path(text)
+        if "://" in text and not path.exists():
+            raise FlowSourceError(_url_hint(text))
         if is_stream(text):
             found.append((path, True))
         elif path.is_dir():
@@ -309,17 +333,87 @@ def _compression(path: Path) -> str | None:
     return None
 
 
+class _Gunzip(io.RawIOBase):
+    """gzip decompression (every member) that hands out every byte it could decompress: a
+    file that breaks off (a truncated copy) ends early, with :attr:`error` saying why, instead
+    of failing a whole read and losing the complete lines before the break."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        import zlib
+
+        self._zlib = zlib
+        self._fh = fh
+        self._d = zlib.decompressobj(31)
+        self._started = False  # the current member has input
+        self._out = memoryview(b"")
+        self._done = False
+        self.error: str | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._fh.close()
+        super().close()
+
+    def _fill(self) -> None:
+        while not self._out and not self._done:
+            data = self._fh.read(1 << 18)
+            if not data:
+                self._done = True
+                if self._started and not self._d.eof:
+                    self.error = "the file breaks off: Truncated compressed stream"
+                return
+            try:
+                out = self._d.decompress(data)
+                self._started = True
+                while self._d.eof and self._d.unused_data:  # another gzip member follows
+                    rest = self._d.unused_data
+                    self._d = self._zlib.decompressobj(31)
+                    out += self._d.decompress(rest)
+            except self._zlib.error as exc:
+                self._done = True
+                self.error = f"the file breaks off: corrupt compressed data ({exc})"
+                return
+            if self._d.eof and not self._d.unused_data:
+                self._started = False
+            self._out = memoryview(out)
+
+    def readinto(self, buffer: Any) -> int:
+        self._fill()
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._out))
+        view[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+
+def stream_error(fh: Any) -> str | None:
+    """Why a stream from :func:`open_decompressed` ended early (a truncated gzip file), or None."""
+    raw = getattr(fh, "raw", fh)
+    return getattr(raw, "error", None)
+
+
 def open_decompressed(path: Path) -> BinaryIO:
-    """Open ``path`` for reading bytes, decompressing gzip or zstd (detected by magic bytes)."""
+    """Open ``path`` for reading bytes, decompressing gzip or zstd (detected by magic bytes).
+
+    A gzip file that breaks off reads as far as it can be decompressed; then
+    :func:`stream_error` says so."""
     codec = _compression(path)
     try:
         if is_stream(path):
             stream = _open_stream(path)
             if codec is None:
                 return stream
+            if codec == "gzip":
+                return cast(BinaryIO, io.BufferedReader(_Gunzip(stream), buffer_size=1 << 16))
             return cast(BinaryIO, pa.CompressedInputStream(pa.PythonFile(stream, "r"), codec))
         if codec is None:
             return path.open("rb")
+        if codec == "gzip":
+            raw_file = cast(BinaryIO, path.open("rb"))
+            return cast(BinaryIO, io.BufferedReader(_Gunzip(raw_file), buffer_size=1 << 16))
         raw = pa.OSFile(str(path), "rb")
         return cast(BinaryIO, pa.CompressedInputStream(raw, codec))
     except (OSError, pa.ArrowException) as exc:
@@ -363,7 +457,12 @@ def iter_line_chunks(
             except (OSError, EOFError, pa.ArrowException) as exc:
                 yield line_no, [], f"the file breaks off: {exc}"
                 return
+            if lines and not lines[-1].endswith(b"\n") and stream_error(stream) is not None:
+                lines.pop()  # the unfinished line where a compressed file breaks off
             if not lines:
+                error = stream_error(stream)
+                if error is not None:
+                    yield line_no, [], error
                 return
             yield line_no, lines, None
             line_no += len(lines)
