@@ -1,0 +1,124 @@
+"""User mistakes exit 2 with one ``error:`` line saying what to do next, never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from recommender.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "sample_flows"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _usage_error(status: int, out: str, err: str, *needles: str) -> None:
+    assert status == 2, (out, err)
+    assert err.startswith("error: "), err
+    assert "Traceback" not in out + err and "bug" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_csv_without_the_flow_columns_names_them(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("a,b,c\n1,2,3\n")
+    status, out, err = _run(capsys, str(path), "-f", "csv", "-o", str(tmp_path / "out"))
+    _usage_error(status, out, err, "missing", "dst_kind", "verdict", "docs/flow-schema.md")
+    assert not (tmp_path / "out").exists()
+
+
+def test_parquet_without_the_flow_columns(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    table = pq.read_table(SAMPLES / "flows.parquet").drop_columns(["verdict", "protocol"])
+    pq.write_table(table, tmp_path / "x.parquet")
+    status, out, err = _run(capsys, "ingest", str(tmp_path / "x.parquet"), "-o",
+                            str(tmp_path / "y.parquet"))
+    _usage_error(status, out, err, "protocol", "verdict")
+
+
+@pytest.mark.parametrize("flows", ["flows.parquet", "hubble.jsonl.gz", "."])
+def test_swapped_policies_and_flows(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flows: str
+) -> None:
+    status, _, _ = _run(capsys, str(SAMPLES / "flows.parquet"), "-o", str(tmp_path / "pol"))
+    assert status == 0
+    status, out, err = _run(capsys, "evaluate", str(SAMPLES / flows), str(tmp_path / "pol"))
+    _usage_error(status, out, err, "did you swap POLICIES and FLOWS?")
+    status, out, err = _run(
+        capsys, "diff", str(tmp_path / "pol"), str(SAMPLES / flows), str(tmp_path / "pol")
+    )
+    _usage_error(status, out, err, "did you swap POLICIES and FLOWS?")
+
+
+def test_policies_and_flows_in_order_give_no_swap_hint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {}\n"
+    )
+    status, out, err = _run(capsys, "evaluate", str(tmp_path), str(SAMPLES / "flows.parquet"))
+    _usage_error(status, out, err, "metadata.name")
+    assert "swap" not in err
+
+
+@pytest.mark.parametrize(("typo", "command"), [("evaluat", "evaluate"), ("ingets", "ingest"),
+                                               ("grpah", "graph")])
+def test_sub_command_typo(capsys: pytest.CaptureFixture[str], typo: str, command: str) -> None:
+    status, out, err = _run(capsys, typo, "x")
+    _usage_error(status, out, err, f"did you mean {command}?")
+
+
+def test_a_file_named_like_a_command_is_still_read(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("evaluat").write_bytes((SAMPLES / "flows.parquet").read_bytes())
+    status, out, err = _run(capsys, "evaluat", "--dry-run")
+    assert status == 0, err
+    assert "NetworkPolicy" in out
+
+
+def test_object_store_url_without_the_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _run(capsys, "s3://bucket/flows/")
+    _usage_error(status, out, err, "--engine dask")
+    import importlib.util
+
+    if importlib.util.find_spec("s3fs") is None:
+        assert "pip install 'recommender[dask]' s3fs" in err
+
+
+def test_truncated_gzip_keeps_the_complete_records(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A small gzip file cut short: the complete lines are used, the rest counted as
+    truncated in the ledger (it used to keep nothing)."""
+    data = (SAMPLES / "calico.jsonl.gz").read_bytes()
+    whole = gzip.decompress(data).splitlines()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[:30000])
+    status, out, err = _run(capsys, "ingest", str(cut), "-o", str(tmp_path / "x.parquet"),
+                            "--json")
+    assert status == 0, err
+    import json
+
+    ledger = json.loads(out)["ledger"]
+    assert ledger["skipped"] == {"truncated-file": 1}
+    assert 500 < ledger["read"] - 1 < len(whole)
+    assert ledger["used"] > 0
+    # every complete line was read: the records read are exactly the lines decompressible
+    import zlib
+
+    partial = zlib.decompressobj(31).decompress(data[:30000])
+    assert ledger["read"] - 1 == partial.count(b"\n")
