@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from .errors import ConfigError
 from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
+from .ingest._source import is_stream
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
@@ -307,6 +309,37 @@ class _Timed:
             yield batch
 
 
+def pq_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of a canonical Parquet file written by :func:`_spilled`."""
+    import pyarrow.parquet as pq
+
+    yield from pq.ParquetFile(path).iter_batches(batch_size=65536)
+
+
+def _resolve_last(batches: Iterable[pa.RecordBatch], config: RecommendConfig) -> RecommendConfig:
+    """``config`` with ``last`` turned into ``since``: that long before the latest flow start
+    (before ``until``) of the input."""
+    import pyarrow.compute as pc
+
+    assert config.last is not None
+    latest = None
+    for batch in batches:
+        starts = batch.column("start_time")
+        if config.until is not None:
+            starts = pc.filter(starts, pc.less(starts, pa.scalar(config.until, starts.type)))
+        value = pc.max(starts).as_py()
+        if value is not None and (latest is None or value > latest):
+            latest = value
+    if latest is None:
+        return config.replace(last=None)
+    if latest.tzinfo is None:
+        latest = latest.replace(tzinfo=UTC)
+    since = latest - config.last
+    if config.since is not None and config.since > since:
+        since = config.since
+    return dataclasses.replace(config, since=since, last=None)
+
+
 def _spilled(batches: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
     """Pass ``batches`` through while writing them to a canonical Parquet file at ``path``."""
     import pyarrow.parquet as pq
@@ -408,13 +441,18 @@ def recommend(
     with ExitStack() as stack:
         started = time.perf_counter()
         holdout_input: pa.Table | Path
+        reread: Path | None = None
         if isinstance(flows, pa.Table):
+            if config.last is not None:
+                config = _resolve_last(flows.to_batches(), config)
             raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
             ledger = json.loads(raw) if raw else None
             timed = _Timed(flows.to_batches(), on_batch)
             tables = aggregate_edges(timed, config)
             holdout_input = flows
         elif engine == "dask":
+            if config.last is not None:
+                raise ConfigError("last (--last) needs the embedded engine; give since instead.")
             from .engine.dask_engine import dask_edges
 
             tables, ledger_obj, read_s = dask_edges(
@@ -435,10 +473,19 @@ def recommend(
                 _import_later_stages()  # while this process mostly waits for its workers
             source: Iterable[pa.RecordBatch] = batches
             holdout_input = Path()
-            if validate:
+            streamed = any(is_stream(path) for path, _ in batches.files)
+            if validate or streamed or config.last is not None:
+                # Read again later (held-out validation, the anomaly screen, --last): a pipe
+                # can be read once, so the canonical rows are kept.
                 spill = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "flows.parquet"
                 source = _spilled(batches, spill)
                 holdout_input = spill
+                reread = spill
+            if config.last is not None:
+                for _ in source:  # the whole input first: its window ends at its latest flow
+                    pass
+                config = _resolve_last(pq_batches(spill), config)
+                source = pq_batches(spill)
             timed = _Timed(source, on_batch)
             tables = aggregate_edges(timed, config)
             # The JSON round trip gives the same values a read_flows table's metadata holds.
@@ -453,6 +500,8 @@ def recommend(
         rows: Any = (
             flows
             if isinstance(flows, pa.Table)
+            else (lambda: pq_batches(reread))
+            if reread is not None
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )
         screening = screen_flows(tables, rows, config)

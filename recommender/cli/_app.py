@@ -119,9 +119,29 @@ def _guardrails_summary(section: dict[str, Any]) -> dict[str, Any]:
 
 # Options shared by the commands that read flows and aggregate them (`run`, `graph`).
 _Since = Annotated[
-    str | None, typer.Option(help="Use flows starting at or after this ISO 8601 time.")
+    str | None,
+    typer.Option(
+        metavar="TIME",
+        help="Use flows starting at or after this time: ISO 8601 (2024-05-01T12:00:00Z) or a "
+        "duration before now (30m, 6h, 2d).",
+    ),
 ]
-_Until = Annotated[str | None, typer.Option(help="Use flows starting before this ISO 8601 time.")]
+_Until = Annotated[
+    str | None,
+    typer.Option(
+        metavar="TIME",
+        help="Use flows starting before this time: ISO 8601 or a duration before now.",
+    ),
+]
+_Last = Annotated[
+    str | None,
+    typer.Option(
+        "--last",
+        metavar="DURATION",
+        help="Use only the latest part of the input's own window, this long (6h, 2d): what "
+        "offline files need, where --since counts from now.",
+    ),
+]
 _MinConnections = Annotated[
     int | None, typer.Option(help="Leave out edges with fewer connections.")
 ]

@@ -18,6 +18,7 @@ from ._app import (
     SchedulerOpt,
     WorkersOpt,
     _guardrails_summary,
+    _Last,
     _MinConnections,
     _print_ledger,
     _print_timings,
@@ -55,6 +56,7 @@ def run(
     ] = None,
     since: _Since = None,
     until: _Until = None,
+    last: _Last = None,
     min_connections: _MinConnections = None,
     port_range_budget: Annotated[
         int | None, typer.Option(help="Unobserved ports a port range may add (0: no ranges).")
@@ -220,6 +222,7 @@ def run(
                 "exclude_namespaces": exclude_namespace,
                 "since": since,
                 "until": until,
+                "last": last,
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,

@@ -122,3 +122,58 @@ def test_truncated_gzip_keeps_the_complete_records(
 
     partial = zlib.decompressobj(31).decompress(data[:30000])
     assert ledger["read"] - 1 == partial.count(b"\n")
+
+
+# --- durations ------------------------------------------------------------------------------
+
+
+def test_since_accepts_durations_and_huge_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    flows = str(SAMPLES / "flows.parquet")
+    status, everything, err = _run(capsys, flows, "--dry-run")
+    assert status == 0, err
+    status, out, err = _run(capsys, flows, "--since", "1000000h", "--dry-run")
+    assert status == 0, err
+    assert out == everything  # reaches back before the first flow
+    status, out, err = _run(capsys, flows, "--since", "30m", "--dry-run")
+    assert status == 0, err
+    assert "kind: NetworkPolicy" not in out or out != everything  # the sample is older
+
+
+def test_bad_duration_says_how_to_write_one(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _run(capsys, str(SAMPLES / "flows.parquet"), "--since", "yesterday")
+    _usage_error(status, out, err, "ISO 8601", "30m")
+    status, out, err = _run(capsys, str(SAMPLES / "flows.parquet"), "--last", "5")
+    _usage_error(status, out, err, "30m, 6h, 2d")
+
+
+def test_last_takes_the_latest_part_of_the_inputs_window(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    hubble = str(SAMPLES / "hubble.jsonl.gz")
+    status, _, err = _run(capsys, hubble, "--last", "10m", "-o", str(tmp_path / "last"))
+    assert status == 0, err
+    status, _, err = _run(capsys, hubble, "-o", str(tmp_path / "all"))
+    assert status == 0, err
+    last = json.loads((tmp_path / "last" / "report.json").read_text())["summary"]
+    whole = json.loads((tmp_path / "all" / "report.json").read_text())["summary"]
+    assert last["last_seen"] == whole["last_seen"]
+    assert last["first_seen"] > whole["first_seen"]
+    from datetime import datetime, timedelta
+
+    span = datetime.fromisoformat(last["last_seen"]) - datetime.fromisoformat(last["first_seen"])
+    assert span <= timedelta(minutes=10)
+    assert last["rules"] <= whole["rules"]
+
+
+def test_parse_duration_units() -> None:
+    from datetime import timedelta
+
+    from recommender.config import parse_duration
+
+    assert parse_duration("30m") == timedelta(minutes=30)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("2d") == timedelta(days=2)
+    assert parse_duration("1w") == timedelta(days=7)
+    assert parse_duration("1.5h") == timedelta(minutes=90)
