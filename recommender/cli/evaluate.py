@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import _GUARDRAIL_KINDS, FlowsArg, FormatOpt, GuardrailsOpt, app
+from ._app import FlowsArg, FormatOpt, GuardrailsOpt, app
 from ._hints import swap_hint
 
 
@@ -31,31 +31,36 @@ def evaluate(
     ] = 10,
     guardrails: GuardrailsOpt = None,
     dialect: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--precedence",
-            help="Whose precedence rules combine guardrails and NetworkPolicies: kubernetes "
-            "(ClusterNetworkPolicy Admin, NetworkPolicy, Baseline), calico (tiers) or cilium "
-            "(deny over allow).",
+            metavar="DIALECT",
+            help="Whose precedence rules judge the stack: kubernetes (ClusterNetworkPolicy "
+            "Admin, NetworkPolicy, Baseline), calico (tiers, order, Pass) or cilium (deny over "
+            "allow); default: the dialect of POLICIES (Calico or Cilium objects), else "
+            "kubernetes.",
+            show_default=False,
         ),
-    ] = "kubernetes",
+    ] = None,
 ) -> None:
     """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused,
     redundant (shadowed) and broad rules.
 
     POLICIES may hold ClusterNetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy
-    objects too (a tree written with --guardrails, say): the whole stack is then evaluated.
-    Other policy kinds (Calico, Cilium) need --guardrails FILE, which replaces the guardrail
-    kinds found in POLICIES.
+    objects too (a tree written with --guardrails, say), Calico v3 objects (tiers, global and
+    staged policies, network sets) or Cilium v2 ones (CiliumNetworkPolicy,
+    CiliumClusterwideNetworkPolicy): the whole stack is evaluated with the precedence of
+    --precedence (docs/evaluator.md). --guardrails FILE replaces the guardrails found in
+    POLICIES (and leaves out its _guardrails/ folder).
 
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
     1 when there are false denies (observed allowed connections the policies would deny),
     2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
     """
     from ..evaluation.replay import replay
-    from ..policy.reader import read_policies
+    from ..evaluation.stack import read_policy_tree
 
-    if dialect not in ("kubernetes", "calico", "cilium"):
+    if dialect not in (None, "kubernetes", "calico", "cilium"):
         raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
     stack: Any = None
     with swap_hint([policies], flows):
@@ -63,12 +68,20 @@ def evaluate(
             from ..guardrails import load_guardrails
 
             stack = load_guardrails(guardrails)
-            policy_set = read_policies(policies, skip_kinds=_GUARDRAIL_KINDS)
-        else:  # ClusterNetworkPolicy / AdminNetworkPolicy beside the NetworkPolicies count too
-            from ..guardrails.reader import read_policy_stack
-
-            policy_set, stack = read_policy_stack(policies)
-        coverage = replay(policy_set, flows, format=format, guardrails=stack, dialect=dialect)
+        tree = read_policy_tree(
+            policies,
+            precedence=dialect,
+            guardrails=stack,
+            skip=("_guardrails",) if stack is not None else (),
+        )
+        coverage = replay(
+            tree.network_policies,
+            flows,
+            format=format,
+            guardrails=tree.guardrails,
+            dialect=tree.dialect,
+            tree=tree,
+        )
     if json_out:
         typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
     else:

@@ -388,6 +388,7 @@ class _Judge:
     pods: dict[tuple[str, str], Pod]
     guardrails: Guardrails | None = None
     dialect: str = "kubernetes"
+    tree: Any = None  # a PolicyTree with Calico or Cilium policies: it judges every query
     _by_ns: dict[tuple[str, ...], PolicySet] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
 
@@ -407,7 +408,9 @@ class _Judge:
         if found is None:
             namespaces = [e.namespace for e in (src, dst) if isinstance(e, Pod)]
             policies = self.policies_for(*namespaces)
-            if self.guardrails is None:
+            if self.tree is not None:
+                found = self.tree.verdict(self.cluster, src, dst, protocol, port)
+            elif self.guardrails is None:
                 found = evaluate(policies, self.cluster, src, dst, protocol, port)
             else:  # the whole stack: guardrails above and below the NetworkPolicies
                 found = evaluate_stack(
@@ -439,7 +442,12 @@ def _is_ip(text: str | None) -> bool:
 
 
 def _endpoint(
-    judge: _Judge, kind: str, namespace: str | None, ident: str | None
+    judge: _Judge,
+    kind: str,
+    namespace: str | None,
+    ident: str | None,
+    name: str | None = None,
+    dns_names: Any = None,
 ) -> Pod | Endpoint | str:
     """The evaluator's endpoint for one side of an edge, or why there is none."""
     if kind == "workload":
@@ -450,7 +458,7 @@ def _endpoint(
     if kind in ("host", "remote-node"):
         return "node address: whether an ipBlock matches a node is up to the CNI"
     if _is_ip(ident):
-        return Endpoint(str(ident))
+        return Endpoint(str(ident), kind, name or "", tuple(dns_names or ()))
     if kind == "cluster-entity":
         return "cluster entity without an address"
     if kind == "external":
@@ -486,8 +494,13 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
         return f"protocol {row['protocol']}: Kubernetes NetworkPolicy matches only TCP, UDP, SCTP"
     if row["src_kind"] == "host" and row["dst_kind"] == "workload":
         return NODE_LOCAL
-    src = _endpoint(judge, row["src_kind"], row["src_namespace"], row["src_id"])
-    dst = _endpoint(judge, row["dst_kind"], row["dst_namespace"], row["dst_id"])
+    src = _endpoint(
+        judge, row["src_kind"], row["src_namespace"], row["src_id"], row.get("src_name")
+    )
+    dst = _endpoint(
+        judge, row["dst_kind"], row["dst_namespace"], row["dst_id"], row.get("dst_name"),
+        row.get("dns_names"),
+    )
     if isinstance(src, str):
         return src
     if isinstance(dst, str):
@@ -605,7 +618,8 @@ def _judge_table(
     if table.num_rows == 0:
         return [], np.zeros(0, dtype=np.int64)
     columns = (*EDGE_KEY, "src_ips", "dst_ips")
-    rows = table.select(list(columns)).to_pylist()
+    extra = [c for c in ("src_name", "dst_name", "dns_names") if c in table.column_names]
+    rows = table.select([*columns, *extra]).to_pylist()
     weights = np.maximum(
         table["connections"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), 1
     )
@@ -678,6 +692,7 @@ def replay(
     synthetic_limit: int = _DEFAULT_SYNTHETIC_LIMIT,
     guardrails: Guardrails | None = None,
     dialect: str = "kubernetes",
+    tree: Any = None,
 ) -> Coverage:
     """Replay observed flows against ``policy_set`` and measure coverage.
 
@@ -702,6 +717,11 @@ def replay(
         are added to the namespaces seen in the flows.
     dialect : {"kubernetes", "calico", "cilium"}, default "kubernetes"
         Whose precedence rules apply to the guardrails.
+    tree : PolicyTree, optional
+        A tree with Calico or Cilium policies
+        (:func:`~recommender.evaluation.stack.read_policy_tree`): it judges every edge under its
+        dialect's precedence; ``policy_set`` and ``guardrails`` should be its own. Unused,
+        redundant and broad rules are then found among Kubernetes NetworkPolicies only.
 
     Returns
     -------
@@ -729,8 +749,11 @@ def replay(
     unlabelled = sorted(
         f"{ns}/{wl}" for (ns, wl), maps in _label_maps(tables.workload_labels).items() if not maps
     )
+    if tree is not None and not tree.native:
+        tree = None
     judge = _Judge(
-        policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods}, guardrails, dialect
+        policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods}, guardrails, dialect,
+        tree,
     )
     rule_use = _RuleUse(judge)
 
@@ -778,7 +801,12 @@ def replay(
                 _verdict_row(denied_rows[i], int(denied_weights[i]), _allow_reason(verdict))
             )
 
-    notes = []
+    notes = list(tree.notes) if tree is not None else []
+    if tree is not None:
+        notes.append(
+            f"{tree.dialect} policies judged with {tree.dialect}'s precedence; unused, redundant "
+            "and broad rules are found among Kubernetes NetworkPolicies only."
+        )
     if node_local:
         notes.append(f"{node_local} node-to-pod edges counted as allowed ({NODE_LOCAL}).")
     if unlabelled:
@@ -794,7 +822,7 @@ def replay(
         denied_but_allowed=_ordered(denied_but_allowed),
         denied_edges=denied_judged,
         unused_rules=tuple(rule_use.unused()),
-        rules=len(rule_use.rules),
+        rules=len(rule_use.rules) + (tree.rules if tree is not None else 0),
         over_permissive=_over_permissive(judge, evidence, synthetic_limit),
         not_evaluated=_ordered(not_evaluated),
         excluded_edges=tables.excluded.num_rows,
