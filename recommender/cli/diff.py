@@ -41,13 +41,17 @@ def diff(
     For CI and GitOps pipelines: run it on a pull request that changes policies, against
     recent flows. Exit status: 0 when no observed allowed connection becomes denied,
     1 when NEW denies observed allowed traffic that EXISTING allows (it would break it),
-    2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
+    2 on bad input (unreadable flows or policies). EXISTING and NEW may be Kubernetes,
+    Calico or Cilium trees (even different ones: moving from one CNI to another), each judged
+    with its own dialect's precedence.
     """
     from ..evaluation.diff import diff_policies
-    from ..policy.reader import read_policies
+    from ..evaluation.stack import read_policy_tree
 
     with swap_hint([existing, new], flows):
-        result = diff_policies(read_policies(existing), read_policies(new), flows, format=format)
+        result = diff_policies(
+            read_policy_tree(existing), read_policy_tree(new), flows, format=format
+        )
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
     else:

@@ -30,6 +30,7 @@ from ..aggregate.edges import EdgeTables, aggregate_edges
 from ..config import RecommendConfig
 from ..policy.model import LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .replay import Coverage, EdgeVerdict, replay
+from .stack import PolicyTree
 
 __all__ = [
     "EdgeChange",
@@ -321,9 +322,23 @@ def _tables(flows: Any, config: RecommendConfig | None, format: str | None) -> E
     return aggregate_edges(iter_flow_batches(flows, format), config)
 
 
+def _replay(policies: PolicySet | PolicyTree, tables: EdgeTables) -> Coverage:
+    """Coverage without over-permissiveness (not part of a diff)."""
+    if isinstance(policies, PolicyTree):
+        return replay(
+            policies.network_policies,
+            tables,
+            synthetic_limit=0,
+            guardrails=policies.guardrails,
+            dialect=policies.dialect,
+            tree=policies,
+        )
+    return replay(policies, tables, synthetic_limit=0)
+
+
 def diff_policies(
-    existing: PolicySet,
-    new: PolicySet,
+    existing: PolicySet | PolicyTree,
+    new: PolicySet | PolicyTree,
     flows: pa.Table | EdgeTables | PathLike | Iterable[PathLike],
     *,
     config: RecommendConfig | None = None,
@@ -333,9 +348,11 @@ def diff_policies(
 
     Parameters
     ----------
-    existing, new : PolicySet
+    existing, new : PolicySet or PolicyTree
         Kubernetes NetworkPolicy sets (for instance from
-        :func:`~recommender.policy.reader.read_policies`).
+        :func:`~recommender.policy.reader.read_policies`), or trees of any dialect from
+        :func:`~recommender.evaluation.stack.read_policy_tree` (Calico, Cilium, guardrails),
+        each judged with its precedence; rules are compared among NetworkPolicies only.
     flows : pyarrow.Table, EdgeTables, path or paths
         A canonical flow table, its aggregation, or flow files of any supported format. The
         flows are aggregated once and both sets judge the same edges.
@@ -365,8 +382,10 @@ def diff_policies(
     """
     tables = _tables(flows, config, format)
     # synthetic_limit=0: over-permissiveness is not part of a diff.
-    before: Coverage = replay(existing, tables, synthetic_limit=0)
-    after: Coverage = replay(new, tables, synthetic_limit=0)
+    before: Coverage = _replay(existing, tables)
+    after: Coverage = _replay(new, tables)
+    existing = existing.network_policies if isinstance(existing, PolicyTree) else existing
+    new = new.network_policies if isinstance(new, PolicyTree) else new
     denied_before, denied_after = _by_edge(before.false_denies), _by_edge(after.false_denies)
     opened_before = _by_edge(before.denied_but_allowed)
     opened_after = _by_edge(after.denied_but_allowed)
