@@ -28,6 +28,8 @@ from .precedence import CalicoTier, evaluate_tiers
 
 __all__ = ["PolicyTree", "read_policy_tree"]
 
+_KNOWN_GROUPS = ("networking.k8s.io", "policy.networking.k8s.io", CALICO_GROUP, CILIUM_GROUP)
+
 
 @dataclass(frozen=True)
 class PolicyTree:
@@ -112,6 +114,14 @@ def read_policy_tree(
         if skipped and skipped & set(Path(where.split(" (document")[0]).parts):
             continue
         docs.append((where, doc))
+    for where, doc in docs:
+        group, kind = _group(doc), str(doc.get("kind", ""))
+        if kind.endswith("NetworkPolicy") and group not in _KNOWN_GROUPS:
+            raise UnsupportedDialectError(
+                f"{where}: {doc.get('apiVersion')} {kind} is a policy kind that is not "
+                "evaluated (Kubernetes, Calico v3 and Cilium v2 are); remove it from the input "
+                "rather than have it ignored."
+            )
     calico = [(w, d) for w, d in docs if _group(d) == CALICO_GROUP]
     cilium = [(w, d) for w, d in docs if _group(d) == CILIUM_GROUP]
     if calico and cilium:

@@ -338,8 +338,9 @@ def test_cli_writes_guardrails_and_evaluates_the_whole_stack(tmp_path: Path) -> 
     validate(out)
     report = json.loads((out / "report.json").read_text())
     assert report["guardrails"]["format"] == "calico"
-    # the tree holds Calico kinds: refused without the guardrails file, judged with it
-    assert main(["evaluate", str(out), str(SAMPLES)]) == 2
+    # the tree holds Calico kinds: judged as Calico (issue 18), the rendered guardrail tier
+    # denying the same observed flow as the guardrails file does
+    assert main(["evaluate", str(out), str(SAMPLES)]) == 1
     # the observed flow the guardrail denies is a false deny of the whole stack
     assert main(["evaluate", str(out), str(SAMPLES), "--guardrails", str(EXAMPLE),
                  "--precedence", "calico"]) == 1
