@@ -196,7 +196,10 @@ def run(
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the policies as YAML; write nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the policies as YAML (as JSON with --json); write nothing."
+        ),
     ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the report summary as JSON.")
@@ -257,6 +260,16 @@ def run(
             scheduler=scheduler,
             on_batch=progress.callback,
         )
+    if dry_run and json_out:  # the policies as JSON, with the report summary; nothing written
+        payload = {
+            "dry_run": True,
+            "manifests": {name: result.manifests(name) for name in result.config.dialects},
+            **result.report["summary"],
+        }
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        if profile:
+            _print_timings(result.timings)
+        return
     if dry_run:
         several = len(result.config.dialects) > 1
         for name in result.config.dialects:

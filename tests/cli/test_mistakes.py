@@ -177,3 +177,55 @@ def test_parse_duration_units() -> None:
     assert parse_duration("2d") == timedelta(days=2)
     assert parse_duration("1w") == timedelta(days=7)
     assert parse_duration("1.5h") == timedelta(minutes=90)
+
+
+# --- ingest -o by extension, --json everywhere ------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_ingest_writes_what_the_extension_says(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, suffix: str
+) -> None:
+    import json
+
+    out = tmp_path / f"flows{suffix}"
+    status, text, err = _run(capsys, "ingest", str(SAMPLES / "hubble.jsonl.gz"), "-o", str(out),
+                             "--summary", "--json")
+    assert status == 0, err
+    payload = json.loads(text)
+    assert payload["rows"] == 4314 and payload["profile"]
+    data = out.read_bytes()
+    if suffix == ".parquet":
+        assert data[:4] == b"PAR1"
+    elif suffix == ".csv":
+        assert data.startswith(b'"') and b"src_kind" in data.splitlines()[0]
+        status, text, err = _run(capsys, "ingest", str(out), "-f", "csv", "-o",
+                                 str(tmp_path / "back.parquet"), "--json")
+        assert status == 0, err
+        assert json.loads(text)["rows"] == 4314
+    else:
+        lines = data.decode().splitlines()
+        assert len(lines) == 4314
+        assert {"src_kind", "dst_port", "start_time"} <= set(json.loads(lines[0]))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_ingest_refuses_an_unknown_extension(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, out, err = _run(capsys, "ingest", str(SAMPLES / "hubble.jsonl.gz"), "-o",
+                            str(tmp_path / "flows.txt"))
+    _usage_error(status, out, err, ".parquet", ".csv", ".jsonl")
+    assert not (tmp_path / "flows.txt").exists()
+
+
+def test_dry_run_json_is_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    status, out, err = _run(capsys, str(SAMPLES / "flows.parquet"), "--dry-run", "--json",
+                            "-d", "kubernetes,cilium")
+    assert status == 0, err
+    payload = json.loads(out)
+    assert payload["dry_run"] is True
+    assert {m["kind"] for m in payload["manifests"]["kubernetes"]} == {"NetworkPolicy"}
+    assert {m["kind"] for m in payload["manifests"]["cilium"]} == {"CiliumNetworkPolicy"}
