@@ -17,17 +17,44 @@ app = typer.Typer(
         "`recommend FLOWS...` is short for `recommend run FLOWS...`."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _usage_metavar(self: Any, ctx: Any, *, usage: bool = False) -> str:
+    """An argument's metavariable as ``FLOWS...`` (upper case, ``...`` when repeated,
+    ``[...]`` when optional), not Typer's ``{FLOWS}``."""
+    var = self.metavar or (self.name or "").upper()
+    if self.nargs != 1 and not var.endswith("..."):
+        var += "..."
+    return f"[{var}]" if usage and not self.required and not var.startswith("[") else var
+
+
+def _install_metavars() -> None:
+    from typer.core import TyperArgument
+
+    TyperArgument.make_metavar = _usage_metavar  # type: ignore[method-assign]
+
+
+_install_metavars()
+
+#: What ``-q`` and ``-v`` asked for: -1 quiet, 0 normal, 1 verbose (stage timings), 2 debug.
+VERBOSITY: list[int] = [0]
+
+
+def verbosity() -> int:
+    """-1 with ``-q``, 1 with ``-v`` (2 with ``-vv``), else 0."""
+    return VERBOSITY[0]
 
 FlowsArg = Annotated[
     list[Path],
     typer.Argument(
         help="Flow files, folders or glob patterns (plain, gzip or zstd).",
         show_default=False,
-        metavar="FLOWS",
+        metavar="FLOWS...",
     ),
 ]
 # Text, not Path: a Path would fold the "//" of an object-storage URI (s3://bucket/...).
@@ -37,7 +64,7 @@ RunFlowsArg = Annotated[
         help="Flow files, folders or glob patterns (plain, gzip or zstd); with --engine dask "
         "also fsspec URIs such as s3://bucket/flows/.",
         show_default=False,
-        metavar="FLOWS",
+        metavar="FLOWS...",
     ),
 ]
 WorkersOpt = Annotated[
@@ -152,8 +179,8 @@ def _err(message: str) -> None:
 
 
 def _progress(enabled: bool) -> Any:
-    """A rich progress display on a terminal, or None when quiet."""
-    if not enabled:
+    """A rich progress display on a terminal, or None when quiet (or ``-q``)."""
+    if not enabled or verbosity() < 0:
         return None
     from rich.progress import (
         Progress,

@@ -31,11 +31,52 @@ def _root(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q",
+            help="Print nothing but errors and the data asked for (--json, --dry-run); the "
+            "exit status tells the result. Also after the command name.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, show_default=False,
+            help="Print the seconds each stage took (as --profile) and what the library logs; "
+            "-vv also debug messages. Also after the command name.",
+        ),
+    ] = 0,
 ) -> None:
     """Least-privilege Kubernetes network policies from flow logs."""
 
 
-_ROOT_OPTIONS = ("--help", "--version")
+_ROOT_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
+_VERBOSITY_FLAGS = {"-q": -1, "--quiet": -1, "-v": 1, "--verbose": 1, "-vv": 2}
+
+
+def _take_verbosity(args: list[str]) -> tuple[list[str], int]:
+    """``args`` without -q/-v (given anywhere, before or after the command), and the level."""
+    level, rest = 0, []
+    for arg in args:
+        flag = _VERBOSITY_FLAGS.get(arg)
+        if flag is None:
+            rest.append(arg)
+        elif flag < 0:
+            level = -1
+        elif level >= 0:
+            level = min(level + flag, 2)
+    return rest, level
+
+
+def _set_logging(level: int) -> None:
+    import logging
+
+    logging.getLogger("recommender").setLevel(
+        {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}[level]
+    )
+    if level > 0 and not logging.getLogger().handlers:
+        logging.basicConfig(format="%(name)s: %(message)s")
 
 
 def _commands() -> set[str]:
@@ -189,7 +230,17 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
 
 
 def _main(argv: list[str] | None, own_process: bool) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    from ._app import VERBOSITY
+
+    args, VERBOSITY[0] = _take_verbosity(list(sys.argv[1:] if argv is None else argv))
+    _set_logging(VERBOSITY[0])
+    if VERBOSITY[0] < 0 and args and not {"--json", "--dry-run", "--help", "-h"} & set(args):
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            return _dispatch(args, own_process)
+    return _dispatch(args, own_process)
+
+
+def _dispatch(args: list[str], own_process: bool) -> int:
     if not args:
         args = ["--help"]
     elif args[0] not in _commands() and args[0] not in _ROOT_OPTIONS:

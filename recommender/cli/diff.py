@@ -17,6 +17,7 @@ def diff(
     existing: Annotated[
         Path,
         typer.Argument(
+            metavar="EXISTING",
             help="The policies in force: a NetworkPolicy YAML file or a folder of them.",
             show_default=False,
         ),
@@ -24,6 +25,7 @@ def diff(
     new: Annotated[
         Path,
         typer.Argument(
+            metavar="NEW",
             help="The proposed policies: a NetworkPolicy YAML file or a folder of them.",
             show_default=False,
         ),
@@ -41,7 +43,8 @@ def diff(
     For CI and GitOps pipelines: run it on a pull request that changes policies, against
     recent flows. Exit status: 0 when no observed allowed connection becomes denied,
     1 when NEW denies observed allowed traffic that EXISTING allows (it would break it),
-    2 on bad input (unreadable flows or policies). EXISTING and NEW may be Kubernetes,
+    2 on bad input (unreadable flows or policies), 130 interrupted (Ctrl-C), 143 terminated
+    (SIGTERM), 70 internal error (a bug). EXISTING and NEW may be Kubernetes,
     Calico or Cilium trees (even different ones: moving from one CNI to another), each judged
     with its own dialect's precedence.
     """

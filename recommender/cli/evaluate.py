@@ -17,6 +17,7 @@ def evaluate(
     policies: Annotated[
         Path,
         typer.Argument(
+            metavar="POLICIES",
             help="A NetworkPolicy YAML file, or a folder of them (searched recursively).",
             show_default=False,
         ),
@@ -55,7 +56,8 @@ def evaluate(
 
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
     1 when there are false denies (observed allowed connections the policies would deny),
-    2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
+    2 on bad input (unreadable flows or policies, what the evaluator cannot judge), 130
+    interrupted (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
     """
     from ..evaluation.replay import replay
     from ..evaluation.stack import read_policy_tree

@@ -38,7 +38,10 @@ def ingest(
         typer.Option("--json", help="Print the result as JSON (with --summary, the profile too)."),
     ] = False,
 ) -> None:
-    """Read flow logs into the canonical flow table (Parquet, CSV or JSON lines)."""
+    """Read flow logs into the canonical flow table (Parquet, CSV or JSON lines).
+
+    Exit status: 0 written; 2 bad input or usage (with what to do), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
+    """
     import tempfile
 
     from ..ingest import iter_flow_batches

@@ -18,6 +18,7 @@ from ._app import (
     SchedulerOpt,
     WorkersOpt,
     _guardrails_summary,
+    verbosity,
     _Last,
     _MinConnections,
     _print_ledger,
@@ -208,7 +209,11 @@ def run(
     scheduler: SchedulerOpt = None,
     profile: ProfileOpt = False,
 ) -> None:
-    """Recommend least-privilege NetworkPolicies from flows (the default command)."""
+    """Recommend least-privilege NetworkPolicies from flows (the default command).
+
+    FLOWS may be - (standard input) or a pipe: hubble observe -o json | recommend -.
+    Exit status: 0 written; 2 bad input or usage (with what to do), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
+    """
     if engine == "embedded" and holdout is None:
         from ..ingest.parallel import prestart
 
@@ -267,7 +272,7 @@ def run(
             **result.report["summary"],
         }
         typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        if profile:
+        if profile or verbosity() > 0:
             _print_timings(result.timings)
         return
     if dry_run:
@@ -276,11 +281,11 @@ def run(
             if several:
                 typer.echo(f"# dialect: {name}")
             typer.echo(result.to_yaml(name), nl=False)
-        if profile:
+        if profile or verbosity() > 0:
             _print_timings(result.timings)
         return
     written = result.write(output)
-    if profile:
+    if profile or verbosity() > 0:
         _print_timings(result.timings)
     summary = result.report["summary"]
     if json_out:

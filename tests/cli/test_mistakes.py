@@ -229,3 +229,36 @@ def test_dry_run_json_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert payload["dry_run"] is True
     assert {m["kind"] for m in payload["manifests"]["kubernetes"]} == {"NetworkPolicy"}
     assert {m["kind"] for m in payload["manifests"]["cilium"]} == {"CiliumNetworkPolicy"}
+
+
+# --- Typer conventions ------------------------------------------------------------------------
+
+
+def test_short_help_and_usage_metavars(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = _run(capsys, "-h")
+    assert status == 0 and "Usage: recommend" in out and "--install-completion" in out
+    status, out, _ = _run(capsys, "evaluate", "-h")
+    assert status == 0
+    assert "Usage: recommend evaluate [OPTIONS] POLICIES FLOWS..." in out
+    assert "{" not in out.splitlines()[0]
+    status, out, err = _run(capsys, "diff")
+    _usage_error(status, out, err, "'EXISTING'")
+
+
+def test_quiet_and_verbose(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    flows = str(SAMPLES / "flows.parquet")
+    status, out, err = _run(capsys, "-q", flows, "-o", str(tmp_path / "q"))
+    assert status == 0 and out == "" and err == ""
+    assert (tmp_path / "q" / "report.json").is_file()
+    status, out, err = _run(capsys, flows, "-o", str(tmp_path / "v"), "-v")
+    assert status == 0 and "wrote" in out
+    assert "stage" in err and "synthesize" in err and "total" in err
+    status, out, err = _run(capsys, "-q", flows, "--dry-run")  # the data asked for is printed
+    assert status == 0 and "kind: NetworkPolicy" in out
+
+
+def test_one_error_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["run", "--bogus"], ["evaluate"], ["nothing-here.json"]):
+        status, out, err = _run(capsys, *args)
+        assert status == 2
+        assert err.startswith("error: ") and "Error:" not in err
