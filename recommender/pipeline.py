@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 import time
@@ -29,11 +30,14 @@ from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
 from .ingest._source import is_stream
+from .ingest.overlap import OverlapCheck, without_files
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
 from .report.model import build_report, report_json, report_markdown
 from .synthesis.synthesizer import Findings, synthesize
+
+_log = logging.getLogger("recommender")
 
 if TYPE_CHECKING:
     from .policy.dialects import DialectOptions
@@ -442,6 +446,7 @@ def recommend(
         started = time.perf_counter()
         holdout_input: pa.Table | Path
         reread: Path | None = None
+        dropped_files: tuple[str, ...] = ()
         if isinstance(flows, pa.Table):
             if config.last is not None:
                 config = _resolve_last(flows.to_batches(), config)
@@ -474,7 +479,9 @@ def recommend(
             source: Iterable[pa.RecordBatch] = batches
             holdout_input = Path()
             streamed = any(is_stream(path) for path, _ in batches.files)
-            if validate or streamed or config.last is not None:
+            formats = {fmt for _, fmt in batches.files}
+            overlap = OverlapCheck() if len(batches.files) > 1 else None
+            if validate or streamed or config.last is not None or len(formats) > 1:
                 # Read again later (held-out validation, the anomaly screen, --last): a pipe
                 # can be read once, so the canonical rows are kept.
                 spill = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "flows.parquet"
@@ -486,8 +493,18 @@ def recommend(
                     pass
                 config = _resolve_last(pq_batches(spill), config)
                 source = pq_batches(spill)
+            if overlap is not None:
+                source = overlap.watch(source)
             timed = _Timed(source, on_batch)
             tables = aggregate_edges(timed, config)
+            if overlap is not None:
+                found = overlap.findings()
+                for message in found.warnings:
+                    _log.warning("%s", message)
+                if found.dropped and reread is not None:  # count each connection once
+                    kept = reread
+                    tables = aggregate_edges(without_files(pq_batches(kept), found.dropped), config)
+                    dropped_files = found.dropped
             # The JSON round trip gives the same values a read_flows table's metadata holds.
             ledger = json.loads(json.dumps(batches.ledger.to_dict()))
         aggregated = time.perf_counter()
@@ -500,7 +517,7 @@ def recommend(
         rows: Any = (
             flows
             if isinstance(flows, pa.Table)
-            else (lambda: pq_batches(reread))
+            else (lambda: without_files(pq_batches(reread), dropped_files))
             if reread is not None
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )

@@ -262,3 +262,45 @@ def test_one_error_prefix(capsys: pytest.CaptureFixture[str]) -> None:
         status, out, err = _run(capsys, *args)
         assert status == 2
         assert err.startswith("error: ") and "Error:" not in err
+
+
+# --- input sanity ----------------------------------------------------------------------------
+
+
+def test_overlapping_inputs_count_each_connection_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sample_flows/ holds the same traffic three ways: the result is that of the most
+    detailed copy (31 rules, as from the Hubble file alone), not the Calico copy's 36."""
+    import json
+
+    status, _, err = _run(capsys, str(SAMPLES / "hubble.jsonl.gz"), "-o", str(tmp_path / "one"))
+    assert status == 0, err
+    with caplog.at_level("WARNING", logger="recommender"):
+        status, _, err = _run(capsys, str(SAMPLES), "-o", str(tmp_path / "all"))
+    assert status == 0, err
+    one = json.loads((tmp_path / "one" / "report.json").read_text())["summary"]
+    every = json.loads((tmp_path / "all" / "report.json").read_text())["summary"]
+    assert every["rules"] == one["rules"] == 31
+    assert any("calico.jsonl.gz (calico) holds the same connections" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_far_apart_windows_are_reported(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+
+    from recommender.ingest.overlap import OverlapCheck
+
+    check = OverlapCheck()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for name, when, fmt in (("a", start, "hubble"), ("b", start + timedelta(days=150), "calico")):
+        check.observe(pa.RecordBatch.from_pylist([{
+            "source_file": name, "source_format": fmt, "src_namespace": "x",
+            "src_workload": "w", "dst_namespace": "y", "dst_workload": "v",
+            "protocol": "TCP", "dst_port": 80, "start_time": when,
+        }]))
+    found = check.findings()
+    assert found.dropped == ()  # same connections, but not in the same window: no copies
+    assert len(found.warnings) == 1 and "150 days apart" in found.warnings[0]
