@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
@@ -14,10 +15,8 @@ def _terminated_early(signum: int, frame: object) -> None:
 def console() -> None:
     """The ``recommend`` console script. Ctrl-C or SIGTERM while the program is still starting
     (importing its modules) also ends it with one line and exit status 130 or 143."""
-    try:
+    with contextlib.suppress(ValueError, OSError):  # not the main thread
         signal.signal(signal.SIGTERM, _terminated_early)
-    except (ValueError, OSError):  # pragma: no cover - not the main thread
-        pass
     try:
         from .cli import _console
     except KeyboardInterrupt:

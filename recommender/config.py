@@ -7,8 +7,8 @@ keyword arguments to :func:`recommender.recommend`. Both end here, so validation
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
 import re
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final

@@ -40,7 +40,8 @@ def ingest(
 ) -> None:
     """Read flow logs into the canonical flow table (Parquet, CSV or JSON lines).
 
-    Exit status: 0 written; 2 bad input or usage (with what to do), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
+    Exit status: 0 written; 2 bad input or usage (with what to do), 130 interrupted
+    (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
     """
     import tempfile
 

@@ -18,7 +18,6 @@ from ._app import (
     SchedulerOpt,
     WorkersOpt,
     _guardrails_summary,
-    verbosity,
     _Last,
     _MinConnections,
     _print_ledger,
@@ -27,6 +26,7 @@ from ._app import (
     _Since,
     _Until,
     app,
+    verbosity,
 )
 
 
@@ -212,7 +212,8 @@ def run(
     """Recommend least-privilege NetworkPolicies from flows (the default command).
 
     FLOWS may be - (standard input) or a pipe: hubble observe -o json | recommend -.
-    Exit status: 0 written; 2 bad input or usage (with what to do), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
+    Exit status: 0 written; 2 bad input or usage (with what to do), 130 interrupted
+    (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
     """
     if engine == "embedded" and holdout is None:
         from ..ingest.parallel import prestart

@@ -174,7 +174,7 @@ class _NetworkSet:
 
 def read_calico_tiers(
     docs: Iterable[tuple[str, Mapping[str, Any]]],
-    network_policies: PolicySet = PolicySet(),
+    network_policies: PolicySet | None = None,
     guardrails: Guardrails | None = None,
 ) -> tuple[tuple[CalicoTier, ...], tuple[str, ...]]:
     """The Calico tiers of ``docs`` (with the Kubernetes NetworkPolicies in the default tier
@@ -235,7 +235,7 @@ def read_calico_tiers(
                 f"{where}: tier {tier!r} is not defined; add its Tier manifest to POLICIES."
             )
         members[tier].append(policy_obj)
-    for policy in network_policies.policies:
+    for policy in (network_policies or PolicySet()).policies:
         members["default"].append(_knp(policy))
     out = [
         CalicoTier(name, tiers[name][0], tuple(members[name]), tiers[name][1])  # type: ignore[arg-type]
@@ -289,6 +289,7 @@ def _policy(where: str, doc: Mapping[str, Any], sets: list[_NetworkSet]) -> Cali
     ingress_raw = list(spec.get("ingress") or [])
     egress_raw = list(spec.get("egress") or [])
     raw_types = spec.get("types")
+    types: tuple[Direction, ...]
     if raw_types:
         types = tuple(d for d in ("ingress", "egress") if d.capitalize() in raw_types)
     elif egress_raw and ingress_raw:
@@ -299,13 +300,16 @@ def _policy(where: str, doc: Mapping[str, Any], sets: list[_NetworkSet]) -> Cali
         types = ("ingress",)
     order = spec.get("order")
     rules: dict[Direction, tuple[Rule, ...]] = {}
-    for direction, raw in (("ingress", ingress_raw), ("egress", egress_raw)):
+    sides: tuple[tuple[Direction, list[Any]], ...] = (
+        ("ingress", ingress_raw), ("egress", egress_raw)
+    )
+    for direction, raw in sides:
         out: list[Rule] = []
         for index, item in enumerate(raw):
             rule = _rule(item, direction, namespace, sets, f"{where} {direction} rule {index}")
             if rule is not None:
                 out.append(rule)
-        rules[direction] = tuple(out)  # type: ignore[index]
+        rules[direction] = tuple(out)
     subject = None
     if is_global:
         ns = parse_calico_selector(spec.get("namespaceSelector"), f"{where} namespaceSelector")

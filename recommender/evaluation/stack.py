@@ -110,10 +110,10 @@ def read_policy_tree(
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     skipped = frozenset(skip)
     docs: list[tuple[str, Mapping[str, Any]]] = []
-    for where, doc in iter_manifests(items):
-        if skipped and skipped & set(Path(where.split(" (document")[0]).parts):
+    for location, manifest in iter_manifests(items):
+        if skipped and skipped & set(Path(location.split(" (document")[0]).parts):
             continue
-        docs.append((where, doc))
+        docs.append((location, manifest))
     for where, doc in docs:
         group, kind = _group(doc), str(doc.get("kind", ""))
         if kind.endswith("NetworkPolicy") and group not in _KNOWN_GROUPS:
@@ -159,7 +159,7 @@ def read_policy_tree(
 def _network_policies(docs: list[tuple[str, Mapping[str, Any]]]) -> PolicySet:
     """The Kubernetes NetworkPolicies among ``docs`` (as :func:`read_policies` reads them)."""
 
-    out = {}
+    out: dict[tuple[str, str], Any] = {}
     for where, doc in docs:
         if doc.get("kind") == "NetworkPolicy" and _group(doc) == "networking.k8s.io":
             try:

@@ -31,8 +31,7 @@ class ParquetReader(FlowReader):
                 copy = Path(folder) / "stdin.parquet"
                 with open_decompressed(path) as fh, copy.open("wb") as out:
                     shutil.copyfileobj(fh, out, 1 << 20)
-                for batch in self._read_file(copy, str(path)):
-                    yield batch
+                yield from self._read_file(copy, str(path))
             return
         yield from self._read_file(path, str(path))
 

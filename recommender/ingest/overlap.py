@@ -13,6 +13,7 @@ inputs lie far apart in time.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -103,7 +104,7 @@ class OverlapCheck:
                     )
         kept = [(n, f) for n, f in files if n not in dropped and f.first and f.last]
         kept.sort(key=lambda kv: kv[1].first)  # type: ignore[arg-type,return-value]
-        for (a, fa), (b, fb) in zip(kept, kept[1:], strict=False):
+        for (a, fa), (b, fb) in itertools.pairwise(kept):
             assert fa.last is not None and fb.first is not None
             if fb.first - fa.last > FAR_APART:
                 warnings.append(

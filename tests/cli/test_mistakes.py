@@ -259,7 +259,7 @@ def test_quiet_and_verbose(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 
 def test_one_error_prefix(capsys: pytest.CaptureFixture[str]) -> None:
     for args in (["run", "--bogus"], ["evaluate"], ["nothing-here.json"]):
-        status, out, err = _run(capsys, *args)
+        status, _, err = _run(capsys, *args)
         assert status == 2
         assert err.startswith("error: ") and "Error:" not in err
 

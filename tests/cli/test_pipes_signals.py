@@ -3,6 +3,7 @@ subprocesses: the exit status, the one line printed, and no half-written output.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import signal
@@ -47,7 +48,8 @@ def _policies(folder: Path) -> dict[str, bytes]:
 def test_pipe_into_dash_writes_the_same_policies_as_the_file(tmp_path: Path) -> None:
     from_file = _recommend(str(HUBBLE), "-o", str(tmp_path / "file"))
     assert from_file.returncode == 0, from_file.stderr
-    piped = _recommend("-", "-o", str(tmp_path / "pipe"), stdin=gzip.decompress(HUBBLE.read_bytes()))
+    data = gzip.decompress(HUBBLE.read_bytes())
+    piped = _recommend("-", "-o", str(tmp_path / "pipe"), stdin=data)
     assert piped.returncode == 0, piped.stderr
     assert _policies(tmp_path / "pipe") == _policies(tmp_path / "file")
     assert _policies(tmp_path / "pipe")
@@ -119,10 +121,8 @@ def _stop(args: list[str], sig: int, after: float) -> tuple[int, str]:
         start_new_session=True,
     )
     time.sleep(after)
-    try:
+    with contextlib.suppress(ProcessLookupError):  # finished already
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:  # pragma: no cover - finished already
-        pass
     out, err = proc.communicate(timeout=300)
     return proc.returncode, (out + err).decode()
 
