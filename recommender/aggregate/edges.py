@@ -17,6 +17,7 @@ denied flows and suspected replies are counted separately for the report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -203,7 +204,8 @@ def _connect() -> duckdb.DuckDBPyConnection:
     # which a query fed from a pipe (`recommend -`) does while it waits for input.
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
+    with contextlib.suppress(duckdb.Error):  # in Jupyter, DuckDB wants ipywidgets for this
+        con.execute("SET enable_progress_bar = false")
     return con
 
 
