@@ -153,6 +153,42 @@ def _set_values(body: str, text: str, where: str) -> tuple[str, ...]:
     return tuple(sorted(values))
 
 
+#: The pod label a service account is judged by (set from the flows' labels: Hubble's
+#: ``io.cilium.k8s.policy.serviceaccount``, Calico's own).
+SERVICE_ACCOUNT_LABEL: Final = "projectcalico.org/serviceaccount"
+
+
+def _service_accounts(text: str | None, names: tuple[str, ...], where: str) -> LabelSelector:
+    """A service-account selector (``projectcalico.org/name`` terms) and names as a selector
+    over the pods' service-account label."""
+    terms: list[tuple[str, str, tuple[str, ...]]] = []
+    labels: list[tuple[str, str]] = []
+    if names:
+        terms.append((SERVICE_ACCOUNT_LABEL, "In", tuple(sorted(names))))
+    parsed = parse_calico_selector(text, f"{where} service account selector") if text else None
+    if parsed is not None:
+        for key, value in parsed.match_labels:
+            if key != "projectcalico.org/name":
+                raise UnsupportedDialectError(
+                    f"{where}: service accounts are judged by name only, not by {key!r}."
+                )
+            labels.append((SERVICE_ACCOUNT_LABEL, value))
+        for key, op, values in parsed.match_expressions:
+            if key != "projectcalico.org/name":
+                raise UnsupportedDialectError(
+                    f"{where}: service accounts are judged by name only, not by {key!r}."
+                )
+            terms.append((SERVICE_ACCOUNT_LABEL, op, values))
+    return LabelSelector(tuple(sorted(labels)), tuple(sorted(terms)))
+
+
+def _and(a: LabelSelector, b: LabelSelector) -> LabelSelector:
+    return LabelSelector(
+        tuple(sorted(a.match_labels + b.match_labels)),
+        tuple(sorted(a.match_expressions + b.match_expressions)),
+    )
+
+
 def _namespace_selector(selector: LabelSelector) -> LabelSelector:
     """Calico names a namespace ``projectcalico.org/name``; Kubernetes labels it by name too."""
 
@@ -282,10 +318,7 @@ def _policy(where: str, doc: Mapping[str, Any], sets: list[_NetworkSet]) -> Cali
         raise InputError(f"{where}: global() is not a policy selector.")
     sa_text = spec.get("serviceAccountSelector")
     if sa_text:
-        raise UnsupportedDialectError(
-            f"{where} selects by service account, which the flows do not tell apart; evaluate "
-            "the tree written without --service-accounts."
-        )
+        selector = _and(selector, _service_accounts(sa_text, (), where))
     ingress_raw = list(spec.get("ingress") or [])
     egress_raw = list(spec.get("egress") or [])
     raw_types = spec.get("types")
@@ -404,9 +437,10 @@ def _peers(
     where: str,
 ) -> tuple[Peer, ...] | None:
     """The rule's peers (() for every peer); None when they select nothing at all."""
-    for key in ("notSelector", "services", "serviceAccounts"):
+    for key in ("notSelector", "services"):
         if entity.get(key):
             raise UnsupportedDialectError(f"{where} matches on {key}, which is not evaluated.")
+    accounts = entity.get("serviceAccounts")
     nets = [_network(str(n), where) for n in entity.get("nets") or ()]
     not_nets = tuple(_network(str(n), where) for n in entity.get("notNets") or ())
     selector_text = entity.get("selector")
@@ -424,11 +458,18 @@ def _peers(
         raise UnsupportedDialectError(f"{where}: notNets without nets is not evaluated.")
     if nets:
         return tuple(Peer("cidr", cidr=n, except_=not_nets) for n in nets)
-    if selector_text is None and ns_text is None:
+    if selector_text is None and ns_text is None and not accounts:
         return ()
     pods = parse_calico_selector(selector_text, f"{where} selector") if selector_text else None
     if selector_text and pods is None:
         raise InputError(f"{where}: global() belongs in namespaceSelector.")
+    if accounts:
+        if nets:
+            raise UnsupportedDialectError(f"{where}: serviceAccounts with nets is not evaluated.")
+        by_account = _service_accounts(
+            accounts.get("selector"), tuple(str(n) for n in accounts.get("names") or ()), where
+        )
+        pods = by_account if pods is None else _and(pods, by_account)
     ns_sel = parse_calico_selector(ns_text, f"{where} namespaceSelector") if ns_text else None
     peers: list[Peer] = []
     if ns_text and ns_sel is None:  # global(): the global network sets only

@@ -277,6 +277,27 @@ class Coverage:
 # --------------------------------------------------------------------------- the cluster
 
 
+#: Pod labels that carry a pod's service account in flows (Hubble's, Calico's).
+_SERVICE_ACCOUNT_KEYS: Final = (
+    "io.cilium.k8s.policy.serviceaccount",
+    "k8s:io.cilium.k8s.policy.serviceaccount",
+    "projectcalico.org/serviceaccount",
+)
+
+
+def _with_service_accounts(cluster: Cluster) -> Cluster:
+    """Pods with their service account under both Cilium's and Calico's label, whichever the
+    flows carried, so that either dialect's service-account selectors can be judged."""
+    pods = []
+    for pod in cluster.pods:
+        account = next((pod.labels[k] for k in _SERVICE_ACCOUNT_KEYS if k in pod.labels), None)
+        if account is not None:
+            extra = {_SERVICE_ACCOUNT_KEYS[0]: account, _SERVICE_ACCOUNT_KEYS[2]: account}
+            pod = replace(pod, labels={**pod.labels, **extra})
+        pods.append(pod)
+    return Cluster(cluster.namespaces, tuple(pods))
+
+
 def _label_maps(workload_labels: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
     """Per (namespace, workload), every label map observed (empty list: none observed)."""
     maps: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -751,6 +772,8 @@ def replay(
     )
     if tree is not None and not tree.native:
         tree = None
+    if tree is not None:
+        cluster = _with_service_accounts(cluster)
     judge = _Judge(
         policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods}, guardrails, dialect,
         tree,

@@ -286,7 +286,11 @@ def _coverage(capsys: pytest.CaptureFixture[str], tree: Path, flows: str) -> dic
 
 @pytest.mark.parametrize(
     "options",
-    [[], ["--staged", "--network-sets", "--domains", "--host-policies"], ["--domains", "--l7"]],
+    [
+        [],
+        ["--staged", "--network-sets", "--domains", "--host-policies"],
+        ["--domains", "--l7", "--service-accounts"],
+    ],
 )
 def test_written_trees_judged_like_the_kubernetes_tree(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, options: list[str]
