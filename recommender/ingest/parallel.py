@@ -311,13 +311,15 @@ def prestart(paths: Any, format: str | None = None, workers: int | None = None) 
     nothing happens when the input is not large Hubble JSON or anything goes wrong. The workers
     start reading the first Hubble file at once; its batches wait for the read."""
     from ._detect import detect_format
-    from ._source import expand_paths_explicit
+    from ._source import expand_paths_explicit, is_stream
 
     if _WARM:
         return  # already started (the command line starts them as early as it can)
     if isinstance(paths, str | Path):
         paths = [paths]
     try:
+        if any(is_stream(p) for p in paths):
+            return  # a stream is read once, by the read itself
         files = [path for path, _ in expand_paths_explicit(paths)]
         hubble = [p for p in files if (format or detect_format(p)) == "hubble"]
         n = default_workers(hubble) if workers is None else max(int(workers), 1)
