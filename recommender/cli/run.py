@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -66,6 +66,15 @@ def run(
         int | None,
         typer.Option(help="Unobserved addresses a merged CIDR may add (0: exact addresses)."),
     ] = None,
+    allow_unestablished: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unestablished",
+            help="Give rules to edges whose connections were all attempted but never "
+            "established (resets, unanswered retried SYNs, no answer counted); by default they "
+            "get none and the report lists them under 'Attempted, never established'.",
+        ),
+    ] = False,
     trust_all_flows: Annotated[
         bool,
         typer.Option(
@@ -212,8 +221,11 @@ def run(
     """Recommend least-privilege NetworkPolicies from flows (the default command).
 
     FLOWS may be - (standard input) or a pipe: hubble observe -o json | recommend -.
-    Exit status: 0 written; 2 bad input or usage (with what to do), 130 interrupted
-    (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
+    Exit status: 0 when the self-check passed; 3 when it failed: the policies would deny
+    observed allowed traffic, or allow flows the input shows as denied or never established
+    (one line per problem on stderr; the policies and the report are still written, and the
+    report's first lines say the same); 2 on bad input or options (with what to do); 130
+    interrupted (Ctrl-C), 143 terminated (SIGTERM); 70 internal error (a bug).
     """
     if engine == "embedded" and holdout is None:
         from ..ingest.parallel import prestart
@@ -235,6 +247,7 @@ def run(
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
+                "allow_unestablished": True if allow_unestablished else None,
                 "trust_all_flows": True if trust_all_flows else None,
                 "compact_policies": True if compact or compaction_budget else None,
                 "compaction_budget": compaction_budget,
@@ -284,6 +297,7 @@ def run(
             typer.echo(result.to_yaml(name), nl=False)
         if profile or verbosity() > 0:
             _print_timings(result.timings)
+        _fail_on_self_check(result.report)
         return
     written = result.write(output)
     if profile or verbosity() > 0:
@@ -308,6 +322,7 @@ def run(
                 default=str,
             )
         )
+        _fail_on_self_check(result.report)
         return
     typer.echo(
         f"wrote {summary['policies']} policies ({summary['rules']} rules) for "
@@ -342,5 +357,18 @@ def run(
             f"{held['observed_connections']:,} later connections), rule stability "
             f"{held['churn']['stability']:.2f}"
         )
+    _fail_on_self_check(result.report)
 
 
+#: Exit status of ``recommend run`` when its self-check fails (see the docstring of run).
+SELF_CHECK_FAILED = 3
+
+
+def _fail_on_self_check(report: dict[str, Any]) -> None:
+    """One line per self-check problem on stderr, and exit status 3, when there are any."""
+    problems = (report.get("self_check") or {}).get("problems") or []
+    for problem in problems:
+        typer.echo(f"self-check failed: {problem['message']}", err=True)
+    if problems:
+        # SystemExit, not typer.Exit: see `evaluate`.
+        raise SystemExit(SELF_CHECK_FAILED)
