@@ -756,8 +756,9 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
     }
     candidates = len(pods) * (len(pods) - 1) * len(ports)
     # Plain Kubernetes policies on pods without named ports are counted per selector class
-    # (exact within a budget, a bound beyond); guardrail stacks pair by pair, up to ``limit``.
-    by_class = judge.guardrails is None and not any(p.ports for p in pods)
+    # (exact within a budget, a bound beyond); guardrail stacks and Calico or Cilium trees
+    # pair by pair, up to ``limit``.
+    by_class = judge.guardrails is None and judge.tree is None and not any(p.ports for p in pods)
     if limit <= 0 or (candidates > limit and not by_class):
         return OverPermissive(
             candidates,
