@@ -8,7 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import FlowsArg, FormatOpt, GuardrailsOpt, app
+from ._app import (
+    FlowsArg,
+    FormatOpt,
+    GuardrailsOpt,
+    RootNamespaceOpt,
+    TrustDomainOpt,
+    app,
+)
 from ._hints import swap_hint
 
 
@@ -18,7 +25,9 @@ def evaluate(
         Path,
         typer.Argument(
             metavar="POLICIES",
-            help="A NetworkPolicy YAML file, or a folder of them (searched recursively).",
+            help="A policy YAML file (Kubernetes, Calico or Cilium), or a folder of them "
+            "(searched recursively); Istio AuthorizationPolicies and PeerAuthentications there "
+            "are judged too.",
             show_default=False,
         ),
     ],
@@ -43,6 +52,8 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    trust_domain: TrustDomainOpt = "cluster.local",
+    root_namespace: RootNamespaceOpt = "istio-system",
     staged_verdicts: Annotated[
         bool,
         typer.Option(
@@ -61,7 +72,10 @@ def evaluate(
     staged policies, network sets) or Cilium v2 ones (CiliumNetworkPolicy,
     CiliumClusterwideNetworkPolicy): the whole stack is evaluated with the precedence of
     --precedence (docs/evaluator.md). --guardrails FILE replaces the guardrails found in
-    POLICIES (and leaves out its _guardrails/ folder).
+    POLICIES (and leaves out its _guardrails/ folder). Istio AuthorizationPolicies and
+    PeerAuthentications in POLICIES are judged with Istio's semantics after the
+    NetworkPolicies, each HTTP request on its own, with every workload's service account (from
+    the flows) as its principal.
 
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
     1 when there are false denies (observed allowed connections the policies would deny),
@@ -70,6 +84,7 @@ def evaluate(
     """
     from ..evaluation.replay import replay
     from ..evaluation.stack import read_policy_tree
+    from ..policy.reader import read_istio_policies
 
     if dialect not in (None, "kubernetes", "calico", "cilium"):
         raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
@@ -88,6 +103,7 @@ def evaluate(
         if staged_verdicts:
             _compare_staged(tree.network_policies, flows, format, json_out, examples)
             return
+        istio = read_istio_policies(policies)
         coverage = replay(
             tree.network_policies,
             flows,
@@ -95,6 +111,9 @@ def evaluate(
             guardrails=tree.guardrails,
             dialect=tree.dialect,
             tree=tree,
+            istio=istio or None,
+            trust_domain=trust_domain,
+            root_namespace=root_namespace,
         )
     if json_out:
         typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
