@@ -8,15 +8,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
+import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,6 +30,8 @@ from .errors import ConfigError, FlowFormatError
 from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
+from .ingest._source import is_stream
+from .ingest.overlap import OverlapCheck, without_files
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
@@ -35,6 +39,8 @@ from .report.model import build_report, finish_report, report_json, report_markd
 from .synthesis.decided import DecisionRun
 from .synthesis.decisions import Decisions
 from .synthesis.synthesizer import Findings, synthesize
+
+_log = logging.getLogger("recommender")
 
 if TYPE_CHECKING:
     from .policy.dialects import DialectOptions
@@ -480,6 +486,37 @@ class _Timed:
             yield batch
 
 
+def pq_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of a canonical Parquet file written by :func:`_spilled`."""
+    import pyarrow.parquet as pq
+
+    yield from pq.ParquetFile(path).iter_batches(batch_size=65536)
+
+
+def _resolve_last(batches: Iterable[pa.RecordBatch], config: RecommendConfig) -> RecommendConfig:
+    """``config`` with ``last`` turned into ``since``: that long before the latest flow start
+    (before ``until``) of the input."""
+    import pyarrow.compute as pc
+
+    assert config.last is not None
+    latest = None
+    for batch in batches:
+        starts = batch.column("start_time")
+        if config.until is not None:
+            starts = pc.filter(starts, pc.less(starts, pa.scalar(config.until, starts.type)))
+        value = pc.max(starts).as_py()
+        if value is not None and (latest is None or value > latest):
+            latest = value
+    if latest is None:
+        return config.replace(last=None)
+    if latest.tzinfo is None:
+        latest = latest.replace(tzinfo=UTC)
+    since = latest - config.last
+    if config.since is not None and config.since > since:
+        since = config.since
+    return dataclasses.replace(config, since=since, last=None)
+
+
 def _spilled(batches: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
     """Pass ``batches`` through while writing them to a canonical Parquet file at ``path``."""
     import pyarrow.parquet as pq
@@ -597,13 +634,19 @@ def recommend(
         stack.enter_context(few_collections())
         started = time.perf_counter()
         holdout_input: pa.Table | Path
+        reread: Path | None = None
+        dropped_files: tuple[str, ...] = ()
         if isinstance(flows, pa.Table):
+            if config.last is not None:
+                config = _resolve_last(flows.to_batches(), config)
             raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
             ledger = json.loads(raw) if raw else None
             timed = _Timed(flows.to_batches(), on_batch)
             tables = aggregate_edges(timed, config)
             holdout_input = flows
         elif engine == "dask":
+            if config.last is not None:
+                raise ConfigError("last (--last) needs the embedded engine; give since instead.")
             from .engine.dask_engine import dask_edges
 
             tables, ledger_obj, read_s = dask_edges(
@@ -620,7 +663,12 @@ def recommend(
                 holdout_input = spill
         else:
             batches = iter_flow_batches(flows, format, workers=workers)
-            if not validate:
+            streamed = any(is_stream(path) for path, _ in batches.files)
+            formats = {fmt for _, fmt in batches.files}
+            # Read again later (held-out validation, the anomaly screen, --last, copies of one
+            # traffic in several formats): a pipe can be read once, so the canonical rows are kept.
+            keep_rows = validate or streamed or config.last is not None or len(formats) > 1
+            if not keep_rows:
                 from .aggregate.parquet_scan import scannable_parquet
 
                 parquet = scannable_parquet(batches.files)
@@ -643,13 +691,31 @@ def recommend(
                 if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
                     _import_later_stages()  # while this process mostly waits for its workers
                 source: Iterable[pa.RecordBatch] = batches
-                if validate:
+                overlap = OverlapCheck() if len(batches.files) > 1 else None
+                if keep_rows:
                     spill = Path(stack.enter_context(tempfile.TemporaryDirectory()))
                     spill /= "flows.parquet"
                     source = _spilled(batches, spill)
                     holdout_input = spill
+                    reread = spill
+                if config.last is not None:
+                    for _ in source:  # the whole input first: its window ends at its latest flow
+                        pass
+                    config = _resolve_last(pq_batches(spill), config)
+                    source = pq_batches(spill)
+                if overlap is not None:
+                    source = overlap.watch(source)
                 timed = _Timed(source, on_batch)
                 tables = aggregate_edges(timed, config)
+                if overlap is not None:
+                    found = overlap.findings()
+                    for message in found.warnings:
+                        _log.warning("%s", message)
+                    if found.dropped and reread is not None:  # count each connection once
+                        tables = aggregate_edges(
+                            without_files(pq_batches(reread), found.dropped), config
+                        )
+                        dropped_files = found.dropped
             # The JSON round trip gives the same values a read_flows table's metadata holds.
             ledger = json.loads(json.dumps(batches.ledger.to_dict()))
         aggregated = time.perf_counter()
@@ -662,6 +728,8 @@ def recommend(
         rows: Any = (
             flows
             if isinstance(flows, pa.Table)
+            else (lambda: without_files(pq_batches(reread), dropped_files))
+            if reread is not None
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )
         if parquet is not None:

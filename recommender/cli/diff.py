@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import DecisionsOpt, FlowsArg, FormatOpt, RootNamespaceOpt, TrustDomainOpt, app
+from ._hints import swap_hint
 
 
 @app.command()
@@ -16,6 +17,7 @@ def diff(
     existing: Annotated[
         Path,
         typer.Argument(
+            metavar="EXISTING",
             help="The policies in force: a NetworkPolicy YAML file or a folder of them.",
             show_default=False,
         ),
@@ -23,6 +25,7 @@ def diff(
     new: Annotated[
         Path,
         typer.Argument(
+            metavar="NEW",
             help="The proposed policies: a NetworkPolicy YAML file or a folder of them.",
             show_default=False,
         ),
@@ -46,27 +49,31 @@ def diff(
     observed edges a ``reject`` entry names may become denied: that is intended and listed
     apart. Exit status: 0 when no observed allowed connection becomes denied (other than
     rejected ones), 1 when NEW denies observed allowed traffic that EXISTING allows (it would
-    break it), 2 on bad input (unreadable flows, policies that are not Kubernetes
-    NetworkPolicy, an invalid decisions file).
+    break it), 2 on bad input (unreadable flows or policies, an invalid decisions file), 130
+    interrupted (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug). EXISTING and
+    NEW may be Kubernetes, Calico or Cilium trees (even different ones: moving from one CNI to
+    another), each judged with its own dialect's precedence.
     """
     from ..evaluation.diff import diff_policies
-    from ..policy.reader import read_istio_policies, read_policies
+    from ..evaluation.stack import read_policy_tree
+    from ..policy.reader import read_istio_policies
 
     decided: Any = None
     if decisions is not None:
         from ..synthesis.decisions import load_decisions
 
         decided = load_decisions(decisions)  # a bad file fails before the flows are read
-    result = diff_policies(
-        read_policies(existing),
-        read_policies(new),
-        flows,
-        format=format,
-        existing_istio=read_istio_policies(existing),
-        new_istio=read_istio_policies(new),
-        trust_domain=trust_domain,
-        root_namespace=root_namespace,
-    )
+    with swap_hint([existing, new], flows):
+        result = diff_policies(
+            read_policy_tree(existing),
+            read_policy_tree(new),
+            flows,
+            format=format,
+            existing_istio=read_istio_policies(existing),
+            new_istio=read_istio_policies(new),
+            trust_domain=trust_domain,
+            root_namespace=root_namespace,
+        )
     breaks = list(result.newly_denied_evidence)
     intended: list[Any] = []
     if decided is not None:

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from ._app import (
-    _GUARDRAIL_KINDS,
     DecisionsOpt,
     FlowsArg,
     FormatOpt,
@@ -18,6 +17,7 @@ from ._app import (
     TrustDomainOpt,
     app,
 )
+from ._hints import swap_hint
 
 
 @app.command()
@@ -25,8 +25,10 @@ def evaluate(
     policies: Annotated[
         Path,
         typer.Argument(
-            help="A NetworkPolicy YAML file, or a folder of them (searched recursively); "
-            "Istio AuthorizationPolicies and PeerAuthentications there are judged too.",
+            metavar="POLICIES",
+            help="A policy YAML file (Kubernetes, Calico or Cilium), or a folder of them "
+            "(searched recursively); Istio AuthorizationPolicies and PeerAuthentications there "
+            "are judged too.",
             show_default=False,
         ),
     ],
@@ -40,14 +42,17 @@ def evaluate(
     ] = 10,
     guardrails: GuardrailsOpt = None,
     dialect: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--precedence",
-            help="Whose precedence rules combine guardrails and NetworkPolicies: kubernetes "
-            "(ClusterNetworkPolicy Admin, NetworkPolicy, Baseline), calico (tiers) or cilium "
-            "(deny over allow).",
+            metavar="DIALECT",
+            help="Whose precedence rules judge the stack: kubernetes (ClusterNetworkPolicy "
+            "Admin, NetworkPolicy, Baseline), calico (tiers, order, Pass) or cilium (deny over "
+            "allow); default: the dialect of POLICIES (Calico or Cilium objects), else "
+            "kubernetes.",
+            show_default=False,
         ),
-    ] = "kubernetes",
+    ] = None,
     trust_domain: TrustDomainOpt = "cluster.local",
     root_namespace: RootNamespaceOpt = "istio-system",
     decisions: DecisionsOpt = None,
@@ -65,11 +70,14 @@ def evaluate(
     redundant (shadowed) and broad rules.
 
     POLICIES may hold ClusterNetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy
-    objects too (a tree written with --guardrails, say): the whole stack is then evaluated.
-    Other policy kinds (Calico, Cilium) need --guardrails FILE, which replaces the guardrail
-    kinds found in POLICIES. Istio AuthorizationPolicies and PeerAuthentications in POLICIES
-    are judged with Istio's semantics after the NetworkPolicies, each HTTP request on its own,
-    with every workload's service account (from the flows) as its principal.
+    objects too (a tree written with --guardrails, say), Calico v3 objects (tiers, global and
+    staged policies, network sets) or Cilium v2 ones (CiliumNetworkPolicy,
+    CiliumClusterwideNetworkPolicy): the whole stack is evaluated with the precedence of
+    --precedence (docs/evaluator.md). --guardrails FILE replaces the guardrails found in
+    POLICIES (and leaves out its _guardrails/ folder). Istio AuthorizationPolicies and
+    PeerAuthentications in POLICIES are judged with Istio's semantics after the
+    NetworkPolicies, each HTTP request on its own, with every workload's service account (from
+    the flows) as its principal.
 
     With --decisions FILE, observed edges a ``reject`` entry names are expected to be denied
     (listed as intended, not as false denies) and every ``allow`` entry is checked to be
@@ -77,45 +85,48 @@ def evaluate(
 
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
     1 when there are false denies (observed allowed connections the policies would deny, other
-    than rejected ones) or an allowed decision is denied, 2 on bad input (unreadable flows,
-    policies that are not Kubernetes NetworkPolicy, an invalid decisions file).
+    than rejected ones) or an allowed decision is denied, 2 on bad input (unreadable flows or
+    policies, what the evaluator cannot judge, an invalid decisions file), 130 interrupted
+    (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
     """
-    from ..evaluation.replay import replay
-    from ..policy.reader import read_istio_policies, read_policies
+    from ..evaluation.replay import _edge_tables, replay
+    from ..evaluation.stack import read_policy_tree
+    from ..policy.reader import read_istio_policies
 
-    if dialect not in ("kubernetes", "calico", "cilium"):
+    if dialect not in (None, "kubernetes", "calico", "cilium"):
         raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
     stack: Any = None
-    if guardrails is not None:
-        from ..guardrails import load_guardrails
-
-        stack = load_guardrails(guardrails)
-        policy_set = read_policies(policies, skip_kinds=_GUARDRAIL_KINDS)
-    else:  # ClusterNetworkPolicy / AdminNetworkPolicy found beside the NetworkPolicies count too
-        from ..guardrails.reader import read_policy_stack
-
-        policy_set, stack = read_policy_stack(policies)
     decided: Any = None
     if decisions is not None:
         from ..synthesis.decisions import load_decisions
 
         decided = load_decisions(decisions)  # a bad file fails before the flows are read
-    if staged_verdicts:
-        _compare_staged(policy_set, flows, format, json_out, examples)
-        return
-    from ..evaluation.replay import _edge_tables
+    with swap_hint([policies], flows):
+        if guardrails is not None:
+            from ..guardrails import load_guardrails
 
-    istio = read_istio_policies(policies)
-    tables = _edge_tables(flows, None, format)
-    coverage = replay(
-        policy_set,
-        tables,
-        guardrails=stack,
-        dialect=dialect,
-        istio=istio or None,
-        trust_domain=trust_domain,
-        root_namespace=root_namespace,
-    )
+            stack = load_guardrails(guardrails)
+        tree = read_policy_tree(
+            policies,
+            precedence=dialect,
+            guardrails=stack,
+            skip=("_guardrails",) if stack is not None else (),
+        )
+        if staged_verdicts:
+            _compare_staged(tree.network_policies, flows, format, json_out, examples)
+            return
+        istio = read_istio_policies(policies)
+        tables = _edge_tables(flows, None, format)
+        coverage = replay(
+            tree.network_policies,
+            tables,
+            guardrails=tree.guardrails,
+            dialect=tree.dialect,
+            tree=tree,
+            istio=istio or None,
+            trust_domain=trust_domain,
+            root_namespace=root_namespace,
+        )
     false_denies = list(coverage.false_denies)
     checked: dict[str, Any] = {}
     if decided is not None:
@@ -125,7 +136,7 @@ def evaluate(
         intended, false_denies = split_intended(coverage.false_denies, decided)
         run = DecisionRun.start(decided)
         run.evidence_with_allows(tables)
-        judged = judge_decided(run, policy_set, tables, stack, dialect)
+        judged = judge_decided(run, tree.network_policies, tables, tree.guardrails, tree.dialect)
         checked = {
             "intended_denies": len(intended),
             "intended": describe(intended, 200),

@@ -48,7 +48,8 @@ def job(
     `recommend job --config FILE`. Exit status: 0 done (committed, or nothing changed);
     2 invalid configuration, state or input; 3 no flow file in the window (nothing written);
     4 object storage could not be read or written; 5 the commit or push failed (the
-    outputs were written); 70 internal error.
+    outputs were written); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), nothing
+    half-written either way; 70 internal error.
     """
     import logging
 

@@ -19,6 +19,7 @@ from ._app import (
     SchedulerOpt,
     WorkersOpt,
     _guardrails_summary,
+    _Last,
     _MinConnections,
     _print_ledger,
     _print_timings,
@@ -26,6 +27,7 @@ from ._app import (
     _Since,
     _Until,
     app,
+    verbosity,
 )
 
 
@@ -56,6 +58,7 @@ def run(
     ] = None,
     since: _Since = None,
     until: _Until = None,
+    last: _Last = None,
     min_connections: _MinConnections = None,
     port_range_budget: Annotated[
         int | None, typer.Option(help="Unobserved ports a port range may add (0: no ranges).")
@@ -224,7 +227,10 @@ def run(
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the policies as YAML; write nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the policies as YAML (as JSON with --json); write nothing."
+        ),
     ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the report summary as JSON.")
@@ -235,10 +241,12 @@ def run(
 ) -> None:
     """Recommend least-privilege NetworkPolicies from flows (the default command).
 
+    FLOWS may be - (standard input) or a pipe: hubble observe -o json | recommend -.
     Exit status: 0 when the self-check passed; 3 when it failed: the policies would deny
     observed allowed traffic, or allow flows the input shows as denied or never established
     (one line per problem on stderr; the policies and the report are still written, and the
-    report's first lines say the same); 2 on bad input or options.
+    report's first lines say the same); 2 on bad input or options (with what to do); 130
+    interrupted (Ctrl-C), 143 terminated (SIGTERM); 70 internal error (a bug).
 
     The last line printed is the report's verdict: ready, review first or not ready, with the
     number of reasons (docs/report.md); the verdict alone does not change the exit status.
@@ -259,6 +267,7 @@ def run(
                 "exclude_namespaces": exclude_namespace,
                 "since": since,
                 "until": until,
+                "last": last,
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
@@ -300,19 +309,29 @@ def run(
             scheduler=scheduler,
             on_batch=progress.callback,
         )
+    if dry_run and json_out:  # the policies as JSON, with the report summary; nothing written
+        payload = {
+            "dry_run": True,
+            "manifests": {name: result.manifests(name) for name in result.config.dialects},
+            **result.report["summary"],
+        }
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        if profile or verbosity() > 0:
+            _print_timings(result.timings)
+        return
     if dry_run:
         several = len(result.config.dialects) > 1
         for name in result.config.dialects:
             if several:
                 typer.echo(f"# dialect: {name}")
             typer.echo(result.to_yaml(name), nl=False)
-        if profile:
+        if profile or verbosity() > 0:
             _print_timings(result.timings)
         typer.echo(verdict_line(result.report["verdict"]), err=True)  # stdout holds the YAML
         _fail_on_self_check(result.report)
         return
     written = result.write(output)
-    if profile:
+    if profile or verbosity() > 0:
         _print_timings(result.timings)
     summary = result.report["summary"]
     if json_out:
