@@ -2,7 +2,7 @@
 
 :func:`~recommender.aggregate.edges.aggregate_edges` takes canonical rows as Arrow batches:
 every column of every row is decoded, checked and handed over, label maps included, although
-the aggregation reads 25 of the 48 columns and needs a pod's labels only once. For canonical
+the aggregation reads 28 of the 48 columns and needs a pod's labels only once. For canonical
 Parquet files whose columns need no conversion (:func:`~recommender.ingest.canonical.reads_as_is`:
 what ``recommend ingest`` writes), :func:`aggregate_parquet_files` gives the same
 :class:`~recommender.aggregate.edges.EdgeTables` and ledger by letting DuckDB read the files:
