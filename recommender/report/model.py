@@ -393,6 +393,10 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
     """
     s = report["summary"]
     out = ["# Network policy recommendation", ""]
+    staged = report.get("staged_verdicts")
+    if staged and staged.get("would_break"):  # the reason a rollout waits comes first
+        out += ["**Staged policies would break wanted traffic:**", ""]
+        out += [f"- {w['line']}" for w in staged["would_break"]] + [""]
     out += [
         f"Flows from {s['first_seen']} to {s['last_seen']}: {s['connection_rows']:,} connection "
         f"rows, {s['edges']:,} edges between {s['workloads']} workloads.",

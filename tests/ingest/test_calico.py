@@ -136,11 +136,14 @@ def test_real_allow_and_deny_reports_merge_to_denied() -> None:
 
 
 @needs_shared
-def test_real_enforced_policies_preferred() -> None:
+def test_real_enforced_policies_preferred_and_the_pending_trace_kept() -> None:
     rows, _ = _read(REAL / "datatypes.mdx.flowlog.jsonl")
     assert rows[0]["policies"] == [
         "0|tier1|ns1/tier1.policy1|pass|3",
         "1|default|policy-demo/default.access-nginx|allow|2",
+        # what the staged policy would do: the pending trace, kept apart by its prefix
+        "pending:0|tier1|ns1/tier1.policy1|pass|3",
+        "pending:1|tier2|ns2/staged:tier1.policy1|deny|1",
     ]
     assert rows[0]["src_port"] == 42106
 
