@@ -104,10 +104,15 @@ def scannable_parquet(files: Sequence[tuple[Path, str]]) -> list[Path] | None:
     return paths or None
 
 
-def _literal(path: Path) -> str:
-    """``path`` as a SQL string literal (absolute: a relative name could read as a URL)."""
-    text = str(path.resolve())
-    return "'" + text.replace("'", "''") + "'"
+def _source(path: Path, row_numbers: bool = False) -> str:
+    """The SQL that reads the file at ``path``: its absolute name as a string literal (a
+    relative one could read as a URL), no Hive partition columns from folder names such as
+    ``src_namespace=shop/`` (they would stand in for the file's own columns)."""
+    text = "'" + str(path.resolve()).replace("'", "''") + "'"
+    return (
+        f"read_parquet({text}, hive_partitioning = false"
+        f"{', file_row_number = true' if row_numbers else ''})"
+    )
 
 
 def _window(config: RecommendConfig) -> tuple[str | None, list[Any]]:
@@ -134,7 +139,7 @@ class _FileScan:
 def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConfig) -> _FileScan:
     import pyarrow.parquet as pq
 
-    source = f"read_parquet({_literal(path)}, file_row_number = true)"
+    source = _source(path, row_numbers=True)
     valid = valid_row_sql()
     window, params = _window(config)
     verdicts = ", ".join(f"'{v}'" for v in EVIDENCE_VERDICTS)
@@ -300,8 +305,9 @@ def parquet_rows(paths: Sequence[Path], columns: Sequence[str]) -> Iterator[pa.R
     con = _connect()
     try:
         for path in paths:
-            source = f"read_parquet({_literal(path)})"
-            query = con.sql(f"SELECT {', '.join(columns)} FROM {source} WHERE {valid_row_sql()}")
+            query = con.sql(
+                f"SELECT {', '.join(columns)} FROM {_source(path)} WHERE {valid_row_sql()}"
+            )
             yield from query.to_arrow_reader(65536)
     finally:
         con.close()

@@ -335,3 +335,31 @@ def test_a_file_duckdb_cannot_read_is_streamed(tmp_path: Path) -> None:
         streamed = recommend(path)
     assert streamed.report == scanned.report
     assert streamed.report["ingest"]["read"] == 1 and streamed.report["ingest"]["balanced"]
+
+
+def test_folder_names_do_not_stand_in_for_columns(tmp_path: Path) -> None:
+    """A folder named like a Hive partition (``src_namespace=other``) changes nothing."""
+    folder = tmp_path / "src_namespace=other"
+    folder.mkdir()
+    row = {
+        "start_time": T0,
+        "end_time": T0,
+        "src_kind": "workload",
+        "src_namespace": "shop",
+        "src_workload": "web",
+        "dst_kind": "workload",
+        "dst_namespace": "shop",
+        "dst_workload": "db",
+        "protocol": "TCP",
+        "dst_port": 5432,
+        "verdict": "allowed",
+        "connections": 1,
+        "source_format": "test",
+        "source_file": "test",
+    }
+    path = folder / "flows.parquet"
+    pq.write_table(make_table([row]), path)
+    tables, _ = aggregate_parquet_files([path], RecommendConfig(), IngestLedger())
+    assert tables.edges["src_namespace"].to_pylist() == ["shop"]
+    rows = pa.Table.from_batches(list(parquet_rows([path], ("src_namespace",))))
+    assert rows["src_namespace"].to_pylist() == ["shop"]
