@@ -17,6 +17,7 @@ denied flows and suspected replies are counted separately for the report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -201,8 +202,10 @@ class PartialEdges:
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    # A library call prints nothing of its own: no bar on stderr for a query over two seconds.
-    con.execute("SET enable_progress_bar = false")
+    # A library call prints nothing of its own: no bar on stderr for a query over two seconds
+    # (in Jupyter without ipywidgets DuckDB refuses to touch the setting, and shows none).
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
     return con
 
 
