@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import tempfile
@@ -17,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
@@ -70,6 +71,24 @@ def _import_later_stages() -> None:
 
 
 PathLike = str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def few_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while a run builds its results.
+
+    The stages make millions of small objects that live until the end of the run (rows,
+    rules, report entries); with Python's default thresholds (700, 10, 10) the collector
+    walked them over and over: 40 % of the CPU time of a run over 8,000 workloads
+    (``benchmarks/bench_wide.py``). Cycles are still collected, after 100,000 allocations
+    instead of 700; the thresholds are put back afterwards.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 100_000), max(old[1], 50), max(old[2], 100))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 @dataclass(frozen=True)
@@ -178,6 +197,10 @@ class Recommendation:
         ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
         ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
         """
+        with few_collections():
+            return self._write(out_dir, dialects)
+
+    def _write(self, out_dir: PathLike, dialects: Iterable[str] | str | None) -> list[Path]:
         from .policy.dialects import group_by_namespace, parse_dialects
         from .policy.writer import write_policy_trees
 
@@ -193,9 +216,11 @@ class Recommendation:
         from .report.graph_svg import render_svg
         from .report.html import report_html
 
-        graph = graph_from_edges(
-            self.tables.edges, self.tables.denied, self.tables.workload_labels
-        )
+        graph = self._cache.get("graph")  # built once by recommend() for the segments
+        if graph is None:
+            graph = graph_from_edges(
+                self.tables.edges, self.tables.denied, self.tables.workload_labels
+            )
         in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
         segments = (self.report.get("segments") or {}).get("segments") or []
         extra = {
@@ -237,34 +262,165 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
     )
 
 
-def _segments(tables: EdgeTables) -> dict[str, Any]:
-    """Proposed segments (:func:`recommender.propose_segments`) for the report."""
+def _segments(tables: EdgeTables, cache: dict[str, Any]) -> dict[str, Any]:
+    """Proposed segments (:func:`recommender.propose_segments`) for the report; the graph is
+    kept in ``cache`` for ``graph.svg`` (:meth:`Recommendation.write`), which draws the same."""
     from .analysis.graph import graph_from_edges
     from .analysis.segments import propose_segments
 
     graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
+    cache["graph"] = graph
     return propose_segments(graph).to_dict()
+
+
+#: Reasons of excluded edges that are observed allowed traffic left out on purpose (the
+#: self-check replays them as their own kind); the others are replies and ephemeral ports.
+_ON_PURPOSE: Final = ("never-established", "below-min-connections")
+
+
+def _on_purpose(tables: EdgeTables, evidence: EdgeTables) -> pa.Table:
+    """The observed allowed edges left out on purpose, with a ``reason`` column: screening
+    (``anomaly:<rule>``), never established, too few connections, and the edges a guardrail
+    denies (``guardrail``, in ``tables.edges`` but not in ``evidence``)."""
+    import pyarrow.compute as pc
+
+    excluded = tables.excluded
+    reasons = excluded.column("reason")
+    mask = pc.or_(
+        pc.is_in(reasons, pa.array(_ON_PURPOSE, pa.string())),
+        pc.starts_with(reasons, "anomaly:"),
+    )
+    parts = [excluded.filter(pc.fill_null(mask, False))]
+    if evidence.edges.num_rows != tables.edges.num_rows:
+        from .aggregate.edges import EDGE_KEY
+
+        kept = set(zip(*(evidence.edges.column(c).to_pylist() for c in EDGE_KEY), strict=True))
+        rows = zip(*(tables.edges.column(c).to_pylist() for c in EDGE_KEY), strict=True)
+        gone = pa.array([k not in kept for k in rows], pa.bool_())
+        moved = tables.edges.filter(gone)
+        moved = moved.append_column("reason", pa.array(["guardrail"] * moved.num_rows, pa.string()))
+        parts.append(moved.select(excluded.column_names).cast(excluded.schema))
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def _self_check(
     policy_set: PolicySet,
-    tables: EdgeTables,
+    evidence: EdgeTables,
     guardrails: Guardrails | None = None,
     dialect: str = "kubernetes",
+    tables: EdgeTables | None = None,
 ) -> dict[str, Any]:
-    """Replay the evidence against the emitted policies with the project's own evaluator
-    (Kubernetes semantics; with guardrails, the whole stack): coverage must be 1.0 with no
-    false denies."""
+    """Replay every observed allowed edge against the emitted policies with the project's own
+    evaluator (Kubernetes semantics; with guardrails, the whole stack): the evidence, whose
+    coverage must be 1.0 with no false denies, and the edges left out on purpose
+    (:func:`_on_purpose`, from ``tables``: the screened aggregation before guardrails), counted
+    as their own kind. ``problems`` lists what makes the self-check fail: false denies,
+    flows denied in the input that the policies allow, and flows that never established that
+    they allow (``docs/cli.md``: exit status 3)."""
+    from dataclasses import replace as _replace
+
     from .evaluation.replay import replay
 
     coverage = replay(
         policy_set,
-        tables,
+        evidence,
         synthetic_limit=_SELF_CHECK_TRIPLES,
         guardrails=guardrails,
         dialect=dialect,
     )
     data = coverage.to_dict()
+    purposeful = _on_purpose(tables or evidence, evidence)
+    by_reason: dict[str, dict[str, int]] = {}
+    failed_allowed: list[dict[str, Any]] = []
+    denied_keys: set[tuple[Any, ...]] = set()
+    unjudged: set[tuple[Any, ...]] = set()
+    if purposeful.num_rows:
+        edges = purposeful.drop_columns(["reason"]).cast(evidence.edges.schema)
+        empty = evidence.edges.schema.empty_table()
+        replayed = replay(
+            policy_set,
+            _replace(evidence, edges=edges, denied=empty, excluded=purposeful.slice(0, 0)),
+            synthetic_limit=0,
+            guardrails=guardrails,
+            dialect=dialect,
+        )
+        denied_keys = {
+            (v.source, v.destination, v.protocol, v.port) for v in replayed.false_denies
+        }
+        unjudged = {
+            (v.source, v.destination, v.protocol, v.port) for v in replayed.not_evaluated
+        }
+    for row in purposeful.select(
+        ["src_kind", "src_namespace", "src_id", "dst_kind", "dst_namespace", "dst_id",
+         "protocol", "dst_port", "connections", "reason"]
+    ).to_pylist():  # fmt: skip
+        source = _describe(row["src_kind"], row["src_namespace"], row["src_id"])
+        destination = _describe(row["dst_kind"], row["dst_namespace"], row["dst_id"])
+        key = (source, destination, row["protocol"], row["dst_port"])
+        denied = key in denied_keys
+        entry = by_reason.setdefault(
+            row["reason"],
+            {"edges": 0, "connections": 0, "denied_edges": 0, "denied_connections": 0},
+        )
+        entry["edges"] += 1
+        entry["connections"] += int(row["connections"] or 0)
+        entry["denied_edges"] += denied
+        entry["denied_connections"] += int(row["connections"] or 0) if denied else 0
+        if row["reason"] == "never-established" and not denied and key not in unjudged:
+            failed_allowed.append(
+                {"source": source, "destination": destination, "protocol": row["protocol"],
+                 "port": row["dst_port"], "connections": int(row["connections"] or 0)}
+            )  # fmt: skip
+    # Only flows these policies govern count as refused flows they allow: an endpoint in a
+    # namespace with policies (flows between namespaces left out are allowed by no one's say).
+    scope = {p.namespace for p in policy_set.policies}
+
+    def governed(source: str, destination: str) -> bool:
+        return any(
+            ":" not in e.split("/", 1)[0] and e.split("/", 1)[0] in scope
+            for e in (source, destination)
+            if "/" in e
+        )
+
+    refused_allowed = [v for v in coverage.denied_but_allowed if governed(v.source, v.destination)]
+    failed_allowed = [x for x in failed_allowed if governed(x["source"], x["destination"])]
+    totals = {
+        name: sum(v[name] for v in by_reason.values())
+        for name in ("edges", "connections", "denied_edges", "denied_connections")
+    }
+    problems = []
+    if coverage.false_denies:
+        n = len(coverage.false_denies)
+        problems.append(
+            {
+                "kind": "false-denies",
+                "edges": n,
+                "connections": coverage.false_deny_connections,
+                "message": f"{n} observed allowed edge(s) ({coverage.false_deny_connections:,} "
+                "connections) would be denied by these policies",
+            }
+        )
+    if refused_allowed:
+        n = len(refused_allowed)
+        problems.append(
+            {
+                "kind": "denied-flows-allowed",
+                "edges": n,
+                "connections": sum(v.connections for v in refused_allowed),
+                "message": f"{n} edge(s) denied in the input would be allowed by these policies",
+            }
+        )
+    if failed_allowed:
+        n = len(failed_allowed)
+        problems.append(
+            {
+                "kind": "failed-flows-allowed",
+                "edges": n,
+                "connections": sum(x["connections"] for x in failed_allowed),
+                "message": f"{n} edge(s) that never established would be allowed by these "
+                "policies",
+            }
+        )
     return {
         "coverage": data["coverage"],
         "false_denies": len(coverage.false_denies),
@@ -272,7 +428,15 @@ def _self_check(
         "not_evaluated_edges": len(coverage.not_evaluated),
         "over_permissive": data["over_permissive"],
         "notes": data["notes"],
+        "excluded_on_purpose": {**totals, "by_reason": dict(sorted(by_reason.items()))},
+        "passed": not problems,
+        "problems": problems,
     }
+
+
+def _describe(kind: str, namespace: str | None, ident: str | None) -> str:
+    """An endpoint as the replay names it (``namespace/workload``, ``kind:address``)."""
+    return f"{namespace}/{ident}" if kind == "workload" else f"{kind}:{ident}"
 
 
 #: Most nodes ``graph.svg`` beside the report draws (the busiest); `recommend graph` draws all.
@@ -413,6 +577,7 @@ def recommend(
     timings: dict[str, float] = {}
     parquet: list[Path] | None = None  # canonical Parquet files DuckDB reads itself
     with ExitStack() as stack:
+        stack.enter_context(few_collections())
         started = time.perf_counter()
         holdout_input: pa.Table | Path
         if isinstance(flows, pa.Table):
@@ -503,7 +668,7 @@ def recommend(
         if "kubernetes" in config.dialects:  # the other dialects render when written
             cache["kubernetes"] = render_kubernetes(policy_set)
         mark = _stage(timings, "render", mark)
-        self_check = _self_check(policy_set, evidence, guardrails, _precedence(config))
+        self_check = _self_check(policy_set, evidence, guardrails, _precedence(config), tables)
         mark = _stage(timings, "self_check", mark)
         report = build_report(policy_set, findings, tables, config, ledger)
         report["self_check"] = self_check
@@ -520,7 +685,7 @@ def recommend(
                 guardrails, conflicts, policy_set, findings, tables, config,
                 _precedence(config),
             )
-        report["segments"] = _segments(tables)
+        report["segments"] = _segments(tables, cache)
         mark = _stage(timings, "report", mark)
         if validate:
             from .evaluation.validation import holdout_report

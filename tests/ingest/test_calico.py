@@ -148,6 +148,19 @@ def test_real_enforced_policies_preferred_and_the_pending_trace_kept() -> None:
     assert rows[0]["src_port"] == 42106
 
 
+@needs_shared
+def test_the_pending_trace_round_trips_through_canonical_parquet(tmp_path: Path) -> None:
+    from recommender.ingest._write import write_flows_parquet
+
+    path = REAL / "datatypes.mdx.flowlog.jsonl"
+    batches = iter_flow_batches([path])
+    write_flows_parquet(batches, tmp_path / "flows.parquet", ledger=batches.ledger)
+    again, _ = _read(tmp_path / "flows.parquet")
+    first, _ = _read(path)
+    assert [r["policies"] for r in again] == [r["policies"] for r in first]
+    assert any(p.startswith("pending:") for r in again for p in r["policies"] or ())
+
+
 # ---------------------------------------------------------------------------------------------
 # Hand-written fixtures
 # ---------------------------------------------------------------------------------------------
