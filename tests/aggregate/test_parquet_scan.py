@@ -37,7 +37,12 @@ ENDPOINTS = [
     ("external", None, None, "203.0.113.7", "example.com"),
     ("host", None, None, "10.1.0.1", None),
     ("alien", "shop", "web", "10.0.0.1", None),  # not an endpoint kind: the row is skipped
+    # Names the stream maps to their owners (a Job run to its CronJob, a ReplicaSet to its
+    # Deployment): the scan must name them alike.
+    ("workload", "shop", "nightly-report-29383920", "10.0.0.5", None),
+    ("workload", "shop", "web-5d8f7c9b6", "10.0.0.6", None),
 ]
+KINDS_OF = {"nightly-report-29383920": "Job", "web-5d8f7c9b6": "ReplicaSet"}
 LABELS = [None, [], [("app", "x")], [("app", "x"), ("v", "2")], [("app", "y")]]
 KINDS = {"workload", "host", "remote-node", "external", "cluster-entity", "unknown"}
 
@@ -69,7 +74,7 @@ def flow_rows(draw: Any) -> dict[str, Any]:
         row[f"{side}_kind"] = kind
         row[f"{side}_namespace"] = ns
         row[f"{side}_workload"] = wl
-        row[f"{side}_workload_kind"] = "Deployment" if wl else None
+        row[f"{side}_workload_kind"] = KINDS_OF.get(wl or "", "Deployment") if wl else None
         row[f"{side}_ip"] = draw(st.sampled_from([ip, None])) if kind == "workload" else ip
         row[f"{side}_name"] = name
         row[f"{side}_pod"] = (
