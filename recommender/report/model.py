@@ -436,6 +436,8 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
                 "workload x port pairs never observed are allowed (peers in namespaces without "
                 "policies count here)."
             )
+            if over.get("estimate"):
+                out.append(f"That figure is an estimate, an {over['estimate']}.")
         out.append("")
     holdout = report.get("holdout")
     if holdout:
