@@ -46,8 +46,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-from recommender.policy.model import Direction, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from recommender.evaluation.evaluator import NAMESPACE_NAME_LABEL, Cluster, Pod
+from recommender.policy.model import (
+    Direction,
+    LabelSelector,
+    Peer,
+    Policy,
+    PolicySet,
+    PortSpec,
+    Rule,
+)
 
 
 class Coverage(Protocol):
