@@ -35,6 +35,7 @@ __all__ = [
     "HOST_LOCAL_CLASSES",
     "PRIVATE_LIKE_CLASSES",
     "address_class_table",
+    "carve_block",
     "classify_address",
     "classify_network",
     "is_host_local",
@@ -44,6 +45,8 @@ __all__ = [
     "may_merge",
     "merge_cidrs",
     "merge_cidrs_by_class",
+    "public_universe",
+    "special_purpose_blocks",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -491,8 +494,17 @@ def _collapse(ranges: list[tuple[int, int]], bits: int) -> list[tuple[int, int]]
     return blocks
 
 
+def _hits(walls: list[tuple[int, int]], starts: list[int], first: int, last: int) -> bool:
+    """Whether ``[first, last]`` overlaps one of the sorted, disjoint ``walls``."""
+    i = bisect.bisect_right(starts, last) - 1
+    return i >= 0 and walls[i][1] >= first
+
+
 def _merge_blocks(
-    version: int, blocks: list[tuple[int, int]], budget: int
+    version: int,
+    blocks: list[tuple[int, int]],
+    budget: int,
+    forbidden: list[tuple[int, int]] | None = None,
 ) -> list[tuple[int, int]]:
     """Greedy merging of sorted, exactly collapsed ``(first, size)`` blocks of one class.
 
@@ -501,8 +513,12 @@ def _merge_blocks(
     node splitting them. A node's *waste* (its size minus the observed addresses in it) is
     fixed; its *cost* now is its waste minus the waste already spent on merged nodes inside it.
     Merging a node lowers the cost of each ancestor by the merge's cost, so every live node's
-    cost is kept exact in a heap, and the cheapest merge is always the one taken.
+    cost is kept exact in a heap, and the cheapest merge is always the one taken. A node that
+    reaching into ``forbidden`` (sorted, disjoint inclusive ranges) is never merged, like one
+    that crosses a class boundary: its ancestors reach there too.
     """
+    walls = forbidden or []
+    wall_starts = [a for a, _ in walls]
     n = len(blocks)
     if n < 2 or budget == 0:
         return blocks
@@ -531,7 +547,10 @@ def _merge_blocks(
         node_lo.append(lo)
         node_hi.append(hi)
         cost.append(size - (observed_prefix[hi] - observed_prefix[lo]))
-        allowed.append(_segment_index(version, first) == _segment_index(version, last))
+        allowed.append(
+            _segment_index(version, first) == _segment_index(version, last)
+            and not _hits(walls, wall_starts, first, last)
+        )
 
     # Parent of each node: the Cartesian tree over node sizes (the largest node is the root).
     parent = [-1] * m
@@ -610,7 +629,9 @@ def _merge_blocks(
     return out
 
 
-def merge_cidrs(addresses: Iterable[str], *, budget: int = 0) -> list[str]:
+def merge_cidrs(
+    addresses: Iterable[str], *, budget: int = 0, forbidden: Iterable[str] = ()
+) -> list[str]:
     """Merge addresses or CIDR blocks of one class and one IP version into few CIDR blocks.
 
     Parameters
@@ -624,6 +645,10 @@ def merge_cidrs(addresses: Iterable[str], *, budget: int = 0) -> list[str]:
         only exactly: adjacent or contained blocks, like :func:`ipaddress.collapse_addresses`.
         The budget counts addresses for IPv6 too (a /64 is 2**64 addresses); Python integers
         hold any such count.
+    forbidden
+        Addresses (or blocks) no merged block may reach, whatever the budget: the refused
+        peers of the rule being widened (denied, failed or excluded flows). An input address
+        that is also forbidden stays (it was observed), but no block grows around it.
 
     Returns
     -------
@@ -646,7 +671,7 @@ def merge_cidrs(addresses: Iterable[str], *, budget: int = 0) -> list[str]:
     (ties: the lowest network address, then the larger supernet), as long as the total added
     stays within ``budget``. A candidate supernet that reaches into another address class (its
     first and last address lie in different class segments of the registry) is never taken,
-    whatever the budget.
+    whatever the budget; nor is one that holds a ``forbidden`` address.
     """
     budget = _check_budget(budget)
     parsed = _parse_all(addresses)
@@ -673,8 +698,10 @@ def merge_cidrs(addresses: Iterable[str], *, budget: int = 0) -> list[str]:
         )
     bits = 32 if version == 4 else 128
     collapsed = _collapse([(first, last) for _, first, last in parsed], bits)
+    walls = _joined([(f, la) for v, f, la in _parse_all(forbidden) if v == version])
     return [
-        _format_block(version, f, size) for f, size in _merge_blocks(version, collapsed, budget)
+        _format_block(version, f, size)
+        for f, size in _merge_blocks(version, collapsed, budget, walls)
     ]
 
 
@@ -719,3 +746,130 @@ def merge_cidrs_by_class(addresses: Iterable[str], budget: int = 0) -> dict[str,
         merged = merge_cidrs(groups[(cls, version)], budget=budget)
         result.setdefault(cls, []).extend(merged)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Widening that never reaches a special-purpose or refused address
+# ---------------------------------------------------------------------------------------------
+
+
+def _registry_blocks(version: int) -> list[tuple[int, int]]:
+    bits = 32 if version == 4 else 128
+    ranges = []
+    for _cls, cidr, _rfc, _desc in _REGISTRY:
+        net = ipaddress.ip_network(cidr)
+        if net.version == version:
+            first = int(net.network_address)
+            ranges.append((first, first + net.num_addresses - 1))
+    return _collapse(ranges, bits)
+
+
+_SPECIAL: Final = {v: _registry_blocks(v) for v in (4, 6)}
+
+
+def _joined(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted inclusive ranges with overlapping and adjacent ones joined."""
+    out: list[list[int]] = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], last)
+        else:
+            out.append([first, last])
+    return [(a, b) for a, b in out]
+
+
+def special_purpose_blocks(version: int) -> tuple[str, ...]:
+    """Every registry entry of one IP version (the whole table above), collapsed.
+
+    These are the addresses a widened block may never reach: every IANA special-purpose entry
+    (IPv4: 0/8, 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.0.0/24, 192.0.2/24,
+    192.88.99/24, 192.168/16, 198.18/15, 198.51.100/24, 203.0.113/24, 224/4, 240/4 with
+    255.255.255.255; IPv6: ::/8 with ::1, :: and ::ffff:0:0/96, 64:ff9b::/96, 100::/64,
+    2001::/23, 2001:db8::/32, 2002::/16, 3fff::/20, fc00::/7, fe80::/10, ff00::/8, and the
+    ranges the IETF keeps reserved), plus the cloud metadata addresses.
+
+    Examples
+    --------
+    >>> special_purpose_blocks(6)
+    ('::/3', '2001::/23', '2001:db8::/32', '2002::/16', '3fff::/20', '4000::/2', '8000::/1')
+    """
+    if version not in (4, 6):
+        raise InputError(f"IP version must be 4 or 6, not {version!r}.")
+    return tuple(_format_block(version, f, size) for f, size in _SPECIAL[version])
+
+
+def public_universe(version: int) -> str:
+    """The whole address space of one IP version: ``0.0.0.0/0`` or ``::/0``."""
+    if version not in (4, 6):
+        raise InputError(f"IP version must be 4 or 6, not {version!r}.")
+    return "0.0.0.0/0" if version == 4 else "::/0"
+
+
+def carve_block(
+    cidr: str, refused: Iterable[str] = (), *, keep: Iterable[str] = ()
+) -> tuple[str, tuple[str, ...]] | None:
+    """A widened block with every special-purpose and ``refused`` address carved out.
+
+    Parameters
+    ----------
+    cidr
+        The block a widening wants (``0.0.0.0/0`` for "the internet", a merged CIDR).
+    refused
+        Addresses or blocks it must not admit (denied, failed or excluded peers).
+    keep
+        Observed addresses that must stay admitted: one that is also refused (the same peer
+        allowed once and refused once) is not carved.
+
+    Returns
+    -------
+    (str, tuple of str) or None
+        ``(block, excepts)``: the smallest block inside ``cidr`` that still holds every address
+        left (``::/0`` becomes ``2000::/3``, the only IPv6 space outside the registries), and
+        the collapsed special-purpose and refused blocks inside it, for an ipBlock's
+        ``except``. None when nothing is left to admit.
+
+    Examples
+    --------
+    >>> carve_block("::/0")
+    ('2000::/3', ('2001::/23', '2001:db8::/32', '2002::/16', '3fff::/20'))
+    >>> carve_block("198.51.100.0/24") is None
+    True
+    >>> carve_block("8.8.8.0/30", ["8.8.8.2"])
+    ('8.8.8.0/30', ('8.8.8.2/32',))
+    """
+    version, first, last = _parse_block(cidr)
+    bits = 32 if version == 4 else 128
+    kept = {_parse_block(k)[1:] for k in keep if _parse_block(k)[0] == version}
+    ranges = [(f, f + size - 1) for f, size in _SPECIAL[version]]
+    for item in refused:
+        v, f, la = _parse_block(item)
+        if v == version and (f, la) not in kept:
+            ranges.append((f, la))
+    holes = _joined(
+        [(max(f, first), min(f + n - 1, last)) for f, n in _collapse(ranges, bits)
+         if f <= last and f + n - 1 >= first]
+    )  # fmt: skip
+    starts = [f for f, _ in holes]
+
+    def covered(lo: int, hi: int) -> bool:
+        i = bisect.bisect_right(starts, lo) - 1
+        return i >= 0 and holes[i][1] >= hi
+
+    if covered(first, last):
+        return None
+    # Tighten: while one half of the block is all holes, the block is the other half.
+    while last > first:
+        half = (last - first + 1) // 2
+        if covered(first, first + half - 1):
+            first += half
+        elif covered(first + half, last):
+            last = first + half - 1
+        else:
+            break
+    size = last - first + 1
+    inside = tuple(
+        _format_block(version, f, n)
+        for f, n in _collapse([(max(f, first), min(la, last)) for f, la in holes
+                               if f <= last and la >= first], bits)
+    )  # fmt: skip
+    return _format_block(version, first, size), inside

@@ -39,8 +39,10 @@ VOLATILE_LABELS: Final = frozenset(
         "io.kubernetes.pod.namespace",
     }
 )
-#: Label key prefixes injected by the CNI or the mesh rather than set by the workload's owner.
-VOLATILE_PREFIXES: Final = ("io.cilium.", "io.cilium/", "io.kubernetes.")
+#: Label key prefixes injected by a controller, the CNI or the mesh rather than set by the
+#: workload's owner: every ``batch.kubernetes.io/`` label is per Job run (``job-name``,
+#: ``controller-uid``, ``job-completion-index``).
+VOLATILE_PREFIXES: Final = ("io.cilium.", "io.cilium/", "io.kubernetes.", "batch.kubernetes.io/")
 
 #: Identity keys in order of preference.
 PREFERRED_KEYS: Final = (

@@ -12,19 +12,27 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 import pyarrow as pa
 
-from ..aggregate.addresses import classify_address, is_public, merge_cidrs
+from ..aggregate.addresses import (
+    carve_block,
+    classify_address,
+    is_public,
+    merge_cidrs,
+    public_universe,
+)
 from ..aggregate.edges import EdgeTables
 from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
 from ..policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+from .refused import RefusedSet, free_between
 
 __all__ = ["Findings", "RuleRecord", "synthesize"]
 
@@ -32,7 +40,6 @@ NAMESPACE_LABEL: Final = "kubernetes.io/metadata.name"
 MANAGED_BY: Final = (("app.kubernetes.io/managed-by", "recommender"),)
 _K8S_PROTOCOLS: Final = ("TCP", "UDP", "SCTP")
 _PRIVATE_V4: Final = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-_PRIVATE_V6: Final = ("fc00::/7",)
 
 
 @dataclass
@@ -83,6 +90,7 @@ class _Acc:
     windows: int = 0
     flags: set[str] = field(default_factory=set)
     describe: set[str] = field(default_factory=set)
+    edge_ids: set[int] = field(default_factory=set)
 
     def add(
         self, edge: dict[str, Any], ports: Iterable[PortSpec], flags: Iterable[str] = ()
@@ -94,6 +102,16 @@ class _Acc:
         self.last = last if self.last is None or (last and last > self.last) else self.last
         self.windows = max(self.windows, int(edge["windows"] or 0))
         self.flags.update(flags)
+
+
+def _absorb(target: _Acc, acc: _Acc) -> None:
+    """Add ``acc``'s evidence to ``target`` (a peer that stands for several)."""
+    target.ports.update(acc.ports)
+    target.connections += acc.connections
+    target.first = min(filter(None, (target.first, acc.first)), default=None)
+    target.last = max(filter(None, (target.last, acc.last)), default=None)
+    target.windows = max(target.windows, acc.windows)
+    target.flags.update(acc.flags)
 
 
 def _in_scope(namespace: str, config: RecommendConfig) -> bool:
@@ -144,8 +162,16 @@ def _cidr(ip: str) -> str:
     return str(net)
 
 
-def _compress_ports(ports: Iterable[PortSpec], budget: int) -> tuple[PortSpec, ...]:
-    """Sorted ports; with a budget, neighbouring ports merge into ranges (``endPort``)."""
+def _compress_ports(
+    ports: Iterable[PortSpec],
+    budget: int,
+    blocked: Callable[[str], tuple[list[int], bool]] | None = None,
+) -> tuple[PortSpec, ...]:
+    """Sorted ports; with a budget, neighbouring ports merge into ranges (``endPort``).
+
+    ``blocked(protocol)`` gives the refused ports of the peer (and whether a refused flow had
+    no port): a range never spans one of them, and with a portless one no range is made.
+    """
     by_proto: dict[str, list[PortSpec]] = defaultdict(list)
     for spec in set(ports):
         by_proto[spec.protocol].append(spec)
@@ -158,14 +184,15 @@ def _compress_ports(ports: Iterable[PortSpec], budget: int) -> tuple[PortSpec, .
         numbers = sorted(
             {p for s in specs for p in range(s.port or 0, (s.end_port or s.port or 0) + 1)}
         )
-        if budget <= 0:
+        walls, portless = blocked(protocol) if blocked is not None and budget > 0 else ([], False)
+        if budget <= 0 or portless:
             out.extend(PortSpec(protocol, n) for n in numbers)
             continue
         ranges = [[numbers[0], numbers[0]]]
         spent = 0
         for n in numbers[1:]:
             gap = n - ranges[-1][1] - 1
-            if spent + gap <= budget:
+            if spent + gap <= budget and free_between(walls, ranges[-1][1], n):
                 spent += gap
                 ranges[-1][1] = n
             else:
@@ -219,9 +246,23 @@ def _describe_peer(peer: Peer) -> str:
 class _Builder:
     """Collects peers per policy and direction, then emits sorted rules."""
 
-    def __init__(self, config: RecommendConfig, findings: Findings) -> None:
+    def __init__(
+        self,
+        config: RecommendConfig,
+        findings: Findings,
+        refused: RefusedSet | Callable[[], RefusedSet] | None = None,
+        labels: Mapping[tuple[str, str], Sequence[Mapping[str, str]]] | None = None,
+    ) -> None:
         self.config = config
         self.findings = findings
+        self._refused = refused
+        self.labels = labels or {}
+        # (namespace, workload) -> IP version -> the "internet" evidence, and per public
+        # source address the edges it was seen in (to name it exactly when it is carved out)
+        self.internet: dict[tuple[str, str], dict[int, _Acc]] = defaultdict(dict)
+        self.internet_members: dict[tuple[str, str], dict[int, dict[str, list[Any]]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
         # (namespace, workload) -> direction -> Peer -> _Acc
         self.peers: dict[tuple[str, str], dict[str, dict[Peer, _Acc]]] = defaultdict(
             lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
@@ -265,6 +306,65 @@ class _Builder:
         peer = Peer("cidr", cidr=cidr, except_=except_)
         self.pods(owner, direction, peer, edge, flags)
 
+    def internet_source(
+        self,
+        owner: tuple[str, str],
+        ip: str,
+        edge: dict[str, Any],
+        flags: Iterable[str] = (),
+    ) -> None:
+        """Evidence from one of more than ``internet_ingress_sources`` public sources."""
+        version = ipaddress.ip_address(ip).version
+        acc = self.internet[owner].setdefault(version, _Acc())
+        members = self.internet_members[owner][version]
+        if not any(e is edge for e, _ in members.get(ip, ())):
+            members.setdefault(ip, []).append((edge, tuple(flags)))
+        if id(edge) not in acc.edge_ids:  # edges live as long as synthesis: ids stay unique
+            acc.edge_ids.add(id(edge))
+            acc.add(edge, _ports(edge, self.config), flags)
+
+    @property
+    def refused(self) -> RefusedSet:
+        """The refused set, built on first use: only a widening needs it."""
+        if not isinstance(self._refused, RefusedSet):
+            self._refused = self._refused() if self._refused is not None else RefusedSet()
+        return self._refused
+
+    def _blocked(
+        self, owner: tuple[str, str], direction: str, peer: Peer, protocol: str
+    ) -> tuple[list[int], bool]:
+        return self.refused.blocked_ports(owner, direction, peer, protocol, self.labels)
+
+    def _internet(self, owner: tuple[str, str]) -> None:
+        """The "internet" peers of ``owner``: every public address, with every special-purpose
+        block and every source refused on the rule's ports carved out (sources that were also
+        observed come back as exact addresses); not made when a refused source's address is
+        unknown."""
+        for version, acc in sorted(self.internet.get(owner, {}).items()):
+            members = self.internet_members[owner][version]
+            refused: set[str] = set()
+            if self.refused.unknown_peer(owner, "ingress", acc.ports):
+                carved = set(members)
+                found = None
+            else:
+                refused = self.refused.addresses(owner, "ingress", acc.ports)
+                carved = {ip for ip in refused if ip in members}
+                found = carve_block(public_universe(version), refused)
+            held = ["internet-held-back"] if found is None else []
+            for ip in sorted(carved):
+                for edge, flags in members[ip]:
+                    self.address(
+                        owner, "ingress", ip, edge, [*flags, *_external_flags(ip), *held]
+                    )
+            if found is None:
+                continue
+            cidr, except_ = found
+            target = self.peers[owner]["ingress"][Peer("cidr", cidr=cidr, except_=except_)]
+            _absorb(target, acc)
+            target.flags.add("internet")
+            if any(classify_address(ip) == "public" for ip in refused):
+                target.flags.add("refused-carved")
+
     def _merge_addresses(self, owner: tuple[str, str], direction: str) -> None:
         """Turn per-address evidence into CIDR peers: grouped by port set, merged per class."""
         by_ports: dict[tuple[PortSpec, ...], dict[str, _Acc]] = defaultdict(dict)
@@ -275,28 +375,32 @@ class _Builder:
             classes: dict[tuple[str, int], list[str]] = defaultdict(list)
             for ip in members:
                 classes[(classify_address(ip), ipaddress.ip_address(ip).version)].append(ip)
-            for (_cls, _version), ips in sorted(classes.items()):
-                for cidr in merge_cidrs(ips, budget=self.config.cidr_budget):
+            specs = list(_ports_key)
+            for (cls, _version), ips in sorted(classes.items()):
+                # Widening adds unobserved addresses: only public ones, never a refused peer
+                # (or none at all when a refused peer's address is unknown).
+                budget = self.config.cidr_budget if is_public(cls) else 0
+                forbidden: set[str] = set()
+                if budget and self.refused.unknown_peer(owner, direction, specs):
+                    budget = 0
+                elif budget:
+                    forbidden = self.refused.addresses(owner, direction, specs)
+                for cidr in merge_cidrs(ips, budget=budget, forbidden=sorted(forbidden)):
                     net = ipaddress.ip_network(cidr)
                     covered = [ip for ip in ips if ipaddress.ip_address(ip) in net]
                     target = peers[Peer("cidr", cidr=cidr)]
                     for ip in covered:
-                        acc = members[ip]
-                        target.ports.update(acc.ports)
-                        target.connections += acc.connections
-                        target.first = min(filter(None, (target.first, acc.first)), default=None)
-                        target.last = max(filter(None, (target.last, acc.last)), default=None)
-                        target.windows = max(target.windows, acc.windows)
-                        target.flags.update(acc.flags)
+                        _absorb(target, members[ip])
                     if net.num_addresses > len(covered):
                         target.flags.add("merged-cidr")
 
     def policies(self, selectors: dict[tuple[str, str], SelectorChoice]) -> list[Policy]:
         config = self.config
         out: list[Policy] = []
-        owners = sorted(set(self.peers) | set(self.addresses))
+        owners = sorted(set(self.peers) | set(self.addresses) | set(self.internet))
         for owner in owners:
             namespace, workload = owner
+            self._internet(owner)
             for direction in ("ingress", "egress"):
                 self._merge_addresses(owner, direction)
             name = safe_name(f"{config.policy_prefix}{workload}")
@@ -304,7 +408,11 @@ class _Builder:
             for direction in ("ingress", "egress"):
                 grouped: dict[tuple[PortSpec, ...], list[tuple[Peer, _Acc]]] = defaultdict(list)
                 for peer, acc in self.peers[owner][direction].items():
-                    ports = _compress_ports(acc.ports, config.port_range_budget)
+                    ports = _compress_ports(
+                        acc.ports,
+                        config.port_range_budget,
+                        partial(self._blocked, owner, direction, peer),
+                    )
                     grouped[ports].append((peer, acc))
                 for ports, members in grouped.items():
                     members.sort(key=lambda m: _peer_key(m[0]))
@@ -362,17 +470,10 @@ class _Builder:
         return out
 
 
-def _internet_peers(version_set: set[int]) -> list[tuple[str, tuple[str, ...]]]:
-    peers: list[tuple[str, tuple[str, ...]]] = []
-    if 4 in version_set:
-        peers.append(("0.0.0.0/0", _PRIVATE_V4))
-    if 6 in version_set:
-        peers.append(("::/0", _PRIVATE_V6))
-    return peers
-
-
 def synthesize(
-    tables: EdgeTables, config: RecommendConfig | None = None
+    tables: EdgeTables,
+    config: RecommendConfig | None = None,
+    refused: RefusedSet | None = None,
 ) -> tuple[PolicySet, Findings]:
     """Derive least-privilege policies from aggregated edges.
 
@@ -382,6 +483,12 @@ def synthesize(
         The output of :func:`recommender.aggregate.edges.aggregate_edges`.
     config
         Scope, budgets and thresholds (see :class:`~recommender.config.RecommendConfig`).
+    refused
+        What no widening may admit (:class:`~recommender.synthesis.refused.RefusedSet`);
+        by default the denied and excluded edges of ``tables``
+        (:meth:`~recommender.synthesis.refused.RefusedSet.from_tables`). Pass a larger set
+        (``RefusedSet.from_tables(t) | RefusedSet.from_edges(failed, "failed")``) to hold back
+        more.
 
     Returns
     -------
@@ -391,6 +498,13 @@ def synthesize(
     """
     config = config or RecommendConfig()
     findings = Findings()
+    refused_set: RefusedSet | None = refused
+
+    def get_refused() -> RefusedSet:
+        nonlocal refused_set
+        if refused_set is None:
+            refused_set = RefusedSet.from_tables(tables)
+        return refused_set
 
     # Workload identities and selectors, for every workload seen (peers out of scope too).
     label_sets = _label_sets(tables.workload_labels)
@@ -428,7 +542,7 @@ def synthesize(
         ns_sel = None if namespace == owner_ns else LabelSelector.of({NAMESPACE_LABEL: namespace})
         return Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
 
-    builder = _Builder(config, findings)
+    builder = _Builder(config, findings, get_refused, label_sets)
     edges = tables.edges.to_pylist()
 
     # Public ingress sources per (workload, ports): many distinct clients => "the internet".
@@ -504,11 +618,13 @@ def synthesize(
                     }
                 )
 
-    owners = sorted(set(builder.peers) | set(builder.addresses))
+    owners = sorted(set(builder.peers) | set(builder.addresses) | set(builder.internet))
     policies = builder.policies(selectors)
     findings.workload_policies = dict(zip(owners, policies, strict=True))
     if config.compact_policies:
-        policies = _compact(policies, owners, tables, common, label_sets, config, findings)
+        policies = _compact(
+            policies, owners, tables, common, label_sets, config, findings, get_refused
+        )
     for namespace in findings.namespaces_in_scope:
         policies.append(
             Policy(
@@ -530,8 +646,10 @@ def _compact(
     label_sets: dict[tuple[str, str], list[dict[str, str]]],
     config: RecommendConfig,
     findings: Findings,
+    refused: Callable[[], RefusedSet],
 ) -> list[Policy]:
-    """Workloads with identical rules (or within ``compaction_budget``) share one policy."""
+    """Workloads with identical rules (or within ``compaction_budget``) share one policy;
+    a budgeted merge never hands a member a grant that admits one of its refused flows."""
     from ..analysis.clustering.compaction import compact
 
     clusters = None
@@ -553,6 +671,10 @@ def _compact(
         prefix=config.policy_prefix,
         budget=config.compaction_budget,
         clusters=clusters,
+        admits_refused=lambda owner, added: any(
+            refused().admits(owner, direction, peer, port, label_sets)
+            for direction, peer, port in added
+        ),
     )
     if findings.compaction:
         shared = {(r["namespace"], r["policy"]): r["workloads"] for r in findings.compaction}
@@ -624,9 +746,9 @@ def _add_peer(
     if direction == "ingress" and kind == "external":
         public = public_sources.get((owner[0], owner[1], e["protocol"], e["dst_port"]), set())
         if len(public) > config.internet_ingress_sources:
-            versions: set[int] = {ipaddress.ip_address(ip).version for ip in public}
-            for cidr, except_ in _internet_peers(versions):
-                builder.cidr(owner, direction, cidr, e, [*flags, "internet"], except_)
+            for ip in ips:
+                if ip in public:
+                    builder.internet_source(owner, ip, e, flags)
             ips = [ip for ip in ips if ip not in public]
             if not ips:
                 return

@@ -267,9 +267,52 @@ def test_internet_ingress_threshold():
     assert cidrs == ["81.2.69.1/32", "81.2.69.2/31"]  # exact: .2 and .3 make a /31
     many = recommend(make_table(rows))
     peers = [p for pol in many.policy_set.policies for r in pol.ingress for p in r.peers]
-    assert [(p.cidr, p.except_) for p in peers] == [
-        ("0.0.0.0/0", ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+    # Issue 21 part 5: every IANA special-purpose block is carved out, not only RFC 1918.
+    assert [(p.cidr, p.except_) for p in peers] == [("0.0.0.0/0", SPECIAL_V4)]
+    # A source the input shows as denied on the rule's port is carved out too; one denied
+    # only on another port is not.
+    denied = [
+        flow_row(
+            src_kind="external",
+            src_ip=ip,
+            src_port=50001,
+            dst_namespace="web",
+            dst_workload="frontend",
+            dst_port=port,
+            verdict="denied",
+        )
+        for ip, port in (("203.0.114.7", 443), ("198.19.255.255", 443), ("9.9.9.9", 22))
     ]
+    carved = recommend(make_table(rows + denied))
+    peers = [p for pol in carved.policy_set.policies for r in pol.ingress for p in r.peers]
+    assert [(p.cidr, p.except_) for p in peers] == [
+        ("0.0.0.0/0", tuple(sorted((*SPECIAL_V4, "203.0.114.7/32"), key=_address_order)))
+    ]
+
+
+def _address_order(cidr: str) -> tuple[int, int]:
+    import ipaddress
+
+    net = ipaddress.ip_network(cidr)
+    return int(net.network_address), net.prefixlen
+
+
+SPECIAL_V4 = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/3",
+)
 
 
 def test_cidr_budget_merges_within_class_only():

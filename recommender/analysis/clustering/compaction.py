@@ -25,7 +25,7 @@ See ``docs/clustering.md``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -124,9 +124,7 @@ def union_selector(
         dict(common[m]) if common.get(m) or observed.get(m) else {"app": m[1]} for m in members
     ]
     shared_keys = set.intersection(*(set(lab) for lab in labels))
-    fixed = {
-        k: labels[0][k] for k in shared_keys if all(lab[k] == labels[0][k] for lab in labels)
-    }
+    fixed = {k: labels[0][k] for k in shared_keys if all(lab[k] == labels[0][k] for lab in labels)}
     others = [o for o in choices if o[0] == namespace and o not in set(members)]
     candidates = [
         LabelSelector(
@@ -166,8 +164,14 @@ def compact(
     prefix: str = "allow-",
     budget: int = 0,
     clusters: Mapping[Owner, int] | None = None,
+    admits_refused: Callable[[Owner, set[Grant]], bool] | None = None,
 ) -> tuple[list[Policy], list[dict[str, Any]]]:
     """Merge the per-workload ``policies`` (``owners[i]`` owns ``policies[i]``).
+
+    ``admits_refused(owner, grants)`` says whether one of ``grants`` (the ones ``owner`` would
+    get from the other members only) admits a connection refused to it (denied, failed or
+    excluded: :class:`~recommender.synthesis.refused.RefusedSet`). A budgeted merge that would
+    is not made; its members are grouped by identical rules only, which adds no grant.
 
     Returns
     -------
@@ -192,7 +196,11 @@ def compact(
         if key[1] == "cluster":
             members = [policies[i] for i in indices]
             cost = added_grants(members)
-            if cost > budget or len({p.policy_types for p in members}) > 1:
+            if (
+                cost > budget
+                or len({p.policy_types for p in members}) > 1
+                or _admits_refused(members, [owners[i] for i in indices], admits_refused)
+            ):
                 exact: dict[tuple[Any, ...], list[int]] = defaultdict(list)
                 for i in indices:
                     p = policies[i]
@@ -255,6 +263,22 @@ def compact(
         else:
             out.append(policy)
     return out, records
+
+
+def _admits_refused(
+    members: Sequence[Policy],
+    member_owners: Sequence[Owner],
+    admits_refused: Callable[[Owner, set[Grant]], bool] | None,
+) -> bool:
+    if admits_refused is None:
+        return False
+    own = [grants(p.rules) for p in members]
+    union: set[Grant] = set().union(*own)
+    return any(
+        admits_refused(owner, union - mine)
+        for owner, mine in zip(member_owners, own, strict=True)
+        if union - mine
+    )
 
 
 def _selector_text(selector: LabelSelector) -> str:
