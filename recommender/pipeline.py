@@ -82,7 +82,7 @@ PathLike = str | os.PathLike[str]
 
 
 @contextlib.contextmanager
-def few_collections() -> Iterator[None]:
+def _few_collections() -> Iterator[None]:
     """Run the cyclic garbage collector less often while a run builds its results.
 
     The stages make millions of small objects that live until the end of the run (rows,
@@ -208,7 +208,7 @@ class Recommendation:
         ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
         ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
         """
-        with few_collections():
+        with _few_collections():
             return self._write(out_dir, dialects)
 
     def _write(self, out_dir: PathLike, dialects: Iterable[str] | str | None) -> list[Path]:
@@ -631,7 +631,7 @@ def recommend(
     timings: dict[str, float] = {}
     parquet: list[Path] | None = None  # canonical Parquet files DuckDB reads itself
     with ExitStack() as stack:
-        stack.enter_context(few_collections())
+        stack.enter_context(_few_collections())
         started = time.perf_counter()
         holdout_input: pa.Table | Path
         reread: Path | None = None

@@ -228,6 +228,8 @@ def _print_coverage(coverage: Any, examples: int) -> None:
             f"triples allowed ({over.rate:.2%} of {over.candidates - over.observed:,}), "
             f"against {over.observed:,} observed"
         )
+        if over.estimate:
+            typer.echo(f"  (an estimate: {over.estimate})")
         for text in over.examples[:examples]:
             typer.echo(f"  {text}")
     typer.echo(f"unused rules: {len(coverage.unused_rules)} of {coverage.rules}")

@@ -396,7 +396,11 @@ def cluster_from_flows(
         if isinstance(table_or_edges, EdgeTables)
         else aggregate_edges(table_or_edges)
     )
-    maps = _label_maps(tables.workload_labels)
+    return _cluster(_label_maps(tables.workload_labels), assume_app_label)
+
+
+def _cluster(maps: dict[tuple[str, str], list[dict[str, str]]], assume_app_label: bool) -> Cluster:
+    """:func:`cluster_from_flows` from the label maps (:func:`_label_maps`)."""
     pods: list[Pod] = []
     ns_labels: dict[str, dict[str, str]] = {}
     for (ns, name), observed in sorted(maps.items()):
@@ -984,10 +988,9 @@ def replay(
     1.0
     """
     tables = _edge_tables(flows, config, format)
-    cluster = with_namespace_labels(cluster_from_flows(tables), guardrails)
-    unlabelled = sorted(
-        f"{ns}/{wl}" for (ns, wl), maps in _label_maps(tables.workload_labels).items() if not maps
-    )
+    label_maps = _label_maps(tables.workload_labels)
+    cluster = with_namespace_labels(_cluster(label_maps, True), guardrails)
+    unlabelled = sorted(f"{ns}/{wl}" for (ns, wl), maps in label_maps.items() if not maps)
     layer = None
     if istio:
         from ..synthesis.enrich import service_accounts

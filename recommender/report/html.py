@@ -489,6 +489,8 @@ def _self_check(check: Mapping[str, Any]) -> str:
             f"{_text(over.get('candidates'))} workload \u00d7 port pairs never observed are "
             "allowed (peers in namespaces without policies count here).</p>"
         )
+        if over.get("estimate"):
+            body.append(f"<p>That figure is an estimate, an {_text(over['estimate'])}.</p>")
         examples = over.get("examples") or []
         if examples:
             body.append(_table(["example"], [[e] for e in examples]))

@@ -177,6 +177,8 @@ def _self_check(report: Mapping[str, Any]) -> list[str]:
             "workload x port pairs never observed are allowed (peers in namespaces without "
             "policies count here)."
         )
+        if over.get("estimate"):
+            out.append(f"That figure is an estimate, an {over['estimate']}.")
     purposeful = check.get("excluded_on_purpose") or {}
     if purposeful.get("edges"):
         reasons = ", ".join(
