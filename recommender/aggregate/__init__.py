@@ -7,6 +7,8 @@ destination workload, port, protocol) with its evidence, counted in DuckDB.
 Public modules:
 
 - :mod:`~recommender.aggregate.edges`: :func:`aggregate_edges`, partial and merged aggregates;
+- :mod:`~recommender.aggregate.owners`: each row's workload resolved to its owner (a Job run to
+  its CronJob, a ReplicaSet to its Deployment) before aggregation;
 - :mod:`~recommender.aggregate.addresses`: address classes (pod, node, Service, private, public);
 - :mod:`~recommender.aggregate.selectors`: the stable labels of a workload, that survive rollouts.
 """

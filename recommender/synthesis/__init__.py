@@ -6,6 +6,8 @@ per workload with its rules and their evidence, plus :class:`Findings` for the r
 Public modules:
 
 - :mod:`~recommender.synthesis.synthesizer`: :func:`synthesize`, rules and their evidence;
+- :mod:`~recommender.synthesis.refused`: the refused set (denied, failed, excluded flows) no
+  widening may admit;
 - :mod:`~recommender.synthesis.enrich`: L7 (HTTP) detail on the synthesized rules;
 - :mod:`~recommender.synthesis.hosts`: policies for host-network workloads and nodes;
 - :mod:`~recommender.synthesis.inventory`: named address groups (NetworkSets, CIDR groups);
