@@ -9,8 +9,15 @@ and synthesis plus rendering of a 10k-workload, 100k-edge graph.
 For every (format, rows), in separate subprocesses (each peak RSS its own, from ``os.wait4``):
 
 - **floor**: Parquet - iterate ``pyarrow.parquet.ParquetFile(...).iter_batches()`` (every
-  column decoded); JSON - read, decompress and ``msgspec.json.decode`` every line, one core;
+  column decoded; pyarrow's default pre-buffering, whose memory grows with the file); JSON -
+  read, decompress and ``msgspec.json.decode`` every line, one core;
+- **floor-stream** (Parquet): the same without pre-buffering (``pre_buffer=False``): the
+  streamed decode of every column, in flat memory, that the end-to-end ratio is judged against
+  (``e2e/stream`` in the table; target at most 2x, peak RSS under 1 GB at 20M rows);
 - **ingest**: ``recommender.iter_flow_batches(path)`` consumed to the end;
+- **e2e-stream** (Parquet): end to end with the file streamed through the Parquet reader as
+  Arrow batches, every column decoded (what ``recommend`` did before it let DuckDB scan
+  canonical Parquet itself; same outputs), for a before/after in one run;
 - **end to end**: ``recommender.recommend(path).write(tmpdir)``, the policy tree and reports
   written, with ``Recommendation.timings`` (seconds per stage) kept in the results; with
   ``--dask`` also ``engine="dask"`` on a local cluster of one worker per core.
@@ -20,6 +27,10 @@ Parquet inputs come from :func:`recommender.samples.bulk.write_bulk_parquet` (ve
 connection, as ``bench_ingest.py``), JSON inputs from :mod:`recommender.samples.generator`; fixed
 seeds, cached in ``benchmarks/data/`` (see ``benchmarks/README.md``). ``--generate-only`` only makes
 the inputs.
+
+``--interleave`` runs the ``--repeat`` rounds kind after kind (floor, e2e, floor, e2e, ...)
+instead of each kind's runs in a row, so that a change in the machine's load weighs on both
+sides of a ratio; the fastest run of each kind counts, and every run's time is kept.
 
 ``--synthesis W,E`` builds a canonical flow table of exactly E distinct edges between W
 workloads (vectorised, seeded), aggregates it, and times :func:`recommender.synthesize` and
@@ -77,6 +88,31 @@ def ensure_bulk_parquet(rows: int, seed: int) -> tuple[Path, float | None]:
 # ---------------------------------------------------------------------------------------------
 # children
 # ---------------------------------------------------------------------------------------------
+
+
+def child_floor_stream(fmt: str, path: Path) -> dict[str, Any]:
+    """Every column of every row group decoded, streamed: no pre-buffering (flat memory)."""
+    if fmt != "parquet":
+        raise ValueError("floor-stream is for Parquet inputs")
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    rows = 0
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=65536):
+        rows += batch.num_rows
+    return {"seconds": time.perf_counter() - started, "rows": rows, "records": rows}
+
+
+def child_e2e_stream(fmt: str, path: Path) -> dict[str, Any]:
+    """End to end with canonical Parquet streamed through the readers as Arrow batches (every
+    column decoded), as before DuckDB scanned such files itself: the same outputs, for a
+    before/after comparison in one run."""
+    from unittest import mock
+
+    from recommender.aggregate import parquet_scan
+
+    with mock.patch.object(parquet_scan, "scannable_parquet", return_value=None):
+        return child_e2e(fmt, path)
 
 
 def child_e2e(fmt: str, path: Path, engine: str = "embedded") -> dict[str, Any]:
@@ -201,7 +237,9 @@ def run_child(args: argparse.Namespace) -> int:
         elif args.child == "e2e-dask":
             result = child_e2e(args.format, Path(args.path), engine="dask")
         else:
-            fn = {"floor": child_floor, "ingest": child_ingest, "e2e": child_e2e}[args.child]
+            fn = {"floor": child_floor, "floor-stream": child_floor_stream,
+                  "ingest": child_ingest, "e2e": child_e2e,
+                  "e2e-stream": child_e2e_stream}[args.child]
             result = fn(args.format, Path(args.path))
     except Exception as exc:  # reported as n/a, never crashes the run
         result = {"error": f"{type(exc).__name__}: {exc}"[:600]}
@@ -248,7 +286,11 @@ def measure(kind: str, fmt: str, path: str) -> dict[str, Any]:
 
 
 def _best(kind: str, fmt: str, path: str, repeat: int) -> dict[str, Any]:
-    runs = [measure(kind, fmt, path) for _ in range(repeat)]
+    return _pick([measure(kind, fmt, path) for _ in range(repeat)])
+
+
+def _pick(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest of ``runs`` (or the last, when none succeeded), with every run's time."""
     ok = [r for r in runs if "seconds" in r]
     best = min(ok, key=lambda r: r["seconds"]) if ok else runs[-1]
     best["runs_s"] = [round(r["seconds"], 2) for r in ok]
@@ -269,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="generate (or find) the inputs, measure nothing")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the fastest counts")
     parser.add_argument("--kinds", default="floor,ingest,e2e",
-                        help="which measurements: floor, ingest, e2e (comma-separated)")
+                        help="which measurements: floor, floor-stream, ingest, e2e, "
+                             "e2e-stream (comma-separated)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="run the --repeat rounds kind after kind (floor, e2e, floor, ...)")
     parser.add_argument("--dask", action="store_true",
                         help="also end to end with --engine dask on a local cluster")
     parser.add_argument("--synthesis", default=None, metavar="W,E",
@@ -306,30 +351,45 @@ def main(argv: list[str] | None = None) -> int:
                 "generator": args.generator if fmt == "parquet" else "samples",
             }
             kinds = [k for k in args.kinds.split(",") if k] + (["e2e-dask"] if args.dask else [])
-            for kind in kinds:
-                entry[kind] = _best(kind, fmt, str(path), args.repeat)
-                print(f"{fmt} {rows:,} {kind}: {json.dumps(entry[kind])}", file=sys.stderr)
-            floor = entry.get("floor", {}).get("seconds")
-            for kind in kinds:
-                s = entry[kind].get("seconds")
-                entry[f"{kind}_ratio"] = round(s / floor, 2) if s and floor else None
+            if args.interleave:
+                runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+                for round_ in range(args.repeat):
+                    for kind in kinds:
+                        runs[kind].append(measure(kind, fmt, str(path)))
+                        print(f"{fmt} {rows:,} {kind} (round {round_ + 1}): "
+                              f"{json.dumps(runs[kind][-1])}", file=sys.stderr)
+                for kind in kinds:
+                    entry[kind] = _pick(runs[kind])
+            else:
+                for kind in kinds:
+                    entry[kind] = _best(kind, fmt, str(path), args.repeat)
+                    print(f"{fmt} {rows:,} {kind}: {json.dumps(entry[kind])}", file=sys.stderr)
+            for base, suffix in (("floor", "ratio"), ("floor-stream", "stream_ratio")):
+                floor = entry.get(base, {}).get("seconds")
+                for kind in kinds:
+                    s = entry[kind].get("seconds")
+                    if kind != base and floor:
+                        entry[f"{kind}_{suffix}"] = round(s / floor, 2) if s else None
             results.append(entry)
     synthesis = None
     if args.synthesis:
         synthesis = _best("synthesis", "-", args.synthesis, args.repeat)
         print(f"synthesis {args.synthesis}: {json.dumps(synthesis)}", file=sys.stderr)
 
-    header = (f"{'format':8} {'rows':>11} {'floor s':>8} {'ingest s':>9} {'e2e s':>8} "
-              f"{'e2e/floor':>9} {'floor MB':>9} {'ingest MB':>9} {'e2e MB':>8}")
+    header = (f"{'format':8} {'rows':>11} {'floor s':>8} {'stream s':>9} {'ingest s':>9} "
+              f"{'e2e s':>8} {'e2e/floor':>9} {'e2e/stream':>10} {'floor MB':>9} "
+              f"{'stream MB':>9} {'ingest MB':>9} {'e2e MB':>8}")
     print(header)
     print("-" * len(header))
     for e in results:
-        f, i, x = (e.get(k, {"peak_rss_mb": 0}) for k in ("floor", "ingest", "e2e"))
+        f, fs, i, x = (e.get(k, {"peak_rss_mb": 0})
+                       for k in ("floor", "floor-stream", "ingest", "e2e"))
         print(f"{e['format']:8} {e['connections']:>11,} {f.get('seconds', 0):>8.2f} "
-              f"{i.get('seconds', 0):>9.2f} {x.get('seconds', 0):>8.2f} "
-              f"{e.get('e2e_ratio') or 0:>9.2f} {f['peak_rss_mb']:>9.0f} "
-              f"{i['peak_rss_mb']:>9.0f} {x['peak_rss_mb']:>8.0f}")
-        for kind in ("floor", "ingest", "e2e", "e2e-dask"):
+              f"{fs.get('seconds', 0):>9.2f} {i.get('seconds', 0):>9.2f} "
+              f"{x.get('seconds', 0):>8.2f} {e.get('e2e_ratio') or 0:>9.2f} "
+              f"{e.get('e2e_stream_ratio') or 0:>10.2f} {f['peak_rss_mb']:>9.0f} "
+              f"{fs['peak_rss_mb']:>9.0f} {i['peak_rss_mb']:>9.0f} {x['peak_rss_mb']:>8.0f}")
+        for kind in ("floor", "floor-stream", "ingest", "e2e", "e2e-dask"):
             if kind in e and "error" in e[kind]:
                 print(f"    {kind} n/a: {e[kind]['error']}")
     if synthesis:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import tempfile
@@ -23,7 +24,7 @@ import pyarrow as pa
 
 from .aggregate.edges import EdgeTables, aggregate_edges
 from .config import RecommendConfig
-from .errors import ConfigError
+from .errors import ConfigError, FlowFormatError
 from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
@@ -72,6 +73,24 @@ def _import_later_stages() -> None:
 PathLike = str | os.PathLike[str]
 
 
+@contextlib.contextmanager
+def few_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while a run builds its results.
+
+    The stages make millions of small objects that live until the end of the run (rows,
+    rules, report entries); with Python's default thresholds (700, 10, 10) the collector
+    walked them over and over: 40 % of the CPU time of a run over 8,000 workloads
+    (``benchmarks/bench_wide.py``). Cycles are still collected, after 100,000 allocations
+    instead of 700; the thresholds are put back afterwards.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 100_000), max(old[1], 50), max(old[2], 100))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """The result of :func:`recommend`.
@@ -93,7 +112,9 @@ class Recommendation:
         ``synthesize``, ``render``, ``self_check``, ``report``, ``holdout`` when asked;
         :meth:`write` adds ``report_files`` and ``write``). Wall-clock time, so kept out of
         the report, whose bytes depend on the input only. ``read`` is the time spent producing
-        canonical rows, ``aggregate`` the rest of the streaming aggregation.
+        canonical rows, ``aggregate`` the rest of the streaming aggregation; for canonical
+        Parquet files DuckDB scans itself, ``read`` is that scan (reading and a first grouping,
+        in one pass) and ``aggregate`` the rest.
     guardrails
         The guardrails synthesis respected (None without ``guardrails=``); each written tree
         gets them in ``_guardrails/``.
@@ -176,6 +197,10 @@ class Recommendation:
         ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
         ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
         """
+        with few_collections():
+            return self._write(out_dir, dialects)
+
+    def _write(self, out_dir: PathLike, dialects: Iterable[str] | str | None) -> list[Path]:
         from .policy.dialects import group_by_namespace, parse_dialects
         from .policy.writer import write_policy_trees
 
@@ -191,9 +216,11 @@ class Recommendation:
         from .report.graph_svg import render_svg
         from .report.html import report_html
 
-        graph = graph_from_edges(
-            self.tables.edges, self.tables.denied, self.tables.workload_labels
-        )
+        graph = self._cache.get("graph")  # built once by recommend() for the segments
+        if graph is None:
+            graph = graph_from_edges(
+                self.tables.edges, self.tables.denied, self.tables.workload_labels
+            )
         in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
         segments = (self.report.get("segments") or {}).get("segments") or []
         extra = {
@@ -235,12 +262,14 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
     )
 
 
-def _segments(tables: EdgeTables) -> dict[str, Any]:
-    """Proposed segments (:func:`recommender.propose_segments`) for the report."""
+def _segments(tables: EdgeTables, cache: dict[str, Any]) -> dict[str, Any]:
+    """Proposed segments (:func:`recommender.propose_segments`) for the report; the graph is
+    kept in ``cache`` for ``graph.svg`` (:meth:`Recommendation.write`), which draws the same."""
     from .analysis.graph import graph_from_edges
     from .analysis.segments import propose_segments
 
     graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
+    cache["graph"] = graph
     return propose_segments(graph).to_dict()
 
 
@@ -336,7 +365,11 @@ def recommend(
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
 
     Files are streamed: canonical rows are aggregated batch by batch as they are read, so
-    memory holds the edges and one batch, never the whole flow table.
+    memory holds the edges and one batch, never the whole flow table. Canonical Parquet files
+    (as ``recommend ingest`` writes them) are scanned by DuckDB itself: only the columns the
+    stages need, ``since``/``until`` pushed down, label maps read once per pod
+    (:mod:`recommender.aggregate.parquet_scan`; the same result). ``on_batch`` is then called
+    once per file.
 
     Parameters
     ----------
@@ -405,7 +438,9 @@ def recommend(
         for name in config.dialects:  # refuse a format that cannot express them, before reading
             render_guardrails(guardrails, guardrails_format(config, name))
     timings: dict[str, float] = {}
+    parquet: list[Path] | None = None  # canonical Parquet files DuckDB reads itself
     with ExitStack() as stack:
+        stack.enter_context(few_collections())
         started = time.perf_counter()
         holdout_input: pa.Table | Path
         if isinstance(flows, pa.Table):
@@ -431,16 +466,36 @@ def recommend(
                 holdout_input = spill
         else:
             batches = iter_flow_batches(flows, format, workers=workers)
-            if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
-                _import_later_stages()  # while this process mostly waits for its workers
-            source: Iterable[pa.RecordBatch] = batches
+            if not validate:
+                from .aggregate.parquet_scan import scannable_parquet
+
+                parquet = scannable_parquet(batches.files)
             holdout_input = Path()
-            if validate:
-                spill = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "flows.parquet"
-                source = _spilled(batches, spill)
-                holdout_input = spill
-            timed = _Timed(source, on_batch)
-            tables = aggregate_edges(timed, config)
+            if parquet is not None:
+                from .aggregate.parquet_scan import aggregate_parquet_files
+
+                # Canonical Parquet: DuckDB reads only the columns it needs, the window pushed
+                # down; the same edges and ledger as the stream (docs/scaling.md).
+                try:
+                    tables, scanned = aggregate_parquet_files(
+                        parquet, config, batches.ledger, on_batch
+                    )
+                except FlowFormatError:
+                    parquet = None  # the stream reads the files, and says what is wrong
+                else:
+                    timed = _Timed((), None)
+                    timed.seconds = scanned
+            if parquet is None:
+                if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
+                    _import_later_stages()  # while this process mostly waits for its workers
+                source: Iterable[pa.RecordBatch] = batches
+                if validate:
+                    spill = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                    spill /= "flows.parquet"
+                    source = _spilled(batches, spill)
+                    holdout_input = spill
+                timed = _Timed(source, on_batch)
+                tables = aggregate_edges(timed, config)
             # The JSON round trip gives the same values a read_flows table's metadata holds.
             ledger = json.loads(json.dumps(batches.ledger.to_dict()))
         aggregated = time.perf_counter()
@@ -455,6 +510,12 @@ def recommend(
             if isinstance(flows, pa.Table)
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )
+        if parquet is not None:
+            from .aggregate.parquet_scan import parquet_rows
+            from .analysis.anomaly import FLOW_COLUMNS
+
+            scanned_files = parquet
+            rows = lambda: parquet_rows(scanned_files, FLOW_COLUMNS)  # noqa: E731
         screening = screen_flows(tables, rows, config)
         tables = screening.tables  # (its time counts in "synthesize")
         evidence, conflicts = tables, None
@@ -487,7 +548,7 @@ def recommend(
                 guardrails, conflicts, policy_set, findings, tables, config,
                 _precedence(config),
             )
-        report["segments"] = _segments(tables)
+        report["segments"] = _segments(tables, cache)
         mark = _stage(timings, "report", mark)
         if validate:
             from .evaluation.validation import holdout_report

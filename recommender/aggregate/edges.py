@@ -17,6 +17,7 @@ denied flows and suspected replies are counted separately for the report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -202,6 +203,10 @@ class PartialEdges:
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # A library call prints nothing of its own: no bar on stderr for a query over two seconds.
+    # In Jupyter without ipywidgets DuckDB refuses to touch the setting (and shows no bar).
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
     return con
 
 

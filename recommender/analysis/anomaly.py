@@ -42,7 +42,7 @@ import pyarrow as pa
 from ..aggregate.edges import EDGE_KEY, EVIDENCE_VERDICTS, EdgeTables, _ident
 from ..config import RecommendConfig
 
-__all__ = ["ANOMALY_RULES", "Anomaly", "Screening", "screen_flows"]
+__all__ = ["ANOMALY_RULES", "FLOW_COLUMNS", "Anomaly", "Screening", "screen_flows"]
 
 #: The rules, in report order.
 ANOMALY_RULES: Final = ("scan", "sibling-deviation", "cluster-outlier")
@@ -243,6 +243,15 @@ def _sibling_candidates(evidence: list[dict[str, Any]], config: RecommendConfig)
             "wl": pa.array([o[1] for o in ordered], pa.string()),
         }
     )
+
+
+#: The flow columns the sibling rule reads when it reads flow rows again (a reader can skip
+#: the others).
+FLOW_COLUMNS: Final = (
+    "src_kind", "src_namespace", "src_workload", "src_pod", "src_ip", "src_name",
+    "dst_kind", "dst_namespace", "dst_workload", "dst_pod", "dst_ip", "dst_name",
+    "start_time", "end_time", "verdict", "is_reply",
+)  # fmt: skip
 
 
 def _evidence_rows(

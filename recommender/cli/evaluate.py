@@ -38,6 +38,15 @@ def evaluate(
             "(deny over allow).",
         ),
     ] = "kubernetes",
+    staged_verdicts: Annotated[
+        bool,
+        typer.Option(
+            "--staged-verdicts",
+            help="FLOWS carry the cluster's verdicts of staged policies (Calico pending "
+            "traces, Cilium AUDIT): list every flow where they disagree with this evaluation "
+            "of POLICIES (the staged policies as NetworkPolicies); exit 1 when any does.",
+        ),
+    ] = False,
 ) -> None:
     """Replay FLOWS against POLICIES: coverage, false denies, over-permissiveness, unused,
     redundant (shadowed) and broad rules.
@@ -66,6 +75,9 @@ def evaluate(
         from ..guardrails.reader import read_policy_stack
 
         policy_set, stack = read_policy_stack(policies)
+    if staged_verdicts:
+        _compare_staged(policy_set, flows, format, json_out, examples)
+        return
     coverage = replay(policy_set, flows, format=format, guardrails=stack, dialect=dialect)
     if json_out:
         typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
@@ -76,6 +88,34 @@ def evaluate(
         # main() runs the app with standalone_mode=False.
         raise SystemExit(1)
 
+
+
+def _compare_staged(
+    policy_set: Any, flows: list[Path], format: str | None, json_out: bool, examples: int
+) -> None:
+    """``--staged-verdicts``: the cluster's staged verdicts against this evaluator's."""
+    from ..evaluation.staged import judge_staged, staged_evidence
+    from ..ingest import read_flows
+
+    table = read_flows([str(f) for f in flows], format=format)
+    disagreements = judge_staged(policy_set, table)
+    judged = staged_evidence(table).flows
+    if json_out:
+        payload = {"flows_with_staged_verdicts": judged, "disagreements": disagreements}
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+    else:
+        typer.echo(
+            f"staged verdicts: {judged} flows; {len(disagreements)} disagree with this "
+            "evaluation of the policies"
+        )
+        for d in disagreements[:examples]:
+            typer.echo(
+                f"  {d['source']} -> {d['destination']} {d['protocol']}/{d['port']}: cluster "
+                f"{d['cluster']} ({d['policy'] or 'audit mode'} rule {d['rule']}), recommender "
+                f"{d['recommender']}"
+            )
+    if disagreements:
+        raise SystemExit(1)
 
 
 def _print_coverage(coverage: Any, examples: int) -> None:

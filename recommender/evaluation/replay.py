@@ -40,8 +40,19 @@ import pyarrow as pa
 from ..aggregate.edges import EDGE_KEY, EdgeTables, aggregate_edges
 from ..config import RecommendConfig
 from ..guardrails.model import Guardrails
+from ..policy.index import SelectorIndex
 from ..policy.model import Direction, Policy, PolicySet, Rule
-from .evaluator import NAMESPACE_NAME_LABEL, Cluster, Endpoint, Namespace, Pod, Verdict, evaluate
+from .evaluator import (
+    NAMESPACE_NAME_LABEL,
+    Cluster,
+    Endpoint,
+    Namespace,
+    Pod,
+    Verdict,
+    _supported,
+    evaluate,
+)
+from .pair_classes import PAIR_BUDGET, count_allowed_pairs
 from .precedence import evaluate_stack, with_namespace_labels
 from .rule_analysis import RuleFinding, find_broad_rules, find_redundant_rules
 
@@ -128,6 +139,10 @@ class OverPermissive:
         Some allowed unobserved triples, ``src -> dst PROTO/port``.
     skipped : str
         Why the measure was not computed (empty when it was).
+    estimate : str
+        Empty when ``allowed_unobserved`` is exact; otherwise it is an upper bound and this
+        says how it was computed (:mod:`recommender.evaluation.pair_classes`). In
+        :meth:`to_dict` only when not empty.
     """
 
     candidates: int
@@ -135,6 +150,7 @@ class OverPermissive:
     allowed_unobserved: int
     examples: tuple[str, ...] = ()
     skipped: str = ""
+    estimate: str = ""
 
     @property
     def ratio(self) -> float:
@@ -157,7 +173,7 @@ class OverPermissive:
             "rate": self.rate,
             "ratio": self.ratio,
             "skipped": self.skipped,
-        }
+        } | ({"estimate": self.estimate} if self.estimate else {})
 
 
 @dataclass(frozen=True)
@@ -381,7 +397,16 @@ def cluster_from_flows(
 
 @dataclass
 class _Judge:
-    """Evaluates queries once each, on the policies of the endpoints' namespaces only."""
+    """Evaluates queries once each, on the policies that can decide them only.
+
+    Without guardrails, those are the policies selecting the source or the destination pod,
+    found through a label index per namespace (:class:`~recommender.policy.index.SelectorIndex`)
+    and kept per pod: the verdict is the one all policies give (a policy that selects neither
+    pod takes no part in it), and the cost no longer grows with the policies of the namespace.
+    Every policy of a namespace is still checked for unsupported features (as
+    :func:`~recommender.evaluation.evaluator.evaluate` does) the first time the namespace is
+    judged. With guardrails, the policies of the endpoints' namespaces.
+    """
 
     policy_set: PolicySet
     cluster: Cluster
@@ -390,13 +415,37 @@ class _Judge:
     dialect: str = "kubernetes"
     _by_ns: dict[tuple[str, ...], PolicySet] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
+    _in_ns: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
+    _index: dict[str, SelectorIndex[Policy]] = field(default_factory=dict)
+    _selecting: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
+    _checked: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        grouped: dict[str, list[Policy]] = {}
+        for policy in self.policy_set.policies:
+            grouped.setdefault(policy.namespace, []).append(policy)
+            self._index.setdefault(policy.namespace, SelectorIndex()).add(policy.selector, policy)
+        self._in_ns = {ns: tuple(policies) for ns, policies in grouped.items()}
 
     def policies_for(self, *namespaces: str) -> PolicySet:
         key = tuple(sorted(set(namespaces)))
         found = self._by_ns.get(key)
         if found is None:
-            found = PolicySet(tuple(p for p in self.policy_set.policies if p.namespace in key))
+            found = PolicySet(tuple(p for ns in key for p in self._in_ns.get(ns, ())))
             self._by_ns[key] = found
+        return found
+
+    def selecting(self, pod: Pod) -> tuple[Policy, ...]:
+        """The policies of the pod's namespace that select it (any direction), in order."""
+        found = self._selecting.get(pod.key)
+        if found is None:
+            if pod.namespace not in self._checked:
+                for policy in self._in_ns.get(pod.namespace, ()):
+                    _supported(policy)
+                self._checked.add(pod.namespace)
+            index = self._index.get(pod.namespace)
+            found = tuple(index.matching(dict(pod.labels))) if index is not None else ()
+            self._selecting[pod.key] = found
         return found
 
     def verdict(
@@ -405,14 +454,19 @@ class _Judge:
         key = (_key(src), _key(dst), protocol, port)
         found = self._cache.get(key)
         if found is None:
-            namespaces = [e.namespace for e in (src, dst) if isinstance(e, Pod)]
-            policies = self.policies_for(*namespaces)
             if self.guardrails is None:
-                found = evaluate(policies, self.cluster, src, dst, protocol, port)
+                chosen: list[Policy] = []
+                for end in (src, dst):
+                    if isinstance(end, Pod):
+                        for policy in self.selecting(end):
+                            if all(policy is not q for q in chosen):
+                                chosen.append(policy)
+                found = evaluate(PolicySet(tuple(chosen)), self.cluster, src, dst, protocol, port)
             else:  # the whole stack: guardrails above and below the NetworkPolicies
+                namespaces = [e.namespace for e in (src, dst) if isinstance(e, Pod)]
                 found = evaluate_stack(
-                    self.guardrails, policies, self.cluster, src, dst, protocol, port,
-                    dialect=self.dialect,  # type: ignore[arg-type]
+                    self.guardrails, self.policies_for(*namespaces), self.cluster, src, dst,
+                    protocol, port, dialect=self.dialect,  # type: ignore[arg-type]
                 )
             self._cache[key] = found
         return found
@@ -518,6 +572,10 @@ class _RuleUse:
     used: set[RuleKey] = field(default_factory=set)
     traffic: dict[RuleKey, set[tuple[str, str, int | None]]] = field(default_factory=dict)
     _by_side: dict[tuple[str, Direction], list[RuleKey]] = field(default_factory=dict)
+    _by_selector: dict[tuple[str, Direction], SelectorIndex[list[RuleKey]]] = field(
+        default_factory=dict
+    )
+    _pod_keys: dict[tuple[str, Direction], list[RuleKey]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         directions: tuple[Direction, ...] = ("ingress", "egress")
@@ -529,6 +587,23 @@ class _RuleUse:
                     self.rules[key] = PolicySet((_one_rule(policy, direction, rule),))
                     if direction in policy.policy_types:
                         self._by_side.setdefault((policy.namespace, direction), []).append(key)
+        for (namespace, direction), keys in self._by_side.items():
+            selectors: SelectorIndex[list[RuleKey]] = SelectorIndex()
+            by_policy: dict[str, list[RuleKey]] = {}
+            for key in keys:
+                by_policy.setdefault(key[1], []).append(key)
+            for policy_keys in by_policy.values():
+                selectors.add(self.rules[policy_keys[0]].policies[0].selector, policy_keys)
+            self._by_selector[(namespace, direction)] = selectors
+
+    def _keys(self, pod: Pod, direction: Direction) -> list[RuleKey]:
+        """The rules of the policies that select ``pod`` for ``direction``, in order."""
+        found = self._pod_keys.get((pod.key, direction))
+        if found is None:
+            index = self._by_selector.get((pod.namespace, direction))
+            found = [k for ks in index.matching(dict(pod.labels)) for k in ks] if index else []
+            self._pod_keys[(pod.key, direction)] = found
+        return found
 
     def observe(self, query: _Query) -> None:
         sides: tuple[tuple[Direction, Pod | Endpoint, Pod | Endpoint], ...] = (
@@ -538,10 +613,8 @@ class _RuleUse:
         for direction, pod, peer in sides:
             if not isinstance(pod, Pod):
                 continue
-            for key in self._by_side.get((pod.namespace, direction), ()):
+            for key in self._keys(pod, direction):
                 single = self.rules[key]
-                if not single.policies[0].selector.matches(dict(pod.labels)):
-                    continue
                 verdict = evaluate(
                     single, self.judge.cluster, query.src, query.dst, query.protocol, query.port
                 )
@@ -637,21 +710,51 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
     pods = sorted(judge.cluster.pods, key=lambda p: p.key)
     observed_queries = list(evidence)
     ports = sorted({(q.protocol, q.port) for q in observed_queries if q.port is not None})
+    pod_keys = {p.key for p in pods}
     observed = {
         (q.src.key, q.dst.key, q.protocol, q.port)
         for q in observed_queries
         if isinstance(q.src, Pod)
         and isinstance(q.dst, Pod)
         and q.src.key != q.dst.key
-        and q.dst.key in {p.key for p in pods}
+        and q.dst.key in pod_keys
     }
     candidates = len(pods) * (len(pods) - 1) * len(ports)
-    if candidates > limit:
+    # Plain Kubernetes policies on pods without named ports are counted per selector class
+    # (exact within a budget, a bound beyond); guardrail stacks pair by pair, up to ``limit``.
+    by_class = judge.guardrails is None and not any(p.ports for p in pods)
+    if limit <= 0 or (candidates > limit and not by_class):
         return OverPermissive(
             candidates,
             len(observed),
             0,
             skipped=f"{candidates:,} workload pair x port triples exceed the limit of {limit:,}",
+        )
+    if by_class:
+        for namespace in sorted({p.namespace for p in pods}):
+            for policy in judge.policies_for(namespace).policies:
+                _supported(policy)
+        index = {p.key: i for i, p in enumerate(pods)}
+        port_index = {port: k for k, port in enumerate(ports)}
+        counted = count_allowed_pairs(
+            judge.policy_set,
+            judge.cluster,
+            pods,
+            ports,
+            {
+                (index[s], index[d], port_index[(proto, port)])
+                for s, d, proto, port in observed
+                if port is not None
+            },
+            budget=PAIR_BUDGET,
+        )
+        estimate = "" if counted.exact else (
+            f"upper bound: more than {PAIR_BUDGET:,} workloads in the allowed peer sets, so "
+            "the pairs were not listed; per port, the smaller of the summed sizes of the "
+            "sources' and the destinations' allowed peer sets, less the observed triples"
+        )
+        return OverPermissive(
+            candidates, len(observed), counted.allowed, counted.examples, estimate=estimate
         )
     allowed = 0
     examples: list[str] = []

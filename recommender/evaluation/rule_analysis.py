@@ -38,8 +38,9 @@ neither cover nor are covered.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -282,15 +283,58 @@ def _coverers(entry: _Entry, candidates: Sequence[_Entry]) -> list[RuleKey] | No
     return used
 
 
-def _candidates(entry: _Entry, pool: Iterable[_Entry]) -> list[_Entry]:
-    """Rules of policies selecting at least ``entry``'s pods in its direction and namespace."""
-    return [
-        c
-        for c in pool
-        if c.key != entry.key
-        and c.key[2] == entry.key[2]
-        and c.policy.namespace == entry.policy.namespace
-        and _selector_covers(c.policy.selector, entry.policy.selector)
+class _Candidates:
+    """The rules of policies selecting at least a rule's pods, in its direction and namespace.
+
+    Rules are grouped by (namespace, direction) and policy selector; each selector is filed
+    under one of its requirements (a ``matchLabels`` pair or a ``matchExpressions`` term), so
+    the selectors covering a given one (their requirements a subset of its own) are found by
+    looking up its requirements only: no rule is compared with rules that cannot cover it.
+    """
+
+    def __init__(self, entries: Sequence[_Entry]) -> None:
+        self._order = {e.key: i for i, e in enumerate(entries)}
+        self._by_selector: dict[tuple[str, str, LabelSelector], list[_Entry]] = {}
+        self._filed: dict[tuple[str, str, object], list[LabelSelector]] = {}
+        for entry in entries:
+            ns, direction = entry.key[0], entry.key[2]
+            selector = entry.policy.selector
+            group = self._by_selector.setdefault((ns, direction, selector), [])
+            if not group:
+                first = min(_requirements(selector), default=None)
+                self._filed.setdefault((ns, direction, first), []).append(selector)
+            group.append(entry)
+        self._covering: dict[tuple[str, str, LabelSelector], list[LabelSelector]] = {}
+
+    def of(self, entry: _Entry, removed: set[RuleKey]) -> list[_Entry]:
+        """The candidates for ``entry`` among the rules not ``removed``, in canonical order."""
+        ns, direction = entry.key[0], entry.key[2]
+        selector = entry.policy.selector
+        key = (ns, direction, selector)
+        covering = self._covering.get(key)
+        if covering is None:
+            covering = [
+                s
+                for item in (None, *_requirements(selector))
+                for s in self._filed.get((ns, direction, item), ())
+                if _selector_covers(s, selector)
+            ]
+            self._covering[key] = covering
+        out = [
+            c
+            for s in covering
+            for c in self._by_selector[(ns, direction, s)]
+            if c.key != entry.key and c.key not in removed
+        ]
+        if len(covering) > 1:
+            out.sort(key=lambda c: self._order[c.key])
+        return out
+
+
+def _requirements(selector: LabelSelector) -> list[tuple[object, ...]]:
+    """A selector's requirements, comparable: ``(0, key, value)`` and ``(1, key, op, values)``."""
+    return [(0, *pair) for pair in set(selector.match_labels)] + [
+        (1, *term) for term in set(selector.match_expressions)
     ]
 
 
@@ -328,13 +372,14 @@ def find_redundant_rules(
     [('redundant', 1, 'shop/api ingress rule 0')]
     """
     entries = _entries(policy_set)
-    kept = list(entries)
+    candidates = _Candidates(entries)
+    removed: set[RuleKey] = set()
     found: dict[RuleKey, list[RuleKey]] = {}
     for entry in reversed(entries):
-        coverers = _coverers(entry, _candidates(entry, kept))
+        coverers = _coverers(entry, candidates.of(entry, removed))
         if coverers is not None:
             found[entry.key] = coverers
-            kept.remove(entry)
+            removed.add(entry.key)
     unused = _unused_keys(coverage) if coverage is not None else set()
     out = []
     for entry in entries:
@@ -342,7 +387,7 @@ def find_redundant_rules(
         if key not in found:
             continue
         # Name rules that stay: containment is transitive, so the kept rules cover it too.
-        final = _coverers(entry, _candidates(entry, kept)) or found[key]
+        final = _coverers(entry, candidates.of(entry, removed)) or found[key]
         covered_by = ", ".join(rule_label(k) for k in final)
         policy = f"{key[0]}/{key[1]}"
         shadowed = (policy, key[2], key[3]) in unused
@@ -430,38 +475,107 @@ def _port_units(rule: Rule) -> int:
     return total + len({(s.protocol, s.name) for s in rule.ports if s.name is not None})
 
 
-def _peer_space(entry: _Entry, cluster: Cluster, external: Iterable[str]) -> set[str]:
-    """The observed endpoints the rule's peers match: workload keys and external addresses."""
-    peers = entry.rule.peers
-    pods: list[Pod] = list(cluster.pods)
-    if not peers:
-        return {p.key for p in pods} | set(external)
-    out: set[str] = set()
-    for peer in peers:
-        if peer.kind == "pods":
-            ns_selector = _namespace_selector(peer, entry.policy.namespace)
-            for pod in pods:
+class _PeerSpace:
+    """The observed endpoints a rule's peers match: workload keys and external addresses.
+
+    Pods are indexed by namespace and by (namespace, label key, value); a ``pods`` peer looks
+    at the namespaces its namespace selector matches and, in each, at the pods carrying its
+    first ``matchLabels`` pair only. External addresses are sorted by value, so a CIDR peer
+    bisects to its block. Each distinct peer is resolved once.
+    """
+
+    def __init__(self, cluster: Cluster, external: Iterable[str]) -> None:
+        self._every: frozenset[str] | None = None
+        self._pods = list(cluster.pods)
+        self._external = list(external)
+        self._ns_labels: dict[str, dict[str, str]] = {}
+        self._by_ns: dict[str, list[Pod]] = {}
+        self._by_pair: dict[tuple[str, str, str], list[Pod]] = {}
+        for pod in self._pods:
+            if pod.namespace not in self._ns_labels:
                 namespace = cluster.namespaces.get(pod.namespace)
                 labels = dict(namespace.labels) if namespace is not None else {}
                 labels.setdefault(NAMESPACE_NAME_LABEL, pod.namespace)
-                if ns_selector.matches(labels) and (
-                    peer.pod_selector is None or peer.pod_selector.matches(dict(pod.labels))
-                ):
-                    out.add(pod.key)
-        elif peer.kind == "cidr":
-            network = _network(peer.cidr)
-            holes = [n for n in map(_network, peer.except_) if n is not None]
-            if network is None:
+                self._ns_labels[pod.namespace] = labels
+            self._by_ns.setdefault(pod.namespace, []).append(pod)
+            for key, value in pod.labels.items():
+                self._by_pair.setdefault((pod.namespace, key, value), []).append(pod)
+        by_version: dict[int, list[tuple[int, str]]] = {}
+        for address in self._external:
+            ip = ipaddress.ip_address(address)
+            by_version.setdefault(ip.version, []).append((int(ip), address))
+        self._addresses = {v: sorted(items) for v, items in by_version.items()}
+        self._values = {v: [i for i, _ in items] for v, items in self._addresses.items()}
+        self._cache: dict[tuple[object, ...], frozenset[str]] = {}
+        self._ns_cache: dict[LabelSelector, list[str]] = {}
+        self._ns_by_name: dict[str, list[str]] = {}
+        for ns, labels in self._ns_labels.items():
+            self._ns_by_name.setdefault(labels[NAMESPACE_NAME_LABEL], []).append(ns)
+
+    def of(self, entry: _Entry) -> set[str]:
+        """The endpoints ``entry``'s rule allows (every endpoint when it has no peers)."""
+        if not entry.rule.peers:
+            if self._every is None:
+                self._every = frozenset(p.key for p in self._pods) | set(self._external)
+            return set(self._every)
+        out: set[str] = set()
+        for peer in entry.rule.peers:
+            if peer.kind == "pods":
+                ns_selector = _namespace_selector(peer, entry.policy.namespace)
+                out |= self._cached(("pods", ns_selector, peer.pod_selector), self._pods_of)
+            elif peer.kind == "cidr":
+                out |= self._cached(("cidr", peer.cidr, peer.except_), self._cidr_of)
+        return out
+
+    def _cached(
+        self, key: tuple[object, ...], resolve: Callable[[tuple[object, ...]], Iterable[str]]
+    ) -> frozenset[str]:
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = frozenset(resolve(key))
+        return found
+
+    def _pods_of(self, key: tuple[object, ...]) -> Iterable[str]:
+        ns_selector, pod_selector = key[1], key[2]
+        assert isinstance(ns_selector, LabelSelector)
+        assert pod_selector is None or isinstance(pod_selector, LabelSelector)
+        for ns in self._namespaces(ns_selector):
+            if pod_selector is None:
+                yield from (p.key for p in self._by_ns[ns])
                 continue
-            for address in external:
-                ip = ipaddress.ip_address(address)
-                if (
-                    ip.version == network.version
-                    and ip in network
-                    and not any(ip.version == h.version and ip in h for h in holes)
-                ):
-                    out.add(address)
-    return out
+            pool = (
+                self._by_pair.get((ns, *pod_selector.match_labels[0]), [])
+                if pod_selector.match_labels
+                else self._by_ns[ns]
+            )
+            yield from (p.key for p in pool if pod_selector.matches(dict(p.labels)))
+
+    def _namespaces(self, selector: LabelSelector) -> list[str]:
+        """The namespaces (with pods) ``selector`` matches; by name when it names one."""
+        found = self._ns_cache.get(selector)
+        if found is None:
+            named = dict(selector.match_labels).get(NAMESPACE_NAME_LABEL)
+            pool = self._ns_by_name.get(named, []) if named is not None else self._ns_labels
+            found = [ns for ns in pool if selector.matches(self._ns_labels[ns])]
+            self._ns_cache[selector] = found
+        return found
+
+    def _cidr_of(self, key: tuple[object, ...]) -> Iterable[str]:
+        cidr, excepts = key[1], key[2]
+        assert cidr is None or isinstance(cidr, str)
+        assert isinstance(excepts, tuple)
+        network = _network(cidr)
+        if network is None:
+            return
+        holes = [n for n in map(_network, excepts) if n is not None]
+        values = self._values.get(network.version, [])
+        items = self._addresses.get(network.version, [])
+        low = bisect.bisect_left(values, int(network.network_address))
+        high = bisect.bisect_right(values, int(network.broadcast_address))
+        for _, address in items[low:high]:
+            ip = ipaddress.ip_address(address)
+            if not any(ip.version == h.version and ip in h for h in holes):
+                yield address
 
 
 def find_broad_rules(
@@ -505,6 +619,7 @@ def find_broad_rules(
     cluster = coverage.cluster if coverage is not None else None
     external = sorted(coverage.external_addresses) if coverage is not None else []
     unused = _unused_keys(coverage) if coverage is not None else set()
+    space = _PeerSpace(cluster, external) if cluster is not None else None
     out = []
     for entry in _entries(policy_set):
         namespace, name, direction, index = entry.key
@@ -520,8 +635,8 @@ def find_broad_rules(
         reasons += _port_breadth(entry.rule)
         used: int | None = None
         allowed: int | None = None
-        if coverage is not None and cluster is not None:
-            endpoints = _peer_space(entry, cluster, external)
+        if coverage is not None and space is not None:
+            endpoints = space.of(entry)
             used_pairs = {t for t in traffic.get(entry.key, frozenset()) if t[0] in endpoints}
             allowed = len(endpoints) * _port_units(entry.rule)
             used = min(len(used_pairs), allowed)

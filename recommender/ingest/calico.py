@@ -52,7 +52,7 @@ from ._flowlog import (
 )
 from ._records import JsonRecordReader
 from ._source import iter_line_chunks
-from .schema import COLUMNS
+from .schema import COLUMNS, PENDING_PREFIX
 
 __all__ = ["CalicoReader", "CalicoTextReader"]
 
@@ -99,15 +99,23 @@ def _calico_endpoint_values(
 
 
 def _calico_policies(raw: Any) -> list[str] | None:
+    """The enforced trace (else all, else transit policies), then the pending (staged-inclusive)
+    trace with each entry prefixed :data:`~recommender.ingest.schema.PENDING_PREFIX`: what the
+    staged policies would have done (see docs/flow-schema.md)."""
     if isinstance(raw, list):  # the text log's policies column
         return strings_of(raw)
     if not isinstance(raw, dict):
         return None
+    out: list[str] = []
     for name in ("enforced_policies", "all_policies", "transit_policies"):
         value = raw.get(name)
         if value:
-            return strings_of(value)
-    return None
+            out = strings_of(value) or []
+            break
+    pending = raw.get("pending_policies")
+    if pending:
+        out += [PENDING_PREFIX + p for p in strings_of(pending) or []]
+    return out or None
 
 
 def _calico_times(start_raw: Any, end_raw: Any, stamp: Any) -> tuple[int, int]:

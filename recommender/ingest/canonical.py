@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import pyarrow as pa
 
@@ -12,9 +13,63 @@ from ._base import FlowReader
 from ._source import open_decompressed
 from .schema import FLOW_SCHEMA, PROTOCOLS, VERDICTS, conform_table
 
-__all__ = ["CsvReader", "ParquetReader"]
+__all__ = [
+    "INVALID_DETAIL",
+    "INVALID_REASON",
+    "CsvReader",
+    "ParquetReader",
+    "reads_as_is",
+    "valid_row_sql",
+]
 
 _KINDS = ("workload", "host", "remote-node", "external", "cluster-entity", "unknown")
+
+#: The ledger's reason and detail for a canonical row with an impossible value (it is skipped).
+INVALID_REASON: Final = "invalid-value"
+INVALID_DETAIL: Final = "protocol, verdict, endpoint kind or port out of its value set"
+
+
+def valid_row_sql() -> str:
+    """A SQL (DuckDB) condition that is true exactly for the rows the readers here keep: the
+    same value sets as :meth:`ParquetReader._checked`, a missing value counting as invalid for
+    the protocol, verdict and endpoint kinds and as valid for the ports."""
+
+    def one_of(column: str, values: tuple[str, ...]) -> str:
+        listed = ", ".join(f"'{v}'" for v in values)
+        return f"coalesce({column} IN ({listed}), false)"
+
+    ports = " AND ".join(
+        f"NOT coalesce({c} < 0 OR {c} > 65535, false)" for c in ("src_port", "dst_port")
+    )
+    return (
+        f"({one_of('protocol', PROTOCOLS)} AND {one_of('verdict', VERDICTS)} AND "
+        f"{one_of('src_kind', _KINDS)} AND {one_of('dst_kind', _KINDS)} AND {ports})"
+    )
+
+
+def reads_as_is(path: Path) -> bool:
+    """Whether the Parquet file at ``path`` holds canonical columns with nothing to convert:
+    every column of :data:`~recommender.ingest.schema.FLOW_SCHEMA` it has is of its canonical
+    type, and every required one is there (what ``recommend ingest`` writes). Then other
+    readers (DuckDB's) see the values :class:`ParquetReader` gives. False for anything else,
+    an unreadable file included (:class:`ParquetReader` then reads it, or says what is wrong).
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return False
+    names = schema.names
+    if len(set(names)) != len(names):
+        return False
+    for field in FLOW_SCHEMA:
+        if field.name in names:
+            if schema.field(field.name).type != field.type:
+                return False
+        elif not field.nullable:
+            return False
+    return True
 
 
 class ParquetReader(FlowReader):
@@ -63,12 +118,7 @@ class ParquetReader(FlowReader):
             bad = pc.or_(bad, pc.fill_null(out_of_range, False))
         bad_rows = pc.indices_nonzero(bad).to_pylist()
         for i in bad_rows:
-            self.ledger.skip(
-                str(path),
-                first_row + i + 1,
-                "invalid-value",
-                "protocol, verdict, endpoint kind or port out of its value set",
-            )
+            self.ledger.skip(str(path), first_row + i + 1, INVALID_REASON, INVALID_DETAIL)
         if bad_rows:
             table = table.filter(pc.invert(bad))
         # Provenance of re-read canonical rows stays that of the original input.

@@ -26,6 +26,7 @@ from ._flowlog import (
     text_or_none,
 )
 from ._records import JsonRecordReader
+from .schema import PENDING_PREFIX
 
 __all__ = ["GoldmaneReader", "WhiskerReader", "render_policy_hit"]
 
@@ -137,14 +138,23 @@ def _int_or_zero(value: Any) -> int:
 
 
 def _policies(trace: Any, *names: str) -> list[str] | None:
+    """The enforced trace (the first of ``names`` present), then the pending trace
+    (``pending_policies``, Whisker's ``pending``), each of its entries prefixed
+    :data:`~recommender.ingest.schema.PENDING_PREFIX`."""
     if not isinstance(trace, Mapping):
         return None
+    out: list[str] = []
     for name in names:
         hits = trace.get(name)
         if isinstance(hits, list) and hits:
-            rendered = [p for p in map(render_policy_hit, hits) if p is not None]
-            return rendered or None
-    return None
+            out = [p for p in map(render_policy_hit, hits) if p is not None]
+            break
+    for name in ("pending_policies", "pending"):
+        hits = trace.get(name)
+        if isinstance(hits, list) and hits:
+            out += [PENDING_PREFIX + p for p in map(render_policy_hit, hits) if p is not None]
+            break
+    return out or None
 
 
 def _namespace(value: Any) -> str | None:

@@ -101,6 +101,12 @@ class _Service(msgspec.Struct, gc=False):
     namespace: str = ""
 
 
+class _Policy(msgspec.Struct, gc=False):
+    name: str = ""
+    namespace: str = ""
+    kind: str = ""
+
+
 class _Http(msgspec.Struct, gc=False):
     code: int = 0
     method: str = ""
@@ -137,6 +143,26 @@ class _Flow(msgspec.Struct, gc=False):
     traffic_direction: str | int = ""
     trace_observation_point: str | int = ""
     destination_service: _Service | None = None
+    # Set on drops and on AUDIT verdicts (policy audit mode): the policies that denied (would
+    # deny) the flow, and how the policy matched.
+    ingress_denied_by: list[_Policy] = []
+    egress_denied_by: list[_Policy] = []
+    policy_match_type: int | str = 0
+
+
+def _denied_by(f: _Flow) -> list[str] | None:
+    """The ``policies`` of a denied or audited flow: ``denied-by:<direction>|<kind>|<ns/name>``
+    per policy Hubble names, and ``policy-match:<type>`` when it says how the policy matched."""
+    out = [
+        f"denied-by:{direction}|{p.kind}|{p.namespace + '/' if p.namespace else ''}{p.name}"
+        for direction, policies in (("ingress", f.ingress_denied_by),
+                                    ("egress", f.egress_denied_by))
+        for p in policies
+        if p.name
+    ]
+    if f.policy_match_type:
+        out.append(f"policy-match:{f.policy_match_type}")
+    return out or None
 
 
 class _Line(msgspec.Struct, gc=False):
@@ -778,6 +804,9 @@ class HubbleReader(FlowReader):
             waiting[_VERDICT_AT] = verdict
             if verdict == "denied" and f.drop_reason_desc:
                 waiting[_VERDICT_AT + 1] = str(f.drop_reason_desc)
+            denied_by = _denied_by(f)
+            if denied_by:
+                waiting[_VERDICT_AT + 2] = denied_by
 
     def _sweep(self) -> None:
         """Forget connections idle for longer than idle_seconds; keep at most max_seen."""
@@ -965,6 +994,7 @@ class HubbleReader(FlowReader):
                 return
         if verdict == "denied" and f.drop_reason_desc:
             drop_reason = str(f.drop_reason_desc)
+        denied_by = _denied_by(f) if verdict in ("denied", "audit") else None
         if f.destination_names:
             dns_names = sorted(set(f.destination_names))
         svc = f.destination_service
@@ -1005,7 +1035,7 @@ class HubbleReader(FlowReader):
             dns_names,
             verdict,
             drop_reason,
-            None,
+            denied_by,
             None,
             _DIRECTIONS.get(f.traffic_direction),
             point if isinstance(point, str) and point else None,

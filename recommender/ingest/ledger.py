@@ -15,7 +15,9 @@ from typing import Any
 
 __all__ = ["IngestLedger", "SkipExample"]
 
-_MAX_EXAMPLES = 20
+#: Skipped records a ledger keeps the place of (file and row), as examples for the report.
+MAX_EXAMPLES = 20
+_MAX_EXAMPLES = MAX_EXAMPLES
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,17 @@ class IngestLedger:
         self.skipped[reason] += 1
         if len(self.examples) < _MAX_EXAMPLES:
             self.examples.append(SkipExample(file, row, reason, detail[:200]))
+
+    def skip_rows(
+        self, file: str, first_rows: list[int], count: int, reason: str, detail: str = ""
+    ) -> None:
+        """Count ``count`` skipped records of ``file`` at once, of which ``first_rows`` are the
+        numbers of the first few (at least as many as the examples kept), in order: the same
+        counts and examples as ``count`` calls of :meth:`skip`."""
+        for row in first_rows[:count]:
+            self.skip(file, row, reason, detail)
+        if count > len(first_rows):
+            self.skipped[reason] += count - len(first_rows)
 
     def ignore_file(self, file: str, reason: str) -> None:
         """Note a file found in a folder that is not a flow log (it holds no records)."""

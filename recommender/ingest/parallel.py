@@ -15,9 +15,13 @@ batch travels as an Arrow IPC file in /dev/shm that the parent maps and removes 
 carries its name), or, where that is not possible, as bytes through the queue.
 Workers stop with the run; when they cannot start, the parent reads the input itself. They are
 spawned (fresh interpreters), except that the command line forks them (see
-:meth:`ParallelHubbleReader.spawn`). :func:`prestart` starts them (and their read of the first
-file) before the caller has imported the rest of the pipeline; the ``recommend`` command does
-that from its raw arguments, and the next read takes them.
+:meth:`ParallelHubbleReader.spawn`). A spawned worker runs only this package's code, never the
+caller's script: a script read from standard input (``python - <<EOF``) has no file a new
+interpreter could run again, and one without an ``if __name__ == "__main__":`` guard would
+start its whole run again in every worker (see :func:`_without_main_script`).
+:func:`prestart` starts them (and their read of the first file) before the caller has imported
+the rest of the pipeline; the ``recommend`` command does that from its raw arguments, and the
+next read takes them.
 """
 
 from __future__ import annotations
@@ -156,7 +160,8 @@ class ParallelHubbleReader(FlowReader):
                     ),
                     daemon=True,
                 )
-                proc.start()
+                with _without_main_script(ctx):
+                    proc.start()
                 self._procs.append(proc)
                 self._requests.append(requests)
                 self._responses.append(responses)
@@ -258,6 +263,39 @@ class ParallelHubbleReader(FlowReader):
         """Count into ``ledger`` from now on (a reader started by :func:`prestart`)."""
         self.ledger = ledger
         self._local.ledger = ledger
+
+
+@contextlib.contextmanager
+def _without_main_script(ctx: Any) -> Iterator[None]:
+    """While a worker is spawned, keep multiprocessing from telling it to run the caller's
+    script (the ``__main__`` module's file) before the worker's own code.
+
+    Spawning starts a fresh interpreter that first runs the parent's main script again, to
+    find the functions the parent named there. A worker needs none (its code is
+    :func:`recommender.ingest._hubble_worker.run`), and the script is a problem: ``python -``
+    names ``<stdin>``, which no new interpreter can read (the worker died with a traceback and
+    the read fell back to one process), and a script without an ``if __name__ == "__main__":``
+    guard would run its whole pipeline again in each worker. multiprocessing decides from
+    ``__main__.__file__`` when it starts the process, so that attribute is hidden for that
+    moment (a module run with ``python -m`` has a ``__spec__`` and is imported by name, which
+    runs nothing and is left alone). Forked workers copy the parent and need nothing.
+    """
+    main = sys.modules.get("__main__")
+    hide = (
+        ctx.get_start_method() != "fork"
+        and main is not None
+        and getattr(main, "__spec__", None) is None
+        and "__file__" in vars(main)
+    )
+    if not hide:
+        yield
+        return
+    script = main.__file__  # type: ignore[union-attr]
+    del main.__file__  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        main.__file__ = script  # type: ignore[union-attr]
 
 
 def _can_fork() -> bool:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from ..errors import SchemaError
 
 __all__ = [
+    "PENDING_PREFIX",
     "ENDPOINT_KINDS",
     "FLOW_SCHEMA",
     "PROTOCOLS",
@@ -26,6 +27,11 @@ __all__ = [
 
 #: Version of the canonical schema (Parquet metadata key ``recommender.schema_version``).
 SCHEMA_VERSION: Final = "1.0"
+
+#: Prefix of a ``policies`` entry from the *pending* trace (Calico Enterprise
+#: ``policies.pending_policies``, Goldmane/Whisker ``PolicyTrace.pending_policies``): what the
+#: staged policies would do to the connection, in Calico's ``index|tier|name|action|rule`` form.
+PENDING_PREFIX: Final = "pending:"
 
 #: What an endpoint is.
 ENDPOINT_KINDS: Final = (

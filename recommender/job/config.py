@@ -26,7 +26,7 @@ from typing import Any
 from ..config import RecommendConfig, load_config
 from ..errors import ConfigError
 from .gitops import GitTarget
-from .state import LifecycleOptions
+from .state import LifecycleOptions, RolloutOptions
 from .storage import StorageOptions
 
 __all__ = ["JobConfig", "load_job_config", "parse_job_section"]
@@ -59,6 +59,9 @@ class JobConfig:
         The repository the policy tree is committed to (None: no commit).
     work_dir
         Scratch folder for downloads and the git checkout (None: a temporary folder).
+    rollout
+        Staged rollout per namespace (off by default): staged policies until stable and clean,
+        then the enforcing form.
     """
 
     input_uri: str
@@ -71,6 +74,7 @@ class JobConfig:
     lifecycle: LifecycleOptions = field(default_factory=LifecycleOptions)
     gitops: GitTarget | None = None
     work_dir: str | None = None
+    rollout: RolloutOptions = field(default_factory=RolloutOptions)
 
 
 _SECTIONS = {
@@ -79,6 +83,7 @@ _SECTIONS = {
     "storage": {"endpoint_url", "region", "anonymous"},
     "state": {"retention_days", "prune_stale"},
     "lifecycle": {"stable_runs", "stable_after_days"},
+    "rollout": {"staged", "promote_after_days"},
     "gitops": {"url", "branch", "path", "author_name", "author_email", "push", "promote"},
     "work_dir": None,
 }
@@ -176,6 +181,12 @@ def parse_job_section(data: Any, origin: str = "job") -> JobConfig:
         stable_runs=_get(life, "stable_runs", int, f"{origin}.lifecycle", 3),
         stable_after=_days(life.get("stable_after_days"), f"{origin}.lifecycle.stable_after_days"),
     )
+    ro = _mapping(job.get("rollout"), f"{origin}.rollout")
+    rollout = RolloutOptions(
+        staged=_get(ro, "staged", bool, f"{origin}.rollout", False),
+        promote_after=_days(ro.get("promote_after_days", 3), f"{origin}.rollout.promote_after_days")
+        or timedelta(0),
+    )
     gitops = None
     if job.get("gitops") is not None:
         g = _mapping(job["gitops"], f"{origin}.gitops")
@@ -209,6 +220,7 @@ def parse_job_section(data: Any, origin: str = "job") -> JobConfig:
         lifecycle=lifecycle,
         gitops=gitops,
         work_dir=work_dir,
+        rollout=rollout,
     )
 
 

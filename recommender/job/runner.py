@@ -42,13 +42,22 @@ from ..aggregate.edges import aggregate_edges
 from ..config import RecommendConfig
 from ..errors import ConfigError, NoFlowsError
 from ..evaluation.diff import compare_rules, diff_policies, rule_dict
-from ..policy.kubernetes import render_kubernetes
+from ..evaluation.staged import staged_evidence
+from ..pipeline import Recommendation
 from ..policy.model import PolicySet
-from ..policy.writer import MARKER_FILE, write_policy_tree
+from ..policy.writer import MARKER_FILE, STAGED_FOLDER, write_policy_trees
 from ..report.model import build_report, report_json, report_markdown
 from ..synthesis.synthesizer import synthesize
 from .config import JobConfig, load_job_config
-from .state import State, merge_edges, namespace_digests, stale_rows, update_lifecycle
+from .rollout import render_trees
+from .state import (
+    State,
+    merge_edges,
+    namespace_digests,
+    stale_rows,
+    update_lifecycle,
+    update_rollout,
+)
 from .storage import (
     Location,
     delete_dir,
@@ -157,6 +166,12 @@ def run_job(
         config, job = load_job_config(config_path)
     if config is None or job is None:
         raise TypeError("run_job needs config_path, or both config and job.")
+    if job.gitops is not None and job.gitops.promote == "stable" and len(config.dialects) > 1:
+        raise ConfigError(
+            "gitops.promote: stable keeps the repository's policies of namespaces that are not "
+            "stable, which works with one dialect only; with several dialects use "
+            "job.rollout.staged: true instead (docs/deployment.md)."
+        )
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     run_id = f"{as_of:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     _event("run started", "job.start", run_id=run_id, as_of=as_of.isoformat())
@@ -179,6 +194,7 @@ def run_job(
         tables = merge.tables(window)
         policy_set, findings = synthesize(tables, config)
         ledger = json.loads((table.schema.metadata or {}).get(b"recommender.ledger", b"null"))
+        staged_seen = staged_evidence(table, tables.edges)
         del table
         report = build_report(policy_set, findings, tables, config, ledger)
         from ..pipeline import _self_check
@@ -187,6 +203,13 @@ def run_job(
         lifecycle, moves = update_lifecycle(
             state.namespaces, namespace_digests(policy_set), as_of, job.lifecycle
         )
+        rollout_moves: list[dict[str, Any]] = []
+        if job.rollout.staged:
+            would: dict[str, int] = {}
+            for w in staged_seen.would_deny:
+                for ns in w.namespaces:
+                    would[ns] = would.get(ns, 0) + w.connections
+            lifecycle, rollout_moves = update_rollout(lifecycle, would, as_of, job.rollout)
         _event(
             "policies synthesised",
             "job.synthesised",
@@ -201,6 +224,18 @@ def run_job(
             run_id, as_of, job, inputs, state, merge, previous_set, policy_set, tables,
             lifecycle, moves, window.edges.num_rows,
         )
+        if job.rollout.staged or staged_seen.flows:
+            changes["rollout"] = {
+                "staged": job.rollout.staged,
+                "promote_after_days": job.rollout.promote_after.total_seconds() / 86400,
+                "enforcing": sorted(ns for ns in lifecycle if lifecycle[ns].enforcing),
+                "staged_namespaces": sorted(
+                    ns for ns in lifecycle if job.rollout.staged and not lifecycle[ns].enforcing
+                ),
+                "moves": rollout_moves,
+                **staged_seen.to_dict(),
+            }
+            report["staged_verdicts"] = changes["rollout"]
         if job.gitops is not None:
             changes["gitops"] = {
                 "held_back": [
@@ -217,9 +252,13 @@ def run_job(
             run_at=as_of,
             runs=state.runs + 1,
         )
-        by_ns: dict[str, list[dict[str, Any]]] = {}
-        for manifest in render_kubernetes(policy_set):
-            by_ns.setdefault(manifest["metadata"]["namespace"], []).append(manifest)
+        rec = Recommendation(policy_set, report, tables, findings, config)
+        trees, staged_trees = render_trees(
+            rec,
+            [ns for ns in sorted(lifecycle) if not lifecycle[ns].enforcing]
+            if job.rollout.staged
+            else None,
+        )
         from ..report.html import report_html
 
         extra: dict[str, bytes | str] = {
@@ -230,7 +269,7 @@ def run_job(
             "changes.md": _changes_markdown(changes),
             **new_state.to_files(),
         }
-        where = _publish(output, by_ns, extra, run_id, as_of, job, work)
+        where = _publish(output, trees, staged_trees, extra, run_id, as_of, job, work)
         _event("outputs written", "job.written", output=where)
         commit = None
         if job.gitops is not None:
@@ -238,7 +277,11 @@ def run_job(
 
             held = set(changes["gitops"]["held_back"])
             tree = work / "gitops-tree"
-            write_policy_tree({ns: m for ns, m in by_ns.items() if ns not in held}, tree)
+            write_policy_trees(
+                {d: {ns: m for ns, m in t.items() if ns not in held} for d, t in trees.items()},
+                tree,
+                staged=staged_trees,
+            )
             (tree / MARKER_FILE).unlink()
             commit = publish_tree(
                 tree,
@@ -332,12 +375,26 @@ def _file_reader(folder: Path | None) -> Any:
 
 
 def _read_previous_policies(folder: Path | None) -> PolicySet | None:
-    """The previous run's policies (None before the first run)."""
+    """The previous run's policies (None before the first run, or when it wrote no
+    Kubernetes tree): its Kubernetes tree, at the top or in ``kubernetes/`` when it wrote
+    several dialects, staged namespaces included."""
     if folder is None or not (folder / MARKER_FILE).is_file():
         return None
     from ..policy.reader import read_policies
 
-    namespaces = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    base = folder
+    if not (folder / "kustomization.yaml").is_file():
+        base = folder / "kubernetes"
+        if not (base / "kustomization.yaml").is_file():
+            return None
+    namespaces = [
+        p for p in base.iterdir()
+        if p.is_dir() and not p.name.startswith((".", "_"))
+    ]
+    staged = base / STAGED_FOLDER
+    if staged.is_dir():
+        namespaces += [p for p in staged.iterdir() if p.is_dir() and not p.name.startswith("_")]
+    namespaces.sort()
     return read_policies(namespaces) if namespaces else PolicySet(())
 
 
@@ -412,7 +469,8 @@ def _recover_local(folder: Path) -> None:
 
 def _publish(
     output: Location,
-    by_ns: dict[str, list[dict[str, Any]]],
+    trees: dict[str, dict[str, list[dict[str, Any]]]],
+    staged: dict[str, dict[str, list[dict[str, Any]]]],
     extra: dict[str, bytes | str],
     run_id: str,
     as_of: datetime,
@@ -421,10 +479,10 @@ def _publish(
 ) -> str:
     """Write the outputs all at once; returns where they are."""
     if output.is_local:
-        write_policy_tree(by_ns, Path(output.path), extra_files=extra)
+        write_policy_trees(trees, Path(output.path), extra_files=extra, staged=staged)
         return output.uri
     tree = work / "output"
-    write_policy_tree(by_ns, tree, extra_files=extra)
+    write_policy_trees(trees, tree, extra_files=extra, staged=staged)
     target = output.child("runs", run_id)
     upload_tree(tree, target)
     pointer = {"as_of": as_of.isoformat(), "path": f"runs/{run_id}", "run": run_id}
@@ -521,6 +579,39 @@ def _rule_line(rule: dict[str, Any]) -> str:
     )
 
 
+def _rollout_markdown(rollout: dict[str, Any] | None) -> list[str]:
+    """The staged rollout, first in ``changes.md``: what the staged policies would break, the
+    resets and promotions, then each staged rule's would-be verdicts."""
+    if not rollout:
+        return []
+    lines = ["## Staged policies", ""]
+    breaking = rollout["would_break"]
+    if breaking:
+        lines += [f"- **{w['line']}**" for w in breaking] + [""]
+    else:
+        lines += ["No wanted traffic would be denied by the staged policies.", ""]
+    for move in rollout["moves"]:
+        lines.append(f"- {move['namespace']}: {move['from']} -> {move['to']} ({move['reason']})")
+    if rollout["staged"]:
+        lines += [
+            f"- enforcing: {', '.join(rollout['enforcing']) or 'none yet'}",
+            f"- staged: {', '.join(rollout['staged_namespaces']) or 'none'}",
+        ]
+    if rollout["rules"]:
+        lines += [
+            "",
+            "| staged policy | rule | would deny | would allow | last evaluated | examples |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rollout["rules"]:
+            lines.append(
+                f"| {r['policy'] or '(audit mode)'} | {r['rule']} | {r['would_deny']} "
+                f"| {r['would_allow']} | {r['last_evaluated'] or ''} "
+                f"| {'; '.join(r['examples'])} |"
+            )
+    return [*lines, ""]
+
+
 def _changes_markdown(changes: dict[str, Any]) -> str:
     """``changes.md``: the human reading of ``changes.json``."""
     run, rules, edges = changes["run"], changes["rules"], changes["edges"]
@@ -532,6 +623,7 @@ def _changes_markdown(changes: dict[str, Any]) -> str:
         + (f", days {run['window']['from']} to {run['window']['to']}." if run["window"]["from"]
            else "."),
         "",
+        *_rollout_markdown(changes.get("rollout")),
         "## Namespaces",
         "",
         "| namespace | status | unchanged runs | policies | rules | changed at |",
@@ -579,7 +671,11 @@ def _relist_namespaces(folder: Path) -> None:
     :func:`~recommender.job.gitops.publish_tree` carried held-back ones over)."""
     from ..policy._yaml import dump_yaml
 
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != STAGED_FOLDER
+    )
     doc = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",

@@ -29,8 +29,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
@@ -49,11 +49,13 @@ __all__ = [
     "EdgeMerge",
     "LifecycleOptions",
     "NamespaceState",
+    "RolloutOptions",
     "State",
     "Status",
     "merge_edges",
     "namespace_digests",
     "update_lifecycle",
+    "update_rollout",
 ]
 
 #: The columns that identify an edge (as :func:`~recommender.aggregate.edges.aggregate_edges`
@@ -93,6 +95,9 @@ _NAMESPACE_SCHEMA: Final = pa.schema(
         ("first_run", pa.timestamp("us", tz="UTC")),
         ("changed_at", pa.timestamp("us", tz="UTC")),
         ("unchanged_runs", pa.int64()),
+        ("enforcing", pa.bool_()),
+        ("clean_since", pa.timestamp("us", tz="UTC")),
+        ("would_deny", pa.int64()),
     ]
 )
 
@@ -144,6 +149,14 @@ class NamespaceState:
         When (the run's ``as_of`` time) it first got policies, and when they last changed.
     unchanged_runs
         Runs since the last change (0 in the run that changed them).
+    enforcing
+        With a staged rollout (:class:`RolloutOptions`): whether the namespace's policies are
+        written in their enforcing form (False: staged).
+    clean_since
+        With a staged rollout: since when the cluster reported no would-deny on wanted traffic
+        for the namespace (None: not staged yet).
+    would_deny
+        Connections of wanted traffic its staged policies would deny, in this run's window.
     """
 
     namespace: str
@@ -154,6 +167,9 @@ class NamespaceState:
     first_run: datetime
     changed_at: datetime
     unchanged_runs: int
+    enforcing: bool = False
+    clean_since: datetime | None = None
+    would_deny: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -165,6 +181,9 @@ class NamespaceState:
             "rules": self.rules,
             "status": self.status,
             "unchanged_runs": self.unchanged_runs,
+            "enforcing": self.enforcing,
+            "clean_since": self.clean_since.isoformat() if self.clean_since else None,
+            "would_deny": self.would_deny,
         }
 
 
@@ -212,6 +231,9 @@ class State:
                     "first_run": r.first_run,
                     "changed_at": r.changed_at,
                     "unchanged_runs": r.unchanged_runs,
+                    "enforcing": r.enforcing,
+                    "clean_since": r.clean_since,
+                    "would_deny": r.would_deny,
                 }
                 for r in rows
             ],
@@ -247,6 +269,10 @@ class State:
                     f"{STATE_FILES['namespaces']}: unknown status {status!r}; delete the state "
                     "files to start learning afresh."
                 )
+            # A state written before staged rollouts has no rollout columns: not staged yet.
+            r["enforcing"] = bool(r.get("enforcing") or False)
+            r["would_deny"] = int(r.get("would_deny") or 0)
+            r.setdefault("clean_since", None)
             rows[r["namespace"]] = NamespaceState(**r)
         tables = {}
         for kind in ("edges", "labels"):
@@ -546,6 +572,9 @@ def update_lifecycle(
             first_run=before.first_run if before is not None else as_of,
             changed_at=changed_at,
             unchanged_runs=unchanged,
+            # changed policies are staged afresh; unchanged ones keep their rollout
+            enforcing=before is not None and before.enforcing and status != "learning",
+            clean_since=before.clean_since if before is not None and status != "learning" else None,
         )
         if before is None or before.status != status:
             moves.append(
@@ -563,3 +592,87 @@ def stale_rows(table: pa.Table, limit: int) -> list[dict[str, Any]]:
     return [
         {**{k: r[k] for k in keep}, "last_seen": r["last_seen"].isoformat()} for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    """A staged rollout per namespace (the ``rollout:`` section of a job; docs/deployment.md).
+
+    Attributes
+    ----------
+    staged
+        While a namespace is learning or stabilising, write its policies in a form the cluster
+        evaluates without enforcing (Calico staged kinds; Kubernetes and Cilium under
+        ``_staged/``, outside the kustomization), and promote them to the enforcing form once
+        stable and clean. False (the default): every namespace is written enforcing.
+    promote_after
+        How long a stable namespace must go with no would-deny on wanted traffic before its
+        policies are promoted.
+    """
+
+    staged: bool = False
+    promote_after: timedelta = timedelta(days=3)
+
+    def __post_init__(self) -> None:
+        if self.promote_after < timedelta(0):
+            raise ConfigError("promote_after_days must be 0 or more.")
+
+
+def update_rollout(
+    namespaces: dict[str, NamespaceState],
+    would_deny: Mapping[str, int],
+    as_of: datetime,
+    options: RolloutOptions,
+) -> tuple[dict[str, NamespaceState], list[dict[str, Any]]]:
+    """Apply the cluster's staged verdicts to each namespace's lifecycle.
+
+    A namespace with would-deny on wanted traffic (``would_deny``: connections by namespace)
+    goes back to ``stabilising`` (its unchanged runs start again, its clean period restarts
+    now, and enforcing policies go back to staged); a ``stable`` namespace whose clean period
+    has lasted ``promote_after`` is promoted to its enforcing form. Returns the new states and
+    one ``{"namespace", "from", "to", "reason"}`` per reset or promotion.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime, timedelta
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> ns = NamespaceState("shop", "stable", "d", 1, 1, t, t, 3, clean_since=t)
+    >>> opts = RolloutOptions(staged=True, promote_after=timedelta(days=2))
+    >>> s, moves = update_rollout({"shop": ns}, {}, t + timedelta(days=2), opts)
+    >>> s["shop"].enforcing, moves[0]["to"]
+    (True, 'enforcing')
+    >>> s, moves = update_rollout(s, {"shop": 37}, t + timedelta(days=3), opts)
+    >>> s["shop"].status, s["shop"].enforcing, moves[0]["reason"]
+    ('stabilising', False, 'would deny 37 connections of wanted traffic')
+    """
+    out: dict[str, NamespaceState] = {}
+    moves: list[dict[str, Any]] = []
+    for name, ns in sorted(namespaces.items()):
+        denied = int(would_deny.get(name, 0))
+        if denied:
+            status: Status = "learning" if ns.status == "learning" else "stabilising"
+            out[name] = replace(
+                ns, status=status, unchanged_runs=0 if status != "learning" else ns.unchanged_runs,
+                enforcing=False, clean_since=as_of, would_deny=denied,
+            )
+            moves.append({
+                "namespace": name, "from": "enforcing" if ns.enforcing else ns.status,
+                "to": status,
+                "reason": f"would deny {denied} connection{'s' if denied != 1 else ''} of "
+                "wanted traffic",
+            })
+            continue
+        clean_since = ns.clean_since or as_of
+        promote = (
+            not ns.enforcing and ns.status == "stable"
+            and as_of - clean_since >= options.promote_after
+        )
+        out[name] = replace(
+            ns, clean_since=clean_since, would_deny=0, enforcing=ns.enforcing or promote
+        )
+        if promote:
+            moves.append({
+                "namespace": name, "from": "stable", "to": "enforcing",
+                "reason": f"stable, and no would-deny since {clean_since:%Y-%m-%d}",
+            })
+    return out, moves

@@ -27,6 +27,7 @@ from ._yaml import dump_yaml
 __all__ = [
     "CLUSTER_FOLDER",
     "GUARDRAILS_FOLDER",
+    "STAGED_FOLDER",
     "MARKER_FILE",
     "write_policy_tree",
     "write_policy_trees",
@@ -49,6 +50,10 @@ CLUSTER_FOLDER: Final = "_cluster"
 #: The folder (and ``manifests_by_namespace`` key) of rendered guardrails, cluster-scoped too
 #: (``docs/guardrails.md``); like ``_cluster`` it can never be a namespace's name.
 GUARDRAILS_FOLDER: Final = "_guardrails"
+#: The folder of policies under a staged rollout that the cluster cannot evaluate staged
+#: (Kubernetes NetworkPolicy; Cilium, whose audit mode is set per endpoint): a kustomize tree of
+#: its own that the top kustomization does not list, so ``kubectl apply -k`` leaves it out.
+STAGED_FOLDER: Final = "_staged"
 _CLUSTER_FOLDERS: Final = (CLUSTER_FOLDER, GUARDRAILS_FOLDER)
 #: Longest file name most file systems accept (bytes; names here are ASCII).
 _NAME_MAX: Final = 255
@@ -82,6 +87,7 @@ def write_policy_tree(
     out_dir: Path,
     *,
     extra_files: Mapping[str, bytes | str] | None = None,
+    staged: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> list[Path]:
     """Write manifests as a kustomize tree under ``out_dir``, replacing any tree written before.
 
@@ -96,6 +102,10 @@ def write_policy_tree(
     extra_files : mapping of str to bytes or str, optional
         Files for the top level, such as ``report.json``; names must be DNS-1123 subdomains
         (lowercase, digits, ``-`` and ``.``). Text is written as UTF-8.
+    staged : mapping of str to list of dict, optional
+        Manifests by namespace written under :data:`STAGED_FOLDER`, a tree the top
+        kustomization does not list (a staged rollout's policies that the cluster cannot
+        evaluate without enforcing them).
 
     Returns
     -------
@@ -122,7 +132,10 @@ def write_policy_tree(
     ...     [p.relative_to(tmp).as_posix() for p in paths]
     ['out/.recommender-output', 'out/kustomization.yaml', 'out/shop/kustomization.yaml', 'out/shop/web.yaml']
     """  # noqa: E501
-    return _write(_plan(manifests_by_namespace, extra_files or {}), out_dir)
+    files = _plan(manifests_by_namespace, extra_files or {})
+    if staged:
+        _plan_tree(files, (STAGED_FOLDER,), staged)
+    return _write(files, out_dir)
 
 
 def write_policy_trees(
@@ -130,6 +143,7 @@ def write_policy_trees(
     out_dir: Path,
     *,
     extra_files: Mapping[str, bytes | str] | None = None,
+    staged: Mapping[str, Mapping[str, list[dict[str, Any]]]] | None = None,
 ) -> list[Path]:
     """Write one kustomize tree per dialect into sub-folders of ``out_dir``.
 
@@ -148,6 +162,8 @@ def write_policy_trees(
         The folder to create or replace.
     extra_files : mapping of str to bytes or str, optional
         Files for the top level (reports).
+    staged : mapping of str to mapping of str to list of dict, optional
+        Per dialect, manifests by namespace for its unlisted :data:`STAGED_FOLDER`.
 
     Returns
     -------
@@ -164,14 +180,17 @@ def write_policy_trees(
     ...     [p.relative_to(tmp).as_posix() for p in paths][:3]
     ['out/.recommender-output', 'out/calico/kustomization.yaml', 'out/calico/shop/kustomization.yaml']
     """  # noqa: E501
+    staged = staged or {}
     if len(trees) == 1:
-        (only,) = trees.values()
-        return write_policy_tree(only, out_dir, extra_files=extra_files)
+        ((key, only),) = trees.items()
+        return write_policy_tree(only, out_dir, extra_files=extra_files, staged=staged.get(key))
     files: dict[tuple[str, ...], _Content] = {(MARKER_FILE,): _MARKER_TEXT}
     for key in sorted(trees):
         if not is_dns1123_label(key):
             raise SynthesisError(f"Dialect folder name {key!r} is not a DNS-1123 label.")
         _plan_tree(files, (key,), trees[key])
+        if staged.get(key):
+            _plan_tree(files, (key, STAGED_FOLDER), staged[key])
     _plan_extra(files, extra_files or {}, trees)
     return _write(files, out_dir)
 

@@ -63,9 +63,15 @@ def build_report(
     """Assemble the report (see ``docs/report.md`` for its schema)."""
     rules = findings.rules
     per_ns: dict[str, dict[str, Any]] = {}
+    rules_by_ns: dict[str, list[Any]] = defaultdict(list)
+    for r in rules:
+        rules_by_ns[r.namespace].append(r)
+    policies_by_ns: dict[str, list[Any]] = defaultdict(list)
+    for p in policy_set.policies:
+        policies_by_ns[p.namespace].append(p)
     for ns in findings.namespaces_in_scope:
-        policies = policy_set.in_namespace(ns)
-        ns_rules = [r for r in rules if r.namespace == ns]
+        policies = policies_by_ns.get(ns, [])
+        ns_rules = rules_by_ns.get(ns, [])
         per_ns[ns] = {
             "policies": len(policies),
             "workload_policies": sum(1 for p in policies if p.name != "default-deny"),
@@ -393,6 +399,10 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
     """
     s = report["summary"]
     out = ["# Network policy recommendation", ""]
+    staged = report.get("staged_verdicts")
+    if staged and staged.get("would_break"):  # the reason a rollout waits comes first
+        out += ["**Staged policies would break wanted traffic:**", ""]
+        out += [f"- {w['line']}" for w in staged["would_break"]] + [""]
     out += [
         f"Flows from {s['first_seen']} to {s['last_seen']}: {s['connection_rows']:,} connection "
         f"rows, {s['edges']:,} edges between {s['workloads']} workloads.",

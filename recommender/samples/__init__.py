@@ -5,7 +5,9 @@ Nothing at run time imports this package; it makes the inputs the tests, the ben
 
 - :mod:`~recommender.samples.generator`: a realistic small cluster as data and its traffic,
   written as Hubble, Calico or canonical flows;
-- :mod:`~recommender.samples.bulk`: vectorised canonical Parquet for the large benchmarks.
+- :mod:`~recommender.samples.bulk`: vectorised canonical Parquet for the large benchmarks;
+- :mod:`~recommender.samples.wide`: a wide cluster (thousands of workloads in hundreds of
+  namespaces, a few edges each) for the scaling benchmark.
 """
 
 from .generator import (

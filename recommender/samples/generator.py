@@ -516,8 +516,9 @@ class _Cluster:
         self.service_ip: dict[str, str] = {}
         for i, w in enumerate(self.workloads):
             if w.service:
+                q, r = divmod(i * 7 + 1, 250)  # 10.96.0.0/12 holds 4,096 x 250 addresses
                 self.service_ip[f"{w.namespace}/{w.service}"] = (
-                    f"10.96.{(i * 7 + 1) // 250}.{(i * 7 + 1) % 250 + 2}"
+                    f"10.{96 + q // 256}.{q % 256}.{r + 2}"
                 )
         self.service_ip["default/kubernetes"] = "10.96.0.1"
 

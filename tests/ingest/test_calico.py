@@ -136,13 +136,29 @@ def test_real_allow_and_deny_reports_merge_to_denied() -> None:
 
 
 @needs_shared
-def test_real_enforced_policies_preferred() -> None:
+def test_real_enforced_policies_preferred_and_the_pending_trace_kept() -> None:
     rows, _ = _read(REAL / "datatypes.mdx.flowlog.jsonl")
     assert rows[0]["policies"] == [
         "0|tier1|ns1/tier1.policy1|pass|3",
         "1|default|policy-demo/default.access-nginx|allow|2",
+        # what the staged policy would do: the pending trace, kept apart by its prefix
+        "pending:0|tier1|ns1/tier1.policy1|pass|3",
+        "pending:1|tier2|ns2/staged:tier1.policy1|deny|1",
     ]
     assert rows[0]["src_port"] == 42106
+
+
+@needs_shared
+def test_the_pending_trace_round_trips_through_canonical_parquet(tmp_path: Path) -> None:
+    from recommender.ingest._write import write_flows_parquet
+
+    path = REAL / "datatypes.mdx.flowlog.jsonl"
+    batches = iter_flow_batches([path])
+    write_flows_parquet(batches, tmp_path / "flows.parquet", ledger=batches.ledger)
+    again, _ = _read(tmp_path / "flows.parquet")
+    first, _ = _read(path)
+    assert [r["policies"] for r in again] == [r["policies"] for r in first]
+    assert any(p.startswith("pending:") for r in again for p in r["policies"] or ())
 
 
 # ---------------------------------------------------------------------------------------------

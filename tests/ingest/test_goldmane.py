@@ -62,6 +62,7 @@ def test_emitter_ndjson() -> None:
     assert both["policies"] == [
         "0|__PROFILE__|__PROFILE__.kns.shop|allow|0",
         "0|default|payments/default.allow-checkout|allow|0",
+        "pending:0|__PROFILE__|__PROFILE__.kns.shop|allow|0",  # the pending trace, kept apart
     ]
     assert (both["connections"], both["packets"], both["bytes"]) == (3, 18, 1200)
     assert both["start_time"].timestamp() == 1767262815

@@ -342,3 +342,30 @@ def test_corrupted_records_raise_nothing_and_are_counted(tmp_path: Path, edits, 
     assert isinstance(table, pa.Table)
     assert ledger.balanced
     assert ledger.read == (2 if text.strip() else 1)
+
+
+@pytest.mark.parametrize("scanner", ["1", ""])
+def test_audit_verdicts_keep_the_policies_that_would_deny(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scanner: str
+):
+    """Policy audit mode: the flow was forwarded, Hubble says AUDIT and which policy would
+    have dropped it (a connection's later AUDIT event counts as well as its first)."""
+    if not scanner:
+        monkeypatch.setenv("RECOMMENDER_NO_SCANNER", "1")
+    denied_by = [{"name": "db", "namespace": "shop", "kind": "CiliumNetworkPolicy"}]
+    lines = [
+        _line(verdict="AUDIT", ingress_denied_by=denied_by, policy_match_type=2),
+        _line(l4={"TCP": {"source_port": 40100, "destination_port": 80}}),
+        _line(l4={"TCP": {"source_port": 40100, "destination_port": 80}}, verdict="AUDIT",
+              egress_denied_by=denied_by),
+    ]
+    path = tmp_path / "audit.json"
+    path.write_text("\n".join(lines) + "\n")
+    rows = sorted(read_flows(path).to_pylist(), key=lambda r: r["src_port"])
+    assert [(r["verdict"], r["policies"]) for r in rows] == [
+        ("audit", ["denied-by:ingress|CiliumNetworkPolicy|shop/db", "policy-match:2"]),
+        ("audit", ["denied-by:egress|CiliumNetworkPolicy|shop/db"]),
+    ]
+    from recommender.evaluation.staged import staged_verdict
+
+    assert staged_verdict(rows[0]["policies"], "audit") == ("deny", "shop/db", -2)

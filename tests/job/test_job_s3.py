@@ -4,13 +4,10 @@ pyarrow's S3 client, outputs and state in a bucket, a pointer object flipped las
 from __future__ import annotations
 
 import json
-import logging
-import socket
 from datetime import date, timedelta
-from types import SimpleNamespace
 
 import pytest
-from _jobdata import API_WEB, CRON_DB, WEB_DB, WEB_DNS, job_file, noon, parquet_bytes
+from _jobdata import API_WEB, CRON_DB, WEB_DB, WEB_DNS, job_file, moto_s3, noon, parquet_bytes
 
 from recommender.cli import main
 from recommender.errors import ConfigError, StorageError
@@ -29,28 +26,7 @@ D1 = date(2026, 1, 5)
 
 @pytest.fixture(scope="module")
 def s3():
-    server_mod = pytest.importorskip("moto.server", reason="moto[s3] + flask are test extras")
-    boto3 = pytest.importorskip("boto3")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        mp.delenv("AWS_PROFILE", raising=False)
-        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
-        yield SimpleNamespace(url=url, client=client)
-    server.stop()
+    yield from moto_s3()
 
 
 def put_day(s3, bucket: str, day: date, edges, name: str = "flows.parquet") -> str:

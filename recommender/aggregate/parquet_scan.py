@@ -1,0 +1,307 @@
+"""Canonical Parquet files aggregated by DuckDB's own Parquet reader.
+
+:func:`~recommender.aggregate.edges.aggregate_edges` takes canonical rows as Arrow batches:
+every column of every row is decoded, checked and handed over, label maps included, although
+the aggregation reads 25 of the 48 columns and needs a pod's labels only once. For canonical
+Parquet files whose columns need no conversion (:func:`~recommender.ingest.canonical.reads_as_is`:
+what ``recommend ingest`` writes), :func:`aggregate_parquet_files` gives the same
+:class:`~recommender.aggregate.edges.EdgeTables` and ledger by letting DuckDB read the files:
+
+- **only the columns a stage needs**: the aggregation's, and the value checks' (protocol,
+  verdict, endpoint kinds, ports); DuckDB reads row groups on every core;
+- **the time window pushed down**: ``since``/``until`` filter the scan, so row groups outside
+  the window are skipped on their statistics (only the value checks still look at them, for
+  the ledger);
+- **label maps read once per pod**, not per row: the scan groups the rows finely (edge, class,
+  pod, address, node, hour, DNS names, HTTP request, ...) and keeps each group's first and last
+  row number; a pod's first and last rows are then looked up, and only the row groups that hold
+  them have a label column decoded (by pyarrow, as :class:`~recommender.ingest.canonical.
+  ParquetReader` reads them);
+- the fine groups (thousands, whatever the row count) are then grouped into the partial
+  aggregates of :func:`~recommender.aggregate.edges.partial_edges`, one per file, merged and
+  finished as there.
+
+Rows with impossible values are counted in the ledger exactly as the streaming reader counts
+them (same reason, same first rows as examples). Namespaces are not pushed down: the report,
+the graph and the anomaly screening cover every namespace's edges (in-scope policies need
+their out-of-scope peers, and out-of-scope namespaces are listed).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from ..config import RecommendConfig
+from ..errors import FlowFormatError
+from ..ingest.canonical import INVALID_DETAIL, INVALID_REASON, reads_as_is, valid_row_sql
+from ..ingest.ledger import MAX_EXAMPLES, IngestLedger
+from .edges import (
+    _EPHEMERAL,
+    _IDS,
+    _KEYS,
+    EVIDENCE_VERDICTS,
+    MAX_HTTP_REQUESTS,
+    EdgeTables,
+    LabelPicks,
+    PartialEdges,
+    _connect,
+    finish_edges,
+    merge_partials,
+)
+
+__all__ = ["aggregate_parquet_files", "parquet_rows", "scannable_parquet"]
+
+#: Characters DuckDB reads as a glob or a URL in a file name: such files are left to pyarrow.
+_GLOB: Final = frozenset("*?[]{}")
+
+#: The fine groups: every column a partial aggregate keeps (or reads distinct values of).
+_FINE_KEYS: Final = (
+    "src_kind, src_namespace, src_id, src_name, dst_kind, dst_namespace, dst_id, dst_name, "
+    "protocol, dst_port, class, src_pod, dst_pod, src_ip, dst_ip, node, hour, dst_dns_names, "
+    "http_method, http_path, dst_service_name, src_workload_kind, dst_workload_kind"
+)
+
+#: The partial aggregates of :mod:`.edges` (``_PARTIAL``) computed from the fine groups: sums
+#: of sums, minima of minima, distinct values of distinct values.
+_FROM_FINE: Final = f"""
+    sum(connections)::BIGINT AS connections,
+    sum(rows)::BIGINT AS rows,
+    sum(bytes)::BIGINT AS bytes,
+    min(first_seen) AS first_seen,
+    max(last_seen) AS last_seen,
+    list(DISTINCT hour) FILTER (WHERE hour IS NOT NULL) AS hours,
+    list(DISTINCT src_ip) FILTER (WHERE src_ip IS NOT NULL) AS src_ips,
+    list(DISTINCT dst_ip) FILTER (WHERE dst_ip IS NOT NULL) AS dst_ips,
+    list(DISTINCT node) FILTER (WHERE node IS NOT NULL) AS nodes,
+    max(dst_service_name) AS dst_service,
+    max(src_workload_kind) AS src_workload_kind,
+    max(dst_workload_kind) AS dst_workload_kind,
+    list_distinct(flatten(list(dst_dns_names) FILTER (WHERE dst_dns_names IS NOT NULL)))
+        AS dns_names,
+    list_slice(list(DISTINCT http_method || ' ' || coalesce(http_path, '')
+        ORDER BY http_method || ' ' || coalesce(http_path, ''))
+        FILTER (WHERE http_method IS NOT NULL), 1, {MAX_HTTP_REQUESTS + 1}) AS http_requests
+"""
+
+
+def scannable_parquet(files: Sequence[tuple[Path, str]]) -> list[Path] | None:
+    """The paths of ``files`` (path, format) when every one is a canonical Parquet file DuckDB
+    can read as it is (:func:`~recommender.ingest.canonical.reads_as_is`, and a plain file
+    name); None otherwise (the streaming readers then read them all, in order)."""
+    paths = []
+    for path, fmt in files:
+        if fmt != "parquet" or _GLOB & set(str(path)) or not reads_as_is(path):
+            return None
+        paths.append(path)
+    return paths or None
+
+
+def _literal(path: Path) -> str:
+    """``path`` as a SQL string literal (absolute: a relative name could read as a URL)."""
+    text = str(path.resolve())
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _window(config: RecommendConfig) -> tuple[str | None, list[Any]]:
+    where, params = [], []
+    if config.since is not None:
+        where.append("start_time >= ?")
+        params.append(config.since)
+    if config.until is not None:
+        where.append("start_time < ?")
+        params.append(config.until)
+    return (" AND ".join(where) if where else None), params
+
+
+@dataclass
+class _FileScan:
+    """What one file gave: its partial aggregates and its ledger counts."""
+
+    partial: PartialEdges
+    rows: int
+    invalid: int
+    invalid_rows: list[int]
+
+
+def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConfig) -> _FileScan:
+    import pyarrow.parquet as pq
+
+    source = f"read_parquet({_literal(path)}, file_row_number = true)"
+    valid = valid_row_sql()
+    window, params = _window(config)
+    verdicts = ", ".join(f"'{v}'" for v in EVIDENCE_VERDICTS)
+    # Rows with impossible values are a class of their own (counted, never aggregated); rows
+    # outside the window are not read, except for the value checks just below.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE fine AS
+        SELECT {_FINE_KEYS},
+               sum(connections) AS connections, count(*) AS rows,
+               sum(coalesce(bytes, 0)) AS bytes, min(start_time) AS first_seen,
+               max(end_time) AS last_seen, min(file_row_number) AS first_row,
+               max(file_row_number) AS last_row
+        FROM (
+            SELECT src_kind, src_namespace, src_name, src_pod, src_ip, src_workload_kind,
+                   dst_kind, dst_namespace, dst_name, dst_pod, dst_ip, dst_workload_kind,
+                   protocol, dst_port, node, connections, bytes, start_time, end_time,
+                   dst_service_name, dst_dns_names, http_method, http_path, file_row_number,
+                   {_IDS}, date_trunc('hour', start_time) AS hour,
+                CASE
+                  WHEN NOT {valid} THEN 'invalid'
+                  WHEN verdict NOT IN ({verdicts}) THEN 'denied'
+                  WHEN is_reply THEN 'reply'
+                  WHEN is_reply IS NULL AND src_port IS NOT NULL AND src_port < {_EPHEMERAL}
+                       AND dst_port >= {_EPHEMERAL} THEN 'suspected-reply'
+                  ELSE 'evidence'
+                END AS class
+            FROM {source}
+            {f"WHERE {window}" if window else ""}
+        )
+        GROUP BY ALL
+        """,
+        params,
+    ).fetchall()
+    ((count,),) = con.execute(
+        "SELECT coalesce(sum(rows), 0)::BIGINT FROM fine WHERE class = 'invalid'"
+    ).fetchall()
+    if window:  # the rows outside the window are checked too: the ledger counts every row
+        ((outside,),) = con.execute(
+            f"SELECT count(*) FROM {source} WHERE NOT {valid} AND NOT coalesce({window}, false)",
+            params,
+        ).fetchall()
+        count += outside
+    first_bad: list[int] = []
+    if count:
+        first_bad = [
+            int(r) + 1
+            for (r,) in con.execute(
+                f"SELECT file_row_number FROM {source} WHERE NOT {valid} "
+                f"ORDER BY file_row_number LIMIT {MAX_EXAMPLES}"
+            ).fetchall()
+        ]
+    groups = con.sql(
+        f"SELECT {_KEYS}, {_FROM_FINE} FROM fine WHERE class <> 'invalid' GROUP BY ALL"
+    ).to_arrow_table()
+    parquet = pq.ParquetFile(path, pre_buffer=False)
+    picks = _label_picks(con, parquet)
+    con.execute("DROP TABLE fine").fetchall()
+    rows = parquet.metadata.num_rows
+    return _FileScan(PartialEdges(groups, picks, rows), rows, count, first_bad)
+
+
+def _label_picks(con: duckdb.DuckDBPyConnection, parquet: Any) -> LabelPicks:
+    """Per (side, namespace, workload, pod) of a workload endpoint: its first and last row in
+    the window and their label maps, as :func:`.edges._pick_labels` records them."""
+    found: list[tuple[str, Any, Any, Any, int, int]] = []
+    for side in ("src", "dst"):
+        found += [
+            (side, *row)
+            for row in con.execute(
+                f"""
+                SELECT {side}_namespace, {side}_id, {side}_pod, min(first_row), max(last_row)
+                FROM fine WHERE {side}_kind = 'workload' AND class <> 'invalid'
+                GROUP BY ALL
+                """
+            ).fetchall()
+        ]
+    maps = _label_maps(
+        parquet,
+        {
+            "src": {r for side, *_, first, last in found if side == "src" for r in (first, last)},
+            "dst": {r for side, *_, first, last in found if side == "dst" for r in (first, last)},
+        },
+    )
+    return {
+        (side, ns, wl, pod): [first, maps[side][first], last, maps[side][last]]
+        for side, ns, wl, pod, first, last in found
+    }
+
+
+def _label_maps(parquet: Any, wanted: dict[str, set[int]]) -> dict[str, dict[int, Any]]:
+    """The ``<side>_labels`` map of each wanted row number, read with pyarrow from only the row
+    groups that hold one (the values :class:`~recommender.ingest.canonical.ParquetReader`
+    gives)."""
+    meta = parquet.metadata
+    starts = [0]
+    for i in range(meta.num_row_groups):
+        starts.append(starts[-1] + meta.row_group(i).num_rows)
+    names = set(parquet.schema_arrow.names)
+    out: dict[str, dict[int, Any]] = {}
+    for side, rows in wanted.items():
+        column = f"{side}_labels"
+        maps: dict[int, Any] = out.setdefault(side, {})
+        if column not in names:
+            maps.update(dict.fromkeys(rows))
+            continue
+        by_group: dict[int, list[int]] = {}
+        for row in sorted(rows):
+            by_group.setdefault(bisect.bisect_right(starts, row) - 1, []).append(row)
+        for group, members in sorted(by_group.items()):
+            labels = parquet.read_row_group(group, columns=[column], use_threads=False)[column]
+            offsets = pa.array([r - starts[group] for r in members], pa.int64())
+            for row, value in zip(members, labels.take(offsets).to_pylist(), strict=True):
+                maps[row] = value
+    return out
+
+
+def aggregate_parquet_files(
+    paths: Sequence[Path],
+    config: RecommendConfig,
+    ledger: IngestLedger,
+    on_file: Callable[[int], None] | None = None,
+) -> tuple[EdgeTables, float]:
+    """The edge tables of canonical Parquet files (see the module docstring), and the seconds
+    spent scanning the files (reading and the fine grouping, which DuckDB does in one pass).
+
+    ``paths`` must be :func:`scannable_parquet`'s. ``ledger`` gets every row's outcome, per
+    file, as the streaming reader would count it, once every file has been scanned;
+    ``on_file`` is called with each file's row count.
+
+    Raises
+    ------
+    FlowFormatError
+        When DuckDB cannot read a file.
+    """
+    con = _connect()
+    scans: list[_FileScan] = []
+    started = time.perf_counter()
+    try:
+        for path in paths:
+            try:
+                scans.append(_scan_file(con, path, config))
+            except (duckdb.Error, OSError, pa.ArrowException) as exc:
+                raise FlowFormatError(f"{path}: not a readable Parquet file: {exc}") from None
+            if on_file is not None:
+                on_file(scans[-1].rows)
+    finally:
+        con.close()
+    scanned = time.perf_counter() - started
+    for path, scan in zip(paths, scans, strict=True):
+        ledger.open_file(str(path), "parquet")
+        ledger.read += scan.rows
+        ledger.skip_rows(str(path), scan.invalid_rows, scan.invalid, INVALID_REASON, INVALID_DETAIL)
+        ledger.used += scan.rows - scan.invalid
+        ledger.close_file(str(path))
+    partial = merge_partials(scan.partial for scan in scans)
+    return finish_edges(partial, config), scanned
+
+
+def parquet_rows(paths: Sequence[Path], columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The valid rows of :func:`scannable_parquet` files, only ``columns``, in record batches:
+    what a stage that reads flow rows again needs, without decoding the rest."""
+    con = _connect()
+    try:
+        for path in paths:
+            source = f"read_parquet({_literal(path)})"
+            query = con.sql(f"SELECT {', '.join(columns)} FROM {source} WHERE {valid_row_sql()}")
+            yield from query.to_arrow_reader(65536)
+    finally:
+        con.close()
