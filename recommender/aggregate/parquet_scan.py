@@ -56,6 +56,7 @@ from .edges import (
     finish_edges,
     merge_partials,
 )
+from .owners import resolve_group_owners
 
 __all__ = ["aggregate_parquet_files", "parquet_rows", "scannable_parquet"]
 
@@ -194,6 +195,7 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
     picks = _label_picks(con, parquet)
     con.execute("DROP TABLE fine").fetchall()
     rows = parquet.metadata.num_rows
+    groups, picks = resolve_group_owners(groups, picks)  # as the stream does per batch
     return _FileScan(PartialEdges(groups, picks, rows), rows, count, first_bad)
 
 
