@@ -518,13 +518,20 @@ def recommend(
             rows = lambda: parquet_rows(scanned_files, FLOW_COLUMNS)  # noqa: E731
         screening = screen_flows(tables, rows, config)
         tables = screening.tables  # (its time counts in "synthesize")
-        evidence, conflicts = tables, None
+        evidence, conflicts, refused = tables, None, None
         if guardrails is not None:
             from .evaluation.guardrail_checks import find_conflicts, keep_edges
 
             conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
             evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
-        policy_set, findings = synthesize(evidence, config)
+            if not keep.all():  # nor let a widening admit it
+                from .synthesis.refused import RefusedSet
+
+                dropped = tables.edges.filter(pa.array(~keep))
+                refused = RefusedSet.from_tables(tables) | RefusedSet.from_edges(
+                    dropped, "guardrail"
+                )
+        policy_set, findings = synthesize(evidence, config, refused)
         policy_set = _beyond_pods(policy_set, tables, findings, config)
         mark = _stage(timings, "synthesize", aggregated)
         cache: dict[str, Any] = {}

@@ -97,3 +97,30 @@ def test_an_edge_screening_excluded_is_never_widened_over():
     held, _ = synthesize(screened, config)
     cidrs = [p.cidr for pol in held.policies for r in pol.egress for p in r.peers]
     assert cidrs == ["8.8.8.8/32", "8.8.8.11/32"]
+
+
+def test_a_flow_a_guardrail_denies_is_never_widened_over(tmp_path):
+    from recommender import recommend
+
+    guard = tmp_path / "guardrails.yaml"
+    guard.write_text(
+        "guardrails:\n"
+        "  - name: no-resolver\n"
+        "    priority: 10\n"
+        "    egress:\n"
+        "      - action: deny\n"
+        "        to:\n"
+        "          - networks: [8.8.8.10/32]\n"
+    )
+    rows = [
+        flow_row(src_namespace="shop", src_workload="web", src_port=40000 + i,
+                 dst_kind="external", dst_ip=ip, dst_port=443)
+        for i, ip in enumerate(("8.8.8.8", "8.8.8.10", "8.8.8.11"))
+    ]  # fmt: skip
+    free = recommend(make_table(rows), cidr_budget=1 << 16)
+    assert [p.cidr for pol in free.policy_set.policies for r in pol.egress for p in r.peers] == [
+        "8.8.8.8/30"
+    ]
+    held = recommend(make_table(rows), cidr_budget=1 << 16, guardrails=guard)
+    cidrs = [p.cidr for pol in held.policy_set.policies for r in pol.egress for p in r.peers]
+    assert cidrs == ["8.8.8.8/32", "8.8.8.11/32"]
