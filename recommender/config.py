@@ -78,16 +78,34 @@ class RecommendConfig:
         report only. False adds ingress rules from the node addresses.
     dns_both_protocols
         Egress to a resolver on port 53 allows both UDP and TCP (DNS falls back to TCP).
+    allow_unestablished
+        Give rules to edges whose connections were all attempted but never established
+        (``outcome`` ``failed``: resets, unanswered retried SYNs, no answer counted); by
+        default they get none and the report lists them under "attempted, never
+        established" (``docs/concepts.md``).
     trust_all_flows
         Keep edges that anomaly screening flags (scans, sibling deviations, cluster outliers)
         in the allow rules; they are still reported. False leaves them out
         (``docs/clustering.md``).
-    scan_min_targets, scan_denied_share
-        A source reaching at least ``scan_min_targets`` distinct (peer, port) targets, at least
-        ``scan_denied_share`` of them only denied, is scanning.
+    scan_min_targets, scan_denied_share, scan_window, scan_min_failed
+        A source trying at least ``scan_min_targets`` distinct (peer, port) targets within
+        ``scan_window`` seconds, at least ``scan_min_failed`` of them refused (denied or never
+        established) and at least ``scan_denied_share`` of them refused or never seen before
+        (no other source uses the peer's port, fewer than ``rare_connections`` connections, none
+        known to be established), is scanning, whatever the verdicts (``docs/concepts.md``).
     sibling_min_pods
-        A peer only one pod of a workload talks to is flagged when at least this many of its
-        pods (that one included) were active at the same time.
+        A peer only one pod of a workload talks to is looked at when at least this many of its
+        pods (that one included) were active at the same time (a CronJob's runs count as its
+        pods, concurrent or not).
+    sibling_max_chance
+        ... and flagged when the chance that its connections all came from one pod anyway
+        (the sum over the concurrent pods of their share of the workload's connections to
+        the power of the edge's connections), times the peer's prior, is at most this.
+    sibling_raw_ip_prior
+        The prior of a public address with no DNS name in the flows, on a port other than
+        53, 80, 123, 443, 853, 8080 and 8443, that no other workload uses (raw-IP egress);
+        every other peer's prior is 1. Resolvers, the API server and peers other workloads
+        use are never flagged.
     outlier_min_cluster
         A rare edge to a peer no other member uses is flagged in behavioural clusters of at
         least this many workloads.
@@ -145,10 +163,15 @@ class RecommendConfig:
     allow_node_probes: bool = True
     dns_both_protocols: bool = True
     policy_prefix: str = "allow-"
+    allow_unestablished: bool = False
     trust_all_flows: bool = False
     scan_min_targets: int = 10
     scan_denied_share: float = 0.5
-    sibling_min_pods: int = 3
+    scan_window: int = 300
+    scan_min_failed: int = 3
+    sibling_min_pods: int = 2
+    sibling_max_chance: float = 0.02
+    sibling_raw_ip_prior: float = 0.03
     outlier_min_cluster: int = 3
     cluster_distance: float = 0.3
     compact_policies: bool = False
@@ -176,6 +199,8 @@ class RecommendConfig:
             "internet_ingress_sources",
             "max_ephemeral_ports",
             "scan_min_targets",
+            "scan_window",
+            "scan_min_failed",
             "sibling_min_pods",
             "outlier_min_cluster",
             "compaction_budget",
@@ -190,7 +215,12 @@ class RecommendConfig:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name} must be a list of names or patterns, not {value!r}.")
             object.__setattr__(self, name, tuple(value))
-        for name, top in (("scan_denied_share", "1]"), ("cluster_distance", "1)")):
+        for name, top in (
+            ("scan_denied_share", "1]"),
+            ("cluster_distance", "1)"),
+            ("sibling_max_chance", "1]"),
+            ("sibling_raw_ip_prior", "1]"),
+        ):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
@@ -219,6 +249,7 @@ class RecommendConfig:
         for name in (
             "allow_node_probes",
             "dns_both_protocols",
+            "allow_unestablished",
             "trust_all_flows",
             "compact_policies",
             "staged",

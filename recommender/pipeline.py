@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
@@ -273,25 +273,154 @@ def _segments(tables: EdgeTables, cache: dict[str, Any]) -> dict[str, Any]:
     return propose_segments(graph).to_dict()
 
 
+#: Reasons of excluded edges that are observed allowed traffic left out on purpose (the
+#: self-check replays them as their own kind); the others are replies and ephemeral ports.
+_ON_PURPOSE: Final = ("never-established", "below-min-connections")
+
+
+def _on_purpose(tables: EdgeTables, evidence: EdgeTables) -> pa.Table:
+    """The observed allowed edges left out on purpose, with a ``reason`` column: screening
+    (``anomaly:<rule>``), never established, too few connections, and the edges a guardrail
+    denies (``guardrail``, in ``tables.edges`` but not in ``evidence``)."""
+    import pyarrow.compute as pc
+
+    excluded = tables.excluded
+    reasons = excluded.column("reason")
+    mask = pc.or_(
+        pc.is_in(reasons, pa.array(_ON_PURPOSE, pa.string())),
+        pc.starts_with(reasons, "anomaly:"),
+    )
+    parts = [excluded.filter(pc.fill_null(mask, False))]
+    if evidence.edges.num_rows != tables.edges.num_rows:
+        from .aggregate.edges import EDGE_KEY
+
+        kept = set(zip(*(evidence.edges.column(c).to_pylist() for c in EDGE_KEY), strict=True))
+        rows = zip(*(tables.edges.column(c).to_pylist() for c in EDGE_KEY), strict=True)
+        gone = pa.array([k not in kept for k in rows], pa.bool_())
+        moved = tables.edges.filter(gone)
+        moved = moved.append_column("reason", pa.array(["guardrail"] * moved.num_rows, pa.string()))
+        parts.append(moved.select(excluded.column_names).cast(excluded.schema))
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
 def _self_check(
     policy_set: PolicySet,
-    tables: EdgeTables,
+    evidence: EdgeTables,
     guardrails: Guardrails | None = None,
     dialect: str = "kubernetes",
+    tables: EdgeTables | None = None,
 ) -> dict[str, Any]:
-    """Replay the evidence against the emitted policies with the project's own evaluator
-    (Kubernetes semantics; with guardrails, the whole stack): coverage must be 1.0 with no
-    false denies."""
+    """Replay every observed allowed edge against the emitted policies with the project's own
+    evaluator (Kubernetes semantics; with guardrails, the whole stack): the evidence, whose
+    coverage must be 1.0 with no false denies, and the edges left out on purpose
+    (:func:`_on_purpose`, from ``tables``: the screened aggregation before guardrails), counted
+    as their own kind. ``problems`` lists what makes the self-check fail: false denies,
+    flows denied in the input that the policies allow, and flows that never established that
+    they allow (``docs/cli.md``: exit status 3)."""
+    from dataclasses import replace as _replace
+
     from .evaluation.replay import replay
 
     coverage = replay(
         policy_set,
-        tables,
+        evidence,
         synthetic_limit=_SELF_CHECK_TRIPLES,
         guardrails=guardrails,
         dialect=dialect,
     )
     data = coverage.to_dict()
+    purposeful = _on_purpose(tables or evidence, evidence)
+    by_reason: dict[str, dict[str, int]] = {}
+    failed_allowed: list[dict[str, Any]] = []
+    denied_keys: set[tuple[Any, ...]] = set()
+    unjudged: set[tuple[Any, ...]] = set()
+    if purposeful.num_rows:
+        edges = purposeful.drop_columns(["reason"]).cast(evidence.edges.schema)
+        empty = evidence.edges.schema.empty_table()
+        replayed = replay(
+            policy_set,
+            _replace(evidence, edges=edges, denied=empty, excluded=purposeful.slice(0, 0)),
+            synthetic_limit=0,
+            guardrails=guardrails,
+            dialect=dialect,
+        )
+        denied_keys = {
+            (v.source, v.destination, v.protocol, v.port) for v in replayed.false_denies
+        }
+        unjudged = {
+            (v.source, v.destination, v.protocol, v.port) for v in replayed.not_evaluated
+        }
+    for row in purposeful.select(
+        ["src_kind", "src_namespace", "src_id", "dst_kind", "dst_namespace", "dst_id",
+         "protocol", "dst_port", "connections", "reason"]
+    ).to_pylist():  # fmt: skip
+        source = _describe(row["src_kind"], row["src_namespace"], row["src_id"])
+        destination = _describe(row["dst_kind"], row["dst_namespace"], row["dst_id"])
+        key = (source, destination, row["protocol"], row["dst_port"])
+        denied = key in denied_keys
+        entry = by_reason.setdefault(
+            row["reason"],
+            {"edges": 0, "connections": 0, "denied_edges": 0, "denied_connections": 0},
+        )
+        entry["edges"] += 1
+        entry["connections"] += int(row["connections"] or 0)
+        entry["denied_edges"] += denied
+        entry["denied_connections"] += int(row["connections"] or 0) if denied else 0
+        if row["reason"] == "never-established" and not denied and key not in unjudged:
+            failed_allowed.append(
+                {"source": source, "destination": destination, "protocol": row["protocol"],
+                 "port": row["dst_port"], "connections": int(row["connections"] or 0)}
+            )  # fmt: skip
+    # Only flows these policies govern count as refused flows they allow: an endpoint in a
+    # namespace with policies (flows between namespaces left out are allowed by no one's say).
+    scope = {p.namespace for p in policy_set.policies}
+
+    def governed(source: str, destination: str) -> bool:
+        return any(
+            ":" not in e.split("/", 1)[0] and e.split("/", 1)[0] in scope
+            for e in (source, destination)
+            if "/" in e
+        )
+
+    refused_allowed = [v for v in coverage.denied_but_allowed if governed(v.source, v.destination)]
+    failed_allowed = [x for x in failed_allowed if governed(x["source"], x["destination"])]
+    totals = {
+        name: sum(v[name] for v in by_reason.values())
+        for name in ("edges", "connections", "denied_edges", "denied_connections")
+    }
+    problems = []
+    if coverage.false_denies:
+        n = len(coverage.false_denies)
+        problems.append(
+            {
+                "kind": "false-denies",
+                "edges": n,
+                "connections": coverage.false_deny_connections,
+                "message": f"{n} observed allowed edge(s) ({coverage.false_deny_connections:,} "
+                "connections) would be denied by these policies",
+            }
+        )
+    if refused_allowed:
+        n = len(refused_allowed)
+        problems.append(
+            {
+                "kind": "denied-flows-allowed",
+                "edges": n,
+                "connections": sum(v.connections for v in refused_allowed),
+                "message": f"{n} edge(s) denied in the input would be allowed by these policies",
+            }
+        )
+    if failed_allowed:
+        n = len(failed_allowed)
+        problems.append(
+            {
+                "kind": "failed-flows-allowed",
+                "edges": n,
+                "connections": sum(x["connections"] for x in failed_allowed),
+                "message": f"{n} edge(s) that never established would be allowed by these "
+                "policies",
+            }
+        )
     return {
         "coverage": data["coverage"],
         "false_denies": len(coverage.false_denies),
@@ -299,7 +428,15 @@ def _self_check(
         "not_evaluated_edges": len(coverage.not_evaluated),
         "over_permissive": data["over_permissive"],
         "notes": data["notes"],
+        "excluded_on_purpose": {**totals, "by_reason": dict(sorted(by_reason.items()))},
+        "passed": not problems,
+        "problems": problems,
     }
+
+
+def _describe(kind: str, namespace: str | None, ident: str | None) -> str:
+    """An endpoint as the replay names it (``namespace/workload``, ``kind:address``)."""
+    return f"{namespace}/{ident}" if kind == "workload" else f"{kind}:{ident}"
 
 
 #: Most nodes ``graph.svg`` beside the report draws (the busiest); `recommend graph` draws all.
@@ -538,7 +675,7 @@ def recommend(
         if "kubernetes" in config.dialects:  # the other dialects render when written
             cache["kubernetes"] = render_kubernetes(policy_set)
         mark = _stage(timings, "render", mark)
-        self_check = _self_check(policy_set, evidence, guardrails, _precedence(config))
+        self_check = _self_check(policy_set, evidence, guardrails, _precedence(config), tables)
         mark = _stage(timings, "self_check", mark)
         report = build_report(policy_set, findings, tables, config, ledger)
         report["self_check"] = self_check

@@ -121,7 +121,9 @@ def render() -> str:
         f"`{PROG} run sample_flows/flows.parquet -o recommendations` are the same.",
         "",
         "Exit status: 0 success, 1 a finding that should fail a pipeline (see `evaluate` and "
-        "`diff`), 2 bad input or usage, 70 an internal error (a bug: please report it).",
+        "`diff`), 2 bad input or usage, 3 `run`'s self-check failed (false denies, or denied or "
+        "never-established flows allowed; the files are written), 70 an internal error (a bug: "
+        "please report it); `job` has its own (see it).",
         "",
         "Commands:",
         "",

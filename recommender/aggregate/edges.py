@@ -12,7 +12,10 @@ The aggregation has two halves so that it also runs distributed (:mod:`recommend
 the whole edges. :func:`aggregate_edges` is the three in one process.
 
 Only evidence of wanted traffic becomes an edge (:data:`EVIDENCE_VERDICTS`, never a reply);
-denied flows and suspected replies are counted separately for the report.
+denied flows and suspected replies are counted separately for the report. Each edge counts its
+connections by outcome (``established``, ``failed``; the rest is unknown): an edge whose
+connections all failed was attempted but never established and gets no rule (reason
+``never-established``) unless ``allow_unestablished`` is set.
 """
 
 from __future__ import annotations
@@ -94,8 +97,8 @@ class EdgeTables:
     denied
         Denied flows grouped the same way (never allowed; listed in the report).
     excluded
-        Evidence edges left out on purpose (suspected replies, ephemeral ports, too few
-        connections), with a ``reason`` column.
+        Evidence edges left out on purpose (suspected replies, ephemeral ports, connections
+        that never established, too few connections), with a ``reason`` column.
     workload_labels
         Per workload (namespace, name): each distinct label map seen and its row count.
     rows_used
@@ -117,8 +120,8 @@ _IDS: Final = f"{_ident('src')} AS src_id, {_ident('dst')} AS dst_id"
 _COLUMNS: Final = (
     "src_kind", "src_namespace", "src_workload", "src_pod", "src_ip", "src_name",
     "dst_kind", "dst_namespace", "dst_workload", "dst_pod", "dst_ip", "dst_name",
-    "protocol", "src_port", "dst_port", "verdict", "is_reply", "node", "connections", "bytes",
-    "start_time", "end_time", "src_workload_kind", "dst_workload_kind", "dst_service_name",
+    "protocol", "src_port", "dst_port", "verdict", "outcome", "is_reply", "node", "connections",
+    "bytes", "start_time", "end_time", "src_workload_kind", "dst_workload_kind", "dst_service_name",
     "dst_dns_names", "http_method", "http_path",
 )  # fmt: skip
 
@@ -132,6 +135,8 @@ _KEYS: Final = (
 #: split of the rows combine into exactly the aggregates of all of them.
 _PARTIAL: Final = f"""
     sum(connections)::BIGINT AS connections,
+    coalesce(sum(connections) FILTER (WHERE outcome = 'established'), 0)::BIGINT AS established,
+    coalesce(sum(connections) FILTER (WHERE outcome = 'failed'), 0)::BIGINT AS failed,
     count(*)::BIGINT AS rows,
     sum(coalesce(bytes, 0))::BIGINT AS bytes,
     min(start_time) AS first_seen,
@@ -157,6 +162,8 @@ def _union(column: str) -> str:
 
 _MERGE: Final = f"""
     sum(connections)::BIGINT AS connections,
+    sum(established)::BIGINT AS established,
+    sum(failed)::BIGINT AS failed,
     sum(rows)::BIGINT AS rows,
     sum(bytes)::BIGINT AS bytes,
     min(first_seen) AS first_seen,
@@ -343,6 +350,10 @@ def _partial(
             window = _window_mask(batch, config)
             _pick_labels(batch, seen, window, picks)
             seen += batch.num_rows
+            if "outcome" not in batch.schema.names:  # rows from before the column: unknown
+                batch = batch.append_column(
+                    "outcome", pa.array(["unknown"] * batch.num_rows, pa.string())
+                )
             yield batch.select(columns).cast(schema)
 
     con.register("raw", pa.RecordBatchReader.from_batches(schema, feed()))
@@ -351,7 +362,7 @@ def _partial(
     # Suspected replies: no reply flag either way, and a well-known port answering a high one.
     classified = f"""
         SELECT src_kind, src_namespace, src_name, dst_kind, dst_namespace, dst_name, protocol,
-               dst_port, src_ip, dst_ip, node, connections, bytes, start_time, end_time,
+               dst_port, src_ip, dst_ip, node, connections, bytes, start_time, end_time, outcome,
                src_workload_kind, dst_workload_kind, dst_service_name, dst_dns_names,
                http_method, http_path, {_IDS},
             CASE
@@ -421,7 +432,8 @@ def _labels_table(picks: LabelPicks) -> pa.Table:
 def finish_edges(partial: PartialEdges, config: RecommendConfig | None = None) -> EdgeTables:
     """The edge tables from the (merged) partial aggregates of all rows.
 
-    ``min_connections`` and ``max_ephemeral_ports`` are applied here: both need whole edges.
+    ``min_connections``, ``max_ephemeral_ports`` and ``allow_unestablished`` are applied here:
+    they need whole edges.
     """
     con = _connect()
     try:
@@ -461,6 +473,8 @@ def _finish(
         SELECT g.*, CASE
             WHEN g.class <> 'evidence' THEN g.class
             WHEN g.dst_port >= {_EPHEMERAL} AND s.src_id IS NOT NULL THEN 'ephemeral-port'
+            WHEN {"false" if config.allow_unestablished else "true"} AND g.established = 0
+                 AND g.failed > 0 AND g.failed >= g.connections THEN 'never-established'
             WHEN greatest(g.connections, 1) < {int(config.min_connections)}
                  THEN 'below-min-connections'
             ELSE 'evidence' END AS reason
@@ -505,7 +519,8 @@ def aggregate_edges(
         canonical record batches (consumed once, streaming: memory does not grow with the
         number of rows).
     config
-        Time window, ``min_connections`` and ``max_ephemeral_ports`` are applied here.
+        Time window, ``min_connections``, ``max_ephemeral_ports`` and
+        ``allow_unestablished`` are applied here.
     """
     config = config or RecommendConfig()
     con = _connect()

@@ -74,6 +74,8 @@ _FINE_KEYS: Final = (
 #: of sums, minima of minima, distinct values of distinct values.
 _FROM_FINE: Final = f"""
     sum(connections)::BIGINT AS connections,
+    coalesce(sum(established), 0)::BIGINT AS established,
+    coalesce(sum(failed), 0)::BIGINT AS failed,
     sum(rows)::BIGINT AS rows,
     sum(bytes)::BIGINT AS bytes,
     min(first_seen) AS first_seen,
@@ -136,6 +138,8 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
     import pyarrow.parquet as pq
 
     source = f"read_parquet({_literal(path)}, file_row_number = true)"
+    # A file written before the outcome column existed reads as "outcome unknown".
+    outcome = "outcome" if "outcome" in pq.read_schema(path).names else "NULL::VARCHAR AS outcome"
     valid = valid_row_sql()
     window, params = _window(config)
     verdicts = ", ".join(f"'{v}'" for v in EVIDENCE_VERDICTS)
@@ -145,14 +149,17 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
         f"""
         CREATE OR REPLACE TEMP TABLE fine AS
         SELECT {_FINE_KEYS},
-               sum(connections) AS connections, count(*) AS rows,
+               sum(connections) AS connections,
+               sum(connections) FILTER (WHERE outcome = 'established') AS established,
+               sum(connections) FILTER (WHERE outcome = 'failed') AS failed,
+               count(*) AS rows,
                sum(coalesce(bytes, 0)) AS bytes, min(start_time) AS first_seen,
                max(end_time) AS last_seen, min(file_row_number) AS first_row,
                max(file_row_number) AS last_row
         FROM (
             SELECT src_kind, src_namespace, src_name, src_pod, src_ip, src_workload_kind,
                    dst_kind, dst_namespace, dst_name, dst_pod, dst_ip, dst_workload_kind,
-                   protocol, dst_port, node, connections, bytes, start_time, end_time,
+                   protocol, dst_port, node, connections, {outcome}, bytes, start_time, end_time,
                    dst_service_name, dst_dns_names, http_method, http_path, file_row_number,
                    {_IDS}, date_trunc('hour', start_time) AS hour,
                 CASE

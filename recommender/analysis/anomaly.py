@@ -1,38 +1,54 @@
-"""Anomaly screening: flows that look like scanning or lateral movement get no allow rule.
+"""Anomaly screening: flows that look like scanning, lateral movement or exfiltration get no
+allow rule.
 
 A recommender must not bless an attacker's traffic just because it appeared in the learning
-window. :func:`screen_flows` runs three rules over the aggregated edges (and, for the second,
-the flow rows) and flags what they find, each with its reason:
+window, and flow logs are usually recorded before any policy is enforced: a scan was most
+likely FORWARDED. :func:`screen_flows` runs three rules over the aggregated edges (and, for the
+second, the flow rows) and flags what they find, each exclusion with the statistic behind it:
 
 ``scan``
-    One source reaching at least ``scan_min_targets`` distinct targets (destination endpoint,
-    protocol, port), at least ``scan_denied_share`` of them only ever denied. Its denied edges
-    are listed (they never become rules anyway); its *allowed* edges that are rare (fewer than
-    ``rare_connections`` connections) or fall within the span of its denied attempts are
-    flagged: the probes that happened to get through.
+    One source trying at least ``scan_min_targets`` distinct targets (destination endpoint,
+    protocol, port) within ``scan_window`` seconds, at least ``scan_min_failed`` of them
+    *refused* (denied, or attempted but never established) and at least ``scan_denied_share``
+    refused or *never seen before* (an unestablished edge of fewer than ``rare_connections``
+    connections to a peer port no other source uses), whatever the verdicts. Its targets in
+    that span get no rule, answered or not (a port that answers the scan because others use it
+    included), unless they are its ordinary traffic: the resolver (port 53), the API server,
+    edges with ``rare_connections`` or more connections or seen outside the span. One finding
+    per scanning source (:class:`Scan`).
 ``sibling-deviation``
-    A pod of a workload talks to a peer (any port) that none of its sibling pods uses, while
-    at least ``sibling_min_pods - 1`` siblings were active at overlapping times. Needs pod
+    One pod of a workload is the only one to talk to a peer (any port) although
+    ``sibling_min_pods`` or more of its pods were active at the same time (a CronJob's or Job's
+    runs count as its pods, concurrent or not). Precision first: the chance that the edge's
+    ``n`` connections all came from one pod anyway is the sum over the concurrent pods of
+    their share of the workload's connections to the power ``n`` (with one or two connections
+    it is large); times the peer's prior (``sibling_raw_ip_prior`` for a public address with
+    no DNS name on an unusual port, else 1), it must be at most ``sibling_max_chance``. The
+    resolver, the API server and peers any other workload uses are never flagged. Needs pod
     names or addresses in the flows (aggregated Calico records have none: the rule is then
     silent). Egress only: load balancing spreads a service's *clients* over its replicas.
 ``cluster-outlier``
     In a behavioural cluster
-    (:class:`~recommender.analysis.clustering.estimators.BehaviourClustering`, within a namespace,
-    ``cluster_distance``) of at least ``outlier_min_cluster`` workloads, a rare egress edge (fewer
-    than ``rare_connections`` connections) of one member to a peer no other member talks to.
+    (:class:`~recommender.analysis.clustering.estimators.BehaviourClustering`, within a
+    namespace, ``cluster_distance``) of at least ``outlier_min_cluster`` workloads, an egress
+    edge of two or more (but fewer than ``rare_connections``) connections of one member to a
+    raw-IP peer (as above) that no other workload uses: the chance ``1 / members`` times the
+    raw-IP prior must be at most ``sibling_max_chance``.
 
 Flagged evidence edges move from ``edges`` to ``excluded`` (reason ``anomaly:<rule>``), so
-synthesis gives them no rule and the self-check does not count them, unless
-``trust_all_flows`` is set: then they are only reported. Thresholds live in
-:class:`~recommender.config.RecommendConfig`; see ``docs/clustering.md``.
+synthesis gives them no rule (the self-check still replays them, as excluded on purpose),
+unless ``trust_all_flows`` is set: then they are only reported. Thresholds live in
+:class:`~recommender.config.RecommendConfig`; see ``docs/concepts.md`` and
+``docs/clustering.md``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import duckdb
@@ -42,12 +58,18 @@ import pyarrow as pa
 from ..aggregate.edges import EDGE_KEY, EVIDENCE_VERDICTS, EdgeTables, _ident
 from ..config import RecommendConfig
 
-__all__ = ["ANOMALY_RULES", "FLOW_COLUMNS", "Anomaly", "Screening", "screen_flows"]
+__all__ = ["ANOMALY_RULES", "FLOW_COLUMNS", "Anomaly", "Scan", "Screening", "screen_flows"]
 
 #: The rules, in report order.
 ANOMALY_RULES: Final = ("scan", "sibling-deviation", "cluster-outlier")
 #: Most anomalies listed in the report (all are counted).
 _MAX_LISTED: Final = 200
+#: Ports of ordinary outside traffic: a peer reached on one of them is not raw-IP egress.
+_COMMON_PORTS: Final = frozenset({53, 80, 123, 443, 853, 8080, 8443})
+#: Ports of the API server (beside the ``kube-apiserver`` entity and the ``kubernetes`` Service).
+_API_PORTS: Final = frozenset({6443})
+#: Owner kinds whose pods are runs, one after the other: siblings across runs.
+_RUN_KINDS: Final = frozenset({"Job", "CronJob"})
 
 _Endpoint = tuple[str, str | None, str]  # kind, namespace, id
 
@@ -66,12 +88,13 @@ class Anomaly:
     port : int or None
     connections : int
     verdict : str
-        ``allowed`` (evidence) or ``denied`` (in the input).
+        ``allowed`` (evidence), ``denied`` (in the input) or ``failed`` (attempted, never
+        established).
     excluded : bool
-        Whether the edge was left out of the allow rules (never for denied edges, which get
-        none anyway; never with ``trust_all_flows``).
+        Whether the edge was left out of the allow rules by this rule (never for denied or
+        failed edges, which get none anyway; never with ``trust_all_flows``).
     reason : str
-        Why, in words, with the numbers.
+        Why, in words, with the statistic.
     """
 
     rule: str
@@ -100,6 +123,74 @@ class Anomaly:
 
 
 @dataclass(frozen=True)
+class Scan:
+    """One scanning source: the finding the report shows for it.
+
+    Attributes
+    ----------
+    source : str
+        ``namespace/workload`` or ``kind:address``.
+    targets, ports : int
+        Distinct (peer, protocol, port) targets it tried in the span, and distinct ports.
+    first, last : datetime
+        The span of those attempts.
+    refused, denied, never_established, unseen, answered : int
+        Targets refused (denied in the input, or attempted and never established), of those
+        the denied and the never established; targets never seen before (see the module
+        docstring); targets that answered (allowed edges with an established or unknown
+        outcome).
+    excluded : int
+        Allowed edges of the span left out of the rules (0 with ``trust_all_flows``).
+    kept : int
+        Allowed edges of the span kept as the source's ordinary traffic.
+    """
+
+    source: str
+    targets: int
+    ports: int
+    first: datetime
+    last: datetime
+    refused: int
+    denied: int
+    never_established: int
+    unseen: int
+    answered: int
+    excluded: int
+    kept: int
+
+    @property
+    def summary(self) -> str:
+        """The finding in one line."""
+        fate = f"{self.excluded} excluded" if self.excluded else "none excluded"
+        kept = f", {self.kept} kept as ordinary traffic" if self.kept else ""
+        return (
+            f"{self.source} probed {self.targets} targets on {self.ports} ports between "
+            f"{self.first:%Y-%m-%d %H:%M:%S} and {self.last:%H:%M:%S}; {self.refused} refused "
+            f"({self.denied} denied, {self.never_established} never established), "
+            f"{self.answered} answered ({self.unseen} never seen before); answered targets: "
+            f"{fate}{kept}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "answered": self.answered,
+            "denied": self.denied,
+            "excluded": self.excluded,
+            "first": self.first.isoformat(),
+            "kept": self.kept,
+            "last": self.last.isoformat(),
+            "never_established": self.never_established,
+            "ports": self.ports,
+            "refused": self.refused,
+            "source": self.source,
+            "summary": self.summary,
+            "targets": self.targets,
+            "unseen": self.unseen,
+        }
+
+
+@dataclass(frozen=True)
 class Screening:
     """The result of :func:`screen_flows`.
 
@@ -112,11 +203,14 @@ class Screening:
         ``excluded`` (reason ``anomaly:<rule>``); unchanged with ``trust_all_flows``.
     trusted : bool
         ``trust_all_flows`` was set: anomalies were reported, not excluded.
+    scans : tuple of Scan
+        One finding per scanning source, by source.
     """
 
     anomalies: tuple[Anomaly, ...]
     tables: EdgeTables
     trusted: bool = False
+    scans: tuple[Scan, ...] = ()
 
     @property
     def excluded(self) -> tuple[Anomaly, ...]:
@@ -133,6 +227,7 @@ class Screening:
             "excluded_edges": len(self.excluded),
             "excluded_connections": sum(a.connections for a in self.excluded),
             "by_rule": by_rule,
+            "scans": [s.to_dict() for s in self.scans],
             "items": [a.to_dict() for a in self.anomalies[:_MAX_LISTED]],
         }
 
@@ -141,14 +236,12 @@ def _describe(kind: str, namespace: str | None, ident: str) -> str:
     return f"{namespace}/{ident}" if kind == "workload" else f"{kind}:{ident}"
 
 
+_ROW_COLUMNS: Final = (*EDGE_KEY, "connections", "first_seen", "last_seen", "src_ips")
+
+
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    cols = [
-        *EDGE_KEY,
-        "connections",
-        "first_seen",
-        "last_seen",
-        "src_ips",
-    ]
+    cols = [c for c in (*_ROW_COLUMNS, "established", "dns_names", "dst_service", "reason")
+            if c in table.column_names]  # fmt: skip
     rows: list[dict[str, Any]] = table.select(cols).to_pylist()
     return rows
 
@@ -165,61 +258,209 @@ def _target(row: dict[str, Any]) -> tuple[Any, ...]:
     return (*_dst(row), row["protocol"], row["dst_port"])
 
 
+def _is_api_server(row: dict[str, Any]) -> bool:
+    return (
+        row["dst_id"] == "kube-apiserver"
+        or row.get("dst_port") in _API_PORTS
+        or (row.get("dst_service") == "kubernetes" and row["dst_kind"] != "workload")
+    )
+
+
+class _Peers:
+    """What the rules ask about peers, from every edge: who uses a peer, which peers are the
+    resolver or the API server, which are raw-IP egress."""
+
+    def __init__(self, evidence: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+        self.users: dict[_Endpoint, set[_Endpoint]] = defaultdict(set)
+        self.port_users: dict[tuple[Any, ...], set[_Endpoint]] = defaultdict(set)
+        self.protected: set[_Endpoint] = set()
+        named: set[_Endpoint] = set()
+        common: set[_Endpoint] = set()
+        for row in (*evidence, *others):
+            peer = _dst(row)
+            self.users[peer].add(_src(row))
+            self.port_users[_target(row)].add(_src(row))
+            if row["dst_port"] == 53 or _is_api_server(row):
+                self.protected.add(peer)
+            if row.get("dns_names"):
+                named.add(peer)
+            if row["dst_port"] in _COMMON_PORTS:
+                common.add(peer)
+        self.raw_ip = {
+            peer
+            for peer in self.users
+            if peer[0] == "external" and peer not in named and peer not in common
+            and _public(peer[2])
+        }  # fmt: skip
+
+    def shared(self, peer: _Endpoint, source: _Endpoint) -> bool:
+        """Another source than ``source`` uses ``peer``."""
+        return bool(self.users.get(peer, set()) - {source})
+
+    def prior(self, peer: _Endpoint, config: RecommendConfig) -> float:
+        return config.sibling_raw_ip_prior if peer in self.raw_ip else 1.0
+
+
+def _public(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).is_global
+    except ValueError:
+        return False
+
+
 # --------------------------------------------------------------------------- scans
 
 
+@dataclass
+class _Try:
+    """One target of a source: its edges merged."""
+
+    first: datetime
+    last: datetime
+    denied: bool = False
+    failed: bool = False
+    answered: bool = False
+    established: bool = False
+    connections: int = 0
+    rows: list[int] | None = None  # indices of its allowed (evidence) rows
+
+
 def _scans(
-    evidence: list[dict[str, Any]], denied: list[dict[str, Any]], config: RecommendConfig
-) -> tuple[dict[int, str], list[tuple[dict[str, Any], str]]]:
-    """Flagged evidence rows (index -> reason) and flagged denied rows of scanning sources."""
-    allowed_targets: dict[_Endpoint, set[tuple[Any, ...]]] = defaultdict(set)
-    denied_targets: dict[_Endpoint, set[tuple[Any, ...]]] = defaultdict(set)
-    span: dict[_Endpoint, tuple[datetime, datetime]] = {}
-    for row in evidence:
-        allowed_targets[_src(row)].add(_target(row))
-    for row in denied:
-        source = _src(row)
-        denied_targets[source].add(_target(row))
-        first, last = row["first_seen"], row["last_seen"] or row["first_seen"]
-        if first is not None:
-            old = span.get(source)
-            span[source] = (min(old[0], first), max(old[1], last)) if old else (first, last)
-    scanners: dict[_Endpoint, str] = {}
-    for source, targets in denied_targets.items():
-        only_denied = targets - allowed_targets[source]
-        total = len(targets | allowed_targets[source])
-        share = len(only_denied) / total
-        if total >= config.scan_min_targets and share >= config.scan_denied_share:
-            scanners[source] = (
-                f"{_describe(*source)} reached {total} targets (peer, port), "
-                f"{len(only_denied)} of them ({share:.0%}) only denied"
-            )
-    flagged: dict[int, str] = {}
+    evidence: list[dict[str, Any]],
+    denied: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    peers: _Peers,
+    config: RecommendConfig,
+) -> tuple[list[Scan], dict[int, str], list[tuple[dict[str, Any], str, str]]]:
+    """The scanning sources, the flagged evidence rows (index -> reason) and the listed refused
+    rows (row, verdict, reason) of each."""
+    tries: dict[_Endpoint, dict[tuple[Any, ...], _Try]] = defaultdict(dict)
+
+    def add(row: dict[str, Any], kind: str, index: int | None = None) -> None:
+        first = row["first_seen"]
+        if first is None:
+            return
+        last = row["last_seen"] or first
+        mine = tries[_src(row)]
+        t = mine.get(_target(row))
+        if t is None:
+            t = mine[_target(row)] = _Try(first, last, rows=[])
+        t.first, t.last = min(t.first, first), max(t.last, last)
+        t.connections += int(row["connections"] or 0)
+        if kind == "denied":
+            t.denied = True
+        elif kind == "failed":
+            t.failed = True
+        else:
+            t.answered = True
+            t.established = t.established or int(row.get("established") or 0) > 0
+            assert t.rows is not None and index is not None
+            t.rows.append(index)
+
     for i, row in enumerate(evidence):
-        source = _src(row)
-        if source not in scanners:
+        add(row, "allowed", i)
+    for row in denied:
+        add(row, "denied")
+    for row in failed:
+        add(row, "failed")
+    window = timedelta(seconds=config.scan_window)
+    found: list[Scan] = []
+    flagged: dict[int, str] = {}
+    listed: list[tuple[dict[str, Any], str, str]] = []
+    for source in sorted(tries, key=lambda s: (s[0], s[1] or "", s[2])):
+        mine = tries[source]
+        if len(mine) < config.scan_min_targets:
             continue
-        rare = int(row["connections"] or 0) < config.rare_connections
-        window = span.get(source)
-        during = (
-            window is not None
-            and row["first_seen"] is not None
-            and window[0] <= row["first_seen"]
-            and (row["last_seen"] or row["first_seen"]) <= window[1]
+
+        def refused(t: _Try) -> bool:
+            return (t.denied or t.failed) and not t.established
+
+        def unseen(target: tuple[Any, ...], t: _Try, src: _Endpoint = source) -> bool:
+            return (
+                t.answered and not t.established and not refused(t)
+                and t.connections < config.rare_connections
+                and not (peers.port_users.get(target, set()) - {src})
+            )  # fmt: skip
+
+        ordered = sorted(mine.items(), key=lambda kv: (kv[1].first, str(kv[0])))
+        marks = [(refused(t), unseen(k, t)) for k, t in ordered]
+        in_scan = np.zeros(len(ordered), dtype=bool)
+        j = n_refused = n_probe = 0
+        for i in range(len(ordered)):  # every window [first_i, first_i + scan_window]
+            while j < len(ordered) and ordered[j][1].first <= ordered[i][1].first + window:
+                n_refused += marks[j][0]
+                n_probe += marks[j][0] or marks[j][1]
+                j += 1
+            count = j - i
+            if (
+                count >= config.scan_min_targets
+                and n_refused >= config.scan_min_failed
+                and n_probe >= config.scan_denied_share * count
+            ):
+                in_scan[i:j] = True
+            n_refused -= marks[i][0]
+            n_probe -= marks[i][0] or marks[i][1]
+        if not in_scan.any():
+            continue
+        span = [ordered[k] for k in np.flatnonzero(in_scan)]
+        start = min(t.first for _, t in span)
+        end = max(t.first for _, t in span)
+        n_denied = sum(1 for _, t in span if t.denied and not t.established)
+        n_failed = sum(1 for _, t in span if refused(t) and not t.denied)
+        n_unseen = sum(1 for k, t in span if unseen(k, t))
+        answered = [(k, t) for k, t in span if t.answered and not refused(t)]
+        excluded = kept = 0
+        summary_head = (
+            f"{_describe(*source)} probed {len(span)} targets between {start:%H:%M:%S} and "
+            f"{end:%H:%M:%S}, {n_denied + n_failed} refused"
         )
-        if rare or during:
-            why = "rare" if rare else "seen only during the denied attempts"
-            flagged[i] = f"{scanners[source]}; this allowed edge is {why}"
-    denied_flagged = [(row, scanners[_src(row)]) for row in denied if _src(row) in scanners]
-    return flagged, denied_flagged
+        for (kind, ns, ident, _proto, _port), t in answered:
+            peer = (kind, ns, ident)
+            ordinary = (
+                peer in peers.protected
+                or t.connections >= config.rare_connections
+                or t.first < start
+                or t.last > end + window
+            )
+            if ordinary:
+                kept += 1
+                continue
+            excluded += 1
+            for index in t.rows or ():
+                flagged[index] = f"{summary_head}; this target answered during the scan"
+        found.append(
+            Scan(
+                _describe(*source),
+                len(span),
+                len({k[4] for k, _ in span}),
+                start,
+                end,
+                n_denied + n_failed,
+                n_denied,
+                n_failed,
+                n_unseen,
+                len(answered),
+                excluded,
+                kept,
+            )
+        )
+        targets = {k for k, _ in span}
+        for rows, verdict in ((denied, "denied"), (failed, "failed")):
+            for row in rows:
+                if _src(row) == source and _target(row) in targets:
+                    listed.append((row, verdict, f"{summary_head}; refused ({verdict})"))
+    return found, flagged, listed
 
 
 # --------------------------------------------------------------------------- siblings
 
 
-def _sibling_candidates(evidence: list[dict[str, Any]], config: RecommendConfig) -> pa.Table:
-    """Workloads worth the per-pod query: at least ``sibling_min_pods`` source addresses and a
-    peer only one of them talks to, or no addresses to tell (the query then decides)."""
+def _sibling_candidates(
+    evidence: list[dict[str, Any]], peers: _Peers, config: RecommendConfig
+) -> pa.Table:
+    """Workloads worth the per-pod query: a peer no other workload uses, not protected, that
+    only one of its source addresses talks to while it has ``sibling_min_pods`` addresses or
+    more (or no addresses to tell: the query then decides)."""
     addresses: dict[tuple[str, str], set[str]] = defaultdict(set)
     per_peer: dict[tuple[tuple[str, str], _Endpoint], set[str]] = defaultdict(set)
     unknown: set[tuple[str, str]] = set()
@@ -228,10 +469,13 @@ def _sibling_candidates(evidence: list[dict[str, Any]], config: RecommendConfig)
             continue
         owner = (row["src_namespace"], row["src_id"])
         ips = set(row["src_ips"] or ())
+        addresses[owner] |= ips
+        peer = _dst(row)
+        if peer in peers.protected or peers.shared(peer, _src(row)):
+            continue
         if not ips:
             unknown.add(owner)
-        addresses[owner] |= ips
-        per_peer[(owner, _dst(row))] |= ips
+        per_peer[(owner, peer)] |= ips
     chosen = set(unknown)
     for (owner, _peer), ips in per_peer.items():
         if len(ips) == 1 and len(addresses[owner]) >= config.sibling_min_pods:
@@ -250,14 +494,14 @@ def _sibling_candidates(evidence: list[dict[str, Any]], config: RecommendConfig)
 FLOW_COLUMNS: Final = (
     "src_kind", "src_namespace", "src_workload", "src_pod", "src_ip", "src_name",
     "dst_kind", "dst_namespace", "dst_workload", "dst_pod", "dst_ip", "dst_name",
-    "start_time", "end_time", "verdict", "is_reply",
+    "src_workload_kind", "start_time", "end_time", "verdict", "is_reply", "connections",
 )  # fmt: skip
 
 
 def _evidence_rows(
     con: duckdb.DuckDBPyConnection, flows: pa.Table, config: RecommendConfig
 ) -> pa.Table:
-    """The candidates' evidence rows of ``flows``: workload, pod, peer and time."""
+    """The candidates' evidence rows of ``flows``, per pod and peer: connections and times."""
     con.register("raw", flows)
     where = ["src_kind = 'workload'", "coalesce(src_pod, src_ip) IS NOT NULL"]
     params: list[Any] = []
@@ -272,13 +516,17 @@ def _evidence_rows(
     where.append("NOT coalesce(is_reply, false)")
     result: pa.Table = con.sql(
         f"""
-        SELECT ev.* FROM (
-            SELECT src_namespace AS ns, {_ident("src")} AS wl,
+        SELECT ns, wl, pod, dst_kind, dst_namespace, dst_id,
+               max(wk) AS wk, sum(n)::BIGINT AS n, min(start_time) AS first,
+               max(end_time) AS last
+        FROM (
+            SELECT src_namespace AS ns, {_ident("src")} AS wl, src_workload_kind AS wk,
                    coalesce(src_pod, src_ip) AS pod, dst_kind,
                    dst_namespace, {_ident("dst")} AS dst_id, start_time,
-                   coalesce(end_time, start_time) AS end_time
+                   coalesce(end_time, start_time) AS end_time, connections AS n
             FROM raw WHERE {" AND ".join(where)}
         ) ev JOIN candidates USING (ns, wl)
+        GROUP BY ALL
         """,
         params=params,
     ).to_arrow_table()
@@ -289,16 +537,18 @@ def _evidence_rows(
 def _sibling_deviations(
     flows: pa.Table | Callable[[], Iterable[pa.RecordBatch]],
     candidates: pa.Table,
+    peers: _Peers,
     config: RecommendConfig,
 ) -> dict[tuple[str, str, _Endpoint], str]:
-    """(namespace, workload, peer) -> reason, for peers only one concurrent pod talks to."""
+    """(namespace, workload, peer) -> reason with the statistic, for peers only one pod talks
+    to while its concurrent siblings had the chance (see the module docstring)."""
     if candidates.num_rows == 0:
         return {}
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("candidates", candidates)
     if isinstance(flows, pa.Table):
-        mine = _evidence_rows(con, flows, config)
+        parts = [_evidence_rows(con, flows, config)]
     else:  # read again, batch by batch, keeping only the candidates' rows
         parts = [
             _evidence_rows(con, pa.Table.from_batches([batch]), config)
@@ -307,37 +557,56 @@ def _sibling_deviations(
         ]
         if not parts:
             return {}
-        mine = pa.concat_tables(parts)
-    con.register("mine", mine)
+    con.register("parts", pa.concat_tables(parts))
     rows = con.execute(
         """
-        WITH pods AS (
-            SELECT ns, wl, pod, min(start_time) AS first, max(end_time) AS last
-            FROM mine GROUP BY ALL
-        ), crowded AS (
-            SELECT ns, wl FROM pods GROUP BY ALL HAVING count(*) >= ?
-        ), lonely AS (
-            SELECT mine.ns, mine.wl, dst_kind, dst_namespace, dst_id, min(pod) AS pod
-            FROM mine JOIN crowded USING (ns, wl)
-            GROUP BY ALL HAVING count(DISTINCT pod) = 1
-        )
-        SELECT l.ns, l.wl, l.dst_kind, l.dst_namespace, l.dst_id, l.pod,
-               count(*) FILTER (WHERE s.pod <> l.pod AND s.first <= p.last AND s.last >= p.first)
-        FROM lonely l
-        JOIN pods p ON p.ns = l.ns AND p.wl = l.wl AND p.pod = l.pod
-        JOIN pods s ON s.ns = l.ns AND s.wl = l.wl
-        GROUP BY ALL
-        ORDER BY ALL
-        """,
-        [int(config.sibling_min_pods)],
+        SELECT ns, wl, pod, dst_kind, dst_namespace, dst_id, max(wk), sum(n)::BIGINT,
+               min(first), max(last)
+        FROM parts GROUP BY ALL ORDER BY ALL
+        """
     ).fetchall()
+    con.close()
+    # Per workload: each pod's connections and active span; per peer: the pods using it.
+    pods: dict[tuple[str, str], dict[str, list[Any]]] = defaultdict(dict)
+    kinds: dict[tuple[str, str], str | None] = {}
+    users: dict[tuple[str, str, _Endpoint], dict[str, list[Any]]] = defaultdict(dict)
+    for ns, wl, pod, kind, dns, dst, wk, n, first, last in rows:
+        owner = (ns, wl)
+        kinds[owner] = kinds.get(owner) or wk
+        span = pods[owner].setdefault(pod, [0, first, last])
+        span[0] += int(n or 0)
+        span[1], span[2] = min(span[1], first), max(span[2], last)
+        users[(ns, wl, (kind, dns, dst or "?"))][pod] = [int(n or 0), first, last]
     out = {}
-    for ns, wl, kind, dns, dst, pod, siblings in rows:
-        if siblings + 1 >= config.sibling_min_pods:
-            out[(ns, wl, (kind, dns, dst))] = (
-                f"only pod {str(pod)[:100]} of {ns}/{wl} talks to {_describe(kind, dns, dst)}; "
-                f"its {siblings} sibling pods active at the same time never do"
-            )
+    for (ns, wl, peer), using in users.items():
+        if len(using) != 1:
+            continue
+        source: _Endpoint = ("workload", ns, wl)
+        if peer in peers.protected or peers.shared(peer, source):
+            continue
+        ((pod, (n, first, last)),) = using.items()
+        runs = kinds.get((ns, wl)) in _RUN_KINDS
+        concurrent = {
+            p: span[0]
+            for p, span in pods[(ns, wl)].items()
+            if runs or p == pod or (span[1] <= last and span[2] >= first)
+        }
+        if len(concurrent) < config.sibling_min_pods:
+            continue
+        total = sum(concurrent.values()) or 1
+        chance = sum((c / total) ** n for c in concurrent.values())
+        prior = peers.prior(peer, config)
+        if chance * prior > config.sibling_max_chance:
+            continue
+        siblings = len(concurrent) - 1
+        when = "runs of the same CronJob or Job" if runs else "active at the same time"
+        raw = "; a public address with no DNS name on an unusual port" if prior < 1 else ""
+        out[(ns, wl, peer)] = (
+            f"only pod {str(pod)[:100]} of {ns}/{wl} talks to {_describe(*peer)} ({n} "
+            f"connection(s)); its {siblings} sibling pods {when} never do, and no other "
+            f"workload does{raw}: chance {chance:.3g} x prior {prior:g} = "
+            f"{chance * prior:.3g} <= {config.sibling_max_chance:g}"
+        )
     return out
 
 
@@ -345,15 +614,18 @@ def _sibling_deviations(
 
 
 def _cluster_outliers(
-    tables: EdgeTables, evidence: list[dict[str, Any]], config: RecommendConfig
+    tables: EdgeTables, evidence: list[dict[str, Any]], peers: _Peers, config: RecommendConfig
 ) -> dict[int, str]:
-    """Evidence row index -> reason, for rare egress edges that break a cluster's pattern."""
-    rare = [
-        row
-        for row in evidence
-        if row["src_kind"] == "workload" and int(row["connections"] or 0) < config.rare_connections
+    """Evidence row index -> reason, for raw-IP egress edges that break a cluster's pattern."""
+    suspects = [
+        i
+        for i, row in enumerate(evidence)
+        if row["src_kind"] == "workload"
+        and 2 <= int(row["connections"] or 0) < config.rare_connections
+        and _dst(row) in peers.raw_ip
+        and not peers.shared(_dst(row), _src(row))
     ]
-    if not rare:
+    if not suspects:
         return {}  # nothing to flag: spare the clustering
     from .clustering.core import BehaviourCore
     from .clustering.features import communication_features
@@ -367,31 +639,25 @@ def _cluster_outliers(
     cluster_of = {
         w: int(c) for w, c in zip(features.workloads, model.labels_, strict=True)
     }
-    # Peers each cluster member talks to (egress), to find peers only one member uses.
-    peers: dict[tuple[str, str], set[_Endpoint]] = defaultdict(set)
-    for row in evidence:
-        if row["src_kind"] == "workload":
-            peers[(row["src_namespace"], row["src_id"])].add(_dst(row))
-    users: dict[tuple[int, _Endpoint], int] = defaultdict(int)
-    for owner, targets in peers.items():
-        cluster = cluster_of.get(owner)
-        if cluster is not None:
-            for peer in targets:
-                users[(cluster, peer)] += 1
     flagged = {}
-    for i, row in enumerate(evidence):
-        if row["src_kind"] != "workload" or int(row["connections"] or 0) >= config.rare_connections:
-            continue
+    for i in suspects:
+        row = evidence[i]
         owner = (row["src_namespace"], row["src_id"])
         cluster = cluster_of.get(owner)
         if cluster is None or sizes[cluster] < config.outlier_min_cluster:
             continue
-        if users[(cluster, _dst(row))] == 1:
-            flagged[i] = (
-                f"{_describe('workload', *owner)} behaves like {int(sizes[cluster]) - 1} other "
-                f"workloads (cluster confidence {model.cluster_confidence_[cluster]:.2f}), none of "
-                f"which talks to {_describe(*_dst(row))}; {row['connections']} connection(s)"
-            )
+        members = int(sizes[cluster])
+        prior = peers.prior(_dst(row), config)
+        chance = 1 / members
+        if chance * prior > config.sibling_max_chance:
+            continue
+        flagged[i] = (
+            f"{_describe('workload', *owner)} behaves like {members - 1} other workloads "
+            f"(cluster confidence {model.cluster_confidence_[cluster]:.2f}), none of which (nor "
+            f"any other workload) talks to {_describe(*_dst(row))}, a public address with no "
+            f"DNS name on an unusual port; {row['connections']} connection(s): chance 1/"
+            f"{members} x prior {prior:g} = {chance * prior:.3g} <= {config.sibling_max_chance:g}"
+        )
     return flagged
 
 
@@ -403,7 +669,8 @@ def screen_flows(
     flows: pa.Table | Callable[[], Iterable[pa.RecordBatch]] | None = None,
     config: RecommendConfig | None = None,
 ) -> Screening:
-    """Flag edges that look like scanning or lateral movement; leave them out of the rules.
+    """Flag edges that look like scanning, lateral movement or exfiltration; leave them out of
+    the rules.
 
     Parameters
     ----------
@@ -414,40 +681,45 @@ def screen_flows(
         record batches (called only when the sibling rule has suspects, to read them again);
         the sibling rule needs them (it is skipped without).
     config : RecommendConfig, optional
-        Thresholds (``scan_min_targets``, ``scan_denied_share``, ``sibling_min_pods``,
-        ``outlier_min_cluster``, ``cluster_distance``, ``rare_connections``) and
-        ``trust_all_flows``.
+        Thresholds (``scan_min_targets``, ``scan_denied_share``, ``scan_window``,
+        ``scan_min_failed``, ``sibling_min_pods``, ``sibling_max_chance``,
+        ``sibling_raw_ip_prior``, ``outlier_min_cluster``, ``cluster_distance``,
+        ``rare_connections``) and ``trust_all_flows``.
 
     Returns
     -------
     Screening
-        The anomalies and the screened tables.
+        The anomalies, one finding per scanning source, and the screened tables.
 
     Examples
     --------
     >>> from recommender import recommend                          # doctest: +SKIP
     >>> rec = recommend("sample_flows/flows.parquet")              # doctest: +SKIP
-    >>> rec.report["anomalies"]["by_rule"]                         # doctest: +SKIP
-    {'scan': 144, 'sibling-deviation': 0, 'cluster-outlier': 0}
+    >>> rec.report["anomalies"]["scans"][0]["summary"]             # doctest: +SKIP
+    'shop/debug-shell probed 144 targets on ...'
     """
     config = config or RecommendConfig()
     evidence = _rows(tables.edges)
     denied = _rows(tables.denied)
-    scan_flags, scan_denied = _scans(evidence, denied, config)
+    excluded = _rows(tables.excluded)
+    failed = [row for row in excluded if row.get("reason") == "never-established"]
+    peers = _Peers(evidence, [*denied, *failed])
+    scans, scan_flags, scan_listed = _scans(evidence, denied, failed, peers, config)
     flags: dict[int, tuple[str, str]] = {i: ("scan", why) for i, why in scan_flags.items()}
     if flows is not None and (callable(flows) or flows.num_rows):
-        deviations = _sibling_deviations(flows, _sibling_candidates(evidence, config), config)
+        candidates = _sibling_candidates(evidence, peers, config)
+        deviations = _sibling_deviations(flows, candidates, peers, config)
         for i, row in enumerate(evidence):
             key = (row["src_namespace"], row["src_id"], _dst(row))
             if row["src_kind"] == "workload" and key in deviations and i not in flags:
                 flags[i] = ("sibling-deviation", deviations[key])
-    for i, why in _cluster_outliers(tables, evidence, config).items():
+    for i, why in _cluster_outliers(tables, evidence, peers, config).items():
         flags.setdefault(i, ("cluster-outlier", why))
     exclude = not config.trust_all_flows
     anomalies = [
         _anomaly(rule, evidence[i], "allowed", exclude, why) for i, (rule, why) in flags.items()
     ]
-    anomalies += [_anomaly("scan", row, "denied", False, why) for row, why in scan_denied]
+    anomalies += [_anomaly("scan", row, verdict, False, why) for row, verdict, why in scan_listed]
     order = {rule: k for k, rule in enumerate(ANOMALY_RULES)}
     anomalies.sort(
         key=lambda a: (
@@ -459,10 +731,12 @@ def screen_flows(
             a.verdict,
         )
     )
+    if not exclude:
+        scans = [replace(s, kept=s.kept + s.excluded, excluded=0) for s in scans]
     screened = tables
     if exclude and flags:
         screened = _exclude(tables, {i: f"anomaly:{rule}" for i, (rule, _) in flags.items()})
-    return Screening(tuple(anomalies), screened, trusted=not exclude)
+    return Screening(tuple(anomalies), screened, trusted=not exclude, scans=tuple(scans))
 
 
 def _anomaly(rule: str, row: dict[str, Any], verdict: str, excluded: bool, why: str) -> Anomaly:

@@ -2,7 +2,8 @@
 
 Each command parses its options, calls one library function, renders the result and maps
 errors to exit codes: 0 success, 1 a finding that should fail a pipeline (see each command),
-2 bad input or usage, 70 an internal error (a bug: please report it).
+2 bad input or usage, 3 a failed self-check of ``run`` (its files are written), 70 an internal
+error (a bug: please report it).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,6 +63,15 @@ def run(
         int | None,
         typer.Option(help="Unobserved addresses a merged CIDR may add (0: exact addresses)."),
     ] = None,
+    allow_unestablished: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unestablished",
+            help="Give rules to edges whose connections were all attempted but never "
+            "established (resets, unanswered retried SYNs, no answer counted); by default they "
+            "get none and the report lists them under 'Attempted, never established'.",
+        ),
+    ] = False,
     trust_all_flows: Annotated[
         bool,
         typer.Option(
@@ -203,7 +212,13 @@ def run(
     scheduler: SchedulerOpt = None,
     profile: ProfileOpt = False,
 ) -> None:
-    """Recommend least-privilege NetworkPolicies from flows (the default command)."""
+    """Recommend least-privilege NetworkPolicies from flows (the default command).
+
+    Exit status: 0 when the self-check passed; 3 when it failed: the policies would deny
+    observed allowed traffic, or allow flows the input shows as denied or never established
+    (one line per problem on stderr; the policies and the report are still written, and the
+    report's first lines say the same); 2 on bad input or options.
+    """
     if engine == "embedded" and holdout is None:
         from ..ingest.parallel import prestart
 
@@ -223,6 +238,7 @@ def run(
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
+                "allow_unestablished": True if allow_unestablished else None,
                 "trust_all_flows": True if trust_all_flows else None,
                 "compact_policies": True if compact or compaction_budget else None,
                 "compaction_budget": compaction_budget,
@@ -262,6 +278,7 @@ def run(
             typer.echo(result.to_yaml(name), nl=False)
         if profile:
             _print_timings(result.timings)
+        _fail_on_self_check(result.report)
         return
     written = result.write(output)
     if profile:
@@ -286,6 +303,7 @@ def run(
                 default=str,
             )
         )
+        _fail_on_self_check(result.report)
         return
     typer.echo(
         f"wrote {summary['policies']} policies ({summary['rules']} rules) for "
@@ -320,5 +338,18 @@ def run(
             f"{held['observed_connections']:,} later connections), rule stability "
             f"{held['churn']['stability']:.2f}"
         )
+    _fail_on_self_check(result.report)
 
 
+#: Exit status of ``recommend run`` when its self-check fails (see the docstring of run).
+SELF_CHECK_FAILED = 3
+
+
+def _fail_on_self_check(report: dict[str, Any]) -> None:
+    """One line per self-check problem on stderr, and exit status 3, when there are any."""
+    problems = (report.get("self_check") or {}).get("problems") or []
+    for problem in problems:
+        typer.echo(f"self-check failed: {problem['message']}", err=True)
+    if problems:
+        # SystemExit, not typer.Exit: see `evaluate`.
+        raise SystemExit(SELF_CHECK_FAILED)

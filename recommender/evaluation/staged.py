@@ -183,6 +183,16 @@ class StagedEvidence:
         }
 
 
+def _with_staged_verdicts(flows: pa.Table) -> pa.Table:
+    """The rows of ``flows`` that may carry a staged verdict: a pending trace or ``audit``."""
+    audit = pc.equal(flows.column("verdict"), "audit")
+    text = pc.binary_join(
+        pc.fill_null(flows.column("policies"), pa.scalar([], pa.list_(pa.string()))), "\n"
+    )
+    pending = pc.match_substring(text, PENDING_PREFIX)
+    return flows.filter(pc.fill_null(pc.or_(audit, pending), False))
+
+
 def _policy_namespace(policy: str) -> str | None:
     """``shop`` of ``shop/namespace-isolation.staged:shop-q7x2m``; None for a global policy."""
     head, sep, _ = policy.partition("/")
@@ -210,13 +220,7 @@ def staged_evidence(
     StagedEvidence
     """
     scope = set(in_scope) if in_scope is not None else None
-    audit = pc.equal(flows.column("verdict"), "audit")
-    policies_text = pc.binary_join(
-        pc.fill_null(flows.column("policies"), pa.scalar([], pa.list_(pa.string()))), "\n"
-    )
-    pending = pc.match_substring(policies_text, PENDING_PREFIX)
-    mask = pc.fill_null(pc.or_(audit, pending), False)
-    rows = flows.filter(mask).select(list(_COLUMNS)).to_pylist()
+    rows = _with_staged_verdicts(flows).select(list(_COLUMNS)).to_pylist()
     keys: set[tuple[str, str, str, str, str, str, str, int | None]] = set()
     if wanted is not None and wanted.num_rows:
         for e in wanted.select(
@@ -282,13 +286,8 @@ def compare_staged(
     """Flows whose staged verdict (the cluster's) differs from ``judge(row) -> "allow"|"deny"``
     (this project's evaluation of the same staged policies), one dict per disagreement with the
     flow's endpoints, port, both verdicts and the deciding staged policy."""
-    audit = pc.equal(flows.column("verdict"), "audit")
-    text = pc.binary_join(
-        pc.fill_null(flows.column("policies"), pa.scalar([], pa.list_(pa.string()))), "\n"
-    )
-    mask = pc.fill_null(pc.or_(audit, pc.match_substring(text, PENDING_PREFIX)), False)
     out: list[dict[str, Any]] = []
-    for row in flows.filter(mask).to_pylist():
+    for row in _with_staged_verdicts(flows).to_pylist():
         decided = staged_verdict(row["policies"], row["verdict"])
         if decided is None:
             continue

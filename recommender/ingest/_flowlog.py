@@ -362,6 +362,7 @@ _LABEL_GROUPS: Final = tuple(
 _START, _END = _COL["start_time"], _COL["end_time"]
 _REPORTER, _VERDICT, _POLICIES = _COL["reporter"], _COL["verdict"], _COL["policies"]
 _PACKETS, _BYTES, _NODE = _COL["packets"], _COL["bytes"], _COL["node"]
+_OUTCOME = _COL["outcome"]
 _SOURCE_FILE, _SOURCE_ROW = _COL["source_file"], _COL["source_row"]
 #: The columns merge_reports fills from the dst report where the src report has none: not the
 #: key columns (equal in both reports) nor those it sets itself.
@@ -373,6 +374,7 @@ _FILLED: Final = tuple(
     not in (
         "end_time",
         "verdict",
+        "outcome",
         "policies",
         "packets",
         "bytes",
@@ -395,6 +397,7 @@ __all__ = [
     "RowTuple",
     "add_counts",
     "count_or_none",
+    "counters_outcome",
     "endpoint_columns",
     "endpoint_values",
     "labels_from_any",
@@ -431,6 +434,59 @@ def merge_key(row: RowTuple) -> tuple[Any, ...]:
     return key
 
 
+#: A TCP segment without options or data over IPv4: what a bare reset (RST, RST-ACK) weighs.
+#: A SYN-ACK carries options (Linux: at least MSS), so it is always heavier.
+_BARE_TCP_BYTES: Final = 40
+#: The ledger note of a record whose counters cannot tell the outcome.
+MISSING_COUNTERS: Final = "missing-counters"
+#: Row dicts may carry this key (not a column) with a ledger note about the outcome.
+OUTCOME_NOTE: Final = "_outcome_note"
+
+
+def counters_outcome(
+    protocol: str,
+    reporter: str | None,
+    packets_in: int | None,
+    packets_out: int | None,
+    bytes_in: int | None,
+    bytes_out: int | None,
+) -> tuple[str, str | None]:
+    """The connection outcome of a Calico or Goldmane record from its reporting end's counters:
+    ``(outcome, ledger note or None)``.
+
+    The answers are what reached the client: ``packets_in`` of a ``src`` report, what left the
+    server: ``packets_out`` of a ``dst`` report. Any answer: ``established``, unless every
+    answer of a TCP record was a bare 40-byte segment (resets: a SYN-ACK carries options).
+    No answer to TCP requests: ``failed``. No answer over UDP or ICMP (one-way traffic is
+    normal there), another reporter (``fwd``: a transit node) or a missing counter:
+    ``unknown`` (the last with the note ``missing-counters``). ``num_flows_completed`` is not
+    used: a refused connection completes as surely as a finished one.
+    """
+    if reporter == "src":
+        answers, answer_bytes, requests = packets_in, bytes_in, packets_out
+    elif reporter == "dst":
+        answers, answer_bytes, requests = packets_out, bytes_out, packets_in
+    else:
+        return "unknown", None
+    if answers is None or requests is None:
+        return "unknown", MISSING_COUNTERS
+    if answers > 0:
+        if (
+            protocol == "TCP"
+            and answer_bytes is not None
+            and answer_bytes <= _BARE_TCP_BYTES * answers
+        ):
+            return "failed", None
+        return "established", None
+    if protocol == "TCP" and requests > 0:
+        return "failed", None
+    return "unknown", None
+
+
+#: When the two ends' reports of one connection disagree, the better outcome wins.
+_OUTCOME_RANK: Final = {"established": 2, "failed": 1}
+
+
 def _max(a: int | None, b: int | None) -> int | None:
     if a is None:
         return b
@@ -459,6 +515,8 @@ def merge_reports(first: RowTuple, second: RowTuple) -> RowTuple:
     row[_PACKETS] = _max(first[_PACKETS], second[_PACKETS])
     row[_BYTES] = _max(first[_BYTES], second[_BYTES])
     row[_CONNECTIONS] = max(first[_CONNECTIONS] or 1, second[_CONNECTIONS] or 1)
+    oa, ob = first[_OUTCOME], second[_OUTCOME]
+    row[_OUTCOME] = oa if _OUTCOME_RANK.get(oa, 0) >= _OUTCOME_RANK.get(ob, 0) else ob
     row[_REPORTER] = "both"
     row[_NODE] = src[_NODE]
     row[_SOURCE_FILE] = first[_SOURCE_FILE]

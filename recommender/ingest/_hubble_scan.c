@@ -20,7 +20,9 @@
  * hubble.share_lines() (a regular expression) does and scans its own in place; columns() turns
  * the batch builder's rows into columns and arrow_buffers() columns into Arrow buffers;
  * Scanner.run() with a context also adds the rows of plain new connections and L7 requests
- * (see add_row, settle_l7).
+ * (see add_row, settle_l7), and keeps the waiting rows' connection outcome as the reader's
+ * _answered and _forward do (see answered, forward). A TCP line whose flags are impossible
+ * (hubble.tcp_flag_bits) is unsure: Python counts it in the ledger.
  */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
@@ -68,6 +70,8 @@ typedef struct {
     uint8_t has_http, has_dns, has_kafka;
     long long http_code;
     span_t http_method, http_url, dns_query;
+    /* l4.TCP.flags: an object was there; SYN, ACK, FIN and RST are true. */
+    uint8_t has_flags, fl_syn, fl_ack, fl_fin, fl_rst;
 } rec_t;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -125,6 +129,11 @@ enum slot {
     S_DNS,
     S_DNS_QUERY,
     S_KAFKA,
+    S_TCP_FLAGS,
+    S_FL_SYN,
+    S_FL_ACK,
+    S_FL_FIN,
+    S_FL_RST,
 };
 
 struct schema;
@@ -151,11 +160,18 @@ static const field_t flags_fields[] = {
     F("RST", K_BOOL, S_NONE, NULL),
 };
 static schema_t flags_schema = {4, flags_fields};
+static const field_t tcp_flags_fields[] = {
+    F("SYN", K_BOOL, S_FL_SYN, NULL),
+    F("ACK", K_BOOL, S_FL_ACK, NULL),
+    F("FIN", K_BOOL, S_FL_FIN, NULL),
+    F("RST", K_BOOL, S_FL_RST, NULL),
+};
+static schema_t tcp_flags_schema = {4, tcp_flags_fields};
 
 static const field_t tcp_fields[] = {
     F("source_port", K_INT, S_TCP_SPORT, NULL),
     F("destination_port", K_INT, S_TCP_DPORT, NULL),
-    F("flags", K_OPT_OBJ, S_NONE, &flags_schema),
+    F("flags", K_OPT_OBJ, S_TCP_FLAGS, &tcp_flags_schema),
 };
 static schema_t tcp_schema = {3, tcp_fields};
 static const field_t udp_fields[] = {
@@ -639,8 +655,25 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
     case K_BOOL:
     case K_OPT_BOOL:
         if (*p == 't') {
-            if (f->slot == S_IS_REPLY)
+            switch (f->slot) {
+            case S_IS_REPLY:
                 r->is_reply = 1;
+                break;
+            case S_FL_SYN:
+                r->fl_syn = 1;
+                break;
+            case S_FL_ACK:
+                r->fl_ack = 1;
+                break;
+            case S_FL_FIN:
+                r->fl_fin = 1;
+                break;
+            case S_FL_RST:
+                r->fl_rst = 1;
+                break;
+            default:
+                break;
+            }
             return literal(p, end, "true", 4);
         }
         if (*p == 'f') {
@@ -738,6 +771,9 @@ parse_field(ctx_t *c, const char *p, const field_t *f, int depth)
         case S_DNS:
             r->has_dns = 1;
             break;
+        case S_TCP_FLAGS:
+            r->has_flags = 1;
+            break;
         default:
             break;
         }
@@ -822,6 +858,11 @@ scan_line(const char *p, Py_ssize_t n, rec_t *r)
     }
     if (skip_ws(p, c.end) != c.end)
         r->unsure = 1;
+    /* Flags no TCP stack sends (hubble.tcp_flag_bits): Python counts them in the ledger. */
+    if (r->has_tcp && r->has_flags &&
+        (!(r->fl_syn || r->fl_ack || r->fl_fin || r->fl_rst) ||
+         (r->fl_syn && (r->fl_rst || r->fl_fin)) || (r->fl_fin && !r->fl_ack)))
+        r->unsure = 1;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -846,6 +887,7 @@ typedef struct {
 
 static PyObject *TCP_STR, *UDP_STR, *EMPTY_STR;
 static PyObject *WORKLOAD_STR, *ALLOWED_STR, *HUBBLE_STR, *INGRESS_STR, *EGRESS_STR, *POP_STR;
+static PyObject *ESTABLISHED_STR, *FAILED_STR, *UNKNOWN_STR;
 
 static void
 Scanner_dealloc(Scanner *self)
@@ -995,7 +1037,10 @@ enum {
     CX_MAX_PENDING, /* int: at most this many rows wait */
     CX_SIZE
 };
-#define ROW_COLUMNS 46
+#define ROW_COLUMNS 47
+#define OUTCOME_AT 29 /* recommender.ingest.schema.COLUMNS.index("outcome") */
+#define FILE_AT 45    /* ... .index("source_file") */
+#define RETRY_US 900000LL /* hubble._RETRY_US */
 #define MAX_PODS 500000
 #define RELEASE_EVERY_US 1000000LL
 
@@ -1161,7 +1206,8 @@ release_now(PyObject *ctx)
  * too), and release the waiting rows when _add would. 0, or -1 on error. */
 static int
 put_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, PyObject *pending_key,
-        long long micros, int connections, PyObject **l7, resolved_t *res, PyObject *ctx)
+        long long micros, int connections, PyObject **l7, resolved_t *res, PyObject *ctx,
+        PyObject *outcome)
 {
     int status = -1;
     PyObject *row = NULL, *when = NULL, *line_no = NULL;
@@ -1223,6 +1269,7 @@ put_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, PyObject *pending_
         Py_NewRef(Py_None), /* dst_service_port */
         Py_NewRef(Py_None), /* dns names */
         Py_NewRef(ALLOWED_STR), Py_NewRef(Py_None), /* verdict, drop reason */
+        Py_NewRef(outcome),
         Py_NewRef(Py_None), Py_NewRef(Py_None),
         Py_NewRef(direction), point, node,
         Py_NewRef(Py_False), /* reply */
@@ -1303,7 +1350,11 @@ add_row(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros, 
         Py_DECREF(res.dst);
         return -1;
     }
-    return put_row(self, r, i, key, key, micros, 1, l7, &res, ctx) < 0 ? -1 : 1;
+    /* HubbleReader._add: an ACK without SYN or RST is a connection seen mid-stream. */
+    PyObject *outcome = r->has_tcp && r->has_flags && r->fl_ack && !r->fl_syn && !r->fl_rst
+                            ? ESTABLISHED_STR
+                            : UNKNOWN_STR;
+    return put_row(self, r, i, key, key, micros, 1, l7, &res, ctx, outcome) < 0 ? -1 : 1;
 }
 
 static inline int
@@ -1443,7 +1494,7 @@ settle_l7(Scanner *self, rec_t *r, Py_ssize_t i, PyObject *key, long long micros
         l7[4] = str_or_none(self, r->dns_query);
     }
     status = put_row(self, r, i, key, active ? l7_key : key, micros, active ? 0 : 1, l7, &res,
-                     ctx) < 0
+                     ctx, r->has_tcp ? ESTABLISHED_STR : UNKNOWN_STR) < 0
                  ? -1
                  : 1;
     res.src = res.dst = NULL; /* taken by put_row, as l7 was */
@@ -1487,6 +1538,112 @@ connection_key(Scanner *self, rec_t *r)
         return NULL;
     }
     return key;
+}
+
+/* HubbleReader._waiting: the waiting row (borrowed) of connection ``key`` that a line of this
+ * file at ``micros`` may settle (same file, at most hold older); NULL (no error) when there is
+ * none, NULL with an error set on error. */
+static PyObject *
+waiting_row(PyObject *ctx, PyObject *key, long long micros)
+{
+    PyObject *row = PyDict_GetItemWithError(PyList_GET_ITEM(ctx, CX_PENDING), key);
+    if (row == NULL || !PyList_CheckExact(row) || PyList_GET_SIZE(row) != ROW_COLUMNS)
+        return NULL;
+    long long first = PyLong_AsLongLong(PyList_GET_ITEM(row, 0));
+    long long hold = PyLong_AsLongLong(PyList_GET_ITEM(ctx, CX_HOLD));
+    if (PyErr_Occurred())
+        return NULL;
+    if (micros - first > hold)
+        return NULL;
+    PyObject *file = PyList_GET_ITEM(row, FILE_AT), *mine = PyList_GET_ITEM(ctx, CX_FILE);
+    if (file != mine) {
+        int same = PyObject_RichCompareBool(file, mine, Py_EQ);
+        if (same <= 0)
+            return NULL; /* an error (-1) stays set */
+    }
+    return row;
+}
+
+/* row[OUTCOME_AT] == value (by identity, else by text). */
+static int
+outcome_is(PyObject *row, PyObject *value)
+{
+    PyObject *have = PyList_GET_ITEM(row, OUTCOME_AT);
+    if (have == value)
+        return 1;
+    return PyUnicode_Check(have) && PyUnicode_Compare(have, value) == 0;
+}
+
+static void
+set_outcome(PyObject *row, PyObject *value)
+{
+    PyList_SetItem(row, OUTCOME_AT, Py_NewRef(value)); /* a list of ROW_COLUMNS: cannot fail */
+}
+
+/* HubbleReader._answered: a reply-direction TCP or UDP line (flags sure) settles the outcome
+ * of its connection's waiting row (the reversed 5-tuple). 0, or -1 on error. */
+static int
+answered(Scanner *self, rec_t *r, PyObject *ctx)
+{
+    if (!(r->has_flow_time || r->has_line_time))
+        return 0;
+    long long micros = r->has_flow_time ? r->flow_time : r->line_time;
+    PyObject *key = PyTuple_New(6);
+    if (key == NULL)
+        return -1;
+    PyObject *src = cached_str(self, r->dst);
+    PyObject *dst = src ? cached_str(self, r->src) : NULL;
+    PyObject *sport = dst ? PyLong_FromLongLong(r->has_tcp ? r->tcp_dport : r->udp_dport)
+                          : NULL;
+    PyObject *dport = sport ? PyLong_FromLongLong(r->has_tcp ? r->tcp_sport : r->udp_sport)
+                            : NULL;
+    PyTuple_SET_ITEM(key, 0, src);
+    PyTuple_SET_ITEM(key, 1, dst);
+    PyTuple_SET_ITEM(key, 2, Py_NewRef(r->has_tcp ? TCP_STR : UDP_STR));
+    PyTuple_SET_ITEM(key, 3, sport);
+    PyTuple_SET_ITEM(key, 4, dport);
+    PyTuple_SET_ITEM(key, 5, Py_NewRef(Py_None));
+    if (dport == NULL) {
+        Py_DECREF(key);
+        return -1;
+    }
+    PyObject *row = waiting_row(ctx, key, micros);
+    Py_DECREF(key);
+    if (row == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (r->has_tcp && r->has_flags && r->fl_rst) {
+        if (!outcome_is(row, ESTABLISHED_STR))
+            set_outcome(row, FAILED_STR);
+    }
+    else
+        set_outcome(row, ESTABLISHED_STR);
+    return 0;
+}
+
+/* HubbleReader._forward: a further client-side TCP line (flags sure) of connection ``key``.
+ * 0, or -1 on error. */
+static int
+forward(rec_t *r, PyObject *key, long long micros, PyObject *ctx)
+{
+    int ack = r->fl_ack && !r->fl_syn && !r->fl_rst;
+    int retry = r->fl_syn && !r->fl_ack;
+    if (!ack && !retry)
+        return 0;
+    PyObject *row = waiting_row(ctx, key, micros);
+    if (row == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (ack) {
+        set_outcome(row, ESTABLISHED_STR);
+        return 0;
+    }
+    if (!outcome_is(row, UNKNOWN_STR))
+        return 0;
+    long long first = PyLong_AsLongLong(PyList_GET_ITEM(row, 0));
+    if (first == -1 && PyErr_Occurred())
+        return -1;
+    if (micros - first >= RETRY_US)
+        set_outcome(row, FAILED_STR);
+    return 0;
 }
 
 PyDoc_STRVAR(run_doc,
@@ -1534,6 +1691,8 @@ Scanner_run(Scanner *self, PyObject *args)
                 sp > 65535 || dp < 0 || dp > 65535)
                 break;
             if (r->is_reply == 1 || (r->is_reply == 0 && r->l7_response)) {
+                if (ctx != NULL && answered(self, r, ctx) < 0)
+                    return NULL;
                 replies++;
                 continue;
             }
@@ -1559,6 +1718,9 @@ Scanner_run(Scanner *self, PyObject *args)
         if (r->is_reply < 0)
             break;
         if (r->is_reply) {
+            if (ctx != NULL && r->has_ip && r->has_l4 && (r->has_tcp || r->has_udp) &&
+                answered(self, r, ctx) < 0)
+                return NULL;
             replies++;
             continue;
         }
@@ -1595,6 +1757,10 @@ Scanner_run(Scanner *self, PyObject *args)
                 return NULL;
             }
             Py_DECREF(value);
+        }
+        if (ctx != NULL && r->has_tcp && r->has_flags && forward(r, key, micros, ctx) < 0) {
+            Py_DECREF(key);
+            return NULL;
         }
         Py_DECREF(key);
         duplicates++;
@@ -2272,7 +2438,7 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC
 PyInit__hubble_scan(void)
 {
-    schema_t *schemas[] = {&flags_schema, &tcp_schema, &udp_schema, &ports_schema,
+    schema_t *schemas[] = {&flags_schema, &tcp_flags_schema, &tcp_schema, &udp_schema, &ports_schema,
                            &icmp_schema, &l4_schema, &flow_ip_schema, &ip_schema,
                            &service_schema, &http_schema, &dns_schema, &l7_schema,
                            &flow_schema, &line_schema};
@@ -2296,9 +2462,12 @@ PyInit__hubble_scan(void)
     INGRESS_STR = PyUnicode_InternFromString("ingress");
     EGRESS_STR = PyUnicode_InternFromString("egress");
     POP_STR = PyUnicode_InternFromString("pop");
+    ESTABLISHED_STR = PyUnicode_InternFromString("established");
+    FAILED_STR = PyUnicode_InternFromString("failed");
+    UNKNOWN_STR = PyUnicode_InternFromString("unknown");
     if (TCP_STR == NULL || UDP_STR == NULL || EMPTY_STR == NULL || WORKLOAD_STR == NULL ||
         ALLOWED_STR == NULL || HUBBLE_STR == NULL || INGRESS_STR == NULL || EGRESS_STR == NULL ||
-        POP_STR == NULL) {
+        POP_STR == NULL || ESTABLISHED_STR == NULL || FAILED_STR == NULL || UNKNOWN_STR == NULL) {
         Py_DECREF(m);
         return NULL;
     }

@@ -19,6 +19,7 @@ from ._flowlog import (
     _DECODE_ERRORS,
     _RECORD_ERRORS,
     _SHAPE_PROBE,
+    OUTCOME_NOTE,
     ReportMerger,
     Row,
     _decode,
@@ -140,6 +141,9 @@ class JsonRecordReader(FlowReader):
             self.ledger.duplicate += 1
         else:
             self.ledger.used += 1
+        note = row.get(OUTCOME_NOTE)
+        if note is not None:
+            self.ledger.unknown_outcome(note)
 
     # -- file shapes -------------------------------------------------------------------------
 

@@ -36,12 +36,14 @@ from ._flowlog import (
     _MAX_COUNT,
     _RECORD_ERRORS,
     _SHAPE_PROBE,
+    OUTCOME_NOTE,
     Endpoint,
     Row,
     RowTuple,
     _decode,
     add_counts,
     count_or_none,
+    counters_outcome,
     endpoint_values,
     labels_from_any,
     micros_of,
@@ -166,21 +168,22 @@ def calico_row(rec: Mapping[str, Any], fmt: str, file: str, row_no: int) -> Row:
         "dst_dns_names": strings_of(rec.get("dest_domains")),
         "node": text_or_none(rec.get("host")),
         "is_reply": False,
-        "packets": add_counts(
-            count_or_none(rec.get("packets_in"), "packets_in"),
-            count_or_none(rec.get("packets_out"), "packets_out"),
-        ),
-        "bytes": add_counts(
-            count_or_none(rec.get("bytes_in"), "bytes_in"),
-            count_or_none(rec.get("bytes_out"), "bytes_out"),
-        ),
         "source_format": fmt,
         "source_file": file,
         "source_row": row_no,
     }
+    counters = [
+        count_or_none(rec.get(name), name)
+        for name in ("packets_in", "packets_out", "bytes_in", "bytes_out")
+    ]
+    row["packets"] = add_counts(counters[0], counters[1])
+    row["bytes"] = add_counts(counters[2], counters[3])
+    row["outcome"], note = counters_outcome(protocol, row["reporter"], *counters)
     started = count_or_none(rec.get("num_flows_started"), "num_flows_started")
     flows = count_or_none(rec.get("num_flows"), "num_flows")
     row["connections"] = started if started else (flows if flows else 1)
+    if note is not None:
+        row[OUTCOME_NOTE] = note
     return row
 
 
@@ -219,6 +222,7 @@ class CalicoReader(JsonRecordReader):
         self._protocols: dict[str, str] = {}
         self._ips: dict[str, str] = {}
         self._tails: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._note: str | None = None  # the ledger note of the last _fast_row, if any
 
     def _read_lines(self, file: str, first: int, lines: list[bytes]) -> None:
         """The fast path: each line decoded into a :class:`_CalicoRecord`, which reads only the
@@ -254,6 +258,8 @@ class CalicoReader(JsonRecordReader):
                 ledger.duplicate += 1
             else:
                 ledger.used += 1
+            if self._note is not None:
+                ledger.unknown_outcome(self._note)
 
     def _fast_row(self, r: _CalicoRecord, file: str, row_no: int) -> RowTuple:
         """:func:`calico_row` of a decoded record, as a tuple, with the same checks in the same
@@ -357,6 +363,7 @@ class CalicoReader(JsonRecordReader):
         flows = r.num_flows
         if flows is not None and not (type(flows) is int and 0 <= flows < _MAX_COUNT):
             flows = count_or_none(flows, "num_flows")
+        outcome, self._note = counters_outcome(protocol, reporter, p_in, p_out, b_in, b_out)
         # Column order is recommender.ingest.schema.COLUMNS' (checked when this module is imported).
         return (
             start,
@@ -388,6 +395,7 @@ class CalicoReader(JsonRecordReader):
             domains,
             verdict,
             None,
+            outcome,
             policies,
             reporter,
             None,
@@ -563,6 +571,7 @@ _FAST_LAYOUT: Final = (
     "dst_dns_names",
     "verdict",
     "drop_reason",
+    "outcome",
     "policies",
     "reporter",
     "traffic_direction",

@@ -16,9 +16,12 @@ from typing import Any, Final
 
 from ._common import BadValue, norm_port, norm_protocol
 from ._flowlog import (
+    MISSING_COUNTERS,
+    OUTCOME_NOTE,
     Row,
     add_counts,
     count_or_none,
+    counters_outcome,
     endpoint_columns,
     labels_from_any,
     micros_of,
@@ -188,17 +191,26 @@ def _dst_port(protocol: str, value: Any) -> int | None:
     return port or None  # an omitted zero value is no port
 
 
-def _counters(rec: Mapping[str, Any]) -> Row:
-    return {
-        "packets": add_counts(
-            count_or_none(rec.get("packets_in"), "packets_in"),
-            count_or_none(rec.get("packets_out"), "packets_out"),
-        ),
-        "bytes": add_counts(
-            count_or_none(rec.get("bytes_in"), "bytes_in"),
-            count_or_none(rec.get("bytes_out"), "bytes_out"),
-        ),
+def _counters(rec: Mapping[str, Any], protocol: str, reporter: str | None) -> Row:
+    """Packets and bytes (both directions) and the outcome the reporting end's counters give
+    (:func:`~recommender.ingest._flowlog.counters_outcome`). Goldmane's encoder leaves zero
+    values out, so a counter missing beside others is 0; with none at all nothing is known."""
+    values = [
+        count_or_none(rec.get(name), name)
+        for name in ("packets_in", "packets_out", "bytes_in", "bytes_out")
+    ]
+    row: Row = {
+        "packets": add_counts(values[0], values[1]),
+        "bytes": add_counts(values[2], values[3]),
     }
+    if all(v is None for v in values):
+        row["outcome"], row[OUTCOME_NOTE] = "unknown", MISSING_COUNTERS
+        return row
+    outcome, note = counters_outcome(protocol, reporter, *(v or 0 for v in values))
+    row["outcome"] = outcome
+    if note is not None:
+        row[OUTCOME_NOTE] = note
+    return row
 
 
 class GoldmaneReader(JsonRecordReader):
@@ -235,7 +247,7 @@ class GoldmaneReader(JsonRecordReader):
         service_port = text_or_none(key.get("dest_service_port_name"))
         if service_port is None and key.get("dest_service_port"):
             service_port = text_or_none(key.get("dest_service_port"))
-        return {
+        out: Row = {
             "start_time": start,
             "end_time": end,
             **self._endpoint(key, rec, "source", "src"),
@@ -250,11 +262,12 @@ class GoldmaneReader(JsonRecordReader):
             "dst_service_port": service_port,
             "is_reply": False,
             "connections": _connections(rec),
-            **_counters(rec),
             "source_format": self.name,
             "source_file": file,
             "source_row": row,
         }
+        out.update(_counters(rec, protocol, out["reporter"]))
+        return out
 
     @staticmethod
     def _endpoint(key: Mapping[str, Any], rec: Mapping[str, Any], side: str, prefix: str) -> Row:
@@ -290,7 +303,7 @@ class WhiskerReader(JsonRecordReader):
     def convert(self, rec: dict[str, Any], file: str, row: int) -> Row:
         start, end = _times(rec)
         protocol = norm_protocol(rec.get("protocol", rec.get("proto")))
-        return {
+        out: Row = {
             "start_time": start,
             "end_time": end,
             **self._endpoint(rec, "source", "src"),
@@ -307,11 +320,12 @@ class WhiskerReader(JsonRecordReader):
             ),
             "is_reply": False,
             "connections": _connections(rec),
-            **_counters(rec),
             "source_format": self.name,
             "source_file": file,
             "source_row": row,
         }
+        out.update(_counters(rec, protocol, out["reporter"]))
+        return out
 
     @staticmethod
     def _endpoint(rec: Mapping[str, Any], side: str, prefix: str) -> Row:

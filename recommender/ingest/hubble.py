@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -49,7 +49,7 @@ from ._common import NO_SCANNER_ENV as NO_SCANNER_ENV
 from ._source import CHUNK_BYTES, iter_line_chunks, open_decompressed, read_head
 from .schema import COLUMNS
 
-__all__ = ["HubbleReader", "infer_reply"]
+__all__ = ["HubbleReader", "infer_reply", "tcp_flag_bits"]
 
 
 class _Flags(msgspec.Struct, gc=False):
@@ -62,7 +62,9 @@ class _Flags(msgspec.Struct, gc=False):
 class _Ports(msgspec.Struct, gc=False):
     source_port: int = 0
     destination_port: int = 0
-    flags: _Flags | None = None
+    # Any JSON: a malformed flags object makes the outcome unknown (counted in the ledger),
+    # it does not cost the event (see tcp_flag_bits).
+    flags: Any = None
 
 
 class _Icmp(msgspec.Struct, gc=False):
@@ -245,6 +247,53 @@ _ICMP_REQUESTS: Final = {
     ("ICMPv6", 133),
     ("ICMPv6", 135),
 }
+
+
+#: TCP flag bits of :func:`tcp_flag_bits`.
+_SYN: Final = 1
+_ACK: Final = 2
+_FIN: Final = 4
+_RST: Final = 8
+_FLAG_BITS: Final = (("SYN", _SYN), ("ACK", _ACK), ("FIN", _FIN), ("RST", _RST))
+#: What tcp_flag_bits gives without flags, and for malformed or impossible ones.
+_NO_FLAGS: Final = -1
+_MALFORMED_FLAGS: Final = -2
+_IMPOSSIBLE_FLAGS: Final = -3
+#: A SYN sent again at least this long (us) after the first one, with no answer from the peer
+#: in between, is a retransmission: the connection failed (Linux retries after 1 s).
+_RETRY_US: Final = 900_000
+_OUTCOME_AT: Final = COLUMNS.index("outcome")
+_POLICIES_AT: Final = COLUMNS.index("policies")
+_FILE_AT: Final = COLUMNS.index("source_file")
+
+
+def _event_micros(when: datetime) -> int:
+    """Microseconds since the epoch of an event time (naive: UTC), never raising."""
+    return ((when if when.tzinfo else when.replace(tzinfo=UTC)) - _EPOCH) // _ONE_US
+
+
+def tcp_flag_bits(flags: Any) -> int:
+    """The SYN, ACK, FIN and RST bits (1, 2, 4, 8) of a Hubble ``l4.TCP.flags`` object.
+
+    ``-1`` without flags (absent or null), ``-2`` when malformed (not an object, or one of the
+    four is not true or false), ``-3`` for a combination no TCP stack sends (none of the four,
+    SYN with RST or FIN, FIN without ACK: NULL, Xmas or FIN scans). Other flags (PSH, URG,
+    ...) are ignored.
+    """
+    if flags is None:
+        return _NO_FLAGS
+    if not isinstance(flags, dict):
+        return _MALFORMED_FLAGS
+    bits = 0
+    for name, bit in _FLAG_BITS:
+        value = flags.get(name, False)
+        if value is True:
+            bits |= bit
+        elif value is not False:
+            return _MALFORMED_FLAGS
+    if not bits or (bits & _SYN and bits & (_RST | _FIN)) or (bits & _FIN and not bits & _ACK):
+        return _IMPOSSIBLE_FLAGS
+    return bits
 
 
 def infer_reply(
@@ -741,6 +790,24 @@ class HubbleReader(FlowReader):
             self._add(f, item.node_name, item.time, file, line_no)
             return None
         if reply:
+            ip, l4, when = f.IP, f.l4, f.time or item.time
+            if (
+                ip is not None
+                and l4 is not None
+                and when is not None
+                and (ports := l4.TCP or l4.UDP) is not None
+            ):
+                tcp = l4.TCP is not None
+                self._answered(
+                    ip.source,
+                    ip.destination,
+                    "TCP" if tcp else "UDP",
+                    ports.source_port,
+                    ports.destination_port,
+                    self._flag_bits(ports) if tcp else _NO_FLAGS,
+                    _event_micros(when),
+                    file,
+                )
             return _REPLY
         # A non-reply L3/L4 event: a duplicate when its 5-tuple was seen recently.
         ip, l4, when = f.IP, f.l4, f.time or item.time
@@ -766,6 +833,8 @@ class HubbleReader(FlowReader):
             return None
         if micros > last:
             seen[key] = micros
+        if l4.TCP is not None:
+            self._forward(key, self._flag_bits(ports), micros, file)
         verdict = f.verdict
         if verdict != "FORWARDED" and _VERDICTS.get(verdict) in _OVERRIDING:
             self._override(key, _VERDICTS[verdict], f)
@@ -797,6 +866,68 @@ class HubbleReader(FlowReader):
         self.ledger.skip(file, line_no, "not-a-flow", "no flow object in the line")
         return None
 
+    def _flag_bits(self, ports: _Ports) -> int:
+        """:func:`tcp_flag_bits` of a TCP event; malformed or impossible flags are counted in
+        the ledger (the outcome stays unknown) and give ``_MALFORMED_FLAGS``."""
+        bits = tcp_flag_bits(ports.flags)
+        if bits < _NO_FLAGS:
+            self.ledger.unknown_outcome(
+                "malformed-tcp-flags" if bits == _MALFORMED_FLAGS else "impossible-tcp-flags"
+            )
+            return _MALFORMED_FLAGS
+        return bits
+
+    def _waiting(self, key: Any, micros: int, file: str) -> list[Any] | None:
+        """The waiting row of connection ``key`` that an event of ``file`` at ``micros`` may
+        settle: one of the same file at most ``hold_seconds`` older. (Whether an older row
+        still waits depends on how the input was dealt out to parallel workers; these do not.)
+        """
+        row = self._pending.get(key)
+        hold_us = int(self.hold_seconds * 1_000_000)
+        if row is None or micros - row[0] > hold_us or row[_FILE_AT] != file:
+            return None
+        return row
+
+    def _answered(
+        self,
+        source: str,
+        destination: str,
+        protocol: str,
+        sport: int,
+        dport: int,
+        bits: int,
+        micros: int,
+        file: str,
+    ) -> None:
+        """A reply-direction TCP or UDP event: the waiting row of its connection (the reversed
+        5-tuple) is established, or failed when it is a TCP reset and nothing answered yet.
+        The compiled scanner's ``answered`` does the same."""
+        if bits == _MALFORMED_FLAGS:
+            return
+        row = self._waiting((destination, source, protocol, dport, sport, None), micros, file)
+        if row is None:
+            return
+        if protocol == "TCP" and bits >= 0 and bits & _RST:
+            if row[_OUTCOME_AT] != "established":
+                row[_OUTCOME_AT] = "failed"
+        else:
+            row[_OUTCOME_AT] = "established"
+
+    def _forward(self, key: Any, bits: int, micros: int, file: str) -> None:
+        """A further client-side TCP event of a waiting connection: an ACK without SYN or RST
+        shows the handshake completed; a SYN sent again after ``_RETRY_US`` with nothing
+        answered yet shows it did not. The compiled scanner's ``forward`` does the same."""
+        if bits < 0:
+            return
+        if bits & _ACK and not bits & (_SYN | _RST):
+            row = self._waiting(key, micros, file)
+            if row is not None:
+                row[_OUTCOME_AT] = "established"
+        elif bits & _SYN and not bits & _ACK:
+            row = self._waiting(key, micros, file)
+            if row is not None and row[_OUTCOME_AT] == "unknown" and micros - row[0] >= _RETRY_US:
+                row[_OUTCOME_AT] = "failed"
+
     def _override(self, key: Any, verdict: str, f: _Flow) -> None:
         """A later event of a waiting row's connection: a denial (or audit) wins."""
         waiting = self._pending.get(key)
@@ -806,7 +937,7 @@ class HubbleReader(FlowReader):
                 waiting[_VERDICT_AT + 1] = str(f.drop_reason_desc)
             denied_by = _denied_by(f)
             if denied_by:
-                waiting[_VERDICT_AT + 2] = denied_by
+                waiting[_POLICIES_AT] = denied_by
 
     def _sweep(self) -> None:
         """Forget connections idle for longer than idle_seconds; keep at most max_seen."""
@@ -898,13 +1029,11 @@ class HubbleReader(FlowReader):
             return
         l4 = f.l4
         ports = icmp = None
-        flags = None
         if l4 is None:
             ledger.skip(file, line_no, "missing-l4", "the flow has no l4 (protocol) section")
             return
         if l4.TCP is not None:
             protocol, ports = "TCP", l4.TCP
-            flags = ports.flags
         elif l4.UDP is not None:
             protocol, ports = "UDP", l4.UDP
         elif l4.SCTP is not None:
@@ -922,8 +1051,13 @@ class HubbleReader(FlowReader):
             if not (0 <= sport <= 65535 and 0 <= dport <= 65535):
                 ledger.skip(file, line_no, "invalid-port", f"ports {sport} -> {dport}")
                 return
+        bits = self._flag_bits(ports) if protocol == "TCP" and ports is not None else _NO_FLAGS
         reply = f.is_reply
         if reply is None:
+            flags = None
+            if bits >= 0:
+                flags = _Flags(bool(bits & _SYN), bool(bits & _ACK), bool(bits & _FIN),
+                               bool(bits & _RST))  # fmt: skip
             reply = (
                 True
                 if f.reply
@@ -936,6 +1070,9 @@ class HubbleReader(FlowReader):
             reply = True
         if reply:
             ledger.reply += 1
+            if sport is not None and dport is not None and protocol in ("TCP", "UDP"):
+                self._answered(ip.source, ip.destination, protocol, sport, dport, bits,
+                               _event_micros(when), file)  # fmt: skip
             return
         micros = (when - _EPOCH) // _ONE_US if when.tzinfo else to_micros(when)
         verdict = _VERDICTS.get(f.verdict, "unknown")
@@ -954,6 +1091,8 @@ class HubbleReader(FlowReader):
             self._latest = micros
         if active:
             recent[conn_key] = max(micros, seen or 0)
+            if l7 is None and protocol == "TCP":
+                self._forward(conn_key, bits, micros, file)
             if verdict in _OVERRIDING:
                 self._override(conn_key, verdict, f)
             if l7_detail is None:
@@ -1010,6 +1149,14 @@ class HubbleReader(FlowReader):
                 l7_protocol, dns_query = "dns", l7.dns.query or None
             elif l7.kafka is not None:
                 l7_protocol = "kafka"
+        # An L7 request on TCP went through an established connection (the proxy's, at least);
+        # else an ACK without SYN or RST (a connection seen mid-stream). A SYN waits for its
+        # answer (see _answered and _forward).
+        outcome = "unknown"
+        if protocol == "TCP" and (
+            l7 is not None or (bits >= 0 and bits & _ACK and not bits & (_SYN | _RST))
+        ):
+            outcome = "established"
         point = f.trace_observation_point
         # Column order is recommender.ingest.schema.FLOW_SCHEMA's (checked by a test).
         key = conn_key if connections else (conn_key, l7_detail)
@@ -1035,6 +1182,7 @@ class HubbleReader(FlowReader):
             dns_names,
             verdict,
             drop_reason,
+            outcome,
             denied_by,
             None,
             _DIRECTIONS.get(f.traffic_direction),

@@ -5,6 +5,10 @@ Each record a reader sees ends in exactly one outcome: ``used`` (a row of the ca
 report of the same connection), ``reply`` (a reply-direction event, never a connection start),
 or ``skipped`` with a reason. The invariant ``read == used + duplicate + reply + skipped`` holds
 per file and in total, and is checked by the tests.
+
+Besides, ``outcome_unknown`` counts records that were used but whose connection outcome (see
+``docs/flow-schema.md``) could not be read, by reason (``malformed-tcp-flags``,
+``impossible-tcp-flags``, ``missing-counters``): the row says ``unknown`` instead.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ class IngestLedger:
     ----------
     read, used, duplicate, reply
         Record counts; ``skipped`` holds the rest by reason.
+    outcome_unknown
+        Records whose connection outcome could not be read (their rows say ``unknown``), by
+        reason; notes, not outcomes: these records are counted above too.
     files
         Per input file: its detected format and its own counts.
     examples
@@ -49,6 +56,7 @@ class IngestLedger:
     duplicate: int = 0
     reply: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    outcome_unknown: Counter[str] = field(default_factory=Counter)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     examples: list[SkipExample] = field(default_factory=list)
     ignored_files: dict[str, str] = field(default_factory=dict)
@@ -80,6 +88,11 @@ class IngestLedger:
         if count > len(first_rows):
             self.skipped[reason] += count - len(first_rows)
 
+    def unknown_outcome(self, reason: str) -> None:
+        """Count a record whose connection outcome could not be read (``reason`` is a short
+        stable key such as ``malformed-tcp-flags``)."""
+        self.outcome_unknown[reason] += 1
+
     def ignore_file(self, file: str, reason: str) -> None:
         """Note a file found in a folder that is not a flow log (it holds no records)."""
         self.ignored_files[file] = reason
@@ -101,6 +114,7 @@ class IngestLedger:
         self.duplicate += other.duplicate
         self.reply += other.reply
         self.skipped.update(other.skipped)
+        self.outcome_unknown.update(other.outcome_unknown)
         self.files.update(other.files)
         self.ignored_files.update(other.ignored_files)
         room = _MAX_EXAMPLES - len(self.examples)
@@ -115,6 +129,7 @@ class IngestLedger:
             "reply": self.reply,
             "skipped": dict(sorted(self.skipped.items())),
             "skipped_total": self.skipped_total,
+            "outcome_unknown": dict(sorted(self.outcome_unknown.items())),
             "balanced": self.balanced,
             "files": {k: self.files[k] for k in sorted(self.files)},
             "ignored_files": sorted(self.ignored_files),

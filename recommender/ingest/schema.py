@@ -17,6 +17,7 @@ __all__ = [
     "PENDING_PREFIX",
     "ENDPOINT_KINDS",
     "FLOW_SCHEMA",
+    "OUTCOMES",
     "PROTOCOLS",
     "SCHEMA_VERSION",
     "VERDICTS",
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 #: Version of the canonical schema (Parquet metadata key ``recommender.schema_version``).
-SCHEMA_VERSION: Final = "1.0"
+SCHEMA_VERSION: Final = "1.1"
 
 #: Prefix of a ``policies`` entry from the *pending* trace (Calico Enterprise
 #: ``policies.pending_policies``, Goldmane/Whisker ``PolicyTrace.pending_policies``): what the
@@ -71,6 +72,12 @@ VERDICTS: Final = (
     "unknown",
 )
 
+#: Connection outcomes: ``established`` (the other end answered: a TCP SYN-ACK or data, a UDP
+#: reply, a reply counter above zero), ``failed`` (only resets, or no answer to a retried TCP
+#: SYN or a reporting end that saw none), ``unknown`` (the input cannot tell). How each format
+#: derives it: ``docs/flow-schema.md``. A null (an older canonical file) reads as ``unknown``.
+OUTCOMES: Final = ("established", "failed", "unknown")
+
 _TS = pa.timestamp("us", tz="UTC")
 _LABELS = pa.map_(pa.string(), pa.string())
 _STRINGS = pa.list_(pa.string())
@@ -106,6 +113,7 @@ FLOW_SCHEMA: Final = pa.schema(
         pa.field("dst_dns_names", _STRINGS),
         pa.field("verdict", pa.string(), nullable=False),
         pa.field("drop_reason", pa.string()),
+        pa.field("outcome", pa.string()),
         pa.field("policies", _STRINGS),
         pa.field("reporter", pa.string()),
         pa.field("traffic_direction", pa.string()),
@@ -175,6 +183,8 @@ def conform_table(table: pa.Table, *, origin: str = "table") -> pa.Table:
                         f"as {field.type}: {exc}"
                     ) from None
             arrays.append(column)
+        elif field.name == "outcome":  # a file from before the column: nothing is known
+            arrays.append(pa.array(["unknown"] * table.num_rows, field.type))
         else:
             arrays.append(pa.nulls(table.num_rows, field.type))
     return pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)

@@ -398,6 +398,9 @@ def merge_edges(
     """
     schema = window.edges.schema
     old = state.edges if state.edges is not None else schema.empty_table()
+    for name in ("established", "failed"):  # counted by outcome since schema 1.1: unknown
+        if name in schema.names and name not in old.column_names:
+            old = old.append_column(name, pa.array([0] * old.num_rows, pa.int64()))
     try:
         old = old.select(schema.names).cast(schema)
     except (KeyError, pa.ArrowException) as exc:

@@ -392,10 +392,77 @@ def _summary(report: Mapping[str, Any]) -> str:
     return "".join(body)
 
 
+def _item_port(x: Mapping[str, Any]) -> str:
+    port = x.get("port")
+    return f"{x.get('protocol')}/{'*' if port is None else port}"
+
+
+def _problems(check: Mapping[str, Any]) -> str:
+    """The self-check's problems, for the top of the page (empty when it passed)."""
+    problems = check.get("problems") or []
+    if not problems:
+        return ""
+    items = "".join(f"<li>{_text(p.get('message'))}</li>" for p in problems)
+    return (
+        '<div class="problems" role="alert"><p><span class="badge bad">self-check failed</span> '
+        f"Read this before applying these policies:</p><ul>{items}</ul></div>"
+    )
+
+
+def _anomalies(a: Mapping[str, Any]) -> str:
+    """Scanning sources (one finding each) and the other flagged edges with their reasons."""
+    body = [
+        f"<p>{_text(a.get('flagged'))} edges flagged; {_text(a.get('excluded_edges'))} left "
+        "out of the allow rules"
+        + (" (kept: <code>trust_all_flows</code>)" if a.get("trust_all_flows") else "")
+        + ".</p>"
+    ]
+    scans = a.get("scans") or []
+    if scans:
+        body.append("<ul>" + "".join(f"<li>{_text(x.get('summary'))}</li>" for x in scans)
+                    + "</ul>")  # fmt: skip
+    others = [x for x in a.get("items") or [] if x.get("rule") != "scan"]
+    if others:
+        body.append(
+            _table(
+                ["rule", "source", "destination", "port", "connections", "reason"],
+                [
+                    [x.get("rule"), x.get("source"), x.get("destination"), _item_port(x),
+                     x.get("connections"), x.get("reason")]
+                    for x in others[:200]
+                ],
+            )
+        )  # fmt: skip
+    return "".join(body)
+
+
+def _never_established(never: Mapping[str, Any]) -> str:
+    body = [
+        f"<p>{_text(never.get('edges'))} edges ({_text(never.get('connections'))} connections) "
+        "were tried but never established; they get no rule.</p>"
+    ]
+    body.append(
+        _table(
+            ["source", "destination", "port", "attempts", "first seen", "last seen"],
+            [
+                [x.get("source"), x.get("destination"), _item_port(x), x.get("connections"),
+                 _time(x.get("first_seen")), _time(x.get("last_seen"))]
+                for x in never.get("items") or []
+            ],
+        )
+    )  # fmt: skip
+    return "".join(body)
+
+
 def _self_check(check: Mapping[str, Any]) -> str:
     coverage = check.get("coverage")
     false_denies = check.get("false_denies")
-    good = coverage == 1 and not false_denies and not check.get("denied_in_input_but_allowed")
+    good = (
+        coverage == 1
+        and not false_denies
+        and not check.get("denied_in_input_but_allowed")
+        and not check.get("problems")
+    )
     badge = '<span class="badge ok">pass</span>' if good else '<span class="badge bad">check</span>'
     cov = f"{coverage:.1%}" if isinstance(coverage, int | float) else coverage
     body = [
@@ -425,6 +492,22 @@ def _self_check(check: Mapping[str, Any]) -> str:
         examples = over.get("examples") or []
         if examples:
             body.append(_table(["example"], [[e] for e in examples]))
+    purposeful = check.get("excluded_on_purpose") or {}
+    if purposeful.get("edges"):
+        body.append(
+            f"<p>Left out on purpose and replayed as their own kind: "
+            f"{_text(purposeful.get('edges'))} edges, {_text(purposeful.get('denied_edges'))} "
+            "of them denied by these policies.</p>"
+        )
+        body.append(
+            _table(
+                ["reason", "edges", "connections", "denied edges"],
+                [
+                    [reason, v.get("edges"), v.get("connections"), v.get("denied_edges")]
+                    for reason, v in (purposeful.get("by_reason") or {}).items()
+                ],
+            )
+        )
     notes = check.get("notes") or []
     if notes:
         body.append("<ul>" + "".join(f"<li>{_text(n)}</li>" for n in notes) + "</ul>")
@@ -907,6 +990,13 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
     sections: list[tuple[str, str, str]] = [("summary", "Summary", _summary(report))]
     if report.get("self_check"):
         sections.append(("self-check", "Self-check", _self_check(report["self_check"])))
+    anomalies = report.get("anomalies") or {}
+    if anomalies.get("flagged"):
+        sections.append(("anomalies", "Anomalies (scans, lateral movement)", _anomalies(anomalies)))
+    never = report.get("never_established") or {}
+    if never.get("edges"):
+        sections.append(("never-established", "Attempted, never established",
+                         _never_established(never)))  # fmt: skip
     if report.get("holdout"):
         sections.append(("holdout", "Held-out validation", _holdout(report["holdout"])))
     if report.get("guardrails"):
@@ -965,6 +1055,7 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         f'<p class="muted">Report version {_text(version)}; the same report as '
         "<code>report.json</code> and <code>report.md</code>.</p>",
         f'<nav aria-label="Sections"><ul>{nav}</ul></nav></header>',
+        _problems(report.get("self_check") or {}),
         *(_section(a, t, body) for a, t, body in sections),
         "</main>",
         "</body>",

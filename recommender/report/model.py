@@ -47,6 +47,48 @@ def _rows(table: pa.Table, limit: int = _MAX_LISTED) -> list[dict[str, Any]]:
     return out
 
 
+def never_established(tables: EdgeTables, limit: int = _MAX_LISTED) -> dict[str, Any]:
+    """The report's ``never_established`` section: edges whose connections were all attempted
+    and none established (excluded with reason ``never-established``), with their counts."""
+    excluded = tables.excluded
+    if excluded.num_rows:
+        import pyarrow.compute as pc
+
+        excluded = excluded.filter(pc.equal(excluded.column("reason"), "never-established"))
+    items = []
+    for row in excluded.select(
+        [*EDGE_KEY, "connections", "first_seen", "last_seen"]
+    ).to_pylist():
+        src = (
+            f"{row['src_namespace']}/{row['src_id']}"
+            if row["src_kind"] == "workload"
+            else f"{row['src_kind']}:{row['src_id']}"
+        )
+        dst = (
+            f"{row['dst_namespace']}/{row['dst_id']}"
+            if row["dst_kind"] == "workload"
+            else f"{row['dst_kind']}:{row['dst_id']}"
+        )
+        items.append(
+            {
+                "source": src,
+                "destination": dst,
+                "protocol": row["protocol"],
+                "port": row["dst_port"],
+                "connections": int(row["connections"] or 0),
+                "first_seen": _iso(row["first_seen"]),
+                "last_seen": _iso(row["last_seen"]),
+            }
+        )
+    items.sort(key=lambda x: (-x["connections"], x["source"], x["destination"], x["protocol"],
+                              -1 if x["port"] is None else x["port"]))  # fmt: skip
+    return {
+        "edges": len(items),
+        "connections": sum(x["connections"] for x in items),
+        "items": items[:limit],
+    }
+
+
 def _config_dict(config: RecommendConfig) -> dict[str, Any]:
     data = asdict(config)
     data.pop("extra", None)
@@ -143,6 +185,7 @@ def build_report(
         "external_by_class": {k: external[k] for k in sorted(external)},
         "denied": _rows(tables.denied),
         "excluded": _rows(tables.excluded),
+        "never_established": never_established(tables),
     }
     return report
 
@@ -235,6 +278,14 @@ def _anomalies_markdown(a: dict[str, Any]) -> list[str]:
         f"are {fate}. Denied ones never get a rule.",
         "",
     ]
+    scans = a.get("scans") or []
+    if scans:
+        out += ["Scanning sources, one finding each:", ""]
+        out += [f"- {_md_escape(x['summary'])}" for x in scans]
+        out.append("")
+    items = [x for x in a["items"] if x["rule"] != "scan"]
+    if not items:
+        return [*out, "(Every scanned edge, with its verdict, is listed in report.json.)", ""]
     out += _table(
         ["rule", "source", "destination", "port", "connections", "verdict", "excluded", "reason"],
         [
@@ -248,11 +299,11 @@ def _anomalies_markdown(a: dict[str, Any]) -> list[str]:
                 "yes" if x["excluded"] else "no",
                 x["reason"],
             ]
-            for x in a["items"][:50]
+            for x in items[:50]
         ],
     )
-    if a["flagged"] > 50:
-        out.append(f"\n({a['flagged'] - 50} more in report.json, up to 200 listed there.)")
+    if len(items) > 50:
+        out.append(f"\n({len(items) - 50} more in report.json, up to 200 listed there.)")
     return [*out, ""]
 
 
@@ -399,6 +450,10 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
     """
     s = report["summary"]
     out = ["# Network policy recommendation", ""]
+    problems = (report.get("self_check") or {}).get("problems") or []
+    if problems:  # first, so that nobody applies these policies without reading it
+        out += [f"**Self-check failed: {_md_escape(p['message'])}.**" for p in problems]
+        out += ["", "See *Self-check* below; `recommend` exited with status 3.", ""]
     staged = report.get("staged_verdicts")
     if staged and staged.get("would_break"):  # the reason a rollout waits comes first
         out += ["**Staged policies would break wanted traffic:**", ""]
@@ -432,6 +487,17 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
             f"denied in the input would be allowed; {check['not_evaluated_edges']} edges could "
             "not be evaluated (see `recommend evaluate`).",
         ]
+        purposeful = check.get("excluded_on_purpose") or {}
+        if purposeful.get("edges"):
+            reasons = ", ".join(
+                f"{reason} {v['edges']} ({v['denied_edges']} denied)"
+                for reason, v in purposeful["by_reason"].items()
+            )
+            out.append(
+                f"Left out on purpose and replayed as their own kind: {purposeful['edges']} "
+                f"edges ({purposeful['connections']:,} connections), {purposeful['denied_edges']}"
+                f" of them denied by these policies: {reasons}."
+            )
         if over.get("skipped"):
             out.append(f"Over-permissiveness not computed: {over['skipped']}.")
         else:
@@ -447,6 +513,33 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
     anomalies = report.get("anomalies")
     if anomalies and anomalies["flagged"]:
         out += _anomalies_markdown(anomalies)
+    never = report.get("never_established")
+    if never and never["edges"]:
+        out += [
+            "## Attempted, never established",
+            "",
+            f"{never['edges']} edges ({never['connections']:,} connections) were tried but "
+            "never established (resets, unanswered retried SYNs, no answer counted): they get "
+            "no rule (`--allow-unestablished` gives them one).",
+            "",
+        ]
+        out += _table(
+            ["source", "destination", "port", "attempts", "first seen", "last seen"],
+            [
+                [
+                    x["source"],
+                    x["destination"],
+                    f"{x['protocol']}/{x['port']}" if x["port"] is not None else x["protocol"],
+                    x["connections"],
+                    x["first_seen"],
+                    x["last_seen"],
+                ]
+                for x in never["items"][:50]
+            ],
+        )
+        if never["edges"] > 50:
+            out.append(f"\n({never['edges'] - 50} more in report.json, up to 200 listed there.)")
+        out.append("")
     if report.get("guardrails"):
         out += _guardrails_markdown(report["guardrails"])
     ingest = report.get("ingest")

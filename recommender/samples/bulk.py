@@ -324,6 +324,8 @@ class _Background:
                 out[name] = pa.concat_arrays([_combine(c).cast(f.type) for c in chunks])
             elif name == "verdict":
                 out[name] = _const("allowed", f.type, n)
+            elif name == "outcome":  # background traffic is allowed and answered
+                out[name] = _const("established", f.type, n)
             elif name == "connections":
                 out[name] = _const(1, f.type, n)
             elif name == "source_format":

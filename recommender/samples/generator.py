@@ -1507,6 +1507,8 @@ def _canonical_batches(connections: Iterable[Connection], source: str,
         cols["verdict"].append(c.verdict)
         denied = c.verdict == "denied"
         cols["drop_reason"].append("POLICY_DENIED" if denied else None)
+        # The ground truth: a denied connection never established, an allowed one did.
+        cols["outcome"].append("failed" if denied else "established")
         policies: Any = [c.policy] if denied and c.policy else None
         if json_text and policies is not None:
             policies = json.dumps(policies)

@@ -94,7 +94,12 @@ def test_a_planted_scan_is_flagged_and_gets_no_rule() -> None:
     assert ("shop/db", 22, "allowed", True) in flagged
     assert ("shop/db", 80, "allowed", True) in flagged
     assert ("shop/web", 8080, "denied", False) in flagged
-    assert "reached 16 targets" in a["items"][0]["reason"]
+    assert "probed 15 targets" in a["items"][0]["reason"]
+    # One finding for the scanning source, whatever the number of edges.
+    (finding,) = a["scans"]
+    assert finding["source"] == "shop/debug" and finding["targets"] == 15
+    assert (finding["refused"], finding["answered"], finding["excluded"]) == (13, 2, 2)
+    assert finding["summary"].startswith("shop/debug probed 15 targets on 9 ports between")
     # The probes that got through have no rule; DNS (40 connections, all along) keeps its own.
     assert not any("TCP/22" in p or "TCP/80" in p for _, _, p in rules_of(rec, "debug"))
     assert any("UDP/53" in p for _, _, p in rules_of(rec, "debug"))
@@ -108,11 +113,20 @@ def test_a_planted_scan_is_flagged_and_gets_no_rule() -> None:
     assert any("TCP/22" in p for _, _, p in rules_of(trusted, "debug"))
 
 
-def test_a_scan_needs_many_targets_mostly_denied() -> None:
-    # Mostly allowed (prometheus-like): not a scan.
-    assert recommend(make_table(normal() + scan(allowed_hits=9))).report["anomalies"][
+def test_a_scan_needs_many_targets_mostly_refused_or_unseen() -> None:
+    # A fan-out to many peers that all answered, many times (prometheus in normal()): no scan.
+    fan = [conn("shop/probe", f"shop/svc-{k}", 8080, n=1, at=40 + k / 10) for k in range(15)]
+    fan += [conn("shop/other", f"shop/svc-{k}", 8080, n=5, at=50) for k in range(15)]
+    assert recommend(make_table(normal() + fan)).report["anomalies"]["flagged"] == 0
+    # Fifteen single tries of ports no one else uses, but fewer than scan_min_failed refused:
+    # nothing says they failed, so precision first: no scan.
+    assert recommend(make_table(normal() + scan(allowed_hits=13))).report["anomalies"][
         "flagged"
     ] == 0
+    # Mostly never seen before and enough refused: a scan even though most were allowed.
+    assert recommend(make_table(normal() + scan(allowed_hits=9))).report["anomalies"][
+        "scans"
+    ][0]["source"] == "shop/debug"
     # Few targets: not a scan, under the default; flagged with a lower threshold.
     few = [conn("shop/x", "shop/db", p, verdict="denied") for p in (1, 2, 3, 4)]
     assert recommend(make_table(normal() + few)).report["anomalies"]["flagged"] == 0
@@ -149,9 +163,9 @@ def test_sibling_rule_reads_files_again_for_its_suspects(tmp_path: Path) -> None
 
 
 def test_sibling_rule_needs_concurrent_siblings() -> None:
-    # Only two pods of web: below sibling_min_pods (3).
+    # Only two pods of web: below sibling_min_pods = 3.
     rows = [r for r in _siblings() if r["src_pod"] != "web-b"]
-    assert recommend(make_table(rows)).report["anomalies"]["flagged"] == 0
+    assert recommend(make_table(rows), sibling_min_pods=3).report["anomalies"]["flagged"] == 0
     # A rollout: the old pods stop at 60 min, the new one starts at 120 and talks to a new peer.
     rows = normal() + [
         conn("shop/web", "shop/db", 5432, n=20, at=t, pod="web-new") for t in (120, 150)
@@ -159,29 +173,35 @@ def test_sibling_rule_needs_concurrent_siblings() -> None:
     assert recommend(make_table(rows)).report["anomalies"]["flagged"] == 0
 
 
-def _cluster(rare: int) -> list[dict[str, Any]]:
+def _cluster(rare: int, peer: str = "93.184.216.34", port: int = 4444) -> list[dict[str, Any]]:
     rows = []
     for api in ("api-1", "api-2", "api-3", "api-4"):
         rows += [conn(f"shop/{api}", "shop/db", 5432, n=50, at=0, pod=f"{api}-x"),
                  conn(f"shop/{api}", "kube-system/coredns", 53, n=20, at=0, pod=f"{api}-x",
                       proto="UDP"),
                  conn("shop/gateway", f"shop/{api}", 8080, n=40, at=0)]
-    rows.append(conn("shop/api-3", "shop/secrets", 8200, n=rare, at=30, pod="api-3-x"))
+    rows.append(conn("shop/api-3", peer, port, n=rare, at=30, pod="api-3-x"))
     return rows
 
 
-def test_a_rare_edge_breaking_its_clusters_pattern_is_flagged() -> None:
-    rec = recommend(make_table(_cluster(rare=1)))
+def test_raw_ip_egress_breaking_its_clusters_pattern_is_flagged() -> None:
+    rec = recommend(make_table(_cluster(rare=2)))
     a = rec.report["anomalies"]
     assert a["by_rule"] == {"scan": 0, "sibling-deviation": 0, "cluster-outlier": 1}
     item = a["items"][0]
-    assert (item["source"], item["destination"]) == ("shop/api-3", "shop/secrets")
+    assert (item["source"], item["destination"]) == ("shop/api-3", "external:93.184.216.34")
     assert "behaves like 3 other workloads" in item["reason"]
-    assert not any("secrets" in peers for _, peers, _ in rules_of(rec, "api-3"))
-    # Not rare (3 connections = rare_connections): a pattern of its own, not flagged.
-    assert recommend(make_table(_cluster(rare=3))).report["anomalies"]["flagged"] == 0
+    assert "chance 1/4 x prior 0.03 = 0.0075" in item["reason"]
+    assert not any("93.184" in peers for _, peers, _ in rules_of(rec, "api-3"))
+    # One connection is never significant; three (rare_connections) are a pattern of its own.
+    for n in (1, 3):
+        assert recommend(make_table(_cluster(rare=n))).report["anomalies"]["flagged"] == 0
+    # An internal peer, a web port or a private address: nothing to weigh against, no flag.
+    for peer, port in (("shop/secrets", 8200), ("93.184.216.34", 443), ("10.9.9.9", 4444)):
+        rec = recommend(make_table(_cluster(rare=2, peer=peer, port=port)))
+        assert rec.report["anomalies"]["flagged"] == 0, (peer, port)
     # A cluster too small to have a pattern.
-    assert recommend(make_table(_cluster(rare=1)), outlier_min_cluster=5).report[
+    assert recommend(make_table(_cluster(rare=2)), outlier_min_cluster=5).report[
         "anomalies"
     ]["flagged"] == 0
 

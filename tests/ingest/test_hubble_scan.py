@@ -124,6 +124,27 @@ _URLS = [
 ]
 
 
+#: TCP flags of generated events: the handshake, data, resets, and malformed or impossible ones
+#: (which the scanner leaves to Python, which counts them in the ledger).
+_FLAGS: list[Any] = [
+    {"SYN": True},
+    {"SYN": True, "ACK": True},
+    {"ACK": True},
+    {"ACK": True, "PSH": True},
+    {"ACK": True, "FIN": True},
+    {"RST": True},
+    {"RST": True, "ACK": True},
+    {"SYN": True, "RST": True},
+    {"FIN": True},
+    {},
+    {"PSH": True},
+    {"SYN": "yes"},
+    {"ACK": None},
+    "SYN",
+    None,
+]
+
+
 def _event(rng: random.Random) -> dict[str, Any]:
     """A plausible event of one of a few connections (so replies and repeats are common)."""
     line = json.loads(json.dumps(_TEMPLATE))
@@ -137,11 +158,11 @@ def _event(rng: random.Random) -> dict[str, Any]:
         flow["l4"] = {proto: {"type": rng.choice([0, 8]), "code": 0}}
     else:
         ports: dict[str, Any] = {"source_port": sport, "destination_port": dport}
-        if proto == "TCP" and rng.random() < 0.5:
-            ports["flags"] = rng.choice([{"SYN": True}, {"SYN": True, "ACK": True}, {"ACK": True}])
+        if proto == "TCP" and rng.random() < 0.6:
+            ports["flags"] = rng.choice(_FLAGS)
         flow["l4"] = {proto: ports}
     flow["IP"] = {"source": f"10.0.0.{1 + conn % 2}", "destination": "10.0.1.9"}
-    seconds = rng.choice([0, 1, 2, 400, 401, 900])
+    seconds = rng.choice([0, 0, 1, 2, 40, 400, 401, 900])
     fraction = rng.choice(["", ".5", ".123456", ".1234565", ".999999949", ".9999995"])
     flow["time"] = f"2026-01-05T09:{seconds // 60:02d}:{seconds % 60:02d}{fraction}Z"
     flow["verdict"] = rng.choice(["FORWARDED", "FORWARDED", "DROPPED", "AUDIT", 2, 1])
@@ -602,3 +623,123 @@ def test_reading_fed_blocks_of_any_size(tmp_path: Path, monkeypatch, block_bytes
     for source in (path, sample):
         ledger = assert_same(source, monkeypatch)
         assert ledger["read"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The connection outcome, on both paths
+# ---------------------------------------------------------------------------------------------
+
+
+def _tcp(at: str, src: str, dst: str, sport: int, dport: int, flags: Any, reply: bool) -> bytes:
+    ports: dict[str, Any] = {"source_port": sport, "destination_port": dport}
+    if flags is not None:
+        ports["flags"] = flags
+    line = {
+        "flow": {
+            "time": f"2026-01-05T09:00:{at}Z",
+            "verdict": "FORWARDED",
+            "IP": {"source": src, "destination": dst},
+            "l4": {"TCP": ports},
+            "is_reply": reply,
+        },
+        "node_name": "n1",
+    }
+    return json.dumps(line).encode()
+
+
+def _conversation(sport: int, dport: int, events: list[tuple[str, Any, bool]]) -> list[bytes]:
+    """Events of one connection 10.0.0.1:sport -> 10.0.0.2:dport: (time, flags, is_reply)."""
+    return [
+        _tcp(at, *(("10.0.0.2", "10.0.0.1", dport, sport) if reply else
+                   ("10.0.0.1", "10.0.0.2", sport, dport)), flags, reply)
+        for at, flags, reply in events
+    ]  # fmt: skip
+
+
+SYN, SYNACK, ACK = {"SYN": True}, {"SYN": True, "ACK": True}, {"ACK": True}
+RST, RSTACK = {"RST": True}, {"RST": True, "ACK": True}
+
+#: (events, outcome, ledger outcome_unknown) per connection.
+OUTCOMES: list[tuple[list[tuple[str, Any, bool]], str, dict[str, int]]] = [
+    ([("00.1", SYN, False), ("00.2", SYNACK, True), ("00.3", ACK, False)], "established", {}),
+    ([("00.1", SYN, False), ("00.2", SYNACK, True)], "established", {}),  # the answer alone
+    ([("00.1", SYN, False), ("00.3", ACK, False)], "established", {}),  # the client's ACK
+    ([("00.1", ACK, False), ("00.2", ACK, True)], "established", {}),  # seen mid-stream
+    ([("00.1", SYN, False), ("00.2", RSTACK, True)], "failed", {}),  # a closed port
+    ([("00.1", SYN, False), ("00.2", RST, True), ("01.2", SYN, False)], "failed", {}),
+    ([("00.1", SYN, False), ("01.1", SYN, False), ("03.1", SYN, False)], "failed", {}),  # retries
+    ([("00.1", SYN, False), ("00.1", SYN, False)], "unknown", {}),  # another observation point
+    ([("00.1", SYN, False)], "unknown", {}),  # the answer is not in the capture
+    ([("00.1", None, False), ("00.2", None, True)], "established", {}),  # a reply, no flags
+    ([("00.1", SYN, False), ("00.2", RSTACK, True), ("00.3", SYNACK, True)], "established", {}),
+    ([("00.1", {"SYN": "yes"}, False)], "unknown", {"malformed-tcp-flags": 1}),
+    ([("00.1", "SYN", False)], "unknown", {"malformed-tcp-flags": 1}),
+    ([("00.1", {"SYN": True, "RST": True}, False)], "unknown", {"impossible-tcp-flags": 1}),
+    ([("00.1", {"FIN": True, "PSH": True, "URG": True}, False)], "unknown",
+     {"impossible-tcp-flags": 1}),  # an Xmas scan
+    ([("00.1", {}, False)], "unknown", {"impossible-tcp-flags": 1}),  # a NULL scan
+    ([("00.1", SYN, False), ("00.2", {"RST": True, "SYN": True}, True)], "unknown",
+     {"impossible-tcp-flags": 1}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(OUTCOMES)))
+def test_tcp_outcome_truth_table_on_both_paths(tmp_path: Path, monkeypatch, case: int):
+    events, outcome, notes = OUTCOMES[case]
+    path = tmp_path / "conn.jsonl"
+    path.write_bytes(b"\n".join(_conversation(40000, 8080, events)) + b"\n")
+    ledger = assert_same(path, monkeypatch)
+    table, _ = _read(path, monkeypatch, True)
+    assert table.column("outcome").to_pylist() == [outcome]
+    assert ledger["outcome_unknown"] == notes
+    assert ledger["used"] == 1 and ledger["skipped_total"] == 0
+
+
+def test_outcomes_of_many_interleaved_connections_on_both_paths(tmp_path: Path, monkeypatch):
+    """All the cases at once, interleaved, each its own 5-tuple: every row as alone."""
+    rng = random.Random(5)
+    lines = []
+    for k, (events, _, _) in enumerate(OUTCOMES):
+        lines += [(at, k, line) for (at, _, _), line in
+                  zip(events, _conversation(41000 + k, 80 + k, events), strict=True)]  # fmt: skip
+    rng.shuffle(lines)
+    lines.sort(key=lambda x: x[0])
+    path = tmp_path / "many.jsonl"
+    path.write_bytes(b"\n".join(line for _, _, line in lines) + b"\n")
+    assert_same(path, monkeypatch)
+    table, _ = _read(path, monkeypatch, True)
+    got = dict(zip(table.column("src_port").to_pylist(), table.column("outcome").to_pylist(),
+                   strict=True))  # fmt: skip
+    assert got == {41000 + k: outcome for k, (_, outcome, _) in enumerate(OUTCOMES)}
+
+
+def test_an_answer_in_another_file_or_too_late_does_not_count(tmp_path: Path, monkeypatch):
+    first, answer = _conversation(40000, 8080, [("00.1", SYN, False), ("00.2", SYNACK, True)])
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(first + b"\n")
+    b.write_bytes(answer + b"\n")
+    assert_same([a, b], monkeypatch)
+    table, _ = _read([a, b], monkeypatch, True)
+    assert table.column("outcome").to_pylist() == ["unknown"]
+    late = _tcp("45.0", "10.0.0.2", "10.0.0.1", 8080, 40000, SYNACK, True)
+    a.write_bytes(first + b"\n" + late + b"\n")
+    table, _ = _read(a, monkeypatch, True)
+    assert table.column("outcome").to_pylist() == ["unknown"]
+
+
+def test_udp_answered_or_not(tmp_path: Path, monkeypatch):
+    def udp(at: str, reply: bool, sport: int) -> bytes:
+        src, dst, sp, dp = ("10.0.0.9", "10.0.0.1", 53, sport) if reply else (
+            "10.0.0.1", "10.0.0.9", sport, 53)  # fmt: skip
+        return json.dumps({"flow": {
+            "time": f"2026-01-05T09:00:{at}Z", "verdict": "FORWARDED",
+            "IP": {"source": src, "destination": dst},
+            "l4": {"UDP": {"source_port": sp, "destination_port": dp}}, "is_reply": reply,
+        }}).encode()  # fmt: skip
+
+    path = tmp_path / "udp.jsonl"
+    path.write_bytes(b"\n".join([udp("00.1", False, 50000), udp("00.2", True, 50000),
+                                 udp("00.3", False, 50001)]) + b"\n")  # fmt: skip
+    assert_same(path, monkeypatch)
+    table, _ = _read(path, monkeypatch, True)
+    assert table.column("outcome").to_pylist() == ["established", "unknown"]

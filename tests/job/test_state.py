@@ -147,3 +147,17 @@ def test_lifecycle_stable_after_a_period_without_change():
 def test_lifecycle_options_are_checked(kwargs):
     with pytest.raises(ConfigError):
         LifecycleOptions(**kwargs)
+
+
+def test_state_from_before_outcome_counts_still_merges():
+    # State files written before edges counted connections by outcome have no 'established'
+    # or 'failed' column: their edges merge as of unknown outcome (0 and 0).
+    opts = LifecycleOptions(retention=timedelta(days=30))
+    m1 = merge_edges(State(), window(DAY, ("cron", "db", 5432)), DAY, opts)
+    old = m1.remembered.drop_columns(["established", "failed"])
+    state = State(edges=old, labels=m1.labels, run_at=DAY, runs=1)
+    later = DAY + timedelta(days=1)
+    m2 = merge_edges(state, window(later, ("web", "db", 5432)), later, opts)
+    assert pairs(m2.active) == {("web", "db", 5432), ("cron", "db", 5432)}
+    rows = {r["src_id"]: r for r in m2.active.to_pylist()}
+    assert (rows["cron"]["established"], rows["cron"]["failed"]) == (0, 0)
