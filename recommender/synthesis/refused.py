@@ -6,8 +6,10 @@ A *widening* is any rule that admits more than was observed: the internet-ingres
 checked against a :class:`RefusedSet`, the connections the input shows must not be allowed:
 
 * ``denied`` flows (the cluster said no);
-* flows that never established (``failed``) and flows excluded on purpose (anomaly screening,
-  suspected replies, ephemeral ports, below ``min_connections``): any edge-shaped table plugs in
+* flows excluded on purpose, every reason of ``EdgeTables.excluded``: never established (every
+  connection failed: ``never-established``), anomaly screening (``anomaly:scan``, ...),
+  suspected replies, ephemeral ports, below ``min_connections``;
+* flows a guardrail denies (the pipeline adds them) and any other edge-shaped table: it plugs in
   with :meth:`RefusedSet.from_edges` and a reason, and sets combine with ``|``;
 * anything else a caller wants kept out: :class:`Refused` items built by hand.
 

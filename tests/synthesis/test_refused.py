@@ -124,3 +124,21 @@ def test_a_flow_a_guardrail_denies_is_never_widened_over(tmp_path):
     held = recommend(make_table(rows), cidr_budget=1 << 16, guardrails=guard)
     cidrs = [p.cidr for pol in held.policy_set.policies for r in pol.egress for p in r.peers]
     assert cidrs == ["8.8.8.8/32", "8.8.8.11/32"]
+
+
+def test_a_never_established_edge_is_never_widened_over():
+    """Issue 21 part 1's never-established edges (every connection failed) land in
+    ``excluded`` and so in the refused set: a CIDR budget does not reach them."""
+    from recommender import recommend
+
+    rows = [
+        flow_row(src_namespace="shop", src_workload="web", src_port=40000 + i,
+                 dst_kind="external", dst_ip=ip, dst_port=443, outcome=outcome)
+        for i, (ip, outcome) in enumerate(
+            (("8.8.8.8", "established"), ("8.8.8.10", "failed"), ("8.8.8.11", "established"))
+        )
+    ]  # fmt: skip
+    rec = recommend(make_table(rows), cidr_budget=1 << 16)
+    cidrs = [p.cidr for pol in rec.policy_set.policies for r in pol.egress for p in r.peers]
+    assert cidrs == ["8.8.8.8/32", "8.8.8.11/32"]
+    assert "never-established" in rec.tables.excluded.column("reason").to_pylist()
