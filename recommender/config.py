@@ -16,6 +16,7 @@ import yaml
 
 from .errors import ConfigError
 from .policy._names import is_dns1123_label
+from .policy.istio import is_trust_domain
 
 __all__ = ["DEFAULT_EXCLUDED_NAMESPACES", "RecommendConfig", "load_config"]
 
@@ -127,7 +128,7 @@ class RecommendConfig:
         ``calico`` or ``cilium``; None (default) follows each output dialect (kubernetes:
         ``cluster-network-policy``). It also picks the precedence rules used to judge flows.
     dialects
-        Output dialects: ``kubernetes``, ``calico``, ``cilium`` (several write into
+        Output dialects: ``kubernetes``, ``calico``, ``cilium``, ``istio`` (several write into
         sub-folders; see ``docs/dialects.md``).
     staged
         Calico: StagedNetworkPolicy / StagedGlobalNetworkPolicy for a safe rollout.
@@ -138,7 +139,7 @@ class RecommendConfig:
         Egress to external addresses with observed DNS names by name (Calico ``domains``,
         Cilium ``toFQDNs`` plus the DNS proxy rule).
     l7
-        Cilium: HTTP method and path rules from observed L7 flows.
+        Cilium and Istio: HTTP method and path rules from observed L7 flows.
     service_accounts
         Calico and Cilium: select workloads by their service account where flows carry one.
     host_policies
@@ -148,6 +149,12 @@ class RecommendConfig:
         addresses become named groups (NetworkSets, named ipBlocks, CIDR groups).
     network_sets
         Calico: the external CIDRs of each rule go to a NetworkSet the rule selects.
+    trust_domain
+        Istio: the mesh's trust domain, the first part of every principal
+        (``cluster.local/ns/NS/sa/SA``).
+    mtls
+        Istio: ``strict`` writes a PeerAuthentication with mode STRICT per namespace (and the
+        report lists the plain-text peers it would cut off); null writes none.
     """
 
     namespaces: tuple[str, ...] = ()
@@ -188,6 +195,8 @@ class RecommendConfig:
     host_policies: bool = False
     inventory: str | None = None
     network_sets: bool = False
+    trust_domain: str = "cluster.local"
+    mtls: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -272,6 +281,17 @@ class RecommendConfig:
                 f"guardrails_format must be one of {', '.join(_GUARDRAIL_FORMATS)}, not "
                 f"{self.guardrails_format!r}."
             )
+        if not isinstance(self.trust_domain, str) or not is_trust_domain(self.trust_domain):
+            raise ConfigError(
+                f"trust_domain must be a domain name such as cluster.local, not "
+                f"{self.trust_domain!r}."
+            )
+        if isinstance(self.mtls, str):
+            object.__setattr__(self, "mtls", self.mtls.lower())
+        if self.mtls is not None and self.mtls != "strict":
+            raise ConfigError(f"mtls must be strict or left out, not {self.mtls!r}.")
+        if self.mtls is not None and "istio" not in self.dialects:
+            raise ConfigError("mtls is an Istio option: add istio to the dialects (-d istio).")
         if not isinstance(self.policy_prefix, str):
             raise ConfigError(f"policy_prefix must be a string, not {self.policy_prefix!r}.")
         for name in ("since", "until"):

@@ -135,10 +135,10 @@ class Recommendation:
         return self.tables.edges
 
     def manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
-        """The manifests of one dialect (``kubernetes``, ``calico`` or ``cilium``; default the
-        first of ``config.dialects``), all rendered from :attr:`policy_set`.
+        """The manifests of one dialect (``kubernetes``, ``calico``, ``cilium`` or ``istio``;
+        default the first of ``config.dialects``), all rendered from :attr:`policy_set`.
 
-        Calico and Cilium also use the evidence
+        Calico, Cilium and Istio also use the evidence
         :func:`recommender.synthesis.enrich.enrich_policy_set`
         attaches (DNS names, entities, HTTP requests, service accounts) and the options in
         :attr:`config` (``staged``, ``tier``, ``domains``, ``l7``, ...).
@@ -151,6 +151,9 @@ class Recommendation:
             if rendered is not None:
                 return list(rendered)
             return render_kubernetes(self.policy_set)
+        cached = self._cache.get(f"dialect:{name}")  # istio: rendered once by recommend()
+        if cached is not None:
+            return list(cached)
         return render_dialect(self.dialect_policy_set(), name, dialect_options(self.config))
 
     def dialect_policy_set(self) -> PolicySet:
@@ -259,6 +262,8 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
         l7=config.l7,
         service_accounts=config.service_accounts,
         network_sets=config.network_sets,
+        trust_domain=config.trust_domain,
+        mtls=config.mtls,
     )
 
 
@@ -692,6 +697,12 @@ def recommend(
                 guardrails, conflicts, policy_set, findings, tables, config,
                 _precedence(config),
             )
+        if config.mtls == "strict":
+            from .policy.istio import ROOT_NAMESPACE
+            from .synthesis.mesh import mesh_report
+
+            strict = [ns for ns in findings.namespaces_in_scope if ns != ROOT_NAMESPACE]
+            report["mesh"] = mesh_report(tables, strict)
         report["segments"] = _segments(tables, cache)
         mark = _stage(timings, "report", mark)
         if validate:
@@ -701,9 +712,46 @@ def recommend(
                 holdout_input, config, holdout=holdout, split_at=split_at
             )
             _stage(timings, "holdout", mark)
-    return Recommendation(
+    result = Recommendation(
         policy_set, report, tables, findings, config, cache, timings, guardrails
     )
+    if "istio" in config.dialects:  # rendered now: its flagged rules belong in the report
+        from .report.model import istio_section
+
+        manifests = result.manifests("istio")
+        cache["dialect:istio"] = manifests
+        report["istio"] = istio_section(manifests, config.trust_domain)
+        report["istio"]["self_check"] = _istio_self_check(manifests, policy_set, evidence, config)
+    return result
+
+
+def _istio_self_check(
+    manifests: list[dict[str, Any]],
+    policy_set: PolicySet,
+    tables: EdgeTables,
+    config: RecommendConfig,
+) -> dict[str, Any]:
+    """Replay the evidence against the NetworkPolicies and the Istio objects together, with
+    Istio's semantics for the latter: every observed call should still pass."""
+    from .evaluation.replay import replay
+    from .policy.authz import IstioPolicies
+    from .policy.reader import parse_authorization_policy, parse_peer_authentication
+
+    istio = IstioPolicies(
+        tuple(parse_authorization_policy(m) for m in manifests
+              if m["kind"] == "AuthorizationPolicy"),
+        tuple(parse_peer_authentication(m) for m in manifests
+              if m["kind"] == "PeerAuthentication"),
+    )  # fmt: skip
+    coverage = replay(
+        policy_set, tables, synthetic_limit=0, istio=istio, trust_domain=config.trust_domain
+    )
+    return {
+        "coverage": coverage.coverage,
+        "false_denies": len(coverage.false_denies),
+        "false_deny_examples": [e.to_dict() for e in coverage.false_denies[:20]],
+        "denied_in_input_but_allowed": len(coverage.denied_but_allowed),
+    }
 
 
 def _precedence(config: RecommendConfig) -> str:

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from ..config import RecommendConfig
 from ..ingest.schema import FLOW_SCHEMA
+from ..policy.mesh import CAPTURE_PORTS
 from .owners import resolve_batch_owners
 
 __all__ = [
@@ -472,6 +473,8 @@ def _finish(
         )
         SELECT g.*, CASE
             WHEN g.class <> 'evidence' THEN g.class
+            WHEN g.dst_kind = 'workload' AND g.protocol = 'TCP'
+                 AND g.dst_port IN ({", ".join(map(str, CAPTURE_PORTS))}) THEN 'mesh-capture'
             WHEN g.dst_port >= {_EPHEMERAL} AND s.src_id IS NOT NULL THEN 'ephemeral-port'
             WHEN {"false" if config.allow_unestablished else "true"} AND g.established = 0
                  AND g.failed > 0 AND g.failed >= g.connections THEN 'never-established'

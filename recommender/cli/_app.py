@@ -98,6 +98,27 @@ GuardrailsOpt = Annotated[
 ]
 
 
+TrustDomainOpt = Annotated[
+    str,
+    typer.Option(
+        "--trust-domain",
+        metavar="DOMAIN",
+        help="Istio: the trust domain of the workloads' principals (DOMAIN/ns/NS/sa/SA), "
+        "which come from the service accounts in the flows.",
+    ),
+]
+
+
+RootNamespaceOpt = Annotated[
+    str,
+    typer.Option(
+        "--root-namespace",
+        metavar="NAMESPACE",
+        help="Istio: the root namespace, whose AuthorizationPolicies apply to the whole mesh.",
+    ),
+]
+
+
 #: Kinds the guardrails renderers write; with --guardrails, evaluate takes them from the file.
 _GUARDRAIL_KINDS = (
     "AdminNetworkPolicy",

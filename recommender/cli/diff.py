@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import FlowsArg, FormatOpt, app
+from ._app import FlowsArg, FormatOpt, RootNamespaceOpt, TrustDomainOpt, app
 
 
 @app.command()
@@ -33,19 +33,32 @@ def diff(
     examples: Annotated[
         int, typer.Option("--examples", min=0, help="Examples printed per list.")
     ] = 10,
+    trust_domain: TrustDomainOpt = "cluster.local",
+    root_namespace: RootNamespaceOpt = "istio-system",
 ) -> None:
     """Compare EXISTING and NEW policies on observed FLOWS: which traffic changes verdict,
     which rules are added or removed.
 
     For CI and GitOps pipelines: run it on a pull request that changes policies, against
-    recent flows. Exit status: 0 when no observed allowed connection becomes denied,
-    1 when NEW denies observed allowed traffic that EXISTING allows (it would break it),
-    2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
+    recent flows. Istio AuthorizationPolicies and PeerAuthentications in EXISTING and NEW are
+    judged with Istio's semantics too (see `recommend evaluate`). Exit status: 0 when no
+    observed allowed connection becomes denied, 1 when NEW denies observed allowed traffic
+    that EXISTING allows (it would break it), 2 on bad input (unreadable flows, policies
+    that are not Kubernetes NetworkPolicy).
     """
     from ..evaluation.diff import diff_policies
-    from ..policy.reader import read_policies
+    from ..policy.reader import read_istio_policies, read_policies
 
-    result = diff_policies(read_policies(existing), read_policies(new), flows, format=format)
+    result = diff_policies(
+        read_policies(existing),
+        read_policies(new),
+        flows,
+        format=format,
+        existing_istio=read_istio_policies(existing),
+        new_istio=read_istio_policies(new),
+        trust_domain=trust_domain,
+        root_namespace=root_namespace,
+    )
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
     else:

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import _GUARDRAIL_KINDS, FlowsArg, FormatOpt, GuardrailsOpt, app
+from ._app import (
+    _GUARDRAIL_KINDS,
+    FlowsArg,
+    FormatOpt,
+    GuardrailsOpt,
+    RootNamespaceOpt,
+    TrustDomainOpt,
+    app,
+)
 
 
 @app.command()
@@ -16,7 +24,8 @@ def evaluate(
     policies: Annotated[
         Path,
         typer.Argument(
-            help="A NetworkPolicy YAML file, or a folder of them (searched recursively).",
+            help="A NetworkPolicy YAML file, or a folder of them (searched recursively); "
+            "Istio AuthorizationPolicies and PeerAuthentications there are judged too.",
             show_default=False,
         ),
     ],
@@ -38,6 +47,8 @@ def evaluate(
             "(deny over allow).",
         ),
     ] = "kubernetes",
+    trust_domain: TrustDomainOpt = "cluster.local",
+    root_namespace: RootNamespaceOpt = "istio-system",
     staged_verdicts: Annotated[
         bool,
         typer.Option(
@@ -54,14 +65,16 @@ def evaluate(
     POLICIES may hold ClusterNetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy
     objects too (a tree written with --guardrails, say): the whole stack is then evaluated.
     Other policy kinds (Calico, Cilium) need --guardrails FILE, which replaces the guardrail
-    kinds found in POLICIES.
+    kinds found in POLICIES. Istio AuthorizationPolicies and PeerAuthentications in POLICIES
+    are judged with Istio's semantics after the NetworkPolicies, each HTTP request on its own,
+    with every workload's service account (from the flows) as its principal.
 
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
     1 when there are false denies (observed allowed connections the policies would deny),
     2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
     """
     from ..evaluation.replay import replay
-    from ..policy.reader import read_policies
+    from ..policy.reader import read_istio_policies, read_policies
 
     if dialect not in ("kubernetes", "calico", "cilium"):
         raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
@@ -78,7 +91,17 @@ def evaluate(
     if staged_verdicts:
         _compare_staged(policy_set, flows, format, json_out, examples)
         return
-    coverage = replay(policy_set, flows, format=format, guardrails=stack, dialect=dialect)
+    istio = read_istio_policies(policies)
+    coverage = replay(
+        policy_set,
+        flows,
+        format=format,
+        guardrails=stack,
+        dialect=dialect,
+        istio=istio or None,
+        trust_domain=trust_domain,
+        root_namespace=root_namespace,
+    )
     if json_out:
         typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
     else:

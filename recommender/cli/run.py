@@ -131,8 +131,9 @@ def run(
             "--dialect",
             "-d",
             metavar="NAME",
-            help="Output dialect: kubernetes (default), calico, cilium; repeat or give a comma "
-            "list for several, each written into its own sub-folder of --output.",
+            help="Output dialect: kubernetes (default), calico, cilium, istio "
+            "(AuthorizationPolicy); repeat or give a comma list for several, each written into "
+            "its own sub-folder of --output.",
         ),
     ] = None,
     staged: Annotated[
@@ -164,7 +165,7 @@ def run(
         bool | None,
         typer.Option(
             "--l7/--no-l7",
-            help="Cilium: HTTP method and path rules from observed L7 (HTTP) flows.",
+            help="Cilium and Istio: HTTP method and path rules from observed L7 (HTTP) flows.",
             show_default=False,
         ),
     ] = None,
@@ -191,6 +192,24 @@ def run(
             "--network-sets/--no-network-sets",
             help="Calico: put each rule's external CIDRs in a NetworkSet the rule selects.",
             show_default=False,
+        ),
+    ] = None,
+    trust_domain: Annotated[
+        str | None,
+        typer.Option(
+            "--trust-domain",
+            metavar="DOMAIN",
+            help="Istio: the mesh's trust domain, first part of the principals "
+            "(DOMAIN/ns/NS/sa/SA; default cluster.local).",
+        ),
+    ] = None,
+    mtls: Annotated[
+        str | None,
+        typer.Option(
+            "--mtls",
+            metavar="MODE",
+            help="Istio: 'strict' adds a STRICT PeerAuthentication per namespace; the report "
+            "lists the plain-text peers it would cut off.",
         ),
     ] = None,
     inventory: Annotated[
@@ -253,6 +272,8 @@ def run(
                 "host_policies": host_policies,
                 "network_sets": network_sets,
                 "inventory": str(inventory) if inventory is not None else None,
+                "trust_domain": trust_domain,
+                "mtls": mtls,
             }.items()
             if v is not None
         },

@@ -28,7 +28,10 @@ import pyarrow as pa
 
 from ..aggregate.edges import EdgeTables, aggregate_edges
 from ..config import RecommendConfig
+from ..policy.authz import IstioPolicies
+from ..policy.istio import DEFAULT_TRUST_DOMAIN
 from ..policy.model import LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+from .istio import ROOT_NAMESPACE
 from .replay import Coverage, EdgeVerdict, replay
 
 __all__ = [
@@ -321,6 +324,41 @@ def _tables(flows: Any, config: RecommendConfig | None, format: str | None) -> E
     return aggregate_edges(iter_flow_batches(flows, format), config)
 
 
+def _istio_names(istio: IstioPolicies | None) -> set[str]:
+    """``namespace/Kind/name`` of each Istio object (kinds apart: names may repeat)."""
+    if not istio:
+        return set()
+    return {f"{p.namespace}/AuthorizationPolicy/{p.name}" for p in istio.authorization} | {
+        f"{p.namespace}/PeerAuthentication/{p.name}" for p in istio.peer_authentication
+    }
+
+
+def _istio_rule_keys(istio: IstioPolicies | None) -> set[RuleKey]:
+    """One key per AuthorizationPolicy rule: (namespace, ``AuthorizationPolicy/<name>``,
+    ``<action> ingress``, its sources, its operations and conditions), as descriptions."""
+    if not istio:
+        return set()
+
+    def fields(item: object) -> str:
+        parts = [f"{k}={','.join(v)}" for k, v in vars(item).items() if v]
+        return " ".join(parts) or "*"
+
+    keys: set[RuleKey] = set()
+    for policy in istio.authorization:
+        for rule in policy.rules:
+            keys.add(
+                (
+                    policy.namespace,
+                    f"AuthorizationPolicy/{policy.name}",
+                    f"{policy.action} ingress",
+                    tuple(sorted(fields(s) for s in rule.sources)),
+                    tuple(sorted(fields(o) for o in rule.operations))
+                    + tuple(sorted(fields(c) for c in rule.conditions)),
+                )
+            )
+    return keys
+
+
 def diff_policies(
     existing: PolicySet,
     new: PolicySet,
@@ -328,6 +366,10 @@ def diff_policies(
     *,
     config: RecommendConfig | None = None,
     format: str | None = None,
+    existing_istio: IstioPolicies | None = None,
+    new_istio: IstioPolicies | None = None,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    root_namespace: str = ROOT_NAMESPACE,
 ) -> PolicyDiff:
     """Which observed edges change verdict from ``existing`` to ``new``, and which rules change.
 
@@ -343,6 +385,12 @@ def diff_policies(
         Time window and thresholds of the aggregation.
     format : str, optional
         Input format when ``flows`` are paths.
+    existing_istio, new_istio : IstioPolicies, optional
+        Istio AuthorizationPolicies (and PeerAuthentications) of each side, judged with Istio's
+        semantics after the NetworkPolicies (see :func:`~recommender.evaluation.replay.replay`);
+        their policies count in ``policies_added`` and ``policies_removed``.
+    trust_domain, root_namespace : str
+        Istio's trust domain of the principals and root namespace.
 
     Returns
     -------
@@ -365,8 +413,14 @@ def diff_policies(
     """
     tables = _tables(flows, config, format)
     # synthetic_limit=0: over-permissiveness is not part of a diff.
-    before: Coverage = replay(existing, tables, synthetic_limit=0)
-    after: Coverage = replay(new, tables, synthetic_limit=0)
+    before: Coverage = replay(
+        existing, tables, synthetic_limit=0, istio=existing_istio or None,
+        trust_domain=trust_domain, root_namespace=root_namespace,
+    )  # fmt: skip
+    after: Coverage = replay(
+        new, tables, synthetic_limit=0, istio=new_istio or None,
+        trust_domain=trust_domain, root_namespace=root_namespace,
+    )  # fmt: skip
     denied_before, denied_after = _by_edge(before.false_denies), _by_edge(after.false_denies)
     opened_before = _by_edge(before.denied_but_allowed)
     opened_after = _by_edge(after.denied_but_allowed)
@@ -377,8 +431,14 @@ def diff_policies(
         opened_after, opened_before, "denied"
     )
     added, removed, unchanged = compare_rules(existing, new)
+    old_authz, new_authz = _istio_rule_keys(existing_istio), _istio_rule_keys(new_istio)
+    added = sorted({*added, *(new_authz - old_authz)})
+    removed = sorted({*removed, *(old_authz - new_authz)})
+    unchanged = [*unchanged, *(old_authz & new_authz)]
     old_names = {f"{p.namespace}/{p.name}" for p in existing.policies}
     new_names = {f"{p.namespace}/{p.name}" for p in new.policies}
+    old_names |= _istio_names(existing_istio)
+    new_names |= _istio_names(new_istio)
     return PolicyDiff(
         newly_denied=_ordered(newly_denied),
         newly_allowed=_ordered(newly_allowed),

@@ -40,7 +40,10 @@ import pyarrow as pa
 from ..aggregate.edges import EDGE_KEY, EdgeTables, aggregate_edges
 from ..config import RecommendConfig
 from ..guardrails.model import Guardrails
+from ..policy.authz import IstioPolicies
 from ..policy.index import SelectorIndex
+from ..policy.istio import DEFAULT_TRUST_DOMAIN, principal
+from ..policy.mesh import mesh_port
 from ..policy.model import Direction, Policy, PolicySet, Rule
 from .evaluator import (
     NAMESPACE_NAME_LABEL,
@@ -52,6 +55,7 @@ from .evaluator import (
     _supported,
     evaluate,
 )
+from .istio import ROOT_NAMESPACE, Identity, IstioVerdict, Request, authorize
 from .pair_classes import PAIR_BUDGET, count_allowed_pairs
 from .precedence import evaluate_stack, with_namespace_labels
 from .rule_analysis import RuleFinding, find_broad_rules, find_redundant_rules
@@ -413,6 +417,7 @@ class _Judge:
     pods: dict[tuple[str, str], Pod]
     guardrails: Guardrails | None = None
     dialect: str = "kubernetes"
+    istio: _IstioLayer | None = None
     _by_ns: dict[tuple[str, ...], PolicySet] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
     _in_ns: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
@@ -449,6 +454,20 @@ class _Judge:
         return found
 
     def verdict(
+        self,
+        src: Pod | Endpoint,
+        dst: Pod | Endpoint,
+        protocol: str,
+        port: int | None,
+        requests: tuple[str, ...] = (),
+    ) -> Verdict:
+        """The connection's verdict; with Istio policies, theirs too (on each HTTP request)."""
+        found = self._network_verdict(src, dst, protocol, port)
+        if self.istio is None or not found.allowed:
+            return found
+        return self.istio.verdict(found, src, dst, protocol, port, requests)
+
+    def _network_verdict(
         self, src: Pod | Endpoint, dst: Pod | Endpoint, protocol: str, port: int | None
     ) -> Verdict:
         key = (_key(src), _key(dst), protocol, port)
@@ -470,6 +489,80 @@ class _Judge:
                 )
             self._cache[key] = found
         return found
+
+
+@dataclass
+class _IstioLayer:
+    """Istio's AuthorizationPolicies (and PeerAuthentications) at the destination's proxy,
+    judged after the NetworkPolicies allowed the connection (:mod:`recommender.evaluation.istio`).
+
+    Every workload is taken to be in the mesh: its principal is its service account from the
+    flows under ``trust_domain`` (unknown: an mTLS peer with no known principal); sources that
+    are not workloads are plain-text peers known by their address. UDP and SCTP, which the
+    proxies do not intercept, Istio's own ports (served by the proxy itself), and destinations
+    that are not workloads are not Istio's to judge.
+    """
+
+    policies: IstioPolicies
+    accounts: Mapping[tuple[str, str], str]
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    root_namespace: str = ROOT_NAMESPACE
+    _cache: dict[tuple[Any, ...], IstioVerdict] = field(default_factory=dict)
+    _by_ns: dict[str, IstioPolicies] = field(default_factory=dict)
+
+    def for_namespace(self, namespace: str) -> IstioPolicies:
+        """The objects that can apply to a workload of ``namespace`` (its own, the root's)."""
+        found = self._by_ns.get(namespace)
+        if found is None:
+            keep = (namespace, self.root_namespace)
+            found = IstioPolicies(
+                tuple(p for p in self.policies.authorization if p.namespace in keep),
+                tuple(p for p in self.policies.peer_authentication if p.namespace in keep),
+            )
+            self._by_ns[namespace] = found
+        return found
+
+    def identity(self, endpoint: Pod | Endpoint) -> Identity:
+        if isinstance(endpoint, Endpoint):
+            return Identity(ip=endpoint.ip)
+        workload = endpoint.name.removesuffix(_OTHER_POD)
+        account = self.accounts.get((endpoint.namespace, workload))
+        name = None if account is None else principal(
+            self.trust_domain, endpoint.namespace, account
+        )
+        return Identity(name, endpoint.namespace, endpoint.ip, mtls=True)
+
+    def verdict(
+        self,
+        network: Verdict,
+        src: Pod | Endpoint,
+        dst: Pod | Endpoint,
+        protocol: str,
+        port: int | None,
+        requests: tuple[str, ...],
+    ) -> Verdict:
+        if not isinstance(dst, Pod) or protocol != "TCP" or mesh_port(protocol, port):
+            return network  # not proxied, or one of the proxy's own ports
+        calls: tuple[tuple[str | None, str | None], ...] = tuple(
+            (m, p or None) for m, _, p in (r.partition(" ") for r in requests)
+        ) or ((None, None),)
+        for method, path in calls:
+            key = (_key(src), _key(dst), port, method, path)
+            found = self._cache.get(key)
+            if found is None:
+                request = Request(
+                    dst.namespace, dict(dst.labels), port, self.identity(src), method, path
+                )
+                found = authorize(
+                    self.for_namespace(dst.namespace), request, root_namespace=self.root_namespace
+                )
+                self._cache[key] = found
+            if not found.allowed:
+                what = "connection" if method is None else f"{method} {path or ''}".strip()
+                return Verdict(
+                    False, network.egress, f"istio: {what}: {found.reason}", network.policies
+                )
+        return network
 
 
 def _key(endpoint: Pod | Endpoint) -> str:
@@ -531,6 +624,7 @@ class _Query:
     dst: Pod | Endpoint
     protocol: str
     port: int | None
+    requests: tuple[str, ...] = ()
 
 
 def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
@@ -552,7 +646,8 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
             # Two pods of one workload: not loopback, judge it between two of its pods.
             dst = Pod(dst.namespace, f"{dst.name}{_OTHER_POD}", dst.labels)
     port = row["dst_port"]
-    return _Query(src, dst, protocol, None if port is None else int(port))
+    requests = tuple(row.get("http_requests") or ()) if judge.istio is not None else ()
+    return _Query(src, dst, protocol, None if port is None else int(port), requests)
 
 
 # --------------------------------------------------------------------------- rules used
@@ -677,8 +772,10 @@ def _judge_table(
     """One query (or reason) per edge, and the edges' connection weights (at least 1)."""
     if table.num_rows == 0:
         return [], np.zeros(0, dtype=np.int64)
-    columns = (*EDGE_KEY, "src_ips", "dst_ips")
-    rows = table.select(list(columns)).to_pylist()
+    columns = [*EDGE_KEY, "src_ips", "dst_ips"]
+    if judge.istio is not None and "http_requests" in table.column_names:
+        columns.append("http_requests")
+    rows = table.select(columns).to_pylist()
     weights = np.maximum(
         table["connections"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), 1
     )
@@ -721,8 +818,9 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
     }
     candidates = len(pods) * (len(pods) - 1) * len(ports)
     # Plain Kubernetes policies on pods without named ports are counted per selector class
-    # (exact within a budget, a bound beyond); guardrail stacks pair by pair, up to ``limit``.
-    by_class = judge.guardrails is None and not any(p.ports for p in pods)
+    # (exact within a budget, a bound beyond); guardrail stacks and Istio pair by pair, up to
+    # ``limit``.
+    by_class = judge.guardrails is None and judge.istio is None and not any(p.ports for p in pods)
     if limit <= 0 or (candidates > limit and not by_class):
         return OverPermissive(
             candidates,
@@ -781,6 +879,9 @@ def replay(
     synthetic_limit: int = _DEFAULT_SYNTHETIC_LIMIT,
     guardrails: Guardrails | None = None,
     dialect: str = "kubernetes",
+    istio: IstioPolicies | None = None,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    root_namespace: str = ROOT_NAMESPACE,
 ) -> Coverage:
     """Replay observed flows against ``policy_set`` and measure coverage.
 
@@ -805,6 +906,15 @@ def replay(
         are added to the namespaces seen in the flows.
     dialect : {"kubernetes", "calico", "cilium"}, default "kubernetes"
         Whose precedence rules apply to the guardrails.
+    istio : IstioPolicies, optional
+        Istio AuthorizationPolicies (and PeerAuthentications), judged with Istio's semantics
+        (:mod:`recommender.evaluation.istio`) on what the NetworkPolicies allow: an HTTP edge
+        request by request, with each workload's service account from the flows as its
+        principal.
+    trust_domain : str, default "cluster.local"
+        The trust domain of those principals.
+    root_namespace : str, default "istio-system"
+        Istio's root namespace, whose policies apply mesh-wide.
 
     Returns
     -------
@@ -832,8 +942,19 @@ def replay(
     unlabelled = sorted(
         f"{ns}/{wl}" for (ns, wl), maps in _label_maps(tables.workload_labels).items() if not maps
     )
+    layer = None
+    if istio:
+        from ..synthesis.enrich import service_accounts
+
+        accounts = service_accounts(tables, partial=True)
+        layer = _IstioLayer(istio, accounts, trust_domain, root_namespace)
     judge = _Judge(
-        policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods}, guardrails, dialect
+        policy_set,
+        cluster,
+        {(p.namespace, p.name): p for p in cluster.pods},
+        guardrails,
+        dialect,
+        layer,
     )
     rule_use = _RuleUse(judge)
 
@@ -854,7 +975,9 @@ def replay(
             not_evaluated.append(_verdict_row(rows[i], int(weights[i]), query))
             continue
         judged[i] = True
-        verdict = judge.verdict(query.src, query.dst, query.protocol, query.port)
+        verdict = judge.verdict(
+            query.src, query.dst, query.protocol, query.port, query.requests
+        )
         allowed[i] = verdict.allowed
         evidence.append(query)
         rule_use.observe(query)
@@ -875,7 +998,9 @@ def replay(
                 )
             continue
         denied_judged += 1
-        verdict = judge.verdict(query.src, query.dst, query.protocol, query.port)
+        verdict = judge.verdict(
+            query.src, query.dst, query.protocol, query.port, query.requests
+        )
         if verdict.allowed:
             denied_but_allowed.append(
                 _verdict_row(denied_rows[i], int(denied_weights[i]), _allow_reason(verdict))
@@ -884,6 +1009,17 @@ def replay(
     notes = []
     if node_local:
         notes.append(f"{node_local} node-to-pod edges counted as allowed ({NODE_LOCAL}).")
+    if layer is not None:
+        unknown = sorted(
+            f"{p.namespace}/{p.name}" for p in cluster.pods
+            if (p.namespace, p.name) not in layer.accounts
+        )
+        notes.append(
+            "Istio: every workload taken to be in the mesh, its principal "
+            f"{trust_domain}/ns/NS/sa/<service account from the flows>"
+            + (f"; no service account known for {', '.join(unknown[:20])}" if unknown else "")
+            + "."
+        )
     if unlabelled:
         notes.append(
             "no labels observed for " + ", ".join(unlabelled) + "; assumed app=<workload>."

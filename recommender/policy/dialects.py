@@ -1,4 +1,4 @@
-"""One entry point for every output dialect: Kubernetes, Calico and Cilium.
+"""One entry point for every output dialect: Kubernetes, Calico, Cilium and Istio.
 
 All dialects render the same :class:`~recommender.policy.model.PolicySet`; this module names
 them, parses a ``--dialect`` value, and groups rendered manifests for the tree writer
@@ -14,6 +14,7 @@ from typing import Any, Final
 from ..errors import ConfigError
 from .calico import CalicoOptions, render_calico
 from .cilium import CiliumOptions, render_cilium
+from .istio import DEFAULT_TRUST_DOMAIN, IstioOptions, render_istio
 from .kubernetes import render_kubernetes
 from .model import PolicySet
 
@@ -27,14 +28,14 @@ __all__ = [
 ]
 
 #: The output dialects, in the order their folders are listed.
-DIALECTS: Final = ("kubernetes", "calico", "cilium")
+DIALECTS: Final = ("kubernetes", "calico", "cilium", "istio")
 #: The key (and folder) of cluster-scoped manifests; never a namespace (not a DNS-1123 label).
 CLUSTER_SCOPED: Final = "_cluster"
 
 
 @dataclass(frozen=True)
 class DialectOptions:
-    """Options of the Calico and Cilium dialects (Kubernetes has none).
+    """Options of the Calico, Cilium and Istio dialects (Kubernetes has none).
 
     Attributes
     ----------
@@ -46,13 +47,17 @@ class DialectOptions:
         Use observed DNS names for egress to external addresses (Calico ``domains``, Cilium
         ``toFQDNs`` with the DNS proxy rule).
     l7
-        Cilium: HTTP method and path rules from observed L7 flows.
+        Cilium and Istio: HTTP method and path rules from observed L7 flows.
     service_accounts
         Select workloads by service account where flows name one.
     group_labels
         Calico: labels of each address group's GlobalNetworkSet (from the inventory).
     network_sets
         Calico: each rule's external CIDRs in a NetworkSet the rule selects.
+    trust_domain
+        Istio: the trust domain of the principals (``<trust domain>/ns/NS/sa/SA``).
+    mtls
+        Istio: ``"strict"`` adds a STRICT PeerAuthentication per namespace.
     """
 
     staged: bool = False
@@ -63,6 +68,8 @@ class DialectOptions:
     service_accounts: bool = False
     group_labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     network_sets: bool = False
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    mtls: str | None = None
 
     def calico(self) -> CalicoOptions:
         """The Calico writer's options."""
@@ -79,6 +86,10 @@ class DialectOptions:
     def cilium(self) -> CiliumOptions:
         """The Cilium writer's options."""
         return CiliumOptions(fqdn=self.domains, l7=self.l7, service_accounts=self.service_accounts)
+
+    def istio(self) -> IstioOptions:
+        """The Istio writer's options."""
+        return IstioOptions(trust_domain=self.trust_domain, l7=self.l7, mtls=self.mtls)
 
 
 def parse_dialects(values: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -134,6 +145,8 @@ def render_dialect(
         return render_calico(policy_set, options.calico())
     if dialect == "cilium":
         return render_cilium(policy_set, options.cilium())
+    if dialect == "istio":
+        return render_istio(policy_set, options.istio())
     raise ConfigError(f"unknown dialect {dialect!r}; choose from {', '.join(DIALECTS)}.")
 
 

@@ -130,7 +130,9 @@ class Peer:
     of the address group (inventory entry) a ``cidr`` peer stands for, ``service_account`` the
     one service account of a ``pods`` peer's workload, ``workload`` that workload's name, and
     ``entities`` what a ``cidr`` peer's addresses were observed as (``host``, ``remote-node``,
-    ``kube-apiserver``, ``world``): Cilium matches the first three by entity only.
+    ``kube-apiserver``, ``world``): Cilium matches the first three by entity only;
+    ``mesh_account`` the workload's service account for Istio principals, also known when some
+    of its records carried no account label (``service_account`` then stays None).
     """
 
     kind: PeerKind
@@ -146,6 +148,7 @@ class Peer:
     service_account: str | None = field(default=None, compare=False)
     workload: str | None = field(default=None, compare=False)
     entities: tuple[str, ...] = field(default=(), compare=False)
+    mesh_account: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

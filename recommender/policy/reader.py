@@ -39,9 +39,26 @@ from typing import Any, Final
 
 from ..errors import InputError, UnsupportedDialectError
 from ._yaml import load_yaml_documents
+from .authz import (
+    AuthorizationPolicy,
+    AuthzCondition,
+    AuthzOperation,
+    AuthzRule,
+    AuthzSource,
+    IstioPolicies,
+    PeerAuthentication,
+)
 from .model import Direction, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 
-__all__ = ["iter_manifests", "parse_networkpolicy", "read_policies"]
+__all__ = [
+    "ISTIO_KINDS",
+    "iter_manifests",
+    "parse_authorization_policy",
+    "parse_networkpolicy",
+    "parse_peer_authentication",
+    "read_istio_policies",
+    "read_policies",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +66,11 @@ _SUFFIXES: Final = (".yaml", ".yml", ".json")
 _POLICY_GROUPS: Final = ("cilium.io", "projectcalico.org", "policy.networking.k8s.io")
 _TYPES: Final[dict[str, Direction]] = {"Ingress": "ingress", "Egress": "egress"}
 _OPERATORS: Final = ("In", "NotIn", "Exists", "DoesNotExist")
+#: Istio's security kinds: read by :func:`read_istio_policies`, skipped by :func:`read_policies`.
+ISTIO_KINDS: Final = ("AuthorizationPolicy", "PeerAuthentication")
+_ISTIO_GROUP: Final = "security.istio.io"
+_AUTHZ_ACTIONS: Final = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
+_MTLS_MODES: Final = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 
 
 def read_policies(
@@ -110,6 +132,8 @@ def read_policies(
                     "is defined twice; remove one of them."
                 )
             policies[key] = policy
+        elif group == _ISTIO_GROUP and kind in ISTIO_KINDS:
+            logger.debug("%s: %s %s is read by read_istio_policies", where, api, kind)
         elif group in _POLICY_GROUPS or kind.endswith("NetworkPolicy"):
             raise UnsupportedDialectError(
                 f"{where}: {api} {kind} is a policy kind that Kubernetes NetworkPolicy semantics "
@@ -353,3 +377,217 @@ def _list(raw: object, where: str) -> list[Any]:
     if not isinstance(raw, list):
         raise InputError(f"{where} is a {type(raw).__name__}, not a list.")
     return raw
+
+
+# --------------------------------------------------------------------------- Istio
+
+
+def read_istio_policies(paths: str | Path | Iterable[str | Path]) -> IstioPolicies:
+    """Read every Istio AuthorizationPolicy and PeerAuthentication in YAML files and folders.
+
+    Parameters
+    ----------
+    paths : str, Path or iterable of them
+        Files, or folders searched recursively for ``*.yaml``, ``*.yml`` and ``*.json``.
+
+    Returns
+    -------
+    IstioPolicies
+        The objects found, sorted by namespace and name (none: an empty, false value).
+
+    Raises
+    ------
+    InputError
+        If a path is missing, a file is not YAML, an object is malformed or defined twice.
+    """
+    authz: dict[tuple[str, str], AuthorizationPolicy] = {}
+    peers: dict[tuple[str, str], PeerAuthentication] = {}
+    for where, doc in iter_manifests(paths):
+        group = str(doc.get("apiVersion", "")).rpartition("/")[0]
+        kind = doc.get("kind")
+        if group != _ISTIO_GROUP or kind not in ISTIO_KINDS:
+            continue
+        try:
+            parsed = (
+                parse_authorization_policy(doc)
+                if kind == "AuthorizationPolicy"
+                else parse_peer_authentication(doc)
+            )
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        target: dict[tuple[str, str], Any] = authz if kind == "AuthorizationPolicy" else peers
+        key = (parsed.namespace, parsed.name)
+        if key in target:
+            raise InputError(
+                f"{where}: {kind} {parsed.name!r} in namespace {parsed.namespace!r} is defined "
+                "twice; remove one of them."
+            )
+        target[key] = parsed
+    return IstioPolicies(
+        tuple(authz[k] for k in sorted(authz)), tuple(peers[k] for k in sorted(peers))
+    )
+
+
+def _istio_meta(doc: dict[str, Any], kind: str) -> tuple[str, str, str, dict[str, Any]]:
+    if doc.get("kind") != kind:
+        raise InputError(f"Expected a {kind}, got kind {doc.get('kind')!r}.")
+    metadata = _mapping(doc.get("metadata"), "metadata")
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise InputError(f"A {kind} has no metadata.name.")
+    namespace = str(metadata.get("namespace") or "default")
+    where = f"{kind} {name!r} in namespace {namespace!r}"
+    return name, namespace, where, _mapping(doc.get("spec"), f"{where}: spec")
+
+
+def _workload_selector(raw: object, where: str) -> tuple[tuple[str, str], ...] | None:
+    """``selector.matchLabels`` (None: no selector, every workload)."""
+    if raw is None:
+        return None
+    data = _mapping(raw, where)
+    extra = sorted(set(data) - {"matchLabels"})
+    if extra:
+        raise InputError(f"{where}: selector has {extra}; Istio selects by matchLabels only.")
+    labels = _pairs(data.get("matchLabels"), where)
+    return labels or None
+
+
+def _strings(raw: object, where: str) -> tuple[str, ...]:
+    return tuple(str(v) for v in _list(raw, where))
+
+
+def parse_authorization_policy(doc: dict[str, Any]) -> AuthorizationPolicy:
+    """Turn one ``security.istio.io`` AuthorizationPolicy manifest into
+    :class:`~recommender.policy.authz.AuthorizationPolicy`.
+
+    Raises
+    ------
+    InputError
+        If the document breaks the schema (unknown action, a rule that is not a mapping...).
+
+    Examples
+    --------
+    >>> p = parse_authorization_policy({
+    ...     "kind": "AuthorizationPolicy", "metadata": {"name": "api", "namespace": "shop"},
+    ...     "spec": {"selector": {"matchLabels": {"app": "api"}}, "rules": [
+    ...         {"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}],
+    ...          "to": [{"operation": {"ports": ["8080"]}}]}]}})
+    >>> p.action, p.selector, p.rules[0].operations[0].ports
+    ('ALLOW', (('app', 'api'),), ('8080',))
+    """
+    name, namespace, where, spec = _istio_meta(doc, "AuthorizationPolicy")
+    action = str(spec.get("action") or "ALLOW")
+    if action not in _AUTHZ_ACTIONS:
+        raise InputError(f"{where}: action {action!r} is not one of {', '.join(_AUTHZ_ACTIONS)}.")
+    provider = spec.get("provider")
+    rules = []
+    for raw_rule in _list(spec.get("rules"), f"{where}: rules"):
+        rule = _mapping(raw_rule, f"{where}: rule")
+        sources = tuple(
+            _authz_source(_mapping(_mapping(f, f"{where}: from").get("source"), where), where)
+            for f in _list(rule.get("from"), f"{where}: from")
+        )
+        operations = tuple(
+            _authz_operation(_mapping(_mapping(t, f"{where}: to").get("operation"), where), where)
+            for t in _list(rule.get("to"), f"{where}: to")
+        )
+        conditions = []
+        for raw in _list(rule.get("when"), f"{where}: when"):
+            cond = _mapping(raw, f"{where}: when")
+            key = cond.get("key")
+            if not isinstance(key, str) or not key:
+                raise InputError(f"{where}: a when condition has no key.")
+            conditions.append(
+                AuthzCondition(
+                    key,
+                    _strings(cond.get("values"), where),
+                    _strings(cond.get("notValues"), where),
+                )
+            )
+        rules.append(AuthzRule(sources, operations, tuple(conditions)))
+    return AuthorizationPolicy(
+        name=name,
+        namespace=namespace,
+        action=action,
+        selector=_workload_selector(spec.get("selector"), f"{where}: selector"),
+        rules=tuple(rules),
+        provider=str(_mapping(provider, where).get("name")) if provider is not None else None,
+        targets=bool(spec.get("targetRef") or spec.get("targetRefs")),
+    )
+
+
+_SOURCE_FIELDS: Final = {
+    "principals": "principals",
+    "notPrincipals": "not_principals",
+    "requestPrincipals": "request_principals",
+    "notRequestPrincipals": "not_request_principals",
+    "namespaces": "namespaces",
+    "notNamespaces": "not_namespaces",
+    "serviceAccounts": "service_accounts",
+    "notServiceAccounts": "not_service_accounts",
+    "ipBlocks": "ip_blocks",
+    "notIpBlocks": "not_ip_blocks",
+    "remoteIpBlocks": "remote_ip_blocks",
+    "notRemoteIpBlocks": "not_remote_ip_blocks",
+}
+_OPERATION_FIELDS: Final = {
+    "hosts": "hosts",
+    "notHosts": "not_hosts",
+    "ports": "ports",
+    "notPorts": "not_ports",
+    "methods": "methods",
+    "notMethods": "not_methods",
+    "paths": "paths",
+    "notPaths": "not_paths",
+}
+
+
+def _authz_source(raw: dict[str, Any], where: str) -> AuthzSource:
+    unknown = sorted(set(raw) - set(_SOURCE_FIELDS))
+    if unknown:
+        raise InputError(f"{where}: source field(s) {unknown} are not Istio's.")
+    return AuthzSource(**{_SOURCE_FIELDS[k]: _strings(v, where) for k, v in raw.items()})
+
+
+def _authz_operation(raw: dict[str, Any], where: str) -> AuthzOperation:
+    unknown = sorted(set(raw) - set(_OPERATION_FIELDS))
+    if unknown:
+        raise InputError(f"{where}: operation field(s) {unknown} are not Istio's.")
+    return AuthzOperation(**{_OPERATION_FIELDS[k]: _strings(v, where) for k, v in raw.items()})
+
+
+def parse_peer_authentication(doc: dict[str, Any]) -> PeerAuthentication:
+    """Turn one ``security.istio.io`` PeerAuthentication manifest into
+    :class:`~recommender.policy.authz.PeerAuthentication`.
+
+    Examples
+    --------
+    >>> parse_peer_authentication({"kind": "PeerAuthentication",
+    ...     "metadata": {"name": "default", "namespace": "shop"},
+    ...     "spec": {"mtls": {"mode": "STRICT"}}}).mode
+    'STRICT'
+    """
+    name, namespace, where, spec = _istio_meta(doc, "PeerAuthentication")
+
+    def mode(raw: object) -> str:
+        value = str(_mapping(raw, f"{where}: mtls").get("mode") or "UNSET")
+        if value not in _MTLS_MODES:
+            raise InputError(
+                f"{where}: mtls mode {value!r} is not one of {', '.join(_MTLS_MODES)}."
+            )
+        return value
+
+    ports = []
+    for port, raw in _mapping(spec.get("portLevelMtls"), f"{where}: portLevelMtls").items():
+        try:
+            number = int(port)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: portLevelMtls key {port!r} is not a port.") from None
+        ports.append((number, mode(raw)))
+    return PeerAuthentication(
+        name=name,
+        namespace=namespace,
+        mode=mode(spec.get("mtls")),
+        selector=_workload_selector(spec.get("selector"), f"{where}: selector"),
+        port_modes=tuple(sorted(ports)),
+    )

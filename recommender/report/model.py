@@ -21,7 +21,7 @@ from ..config import RecommendConfig
 from ..policy.model import PolicySet
 from ..synthesis.synthesizer import Findings
 
-__all__ = ["REPORT_VERSION", "build_report", "report_json", "report_markdown"]
+__all__ = ["REPORT_VERSION", "build_report", "istio_section", "report_json", "report_markdown"]
 
 REPORT_VERSION: Final = "1"
 _MAX_LISTED: Final = 200
@@ -89,9 +89,16 @@ def never_established(tables: EdgeTables, limit: int = _MAX_LISTED) -> dict[str,
     }
 
 
+#: Istio options, listed only in runs that write the Istio dialect.
+_ISTIO_OPTIONS: Final = ("trust_domain", "mtls")
+
+
 def _config_dict(config: RecommendConfig) -> dict[str, Any]:
     data = asdict(config)
     data.pop("extra", None)
+    if "istio" not in config.dialects:
+        for name in _ISTIO_OPTIONS:
+            data.pop(name, None)
     return {k: (list(v) if isinstance(v, tuple) else _iso(v)) for k, v in sorted(data.items())}
 
 
@@ -356,6 +363,84 @@ def _clusters_markdown(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def istio_section(manifests: list[dict[str, Any]], trust_domain: str) -> dict[str, Any]:
+    """The report's ``istio`` section: what the Istio dialect wrote and which rules need a
+    human eye (the ``recommender.io/review`` annotation of each AuthorizationPolicy)."""
+    kinds: dict[str, int] = {}
+    flagged = []
+    for manifest in manifests:
+        kinds[manifest["kind"]] = kinds.get(manifest["kind"], 0) + 1
+        metadata = manifest["metadata"]
+        review = (metadata.get("annotations") or {}).get("recommender.io/review")
+        for item in review.split("; rule ") if review else ():
+            index, _, flags = item.removeprefix("rule ").partition(": ")
+            flagged.append(
+                {
+                    "namespace": metadata["namespace"],
+                    "policy": metadata["name"],
+                    "rule": int(index),
+                    "flags": flags,
+                }
+            )
+    return {"trust_domain": trust_domain, "objects": dict(sorted(kinds.items())),
+            "flagged_rules": flagged}  # fmt: skip
+
+
+def _istio_markdown(section: dict[str, Any]) -> list[str]:
+    """The *Istio* section: the flagged AuthorizationPolicy rules."""
+    objects = ", ".join(f"{n} {k}" for k, n in section["objects"].items()) or "nothing"
+    out = ["## Istio", "", f"Written: {objects} (trust domain `{section['trust_domain']}`).", ""]
+    check = section.get("self_check")
+    if check:
+        out += [
+            f"Self-check with Istio's semantics (after the NetworkPolicies): "
+            f"{check['coverage']:.2%} of the observed connections allowed, "
+            f"{check['false_denies']} false denies, {check['denied_in_input_but_allowed']} "
+            "denied flows allowed.",
+            "",
+        ]
+    if section["flagged_rules"]:
+        out += ["Rules to review (annotation `recommender.io/review`):", ""]
+        out += _table(
+            ["namespace", "policy", "rule", "why"],
+            [[r["namespace"], r["policy"], r["rule"], _md_escape(r["flags"])]
+             for r in section["flagged_rules"]],
+        )  # fmt: skip
+        out.append("")
+    return out
+
+
+def _mesh_markdown(m: dict[str, Any]) -> list[str]:
+    """The *Mutual TLS* section (``report["mesh"]``): what STRICT would refuse."""
+    out = [
+        "## Mutual TLS (STRICT)",
+        "",
+        f"A STRICT PeerAuthentication is written for {len(m['namespaces'])} namespace(s). "
+        f"Workloads with no sign of a mesh proxy in the flows: "
+        f"{', '.join(m['workloads_without_proxy']) or 'none'}.",
+        "",
+    ]
+    if not m["plain_text"]:
+        out += ["No observed connection would be refused as plain text.", ""]
+        return out
+    out += [
+        f"{m['plain_text_total']} observed connection(s) arrive in plain text and would be "
+        "refused under STRICT: put the source in the mesh (or behind a gateway), or keep those "
+        "namespaces PERMISSIVE.",
+        "",
+    ]
+    out += _table(
+        ["source", "destination", "port", "connections", "why"],
+        [
+            [_md_escape(c["source"]), _md_escape(c["destination"]),
+             f"{c['protocol']}/{c['port']}", c["connections"], c["why"]]
+            for c in m["plain_text"]
+        ],
+    )
+    out.append("")
+    return out
+
+
 def _guardrails_markdown(g: dict[str, Any]) -> list[str]:
     """The *Guardrails* section (``report["guardrails"]``): conflicts and compliance."""
     out = [
@@ -542,6 +627,10 @@ def report_markdown(report: dict[str, Any], graph_file: str | None = None) -> st
         out.append("")
     if report.get("guardrails"):
         out += _guardrails_markdown(report["guardrails"])
+    if report.get("istio"):
+        out += _istio_markdown(report["istio"])
+    if report.get("mesh"):
+        out += _mesh_markdown(report["mesh"])
     ingest = report.get("ingest")
     if ingest:
         out += ["## Input", ""]

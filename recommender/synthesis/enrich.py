@@ -24,7 +24,7 @@ from ..aggregate.selectors import SelectorChoice
 from ..policy._names import is_label_value
 from ..policy.model import HttpRule, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 
-__all__ = ["SERVICE_ACCOUNT_LABELS", "enrich_policy_set"]
+__all__ = ["SERVICE_ACCOUNT_LABELS", "enrich_policy_set", "service_accounts"]
 
 #: Labels that carry a pod's service account: Cilium's (Hubble) and Calico's.
 SERVICE_ACCOUNT_LABELS: Final = (
@@ -46,13 +46,24 @@ _KIND_ENTITY: Final = {"host": "host", "remote-node": "remote-node", "external":
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _service_accounts(tables: EdgeTables) -> dict[tuple[str, str], str]:
-    """The one service account of each workload whose pods all name the same one."""
+def service_accounts(
+    tables: EdgeTables, *, partial: bool = False
+) -> dict[tuple[str, str], str]:
+    """The one service account of each (namespace, workload) whose pods all name the same one,
+    from the labels the flows carry (:data:`SERVICE_ACCOUNT_LABELS`).
+
+    ``partial``: a label map that names no account (Hubble sometimes records an endpoint with
+    only some of its labels) does not count against the account the others name; by default
+    it does (the workload then has no known account).
+    """
     seen: dict[tuple[str, str], set[str]] = defaultdict(set)
     for row in tables.workload_labels.to_pylist():
         key = (row["namespace"], row["workload"])
         labels = dict(row["labels"] or ())
         values = {labels[k] for k in SERVICE_ACCOUNT_LABELS if k in labels}
+        if partial and not values:
+            seen.setdefault(key, set())
+            continue
         seen[key].update(values or {""})
     return {
         key: next(iter(values))
@@ -129,7 +140,8 @@ def enrich_policy_set(
         where the evidence shows them.
     """
     by_selector = {(ns, choice.selector): wl for (ns, wl), choice in selectors.items()}
-    accounts = _service_accounts(tables)
+    accounts = service_accounts(tables)
+    mesh_accounts = service_accounts(tables, partial=True)
     far: dict[tuple[str, str, str], _Far] = defaultdict(_Far)
     for edge in tables.edges.to_pylist():
         for direction, near, other in (("egress", "src", "dst"), ("ingress", "dst", "src")):
@@ -157,7 +169,8 @@ def enrich_policy_set(
         for rule in policy.rules:
             evidence = far.get((rule.direction, *owner))
             peers = tuple(
-                _peer(peer, rule, policy, evidence, by_selector, accounts) for peer in rule.peers
+                _peer(peer, rule, policy, evidence, by_selector, accounts, mesh_accounts)
+                for peer in rule.peers
             )
             rules[rule.direction].append(replace(rule, peers=peers))
         policies.append(
@@ -184,6 +197,7 @@ def _peer(
     evidence: _Far | None,
     by_selector: Mapping[tuple[str, LabelSelector], str],
     accounts: Mapping[tuple[str, str], str],
+    mesh_accounts: Mapping[tuple[str, str], str],
 ) -> Peer:
     if evidence is None:
         return peer
@@ -211,6 +225,7 @@ def _peer(
             peer,
             workload=workload,
             service_account=accounts.get((namespace, workload)),
+            mesh_account=mesh_accounts.get((namespace, workload)),
             http=_generalise(kept),
         )
     if peer.kind == "cidr" and peer.cidr is not None:

@@ -31,6 +31,7 @@ from ..aggregate.edges import EdgeTables
 from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
+from ..policy.mesh import MESH_PORTS_ANNOTATION, mesh_port
 from ..policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .refused import RefusedSet, free_between
 
@@ -263,13 +264,14 @@ class _Builder:
         self.internet_members: dict[tuple[str, str], dict[int, dict[str, list[Any]]]] = defaultdict(
             lambda: defaultdict(dict)
         )
-        # (namespace, workload) -> direction -> Peer -> _Acc
-        self.peers: dict[tuple[str, str], dict[str, dict[Peer, _Acc]]] = defaultdict(
+        # (namespace, workload) -> direction -> (Peer, mesh role) -> _Acc; Istio's own ports
+        # (policy.mesh) are kept apart from the application ports under their role.
+        self.peers: dict[tuple[str, str], dict[str, dict[tuple[Peer, str], _Acc]]] = defaultdict(
             lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
         )
-        # (namespace, workload) -> direction -> ports tuple -> ip -> _Acc (external addresses)
-        self.addresses: dict[tuple[str, str], dict[str, dict[str, _Acc]]] = defaultdict(
-            lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
+        # (namespace, workload) -> direction -> (ip, mesh role) -> _Acc (external addresses)
+        self.addresses: dict[tuple[str, str], dict[str, dict[tuple[str, str], _Acc]]] = (
+            defaultdict(lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)})
         )
 
     def pods(
@@ -280,7 +282,7 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        acc = self.peers[owner][direction][peer]
+        acc = self.peers[owner][direction][(peer, _mesh_role(edge))]
         acc.add(edge, _ports(edge, self.config), flags)
 
     def address(
@@ -291,7 +293,7 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        acc = self.addresses[owner][direction][ip]
+        acc = self.addresses[owner][direction][(ip, _mesh_role(edge))]
         acc.add(edge, _ports(edge, self.config), flags)
 
     def cidr(
@@ -359,7 +361,7 @@ class _Builder:
             if found is None:
                 continue
             cidr, except_ = found
-            target = self.peers[owner]["ingress"][Peer("cidr", cidr=cidr, except_=except_)]
+            target = self.peers[owner]["ingress"][(Peer("cidr", cidr=cidr, except_=except_), "")]
             _absorb(target, acc)
             target.flags.add("internet")
             if any(classify_address(ip) == "public" for ip in refused):
@@ -367,11 +369,11 @@ class _Builder:
 
     def _merge_addresses(self, owner: tuple[str, str], direction: str) -> None:
         """Turn per-address evidence into CIDR peers: grouped by port set, merged per class."""
-        by_ports: dict[tuple[PortSpec, ...], dict[str, _Acc]] = defaultdict(dict)
-        for ip, acc in self.addresses[owner][direction].items():
-            by_ports[tuple(sorted(acc.ports))][ip] = acc
+        by_ports: dict[tuple[tuple[PortSpec, ...], str], dict[str, _Acc]] = defaultdict(dict)
+        for (ip, role), acc in self.addresses[owner][direction].items():
+            by_ports[(tuple(sorted(acc.ports)), role)][ip] = acc
         peers = self.peers[owner][direction]
-        for _ports_key, members in sorted(by_ports.items()):
+        for (_ports_key, role), members in sorted(by_ports.items()):
             classes: dict[tuple[str, int], list[str]] = defaultdict(list)
             for ip in members:
                 classes[(classify_address(ip), ipaddress.ip_address(ip).version)].append(ip)
@@ -388,7 +390,7 @@ class _Builder:
                 for cidr in merge_cidrs(ips, budget=budget, forbidden=sorted(forbidden)):
                     net = ipaddress.ip_network(cidr)
                     covered = [ip for ip in ips if ipaddress.ip_address(ip) in net]
-                    target = peers[Peer("cidr", cidr=cidr)]
+                    target = peers[(Peer("cidr", cidr=cidr), role)]
                     for ip in covered:
                         _absorb(target, members[ip])
                     if net.num_addresses > len(covered):
@@ -406,15 +408,17 @@ class _Builder:
             name = safe_name(f"{config.policy_prefix}{workload}")
             rules: dict[str, list[Rule]] = {"ingress": [], "egress": []}
             for direction in ("ingress", "egress"):
-                grouped: dict[tuple[PortSpec, ...], list[tuple[Peer, _Acc]]] = defaultdict(list)
-                for peer, acc in self.peers[owner][direction].items():
+                grouped: dict[tuple[tuple[PortSpec, ...], str], list[tuple[Peer, _Acc]]] = (
+                    defaultdict(list)
+                )
+                for (peer, role), acc in self.peers[owner][direction].items():
                     ports = _compress_ports(
                         acc.ports,
-                        config.port_range_budget,
+                        0 if role else config.port_range_budget,  # mesh ports join no range
                         partial(self._blocked, owner, direction, peer),
                     )
-                    grouped[ports].append((peer, acc))
-                for ports, members in grouped.items():
+                    grouped[(ports, role)].append((peer, acc))
+                for (ports, role), members in grouped.items():
                     members.sort(key=lambda m: _peer_key(m[0]))
                     peers = tuple(m[0] for m in members)
                     connections = sum(m[1].connections for m in members)
@@ -423,6 +427,8 @@ class _Builder:
                     flags = set().union(*(m[1].flags for m in members))
                     if connections < config.rare_connections:
                         flags.add("rare")
+                    if role:
+                        flags.add(f"mesh:{role}")
                     evidence = Evidence(
                         connections=connections,
                         first_seen=min(firsts) if firsts else None,
@@ -455,6 +461,12 @@ class _Builder:
                         )
                     )
             choice = selectors[owner]
+            annotations: tuple[tuple[str, str], ...] = (
+                ("recommender.io/workload", workload[:253]),
+            )
+            mesh = _mesh_annotation(rules["ingress"] + rules["egress"])
+            if mesh:
+                annotations = tuple(sorted((*annotations, (MESH_PORTS_ANNOTATION, mesh))))
             out.append(
                 Policy(
                     name=name,
@@ -463,11 +475,28 @@ class _Builder:
                     ingress=tuple(rules["ingress"]),
                     egress=tuple(rules["egress"]),
                     labels=MANAGED_BY,
-                    annotations=(("recommender.io/workload", workload[:253]),),
+                    annotations=annotations,
                     description=f"Observed traffic of {namespace}/{workload}.",
                 )
             )
         return out
+
+
+def _mesh_role(edge: dict[str, Any]) -> str:
+    """The Istio role of the edge's destination port ("" for an application port)."""
+    found = mesh_port(edge["protocol"], edge["dst_port"])
+    return found.role if found is not None else ""
+
+
+def _mesh_annotation(rules: list[Rule]) -> str:
+    """``ingress TCP/15008 (hbone); egress TCP/15012 (control-plane)`` for the mesh rules."""
+    parts = []
+    for rule in rules:
+        roles = [f[len("mesh:") :] for f in rule.evidence.flags if f.startswith("mesh:")]
+        if roles:
+            ports = ",".join(_describe_ports(rule.ports))
+            parts.append(f"{rule.direction} {ports} ({roles[0]})")
+    return "; ".join(dict.fromkeys(parts))
 
 
 def synthesize(

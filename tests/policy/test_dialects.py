@@ -23,6 +23,7 @@ from recommender.policy._yaml import dump_yaml
 from recommender.policy.calico import CalicoOptions, calico_selector, quote_value, render_calico
 from recommender.policy.cilium import CiliumOptions, render_cilium
 from recommender.policy.dialects import DialectOptions, parse_dialects, render_dialect
+from recommender.policy.istio import IstioOptions, render_istio
 from recommender.policy.kubernetes import render_kubernetes
 from recommender.policy.model import (
     Evidence,
@@ -142,6 +143,10 @@ CASES = {
     "cilium": lambda ps: render_cilium(ps),
     "cilium-fqdn-l7-service-accounts": lambda ps: render_cilium(
         ps, CiliumOptions(fqdn=True, l7=True, service_accounts=True)
+    ),
+    "istio": lambda ps: render_istio(ps),
+    "istio-l7-strict-trust-domain": lambda ps: render_istio(
+        ps, IstioOptions(trust_domain="prod.example", l7=True, mtls="strict")
     ),
 }
 
@@ -474,8 +479,9 @@ def test_parse_dialects() -> None:
     assert parse_dialects(None) == ("kubernetes",)
     assert parse_dialects("Calico") == ("calico",)
     assert parse_dialects(["cilium,calico", "kubernetes"]) == ("kubernetes", "calico", "cilium")
-    with pytest.raises(ConfigError, match="unknown dialect 'istio'"):
-        parse_dialects("calico,istio")
+    assert parse_dialects("istio,kubernetes") == ("kubernetes", "istio")
+    with pytest.raises(ConfigError, match="unknown dialect 'linkerd'"):
+        parse_dialects("calico,linkerd")
 
 
 def test_render_dialect_dispatch() -> None:

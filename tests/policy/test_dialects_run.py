@@ -164,8 +164,8 @@ def test_cli_dialects_dry_run_and_config_file(
     assert "name: default-deny" in result.output
     assert main(["run", str(SAMPLE), "--dry-run", "-d", "calico", "--tier", "Apps!"]) == 2
     assert "tier must be a DNS-1123 label" in capsys.readouterr().err
-    assert main(["run", str(SAMPLE), "--dry-run", "-d", "istio"]) == 2
-    assert "unknown dialect 'istio'" in capsys.readouterr().err
+    assert main(["run", str(SAMPLE), "--dry-run", "-d", "linkerd"]) == 2
+    assert "unknown dialect 'linkerd'" in capsys.readouterr().err
 
 
 @pytest.mark.oracle
@@ -448,3 +448,10 @@ def test_hostile_l7_and_dns_evidence_never_reaches_a_manifest() -> None:
     text = rec.to_yaml("cilium") + rec.to_yaml("calico")
     assert "toFQDNs" not in text and "domains" not in text and "Secret" not in text
     assert "203.0.113.10/32" in text
+    # Istio: the same judgement, method only for GET on 8080, a plain port for 8081.
+    istio = {m["metadata"]["name"]: m for m in rec.manifests("istio")}
+    assert istio["allow-api"]["spec"]["rules"][0]["to"] == [
+        {"operation": {"ports": ["8081"]}},
+        {"operation": {"ports": ["8080"], "methods": ["GET"]}},
+    ]
+    assert "DELETE" not in rec.to_yaml("istio") and "rm -rf" not in rec.to_yaml("istio")
