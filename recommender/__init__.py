@@ -69,6 +69,11 @@ _LAZY = {
     "FLOW_SCHEMA": "ingest.schema",
     "SCHEMA_VERSION": "ingest.schema",
     "synthesize": "synthesis.synthesizer",
+    "Decision": "synthesis.decisions",
+    "Decisions": "synthesis.decisions",
+    "load_decisions": "synthesis.decisions",
+    "dump_decisions": "synthesis.decisions",
+    "write_decisions_atomic": "synthesis.decisions",
     "Cluster": "evaluation.evaluator",
     "Verdict": "evaluation.evaluator",
     "evaluate": "evaluation.evaluator",
@@ -125,6 +130,13 @@ if TYPE_CHECKING:
     from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
     from .report.graph_io import write_graph
+    from .synthesis.decisions import (
+        Decision,
+        Decisions,
+        dump_decisions,
+        load_decisions,
+        write_decisions_atomic,
+    )
     from .synthesis.granularity import GranularityReport, granularity_report
     from .synthesis.synthesizer import synthesize
 
@@ -172,6 +184,8 @@ __all__ = [
     "CommunicationFeatures",
     "ConfigError",
     "Coverage",
+    "Decision",
+    "Decisions",
     "DialectOptions",
     "EdgeTables",
     "Evidence",
@@ -213,12 +227,14 @@ __all__ = [
     "cluster_from_flows",
     "communication_features",
     "detect_format",
+    "dump_decisions",
     "evaluate",
     "evaluate_stack",
     "finish_edges",
     "granularity_report",
     "iter_flow_batches",
     "load_config",
+    "load_decisions",
     "load_guardrails",
     "load_job_config",
     "merge_partials",
@@ -235,5 +251,6 @@ __all__ = [
     "run_job",
     "screen_flows",
     "synthesize",
+    "write_decisions_atomic",
     "write_graph",
 ]

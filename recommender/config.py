@@ -7,10 +7,11 @@ keyword arguments to :func:`recommender.recommend`. Both end here, so validation
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -54,7 +55,11 @@ class RecommendConfig:
     exclude_namespaces
         Namespaces (shell patterns) that get no policies; system namespaces by default.
     since, until
-        Only flows that start in ``[since, until)`` are used.
+        Only flows that start in ``[since, until)`` are used. Strings may be ISO 8601 times or
+        durations before now (``30m``, ``6h``, ``2d``).
+    last
+        Only the latest part of the input's own window, this long (``6h``, ``2d``): the flows
+        that start at most this long before the latest flow (before ``until`` if set).
     min_connections
         Edges with fewer observed connections are left out (and listed in the report).
     rare_connections
@@ -123,6 +128,9 @@ class RecommendConfig:
         A guardrails file (``docs/guardrails.md``): observed flows a guardrail denies get no
         allow rule, the report lists them and checks compliance, and the rendered guardrails
         are written to ``_guardrails/`` in the output tree.
+    decisions
+        A decisions file (``docs/decisions.md``): edges a reviewer rejected, allowed or
+        trusted, and workloads or namespaces excluded; they survive re-runs.
     guardrails_format
         How guardrails are rendered: ``cluster-network-policy``, ``admin-network-policy``,
         ``calico`` or ``cilium``; None (default) follows each output dialect (kubernetes:
@@ -161,6 +169,7 @@ class RecommendConfig:
     exclude_namespaces: tuple[str, ...] = DEFAULT_EXCLUDED_NAMESPACES
     since: datetime | None = None
     until: datetime | None = None
+    last: timedelta | None = None
     min_connections: int = 1
     rare_connections: int = 3
     port_range_budget: int = 0
@@ -185,6 +194,7 @@ class RecommendConfig:
     compaction_budget: int = 0
     guardrails: str | None = None
     guardrails_format: str | None = None
+    decisions: str | None = None
     dialects: tuple[str, ...] = ("kubernetes",)
     staged: bool = False
     tier: str | None = "recommendations"
@@ -276,6 +286,11 @@ class RecommendConfig:
                 object.__setattr__(self, "guardrails", str(self.guardrails))
             if not isinstance(self.guardrails, str) or not self.guardrails:
                 raise ConfigError(f"guardrails must be a file path, not {self.guardrails!r}.")
+        if self.decisions is not None:
+            if isinstance(self.decisions, Path):
+                object.__setattr__(self, "decisions", str(self.decisions))
+            if not isinstance(self.decisions, str) or not self.decisions:
+                raise ConfigError(f"decisions must be a file path, not {self.decisions!r}.")
         if self.guardrails_format is not None and self.guardrails_format not in _GUARDRAIL_FORMATS:
             raise ConfigError(
                 f"guardrails_format must be one of {', '.join(_GUARDRAIL_FORMATS)}, not "
@@ -301,6 +316,8 @@ class RecommendConfig:
             object.__setattr__(self, name, value)
         if self.since and self.until and self.since >= self.until:
             raise ConfigError("since must be before until.")
+        if self.last is not None:
+            object.__setattr__(self, "last", parse_duration(self.last, "last"))
 
     def replace(self, **changes: Any) -> RecommendConfig:
         """A copy with ``changes`` applied (None values are ignored)."""
@@ -311,15 +328,71 @@ class RecommendConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+#: Duration units (``30m``, ``6h``, ``2d``, ``1h30m``; Go's units as hubble takes them, and
+#: days and weeks).
+_UNITS: Final = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+    "d": 86400.0, "w": 604800.0,
+}
+_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d|w)")
+#: The earliest time a duration reaches back to: no flow log is older.
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_duration(value: Any, name: str = "duration") -> timedelta:
+    """A duration such as ``30m``, ``6h``, ``2d`` or ``1h30m`` (units ns, us, ms, s, m, h, d,
+    w), or a :class:`~datetime.timedelta`.
+
+    Raises
+    ------
+    ConfigError
+        If ``value`` is not a positive duration.
+
+    Examples
+    --------
+    >>> parse_duration("1h30m")
+    datetime.timedelta(seconds=5400)
+    """
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    else:
+        text = str(value).strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        while pos < len(text):
+            match = _DURATION.match(text, pos)
+            if match is None:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+        if not text or pos != len(text):
+            raise ConfigError(
+                f"{name}: {value!r} is not a duration; write it as 30m, 6h, 2d or 1h30m."
+            )
+    if seconds <= 0:
+        raise ConfigError(f"{name}: {value!r} must be a positive duration.")
+    return timedelta(seconds=min(seconds, timedelta.max.total_seconds() // 2))
+
+
 def _parse_time(value: Any, name: str) -> datetime | None:
+    """An ISO 8601 time, or a duration (``30m``, ``6h``, ``2d``) meaning that long before now
+    (as ``hubble observe --since`` takes it; a duration reaching before 1970 means 1970)."""
     if value is None or isinstance(value, datetime):
         return value
+    if isinstance(value, timedelta) or (
+        isinstance(value, str) and _DURATION.match(value.strip())
+    ):
+        delta = parse_duration(value, name)
+        now = datetime.now(UTC)
+        return _EPOCH if delta >= now - _EPOCH else now - delta
     if not isinstance(value, str | date):
-        raise ConfigError(f"{name}: {value!r} is not an ISO 8601 time.")
+        raise ConfigError(f"{name}: {value!r} is not an ISO 8601 time or a duration.")
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"{name}: {value!r} is not an ISO 8601 time.") from None
+        raise ConfigError(
+            f"{name}: {value!r} is neither an ISO 8601 time (2024-05-01T12:00:00Z) nor a "
+            "duration before now (30m, 6h, 2d)."
+        ) from None
 
 
 def coerce_options(options: dict[str, Any], origin: str = "options") -> dict[str, Any]:
@@ -342,6 +415,8 @@ def coerce_options(options: dict[str, Any], origin: str = "options") -> dict[str
             value = parse_dialects(value)
         elif name in ("since", "until"):
             value = _parse_time(value, f"{origin}: {key}")
+        elif name == "last":
+            value = parse_duration(value, f"{origin}: {key}")
         out[name] = value
     return out
 
@@ -374,6 +449,9 @@ def load_config(path: str | Path) -> RecommendConfig:
     guardrails = options.get("guardrails")
     if isinstance(guardrails, str) and guardrails and not Path(guardrails).is_absolute():
         options["guardrails"] = str(Path(path).parent / guardrails)  # next to the config file
+    decisions = options.get("decisions")
+    if isinstance(decisions, str) and decisions and not Path(decisions).is_absolute():
+        options["decisions"] = str(Path(path).parent / decisions)
     try:
         return RecommendConfig(**options, extra=extra)
     except (TypeError, ConfigError) as exc:  # name the file, as coerce_options does

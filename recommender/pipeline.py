@@ -8,15 +8,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
+import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,11 +30,17 @@ from .errors import ConfigError, FlowFormatError
 from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
+from .ingest._source import is_stream
+from .ingest.overlap import OverlapCheck, without_files
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
-from .report.model import build_report, report_json, report_markdown
+from .report.model import build_report, finish_report, report_json, report_markdown
+from .synthesis.decided import DecisionRun
+from .synthesis.decisions import Decisions
 from .synthesis.synthesizer import Findings, synthesize
+
+_log = logging.getLogger("recommender")
 
 if TYPE_CHECKING:
     from .policy.dialects import DialectOptions
@@ -478,6 +486,37 @@ class _Timed:
             yield batch
 
 
+def pq_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of a canonical Parquet file written by :func:`_spilled`."""
+    import pyarrow.parquet as pq
+
+    yield from pq.ParquetFile(path).iter_batches(batch_size=65536)
+
+
+def _resolve_last(batches: Iterable[pa.RecordBatch], config: RecommendConfig) -> RecommendConfig:
+    """``config`` with ``last`` turned into ``since``: that long before the latest flow start
+    (before ``until``) of the input."""
+    import pyarrow.compute as pc
+
+    assert config.last is not None
+    latest = None
+    for batch in batches:
+        starts = batch.column("start_time")
+        if config.until is not None:
+            starts = pc.filter(starts, pc.less(starts, pa.scalar(config.until, starts.type)))
+        value = pc.max(starts).as_py()
+        if value is not None and (latest is None or value > latest):
+            latest = value
+    if latest is None:
+        return config.replace(last=None)
+    if latest.tzinfo is None:
+        latest = latest.replace(tzinfo=UTC)
+    since = latest - config.last
+    if config.since is not None and config.since > since:
+        since = config.since
+    return dataclasses.replace(config, since=since, last=None)
+
+
 def _spilled(batches: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
     """Pass ``batches`` through while writing them to a canonical Parquet file at ``path``."""
     import pyarrow.parquet as pq
@@ -502,6 +541,7 @@ def recommend(
     scheduler: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     guardrails: Guardrails | PathLike | None = None,
+    decisions: Decisions | PathLike | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -579,19 +619,34 @@ def recommend(
 
         for name in config.dialects:  # refuse a format that cannot express them, before reading
             render_guardrails(guardrails, guardrails_format(config, name))
+    if decisions is None and config.decisions:
+        decisions = config.decisions
+    if decisions is not None and not isinstance(decisions, Decisions):
+        from .synthesis.decisions import load_decisions
+
+        path = os.fspath(decisions)
+        decisions = load_decisions(path)
+        config = config.replace(decisions=path)  # held-out validation applies them too
+    decided = DecisionRun.start(decisions) if decisions is not None else None
     timings: dict[str, float] = {}
     parquet: list[Path] | None = None  # canonical Parquet files DuckDB reads itself
     with ExitStack() as stack:
         stack.enter_context(few_collections())
         started = time.perf_counter()
         holdout_input: pa.Table | Path
+        reread: Path | None = None
+        dropped_files: tuple[str, ...] = ()
         if isinstance(flows, pa.Table):
+            if config.last is not None:
+                config = _resolve_last(flows.to_batches(), config)
             raw = (flows.schema.metadata or {}).get(b"recommender.ledger")
             ledger = json.loads(raw) if raw else None
             timed = _Timed(flows.to_batches(), on_batch)
             tables = aggregate_edges(timed, config)
             holdout_input = flows
         elif engine == "dask":
+            if config.last is not None:
+                raise ConfigError("last (--last) needs the embedded engine; give since instead.")
             from .engine.dask_engine import dask_edges
 
             tables, ledger_obj, read_s = dask_edges(
@@ -608,7 +663,12 @@ def recommend(
                 holdout_input = spill
         else:
             batches = iter_flow_batches(flows, format, workers=workers)
-            if not validate:
+            streamed = any(is_stream(path) for path, _ in batches.files)
+            formats = {fmt for _, fmt in batches.files}
+            # Read again later (held-out validation, the anomaly screen, --last, copies of one
+            # traffic in several formats): a pipe can be read once, so the canonical rows are kept.
+            keep_rows = validate or streamed or config.last is not None or len(formats) > 1
+            if not keep_rows:
                 from .aggregate.parquet_scan import scannable_parquet
 
                 parquet = scannable_parquet(batches.files)
@@ -631,13 +691,31 @@ def recommend(
                 if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
                     _import_later_stages()  # while this process mostly waits for its workers
                 source: Iterable[pa.RecordBatch] = batches
-                if validate:
+                overlap = OverlapCheck() if len(batches.files) > 1 else None
+                if keep_rows:
                     spill = Path(stack.enter_context(tempfile.TemporaryDirectory()))
                     spill /= "flows.parquet"
                     source = _spilled(batches, spill)
                     holdout_input = spill
+                    reread = spill
+                if config.last is not None:
+                    for _ in source:  # the whole input first: its window ends at its latest flow
+                        pass
+                    config = _resolve_last(pq_batches(spill), config)
+                    source = pq_batches(spill)
+                if overlap is not None:
+                    source = overlap.watch(source)
                 timed = _Timed(source, on_batch)
                 tables = aggregate_edges(timed, config)
+                if overlap is not None:
+                    found = overlap.findings()
+                    for message in found.warnings:
+                        _log.warning("%s", message)
+                    if found.dropped and reread is not None:  # count each connection once
+                        tables = aggregate_edges(
+                            without_files(pq_batches(reread), found.dropped), config
+                        )
+                        dropped_files = found.dropped
             # The JSON round trip gives the same values a read_flows table's metadata holds.
             ledger = json.loads(json.dumps(batches.ledger.to_dict()))
         aggregated = time.perf_counter()
@@ -650,6 +728,8 @@ def recommend(
         rows: Any = (
             flows
             if isinstance(flows, pa.Table)
+            else (lambda: without_files(pq_batches(reread), dropped_files))
+            if reread is not None
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )
         if parquet is not None:
@@ -658,8 +738,11 @@ def recommend(
 
             scanned_files = parquet
             rows = lambda: parquet_rows(scanned_files, FLOW_COLUMNS)  # noqa: E731
-        screening = screen_flows(tables, rows, config)
+        trusted = decided.trusted() if decided is not None else None
+        screening = screen_flows(tables, rows, config, trusted=trusted)
         tables = screening.tables  # (its time counts in "synthesize")
+        if decided is not None:  # rejected edges and excluded workloads: no allow rule
+            tables = decided.apply_to_observed(tables)
         evidence, conflicts, refused = tables, None, None
         if guardrails is not None:
             from .evaluation.guardrail_checks import find_conflicts, keep_edges
@@ -673,7 +756,18 @@ def recommend(
                 refused = RefusedSet.from_tables(tables) | RefusedSet.from_edges(
                     dropped, "guardrail"
                 )
-        policy_set, findings = synthesize(evidence, config, refused)
+        if decided is not None:
+            learned = decided.evidence_with_allows(evidence, config.dns_both_protocols)
+            policy_set, findings = synthesize(
+                learned,
+                config,
+                refused,
+                unmanaged=decided.unmanaged,
+                allowed=decided.allowed_keys(),
+                rejected=decided.rejected_keys(),
+            )
+        else:
+            policy_set, findings = synthesize(evidence, config, refused)
         policy_set = _beyond_pods(policy_set, tables, findings, config)
         mark = _stage(timings, "synthesize", aggregated)
         cache: dict[str, Any] = {}
@@ -681,10 +775,19 @@ def recommend(
             cache["kubernetes"] = render_kubernetes(policy_set)
         mark = _stage(timings, "render", mark)
         self_check = _self_check(policy_set, evidence, guardrails, _precedence(config), tables)
+        if decided is not None:
+            from .evaluation.decision_check import judge_decided
+
+            self_check["decisions"] = judge_decided(
+                decided, policy_set, evidence, guardrails, _precedence(config)
+            )
         mark = _stage(timings, "self_check", mark)
         report = build_report(policy_set, findings, tables, config, ledger)
         report["self_check"] = self_check
         report["anomalies"] = screening.to_dict()
+        from .report.sections import group_anomalies
+
+        report["anomalies"]["groups"] = group_anomalies(a.to_dict() for a in screening.anomalies)
         report["summary"]["anomalies"] = len(screening.anomalies)
         from .synthesis.granularity import granularity_report
 
@@ -704,6 +807,8 @@ def recommend(
             strict = [ns for ns in findings.namespaces_in_scope if ns != ROOT_NAMESPACE]
             report["mesh"] = mesh_report(tables, strict)
         report["segments"] = _segments(tables, cache)
+        if decided is not None:
+            report["decisions"] = decided.report()
         mark = _stage(timings, "report", mark)
         if validate:
             from .evaluation.validation import holdout_report
@@ -722,6 +827,7 @@ def recommend(
         cache["dialect:istio"] = manifests
         report["istio"] = istio_section(manifests, config.trust_domain)
         report["istio"]["self_check"] = _istio_self_check(manifests, policy_set, evidence, config)
+    finish_report(report)  # the verdict weighs every part: the held-out and the Istio ones too
     return result
 
 

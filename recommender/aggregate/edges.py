@@ -342,20 +342,28 @@ def _partial(
     columns = list(_COLUMNS)
     schema = pa.schema([FLOW_SCHEMA.field(c) for c in columns])
 
+    # What the input raised, kept: DuckDB reads the stream and would wrap it in an error of its
+    # own with the traceback in the message; raised as it was once the query has failed.
+    failed: list[BaseException] = []
+
     def feed() -> Iterator[pa.RecordBatch]:
         nonlocal seen
-        for batch in _as_batches(flows):
-            if not batch.num_rows:
-                continue
-            batch = resolve_batch_owners(batch)
-            window = _window_mask(batch, config)
-            _pick_labels(batch, seen, window, picks)
-            seen += batch.num_rows
-            if "outcome" not in batch.schema.names:  # rows from before the column: unknown
-                batch = batch.append_column(
-                    "outcome", pa.array(["unknown"] * batch.num_rows, pa.string())
-                )
-            yield batch.select(columns).cast(schema)
+        try:
+            for batch in _as_batches(flows):
+                if not batch.num_rows:
+                    continue
+                batch = resolve_batch_owners(batch)
+                window = _window_mask(batch, config)
+                _pick_labels(batch, seen, window, picks)
+                seen += batch.num_rows
+                if "outcome" not in batch.schema.names:  # rows from before the column: unknown
+                    batch = batch.append_column(
+                        "outcome", pa.array(["unknown"] * batch.num_rows, pa.string())
+                    )
+                yield batch.select(columns).cast(schema)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
 
     con.register("raw", pa.RecordBatchReader.from_batches(schema, feed()))
     window, params = _window(config)
@@ -375,9 +383,14 @@ def _partial(
             END AS class
         FROM raw WHERE {window}
     """
-    groups = con.sql(
-        f"SELECT {_KEYS}, {_PARTIAL} FROM ({classified}) GROUP BY ALL", params=params
-    ).to_arrow_table()
+    try:
+        groups = con.sql(
+            f"SELECT {_KEYS}, {_PARTIAL} FROM ({classified}) GROUP BY ALL", params=params
+        ).to_arrow_table()
+    except Exception:
+        if failed:
+            raise failed[0] from None
+        raise
     con.unregister("raw")
     return PartialEdges(groups, picks, seen)
 

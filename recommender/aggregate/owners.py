@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Final
+from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,7 +34,6 @@ import pyarrow.compute as pc
 __all__ = [
     "CRONJOB_MINUTES_RANGE",
     "resolve_batch_owners",
-    "resolve_group_owners",
     "resolve_owner",
 ]
 
@@ -171,58 +170,3 @@ def resolve_batch_owners(batch: pa.RecordBatch) -> pa.RecordBatch:
         batch = _resolve_side(batch, side)
     return batch
 
-
-def resolve_group_owners(
-    groups: pa.Table, picks: dict[tuple[str, Any, Any, Any], list[Any]]
-) -> tuple[pa.Table, dict[tuple[str, Any, Any, Any], list[Any]]]:
-    """Partial aggregates (``src_id``, ``src_workload_kind``, ... per group) and label picks
-    with workload ids mapped by :func:`resolve_owner`, for rows that were aggregated without
-    passing through :func:`resolve_batch_owners` (DuckDB's own Parquet scan).
-
-    Groups that become equal are merged by the later merge of partials; picks of one pod under
-    two names keep the earliest first row and the latest last row.
-    """
-    renamed: dict[tuple[Any, str], str] = {}
-    columns = {name: groups.column(name) for name in groups.column_names}
-    for side in ("src", "dst"):
-        is_workload = pc.fill_null(pc.equal(groups.column(f"{side}_kind"), "workload"), False)
-        ids = groups.column(f"{side}_id").cast(pa.string())
-        kinds = groups.column(f"{side}_workload_kind").cast(pa.string())
-        namespaces = groups.column(f"{side}_namespace").cast(pa.string())
-        if not any(
-            _may_change(name) for name in pc.unique(ids.filter(is_workload)).to_pylist() if name
-        ):
-            continue
-        new_ids, new_kinds = [], []
-        for ns, name, kind, workload in zip(
-            namespaces.to_pylist(),
-            ids.to_pylist(),
-            kinds.to_pylist(),
-            is_workload.to_pylist(),
-            strict=True,
-        ):
-            owner, owner_kind = resolve_owner(name, kind) if workload else (name, kind)
-            if owner != name and name is not None and owner is not None:
-                renamed[(ns, name)] = owner
-            new_ids.append(owner)
-            new_kinds.append(owner_kind)
-        columns[f"{side}_id"] = pa.chunked_array([pa.array(new_ids, pa.string())])
-        columns[f"{side}_workload_kind"] = pa.chunked_array([pa.array(new_kinds, pa.string())])
-    if not renamed:
-        return groups, picks
-    table = pa.table(
-        [columns[n].cast(groups.schema.field(n).type) for n in groups.column_names],
-        schema=groups.schema,
-    )
-    out: dict[tuple[str, Any, Any, Any], list[Any]] = {}
-    for (side, ns, wl, pod), pick in picks.items():
-        key = (side, ns, renamed.get((ns, wl), wl), pod)
-        mine = out.get(key)
-        if mine is None:
-            out[key] = list(pick)
-        else:
-            if pick[0] < mine[0]:
-                mine[0], mine[1] = pick[0], pick[1]
-            if pick[2] > mine[2]:
-                mine[2], mine[3] = pick[2], pick[3]
-    return table, out

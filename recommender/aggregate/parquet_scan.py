@@ -2,7 +2,7 @@
 
 :func:`~recommender.aggregate.edges.aggregate_edges` takes canonical rows as Arrow batches:
 every column of every row is decoded, checked and handed over, label maps included, although
-the aggregation reads 25 of the 48 columns and needs a pod's labels only once. For canonical
+the aggregation reads 29 of the 47 columns and needs a pod's labels only once. For canonical
 Parquet files whose columns need no conversion (:func:`~recommender.ingest.canonical.reads_as_is`:
 what ``recommend ingest`` writes), :func:`aggregate_parquet_files` gives the same
 :class:`~recommender.aggregate.edges.EdgeTables` and ledger by letting DuckDB read the files:
@@ -56,7 +56,7 @@ from .edges import (
     finish_edges,
     merge_partials,
 )
-from .owners import resolve_group_owners
+from .owners import resolve_owner
 
 __all__ = ["aggregate_parquet_files", "parquet_rows", "scannable_parquet"]
 
@@ -65,8 +65,9 @@ _GLOB: Final = frozenset("*?[]{}")
 
 #: The fine groups: every column a partial aggregate keeps (or reads distinct values of).
 _FINE_KEYS: Final = (
-    "src_kind, src_namespace, src_id, src_name, dst_kind, dst_namespace, dst_id, dst_name, "
-    "protocol, dst_port, class, src_pod, dst_pod, src_ip, dst_ip, node, hour, dst_dns_names, "
+    "src_kind, src_namespace, src_workload, src_name, dst_kind, dst_namespace, dst_workload, "
+    "dst_name, protocol, dst_port, class, src_pod, dst_pod, src_ip, dst_ip, node, hour, "
+    "dst_dns_names, "
     "http_method, http_path, dst_service_name, src_workload_kind, dst_workload_kind"
 )
 
@@ -107,10 +108,15 @@ def scannable_parquet(files: Sequence[tuple[Path, str]]) -> list[Path] | None:
     return paths or None
 
 
-def _literal(path: Path) -> str:
-    """``path`` as a SQL string literal (absolute: a relative name could read as a URL)."""
-    text = str(path.resolve())
-    return "'" + text.replace("'", "''") + "'"
+def _source(path: Path, row_numbers: bool = False) -> str:
+    """The SQL that reads the file at ``path``: its absolute name as a string literal (a
+    relative one could read as a URL), no Hive partition columns from folder names such as
+    ``src_namespace=shop/`` (they would stand in for the file's own columns)."""
+    text = "'" + str(path.resolve()).replace("'", "''") + "'"
+    return (
+        f"read_parquet({text}, hive_partitioning = false"
+        f"{', file_row_number = true' if row_numbers else ''})"
+    )
 
 
 def _window(config: RecommendConfig) -> tuple[str | None, list[Any]]:
@@ -137,7 +143,7 @@ class _FileScan:
 def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConfig) -> _FileScan:
     import pyarrow.parquet as pq
 
-    source = f"read_parquet({_literal(path)}, file_row_number = true)"
+    source = _source(path, row_numbers=True)
     # A file written before the outcome column existed reads as "outcome unknown".
     outcome = "outcome" if "outcome" in pq.read_schema(path).names else "NULL::VARCHAR AS outcome"
     valid = valid_row_sql()
@@ -159,9 +165,10 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
         FROM (
             SELECT src_kind, src_namespace, src_name, src_pod, src_ip, src_workload_kind,
                    dst_kind, dst_namespace, dst_name, dst_pod, dst_ip, dst_workload_kind,
+                   src_workload, dst_workload,
                    protocol, dst_port, node, connections, {outcome}, bytes, start_time, end_time,
                    dst_service_name, dst_dns_names, http_method, http_path, file_row_number,
-                   {_IDS}, date_trunc('hour', start_time) AS hour,
+                   date_trunc('hour', start_time) AS hour,
                 CASE
                   WHEN NOT {valid} THEN 'invalid'
                   WHEN verdict NOT IN ({verdicts}) THEN 'denied'
@@ -195,15 +202,55 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
                 f"ORDER BY file_row_number LIMIT {MAX_EXAMPLES}"
             ).fetchall()
         ]
+    _resolve_owners(con)
+    # The endpoints' identities, from the owners (as the stream names them).
+    con.execute(f"CREATE OR REPLACE TEMP VIEW named AS SELECT *, {_IDS} FROM fine").fetchall()
     groups = con.sql(
-        f"SELECT {_KEYS}, {_FROM_FINE} FROM fine WHERE class <> 'invalid' GROUP BY ALL"
+        f"SELECT {_KEYS}, {_FROM_FINE} FROM named WHERE class <> 'invalid' GROUP BY ALL"
     ).to_arrow_table()
     parquet = pq.ParquetFile(path, pre_buffer=False)
     picks = _label_picks(con, parquet)
+    con.execute("DROP VIEW named").fetchall()
     con.execute("DROP TABLE fine").fetchall()
     rows = parquet.metadata.num_rows
-    groups, picks = resolve_group_owners(groups, picks)  # as the stream does per batch
     return _FileScan(PartialEdges(groups, picks, rows), rows, count, first_bad)
+
+
+def _resolve_owners(con: duckdb.DuckDBPyConnection) -> None:
+    """Map the fine groups' workload names and kinds to their owners, as the stream does to
+    every batch (:func:`~recommender.aggregate.owners.resolve_owner`: a Job run to its CronJob,
+    a ReplicaSet to its Deployment, ...), once per distinct (name, kind)."""
+    for side in ("src", "dst"):
+        pairs = con.execute(
+            f"SELECT DISTINCT {side}_workload, {side}_workload_kind FROM fine "
+            f"WHERE {side}_workload IS NOT NULL"
+        ).fetchall()
+        mapped = [
+            (name, kind, *owner)
+            for name, kind in pairs
+            if (owner := resolve_owner(name, kind)) != (name, kind)
+        ]
+        if not mapped:
+            continue
+        table = pa.table(
+            {
+                name: pa.array(values, pa.string())
+                for name, values in zip(
+                    ("name", "kind", "owner", "owner_kind"), zip(*mapped, strict=True), strict=True
+                )
+            }
+        )
+        con.register("owners", table)
+        con.execute(
+            f"""
+            UPDATE fine SET {side}_workload = owners.owner,
+                            {side}_workload_kind = owners.owner_kind
+            FROM owners
+            WHERE fine.{side}_workload = owners.name
+              AND fine.{side}_workload_kind IS NOT DISTINCT FROM owners.kind
+            """
+        ).fetchall()
+        con.unregister("owners")
 
 
 def _label_picks(con: duckdb.DuckDBPyConnection, parquet: Any) -> LabelPicks:
@@ -216,7 +263,7 @@ def _label_picks(con: duckdb.DuckDBPyConnection, parquet: Any) -> LabelPicks:
             for row in con.execute(
                 f"""
                 SELECT {side}_namespace, {side}_id, {side}_pod, min(first_row), max(last_row)
-                FROM fine WHERE {side}_kind = 'workload' AND class <> 'invalid'
+                FROM named WHERE {side}_kind = 'workload' AND class <> 'invalid'
                 GROUP BY ALL
                 """
             ).fetchall()
@@ -309,8 +356,9 @@ def parquet_rows(paths: Sequence[Path], columns: Sequence[str]) -> Iterator[pa.R
     con = _connect()
     try:
         for path in paths:
-            source = f"read_parquet({_literal(path)})"
-            query = con.sql(f"SELECT {', '.join(columns)} FROM {source} WHERE {valid_row_sql()}")
+            query = con.sql(
+                f"SELECT {', '.join(columns)} FROM {_source(path)} WHERE {valid_row_sql()}"
+            )
             yield from query.to_arrow_reader(65536)
     finally:
         con.close()

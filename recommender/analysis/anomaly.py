@@ -19,7 +19,8 @@ second, the flow rows) and flags what they find, each exclusion with the statist
 ``sibling-deviation``
     One pod of a workload is the only one to talk to a peer (any port) although
     ``sibling_min_pods`` or more of its pods were active at the same time (a CronJob's or Job's
-    runs count as its pods, concurrent or not). Precision first: the chance that the edge's
+    runs count as its pods, concurrent or not, and only raw-IP egress is judged across runs: a
+    run may well do what no other run does). Precision first: the chance that the edge's
     ``n`` connections all came from one pod anyway is the sum over the concurrent pods of
     their share of the workload's connections to the power ``n`` (with one or two connections
     it is large); times the peer's prior (``sibling_raw_ip_prior`` for a public address with
@@ -586,6 +587,9 @@ def _sibling_deviations(
             continue
         ((pod, (n, first, last)),) = using.items()
         runs = kinds.get((ns, wl)) in _RUN_KINDS
+        prior = peers.prior(peer, config)
+        if runs and prior >= 1:
+            continue  # a run may do what no other run does (a monthly report): only raw-IP egress
         concurrent = {
             p: span[0]
             for p, span in pods[(ns, wl)].items()
@@ -595,15 +599,16 @@ def _sibling_deviations(
             continue
         total = sum(concurrent.values()) or 1
         chance = sum((c / total) ** n for c in concurrent.values())
-        prior = peers.prior(peer, config)
         if chance * prior > config.sibling_max_chance:
             continue
         siblings = len(concurrent) - 1
+        share = n / (sum(span[0] for span in pods[(ns, wl)].values()) or 1)
         when = "runs of the same CronJob or Job" if runs else "active at the same time"
         raw = "; a public address with no DNS name on an unusual port" if prior < 1 else ""
         out[(ns, wl, peer)] = (
             f"only pod {str(pod)[:100]} of {ns}/{wl} talks to {_describe(*peer)} ({n} "
-            f"connection(s)); its {siblings} sibling pods {when} never do, and no other "
+            f"connection(s), {share:.1%} of the workload's); its {siblings} sibling pods {when} "
+            "never do, and no other "
             f"workload does{raw}: chance {chance:.3g} x prior {prior:g} = "
             f"{chance * prior:.3g} <= {config.sibling_max_chance:g}"
         )
@@ -668,6 +673,8 @@ def screen_flows(
     tables: EdgeTables,
     flows: pa.Table | Callable[[], Iterable[pa.RecordBatch]] | None = None,
     config: RecommendConfig | None = None,
+    *,
+    trusted: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Screening:
     """Flag edges that look like scanning, lateral movement or exfiltration; leave them out of
     the rules.
@@ -685,6 +692,11 @@ def screen_flows(
         ``scan_min_failed``, ``sibling_min_pods``, ``sibling_max_chance``,
         ``sibling_raw_ip_prior``, ``outlier_min_cluster``, ``cluster_distance``,
         ``rare_connections``) and ``trust_all_flows``.
+    trusted : callable, optional
+        Whether a flagged evidence edge (a row with the
+        :data:`~recommender.aggregate.edges.EDGE_KEY` columns, ``connections`` and ``src_ips``)
+        is trusted by a decisions file: it is then reported, with "trusted by a decision" in
+        its reason, but not excluded.
 
     Returns
     -------
@@ -716,8 +728,18 @@ def screen_flows(
     for i, why in _cluster_outliers(tables, evidence, peers, config).items():
         flags.setdefault(i, ("cluster-outlier", why))
     exclude = not config.trust_all_flows
+    kept = (
+        {i for i in flags if trusted(evidence[i])} if exclude and trusted is not None else set()
+    )
     anomalies = [
-        _anomaly(rule, evidence[i], "allowed", exclude, why) for i, (rule, why) in flags.items()
+        _anomaly(
+            rule,
+            evidence[i],
+            "allowed",
+            exclude and i not in kept,
+            f"{why}; trusted by a decision" if i in kept else why,
+        )
+        for i, (rule, why) in flags.items()
     ]
     anomalies += [_anomaly("scan", row, verdict, False, why) for row, verdict, why in scan_listed]
     order = {rule: k for k, rule in enumerate(ANOMALY_RULES)}
@@ -734,8 +756,10 @@ def screen_flows(
     if not exclude:
         scans = [replace(s, kept=s.kept + s.excluded, excluded=0) for s in scans]
     screened = tables
-    if exclude and flags:
-        screened = _exclude(tables, {i: f"anomaly:{rule}" for i, (rule, _) in flags.items()})
+    if exclude and len(flags) > len(kept):
+        screened = _exclude(
+            tables, {i: f"anomaly:{rule}" for i, (rule, _) in flags.items() if i not in kept}
+        )
     return Screening(tuple(anomalies), screened, trusted=not exclude, scans=tuple(scans))
 
 

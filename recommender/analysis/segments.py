@@ -84,7 +84,9 @@ class Segment:
         """One sentence on why these workloads go together."""
         if self.shared:
             return (
-                f"{len(self.members)} workload(s) talk with workloads of many namespaces "
+                f"{len(self.members)} "
+                f"{'workload talks' if len(self.members) == 1 else 'workloads talk'} with "
+                "workloads of many namespaces "
                 "(shared services such as DNS or monitoring); kept apart instead of joining "
                 "one community."
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # The commands register themselves on ``app`` in this order (the order of ``recommend --help``).
 # isort: off
-from . import ingest, run, graph, evaluate, diff, job  # noqa: F401
+from . import ingest, run, graph, evaluate, diff, job, review  # noqa: F401
 # isort: on
 from ._app import app
 from ._main import _console, _prestart_workers, exit_now, main

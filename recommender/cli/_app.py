@@ -17,17 +17,44 @@ app = typer.Typer(
         "`recommend FLOWS...` is short for `recommend run FLOWS...`."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _usage_metavar(self: Any, ctx: Any, *, usage: bool = False) -> str:
+    """An argument's metavariable as ``FLOWS...`` (upper case, ``...`` when repeated,
+    ``[...]`` when optional), not Typer's ``{FLOWS}``."""
+    var = self.metavar or (self.name or "").upper()
+    if self.nargs != 1 and not var.endswith("..."):
+        var += "..."
+    return f"[{var}]" if usage and not self.required and not var.startswith("[") else var
+
+
+def _install_metavars() -> None:
+    from typer.core import TyperArgument
+
+    TyperArgument.make_metavar = _usage_metavar  # type: ignore[method-assign]
+
+
+_install_metavars()
+
+#: What ``-q`` and ``-v`` asked for: -1 quiet, 0 normal, 1 verbose (stage timings), 2 debug.
+VERBOSITY: list[int] = [0]
+
+
+def verbosity() -> int:
+    """-1 with ``-q``, 1 with ``-v`` (2 with ``-vv``), else 0."""
+    return VERBOSITY[0]
 
 FlowsArg = Annotated[
     list[Path],
     typer.Argument(
         help="Flow files, folders or glob patterns (plain, gzip or zstd).",
         show_default=False,
-        metavar="FLOWS",
+        metavar="FLOWS...",
     ),
 ]
 # Text, not Path: a Path would fold the "//" of an object-storage URI (s3://bucket/...).
@@ -37,7 +64,7 @@ RunFlowsArg = Annotated[
         help="Flow files, folders or glob patterns (plain, gzip or zstd); with --engine dask "
         "also fsspec URIs such as s3://bucket/flows/.",
         show_default=False,
-        metavar="FLOWS",
+        metavar="FLOWS...",
     ),
 ]
 WorkersOpt = Annotated[
@@ -92,7 +119,8 @@ GuardrailsOpt = Annotated[
         "--guardrails",
         metavar="FILE",
         help="Organisation guardrails (docs/guardrails.md): flows they deny get no allow rule "
-        "and are reported as conflicts; the report checks compliance; run writes them to "
+        "and are reported as conflicts; the report checks the stack (evidence toward PCI DSS, "
+        "NIST, SOC 2 and GDPR controls); run writes them to "
         "_guardrails/ of each tree, evaluate judges the whole stack.",
     ),
 ]
@@ -119,6 +147,18 @@ RootNamespaceOpt = Annotated[
 ]
 
 
+DecisionsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--decisions",
+        metavar="FILE",
+        help="A reviewer's decisions (docs/decisions.md): rejected edges are never allowed, "
+        "allowed ones are although unobserved, trusted ones survive anomaly screening, "
+        "excluded workloads or namespaces get no policy; the report gives each entry's status.",
+    ),
+]
+
+
 #: Kinds the guardrails renderers write; with --guardrails, evaluate takes them from the file.
 _GUARDRAIL_KINDS = (
     "AdminNetworkPolicy",
@@ -140,9 +180,29 @@ def _guardrails_summary(section: dict[str, Any]) -> dict[str, Any]:
 
 # Options shared by the commands that read flows and aggregate them (`run`, `graph`).
 _Since = Annotated[
-    str | None, typer.Option(help="Use flows starting at or after this ISO 8601 time.")
+    str | None,
+    typer.Option(
+        metavar="TIME",
+        help="Use flows starting at or after this time: ISO 8601 (2024-05-01T12:00:00Z) or a "
+        "duration before now (30m, 6h, 2d).",
+    ),
 ]
-_Until = Annotated[str | None, typer.Option(help="Use flows starting before this ISO 8601 time.")]
+_Until = Annotated[
+    str | None,
+    typer.Option(
+        metavar="TIME",
+        help="Use flows starting before this time: ISO 8601 or a duration before now.",
+    ),
+]
+_Last = Annotated[
+    str | None,
+    typer.Option(
+        "--last",
+        metavar="DURATION",
+        help="Use only the latest part of the input's own window, this long (6h, 2d): what "
+        "offline files need, where --since counts from now.",
+    ),
+]
 _MinConnections = Annotated[
     int | None, typer.Option(help="Leave out edges with fewer connections.")
 ]
@@ -153,8 +213,8 @@ def _err(message: str) -> None:
 
 
 def _progress(enabled: bool) -> Any:
-    """A rich progress display on a terminal, or None when quiet."""
-    if not enabled:
+    """A rich progress display on a terminal, or None when quiet (or ``-q``)."""
+    if not enabled or verbosity() < 0:
         return None
     from rich.progress import (
         Progress,
@@ -239,6 +299,8 @@ def _print_ledger(ledger: dict[str, Any]) -> None:
         typer.echo(f"  passed over (not a flow log): {name}")
     for reason, count in ledger["skipped"].items():
         typer.echo(f"  skipped {reason}: {count:,}")
+    for reason, count in (ledger.get("outcome_unknown") or {}).items():
+        typer.echo(f"  outcome unknown ({reason}): {count:,}")
     for example in ledger["examples"][:5]:
         typer.echo(
             f"  e.g. {example['file']}:{example['row']}: {example['reason']}: {example['detail']}"

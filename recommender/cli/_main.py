@@ -31,11 +31,52 @@ def _root(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q",
+            help="Print nothing but errors and the data asked for (--json, --dry-run); the "
+            "exit status tells the result. Also after the command name.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, show_default=False,
+            help="Print the seconds each stage took (as --profile) and what the library logs; "
+            "-vv also debug messages. Also after the command name.",
+        ),
+    ] = 0,
 ) -> None:
     """Least-privilege Kubernetes network policies from flow logs."""
 
 
-_ROOT_OPTIONS = ("--help", "--version")
+_ROOT_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
+_VERBOSITY_FLAGS = {"-q": -1, "--quiet": -1, "-v": 1, "--verbose": 1, "-vv": 2}
+
+
+def _take_verbosity(args: list[str]) -> tuple[list[str], int]:
+    """``args`` without -q/-v (given anywhere, before or after the command), and the level."""
+    level, rest = 0, []
+    for arg in args:
+        flag = _VERBOSITY_FLAGS.get(arg)
+        if flag is None:
+            rest.append(arg)
+        elif flag < 0:
+            level = -1
+        elif level >= 0:
+            level = min(level + flag, 2)
+    return rest, level
+
+
+def _set_logging(level: int) -> None:
+    import logging
+
+    logging.getLogger("recommender").setLevel(
+        {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}[level]
+    )
+    if level > 0 and not logging.getLogger().handlers:
+        logging.basicConfig(format="%(name)s: %(message)s")
 
 
 def _commands() -> set[str]:
@@ -43,6 +84,21 @@ def _commands() -> set[str]:
 
     group = typer.main.get_group(app)
     return set(group.commands)
+
+
+def _command_typo(word: str) -> str | None:
+    """The command ``word`` is a typo of, when it names no file either (``evaluat``)."""
+    import difflib
+
+    if word.startswith("-") or os.path.exists(word) or is_stream_name(word) or "/" in word:
+        return None
+    close = difflib.get_close_matches(word.lower(), sorted(_commands()), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def is_stream_name(word: str) -> bool:
+    """``-`` (standard input) or an object-store URL: a source that is not a local path."""
+    return word == "-" or "://" in word
 
 
 def _names_job_file(args: list[str]) -> bool:
@@ -96,6 +152,61 @@ def _prestart_workers(args: list[str]) -> None:
     prestart(files, values.get("--format") or values.get("-f"), workers)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as for Ctrl-C (temporary
+    files removed, workers stopped) and exits 143."""
+
+
+#: The exit status and the one line printed for each stopping signal.
+_STOPPED = {"interrupted": (130, "interrupted; nothing was written."),
+            "terminated": (143, "terminated; nothing was written.")}
+
+
+_SIGNALLED: list[str] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _SIGNALLED.append("terminated")
+    raise Terminated
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _SIGNALLED.append("interrupted")
+    raise KeyboardInterrupt
+
+
+def _install_handlers() -> dict[int, object]:
+    """Turn SIGTERM into :class:`Terminated` and note SIGINT (main thread only), so that an
+    error a library makes of either (DuckDB's "Query interrupted") is still known as one;
+    returns the handlers replaced."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, object] = {}
+    for signum, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
+        with contextlib.suppress(ValueError, OSError):
+            previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _stopped(exc: BaseException) -> int:
+    terminated = isinstance(exc, Terminated) or "terminated" in _SIGNALLED
+    kind = "terminated" if terminated else "interrupted"
+    code, message = _STOPPED[kind]
+    _err(message)
+    return code
+
+
+def _is_interrupted_query(exc: BaseException) -> bool:
+    """DuckDB turns a Ctrl-C during a query into its own error ("Query interrupted", or the
+    KeyboardInterrupt of a Python stream it reads)."""
+    return bool(_SIGNALLED) or type(exc).__name__ == "InterruptException" or (
+        "Query interrupted" in str(exc)
+    )
+
+
 def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     """Entry point of the ``recommend`` console script; returns the exit status.
 
@@ -104,10 +215,42 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     process: nothing in it uses pandas, but pyarrow imports it (0.4 s) on its first conversion
     of a Python object, only to check whether that is a pandas object.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
+    _SIGNALLED.clear()
+    previous = _install_handlers()
+    try:
+        return _main(argv, own_process)
+    except KeyboardInterrupt as exc:  # before or after the command itself
+        return _stopped(exc)
+    finally:
+        import signal
+
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def _main(argv: list[str] | None, own_process: bool) -> int:
+    from ._app import VERBOSITY
+
+    args, VERBOSITY[0] = _take_verbosity(list(sys.argv[1:] if argv is None else argv))
+    _set_logging(VERBOSITY[0])
+    if VERBOSITY[0] < 0 and args and not {"--json", "--dry-run", "--help", "-h"} & set(args):
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            return _dispatch(args, own_process)
+    return _dispatch(args, own_process)
+
+
+def _dispatch(args: list[str], own_process: bool) -> int:
     if not args:
         args = ["--help"]
     elif args[0] not in _commands() and args[0] not in _ROOT_OPTIONS:
+        typo = _command_typo(args[0])
+        if typo is not None:
+            _err(
+                f"{args[0]!r} is neither a command nor a file or folder; did you mean {typo}? "
+                f"Try 'recommend {typo} --help'."
+            )
+            return 2
         # `recommend FLOWS...` (options first or not) is `recommend run`; `recommend --config
         # FILE` with a job file (a `job:` section) is `recommend job --config FILE`.
         args.insert(0, "job" if _names_job_file(args) else "run")
@@ -121,18 +264,23 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
         with contextlib.suppress(Exception):  # an optimisation only: `run` reports problems
             _prestart_workers(args[1:])
     try:
-        app(args=args, prog_name="recommend", standalone_mode=False)
+        status = app(args=args, prog_name="recommend", standalone_mode=False)
+        if status == 130 and not isinstance(status, bool):
+            # Typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM as Terminated) into
+            # Exit(130), which it returns instead of raising when not in standalone mode.
+            return _stopped(Terminated() if "terminated" in _SIGNALLED else KeyboardInterrupt())
     except RecommenderError as exc:
         _err(str(exc))
         return 2
-    except KeyboardInterrupt:
-        _err("interrupted.")
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(exc)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as exc:
         if os.environ.get("RECOMMENDER_DEBUG"):
             raise
+        if _is_interrupted_query(exc):
+            return _stopped(exc)
         name = type(exc).__name__
         if name in ("UsageError", "BadParameter", "NoSuchOption", "MissingParameter"):
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import FlowsArg, FormatOpt, RootNamespaceOpt, TrustDomainOpt, app
+from ._app import DecisionsOpt, FlowsArg, FormatOpt, RootNamespaceOpt, TrustDomainOpt, app
+from ._hints import swap_hint
 
 
 @app.command()
@@ -16,6 +17,7 @@ def diff(
     existing: Annotated[
         Path,
         typer.Argument(
+            metavar="EXISTING",
             help="The policies in force: a NetworkPolicy YAML file or a folder of them.",
             show_default=False,
         ),
@@ -23,6 +25,7 @@ def diff(
     new: Annotated[
         Path,
         typer.Argument(
+            metavar="NEW",
             help="The proposed policies: a NetworkPolicy YAML file or a folder of them.",
             show_default=False,
         ),
@@ -35,40 +38,74 @@ def diff(
     ] = 10,
     trust_domain: TrustDomainOpt = "cluster.local",
     root_namespace: RootNamespaceOpt = "istio-system",
+    decisions: DecisionsOpt = None,
 ) -> None:
     """Compare EXISTING and NEW policies on observed FLOWS: which traffic changes verdict,
     which rules are added or removed.
 
     For CI and GitOps pipelines: run it on a pull request that changes policies, against
     recent flows. Istio AuthorizationPolicies and PeerAuthentications in EXISTING and NEW are
-    judged with Istio's semantics too (see `recommend evaluate`). Exit status: 0 when no
-    observed allowed connection becomes denied, 1 when NEW denies observed allowed traffic
-    that EXISTING allows (it would break it), 2 on bad input (unreadable flows, policies
-    that are not Kubernetes NetworkPolicy).
+    judged with Istio's semantics too (see `recommend evaluate`). With --decisions FILE,
+    observed edges a ``reject`` entry names may become denied: that is intended and listed
+    apart. Exit status: 0 when no observed allowed connection becomes denied (other than
+    rejected ones), 1 when NEW denies observed allowed traffic that EXISTING allows (it would
+    break it), 2 on bad input (unreadable flows or policies, an invalid decisions file), 130
+    interrupted (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug). EXISTING and
+    NEW may be Kubernetes, Calico or Cilium trees (even different ones: moving from one CNI to
+    another), each judged with its own dialect's precedence.
     """
     from ..evaluation.diff import diff_policies
-    from ..policy.reader import read_istio_policies, read_policies
+    from ..evaluation.stack import read_policy_tree
+    from ..policy.reader import read_istio_policies
 
-    result = diff_policies(
-        read_policies(existing),
-        read_policies(new),
-        flows,
-        format=format,
-        existing_istio=read_istio_policies(existing),
-        new_istio=read_istio_policies(new),
-        trust_domain=trust_domain,
-        root_namespace=root_namespace,
-    )
+    decided: Any = None
+    if decisions is not None:
+        from ..synthesis.decisions import load_decisions
+
+        decided = load_decisions(decisions)  # a bad file fails before the flows are read
+    with swap_hint([existing, new], flows):
+        result = diff_policies(
+            read_policy_tree(existing),
+            read_policy_tree(new),
+            flows,
+            format=format,
+            existing_istio=read_istio_policies(existing),
+            new_istio=read_istio_policies(new),
+            trust_domain=trust_domain,
+            root_namespace=root_namespace,
+        )
+    breaks = list(result.newly_denied_evidence)
+    intended: list[Any] = []
+    if decided is not None:
+        from ..evaluation.decision_check import describe, split_intended
+
+        intended, breaks = split_intended(result.newly_denied_evidence, decided)
     if json_out:
-        typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
+        out = result.to_dict()
+        if decided is not None:
+            out["decisions"] = {
+                "intended_denies": len(intended),
+                "intended": describe(intended, 200),
+                "breaking_edges": len(breaks),
+            }
+        typer.echo(json.dumps(out, indent=2, sort_keys=True, default=str))
     else:
-        _print_diff(result, examples)
-    if result.breaks_observed_traffic:
+        _print_diff(result, examples, decided is not None)
+        if decided is not None:
+            typer.echo(
+                f"decisions: {len(intended)} newly denied edges are rejected by the decisions "
+                f"(intended), {len(breaks)} are not"
+            )
+            for line in describe(intended, examples):
+                typer.echo(f"  rejected: {line}")
+            if breaks:
+                typer.echo("NEW would deny observed allowed traffic (exit status 1).")
+    if breaks:
         raise SystemExit(1)  # SystemExit, not typer.Exit: see `evaluate`
 
 
 
-def _print_diff(result: Any, examples: int) -> None:
+def _print_diff(result: Any, examples: int, decided: bool = False) -> None:
     """The text rendering of a :class:`~recommender.evaluation.diff.PolicyDiff`."""
 
     def edge(e: Any) -> str:
@@ -112,7 +149,7 @@ def _print_diff(result: Any, examples: int) -> None:
         typer.echo(f"policy added: {name}")
     for name in result.policies_removed[:examples]:
         typer.echo(f"policy removed: {name}")
-    if result.breaks_observed_traffic:
+    if result.breaks_observed_traffic and not decided:
         typer.echo("NEW would deny observed allowed traffic (exit status 1).")
 
 

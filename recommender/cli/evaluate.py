@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import (
-    _GUARDRAIL_KINDS,
+    DecisionsOpt,
     FlowsArg,
     FormatOpt,
     GuardrailsOpt,
@@ -17,6 +17,7 @@ from ._app import (
     TrustDomainOpt,
     app,
 )
+from ._hints import swap_hint
 
 
 @app.command()
@@ -24,8 +25,10 @@ def evaluate(
     policies: Annotated[
         Path,
         typer.Argument(
-            help="A NetworkPolicy YAML file, or a folder of them (searched recursively); "
-            "Istio AuthorizationPolicies and PeerAuthentications there are judged too.",
+            metavar="POLICIES",
+            help="A policy YAML file (Kubernetes, Calico or Cilium), or a folder of them "
+            "(searched recursively); Istio AuthorizationPolicies and PeerAuthentications there "
+            "are judged too.",
             show_default=False,
         ),
     ],
@@ -39,16 +42,20 @@ def evaluate(
     ] = 10,
     guardrails: GuardrailsOpt = None,
     dialect: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--precedence",
-            help="Whose precedence rules combine guardrails and NetworkPolicies: kubernetes "
-            "(ClusterNetworkPolicy Admin, NetworkPolicy, Baseline), calico (tiers) or cilium "
-            "(deny over allow).",
+            metavar="DIALECT",
+            help="Whose precedence rules judge the stack: kubernetes (ClusterNetworkPolicy "
+            "Admin, NetworkPolicy, Baseline), calico (tiers, order, Pass) or cilium (deny over "
+            "allow); default: the dialect of POLICIES (Calico or Cilium objects), else "
+            "kubernetes.",
+            show_default=False,
         ),
-    ] = "kubernetes",
+    ] = None,
     trust_domain: TrustDomainOpt = "cluster.local",
     root_namespace: RootNamespaceOpt = "istio-system",
+    decisions: DecisionsOpt = None,
     staged_verdicts: Annotated[
         bool,
         typer.Option(
@@ -63,50 +70,97 @@ def evaluate(
     redundant (shadowed) and broad rules.
 
     POLICIES may hold ClusterNetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy
-    objects too (a tree written with --guardrails, say): the whole stack is then evaluated.
-    Other policy kinds (Calico, Cilium) need --guardrails FILE, which replaces the guardrail
-    kinds found in POLICIES. Istio AuthorizationPolicies and PeerAuthentications in POLICIES
-    are judged with Istio's semantics after the NetworkPolicies, each HTTP request on its own,
-    with every workload's service account (from the flows) as its principal.
+    objects too (a tree written with --guardrails, say), Calico v3 objects (tiers, global and
+    staged policies, network sets) or Cilium v2 ones (CiliumNetworkPolicy,
+    CiliumClusterwideNetworkPolicy): the whole stack is evaluated with the precedence of
+    --precedence (docs/evaluator.md). --guardrails FILE replaces the guardrails found in
+    POLICIES (and leaves out its _guardrails/ folder). Istio AuthorizationPolicies and
+    PeerAuthentications in POLICIES are judged with Istio's semantics after the
+    NetworkPolicies, each HTTP request on its own, with every workload's service account (from
+    the flows) as its principal.
+
+    With --decisions FILE, observed edges a ``reject`` entry names are expected to be denied
+    (listed as intended, not as false denies) and every ``allow`` entry is checked to be
+    allowed although unobserved.
 
     Exit status: 0 when the policies allow every observed allowed connection they can judge,
-    1 when there are false denies (observed allowed connections the policies would deny),
-    2 on bad input (unreadable flows, policies that are not Kubernetes NetworkPolicy).
+    1 when there are false denies (observed allowed connections the policies would deny, other
+    than rejected ones) or an allowed decision is denied, 2 on bad input (unreadable flows or
+    policies, what the evaluator cannot judge, an invalid decisions file), 130 interrupted
+    (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
     """
-    from ..evaluation.replay import replay
-    from ..policy.reader import read_istio_policies, read_policies
+    from ..evaluation.replay import _edge_tables, replay
+    from ..evaluation.stack import read_policy_tree
+    from ..policy.reader import read_istio_policies
 
-    if dialect not in ("kubernetes", "calico", "cilium"):
+    if dialect not in (None, "kubernetes", "calico", "cilium"):
         raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
     stack: Any = None
-    if guardrails is not None:
-        from ..guardrails import load_guardrails
+    decided: Any = None
+    if decisions is not None:
+        from ..synthesis.decisions import load_decisions
 
-        stack = load_guardrails(guardrails)
-        policy_set = read_policies(policies, skip_kinds=_GUARDRAIL_KINDS)
-    else:  # ClusterNetworkPolicy / AdminNetworkPolicy found beside the NetworkPolicies count too
-        from ..guardrails.reader import read_policy_stack
+        decided = load_decisions(decisions)  # a bad file fails before the flows are read
+    with swap_hint([policies], flows):
+        if guardrails is not None:
+            from ..guardrails import load_guardrails
 
-        policy_set, stack = read_policy_stack(policies)
-    if staged_verdicts:
-        _compare_staged(policy_set, flows, format, json_out, examples)
-        return
-    istio = read_istio_policies(policies)
-    coverage = replay(
-        policy_set,
-        flows,
-        format=format,
-        guardrails=stack,
-        dialect=dialect,
-        istio=istio or None,
-        trust_domain=trust_domain,
-        root_namespace=root_namespace,
-    )
+            stack = load_guardrails(guardrails)
+        tree = read_policy_tree(
+            policies,
+            precedence=dialect,
+            guardrails=stack,
+            skip=("_guardrails",) if stack is not None else (),
+        )
+        if staged_verdicts:
+            _compare_staged(tree.network_policies, flows, format, json_out, examples)
+            return
+        istio = read_istio_policies(policies)
+        tables = _edge_tables(flows, None, format)
+        coverage = replay(
+            tree.network_policies,
+            tables,
+            guardrails=tree.guardrails,
+            dialect=tree.dialect,
+            tree=tree,
+            istio=istio or None,
+            trust_domain=trust_domain,
+            root_namespace=root_namespace,
+        )
+    false_denies = list(coverage.false_denies)
+    checked: dict[str, Any] = {}
+    if decided is not None:
+        from ..evaluation.decision_check import describe, judge_decided, split_intended
+        from ..synthesis.decided import DecisionRun
+
+        intended, false_denies = split_intended(coverage.false_denies, decided)
+        run = DecisionRun.start(decided)
+        run.evidence_with_allows(tables)
+        judged = judge_decided(run, tree.network_policies, tables, tree.guardrails, tree.dialect)
+        checked = {
+            "intended_denies": len(intended),
+            "intended": describe(intended, 200),
+            "false_denies": len(false_denies),
+            "allowed_edges": judged["allowed_edges"],
+            "allowed_not_allowed": judged["allowed_not_allowed"],
+        }
     if json_out:
-        typer.echo(json.dumps(coverage.to_dict(), indent=2, sort_keys=True, default=str))
+        out = coverage.to_dict()
+        if checked:
+            out["decisions"] = checked
+        typer.echo(json.dumps(out, indent=2, sort_keys=True, default=str))
     else:
         _print_coverage(coverage, examples)
-    if coverage.false_denies:
+        if checked:
+            typer.echo(
+                f"decisions: {checked['intended_denies']} of the false denies are edges the "
+                f"decisions reject (intended), {checked['false_denies']} are not; "
+                f"{checked['allowed_edges'] - checked['allowed_not_allowed']} of "
+                f"{checked['allowed_edges']} allowed decisions are allowed"
+            )
+            for line in checked["intended"][:examples]:
+                typer.echo(f"  rejected: {line}")
+    if false_denies or checked.get("allowed_not_allowed"):
         # SystemExit, not typer.Exit: click returns an Exit's code instead of raising it when
         # main() runs the app with standalone_mode=False.
         raise SystemExit(1)

@@ -59,7 +59,10 @@ def graph(
     max_nodes: Annotated[
         int | None,
         typer.Option(
-            "--max-nodes", min=1, help="SVG/HTML: draw only this many nodes, the busiest."
+            "--max-nodes",
+            min=1,
+            help="SVG/HTML: draw only this many nodes, the busiest (HTML: 1,000 unless given; "
+            "its layout runs in the browser).",
         ),
     ] = None,
     segments: Annotated[
@@ -75,7 +78,9 @@ def graph(
     """Write the communication graph of FLOWS: workloads, outside peers by address class,
     nodes and cluster entities, with ports, connections, bytes, first/last seen and verdicts.
 
-    See docs/graph.md for the attributes and formats.
+    See docs/graph.md for the attributes and formats. Exit status: 0 written;
+    2 bad input or usage (with what to do), 130 interrupted (Ctrl-C), 143
+    terminated (SIGTERM), 70 internal error (a bug).
     """
     from ..analysis.graph import build_graph
     from ..config import RecommendConfig, coerce_options, load_config

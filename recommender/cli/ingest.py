@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +16,17 @@ from ._app import FlowsArg, FormatOpt, WorkersOpt, _print_ledger, _progress, app
 @app.command()
 def ingest(
     flows: FlowsArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="File to write; its extension picks the format: .parquet (zstd Parquet), .csv "
+            "(canonical CSV, readable with --format csv) or .jsonl (canonical rows as JSON "
+            "lines).",
+        ),
+    ],
     format: FormatOpt = None,
     workers: WorkersOpt = None,
     summary: Annotated[
@@ -28,10 +38,32 @@ def ingest(
         typer.Option("--json", help="Print the result as JSON (with --summary, the profile too)."),
     ] = False,
 ) -> None:
-    """Read flow logs into the canonical flow table (zstd Parquet)."""
-    from ..ingest import iter_flow_batches
-    from ..ingest._write import write_flows_parquet
+    """Read flow logs into the canonical flow table (Parquet, CSV or JSON lines).
 
+    Exit status: 0 written; 2 bad input or usage (with what to do), 130 interrupted
+    (Ctrl-C), 143 terminated (SIGTERM), 70 internal error (a bug).
+    """
+    import tempfile
+
+    from ..ingest import iter_flow_batches
+    from ..ingest._write import convert_parquet, output_format, write_flows_parquet
+
+    fmt = output_format(output)  # refuse an unknown extension before reading anything
+    final, scratch = output, None
+    if fmt != "parquet":  # written as Parquet first (the profile reads it), then converted
+        scratch = tempfile.TemporaryDirectory(prefix="recommender-")
+        output = Path(scratch.name) / "flows.parquet"
+    try:
+        _ingest(flows, output, final, format, workers, summary, json_out, iter_flow_batches,
+                write_flows_parquet, convert_parquet if scratch is not None else None)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _ingest(flows: list[Path], output: Path, final: Path, format: str | None,
+            workers: int | None, summary: bool, json_out: bool, iter_flow_batches: Any,
+            write_flows_parquet: Any, convert: Any) -> None:
     batches = iter_flow_batches(flows, format, workers=workers)
     progress = _progress(sys.stderr.isatty() and not json_out)
     started = time.perf_counter()
@@ -49,20 +81,23 @@ def ingest(
     else:
         rows = write_flows_parquet(batches, output, ledger=batches.ledger)
     ledger = batches.ledger.to_dict()
-    if json_out:
-        from ..ingest.profile import profile_flows
-
-        payload = {"output": str(output), "rows": rows, "ledger": ledger}
-        if summary:
-            payload["profile"] = profile_flows(str(output)).to_dict()
-        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        return
-    typer.echo(f"wrote {rows:,} connection rows to {output}")
-    _print_ledger(ledger)
+    profile = None
     if summary:
         from ..ingest.profile import profile_flows
 
-        prof = profile_flows(str(output))
+        profile = profile_flows(str(output))
+    if convert is not None:
+        convert(output, final)
+    if json_out:
+        payload = {"output": str(final), "rows": rows, "ledger": ledger}
+        if profile is not None:
+            payload["profile"] = profile.to_dict()
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        return
+    typer.echo(f"wrote {rows:,} connection rows to {final}")
+    _print_ledger(ledger)
+    if profile is not None:
+        prof = profile
         typer.echo(f"time span: {prof.first_seen} .. {prof.last_seen}")
         typer.echo(f"namespaces ({len(prof.namespaces)}): {', '.join(prof.namespaces)}")
         typer.echo(f"workloads: {prof.workloads}")

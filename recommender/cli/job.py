@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import RecommenderError
-from ._app import app
+from ._app import DecisionsOpt, app
 
 
 @app.command()
@@ -37,16 +37,19 @@ def job(
     log_level: Annotated[
         str, typer.Option("--log-level", help="Lowest level logged: debug, info, warning, error.")
     ] = "info",
+    decisions: DecisionsOpt = None,
 ) -> None:
     """Run the scheduled job once: read a rolling window of flows (a folder or s3://), merge
     them into the kept state, write policies, reports and state, and commit the policy tree
-    to git when it changed.
+    to git when it changed. --decisions FILE (or the key 'decisions' of the job file) is
+    applied on the day of the run and committed next to the policies (docs/decisions.md).
 
     `recommend --config FILE` with a FILE that has a 'job:' section is short for
     `recommend job --config FILE`. Exit status: 0 done (committed, or nothing changed);
     2 invalid configuration, state or input; 3 no flow file in the window (nothing written);
     4 object storage could not be read or written; 5 the commit or push failed (the
-    outputs were written); 70 internal error.
+    outputs were written); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), nothing
+    half-written either way; 70 internal error.
     """
     import logging
 
@@ -74,7 +77,7 @@ def job(
         (RecommenderError, 2),
     ]
     try:
-        run_job(config_file, as_of=when)
+        run_job(config_file, as_of=when, decisions=decisions)
     except RecommenderError as exc:
         code = next(c for kind, c in codes if isinstance(exc, kind))
         log.error(str(exc), extra={"event": "job.failed", "exit_code": code})

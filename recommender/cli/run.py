@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import (
+    DecisionsOpt,
     EngineOpt,
     FormatOpt,
     GuardrailsOpt,
@@ -18,6 +19,7 @@ from ._app import (
     SchedulerOpt,
     WorkersOpt,
     _guardrails_summary,
+    _Last,
     _MinConnections,
     _print_ledger,
     _print_timings,
@@ -25,6 +27,7 @@ from ._app import (
     _Since,
     _Until,
     app,
+    verbosity,
 )
 
 
@@ -55,6 +58,7 @@ def run(
     ] = None,
     since: _Since = None,
     until: _Until = None,
+    last: _Last = None,
     min_connections: _MinConnections = None,
     port_range_budget: Annotated[
         int | None, typer.Option(help="Unobserved ports a port range may add (0: no ranges).")
@@ -116,6 +120,7 @@ def run(
         ),
     ] = None,
     guardrails: GuardrailsOpt = None,
+    decisions: DecisionsOpt = None,
     guardrails_format: Annotated[
         str | None,
         typer.Option(
@@ -222,7 +227,10 @@ def run(
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the policies as YAML; write nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the policies as YAML (as JSON with --json); write nothing."
+        ),
     ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the report summary as JSON.")
@@ -233,10 +241,15 @@ def run(
 ) -> None:
     """Recommend least-privilege NetworkPolicies from flows (the default command).
 
+    FLOWS may be - (standard input) or a pipe: hubble observe -o json | recommend -.
     Exit status: 0 when the self-check passed; 3 when it failed: the policies would deny
     observed allowed traffic, or allow flows the input shows as denied or never established
     (one line per problem on stderr; the policies and the report are still written, and the
-    report's first lines say the same); 2 on bad input or options.
+    report's first lines say the same); 2 on bad input or options (with what to do); 130
+    interrupted (Ctrl-C), 143 terminated (SIGTERM); 70 internal error (a bug).
+
+    The last line printed is the report's verdict: ready, review first or not ready, with the
+    number of reasons (docs/report.md); the verdict alone does not change the exit status.
     """
     if engine == "embedded" and holdout is None:
         from ..ingest.parallel import prestart
@@ -254,6 +267,7 @@ def run(
                 "exclude_namespaces": exclude_namespace,
                 "since": since,
                 "until": until,
+                "last": last,
                 "min_connections": min_connections,
                 "port_range_budget": port_range_budget,
                 "cidr_budget": cidr_budget,
@@ -263,6 +277,7 @@ def run(
                 "compaction_budget": compaction_budget,
                 "guardrails": str(guardrails) if guardrails is not None else None,
                 "guardrails_format": guardrails_format,
+                "decisions": str(decisions) if decisions is not None else None,
                 "dialects": dialect or None,
                 "staged": staged,
                 "tier": tier,
@@ -279,6 +294,9 @@ def run(
         },
         "command line",
     )
+    from ..report.text import plural
+    from ..report.verdict import verdict_line
+
     with _RowProgress(sys.stderr.isatty() and not json_out, "reading") as progress:
         result = recommend(
             flows,
@@ -291,18 +309,29 @@ def run(
             scheduler=scheduler,
             on_batch=progress.callback,
         )
+    if dry_run and json_out:  # the policies as JSON, with the report summary; nothing written
+        payload = {
+            "dry_run": True,
+            "manifests": {name: result.manifests(name) for name in result.config.dialects},
+            **result.report["summary"],
+        }
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        if profile or verbosity() > 0:
+            _print_timings(result.timings)
+        return
     if dry_run:
         several = len(result.config.dialects) > 1
         for name in result.config.dialects:
             if several:
                 typer.echo(f"# dialect: {name}")
             typer.echo(result.to_yaml(name), nl=False)
-        if profile:
+        if profile or verbosity() > 0:
             _print_timings(result.timings)
+        typer.echo(verdict_line(result.report["verdict"]), err=True)  # stdout holds the YAML
         _fail_on_self_check(result.report)
         return
     written = result.write(output)
-    if profile:
+    if profile or verbosity() > 0:
         _print_timings(result.timings)
     summary = result.report["summary"]
     if json_out:
@@ -312,6 +341,12 @@ def run(
                     "output": str(output),
                     "files": len(written),
                     **summary,
+                    "verdict": result.report["verdict"],
+                    **(
+                        {"decisions": _decisions_summary(result.report["decisions"])}
+                        if "decisions" in result.report
+                        else {}
+                    ),
                     **({"holdout": result.report["holdout"]} if "holdout" in result.report else {}),
                     **(
                         {"guardrails": _guardrails_summary(result.report["guardrails"])}
@@ -327,8 +362,9 @@ def run(
         _fail_on_self_check(result.report)
         return
     typer.echo(
-        f"wrote {summary['policies']} policies ({summary['rules']} rules) for "
-        f"{len(summary['namespaces_in_scope'])} namespaces to {output}/"
+        f"wrote {plural(summary['policies'], 'policy', 'policies')} "
+        f"({plural(summary['rules'], 'rule')}) for "
+        f"{plural(len(summary['namespaces_in_scope']), 'namespace')} to {output}/"
     )
     if result.report.get("ingest"):
         _print_ledger(result.report["ingest"])
@@ -348,7 +384,8 @@ def run(
         g = _guardrails_summary(result.report["guardrails"])
         typer.echo(
             f"guardrails {g['name']}: {g['conflicts']} observed edges a guardrail denies (no "
-            f"allow rule; see 'Conflicts to resolve'); compliance: "
+            "allow rule; see 'Conflicts to resolve'); control checks (evidence, not an "
+            "assessment): "
             + ", ".join(f"{k} {v}" for k, v in g["compliance"].items())
         )
     held = result.report.get("holdout")
@@ -359,7 +396,18 @@ def run(
             f"{held['observed_connections']:,} later connections), rule stability "
             f"{held['churn']['stability']:.2f}"
         )
+    if "decisions" in result.report:
+        d = _decisions_summary(result.report["decisions"])
+        typer.echo(
+            f"decisions: {d['applied']} applied, {d['stale']} matched nothing, {d['expired']} "
+            "expired; see 'Decisions' in the report"
+        )
+    typer.echo(verdict_line(result.report["verdict"], f"{output}/report.md"))
     _fail_on_self_check(result.report)
+
+
+def _decisions_summary(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: section[k] for k in ("total", "applied", "stale", "expired")}
 
 
 #: Exit status of ``recommend run`` when its self-check fails (see the docstring of run).

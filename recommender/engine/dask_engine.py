@@ -95,7 +95,12 @@ def _expand_uri(uri: str) -> list[tuple[str, bool]]:
             found = [(path, True)]
         else:
             raise FlowSourceError(f"{uri}: no such file or folder.")
-    except (ImportError, ValueError) as exc:  # an unknown protocol or its package missing
+    except ImportError as exc:  # the protocol's package is missing
+        package = getattr(exc, "name", None) or "the protocol's package"
+        raise ConfigError(
+            f"{uri}: cannot be opened: {exc}; install it: pip install {package}."
+        ) from None
+    except ValueError as exc:  # an unknown protocol
         raise ConfigError(f"{uri}: cannot be opened: {exc}") from None
     except OSError as exc:
         raise FlowSourceError(f"{uri}: cannot be listed: {exc}") from None

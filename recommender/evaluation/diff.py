@@ -33,6 +33,7 @@ from ..policy.istio import DEFAULT_TRUST_DOMAIN
 from ..policy.model import LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .istio import ROOT_NAMESPACE
 from .replay import Coverage, EdgeVerdict, replay
+from .stack import PolicyTree
 
 __all__ = [
     "EdgeChange",
@@ -324,6 +325,32 @@ def _tables(flows: Any, config: RecommendConfig | None, format: str | None) -> E
     return aggregate_edges(iter_flow_batches(flows, format), config)
 
 
+def _replay(
+    policies: PolicySet | PolicyTree,
+    tables: EdgeTables,
+    istio: IstioPolicies | None,
+    trust_domain: str,
+    root_namespace: str,
+) -> Coverage:
+    """Coverage without over-permissiveness (not part of a diff)."""
+    if isinstance(policies, PolicyTree):
+        return replay(
+            policies.network_policies,
+            tables,
+            synthetic_limit=0,
+            guardrails=policies.guardrails,
+            dialect=policies.dialect,
+            tree=policies,
+            istio=istio,
+            trust_domain=trust_domain,
+            root_namespace=root_namespace,
+        )
+    return replay(
+        policies, tables, synthetic_limit=0, istio=istio, trust_domain=trust_domain,
+        root_namespace=root_namespace,
+    )
+
+
 def _istio_names(istio: IstioPolicies | None) -> set[str]:
     """``namespace/Kind/name`` of each Istio object (kinds apart: names may repeat)."""
     if not istio:
@@ -360,8 +387,8 @@ def _istio_rule_keys(istio: IstioPolicies | None) -> set[RuleKey]:
 
 
 def diff_policies(
-    existing: PolicySet,
-    new: PolicySet,
+    existing: PolicySet | PolicyTree,
+    new: PolicySet | PolicyTree,
     flows: pa.Table | EdgeTables | PathLike | Iterable[PathLike],
     *,
     config: RecommendConfig | None = None,
@@ -375,9 +402,11 @@ def diff_policies(
 
     Parameters
     ----------
-    existing, new : PolicySet
+    existing, new : PolicySet or PolicyTree
         Kubernetes NetworkPolicy sets (for instance from
-        :func:`~recommender.policy.reader.read_policies`).
+        :func:`~recommender.policy.reader.read_policies`), or trees of any dialect from
+        :func:`~recommender.evaluation.stack.read_policy_tree` (Calico, Cilium, guardrails),
+        each judged with its precedence; rules are compared among NetworkPolicies only.
     flows : pyarrow.Table, EdgeTables, path or paths
         A canonical flow table, its aggregation, or flow files of any supported format. The
         flows are aggregated once and both sets judge the same edges.
@@ -413,14 +442,12 @@ def diff_policies(
     """
     tables = _tables(flows, config, format)
     # synthetic_limit=0: over-permissiveness is not part of a diff.
-    before: Coverage = replay(
-        existing, tables, synthetic_limit=0, istio=existing_istio or None,
-        trust_domain=trust_domain, root_namespace=root_namespace,
-    )  # fmt: skip
-    after: Coverage = replay(
-        new, tables, synthetic_limit=0, istio=new_istio or None,
-        trust_domain=trust_domain, root_namespace=root_namespace,
-    )  # fmt: skip
+    before: Coverage = _replay(
+        existing, tables, existing_istio or None, trust_domain, root_namespace
+    )
+    after: Coverage = _replay(new, tables, new_istio or None, trust_domain, root_namespace)
+    existing = existing.network_policies if isinstance(existing, PolicyTree) else existing
+    new = new.network_policies if isinstance(new, PolicyTree) else new
     denied_before, denied_after = _by_edge(before.false_denies), _by_edge(after.false_denies)
     opened_before = _by_edge(before.denied_but_allowed)
     opened_after = _by_edge(after.denied_but_allowed)

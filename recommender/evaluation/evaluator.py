@@ -122,9 +122,19 @@ class Endpoint:
     ----------
     ip : str
         The IPv4 or IPv6 address.
+    kind : str
+        What the flows saw there: ``external``, ``cluster-entity``, ``host``, ``remote-node``
+        ("" when unknown); Cilium's entities (``world``, ``kube-apiserver``) are judged by it.
+    name : str
+        Its name in the flows (``kube-apiserver``, ``world``), if any.
+    dns_names : tuple of str
+        The DNS names the flows resolved to it (Cilium toFQDNs, Calico domains).
     """
 
     ip: str
+    kind: str = field(default="", compare=False)
+    name: str = field(default="", compare=False)
+    dns_names: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -417,7 +427,8 @@ class _Check:
             return in_namespace and (
                 peer.pod_selector is None or peer.pod_selector.matches(dict(other.labels))
             )
-        # a cidr peer (entities were refused by _supported)
+        if peer.kind == "entity":  # Cilium entities and DNS names (never plain Kubernetes)
+            return entity_matches(peer, other)
         if isinstance(other, Pod):
             if not self.ipblock_matches_pods or other.ip is None:
                 return False
@@ -434,6 +445,46 @@ class _Check:
             return False
         resolved = self.dst.ports.get(spec.name)
         return resolved is not None and resolved == (self.protocol, self.port)
+
+
+#: Endpoint kinds inside the cluster (Cilium's ``cluster`` entity), besides pods.
+_CLUSTER_KINDS: Final = ("host", "remote-node", "cluster-entity")
+
+
+def entity_matches(peer: Peer, other: Pod | Endpoint) -> bool:
+    """Whether ``other`` is the Cilium entity ``peer.entity`` (``all``, ``world``, ``cluster``,
+    ``host``, ``remote-node``, ``kube-apiserver``), or, for entity ``fqdn``, an address the
+    flows resolved from a name that one of ``peer.dns_names`` (names or ``*`` patterns)
+    matches."""
+    entity = peer.entity or ""
+    if entity == "all":
+        return True
+    if isinstance(other, Pod):
+        return entity == "cluster"
+    if entity == "fqdn":
+        return any(dns_matches(p, n) for p in peer.dns_names for n in other.dns_names)
+    if entity == "world":
+        return other.kind not in _CLUSTER_KINDS and other.name != "kube-apiserver"
+    if entity == "cluster":
+        return other.kind in _CLUSTER_KINDS
+    if entity == "kube-apiserver":
+        return other.name == "kube-apiserver"
+    if entity in ("host", "remote-node"):
+        return other.kind == entity
+    return False
+
+
+def dns_matches(pattern: str, name: str) -> bool:
+    """A DNS name against a Cilium ``matchName``/``matchPattern`` (``*`` alone: every name;
+    else ``*`` stands for any characters of one label) or a Calico domain (same wildcard)."""
+    import re
+
+    pattern = pattern.lower().rstrip(".")
+    name = name.lower().rstrip(".")
+    if pattern == "*":
+        return True
+    regex = "".join("[-a-z0-9_]*" if c == "*" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name) is not None
 
 
 def _in_block(address: str, peer: Peer) -> bool:

@@ -6,8 +6,11 @@ denies is a conflict to resolve (change the guardrail or the application) and mu
 allow rule. Baseline guardrails are not conflicts: application policy may override them.
 
 :func:`compliance_checks` runs three checks and maps each to controls of PCI DSS v4.0
-requirement 1 and NIST SP 800-53 SC-7. They produce evidence for an assessor; they are not
-an assessment.
+requirement 1, NIST SP 800-53 SC-7, the SOC 2 Trust Services Criteria CC6.1 (logical access
+restricted to what is authorised) and CC6.6 (protection against threats from outside the system
+boundary), and GDPR Art. 32(1)(b) (ongoing confidentiality and integrity of processing
+systems). A passing check is evidence toward a control for an assessor to weigh; it is not an
+assessment, and never makes a system "compliant".
 """
 
 from __future__ import annotations
@@ -36,16 +39,22 @@ CONTROLS: Final = {
     "default-deny": {
         "pci_dss_v4": ["1.3.1", "1.3.2"],
         "nist_800_53": ["SC-7", "SC-7(5)"],
+        "soc2": ["CC6.1", "CC6.6"],
+        "gdpr": ["Art. 32(1)(b)"],
         "title": "Default deny in every namespace",
     },
     "egress-restricted": {
         "pci_dss_v4": ["1.3.2", "1.4.2"],
         "nist_800_53": ["SC-7", "SC-7(5)"],
+        "soc2": ["CC6.6"],
+        "gdpr": ["Art. 32(1)(b)"],
         "title": "Egress to public addresses restricted",
     },
     "segments-isolated": {
         "pci_dss_v4": ["1.2.1", "1.3.1", "1.3.2"],
         "nist_800_53": ["SC-7", "SC-7(21)"],
+        "soc2": ["CC6.1", "CC6.6"],
+        "gdpr": ["Art. 32(1)(b)"],
         "title": "In-scope segments isolated",
     },
 }
@@ -285,5 +294,7 @@ def _check(name: str, passed: bool, evidence: list[str]) -> dict[str, Any]:
         "status": "pass" if passed else "fail",
         "evidence": evidence[:50],
         "controls": {"pci_dss_v4": controls["pci_dss_v4"],
-                     "nist_800_53": controls["nist_800_53"]},
+                     "nist_800_53": controls["nist_800_53"],
+                     "soc2": controls["soc2"],
+                     "gdpr": controls["gdpr"]},
     }

@@ -297,6 +297,27 @@ class Coverage:
 # --------------------------------------------------------------------------- the cluster
 
 
+#: Pod labels that carry a pod's service account in flows (Hubble's, Calico's).
+_SERVICE_ACCOUNT_KEYS: Final = (
+    "io.cilium.k8s.policy.serviceaccount",
+    "k8s:io.cilium.k8s.policy.serviceaccount",
+    "projectcalico.org/serviceaccount",
+)
+
+
+def _with_service_accounts(cluster: Cluster) -> Cluster:
+    """Pods with their service account under both Cilium's and Calico's label, whichever the
+    flows carried, so that either dialect's service-account selectors can be judged."""
+    pods = []
+    for pod in cluster.pods:
+        account = next((pod.labels[k] for k in _SERVICE_ACCOUNT_KEYS if k in pod.labels), None)
+        if account is not None:
+            extra = {_SERVICE_ACCOUNT_KEYS[0]: account, _SERVICE_ACCOUNT_KEYS[2]: account}
+            pod = replace(pod, labels={**pod.labels, **extra})
+        pods.append(pod)
+    return Cluster(cluster.namespaces, tuple(pods))
+
+
 def _label_maps(workload_labels: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
     """Per (namespace, workload), every label map observed (empty list: none observed)."""
     maps: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -418,6 +439,7 @@ class _Judge:
     guardrails: Guardrails | None = None
     dialect: str = "kubernetes"
     istio: _IstioLayer | None = None
+    tree: Any = None  # a PolicyTree with Calico or Cilium policies: it judges every query
     _by_ns: dict[tuple[str, ...], PolicySet] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
     _in_ns: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
@@ -473,7 +495,9 @@ class _Judge:
         key = (_key(src), _key(dst), protocol, port)
         found = self._cache.get(key)
         if found is None:
-            if self.guardrails is None:
+            if self.tree is not None:  # Calico or Cilium: the tree judges the whole stack
+                found = self.tree.verdict(self.cluster, src, dst, protocol, port)
+            elif self.guardrails is None:
                 chosen: list[Policy] = []
                 for end in (src, dst):
                     if isinstance(end, Pod):
@@ -586,7 +610,12 @@ def _is_ip(text: str | None) -> bool:
 
 
 def _endpoint(
-    judge: _Judge, kind: str, namespace: str | None, ident: str | None
+    judge: _Judge,
+    kind: str,
+    namespace: str | None,
+    ident: str | None,
+    name: str | None = None,
+    dns_names: Any = None,
 ) -> Pod | Endpoint | str:
     """The evaluator's endpoint for one side of an edge, or why there is none."""
     if kind == "workload":
@@ -597,7 +626,7 @@ def _endpoint(
     if kind in ("host", "remote-node"):
         return "node address: whether an ipBlock matches a node is up to the CNI"
     if _is_ip(ident):
-        return Endpoint(str(ident))
+        return Endpoint(str(ident), kind, name or "", tuple(dns_names or ()))
     if kind == "cluster-entity":
         return "cluster entity without an address"
     if kind == "external":
@@ -634,8 +663,13 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
         return f"protocol {row['protocol']}: Kubernetes NetworkPolicy matches only TCP, UDP, SCTP"
     if row["src_kind"] == "host" and row["dst_kind"] == "workload":
         return NODE_LOCAL
-    src = _endpoint(judge, row["src_kind"], row["src_namespace"], row["src_id"])
-    dst = _endpoint(judge, row["dst_kind"], row["dst_namespace"], row["dst_id"])
+    src = _endpoint(
+        judge, row["src_kind"], row["src_namespace"], row["src_id"], row.get("src_name")
+    )
+    dst = _endpoint(
+        judge, row["dst_kind"], row["dst_namespace"], row["dst_id"], row.get("dst_name"),
+        row.get("dns_names"),
+    )
     if isinstance(src, str):
         return src
     if isinstance(dst, str):
@@ -775,6 +809,7 @@ def _judge_table(
     columns = [*EDGE_KEY, "src_ips", "dst_ips"]
     if judge.istio is not None and "http_requests" in table.column_names:
         columns.append("http_requests")
+    columns += [c for c in ("src_name", "dst_name", "dns_names") if c in table.column_names]
     rows = table.select(columns).to_pylist()
     weights = np.maximum(
         table["connections"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), 1
@@ -818,9 +853,14 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
     }
     candidates = len(pods) * (len(pods) - 1) * len(ports)
     # Plain Kubernetes policies on pods without named ports are counted per selector class
-    # (exact within a budget, a bound beyond); guardrail stacks and Istio pair by pair, up to
-    # ``limit``.
-    by_class = judge.guardrails is None and judge.istio is None and not any(p.ports for p in pods)
+    # (exact within a budget, a bound beyond); guardrail stacks, Istio and Calico or Cilium
+    # trees pair by pair, up to ``limit``.
+    by_class = (
+        judge.guardrails is None
+        and judge.istio is None
+        and judge.tree is None
+        and not any(p.ports for p in pods)
+    )
     if limit <= 0 or (candidates > limit and not by_class):
         return OverPermissive(
             candidates,
@@ -882,6 +922,7 @@ def replay(
     istio: IstioPolicies | None = None,
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
     root_namespace: str = ROOT_NAMESPACE,
+    tree: Any = None,
 ) -> Coverage:
     """Replay observed flows against ``policy_set`` and measure coverage.
 
@@ -915,6 +956,11 @@ def replay(
         The trust domain of those principals.
     root_namespace : str, default "istio-system"
         Istio's root namespace, whose policies apply mesh-wide.
+    tree : PolicyTree, optional
+        A tree with Calico or Cilium policies
+        (:func:`~recommender.evaluation.stack.read_policy_tree`): it judges every edge under its
+        dialect's precedence; ``policy_set`` and ``guardrails`` should be its own. Unused,
+        redundant and broad rules are then found among Kubernetes NetworkPolicies only.
 
     Returns
     -------
@@ -948,6 +994,10 @@ def replay(
 
         accounts = service_accounts(tables, partial=True)
         layer = _IstioLayer(istio, accounts, trust_domain, root_namespace)
+    if tree is not None and not tree.native:
+        tree = None
+    if tree is not None:
+        cluster = _with_service_accounts(cluster)
     judge = _Judge(
         policy_set,
         cluster,
@@ -955,6 +1005,7 @@ def replay(
         guardrails,
         dialect,
         layer,
+        tree,
     )
     rule_use = _RuleUse(judge)
 
@@ -1006,7 +1057,12 @@ def replay(
                 _verdict_row(denied_rows[i], int(denied_weights[i]), _allow_reason(verdict))
             )
 
-    notes = []
+    notes = list(tree.notes) if tree is not None else []
+    if tree is not None:
+        notes.append(
+            f"{tree.dialect} policies judged with {tree.dialect}'s precedence; unused, redundant "
+            "and broad rules are found among Kubernetes NetworkPolicies only."
+        )
     if node_local:
         notes.append(f"{node_local} node-to-pod edges counted as allowed ({NODE_LOCAL}).")
     if layer is not None:
@@ -1033,7 +1089,7 @@ def replay(
         denied_but_allowed=_ordered(denied_but_allowed),
         denied_edges=denied_judged,
         unused_rules=tuple(rule_use.unused()),
-        rules=len(rule_use.rules),
+        rules=len(rule_use.rules) + (tree.rules if tree is not None else 0),
         over_permissive=_over_permissive(judge, evidence, synthetic_limit),
         not_evaluated=_ordered(not_evaluated),
         excluded_edges=tables.excluded.num_rows,

@@ -24,7 +24,7 @@ from ..errors import FlowSourceError
 from ._base import FlowReader
 from ._common import DEFAULT_BATCH_ROWS
 from ._detect import detect_format
-from ._source import expand_paths_explicit
+from ._source import expand_paths_explicit, is_stream
 from .calico import CalicoReader, CalicoTextReader
 from .canonical import CsvReader, ParquetReader
 from .goldmane import GoldmaneReader, WhiskerReader
@@ -91,6 +91,8 @@ class FlowBatches:
         self.batch_rows = batch_rows
         hubble = [p for p, fmt in self.files if fmt == "hubble"]
         self.workers = default_workers(hubble) if workers is None else max(int(workers), 1)
+        if any(is_stream(p) for p in hubble):
+            self.workers = 1  # workers read files themselves; a stream can be read once
         self._iter = self._generate()
 
     def _generate(self) -> Iterator[pa.RecordBatch]:

@@ -83,14 +83,9 @@ def detect_format(path: Path) -> str:
     FlowSourceError
         When the file is empty or fits no known format; the message suggests ``--format``.
     """
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise FlowSourceError(f"{path}: cannot be read: {exc.strerror or exc}.") from None
-    if magic == b"PAR1":
-        return "parquet"
     head = read_head(path)
+    if head[:4] == b"PAR1":
+        return "parquet"
     if not head.strip():
         raise FlowSourceError(f"{path}: the file is empty.")
     lines = [

@@ -46,7 +46,12 @@ def run(*args: Any) -> None:
     reference cycles and are freed by reference counting, while the collector, walking the
     ever-growing tables of connections and waiting rows, took a tenth of the worker's time."""
     import gc
+    import signal
 
+    # Ctrl-C in a terminal reaches the whole process group: the parent stops the workers
+    # (and says so once); a worker that took it too would print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the CLI's handler
     gc.disable()
     block_pandas()
     serve(*args)

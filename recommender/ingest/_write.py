@@ -91,3 +91,90 @@ def write_flows_parquet(
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return rows
+
+
+#: What ``recommend ingest -o FILE`` writes, by the file's extension.
+OUTPUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
+
+
+def output_format(output: str | os.PathLike[str]) -> str:
+    """The format the extension of ``output`` asks for (``parquet``, ``csv``, ``jsonl``).
+
+    Raises
+    ------
+    InputError
+        For any other extension.
+    """
+    suffix = Path(output).suffix.lower()
+    found = OUTPUT_FORMATS.get(suffix)
+    if found is None:
+        raise InputError(
+            f"{output}: the extension {suffix or '(none)'} names no output format; use .parquet "
+            "(canonical Parquet), .csv (canonical CSV) or .jsonl (canonical rows as JSON lines)."
+        )
+    return found
+
+
+def _text_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Map and list columns as JSON text (the canonical CSV's cells)."""
+    columns = []
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if pa.types.is_map(field.type) or pa.types.is_list(field.type):
+            values = [
+                None if v is None else json.dumps(dict(v) if pa.types.is_map(field.type) else v,
+                                                  sort_keys=True)
+                for v in column.to_pylist()
+            ]
+            columns.append(pa.array(values, pa.string()))
+        else:
+            columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def convert_parquet(source: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
+    """Write the canonical Parquet file ``source`` as ``output`` in the format its extension
+    names (:func:`output_format`), atomically (a hidden file beside it, then a rename)."""
+    import pyarrow.csv as pacsv
+
+    fmt = output_format(output)
+    target = Path(output)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        parquet = pq.ParquetFile(source)
+        if fmt == "parquet":
+            os.replace(source, tmp)
+        elif fmt == "csv":
+            writer = None
+            with tmp.open("wb") as sink:
+                for batch in parquet.iter_batches(batch_size=65536):
+                    text = _text_columns(batch)
+                    if writer is None:
+                        writer = pacsv.CSVWriter(sink, text.schema)
+                    writer.write_batch(text)
+                if writer is None:
+                    text = _text_columns(
+                        pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow)
+                    )
+                    writer = pacsv.CSVWriter(sink, text.schema)
+                writer.close()
+        else:
+            with tmp.open("w", encoding="utf-8") as sink:
+                for batch in parquet.iter_batches(batch_size=65536):
+                    maps = [f.name for f in batch.schema if pa.types.is_map(f.type)]
+                    for row in batch.to_pylist():
+                        for name in maps:
+                            if row[name] is not None:
+                                row[name] = dict(row[name])
+                        sink.write(json.dumps(row, sort_keys=True, default=_json_default))
+                        sink.write("\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise InputError(f"{target}: cannot be written: {exc.strerror or exc}.") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _json_default(value: object) -> str:
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if isoformat is not None else str(value)

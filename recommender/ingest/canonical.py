@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from ..errors import FlowFormatError, SchemaError
 from ._base import FlowReader
-from ._source import open_decompressed
+from ._source import is_stream, open_decompressed
 from .schema import FLOW_SCHEMA, PROTOCOLS, VERDICTS, conform_table
 
 __all__ = [
@@ -78,6 +78,19 @@ class ParquetReader(FlowReader):
     name = "parquet"
 
     def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+        if is_stream(path):  # Parquet needs random access: keep the stream in a file first
+            import shutil
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="recommender-") as folder:
+                copy = Path(folder) / "stdin.parquet"
+                with open_decompressed(path) as fh, copy.open("wb") as out:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+                yield from self._read_file(copy, str(path))
+            return
+        yield from self._read_file(path, str(path))
+
+    def _read_file(self, path: Path, name: str) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq  # here: importing the readers loads no more than they use
 
         try:
@@ -88,10 +101,10 @@ class ParquetReader(FlowReader):
             batches = parquet.iter_batches(batch_size=self.builder.batch_rows, columns=columns)
             row = 0
             for batch in batches:
-                yield self._checked(pa.Table.from_batches([batch]), path, row)
+                yield self._checked(pa.Table.from_batches([batch]), Path(name), row)
                 row += batch.num_rows
         except (OSError, pa.ArrowException) as exc:
-            raise FlowFormatError(f"{path}: not a readable Parquet file: {exc}") from None
+            raise FlowFormatError(f"{name}: not a readable Parquet file: {exc}") from None
 
     def _checked(self, table: pa.Table, path: Path, first_row: int) -> pa.RecordBatch:
         """Conform one chunk to the schema; rows with impossible values are skipped."""

@@ -46,7 +46,14 @@ from ._common import (
     to_micros,
 )
 from ._common import NO_SCANNER_ENV as NO_SCANNER_ENV
-from ._source import CHUNK_BYTES, iter_line_chunks, open_decompressed, read_head
+from ._source import (
+    CHUNK_BYTES,
+    is_stream,
+    iter_line_chunks,
+    open_decompressed,
+    read_head,
+    stream_error,
+)
 from .schema import COLUMNS
 
 __all__ = ["HubbleReader", "infer_reply", "tcp_flag_bits"]
@@ -477,6 +484,19 @@ def iter_fed(
             except (OSError, EOFError, pa.ArrowException) as exc:
                 scanner.load([])
                 yield line_no, [], [], 0, False, f"the file breaks off: {exc}"
+                return
+            if not got and stream_error(fh) is not None:
+                # A compressed file that breaks off: its complete lines are read, the
+                # unfinished last one is not (the caller counts it as truncated).
+                rest = parts[0] if len(parts) == 1 else b"".join(parts)
+                numbers, unsure, count, used, blank = scanner.feed(
+                    rest, view[:0], line_no, index, n, False
+                )
+                if count:
+                    yield line_no, numbers, unsure, count, blank, None
+                    line_no += count
+                scanner.load([])
+                yield line_no, [], [], 0, False, stream_error(fh)
                 return
             block = view[:got]
             if got and size > got and buffer.find(b"\n", 0, got) < 0:
@@ -951,7 +971,7 @@ class HubbleReader(FlowReader):
 
     def _read_array(self, file: str, path: Path) -> Iterator[pa.RecordBatch]:
         """A file that is one JSON array of lines or flows (read whole: such files are small)."""
-        size = path.stat().st_size
+        size = 0 if is_stream(path) else path.stat().st_size
         if size > _MAX_ARRAY_BYTES:
             raise FlowFormatError(
                 f"{file}: a JSON array of {size:,} bytes is too large to read at once; "

@@ -33,6 +33,7 @@ import multiprocessing as mp
 import os
 import queue
 import secrets
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -108,6 +109,7 @@ class ParallelHubbleReader(FlowReader):
             else None
         )
         self._ready = False
+        self._at_exit = False
         self._sent: str | None = None
         # JSON-array files are small: read in this process.
         self._local = HubbleReader(ledger, batch_rows=batch_rows)
@@ -144,6 +146,13 @@ class ParallelHubbleReader(FlowReader):
             return True
         if self._failed:
             return False
+        if not self._at_exit:
+            # A run stopped half-way (Ctrl-C, SIGTERM) never reaches finish(): stop the
+            # workers and remove their spooled batches at exit (idempotent).
+            import atexit
+
+            atexit.register(self.close)
+            self._at_exit = True
         ctx: Any = mp.get_context("fork" if fork and _can_fork() else "spawn")
         try:
             for _ in range(self.workers):
@@ -160,7 +169,7 @@ class ParallelHubbleReader(FlowReader):
                     ),
                     daemon=True,
                 )
-                with _without_main_script(ctx):
+                with _sigint_blocked(), _without_main_script(ctx):  # see both
                     proc.start()
                 self._procs.append(proc)
                 self._requests.append(requests)
@@ -266,6 +275,22 @@ class ParallelHubbleReader(FlowReader):
 
 
 @contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held back (not lost) in this thread while a worker starts: the worker inherits
+    the mask and ignores SIGINT once it runs (Ctrl-C reaches the whole process group, and a
+    worker still importing would print a traceback); the parent gets it when it is unblocked."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
 def _without_main_script(ctx: Any) -> Iterator[None]:
     """While a worker is spawned, keep multiprocessing from telling it to run the caller's
     script (the ``__main__`` module's file) before the worker's own code.
@@ -323,13 +348,15 @@ def prestart(paths: Any, format: str | None = None, workers: int | None = None) 
     nothing happens when the input is not large Hubble JSON or anything goes wrong. The workers
     start reading the first Hubble file at once; its batches wait for the read."""
     from ._detect import detect_format
-    from ._source import expand_paths_explicit
+    from ._source import expand_paths_explicit, is_stream
 
     if _WARM:
         return  # already started (the command line starts them as early as it can)
     if isinstance(paths, str | Path):
         paths = [paths]
     try:
+        if any(is_stream(p) for p in paths):
+            return  # a stream is read once, by the read itself
         files = [path for path, _ in expand_paths_explicit(paths)]
         hubble = [p for p in files if (format or detect_format(p)) == "hubble"]
         n = default_workers(hubble) if workers is None else max(int(workers), 1)

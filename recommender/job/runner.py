@@ -46,7 +46,9 @@ from ..evaluation.staged import staged_evidence
 from ..pipeline import Recommendation
 from ..policy.model import PolicySet
 from ..policy.writer import MARKER_FILE, STAGED_FOLDER, write_policy_trees
-from ..report.model import build_report, report_json, report_markdown
+from ..report.model import build_report, finish_report, report_json, report_markdown
+from ..synthesis.decided import DecisionRun
+from ..synthesis.decisions import dump_decisions, load_decisions
 from ..synthesis.synthesizer import synthesize
 from .config import JobConfig, load_job_config
 from .rollout import render_trees
@@ -79,6 +81,10 @@ CURRENT_FILE: Final = "current.json"
 #: Most rules listed in changes.json and in a commit message.
 _MAX_LISTED: Final = 200
 _MESSAGE_RULES: Final = 50
+
+#: The decisions file (``config.decisions``) as written next to the policies, in the outputs
+#: and in the GitOps folder, so a reviewer edits the copy that shaped them.
+DECISIONS_FILE: Final = "decisions.yaml"
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,7 @@ def run_job(
     config: RecommendConfig | None = None,
     job: JobConfig | None = None,
     as_of: datetime | None = None,
+    decisions: str | os.PathLike[str] | None = None,
 ) -> JobResult:
     """Run the scheduled job once (see the module docstring).
 
@@ -145,6 +152,9 @@ def run_job(
     as_of : datetime, optional
         The run's time: the window ends on its day and ages are measured from it (default:
         now). An earlier time re-runs a past night.
+    decisions : path, optional
+        A decisions file (``docs/decisions.md``) instead of the configuration's
+        ``decisions``; it is applied on the day of ``as_of`` and written next to the policies.
 
     Returns
     -------
@@ -166,6 +176,8 @@ def run_job(
         config, job = load_job_config(config_path)
     if config is None or job is None:
         raise TypeError("run_job needs config_path, or both config and job.")
+    if decisions is not None:
+        config = config.replace(decisions=os.fspath(decisions))
     if job.gitops is not None and job.gitops.promote == "stable" and len(config.dialects) > 1:
         raise ConfigError(
             "gitops.promote: stable keeps the repository's policies of namespaces that are not "
@@ -190,9 +202,27 @@ def run_job(
         )
         table, inputs = _read_window(source, job, as_of, work)
         window = aggregate_edges(table, config)
+        from ..analysis.anomaly import screen_flows
+
+        # Scans, one replica's peers and raw-IP egress get no rule from the job either, and are
+        # never remembered in the state (docs/concepts.md, "Learning from a dirty window").
+        screening = screen_flows(window, table, config)
+        window = screening.tables
         merge = merge_edges(state, window, as_of, job.lifecycle)
         tables = merge.tables(window)
-        policy_set, findings = synthesize(tables, config)
+        decided = None
+        if config.decisions:  # judged on the run's own day, so a re-run gives the same result
+            decided = DecisionRun.start(load_decisions(config.decisions), as_of.date())
+            tables = decided.apply_to_observed(tables)
+            policy_set, findings = synthesize(
+                decided.evidence_with_allows(tables, config.dns_both_protocols),
+                config,
+                unmanaged=decided.unmanaged,
+                allowed=decided.allowed_keys(),
+                rejected=decided.rejected_keys(),
+            )
+        else:
+            policy_set, findings = synthesize(tables, config)
         ledger = json.loads((table.schema.metadata or {}).get(b"recommender.ledger", b"null"))
         staged_seen = staged_evidence(table, tables.edges)
         del table
@@ -200,6 +230,10 @@ def run_job(
         from ..pipeline import _self_check
 
         report["self_check"] = _self_check(policy_set, tables)
+        if decided is not None:
+            report["decisions"] = decided.report()
+        report["anomalies"] = screening.to_dict()
+        report["summary"]["anomalies"] = len(screening.anomalies)
         lifecycle, moves = update_lifecycle(
             state.namespaces, namespace_digests(policy_set), as_of, job.lifecycle
         )
@@ -236,6 +270,7 @@ def run_job(
                 **staged_seen.to_dict(),
             }
             report["staged_verdicts"] = changes["rollout"]
+        finish_report(report)  # the verdict weighs the staged verdicts too
         if job.gitops is not None:
             changes["gitops"] = {
                 "held_back": [
@@ -269,6 +304,8 @@ def run_job(
             "changes.md": _changes_markdown(changes),
             **new_state.to_files(),
         }
+        if decided is not None:
+            extra[DECISIONS_FILE] = dump_decisions(decided.decisions)
         where = _publish(output, trees, staged_trees, extra, run_id, as_of, job, work)
         _event("outputs written", "job.written", output=where)
         commit = None
@@ -283,6 +320,10 @@ def run_job(
                 staged=staged_trees,
             )
             (tree / MARKER_FILE).unlink()
+            if decided is not None:  # reviewed next to the policies it shaped
+                (tree / DECISIONS_FILE).write_text(
+                    dump_decisions(decided.decisions), encoding="utf-8"
+                )
             commit = publish_tree(
                 tree,
                 job.gitops,
@@ -301,7 +342,14 @@ def run_job(
             "rules_added": len(changes["rules"]["added"]),
             "rules_removed": len(changes["rules"]["removed"]),
         }
-        _event("run finished", "job.finish", run_id=run_id, commit=commit, **summary)
+        _event(
+            "run finished",
+            "job.finish",
+            run_id=run_id,
+            commit=commit,
+            verdict=report["verdict"]["verdict"],
+            **summary,
+        )
         return JobResult(run_id, where, changes, commit, inputs["files"], summary)
 
 

@@ -1,11 +1,18 @@
 """The communication graph as one interactive, self-contained HTML page.
 
-The page is the SVG drawing of :mod:`recommender.report.graph_svg` plus a small inline script: drag
-to pan, wheel or buttons to zoom, a search box that highlights matching nodes, and a click on a
-node that highlights its edges and lists its attributes. There are no external resources: the
-Content-Security-Policy allows only the page's own script (by its SHA-256) and inline styles.
-The node attributes are embedded as JSON with ``<``, ``>`` and ``&`` escaped, so no flow data
-can end the script element.
+The drawing is made in the browser by Cytoscape.js with the fCoSE force-directed layout for
+compound graphs (vendored under ``recommender/report/static/`` with their MIT licences, see its
+README): every namespace is a box holding its workloads, and the outside peers are boxed by
+address class (``external: public``, ``external: private``, ``nodes``, ``cluster entities``); an
+outside group with many members is drawn as one node. Hovering an edge shows its ports and
+connections, denied flows are dashed red, and a click on a node lists its edges with ports and
+counts in the side panel beside the drawing (never under it). The layout starts from a seeded
+random placement, so the same page gives the same picture.
+
+There are no external resources: the page embeds the scripts, and its Content-Security-Policy
+allows only those scripts (by their SHA-256) and inline styles. The graph is embedded as JSON
+with ``<``, ``>`` and ``&`` escaped, so no flow data can end the script element, and the page's
+script writes every text with ``textContent``.
 """
 
 from __future__ import annotations
@@ -13,71 +20,41 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import Any, Final
 
 import networkx as nx
 
-from .graph_svg import layout_graph, render_svg, xml_text
+from .graph_svg import _display_group, _group_key, drawn_graph, xml_text
 
-__all__ = ["graph_html"]
+__all__ = ["HTML_MAX_NODES", "VENDORED", "GraphWidget", "graph_html", "graph_widget"]
 
-_CSS: Final = """
-body{margin:0;font:14px/1.4 system-ui,sans-serif;color:#1f2328;display:flex;height:100vh}
-#view{flex:1;overflow:hidden;position:relative;background:#fcfdfe;cursor:grab}
-#view svg{position:absolute;left:0;top:0;transform-origin:0 0}
-aside{width:320px;border-left:1px solid #d1d9e0;padding:10px 12px;overflow:auto}
-h1{font-size:17px;margin:0 0 6px}
-input{width:100%;padding:4px 6px;margin:6px 0}
-button{margin:0 4px 6px 0}
-dl{font-size:12px;word-break:break-all}dt{color:#59636e}dd{margin:0 0 4px}
-.muted{color:#59636e;font-size:12px}
-g.dim{opacity:.15}g.hit rect{stroke:#cf222e;stroke-width:3}
-"""
+#: Most nodes the page draws by default (the busiest); the layout runs in the reader's browser.
+HTML_MAX_NODES: Final = 1000
 
-_SCRIPT: Final = r"""
-(function(){
-var data=JSON.parse(document.getElementById('graph-data').textContent);
-var view=document.getElementById('view'),svg=view.querySelector('svg');
-var s=1,x=0,y=0,drag=null;
-function apply(){svg.style.transform='translate('+x+'px,'+y+'px) scale('+s+')';}
-function zoom(f,cx,cy){cx=cx||0;cy=cy||0;x=cx-(cx-x)*f;y=cy-(cy-y)*f;s*=f;apply();}
-view.addEventListener('wheel',function(e){e.preventDefault();
- var r=view.getBoundingClientRect();zoom(e.deltaY<0?1.2:1/1.2,e.clientX-r.left,e.clientY-r.top);},
- {passive:false});
-view.addEventListener('mousedown',function(e){drag=[e.clientX-x,e.clientY-y];});
-window.addEventListener('mouseup',function(){drag=null;});
-window.addEventListener('mousemove',function(e){if(drag){x=e.clientX-drag[0];
- y=e.clientY-drag[1];apply();}});
-document.getElementById('zin').onclick=function(){zoom(1.25);};
-document.getElementById('zout').onclick=function(){zoom(0.8);};
-document.getElementById('fit').onclick=function(){
- var w=view.clientWidth/svg.width.baseVal.value,h=view.clientHeight/svg.height.baseVal.value;
- s=Math.min(1,w,h);x=0;y=0;apply();};
-var nodes=svg.querySelectorAll('g.n'),edges=svg.querySelectorAll('g.e');
-function clear(){nodes.forEach(function(g){g.classList.remove('dim','hit');});
- edges.forEach(function(g){g.classList.remove('dim');});}
-function show(i){var d=data.nodes[i],dl=document.getElementById('details');
- dl.textContent='';Object.keys(d).forEach(function(k){var dt=document.createElement('dt');
- dt.textContent=k;var dd=document.createElement('dd');var v=d[k];
- dd.textContent=typeof v==='string'?v:JSON.stringify(v);dl.appendChild(dt);dl.appendChild(dd);});}
-function select(i){clear();var near={};near[i]=1;
- edges.forEach(function(g){var a=g.getAttribute('data-s'),b=g.getAttribute('data-t');
-  if(a==i||b==i){near[a]=1;near[b]=1;}else{g.classList.add('dim');}});
- nodes.forEach(function(g){var n=g.getAttribute('data-n');if(!near[n])g.classList.add('dim');
-  if(n==i)g.classList.add('hit');});show(i);}
-nodes.forEach(function(g){g.addEventListener('click',function(e){e.stopPropagation();
- select(g.getAttribute('data-n'));});});
-document.getElementById('clear').onclick=clear;
-document.getElementById('q').addEventListener('input',function(e){
- var q=e.target.value.toLowerCase();clear();if(!q)return;
- nodes.forEach(function(g){var d=data.nodes[g.getAttribute('data-n')];
- var t=(d.id+' '+(d.label||'')+' '+JSON.stringify(d.labels||{})).toLowerCase();
- g.classList.add(t.indexOf(q)>=0?'hit':'dim');});});
-var h=/^#node=(\d+)$/.exec(location.hash);if(h)select(h[1]);
-document.body.setAttribute('data-ready','1');
-})();
-"""
+#: The vendored scripts in load order, with the SHA-256 of each file as fetched from npm.
+VENDORED: Final = {
+    "layout-base.js": "ec15ab5df9af3f20708f4faab994accf91cda71848cd5bb10a23432cc50b6745",
+    "cose-base.js": "7cae9509bd36235a63a85e71c8d9fa2cd0bc1d0c1ecc5b5a737976f39d040ddf",
+    "cytoscape-fcose.js": "4b1cab218d74996aa59cd8473f9239cc6398b8c1774d84d7e59ad9a68959cb57",
+    "cytoscape.min.js": "71fa9ebec21a7ca2c40cff6aacc30d1f6464e363662ad4b2c197e1adc770cd94",
+}
+
+_PAGE_CSS: Final = "html,body{margin:0;height:100%}body{height:100vh}"
+
+
+@cache
+def static_text(name: str) -> str:
+    """A file of ``recommender/report/static`` (the vendored scripts, ``graph.js``/``.css``)."""
+    return (resources.files("recommender.report") / "static" / name).read_text(encoding="utf-8")
+
+
+def _script_hash(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
 def _json_for_script(value: Any) -> str:
@@ -85,10 +62,178 @@ def _json_for_script(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _node_class(data: dict[str, Any]) -> str:
+    group = str(data.get("group", ""))
+    if group.startswith("ns:"):
+        return "workload"
+    if group == "nodes":
+        return "nodes"
+    if group == "cluster entities":
+        return "entity"
+    return "external"
+
+
+_LABEL_CHARS: Final = 48
+
+
+def _label(text: str) -> str:
+    return text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1] + "\u2026"
+
+
+@dataclass(frozen=True)
+class GraphWidget:
+    """The graph as parts of a page, for the graph page and other pages that show it.
+
+    Attributes
+    ----------
+    body
+        The ``<div data-graph>`` element: the drawing area and the side panel.
+    data
+        The ``<script type="application/json" id="graph-data">`` element.
+    scripts
+        The scripts to run after both, in order (vendored libraries, then ``graph.js``).
+    css
+        The widget's style sheet.
+    nodes, hidden
+        How many nodes are drawn, and how many the cap left out.
+    """
+
+    body: str
+    data: str
+    scripts: tuple[str, ...]
+    css: str
+    nodes: int
+    hidden: int
+
+    def script_hashes(self) -> list[str]:
+        """CSP sources (``'sha256-...'``) allowing exactly :attr:`scripts` inline."""
+        return [f"'{_script_hash(s)}'" for s in self.scripts]
+
+
+def graph_elements(
+    graph: nx.MultiDiGraph,
+    *,
+    max_nodes: int | None = HTML_MAX_NODES,
+    in_scope: Iterable[str] = (),
+    segments: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], int]:
+    """The JSON the page's script draws: compound groups, nodes and edges, and the number of
+    nodes the cap left out."""
+    nodes, pairs, hidden = drawn_graph(graph, max_nodes=max_nodes)
+    scope = set(in_scope)
+    groups = sorted({str(d.get("group", "unknown")) for d in nodes.values()},
+                    key=lambda g: _group_key(g, scope))  # fmt: skip
+    group_ids = {g: f"g{i}" for i, g in enumerate(groups)}
+    order = sorted(
+        nodes,
+        key=lambda n: (
+            _group_key(str(nodes[n].get("group", "unknown")), scope),
+            str(nodes[n].get("label", n)),
+            n,
+        ),
+    )
+    ids = {n: f"n{i}" for i, n in enumerate(order)}
+    out_groups: list[dict[str, Any]] = []
+    for g in groups:
+        first = next(d for d in nodes.values() if str(d.get("group", "unknown")) == g)
+        out_groups.append({
+            "id": group_ids[g],
+            "label": _display_group(first),
+            "kind": "namespace" if g.startswith("ns:") else "outside",
+        })  # fmt: skip
+    out_nodes: list[dict[str, Any]] = []
+    for n in order:
+        data = nodes[n]
+        attrs = {k: v for k, v in data.items() if v is not None}
+        if segments and n in segments:
+            attrs["segment"] = segments[n]
+        name = str(data.get("label", n))
+        title = f"{_display_group(data)}: {name}"
+        if segments and n in segments:
+            title += f" (segment {segments[n]})"
+        out_nodes.append({
+            "id": ids[n],
+            "key": n,
+            "label": _label(name),
+            "title": title,
+            "parent": group_ids[str(data.get("group", "unknown"))],
+            "cls": _node_class(data),
+            "attrs": {"id": n, **attrs},
+        })  # fmt: skip
+    out_edges: list[dict[str, Any]] = []
+    for (src, dst, _verdict), data in sorted(pairs.items()):
+        out_edges.append({
+            "id": f"e{len(out_edges)}",
+            "source": ids[src],
+            "target": ids[dst],
+            "ports": list(data["ports"]),
+            "connections": int(data["connections"]),
+            "edges": int(data["edges"]),
+            "denied": bool(data["denied"]),
+            "width": round(1 + min(3.0, math.log10(data["connections"] + 1)), 1),
+        })  # fmt: skip
+    return {"groups": out_groups, "nodes": out_nodes, "edges": out_edges}, hidden
+
+
+def graph_widget(
+    graph: nx.MultiDiGraph,
+    *,
+    max_nodes: int | None = HTML_MAX_NODES,
+    in_scope: Iterable[str] = (),
+    segments: dict[str, str] | None = None,
+    title: str = "Communication graph",
+    note: str = "",
+) -> GraphWidget:
+    """The interactive graph as parts of a page (see :class:`GraphWidget`)."""
+    elements, hidden = graph_elements(
+        graph, max_nodes=max_nodes, in_scope=in_scope, segments=segments
+    )
+    allowed = sum(1 for *_, d in graph.edges(data=True) if d.get("verdict") == "allowed")
+    counts = (
+        f"{graph.number_of_nodes():,} nodes, {allowed:,} allowed and "
+        f"{graph.number_of_edges() - allowed:,} denied edges"
+    )
+    if hidden:
+        counts += f"; the drawing shows the {len(elements['nodes']):,} busiest nodes"
+    body = "".join([
+        '<div class="rg" data-graph="1">',
+        '<div class="rg-view" role="img" aria-label="communication graph">'
+        '<div class="rg-tip"></div></div>',
+        '<aside class="rg-panel">',
+        f"<h1>{xml_text(title)}</h1>",
+        f'<p class="rg-muted">{xml_text(counts)}. {xml_text(note)}Boxes are namespaces and '
+        "outside address classes. Hover an edge for its ports; click a node for its edges; "
+        "drag to pan, wheel to zoom.</p>",
+        '<p class="rg-legend"><span><span class="rg-sw workload"></span>workload</span>'
+        '<span><span class="rg-sw external"></span>outside address</span>'
+        '<span><span class="rg-sw nodes"></span>node</span>'
+        '<span><span class="rg-sw entity"></span>cluster entity</span>'
+        '<span class="rg-dash">- - denied</span></p>',
+        '<button class="rg-fit" type="button">fit</button>'
+        '<button class="rg-clear" type="button">clear</button>',
+        '<input class="rg-search" type="search" placeholder="search nodes, labels" '
+        'aria-label="search nodes">',
+        '<div class="rg-details"></div>',
+        "</aside></div>",
+    ])  # fmt: skip
+    data = (
+        f'<script id="graph-data" type="application/json">{_json_for_script(elements)}</script>'
+    )
+    scripts = (*(static_text(name) for name in VENDORED), static_text("graph.js"))
+    return GraphWidget(
+        body=body,
+        data=data,
+        scripts=scripts,
+        css=static_text("graph.css"),
+        nodes=len(elements["nodes"]),
+        hidden=hidden,
+    )
+
+
 def graph_html(
     graph: nx.MultiDiGraph,
     *,
-    max_nodes: int | None = None,
+    max_nodes: int | None = HTML_MAX_NODES,
     in_scope: Iterable[str] = (),
     segments: dict[str, str] | None = None,
     title: str = "Communication graph",
@@ -99,8 +244,11 @@ def graph_html(
     ----------
     graph
         A graph from :func:`recommender.build_graph`.
-    max_nodes, in_scope
-        As in :func:`recommender.report.graph_svg.layout_graph`.
+    max_nodes
+        Draw at most this many nodes, the busiest (default :data:`HTML_MAX_NODES`: the layout
+        runs in the browser); None: all.
+    in_scope
+        Namespaces placed first in the data (the layout decides where they are drawn).
     segments
         Optional proposed segment of each node id, listed with the node's attributes.
     title
@@ -111,23 +259,13 @@ def graph_html(
     str
         The page; the same graph gives the same text.
     """
-    lay = layout_graph(graph, max_nodes=max_nodes, in_scope=in_scope)
-    svg = render_svg(lay, standalone=False, segments=segments)
-    nodes = []
-    for n in sorted(lay.position):
-        attrs = {k: v for k, v in lay.nodes[n].items() if v is not None}
-        if segments and n in segments:
-            attrs["segment"] = segments[n]
-        nodes.append({"id": n, **attrs})
-    digest = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
-    csp = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{digest}'"
-    allowed = sum(1 for *_, d in graph.edges(data=True) if d.get("verdict") == "allowed")
-    note = (
-        f"{graph.number_of_nodes():,} nodes, {allowed:,} allowed and "
-        f"{graph.number_of_edges() - allowed:,} denied edges"
+    widget = graph_widget(
+        graph, max_nodes=max_nodes, in_scope=in_scope, segments=segments, title=title
     )
-    if lay.hidden:
-        note += f"; the drawing shows the {len(lay.position):,} busiest nodes"
+    csp = (
+        "default-src 'none'; style-src 'unsafe-inline'; "
+        f"script-src {' '.join(widget.script_hashes())}; base-uri 'none'; form-action 'none'"
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -136,23 +274,12 @@ def graph_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
         f"<title>{xml_text(title)}</title>",
-        f"<style>{_CSS}</style>",
+        f"<style>{_PAGE_CSS}{widget.css}</style>",
         "</head>",
         "<body>",
-        f'<div id="view">{svg}</div>',
-        "<aside>",
-        f"<h1>{xml_text(title)}</h1>",
-        f'<p class="muted">{xml_text(note)}. Drag to pan, wheel to zoom, click a node for its '
-        "edges and attributes.</p>",
-        '<button id="zin" type="button">+</button><button id="zout" type="button">\u2212'
-        '</button><button id="fit" type="button">fit</button>'
-        '<button id="clear" type="button">clear</button>',
-        '<input id="q" type="search" placeholder="search nodes, labels" aria-label="search">',
-        '<dl id="details"></dl>',
-        "</aside>",
-        f'<script id="graph-data" type="application/json">{_json_for_script({"nodes": nodes})}'
-        "</script>",
-        f"<script>{_SCRIPT}</script>",
+        widget.body,
+        widget.data,
+        *(f"<script>{s}</script>" for s in widget.scripts),
         "</body>",
         "</html>",
     ]

@@ -210,7 +210,9 @@ def write_graph(
     path
         The file to write; its extension picks the format.
     max_nodes
-        SVG and HTML only: draw at most this many nodes (the busiest); None: all.
+        SVG and HTML only: draw at most this many nodes (the busiest); None: all for SVG,
+        :data:`~recommender.report.graph_html.HTML_MAX_NODES` (1,000) for HTML, whose layout
+        runs in the browser.
     segments
         SVG and HTML only: the proposed segment of each node id, shown with it
         (``SegmentProposal.assignments``).
@@ -250,9 +252,10 @@ def write_graph(
 
         data = render_svg(graph, max_nodes=max_nodes, segments=segments).encode()
     else:
-        from .graph_html import graph_html
+        from .graph_html import HTML_MAX_NODES, graph_html
 
-        data = graph_html(graph, max_nodes=max_nodes, segments=segments).encode()
+        cap = HTML_MAX_NODES if max_nodes is None else max_nodes
+        data = graph_html(graph, max_nodes=cap, segments=segments).encode()
     try:
         target.write_bytes(data)
     except OSError as exc:

@@ -3,9 +3,12 @@
 The layout is a grid, not a force simulation: every namespace starts a column of workloads
 (sorted by name), a column holds at most ``max(16, sqrt(2n))`` nodes and continues in the next
 one, and the outside groups (nodes, cluster entities, address classes) follow in shared columns.
-Its cost is O(n log n) for sorting, so 10,000 workloads draw in about a second (see
-``docs/performance.md``). An outside group with many members is drawn as one node, and
-``max_nodes`` keeps the busiest nodes of a larger graph.
+A column is as wide as its longest label (up to 48 characters; longer ones end in an ellipsis),
+so no two boxes overlap. This static picture is the one beside ``report.md`` (``graph.svg``) and
+in ``report.html``; the interactive page (:mod:`recommender.report.graph_html`) is laid out by a
+layout library in the browser instead. Its cost is O(n log n) for sorting, so 10,000 workloads
+draw in about a second (see ``docs/performance.md``). An outside group with many members is
+drawn as one node, and ``max_nodes`` keeps the busiest nodes of a larger graph.
 
 Every text is XML-escaped and stripped of characters XML cannot hold (flow data is attacker-
 influenced), and the same graph gives the same bytes.
@@ -18,14 +21,14 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import networkx as nx
 
 from ..analysis.graph import NODE_GROUP_ORDER
 
-__all__ = ["GraphLayout", "layout_graph", "render_svg", "xml_text"]
+__all__ = ["GraphLayout", "drawn_graph", "layout_graph", "render_svg", "xml_text"]
 
 COL_W: Final = 215
 NODE_W: Final = 160
@@ -35,7 +38,7 @@ TOP: Final = 48
 LEFT: Final = 16
 #: An outside group with more members than this is drawn as one node.
 GROUP_COLLAPSE: Final = 12
-_LABEL_CHARS: Final = 22
+_LABEL_CHARS: Final = 48
 
 _UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 
@@ -51,6 +54,11 @@ COLORS: Final = {
 def xml_text(value: Any) -> str:
     """Escaped text for XML/HTML element content and quoted attributes."""
     return html.escape(_UNSAFE.sub("\ufffd", str(value)), quote=True)
+
+
+def _text_width(text: str) -> int:
+    """The width of a box holding ``text`` at 12 px (7 px a character, with margins)."""
+    return 7 * len(text) + 16
 
 
 def _short(text: str) -> str:
@@ -79,6 +87,8 @@ class GraphLayout:
         Size of the drawing.
     hidden
         Nodes of the input left out by the cap.
+    widths
+        Width of each node's box (its column's: as wide as the column's longest label).
     """
 
     nodes: dict[str, dict[str, Any]]
@@ -89,6 +99,7 @@ class GraphLayout:
     width: int
     height: int
     hidden: int
+    widths: dict[str, int] = field(default_factory=dict)
 
 
 def _display_group(data: dict[str, Any]) -> str:
@@ -162,6 +173,27 @@ def _collapsed(
     return nodes, node_of
 
 
+def drawn_graph(
+    graph: nx.MultiDiGraph, *, max_nodes: int | None = None, collapse: int = GROUP_COLLAPSE
+) -> tuple[dict[str, dict[str, Any]], _Pairs, int]:
+    """What a drawing shows, whatever lays it out: the nodes (outside groups with more than
+    ``collapse`` members as one node; at most ``max_nodes``, the busiest), one edge per drawn
+    (source, destination, verdict), and how many nodes the cap left out."""
+    nodes, node_of = _collapsed(graph, collapse)
+    pairs = _pairs(graph, node_of)
+    hidden = 0
+    if max_nodes is not None and len(nodes) > max_nodes:
+        weight: dict[str, int] = defaultdict(int)
+        for (src, dst, _), data in pairs.items():
+            weight[src] += data["connections"] + 1
+            weight[dst] += data["connections"] + 1
+        keep = set(sorted(nodes, key=lambda n: (-weight[n], n))[: max(max_nodes, 0)])
+        hidden = len(nodes) - len(keep)
+        nodes = {n: d for n, d in nodes.items() if n in keep}
+        pairs = {k: d for k, d in pairs.items() if k[0] in keep and k[1] in keep}
+    return nodes, pairs, hidden
+
+
 def layout_graph(
     graph: nx.MultiDiGraph,
     *,
@@ -182,27 +214,15 @@ def layout_graph(
     collapse
         Outside groups with more members are drawn as one node.
     """
-    nodes, node_of = _collapsed(graph, collapse)
-    pairs = _pairs(graph, node_of)
-    hidden = 0
-    if max_nodes is not None and len(nodes) > max_nodes:
-        weight: dict[str, int] = defaultdict(int)
-        for (src, dst, _), data in pairs.items():
-            weight[src] += data["connections"] + 1
-            weight[dst] += data["connections"] + 1
-        keep = set(sorted(nodes, key=lambda n: (-weight[n], n))[: max(max_nodes, 0)])
-        hidden = len(nodes) - len(keep)
-        nodes = {n: d for n, d in nodes.items() if n in keep}
-        pairs = {k: d for k, d in pairs.items() if k[0] in keep and k[1] in keep}
+    nodes, pairs, hidden = drawn_graph(graph, max_nodes=max_nodes, collapse=collapse)
     scope = set(in_scope)
     n = len(nodes)
     per_col = max(16, math.isqrt(2 * n) + 1)
     by_group: dict[str, list[str]] = defaultdict(list)
     for node, data in nodes.items():
         by_group[str(data.get("group", "unknown"))].append(node)
-    position: dict[str, tuple[int, int]] = {}
-    column: dict[str, int] = {}
-    headers: list[tuple[int, int, str]] = []
+    cell: dict[str, tuple[int, int]] = {}
+    header_cells: list[tuple[int, int, str]] = []  # (column, row, text); row -1: above the top
     col, row, tallest = -1, 0, 0
     outside_started = False
     for group in sorted(by_group, key=lambda g: _group_key(g, scope)):
@@ -212,41 +232,54 @@ def layout_graph(
         if not outside or not outside_started or row + 2 > per_col:
             col, row = col + 1, 0
             outside_started = outside_started or outside
-        x = LEFT + col * COL_W
         if row:  # a further block in a shared column: its header takes a row
-            headers.append((x, TOP + row * ROW_H + 18, _display_group(first)))
+            header_cells.append((col, row, _display_group(first)))
             row += 1
         else:
-            headers.append((x, TOP - 18, _display_group(first)))
+            header_cells.append((col, -1, _display_group(first)))
         for member in members:
             if row >= per_col:
                 col, row = col + 1, 0
-                x = LEFT + col * COL_W
-            position[member] = (x, TOP + row * ROW_H)
-            column[member] = col
+            cell[member] = (col, row)
             row += 1
             tallest = max(tallest, row)
-    width = LEFT * 2 + max(col, 0) * COL_W + NODE_W + 40
+    # Each column is as wide as its longest label (up to _LABEL_CHARS characters).
+    col_w = [NODE_W] * (col + 1)
+    for member, (c, _) in cell.items():
+        col_w[c] = max(col_w[c], _text_width(_short(str(nodes[member].get("label", member)))))
+    for c, _, text in header_cells:
+        col_w[c] = max(col_w[c], _text_width(_short(text)) - 16)
+    col_x = [LEFT]
+    for w in col_w[:-1]:
+        col_x.append(col_x[-1] + w + COL_W - NODE_W)
+    position = {m: (col_x[c], TOP + r * ROW_H) for m, (c, r) in cell.items()}
+    column = {m: c for m, (c, _) in cell.items()}
+    widths = {m: col_w[c] for m, (c, _) in cell.items()}
+    headers = [
+        (col_x[c], TOP - 18 if r < 0 else TOP + r * ROW_H + 18, text) for c, r, text in header_cells
+    ]
+    width = (col_x[-1] + col_w[-1] + LEFT + 40) if cell else LEFT * 2 + NODE_W + 40
     height = TOP + tallest * ROW_H + 16
-    return GraphLayout(nodes, pairs, position, column, headers, width, height, hidden)
+    return GraphLayout(nodes, pairs, position, column, headers, width, height, hidden, widths)
 
 
 def _edge_path(lay: GraphLayout, src: str, dst: str) -> str:
     (sx, sy), (dx, dy) = lay.position[src], lay.position[dst]
+    sw, dw = lay.widths.get(src, NODE_W), lay.widths.get(dst, NODE_W)
     half = NODE_H // 2
     sy, dy = sy + half, dy + half
     if src == dst:
-        x1 = sx + NODE_W
+        x1 = sx + sw
         return f"M{x1} {sy - 6}C{x1 + 36} {sy - 26} {x1 + 36} {sy + 26} {x1} {sy + 6}"
     if lay.column[src] == lay.column[dst]:
-        x1 = sx + NODE_W
+        x1 = sx + sw
         bulge = 30 + abs(dy - sy) // 4
         return f"M{x1} {sy}C{x1 + bulge} {sy} {x1 + bulge} {dy} {x1} {dy}"
     if lay.column[src] < lay.column[dst]:
-        x1, x2 = sx + NODE_W, dx
+        x1, x2 = sx + sw, dx
         bend = max(40, (x2 - x1) // 2)
         return f"M{x1} {sy}C{x1 + bend} {sy} {x2 - bend} {dy} {x2} {dy}"
-    x1, x2 = sx, dx + NODE_W
+    x1, x2 = sx, dx + dw
     bend = max(40, (x1 - x2) // 2)
     return f"M{x1} {sy}C{x1 - bend} {sy} {x2 + bend} {dy} {x2} {dy}"
 
@@ -351,7 +384,8 @@ def render_svg(
             tip += f" (segment {segments[node]})"
         out.append(
             f'<g class="n" data-n="{index[node]}"><title>{xml_text(tip)}</title>'
-            f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="5" '
+            f'<rect x="{x}" y="{y}" width="{lay.widths.get(node, NODE_W)}" '
+            f'height="{NODE_H}" rx="5" '
             f'fill="{fill}" stroke="{line}"/>'
             f'<text x="{x + 8}" y="{y + 16}">{xml_text(_short(name))}</text></g>'
         )

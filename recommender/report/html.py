@@ -21,6 +21,18 @@ from typing import Any, Final
 import pyarrow as pa
 
 from ..aggregate.addresses import classify_address, classify_network
+from .sections import (
+    FOLD_ROWS,
+    anomalies_sentence,
+    denied_sentence,
+    group_anomalies,
+    group_flows,
+    group_reason,
+    partial_sentence,
+    report_sections,
+    split_scans,
+)
+from .text import flag_help, plural
 
 __all__ = ["GRAPH_MAX_NODES", "report_html"]
 
@@ -65,6 +77,8 @@ code,td.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;fo
 .flag{display:inline-block;background:#fff8c5;border:1px solid #d4a72c;border-radius:4px;
 padding:0 5px;margin:1px 2px 1px 0;font-size:12px}
 .graph{border:1px solid var(--line);border-radius:8px;background:#fcfdfe;padding:6px}
+.legend-list{list-style:none;padding:0;margin:4px 0 12px;font-size:12px;color:var(--muted)}
+.verdict{font-size:16px}
 .legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;color:var(--muted);margin:6px 0}
 .sw{display:inline-block;width:14px;height:10px;border-radius:2px;margin-right:4px;
 vertical-align:middle;border:1px solid #8c959f}
@@ -108,7 +122,20 @@ def _time(value: Any) -> Any:
 
 
 def _flags(flags: Iterable[Any]) -> str:
-    return "".join(f'<span class="flag">{_text(f)}</span>' for f in flags)
+    return "".join(
+        f'<span class="flag" title="{_text(flag_help(str(f)))}">{_text(f)}</span>' for f in flags
+    )
+
+
+def _flag_legend(flag_lists: Iterable[Iterable[Any]]) -> str:
+    """What each flag shown in the table above means."""
+    seen = sorted({str(f) for flags in flag_lists for f in flags})
+    if not seen:
+        return ""
+    items = "".join(
+        f"<li>{_flags([f])} {_text(flag_help(f) or 'see docs/report.md')}</li>" for f in seen
+    )
+    return f'<ul class="legend-list">{items}</ul>'
 
 
 @dataclass
@@ -377,8 +404,8 @@ def _summary(report: Mapping[str, Any]) -> str:
         ("excluded edges", s.get("excluded_edges")),
     ]
     body = [
-        f"<p>Flows from <time>{_text(s.get('first_seen'))}</time> to "
-        f"<time>{_text(s.get('last_seen'))}</time>.</p>",
+        f"<p>Flows from {_html(_time(s.get('first_seen')))} to "
+        f"{_html(_time(s.get('last_seen')))} (UTC).</p>",
         '<dl class="cards">',
         *(f'<div class="card"><dt>{_text(k)}</dt><dd>{_text(v)}</dd></div>' for k, v in cards),
         "</dl>",
@@ -407,33 +434,6 @@ def _problems(check: Mapping[str, Any]) -> str:
         '<div class="problems" role="alert"><p><span class="badge bad">self-check failed</span> '
         f"Read this before applying these policies:</p><ul>{items}</ul></div>"
     )
-
-
-def _anomalies(a: Mapping[str, Any]) -> str:
-    """Scanning sources (one finding each) and the other flagged edges with their reasons."""
-    body = [
-        f"<p>{_text(a.get('flagged'))} edges flagged; {_text(a.get('excluded_edges'))} left "
-        "out of the allow rules"
-        + (" (kept: <code>trust_all_flows</code>)" if a.get("trust_all_flows") else "")
-        + ".</p>"
-    ]
-    scans = a.get("scans") or []
-    if scans:
-        body.append("<ul>" + "".join(f"<li>{_text(x.get('summary'))}</li>" for x in scans)
-                    + "</ul>")  # fmt: skip
-    others = [x for x in a.get("items") or [] if x.get("rule") != "scan"]
-    if others:
-        body.append(
-            _table(
-                ["rule", "source", "destination", "port", "connections", "reason"],
-                [
-                    [x.get("rule"), x.get("source"), x.get("destination"), _item_port(x),
-                     x.get("connections"), x.get("reason")]
-                    for x in others[:200]
-                ],
-            )
-        )  # fmt: skip
-    return "".join(body)
 
 
 def _never_established(never: Mapping[str, Any]) -> str:
@@ -492,6 +492,16 @@ def _self_check(check: Mapping[str, Any]) -> str:
         examples = over.get("examples") or []
         if examples:
             body.append(_table(["example"], [[e] for e in examples]))
+    decided = check.get("decisions") or {}
+    if decided:
+        body.append(
+            "<p>Decisions, counted apart from the observed evidence: "
+            f"{_text(plural(int(decided.get('allowed_edges') or 0), 'edge'))} allowed by "
+            f"decision ({_text(decided.get('allowed_not_allowed'))} not allowed by the "
+            f"policies), {_text(plural(int(decided.get('rejected_edges') or 0), 'observed edge'))}"
+            f" rejected ({_text(decided.get('rejected_still_allowed'))} still allowed by a "
+            "broader rule).</p>"
+        )
     purposeful = check.get("excluded_on_purpose") or {}
     if purposeful.get("edges"):
         body.append(
@@ -646,6 +656,48 @@ def _holdout(h: Mapping[str, Any]) -> str:
     return "".join(body)
 
 
+def _istio(section: Mapping[str, Any]) -> str:
+    """The Istio objects written, the Istio self-check, and the rules flagged for review."""
+    objects = ", ".join(f"{n} {k}" for k, n in section["objects"].items()) or "nothing"
+    out = [f"<p>Written: {_text(objects)} (trust domain <code>"
+           f"{_text(section['trust_domain'])}</code>).</p>"]  # fmt: skip
+    check = section.get("self_check")
+    if check:
+        out.append(
+            f"<p>Self-check with Istio's semantics (after the NetworkPolicies): "
+            f"{check['coverage']:.2%} of the observed connections allowed, "
+            f"{_text(check['false_denies'])} false denies, "
+            f"{_text(check['denied_in_input_but_allowed'])} denied flows allowed.</p>"
+        )
+    if section["flagged_rules"]:
+        out.append(_table(
+            ["namespace", "policy", "rule", "why"],
+            [[r["namespace"], r["policy"], r["rule"], r["flags"]]
+             for r in section["flagged_rules"]],
+            "Rules to review (annotation recommender.io/review)",
+        ))  # fmt: skip
+    return "".join(out)
+
+
+def _mesh(m: Mapping[str, Any]) -> str:
+    """What a STRICT PeerAuthentication would refuse."""
+    out = [
+        f"<p>A STRICT PeerAuthentication is written for {len(m['namespaces'])} "
+        f"namespace(s). Workloads with no sign of a mesh proxy in the flows: "
+        f"{_text(', '.join(m['workloads_without_proxy']) or 'none')}.</p>"
+    ]
+    if not m["plain_text"]:
+        out.append("<p>No observed connection would be refused as plain text.</p>")
+        return "".join(out)
+    out.append(_table(
+        ["source", "destination", "port", "connections", "why"],
+        [[c["source"], c["destination"], f"{c['protocol']}/{c['port']}", c["connections"],
+          c["why"]] for c in m["plain_text"]],
+        "Plain-text connections STRICT would refuse",
+    ))  # fmt: skip
+    return "".join(out)
+
+
 def _guardrails(g: Mapping[str, Any]) -> str:
     """The *Guardrails* section (``report["guardrails"]``, ``docs/guardrails.md``)."""
     conflicts = g.get("conflicts") or []
@@ -675,10 +727,11 @@ def _guardrails(g: Mapping[str, Any]) -> str:
         )
     else:
         body.append("<p>No observed flow is denied by a guardrail.</p>")
-    body.append("<h3>Compliance</h3>")
+    body.append("<h3>Compliance evidence</h3>")
     body.append(
-        "<p>Checks of the whole stack (guardrails and these policies), as evidence for the "
-        "controls named; they are not an assessment.</p>"
+        "<p>Checks of the whole stack (guardrails and these policies). Each is evidence "
+        "toward the controls named, for an assessor to weigh; it is not an assessment and "
+        "does not make a system compliant.</p>"
     )
     rows = []
     for c in g.get("compliance") or []:
@@ -691,10 +744,14 @@ def _guardrails(g: Mapping[str, Any]) -> str:
                 _Html(f'<span class="badge {css}">{_text(status)}</span>'),
                 controls.get("pci_dss_v4") or [],
                 controls.get("nist_800_53") or [],
+                controls.get("soc2") or [],
+                controls.get("gdpr") or [],
                 c.get("evidence") or [],
             ]
         )
-    body.append(_table(["check", "status", "PCI DSS v4", "NIST 800-53", "evidence"], rows))
+    body.append(
+        _table(["check", "status", "PCI DSS v4", "NIST 800-53", "SOC 2", "GDPR", "evidence"], rows)
+    )
     return "".join(body)
 
 
@@ -768,7 +825,8 @@ def _rules(report: Mapping[str, Any]) -> str:
         by_ns[str(rule.get("namespace"))].append(rule)
     if not by_ns:
         return "<p>No rules.</p>"
-    out = []
+    partial = partial_sentence(report)
+    out = [f"<p>{_text(partial)}</p>"] if partial else []
     for ns in sorted(by_ns):
         out.append(f"<h3>Namespace {_text(ns)}</h3>")
         out.append(
@@ -800,9 +858,10 @@ def _rules(report: Mapping[str, Any]) -> str:
                     ]
                     for r in by_ns[ns]
                 ],
-                caption=f"{len(by_ns[ns])} rules with their evidence (times in UTC)",
+                caption=f"{plural(len(by_ns[ns]), 'rule')} with their evidence (times in UTC)",
             )
         )
+    out.append(_flag_legend(r.get("flags") or [] for r in report.get("rules") or []))
     return "".join(out)
 
 
@@ -828,6 +887,7 @@ def _flagged(report: Mapping[str, Any]) -> str:
                 caption="Rules flagged for review",
             )
         )
+        out.append(_flag_legend(f.get("flags") or [] for f in flagged))
     else:
         out.append("<p>No rule is flagged.</p>")
     fallbacks = report.get("selector_fallbacks") or []
@@ -967,6 +1027,169 @@ def _flows(rows: Sequence[Mapping[str, Any]], with_reason: bool, total: Any) -> 
     return table
 
 
+def _verdict(report: Mapping[str, Any]) -> str:
+    v = report.get("verdict") or {}
+    name = str(v.get("verdict") or "not judged")
+    css = {"ready": "ok", "review first": "warn", "not ready": "bad"}.get(name, "")
+    reasons = v.get("reasons") or []
+    titles = dict(report_sections(report))
+    body = [
+        f'<p class="verdict"><span class="badge {css}">{_text(name)}</span> '
+        + (
+            "Nothing found that needs a decision before applying.</p>"
+            if not reasons
+            else f"{_text(plural(len(reasons), 'reason'))}, each linked to its evidence:</p>"
+        )
+    ]
+    if reasons:
+        body.append(
+            "<ul>"
+            + "".join(
+                f"<li><strong>{_text(r.get('level'))}</strong>: {_text(r.get('text'))} "
+                f'(<a href="#{_text(r.get("section"))}">'
+                f"{_text(titles.get(str(r.get('section')), r.get('section')))}</a>)</li>"
+                for r in reasons
+            )
+            + "</ul>"
+        )
+    return "".join(body)
+
+
+def _staged(report: Mapping[str, Any]) -> str:
+    staged = report.get("staged_verdicts") or {}
+    lines = "".join(f"<li>{_text(w.get('line'))}</li>" for w in staged.get("would_break") or [])
+    return (
+        "<p>The cluster's verdicts of the staged policies deny these observed flows, so their "
+        f"namespaces stay staged:</p><ul>{lines}</ul>"
+    )
+
+
+def _decisions(report: Mapping[str, Any]) -> str:
+    d = report.get("decisions") or {}
+    items = d.get("items") or []
+    body = [
+        f"<p>{_text(plural(int(d.get('total') or 0), 'decision'))} from the decisions file: "
+        f"{_text(d.get('applied'))} applied, {_text(d.get('stale'))} matched nothing (stale), "
+        f"{_text(d.get('expired'))} expired (ignored).</p>"
+    ]
+    rows = []
+    for x in items:
+        if x.get("action") == "exclude":
+            what = f"workload {x.get('workload')}" if x.get("workload") else (
+                f"namespace {x.get('namespace')}"
+            )
+        else:
+            port = ""
+            if x.get("protocol") or x.get("port"):
+                port = f" {x.get('protocol') or 'any'}/{x.get('port') or '*'}"
+            what = f"{x.get('from')} \u2192 {x.get('to')}{port}"
+        rows.append([x.get("index"), x.get("action"), what, x.get("status"), x.get("edges"),
+                     x.get("expires"), x.get("reason"), x.get("note")])
+    body.append(_fold(_table(["#", "action", "what", "status", "edges", "expires", "reason",
+                              "note"], rows), len(rows), "decisions"))
+    return "".join(body)
+
+
+def _anomalies(report: Mapping[str, Any]) -> str:
+    a = report.get("anomalies") or {}
+    groups = a.get("groups") or group_anomalies(a.get("items") or [])
+    body = [
+        f"<p>{_text(anomalies_sentence(a))} One row per source:</p>",
+        _table(
+            ["rule", "source", "targets", "edges", "denied", "allowed", "excluded", "ports",
+             "reason"],
+            [
+                [g["rule"], g["source"], g["targets"], g["edges"], g["denied"], g["allowed"],
+                 g["excluded"], ", ".join(g["ports"]), group_reason(a, g)]
+                for g in groups
+            ],
+        ),
+    ]
+    items = a.get("items") or []
+    if items:
+        table = _table(
+            ["rule", "source", "destination", "port", "connections", "verdict", "excluded",
+             "reason"],
+            [
+                [x.get("rule"), x.get("source"), x.get("destination"),
+                 f"{x.get('protocol')}/{'*' if x.get('port') is None else x.get('port')}",
+                 x.get("connections"), x.get("verdict"), bool(x.get("excluded")), x.get("reason")]
+                for x in items
+            ],
+        )
+        body.append(f"<details><summary>Show the {len(items):,} flagged edges listed"
+                    f"</summary>{table}</details>")
+    return "".join(body)
+
+
+def _granularity(report: Mapping[str, Any]) -> str:
+    levels = (report.get("granularity") or {}).get("levels") or []
+    return (
+        "<p>Policies and rules if workloads were grouped by behavioural cluster or by namespace "
+        "instead of one policy each; unobserved grants are (workload, peer, port) allowances a "
+        "workload would get only because another member of its group needed them.</p>"
+        + _table(
+            ["granularity", "policies", "rules", "unobserved grants", "per observed grant"],
+            [[x.get("level"), x.get("policies"), x.get("rules"), x.get("unobserved_grants"),
+              _fixed(x.get("over_permissiveness"))] for x in levels],
+        )
+    )
+
+
+def _compaction(report: Mapping[str, Any]) -> str:
+    shared = report.get("compaction") or []
+    return _table(
+        ["namespace", "policy", "workloads", "selector", "proof", "added grants"],
+        [[x.get("namespace"), x.get("policy"), x.get("workloads") or [], x.get("selector"),
+          x.get("proof"), x.get("added_grants")] for x in shared],
+    )
+
+
+def _grouped_flows(groups: Sequence[Mapping[str, Any]], with_reason: bool, what: str) -> str:
+    if not groups:
+        return "<p>None.</p>"
+    headers = ["source", "destination", "ports", "edges", "connections", "first seen",
+               "last seen"] + (["reason"] if with_reason else [])
+    rows = [
+        [g["source"], g["destination"], ", ".join(g["ports"]), g["edges"], g["connections"],
+         _time(g.get("first_seen")), _time(g.get("last_seen"))]
+        + ([g.get("reason")] if with_reason else [])
+        for g in groups
+    ]
+    caption = (f"{plural(sum(int(g['edges']) for g in groups), 'edge')} in "
+               f"{plural(len(groups), 'pair')} of endpoints (times in UTC)")
+    table = _table(headers, rows, caption=caption)
+    if len(rows) > FOLD_ROWS:
+        return f"<details><summary>Show {len(rows):,} {_text(what)}</summary>{table}</details>"
+    return table
+
+
+def _denied(report: Mapping[str, Any]) -> str:
+    groups = report.get("denied_groups") or group_flows(report.get("denied") or [])
+    if not groups:
+        return "<p>None.</p>"
+    scans, rest = split_scans(report, groups)
+    body = [f"<p>{_text(denied_sentence(report, scans))}</p>"]
+    if rest:
+        body.append(_grouped_flows(rest, False, "pairs"))
+    if scans:
+        table = _grouped_flows(scans, False, "pairs")
+        if not table.startswith("<details>"):
+            summary = f"Show the scanners' {len(scans):,} pairs"
+            table = f"<details><summary>{summary}</summary>{table}</details>"
+        body.append(table)
+    return "".join(body)
+
+
+def _config(report: Mapping[str, Any]) -> str:
+    config = report.get("config") or {}
+    return (
+        "<details><summary>Show every option</summary>"
+        + _table(["option", "value"], [[k, v] for k, v in sorted(config.items())])
+        + "</details>"
+    )
+
+
 def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
     """Render the report (see ``docs/report.md``) as one self-contained HTML page.
 
@@ -987,55 +1210,36 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         is HTML-escaped.
     """
     summary = report.get("summary") or {}
-    sections: list[tuple[str, str, str]] = [("summary", "Summary", _summary(report))]
-    if report.get("self_check"):
-        sections.append(("self-check", "Self-check", _self_check(report["self_check"])))
-    anomalies = report.get("anomalies") or {}
-    if anomalies.get("flagged"):
-        sections.append(("anomalies", "Anomalies (scans, lateral movement)", _anomalies(anomalies)))
-    never = report.get("never_established") or {}
-    if never.get("edges"):
-        sections.append(("never-established", "Attempted, never established",
-                         _never_established(never)))  # fmt: skip
-    if report.get("holdout"):
-        sections.append(("holdout", "Held-out validation", _holdout(report["holdout"])))
-    if report.get("guardrails"):
-        sections.append(("guardrails", "Guardrails", _guardrails(report["guardrails"])))
-    if report.get("ingest"):
-        sections.append(("input", "Input", _ingest(report["ingest"])))
-    sections += [
-        ("graph", "Communication graph", _graph_svg(report, edges)),
-        *(
-            [("segments", "Proposed segments", _segments(report["segments"]))]
-            if report.get("segments")
-            else []
-        ),
-        ("namespaces", "Namespaces", _namespaces(report)),
-        ("rules", "Rules and their evidence", _rules(report)),
-        ("flagged", "Flagged for review", _flagged(report)),
-        ("external", "External addresses by class", _external(report)),
-        (
-            "denied",
-            "Denied flows (never allowed)",
-            _flows(report.get("denied") or [], False, summary.get("denied_edges")),
-        ),
-        (
-            "excluded",
-            "Left out on purpose",
-            _flows(report.get("excluded") or [], True, summary.get("excluded_edges")),
-        ),
-    ]
-    config = report.get("config") or {}
-    if config:
-        sections.append(
-            (
-                "config",
-                "Options used",
-                "<details><summary>Show every option</summary>"
-                + _table(["option", "value"], [[k, v] for k, v in sorted(config.items())])
-                + "</details>",
-            )
-        )
+    render: dict[str, Any] = {
+        "verdict": lambda: _verdict(report),
+        "staged": lambda: _staged(report),
+        "summary": lambda: _summary(report),
+        "decisions": lambda: _decisions(report),
+        "self-check": lambda: _self_check(report["self_check"]),
+        "holdout": lambda: _holdout(report["holdout"]),
+        "anomalies": lambda: _anomalies(report),
+        "never-established": lambda: _never_established(report["never_established"]),
+        "guardrails": lambda: _guardrails(report["guardrails"]),
+        "istio": lambda: _istio(report["istio"]),
+        "mesh": lambda: _mesh(report["mesh"]),
+        "input": lambda: _ingest(report["ingest"]),
+        "graph": lambda: _graph_svg(report, edges),
+        "segments": lambda: _segments(report["segments"]),
+        "namespaces": lambda: _namespaces(report),
+        "rules": lambda: _rules(report),
+        "flagged": lambda: _flagged(report),
+        "external": lambda: _external(report),
+        "denied": lambda: _denied(report),
+        "excluded": lambda: _grouped_flows(
+            report.get("excluded_groups")
+            or group_flows(report.get("excluded") or [], with_reason=True),
+            True, "pairs"),
+        "granularity": lambda: _granularity(report),
+        "compaction": lambda: _compaction(report),
+        "config": lambda: _config(report),
+    }
+    _ = summary
+    sections = [(a, t, render[a]()) for a, t in report_sections(report)]
     nav = "".join(f'<li><a href="#{a}">{_text(t)}</a></li>' for a, t, _ in sections)
     version = report.get("report_version")
     parts = [

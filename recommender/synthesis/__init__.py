@@ -8,6 +8,9 @@ Public modules:
 - :mod:`~recommender.synthesis.synthesizer`: :func:`synthesize`, rules and their evidence;
 - :mod:`~recommender.synthesis.refused`: the refused set (denied, failed, excluded flows) no
   widening may admit;
+- :mod:`~recommender.synthesis.decisions`: the decisions file (a reviewer's reject, allow,
+  trust and exclude), read, checked and written back;
+- :mod:`~recommender.synthesis.decided`: a decisions file applied to one run's edges;
 - :mod:`~recommender.synthesis.enrich`: L7 (HTTP) detail on the synthesized rules;
 - :mod:`~recommender.synthesis.hosts`: policies for host-network workloads and nodes;
 - :mod:`~recommender.synthesis.inventory`: named address groups (NetworkSets, CIDR groups);

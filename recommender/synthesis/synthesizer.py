@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -27,12 +27,13 @@ from ..aggregate.addresses import (
     merge_cidrs,
     public_universe,
 )
-from ..aggregate.edges import EdgeTables
+from ..aggregate.edges import EDGE_KEY, EdgeTables
 from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
 from ..policy.mesh import MESH_PORTS_ANNOTATION, mesh_port
 from ..policy.model import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
+from .decisions import ALLOW_FLAG
 from .refused import RefusedSet, free_between
 
 __all__ = ["Findings", "RuleRecord", "synthesize"]
@@ -148,14 +149,28 @@ def _valid_labels(labels: dict[str, str], where: str, findings: Findings) -> dic
     return valid
 
 
-def _ports(edge: dict[str, Any], config: RecommendConfig) -> list[PortSpec]:
+def _ports(
+    edge: dict[str, Any], config: RecommendConfig, rejected: Collection[tuple[Any, ...]] = ()
+) -> list[PortSpec]:
     protocol, port = edge["protocol"], edge["dst_port"]
     if port is None:
         return [PortSpec(protocol)]
-    specs = [PortSpec(protocol, int(port))]
+    # A rejected DNS edge is kept only for the companion it implies (see decided.py); any
+    # port a decisions file rejects is left out.
+    specs = []
+    if not rejected or dns_companion(edge, protocol) not in rejected:
+        specs.append(PortSpec(protocol, int(port)))
     if config.dns_both_protocols and int(port) == 53 and protocol in ("UDP", "TCP"):
-        specs.append(PortSpec("TCP" if protocol == "UDP" else "UDP", 53))
+        other = "TCP" if protocol == "UDP" else "UDP"
+        if not rejected or dns_companion(edge, other) not in rejected:
+            specs.append(PortSpec(other, 53))
     return specs
+
+
+def dns_companion(edge: Mapping[str, Any], protocol: str) -> tuple[Any, ...]:
+    """The key (:data:`~recommender.aggregate.edges.EDGE_KEY`) of ``edge`` on ``protocol``:
+    the DNS edge ``dns_both_protocols`` allows along with an observed one."""
+    return tuple(protocol if k == "protocol" else edge[k] for k in EDGE_KEY)
 
 
 def _cidr(ip: str) -> str:
@@ -253,9 +268,11 @@ class _Builder:
         findings: Findings,
         refused: RefusedSet | Callable[[], RefusedSet] | None = None,
         labels: Mapping[tuple[str, str], Sequence[Mapping[str, str]]] | None = None,
+        rejected: Collection[tuple[Any, ...]] = (),
     ) -> None:
         self.config = config
         self.findings = findings
+        self.rejected = rejected
         self._refused = refused
         self.labels = labels or {}
         # (namespace, workload) -> IP version -> the "internet" evidence, and per public
@@ -282,8 +299,9 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        acc = self.peers[owner][direction][(peer, _mesh_role(edge))]
-        acc.add(edge, _ports(edge, self.config), flags)
+        ports = _ports(edge, self.config, self.rejected)
+        if ports:  # (an empty port list would read as every port)
+            self.peers[owner][direction][(peer, _mesh_role(edge))].add(edge, ports, flags)
 
     def address(
         self,
@@ -293,8 +311,9 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        acc = self.addresses[owner][direction][(ip, _mesh_role(edge))]
-        acc.add(edge, _ports(edge, self.config), flags)
+        ports = _ports(edge, self.config, self.rejected)
+        if ports:
+            self.addresses[owner][direction][(ip, _mesh_role(edge))].add(edge, ports, flags)
 
     def cidr(
         self,
@@ -425,7 +444,8 @@ class _Builder:
                     firsts = [m[1].first for m in members if m[1].first]
                     lasts = [m[1].last for m in members if m[1].last]
                     flags = set().union(*(m[1].flags for m in members))
-                    if connections < config.rare_connections:
+                    decided_only = ALLOW_FLAG in flags and connections == 0
+                    if connections < config.rare_connections and not decided_only:
                         flags.add("rare")
                     if role:
                         flags.add(f"mesh:{role}")
@@ -503,6 +523,10 @@ def synthesize(
     tables: EdgeTables,
     config: RecommendConfig | None = None,
     refused: RefusedSet | None = None,
+    *,
+    unmanaged: Collection[str] = (),
+    allowed: Collection[tuple[Any, ...]] = (),
+    rejected: Collection[tuple[Any, ...]] = (),
 ) -> tuple[PolicySet, Findings]:
     """Derive least-privilege policies from aggregated edges.
 
@@ -518,6 +542,16 @@ def synthesize(
         (:meth:`~recommender.synthesis.refused.RefusedSet.from_tables`). Pass a larger set
         (``RefusedSet.from_tables(t) | RefusedSet.from_edges(failed, "failed")``) to hold back
         more.
+    unmanaged
+        Namespaces a decisions file excludes: out of scope whatever ``config`` says.
+    allowed
+        Keys (:data:`~recommender.aggregate.edges.EDGE_KEY`) of edges that exist only because a
+        decisions file allows them: their rules are flagged ``decision:allow``, an external
+        end named by a CIDR becomes that ipBlock.
+    rejected
+        Keys of edges a decisions file rejects: ``dns_both_protocols`` does not add them back
+        as the other-protocol companion of an observed DNS edge. (Rejected edges are in the
+        ``excluded`` table, so no widening admits them either.)
 
     Returns
     -------
@@ -558,7 +592,9 @@ def synthesize(
     findings.selectors = choose_selectors(common)
     selectors = findings.selectors
     namespaces = sorted({ns for ns, _ in selectors})
-    findings.namespaces_in_scope = [ns for ns in namespaces if _in_scope(ns, config)]
+    findings.namespaces_in_scope = [
+        ns for ns in namespaces if _in_scope(ns, config) and ns not in unmanaged
+    ]
     findings.namespaces_out_of_scope = [
         ns for ns in namespaces if ns not in findings.namespaces_in_scope
     ]
@@ -571,7 +607,7 @@ def synthesize(
         ns_sel = None if namespace == owner_ns else LabelSelector.of({NAMESPACE_LABEL: namespace})
         return Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
 
-    builder = _Builder(config, findings, get_refused, label_sets)
+    builder = _Builder(config, findings, get_refused, label_sets, rejected)
     edges = tables.edges.to_pylist()
 
     # Public ingress sources per (workload, ports): many distinct clients => "the internet".
@@ -597,6 +633,8 @@ def synthesize(
             )
             continue
         flags = [] if e["dst_port"] is not None else ["all-ports"]
+        if allowed and tuple(e[k] for k in EDGE_KEY) in allowed:
+            flags.append(ALLOW_FLAG)
         # Egress side: the source workload's policy.
         if (
             e["src_kind"] == "workload"
@@ -730,6 +768,14 @@ def _compact(
     return compacted
 
 
+def _is_network(text: Any) -> bool:
+    try:
+        ipaddress.ip_network(str(text))
+    except ValueError:
+        return False
+    return True
+
+
 def _external_flags(ip: str) -> list[str]:
     cls = classify_address(ip)
     return [] if cls in ("public", "private") else [f"address-class:{cls}"]
@@ -787,6 +833,9 @@ def _add_peer(
         return
     # Aggregated records without addresses (Calico pub/pvt/NetworkSet): the broad fallback.
     name = e[f"{side}_name"] or e[f"{side}_id"]
+    if ALLOW_FLAG in flags and _is_network(name):  # an address block a decision allows
+        builder.cidr(owner, direction, str(ipaddress.ip_network(name)), e, flags)
+        return
     if name == "pvt":
         for cidr in _PRIVATE_V4:
             builder.cidr(owner, direction, cidr, e, [*flags, "broad:private-networks"])

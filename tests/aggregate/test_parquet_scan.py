@@ -37,7 +37,12 @@ ENDPOINTS = [
     ("external", None, None, "203.0.113.7", "example.com"),
     ("host", None, None, "10.1.0.1", None),
     ("alien", "shop", "web", "10.0.0.1", None),  # not an endpoint kind: the row is skipped
+    # Names the stream maps to their owners (a Job run to its CronJob, a ReplicaSet to its
+    # Deployment): the scan must name them alike.
+    ("workload", "shop", "nightly-report-29383920", "10.0.0.5", None),
+    ("workload", "shop", "web-5d8f7c9b6", "10.0.0.6", None),
 ]
+KINDS_OF = {"nightly-report-29383920": "Job", "web-5d8f7c9b6": "ReplicaSet"}
 LABELS = [None, [], [("app", "x")], [("app", "x"), ("v", "2")], [("app", "y")]]
 KINDS = {"workload", "host", "remote-node", "external", "cluster-entity", "unknown"}
 
@@ -69,7 +74,7 @@ def flow_rows(draw: Any) -> dict[str, Any]:
         row[f"{side}_kind"] = kind
         row[f"{side}_namespace"] = ns
         row[f"{side}_workload"] = wl
-        row[f"{side}_workload_kind"] = "Deployment" if wl else None
+        row[f"{side}_workload_kind"] = KINDS_OF.get(wl or "", "Deployment") if wl else None
         row[f"{side}_ip"] = draw(st.sampled_from([ip, None])) if kind == "workload" else ip
         row[f"{side}_name"] = name
         row[f"{side}_pod"] = (
@@ -335,3 +340,31 @@ def test_a_file_duckdb_cannot_read_is_streamed(tmp_path: Path) -> None:
         streamed = recommend(path)
     assert streamed.report == scanned.report
     assert streamed.report["ingest"]["read"] == 1 and streamed.report["ingest"]["balanced"]
+
+
+def test_folder_names_do_not_stand_in_for_columns(tmp_path: Path) -> None:
+    """A folder named like a Hive partition (``src_namespace=other``) changes nothing."""
+    folder = tmp_path / "src_namespace=other"
+    folder.mkdir()
+    row = {
+        "start_time": T0,
+        "end_time": T0,
+        "src_kind": "workload",
+        "src_namespace": "shop",
+        "src_workload": "web",
+        "dst_kind": "workload",
+        "dst_namespace": "shop",
+        "dst_workload": "db",
+        "protocol": "TCP",
+        "dst_port": 5432,
+        "verdict": "allowed",
+        "connections": 1,
+        "source_format": "test",
+        "source_file": "test",
+    }
+    path = folder / "flows.parquet"
+    pq.write_table(make_table([row]), path)
+    tables, _ = aggregate_parquet_files([path], RecommendConfig(), IngestLedger())
+    assert tables.edges["src_namespace"].to_pylist() == ["shop"]
+    rows = pa.Table.from_batches(list(parquet_rows([path], ("src_namespace",))))
+    assert rows["src_namespace"].to_pylist() == ["shop"]

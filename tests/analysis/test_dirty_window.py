@@ -177,3 +177,21 @@ def test_a_sparse_capture_of_a_wide_mesh_excludes_nothing() -> None:
     check = rec.report["self_check"]
     assert check["coverage"] == 1.0 and check["false_denies"] == 0
     assert check["excluded_on_purpose"]["edges"] == 0
+
+
+def test_cronjob_runs_judge_only_raw_ip_egress_across_runs() -> None:
+    def runs(peer: str, port: int) -> list[dict[str, Any]]:
+        rows = shop()
+        for run, at in (("29383920", 0), ("29384280", 360), ("29384640", 720)):
+            pod = f"report-{run}-abcde"
+            rows.append(conn("shop/report", "shop/db", 5432, n=4, at=at + 1, pod=pod,
+                             kind="CronJob"))  # fmt: skip
+        rows += [conn("shop/report", peer, port, at=721 + k, pod="report-29384640-abcde",
+                      kind="CronJob") for k in range(8)]  # fmt: skip
+        return rows
+
+    # Eight connections of one run to an internal peer the other runs never used: not flagged.
+    assert recommend(make_table(runs("shop/api", 8080))).report["anomalies"]["flagged"] == 0
+    # The same to a raw public address: flagged, the runs being its siblings.
+    item = recommend(make_table(runs(OUTSIDE, 4444))).report["anomalies"]["items"][0]
+    assert item["rule"] == "sibling-deviation" and "runs of the same CronJob" in item["reason"]

@@ -18,6 +18,7 @@ from conftest import T0, flow_row, make_table, minutes
 from recommender import build_graph, propose_segments, write_graph
 from recommender.cli import main
 from recommender.errors import ConfigError
+from recommender.report.graph_html import VENDORED
 from recommender.report.graph_io import GRAPH_FORMATS, graph_dot
 from recommender.report.graph_svg import render_svg
 
@@ -140,8 +141,10 @@ def test_every_format_reads_back(sample_graph: nx.MultiDiGraph, tmp_path: Path) 
 
     write_graph(g, tmp_path / "g.html")
     page = (tmp_path / "g.html").read_text()
-    assert not re.search(r"(?i)(https?:|//[a-z])", page.replace("</", "")), "external URL"
-    assert "<svg" in page and 'type="application/json"' in page
+    # no external resource: no src/href at all, and a CSP that allows nothing else
+    assert not re.search(r"(?i)<[^>]+\s(src|href)\s*=", page), "external resource"
+    assert "content=\"default-src 'none';" in page
+    assert "data-graph" in page and 'type="application/json"' in page
 
 
 def test_unknown_extension_is_a_clear_error(sample_graph: nx.MultiDiGraph, tmp_path: Path) -> None:
@@ -175,7 +178,8 @@ def test_hostile_names_are_escaped(tmp_path: Path) -> None:
     assert "<script" not in svg
     write_graph(g, tmp_path / "g.html")
     page = (tmp_path / "g.html").read_text()
-    assert page.count("<script") == 2  # the data block and the page's own script
+    # the data block, the vendored libraries and the page's own script
+    assert page.count("<script") == 2 + len(VENDORED)
     assert "alert(1)</script>" not in page
     data = page.split('type="application/json">', 1)[1].split("</script>", 1)[0]
     assert any(n["label"] == HOSTILE for n in json.loads(data)["nodes"])
@@ -193,11 +197,14 @@ def test_html_page_script_runs_under_its_csp(tmp_path: Path) -> None:
     page = write_graph(build_graph(SAMPLE), tmp_path / "g.html")
     dom = subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
-         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", f"{page.as_uri()}#node=0"],
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+        f"{page.as_uri()}#node=workload:shop/frontend"],
         capture_output=True, text=True, timeout=120, check=False,
     ).stdout  # fmt: skip
     assert 'data-ready="1"' in dom
-    assert 'class="n hit"' in dom and "<dd>" in dom
+    # the node named in the address is selected: its attributes and its edges are listed
+    assert "<h2>frontend</h2>" in dom and "<dd>workload:shop/frontend</dd>" in dom
+    assert 'class="rg-edges"' in dom and "<td>TCP/8080</td>" in dom
 
 
 def _two_clusters() -> Any:

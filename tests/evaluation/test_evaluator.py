@@ -45,7 +45,7 @@ CASES = sorted(p.name for p in SEMANTICS.iterdir() if p.is_dir()) if SEMANTICS.i
 @pytest.mark.parametrize("case", CASES or ["absent"])
 def test_semantics_case(shared: Path, case: str) -> None:
     if case.startswith("T-"):
-        pytest.skip("case T is Calico (order, Deny, Pass): not Kubernetes NetworkPolicy semantics")
+        pytest.skip("case T is Calico (order, Deny, Pass): see test_cni_dialects.py")
     base = shared / "tools" / "examples" / "semantics"
     cluster = read_cluster(base / "topology.yaml")
     policies = read_policies(base / case / "policies.yaml")

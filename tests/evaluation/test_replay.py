@@ -389,10 +389,20 @@ def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert all("shop/cart" in (e["source"], e["destination"]) for e in data["false_denies"])
 
 
-def test_cli_evaluate_bad_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    (tmp_path / "calico.yaml").write_text(
-        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {}\n"
-    )
-    status = main(["evaluate", str(tmp_path / "calico.yaml"), str(SAMPLES / "flows.parquet")])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        # Calico is evaluated (issue 18), but not a selector with ||
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: x}\n"
+        "spec: {selector: a == 'b' || c == 'd'}\n",
+        # a policy kind of no dialect the evaluator knows
+        "apiVersion: crd.antrea.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {}\n",
+    ],
+)
+def test_cli_evaluate_bad_policies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], manifest: str
+) -> None:
+    (tmp_path / "policy.yaml").write_text(manifest)
+    status = main(["evaluate", str(tmp_path / "policy.yaml"), str(SAMPLES / "flows.parquet")])
     assert status == 2
     assert capsys.readouterr().err.startswith("error: ")

@@ -98,7 +98,7 @@ def test_split_keeps_schema_and_row_order() -> None:
         ({"split_at": T0}, "outside the flows' span"),  # the learning window would be empty
         ({"split_at": T0 - minutes(1)}, "outside the flows' span"),
         ({"split_at": T0 + minutes(101)}, "outside the flows' span"),
-        ({"split_at": "yesterday"}, "not an ISO 8601 time"),
+        ({"split_at": "yesterday"}, "ISO 8601 time"),
     ],
 )
 def test_invalid_split_options(options: dict[str, Any], needle: str) -> None:

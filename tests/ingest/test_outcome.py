@@ -137,3 +137,23 @@ def test_canonical_round_trip_and_files_without_the_column(tmp_path: Path) -> No
     edges = aggregate_edges(table.drop_columns(["outcome"])).edges
     assert edges.column("established").to_pylist() == [0]
     assert isinstance(edges, pa.Table)
+
+
+def test_malformed_flags_are_read_and_counted_never_a_traceback(tmp_path: Path, capsys) -> None:
+    from recommender.cli import main
+
+    line = (
+        '{"flow":{"time":"2026-01-05T09:00:00Z","verdict":"FORWARDED","IP":{"source":"10.0.0.1",'
+        '"destination":"10.0.0.2"},"l4":{"TCP":{"source_port":%d,"destination_port":80,'
+        '"flags":%s}},"is_reply":false}}'
+    )
+    path = tmp_path / "flags.jsonl"
+    path.write_text("\n".join(line % (40000 + k, flags) for k, flags in enumerate(
+        ['{"SYN":"yes"}', '{"SYN":true,"FIN":true}', '[1]', '{"SYN":true}'])) + "\n")  # fmt: skip
+    assert main(["ingest", str(path), "-o", str(tmp_path / "out.parquet")]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "outcome unknown (malformed-tcp-flags): 2" in out
+    assert "outcome unknown (impossible-tcp-flags): 1" in out
+    rows, ledger = _read(path)
+    assert [r["outcome"] for r in rows] == ["unknown"] * 4 and ledger.used == 4

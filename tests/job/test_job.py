@@ -297,3 +297,33 @@ def test_promote_stable_commits_only_settled_namespaces(site):
     assert "resources:\n- pay\n- shop\n" in show("kustomization.yaml")
     assert commits(site["remote"])[0] == "recommender: policies of 2 stable namespaces (pay, shop)"
     assert len(commits(site["remote"])) == 3
+
+
+def test_the_job_screens_its_window_too(tmp_path: Path) -> None:
+    """A scan in the window gets no rule and is never remembered in the state; the report says
+    so (issue 21)."""
+    from _jobdata import noon
+    from conftest import flow_row, make_table
+
+    flows = tmp_path / "flows"
+    write_day(flows, D1, [WEB_DB, WEB_DNS])
+    rows = [
+        flow_row(start_time=noon(D1) + timedelta(seconds=k),
+                 end_time=noon(D1) + timedelta(seconds=k), src_namespace="shop",
+                 src_workload="debug", src_pod="debug", src_ip="10.0.0.9",
+                 dst_namespace="shop", dst_workload="db", dst_port=port,
+                 outcome="established" if port == 5432 else "failed")
+        for k, port in enumerate((21, 22, 23, 25, 80, 443, 3306, 5432, 6379, 8080, 9200, 27017))
+    ]  # fmt: skip
+    import pyarrow.parquet as pq
+
+    pq.write_table(make_table(rows), flows / f"date={D1:%Y-%m-%d}" / "scan.parquet")
+    job = {"input": {"uri": str(flows), "window_days": 1},
+           "output": {"uri": str(tmp_path / "out")}}  # fmt: skip
+    config = job_file(tmp_path / "job.yaml", job)
+    run_job(config_path=config, as_of=noon(D1) + timedelta(hours=1))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (scan,) = report["anomalies"]["scans"]
+    assert scan["source"] == "shop/debug" and scan["refused"] == 11
+    files = [p.name for p in (tmp_path / "out").rglob("*.yaml")]
+    assert "allow-web.yaml" in files and "allow-debug.yaml" not in files

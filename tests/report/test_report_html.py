@@ -17,6 +17,7 @@ import pytest
 from recommender import recommend
 from recommender.report.html import GRAPH_MAX_NODES, report_html
 from recommender.report.model import report_json
+from recommender.report.text import flag_help
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_flows" / "flows.parquet"
@@ -202,8 +203,9 @@ def test_sample_namespaces_rules_and_sections_appear(rec: Any, with_edges: bool)
         )
         assert cells in page, rule
     for flagged in report["flagged"]:
-        for flag in flagged["flags"]:
-            assert f'<span class="flag">{esc(flag)}</span>' in page
+        for flag in flagged["flags"]:  # each flag carries its meaning where it appears
+            assert f'<span class="flag" title="{esc(flag_help(flag))}">{esc(flag)}</span>' in page
+            assert flag_help(flag)
     for items in report["external_by_class"].values():
         for item in items:
             assert esc(item["address"]) in page
