@@ -743,23 +743,31 @@ def recommend(
         tables = screening.tables  # (its time counts in "synthesize")
         if decided is not None:  # rejected edges and excluded workloads: no allow rule
             tables = decided.apply_to_observed(tables)
-        evidence, conflicts = tables, None
+        evidence, conflicts, refused = tables, None, None
         if guardrails is not None:
             from .evaluation.guardrail_checks import find_conflicts, keep_edges
 
             conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
             evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
+            if not keep.all():  # nor let a widening admit it
+                from .synthesis.refused import RefusedSet
+
+                dropped = tables.edges.filter(pa.array(~keep))
+                refused = RefusedSet.from_tables(tables) | RefusedSet.from_edges(
+                    dropped, "guardrail"
+                )
         if decided is not None:
             learned = decided.evidence_with_allows(evidence, config.dns_both_protocols)
             policy_set, findings = synthesize(
                 learned,
                 config,
+                refused,
                 unmanaged=decided.unmanaged,
                 allowed=decided.allowed_keys(),
                 rejected=decided.rejected_keys(),
             )
         else:
-            policy_set, findings = synthesize(evidence, config)
+            policy_set, findings = synthesize(evidence, config, refused)
         policy_set = _beyond_pods(policy_set, tables, findings, config)
         mark = _stage(timings, "synthesize", aggregated)
         cache: dict[str, Any] = {}

@@ -31,7 +31,11 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CRONJOB_MINUTES_RANGE", "resolve_batch_owners", "resolve_owner"]
+__all__ = [
+    "CRONJOB_MINUTES_RANGE",
+    "resolve_batch_owners",
+    "resolve_owner",
+]
 
 # Kubernetes draws generated name suffixes from this alphabet (k8s.io/apimachinery
 # rand.SafeEncodeString: no vowels, no 0, 1 or 3); a ReplicaSet is <deployment>-<hash>.
@@ -165,3 +169,4 @@ def resolve_batch_owners(batch: pa.RecordBatch) -> pa.RecordBatch:
     for side in ("src", "dst"):
         batch = _resolve_side(batch, side)
     return batch
+

@@ -6,6 +6,8 @@ per workload with its rules and their evidence, plus :class:`Findings` for the r
 Public modules:
 
 - :mod:`~recommender.synthesis.synthesizer`: :func:`synthesize`, rules and their evidence;
+- :mod:`~recommender.synthesis.refused`: the refused set (denied, failed, excluded flows) no
+  widening may admit;
 - :mod:`~recommender.synthesis.decisions`: the decisions file (a reviewer's reject, allow,
   trust and exclude), read, checked and written back;
 - :mod:`~recommender.synthesis.decided`: a decisions file applied to one run's edges;

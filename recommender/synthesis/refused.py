@@ -6,8 +6,10 @@ A *widening* is any rule that admits more than was observed: the internet-ingres
 checked against a :class:`RefusedSet`, the connections the input shows must not be allowed:
 
 * ``denied`` flows (the cluster said no);
-* flows that never established (``failed``) and flows excluded on purpose (anomaly screening,
-  suspected replies, ephemeral ports, below ``min_connections``): any edge-shaped table plugs in
+* flows excluded on purpose, every reason of ``EdgeTables.excluded``: never established (every
+  connection failed: ``never-established``), anomaly screening (``anomaly:scan``, ...),
+  suspected replies, ephemeral ports, below ``min_connections``;
+* flows a guardrail denies (the pipeline adds them) and any other edge-shaped table: it plugs in
   with :meth:`RefusedSet.from_edges` and a reason, and sets combine with ``|``;
 * anything else a caller wants kept out: :class:`Refused` items built by hand.
 
@@ -37,7 +39,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from ..aggregate.edges import EdgeTables
+from ..aggregate.edges import EDGE_KEY, EdgeTables
 from ..policy.model import LabelSelector, Peer, PortSpec
 
 __all__ = ["Refused", "RefusedSet", "peer_admits_workload"]
@@ -47,6 +49,7 @@ Owner = tuple[str, str]
 PeerRef = tuple[str, str] | str | None
 
 NAMESPACE_LABEL: Final = "kubernetes.io/metadata.name"
+EDGE_COLUMNS: Final = tuple(EDGE_KEY)
 
 
 @dataclass(frozen=True, order=True)
@@ -89,76 +92,117 @@ class RefusedSet:
     """
 
     def __init__(self, items: Iterable[Refused] = ()) -> None:
-        self.items: frozenset[Refused] = frozenset(items)
-        self._by: dict[tuple[Owner, str, str], list[Refused]] = defaultdict(list)
-        for item in self.items:
-            self._by[(item.owner, item.direction, item.protocol)].append(item)
+        # (owner, direction, protocol) -> (port, peer) -> reason: tuples, not objects, so that
+        # a hundred thousand excluded edges index in well under a second.
+        self._by: dict[tuple[Owner, str, str], dict[tuple[int | None, PeerRef], str]] = defaultdict(
+            dict
+        )
+        for item in items:
+            key = (item.owner, item.direction, item.protocol)
+            self._by[key].setdefault((item.port, item.peer), item.reason)
+
+    @property
+    def items(self) -> frozenset[Refused]:
+        """Every refused connection, as :class:`Refused` (the first reason given for each)."""
+        return frozenset(
+            Refused(owner, direction, peer, protocol, port, reason)
+            for (owner, direction, protocol), entries in self._by.items()
+            for (port, peer), reason in entries.items()
+        )
 
     def __len__(self) -> int:
-        return len(self.items)
+        return sum(len(entries) for entries in self._by.values())
 
     def __or__(self, other: RefusedSet) -> RefusedSet:
-        return RefusedSet(self.items | other.items)
+        out = RefusedSet()
+        for source in (self, other):
+            for key, entries in source._by.items():
+                mine = out._by[key]
+                for entry, reason in entries.items():
+                    mine.setdefault(entry, reason)
+        return out
 
     @classmethod
     def from_edges(cls, table: pa.Table, reason: str | None = None) -> RefusedSet:
         """Refused connections from any edge-shaped table (``EDGE_KEY`` plus ``src_ips``,
         ``dst_ips``), both ends' views; ``reason`` or the table's own ``reason`` column."""
-        items: list[Refused] = []
-        if table.num_rows == 0:
-            return cls()
+        out = cls()
+        out._add_edges(table, reason)
+        return out
+
+    def _add_edges(self, table: pa.Table, reason: str | None) -> None:
+        out = self
+        n = table.num_rows
+        if n == 0:
+            return
         reasons = (
             table.column("reason").to_pylist()
             if reason is None and "reason" in table.column_names
-            else [reason or "refused"] * table.num_rows
+            else [reason or "refused"] * n
         )
-        for row, why in zip(table.to_pylist(), reasons, strict=True):
-            protocol, port = row["protocol"], row["dst_port"]
-            port = None if port is None else int(port)
-            for local, far, direction in (("dst", "src", "ingress"), ("src", "dst", "egress")):
-                if row[f"{local}_kind"] != "workload" or row[f"{local}_namespace"] is None:
+        col = {c: table.column(c).to_pylist() for c in (*EDGE_COLUMNS, "src_ips", "dst_ips")}
+        protocols, ports = col["protocol"], col["dst_port"]
+        for local, far, direction in (("dst", "src", "ingress"), ("src", "dst", "egress")):
+            local_kind, local_ns, local_id = (
+                col[f"{local}_{c}"] for c in ("kind", "namespace", "id")
+            )
+            far_kind, far_ns, far_id = (col[f"{far}_{c}"] for c in ("kind", "namespace", "id"))
+            far_ips = col[f"{far}_ips"]
+            for i in range(n):
+                if local_kind[i] != "workload" or local_ns[i] is None:
                     continue
-                owner = (row[f"{local}_namespace"], row[f"{local}_id"])
-                peers: list[PeerRef]
-                if row[f"{far}_kind"] == "workload" and row[f"{far}_namespace"] is not None:
-                    peers = [(row[f"{far}_namespace"], row[f"{far}_id"])]
+                port = None if ports[i] is None else int(ports[i])
+                entries = out._by[((local_ns[i], local_id[i]), direction, protocols[i])]
+                why = str(reasons[i])
+                if far_kind[i] == "workload" and far_ns[i] is not None:
+                    entries.setdefault((port, (far_ns[i], far_id[i])), why)
                 else:
-                    peers = list(row[f"{far}_ips"] or ()) or [None]
-                for peer in peers:
-                    items.append(Refused(owner, direction, peer, protocol, port, str(why)))
-        return cls(items)
+                    for peer in far_ips[i] or (None,):
+                        entries.setdefault((port, peer), why)
 
     @classmethod
     def from_tables(cls, tables: EdgeTables) -> RefusedSet:
         """Denied and excluded edges of the aggregation (``reason`` ``denied`` or the
         exclusion's own reason, ``anomaly:scan`` say)."""
-        return cls.from_edges(tables.denied, "denied") | cls.from_edges(tables.excluded)
+        out = cls()
+        out._add_edges(tables.denied, "denied")
+        out._add_edges(tables.excluded, None)
+        return out
+
+    def _of(
+        self, owner: Owner, direction: str, protocol: str
+    ) -> Iterable[tuple[int | None, PeerRef]]:
+        entries = self._by.get((owner, direction, protocol))
+        return entries.keys() if entries else ()
 
     def of(self, owner: Owner, direction: str, protocol: str) -> list[Refused]:
         """The refused connections of ``owner``'s ``direction`` on ``protocol``."""
-        return self._by.get((owner, direction, protocol), [])
+        entries = self._by.get((owner, direction, protocol), {})
+        return [
+            Refused(owner, direction, peer, protocol, port, reason)
+            for (port, peer), reason in entries.items()
+        ]
 
-    def matching(self, owner: Owner, direction: str, ports: Iterable[PortSpec]) -> list[Refused]:
-        """The refused connections a rule of ``owner`` with ``ports`` would reach on its ports
-        (whatever their peer); a refused flow without a port counts for every port."""
-        out: list[Refused] = []
+    def _matching(
+        self, owner: Owner, direction: str, ports: Iterable[PortSpec]
+    ) -> list[tuple[int | None, PeerRef]]:
+        out = []
         for spec in ports:
-            for item in self.of(owner, direction, spec.protocol):
-                if item.port is None or spec.contains(spec.protocol, item.port):
-                    out.append(item)
+            for port, peer in self._of(owner, direction, spec.protocol):
+                if port is None or spec.contains(spec.protocol, port):
+                    out.append((port, peer))
         return out
 
     def addresses(self, owner: Owner, direction: str, ports: Iterable[PortSpec]) -> set[str]:
-        """Refused peer addresses of ``owner``'s ``direction`` on any of ``ports``."""
+        """Refused peer addresses of ``owner``'s ``direction`` on any of ``ports`` (a refused
+        flow without a port counts for every port)."""
         return {
-            item.peer
-            for item in self.matching(owner, direction, ports)
-            if isinstance(item.peer, str)
+            peer for _, peer in self._matching(owner, direction, ports) if isinstance(peer, str)
         }
 
     def unknown_peer(self, owner: Owner, direction: str, ports: Iterable[PortSpec]) -> bool:
         """Whether a refused connection on ``ports`` has an outside peer of unknown address."""
-        return any(item.peer is None for item in self.matching(owner, direction, ports))
+        return any(peer is None for _, peer in self._matching(owner, direction, ports))
 
     def admits(
         self,
@@ -176,14 +220,14 @@ class RefusedSet:
         """
         protocols = [port.protocol] if port is not None else _protocols(self, owner, direction)
         for protocol in protocols:
-            for item in self.of(owner, direction, protocol):
+            for item_port, item_peer in self._of(owner, direction, protocol):
                 if (
                     port is not None
-                    and item.port is not None
-                    and not port.contains(protocol, item.port)
+                    and item_port is not None
+                    and not port.contains(protocol, item_port)
                 ):
                     continue
-                if peer_admits(peer, owner[0], item.peer, labels):
+                if peer_admits(peer, owner[0], item_peer, labels):
                     return True
         return False
 
@@ -199,12 +243,12 @@ class RefusedSet:
         ``protocol``, and whether one had no port (then no range may be made at all)."""
         ports: set[int] = set()
         portless = False
-        for item in self.of(owner, direction, protocol):
-            if peer_admits(peer, owner[0], item.peer, labels):
-                if item.port is None:
+        for item_port, item_peer in self._of(owner, direction, protocol):
+            if peer_admits(peer, owner[0], item_peer, labels):
+                if item_port is None:
                     portless = True
                 else:
-                    ports.add(item.port)
+                    ports.add(item_port)
         return sorted(ports), portless
 
 

@@ -3,9 +3,11 @@ written for its controller; names that only look similar are left alone."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pyarrow as pa
 import pytest
-from conftest import flow_row, make_table
+from conftest import T0, flow_row, make_table
 
 from recommender.aggregate.edges import aggregate_edges
 from recommender.aggregate.owners import CRONJOB_MINUTES_RANGE, resolve_batch_owners, resolve_owner
@@ -95,3 +97,44 @@ def test_runs_of_one_cronjob_are_one_edge():
         pa.compute.equal(tables.workload_labels["namespace"], "shop")
     )
     assert set(labels.column("workload").to_pylist()) == {"nightly-report", "db"}
+
+
+def test_canonical_parquet_scanned_by_duckdb_resolves_owners_too(tmp_path):
+    """Canonical Parquet is aggregated by DuckDB's own reader (no Arrow batches): its Job runs
+    and ReplicaSets reach the same owners, and the same policies, as the streamed table."""
+    import pyarrow.parquet as pq
+
+    from recommender import recommend
+    from recommender.aggregate import parquet_scan
+
+    rows = [
+        flow_row(
+            src_namespace="shop",
+            src_workload=f"nightly-report-{minutes}",
+            src_workload_kind="Job",
+            src_pod=f"nightly-report-{minutes}-xk2pq",
+            src_labels={"app": "nightly-report", "job-name": f"nightly-report-{minutes}"},
+            dst_namespace="shop",
+            dst_workload="web-5d8f7c9b6",
+            dst_workload_kind="ReplicaSet",
+            dst_pod="web-5d8f7c9b6-b7mzt",
+            dst_labels={"app": "web", "pod-template-hash": "5d8f7c9b6"},
+            dst_port=8080,
+            start_time=T0 + minutes_delta(i),
+            end_time=T0 + minutes_delta(i),
+        )
+        for i, minutes in enumerate((29383920, 29385360))
+    ]
+    table = make_table(rows)
+    path = tmp_path / "flows.parquet"
+    pq.write_table(table, path)
+    assert parquet_scan.scannable_parquet([(path, "parquet")]) is not None
+    streamed = recommend(table)
+    scanned = recommend(path)
+    names = sorted(p.name for p in scanned.policy_set.policies)
+    assert names == ["allow-nightly-report", "allow-web", "default-deny"]
+    assert scanned.to_yaml() == streamed.to_yaml()
+
+
+def minutes_delta(n: int) -> timedelta:
+    return timedelta(minutes=n)
