@@ -101,23 +101,27 @@ def test_follow_pipe_stopped_by_ctrl_c_recommends_on_what_was_read(tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def large_hubble(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """About 125 MB of Hubble JSON lines (the sample six times): reader workers start."""
+    """About 500 MB of Hubble JSON lines: the sample 24 times, each copy on another day, so
+    that no copy is a duplicate of another (the compiled scanner skips duplicate events so
+    fast that `ingest` of repeated copies finished within the second). Reader workers start."""
     path = tmp_path_factory.mktemp("large") / "large.jsonl"
     data = gzip.decompress(HUBBLE.read_bytes())
     with path.open("wb") as out:
-        for _ in range(6):
-            out.write(data)
+        for day in range(24):
+            out.write(data.replace(b'"2026-01-05T', f'"2026-01-{day + 5:02d}T'.encode()))
     return path
 
 
 def _stop(args: list[str], sig: int, after: float) -> tuple[int, str]:
     """Run ``recommend ARGS`` in its own process group and send ``sig`` to the whole group
     ``after`` seconds in, as a terminal does for Ctrl-C."""
+    # The pure-Python reader: the compiled scanner reads this input in about a second on a
+    # quiet machine, and the signal must arrive while the command is still at work.
     proc = subprocess.Popen(
         [sys.executable, "-m", "recommender", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_env(),
+        env={**_env(), "RECOMMENDER_NO_SCANNER": "1"},
         start_new_session=True,
     )
     time.sleep(after)
