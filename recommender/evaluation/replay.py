@@ -52,8 +52,8 @@ from .evaluator import (
     Namespace,
     Pod,
     Verdict,
+    _Check,
     _supported,
-    evaluate,
 )
 from .istio import ROOT_NAMESPACE, Identity, IstioVerdict, Request, authorize
 from .pair_classes import PAIR_BUDGET, count_allowed_pairs
@@ -502,13 +502,7 @@ class _Judge:
             if self.tree is not None:  # Calico or Cilium: the tree judges the whole stack
                 found = self.tree.verdict(self.cluster, src, dst, protocol, port)
             elif self.guardrails is None:
-                chosen: list[Policy] = []
-                for end in (src, dst):
-                    if isinstance(end, Pod):
-                        for policy in self.selecting(end):
-                            if all(policy is not q for q in chosen):
-                                chosen.append(policy)
-                found = evaluate(PolicySet(tuple(chosen)), self.cluster, src, dst, protocol, port)
+                found = self._indexed_verdict(src, dst, protocol, port)
             else:  # the whole stack: guardrails above and below the NetworkPolicies
                 namespaces = [e.namespace for e in (src, dst) if isinstance(e, Pod)]
                 found = evaluate_stack(
@@ -517,6 +511,60 @@ class _Judge:
                 )
             self._cache[key] = found
         return found
+
+
+    def _indexed_verdict(
+        self, src: Pod | Endpoint, dst: Pod | Endpoint, protocol: str, port: int | None
+    ) -> Verdict:
+        """What :func:`~recommender.evaluation.evaluator.evaluate` says on the policies that
+        select either pod (every policy of their namespaces already checked as supported by
+        :meth:`selecting`), without building a policy set per query: the same policies, in the
+        same order, the same rules and reasons."""
+        if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
+            return Verdict(True, "loopback", "loopback")
+        chosen: list[Policy] = []
+        for end in (src, dst):
+            if isinstance(end, Pod):
+                for policy in self.selecting(end):
+                    if all(policy is not q for q in chosen):
+                        chosen.append(policy)
+        check = _Check(self.cluster, src, dst, protocol.upper(), port, False)
+        egress_ok, egress, out_by = _direction(check, chosen, "egress")
+        ingress_ok, ingress, in_by = _direction(check, chosen, "ingress")
+        return Verdict(
+            egress_ok and ingress_ok, egress, ingress, tuple(sorted(set(out_by + in_by)))
+        )
+
+
+def _direction(
+    check: _Check, chosen: list[Policy], direction: Direction
+) -> tuple[bool, str, list[str]]:
+    """:meth:`~recommender.evaluation.evaluator._Check.direction` over ``chosen`` (policies
+    already checked as supported)."""
+    pod, peer = (check.src, check.dst) if direction == "egress" else (check.dst, check.src)
+    if not isinstance(pod, Pod):
+        return True, "not a pod", []
+    isolating = [
+        p for p in chosen
+        if p.namespace == pod.namespace and direction in p.policy_types
+        and p.selector.matches(pod.labels)
+    ]  # fmt: skip
+    if not isolating:
+        return True, "not isolated", []
+    reason = ""
+    allowed_by: list[str] = []
+    for policy in isolating:
+        rules = policy.egress if direction == "egress" else policy.ingress
+        for index, rule in enumerate(rules):
+            if check._rule_matches(policy, rule, peer):
+                key = f"{policy.namespace}/{policy.name}"
+                reason = reason or f"allowed by {key} {direction} rule {index}"
+                allowed_by.append(key)
+                break
+    if reason:
+        return True, reason, allowed_by
+    names = ", ".join(f"{p.namespace}/{p.name}" for p in isolating)
+    return False, f"isolated by {names}; no rule matches", []
 
 
 @dataclass
@@ -709,6 +757,7 @@ class _RuleUse:
         default_factory=dict
     )
     _pod_keys: dict[tuple[str, Direction], list[RuleKey]] = field(default_factory=dict)
+    _supported: set[RuleKey] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         directions: tuple[Direction, ...] = ("ingress", "egress")
@@ -743,16 +792,23 @@ class _RuleUse:
             ("egress", query.src, query.dst),
             ("ingress", query.dst, query.src),
         )
+        src, dst = query.src, query.dst
+        if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
+            return  # loopback: allowed, but by no rule
+        # A rule is used when its one-rule policy allows the query (evaluate's "allowed by"):
+        # the policy selects the pod for the direction (the index found it), so exactly when
+        # the rule matches the peer and port.
+        check = _Check(self.judge.cluster, src, dst, query.protocol.upper(), query.port, False)
         for direction, pod, peer in sides:
             if not isinstance(pod, Pod):
                 continue
             for key in self._keys(pod, direction):
-                single = self.rules[key]
-                verdict = evaluate(
-                    single, self.judge.cluster, query.src, query.dst, query.protocol, query.port
-                )
-                reason = verdict.egress if direction == "egress" else verdict.ingress
-                if reason.startswith("allowed by"):
+                single = self.rules[key].policies[0]
+                if key not in self._supported:
+                    _supported(single)
+                    self._supported.add(key)
+                rule = single.egress[0] if direction == "egress" else single.ingress[0]
+                if check._rule_matches(single, rule, peer):
                     self.used.add(key)
                     self.traffic.setdefault(key, set()).add(
                         (_peer_key(peer), query.protocol, query.port)
