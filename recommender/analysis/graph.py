@@ -312,14 +312,13 @@ def _labels(workload_labels: pa.Table | None) -> dict[tuple[str, str], dict[str,
     """The labels every observed pod of each workload shares."""
     if workload_labels is None or workload_labels.num_rows == 0:
         return {}
+    from ..aggregate.label_maps import label_rows
+
     maps: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for row in workload_labels.to_pylist():
-        labels = row["labels"]
+    for namespace, workload, labels in label_rows(workload_labels):
         if labels is None:
             continue
-        maps.setdefault((row["namespace"] or "", row["workload"]), []).append(
-            dict(labels) if not isinstance(labels, dict) else labels
-        )
+        maps.setdefault((namespace or "", workload), []).append(dict(labels))
     return {key: common_labels(sets) for key, sets in maps.items()}
 
 

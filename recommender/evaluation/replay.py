@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..aggregate.edges import EDGE_KEY, EdgeTables, aggregate_edges
+from ..aggregate.label_maps import label_rows
 from ..config import RecommendConfig
 from ..guardrails.model import Guardrails
 from ..policy.authz import IstioPolicies
@@ -321,12 +322,7 @@ def _with_service_accounts(cluster: Cluster) -> Cluster:
 def _label_maps(workload_labels: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
     """Per (namespace, workload), every label map observed (empty list: none observed)."""
     maps: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for ns, wl, labels in zip(
-        workload_labels["namespace"].to_pylist(),
-        workload_labels["workload"].to_pylist(),
-        workload_labels["labels"].to_pylist(),
-        strict=True,
-    ):
+    for ns, wl, labels in label_rows(workload_labels):
         if ns is None or wl is None:
             continue
         entry = maps.setdefault((ns, wl), [])
@@ -528,6 +524,7 @@ class _Judge:
                 for policy in self.selecting(end):
                     if all(policy is not q for q in chosen):
                         chosen.append(policy)
+        chosen.sort(key=lambda p: (p.namespace, p.name))  # a PolicySet's order
         check = _Check(self.cluster, src, dst, protocol.upper(), port, False)
         egress_ok, egress, out_by = _direction(check, chosen, "egress")
         ingress_ok, ingress, in_by = _direction(check, chosen, "ingress")
@@ -741,7 +738,9 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
 
 @dataclass
 class _RuleUse:
-    """Which evidence edges each rule matches; each rule is checked with a one-rule policy.
+    """Which evidence edges each rule matches: what a one-rule policy of it would allow. The
+    policies come from a label index per namespace and direction (they select the pod), so a
+    rule is used exactly when it matches the peer and the port.
 
     Every rule of a policy selecting an edge's pod is checked on every evidence edge (not only until
     it is first used), so that :func:`~recommender.evaluation.rule_analysis.find_broad_rules` can
@@ -749,7 +748,7 @@ class _RuleUse:
     """
 
     judge: _Judge
-    rules: dict[RuleKey, PolicySet] = field(default_factory=dict)
+    rules: dict[RuleKey, tuple[Policy, Rule]] = field(default_factory=dict)
     used: set[RuleKey] = field(default_factory=set)
     traffic: dict[RuleKey, set[tuple[str, str, int | None]]] = field(default_factory=dict)
     _by_side: dict[tuple[str, Direction], list[RuleKey]] = field(default_factory=dict)
@@ -766,7 +765,7 @@ class _RuleUse:
                 rules = policy.ingress if direction == "ingress" else policy.egress
                 for index, rule in enumerate(rules):
                     key = (policy.namespace, policy.name, direction, index)
-                    self.rules[key] = PolicySet((_one_rule(policy, direction, rule),))
+                    self.rules[key] = (policy, rule)
                     if direction in policy.policy_types:
                         self._by_side.setdefault((policy.namespace, direction), []).append(key)
         for (namespace, direction), keys in self._by_side.items():
@@ -775,7 +774,7 @@ class _RuleUse:
             for key in keys:
                 by_policy.setdefault(key[1], []).append(key)
             for policy_keys in by_policy.values():
-                selectors.add(self.rules[policy_keys[0]].policies[0].selector, policy_keys)
+                selectors.add(self.rules[policy_keys[0]][0].selector, policy_keys)
             self._by_selector[(namespace, direction)] = selectors
 
     def _keys(self, pod: Pod, direction: Direction) -> list[RuleKey]:
@@ -803,12 +802,11 @@ class _RuleUse:
             if not isinstance(pod, Pod):
                 continue
             for key in self._keys(pod, direction):
-                single = self.rules[key].policies[0]
-                if key not in self._supported:
-                    _supported(single)
+                policy, rule = self.rules[key]
+                if key not in self._supported:  # what evaluating the one-rule policy checks
+                    _supported(_one_rule(policy, direction, rule))
                     self._supported.add(key)
-                rule = single.egress[0] if direction == "egress" else single.ingress[0]
-                if check._rule_matches(single, rule, peer):
+                if check._rule_matches(policy, rule, peer):
                     self.used.add(key)
                     self.traffic.setdefault(key, set()).add(
                         (_peer_key(peer), query.protocol, query.port)
@@ -816,10 +814,9 @@ class _RuleUse:
 
     def unused(self) -> list[dict[str, Any]]:
         out = []
-        for key, single in self.rules.items():
+        for key, (_, rule) in self.rules.items():
             if key in self.used:
                 continue
-            rule = single.policies[0].rules[0]
             out.append(
                 {
                     "direction": key[2],
