@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from ..config import RecommendConfig
 from ..ingest.schema import FLOW_SCHEMA
 from ..policy.mesh import CAPTURE_PORTS
+from .label_maps import map_values, remember_label_rows
 from .owners import resolve_batch_owners
 
 __all__ = [
@@ -358,6 +359,7 @@ def _pick_labels(
     """
     n = batch.num_rows
     rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+    shared: dict[Any, Any] = {}
     for side in ("src", "dst"):
         mask = pc.equal(batch.column(f"{side}_kind"), "workload")
         if window is not None:
@@ -390,14 +392,21 @@ def _pick_labels(
         labels = batch.column(f"{side}_labels")
         new = [i for i, k in enumerate(zip(namespaces, workloads, pods, strict=True))
                if (side, *k) not in picks]  # fmt: skip
-        first_maps = labels.take(pa.array([firsts[i] - offset for i in new], pa.int64()))
-        for i, first_map in zip(new, first_maps.to_pylist(), strict=True):
-            picks[(side, namespaces[i], workloads[i], pods[i])] = [firsts[i], first_map, -1, None]
-        last_maps = labels.take(pa.array([r - offset for r in lasts], pa.int64())).to_pylist()
-        for i, last_map in enumerate(last_maps):
+        # The maps of the new pods' first rows and of every pod's last row, each row once.
+        wanted = sorted({firsts[i] - offset for i in new} | {r - offset for r in lasts})
+        taken = labels.take(pa.array(wanted, pa.int64()))
+        values = (
+            map_values(taken, shared) if pa.types.is_map(taken.type) else taken.to_pylist()
+        )
+        maps = dict(zip(wanted, values, strict=True))
+        for i in new:
+            picks[(side, namespaces[i], workloads[i], pods[i])] = [
+                firsts[i], maps[firsts[i] - offset], -1, None,
+            ]  # fmt: skip
+        for i, last in enumerate(lasts):
             pick = picks[(side, namespaces[i], workloads[i], pods[i])]
-            if lasts[i] > pick[2]:
-                pick[2], pick[3] = lasts[i], last_map
+            if last > pick[2]:
+                pick[2], pick[3] = last, maps[last - offset]
 
 
 def _as_batches(
@@ -545,18 +554,34 @@ def _labels_table(picks: LabelPicks) -> pa.Table:
         return (side != "src", ns is None, ns or "", wl, first)
 
     namespaces, workloads, maps = [], [], []
+    offsets, keys, values, nulls = [0], [], [], []
     for (_, ns, wl, _), (_, first_map, _, last_map) in sorted(picks.items(), key=order):
         for labels in (first_map, last_map):
             namespaces.append(ns)
             workloads.append(wl)
-            maps.append(labels)
-    return pa.table(
+            pairs = None if labels is None else tuple(labels)
+            maps.append(pairs)
+            nulls.append(pairs is None)
+            for key, value in pairs or ():
+                keys.append(key)
+                values.append(value)
+            offsets.append(len(keys))
+    column = pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.array(keys, pa.string()),
+        pa.array(values, pa.string()),
+        mask=pa.array(nulls, pa.bool_()) if any(nulls) else None,
+    )
+    table = pa.table(
         {
             "namespace": pa.array(namespaces, pa.string()),
             "workload": pa.array(workloads, pa.string()),
-            "labels": pa.array(maps, pa.map_(pa.string(), pa.string())),
+            "labels": column,
         }
     )
+    # The consumers (synthesis, self-check, graph) need these very values back in Python.
+    remember_label_rows(table, list(zip(namespaces, workloads, maps, strict=True)))
+    return table
 
 
 def finish_edges(partial: PartialEdges, config: RecommendConfig | None = None) -> EdgeTables:

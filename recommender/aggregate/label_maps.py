@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["LabelRow", "label_rows"]
+__all__ = ["LabelRow", "label_rows", "map_values", "remember_label_rows"]
 
 #: (namespace, workload, labels as (key, value) pairs in map order, or None for a null map).
 LabelRow = tuple[Any, Any, tuple[tuple[str, str], ...] | None]
@@ -43,24 +43,41 @@ def label_rows(workload_labels: pa.Table) -> list[LabelRow]:
     return rows
 
 
+def remember_label_rows(workload_labels: pa.Table, rows: list[LabelRow]) -> None:
+    """Give :func:`label_rows` the Python values of a table just built from them (the
+    aggregation has them in hand), so that no consumer converts the table back."""
+    key = id(workload_labels)
+    _CACHE[key] = (weakref.ref(workload_labels, _forget(key)), rows)
+
+
 def _convert(table: pa.Table) -> list[LabelRow]:
     namespaces = table.column("namespace").to_pylist()
     workloads = table.column("workload").to_pylist()
-    column = table.column("labels")
-    maps: list[tuple[tuple[str, str], ...] | None] = []
-    shared: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
-    for chunk in column.chunks:
-        if len(chunk) == 0:
-            continue
-        offsets = chunk.offsets.to_pylist()
-        keys = chunk.keys.to_pylist()
-        items = chunk.items.to_pylist()
-        valid = chunk.is_valid().to_pylist()
-        for i in range(len(chunk)):
-            if not valid[i]:
-                maps.append(None)
-                continue
-            start, end = offsets[i], offsets[i + 1]
-            pairs = tuple(zip(keys[start:end], items[start:end], strict=True))
-            maps.append(shared.setdefault(pairs, pairs))
+    shared: dict[Pairs, Pairs] = {}
+    maps = [m for chunk in table.column("labels").chunks for m in map_values(chunk, shared)]
     return list(zip(namespaces, workloads, maps, strict=True))
+
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+def map_values(array: pa.Array, shared: dict[Pairs, Pairs] | None = None) -> list[Pairs | None]:
+    """A map array's values as ``to_pylist`` gives them, but as tuples of (key, value) pairs,
+    equal maps as one tuple (``shared`` keeps them across calls): the keys and values are
+    converted in one call each, not map by map."""
+    if len(array) == 0:
+        return []
+    shared = {} if shared is None else shared
+    offsets = array.offsets.to_pylist()
+    keys = array.keys.to_pylist()
+    items = array.items.to_pylist()
+    valid = array.is_valid().to_pylist()
+    out: list[Pairs | None] = []
+    for i in range(len(array)):
+        if not valid[i]:
+            out.append(None)
+            continue
+        start, end = offsets[i], offsets[i + 1]
+        pairs = tuple(zip(keys[start:end], items[start:end], strict=True))
+        out.append(shared.setdefault(pairs, pairs))
+    return out
