@@ -143,6 +143,13 @@ class Recommendation:
         """The evidence edges."""
         return self.tables.edges
 
+    @property
+    def evidence(self) -> EdgeTables:
+        """The aggregation the policies were learned from: :attr:`tables` less the edges a
+        guardrail denies (the same without guardrails)."""
+        evidence = self._cache.get("evidence")
+        return evidence if isinstance(evidence, EdgeTables) else self.tables
+
     def manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
         """The manifests of one dialect (``kubernetes``, ``calico``, ``cilium`` or ``istio``;
         default the first of ``config.dialects``), all rendered from :attr:`policy_set`.
@@ -212,11 +219,13 @@ class Recommendation:
         with _few_collections():
             return self._write(out_dir, dialects)
 
-    def _write(self, out_dir: PathLike, dialects: Iterable[str] | str | None) -> list[Path]:
+    def trees(
+        self, dialects: Iterable[str] | str | None = None
+    ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """Per dialect (default ``config.dialects``), the manifests by namespace folder that
+        :meth:`write` writes, the guardrails in ``_guardrails/`` included."""
         from .policy.dialects import group_by_namespace, parse_dialects
-        from .policy.writer import write_policy_trees
 
-        started = time.perf_counter()
         names = parse_dialects(dialects) if dialects is not None else self.config.dialects
         trees = {name: group_by_namespace(self.manifests(name)) for name in names}
         if self.guardrails is not None:
@@ -224,6 +233,11 @@ class Recommendation:
 
             for name, tree in trees.items():
                 tree[GUARDRAILS_FOLDER] = self.guardrail_manifests(name)
+        return trees
+
+    def report_files(self) -> dict[str, bytes | str]:
+        """The files :meth:`write` puts beside the policies: ``graph.svg``, ``report.html``,
+        ``report.json`` and ``report.md``, by name."""
         from .analysis.graph import graph_from_edges
         from .report.graph_svg import render_svg
         from .report.html import report_html
@@ -235,7 +249,7 @@ class Recommendation:
             )
         in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
         segments = (self.report.get("segments") or {}).get("segments") or []
-        extra = {
+        return {
             "graph.svg": render_svg(
                 graph,
                 max_nodes=GRAPH_SVG_MAX_NODES,
@@ -246,6 +260,13 @@ class Recommendation:
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report, graph_file="graph.svg"),
         }
+
+    def _write(self, out_dir: PathLike, dialects: Iterable[str] | str | None) -> list[Path]:
+        from .policy.writer import write_policy_trees
+
+        started = time.perf_counter()
+        trees = self.trees(dialects)
+        extra = self.report_files()
         rendered = time.perf_counter()
         self.timings["report_files"] = rendered - started
         written = write_policy_trees(trees, Path(out_dir), extra_files=extra)
@@ -860,7 +881,7 @@ def recommend_edges(
         policy_set, findings = synthesize(evidence, config, refused)
     policy_set = _beyond_pods(policy_set, tables, findings, config)
     mark = _stage(timings, "synthesize", aggregated)
-    cache: dict[str, Any] = {}
+    cache: dict[str, Any] = {"evidence": evidence}
     if "kubernetes" in config.dialects:  # the other dialects render when written
         cache["kubernetes"] = render_kubernetes(policy_set)
     mark = _stage(timings, "render", mark)
