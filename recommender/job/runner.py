@@ -752,6 +752,21 @@ def _commit_message(changes: dict[str, Any]) -> str:
             f"recommender: {rules['added_total']} rules added, {rules['removed_total']} removed"
             + (f" in {where}" if where else "")
         )
+    rollout = changes.get("rollout") or {}
+    moves = [m for m in rollout.get("moves") or () if "enforcing" in (m["from"], m["to"])]
+    if moves and not changes["first_run"]:  # what this commit does: a promotion, a step back
+        promoted = [m["namespace"] for m in moves if m["to"] == "enforcing"]
+        staged_again = [m["namespace"] for m in moves if m["from"] == "enforcing"]
+        parts = []
+        if promoted:
+            parts.append(f"enforce {', '.join(promoted[:5])}"
+                         f"{' and more' if len(promoted) > 5 else ''}")
+        if staged_again:
+            parts.append(f"stage {', '.join(staged_again[:5])} again"
+                         f"{' and more' if len(staged_again) > 5 else ''}")
+        if rules["added_total"] or rules["removed_total"]:
+            parts.append(f"{rules['added_total']} rules added, {rules['removed_total']} removed")
+        head = "recommender: " + "; ".join(parts)
     run = changes["run"]
     body = [
         head,
@@ -759,10 +774,21 @@ def _commit_message(changes: dict[str, Any]) -> str:
         f"Run {run['id']} as of {run['as_of']}, "
         f"{changes['input']['files']} flow files from {changes['input']['uri']}.",
         "",
-        "Namespaces:",
     ]
+    if rollout.get("would_break"):
+        body += [w["line"] for w in rollout["would_break"]] + [""]
+    if moves:
+        body += ["Rollout:"]
+        body += [f"  {m['namespace']}: {m['from']} -> {m['to']} ({m['reason']})" for m in moves]
+        body += [""]
+    form = {}
+    if rollout.get("staged"):
+        form = {ns: ", enforcing" for ns in rollout.get("enforcing") or ()}
+        form |= {ns: ", staged" for ns in rollout.get("staged_namespaces") or ()}
+    body += ["Namespaces:"]
     body += [
-        f"  {n['namespace']}: {n['status']}, {n['policies']} policies, {n['rules']} rules"
+        f"  {n['namespace']}: {n['status']}{form.get(n['namespace'], '')}, "
+        f"{n['policies']} policies, {n['rules']} rules"
         for n in namespaces
     ]
     if held:

@@ -237,3 +237,65 @@ def test_any_pending_value_is_read_and_accounted(pending: Any) -> None:
         assert counted == 0
     elif not isinstance(pending, list | str):
         assert counted == 1
+
+
+def test_every_pending_and_audit_field_round_trips_through_canonical_parquet(
+    tmp_path: Path,
+) -> None:
+    """The staged evidence of every reader (Calico pending_policies, Goldmane and Whisker
+    pending traces, Hubble AUDIT with *_denied_by and policy_match_type), and the ledger with
+    its malformed_traces, come back unchanged from the canonical Parquet `recommend ingest`
+    writes."""
+    from recommender import iter_flow_batches
+    from recommender.evaluation.staged import staged_verdict
+    from recommender.ingest._write import write_flows_parquet
+
+    calico = tmp_path / "calico.jsonl"
+    calico.write_text(json.dumps(_calico(1000, [GOOD])) + "\n" + json.dumps(_calico(1001, 3)))
+    goldmane = tmp_path / "goldmane.ndjson"
+    goldmane.write_text(json.dumps(_goldmane(3000, [HIT])) + "\n")
+    whisker = tmp_path / "whisker.jsonl"
+    rec = json.loads((DATA / "goldmane" / "whisker.jsonl").read_text().splitlines()[0])
+    rec["policies"]["pending"] = [{"kind": "StagedNetworkPolicy", "name": "default.p",
+                                   "namespace": "shop", "tier": "default", "action": "Allow",
+                                   "policy_index": 1, "rule_index": 2}]  # fmt: skip
+    whisker.write_text(json.dumps(rec) + "\n")
+    hubble = tmp_path / "hubble.json"
+    hubble.write_text(
+        _hubble(41000, ingress_denied_by=[POLICY], policy_match_type=2) + "\n"
+        + _hubble(41001, verdict="DROPPED", egress_denied_by=[POLICY], policy_match_type="x")
+        + "\n" + _hubble(41002, ingress_denied_by="broken") + "\n"
+    )
+    inputs = [calico, goldmane, whisker, hubble]
+    batches = iter_flow_batches(inputs)
+    write_flows_parquet(batches, tmp_path / "flows.parquet", ledger=batches.ledger)
+    direct = IngestLedger()
+    first = read_flows(inputs, ledger=direct).to_pylist()
+    again_ledger = IngestLedger()
+    again = read_flows(tmp_path / "flows.parquet", ledger=again_ledger)
+    import pyarrow.parquet as pq
+
+    written = pq.read_schema(tmp_path / "flows.parquet").metadata[b"recommender.ledger"]
+    meta = json.loads(written)  # the ingest ledger the file carries
+    assert meta["malformed_traces"] == {"ingress_denied_by": 1, "pending_policies": 1}
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["source_format"], r["dst_port"] or 0, r["src_port"] or 0)
+
+    fields = ("verdict", "policies", "source_format")
+    assert [{f: r[f] for f in fields} for r in sorted(again.to_pylist(), key=key)] == [
+        {f: r[f] for f in fields} for r in sorted(first, key=key)
+    ]
+    verdicts = [
+        (r["source_format"], staged_verdict(r["policies"], r["verdict"]))
+        for r in sorted(again.to_pylist(), key=key)
+    ]
+    assert verdicts == [
+        ("calico", ("deny", "shop/staged:default.allow-db", -1)),
+        ("calico", None),  # the malformed trace decides nothing
+        ("goldmane", ("deny", "shop/staged:default.allow-db", -1)),
+        ("hubble", ("deny", "shop/db", -2)),
+        ("hubble", None),  # a drop is enforced, not staged
+        ("hubble", ("deny", "", -2)),  # AUDIT with a broken denied_by: still a would-deny
+        ("whisker", ("allow", "shop/staged:default.p", 2)),
+    ]
