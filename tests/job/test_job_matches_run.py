@@ -38,7 +38,7 @@ decisions:
   reason: the cart reads the catalog through the frontend from now on
 """
 OPTIONS = {
-    "dialects": ["kubernetes", "calico", "cilium"],
+    "dialects": ["kubernetes", "calico", "cilium", "istio"],
     "host_policies": True,
 }
 #: Files the job writes that `run` does not, by design.
@@ -92,7 +92,7 @@ def _job_config(tmp_path: Path, input_uri: str, output_uri: str, **job: object) 
 def test_the_run_being_compared_has_every_part(run_output: Path) -> None:
     """What the comparison covers: three dialects, guardrails, a host policy, a decision."""
     files = _yaml_files(run_output)
-    assert {name.split("/")[0] for name in files} >= {"kubernetes", "calico", "cilium"}
+    assert {name.split("/")[0] for name in files} >= {"kubernetes", "calico", "cilium", "istio"}
     assert any("/_guardrails/" in name for name in files)
     assert any("/_cluster/" in name for name in files), sorted(files)  # host policies
     report = json.loads((run_output / "report.json").read_text())
@@ -123,7 +123,8 @@ def test_the_job_writes_what_run_writes(tmp_path: Path, run_output: Path) -> Non
         assert (out / name).is_file()
     job_report = json.loads((out / "report.json").read_text())
     run_report = json.loads((run_output / "report.json").read_text())
-    for section in ("rules", "guardrails", "self_check", "decisions", "anomalies", "segments"):
+    for section in ("rules", "guardrails", "self_check", "decisions", "anomalies", "segments",
+                    "istio"):
         assert job_report[section] == run_report[section], section
     # The GitOps repository: the same tree, with the decisions file beside it.
     checkout = tmp_path / "checkout"
