@@ -167,3 +167,28 @@ def test_the_job_writes_what_run_writes_to_object_storage(
     }
     assert "decisions.yaml" in written and f"{prefix}graph.svg" in keys
     assert {k: v for k, v in written.items() if k not in JOB_ONLY} == _yaml_files(run_output)
+
+
+def test_under_a_staged_rollout_the_guardrails_stay_enforcing(tmp_path: Path) -> None:
+    """The guardrails are the organisation's rules, not a proposal: a staged rollout writes
+    them where `run` does, listed by the top kustomization, while the policies wait in
+    ``_staged/`` (Kubernetes, Cilium) or as staged kinds (Calico)."""
+    flows = tmp_path / "flows" / f"date={DAY:%Y-%m-%d}"
+    flows.mkdir(parents=True)
+    shutil.copy(SAMPLE, flows / "flows.parquet")
+    config = _job_config(tmp_path, str(tmp_path / "flows"), str(tmp_path / "out"),
+                         rollout={"staged": True})  # fmt: skip
+    run_job(config, as_of=noon(DAY))
+    out = tmp_path / "out"
+    for dialect in ("kubernetes", "calico", "cilium"):
+        top = yaml.safe_load((out / dialect / "kustomization.yaml").read_text())["resources"]
+        assert "_guardrails" in top, dialect
+        kinds = {
+            yaml.safe_load(p.read_text())["kind"]
+            for p in (out / dialect / "_guardrails").glob("*.yaml")
+            if p.name != "kustomization.yaml"
+        }
+        assert kinds and not any(k.startswith("Staged") for k in kinds), (dialect, kinds)
+        assert not (out / dialect / "_staged" / "_guardrails").exists()
+    assert (out / "kubernetes" / "_staged" / "shop").is_dir()
+    assert not (out / "kubernetes" / "shop").exists()

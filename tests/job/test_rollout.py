@@ -317,3 +317,44 @@ def test_a_cronjob_run_that_would_break_counts_as_wanted_traffic() -> None:
     tonight = make_table([run(10, "report-29385360", policies=[DENY], connections=4)])
     (breaking,) = staged_evidence(tonight, tables.edges).would_deny
     assert breaking.line().startswith("would break: shop/report -> shop/db TCP/5432, 4 connections")
+
+
+def test_the_commit_message_says_what_the_rollout_did() -> None:
+    """A promotion and a step back are what their commits are about, first line and body."""
+    from recommender.job.runner import _commit_message
+
+    def changes(moves: list[dict[str, str]], added: int = 0) -> dict[str, Any]:
+        rule = {"namespace": "shop", "policy": "allow-db", "direction": "ingress",
+                "peers": ["app=web"], "ports": ["TCP/5432"]}  # fmt: skip
+        return {
+            "first_run": False,
+            "rules": {"added": [rule] * added, "added_total": added, "removed": [],
+                      "removed_total": 0},
+            "namespaces": [{"namespace": n, "status": "stable", "policies": 2, "rules": 3}
+                           for n in ("pay", "shop")],
+            "run": {"id": "r1", "as_of": "2026-03-07T12:00:00+00:00"},
+            "input": {"files": 1, "uri": "s3://b/flows"},
+            "rollout": {
+                "staged": True, "moves": moves, "enforcing": ["pay"],
+                "staged_namespaces": ["shop"],
+                "would_break": [{"line": "would break: shop/web -> shop/db TCP/5432, 3 "
+                                         "connections since 2026-03-07 10:00:00"}],
+            },
+        }  # fmt: skip
+
+    back = {"namespace": "shop", "from": "enforcing", "to": "stabilising",
+            "reason": "would deny 3 connections of wanted traffic"}  # fmt: skip
+    up = {"namespace": "pay", "from": "stable", "to": "enforcing",
+          "reason": "stable, and no would-deny since 2026-03-03"}  # fmt: skip
+    message = _commit_message(changes([up, back], added=1))
+    lines = message.splitlines()
+    assert lines[0] == "recommender: enforce pay; stage shop again; 1 rules added, 0 removed"
+    assert lines[4].startswith("would break: shop/web -> shop/db TCP/5432")
+    assert "  shop: enforcing -> stabilising (would deny 3 connections of wanted traffic)" in lines
+    assert "  pay: stable, enforcing, 2 policies, 3 rules" in lines
+    assert "  shop: stable, staged, 2 policies, 3 rules" in lines
+    # A reset that keeps a namespace staged changes no file: no rollout line in a head.
+    still = {"namespace": "shop", "from": "stabilising", "to": "stabilising", "reason": "x"}
+    assert _commit_message(changes([still], added=1)).startswith(
+        "recommender: 1 rules added, 0 removed in shop\n"
+    )
