@@ -299,3 +299,16 @@ def test_every_pending_and_audit_field_round_trips_through_canonical_parquet(
         ("hubble", ("deny", "", -2)),  # AUDIT with a broken denied_by: still a would-deny
         ("whisker", ("allow", "shop/staged:default.p", 2)),
     ]
+
+
+def test_recommend_ingest_prints_the_counter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recommender.cli import main
+
+    path = tmp_path / "flows.jsonl"
+    path.write_text(json.dumps(_calico(1000, ["garbage"])) + "\n")
+    assert main(["ingest", str(path), "-o", str(tmp_path / "flows.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "malformed trace (pending_policies): 1" in out
+    assert "Traceback" not in out
