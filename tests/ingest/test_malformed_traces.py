@@ -175,14 +175,18 @@ def test_hubble_denied_by_and_match_type_malformed_are_counted(
         _hubble(41005, verdict="DROPPED", ingress_denied_by={"name": "db"},
                 policy_match_type=[1]),
         _hubble(41006, verdict="FORWARDED", ingress_denied_by="ignored: not denied"),
+        # a connection's later AUDIT event, broken: it still wins over FORWARDED, and counts
+        _hubble(41007, verdict="FORWARDED"),
+        _hubble(41007, egress_denied_by=[{"name": 1}]),
     ]  # fmt: skip
     path = tmp_path / "hubble.json"
     path.write_text("\n".join(lines) + "\n")
     ledger = IngestLedger()
     rows = read_flows(path, format="hubble", ledger=ledger).to_pylist()
-    assert ledger.balanced and not ledger.skipped and ledger.used == 7
+    assert ledger.balanced and not ledger.skipped
+    assert (ledger.used, ledger.duplicate) == (8, 1)
     assert ledger.malformed_traces == {
-        "ingress_denied_by": 2, "egress_denied_by": 1, "policy_match_type": 2,
+        "ingress_denied_by": 2, "egress_denied_by": 2, "policy_match_type": 2,
     }  # fmt: skip
     by_port = {r["src_port"]: (r["verdict"], r["policies"]) for r in rows}
     assert by_port[41000] == (
@@ -192,6 +196,7 @@ def test_hubble_denied_by_and_match_type_malformed_are_counted(
     assert by_port[41002] == ("audit", ["denied-by:egress|CiliumNetworkPolicy|shop/db"])
     assert by_port[41005] == ("denied", None)
     assert by_port[41006] == ("allowed", None)
+    assert by_port[41007] == ("audit", None)
 
 
 def test_the_counter_merges_and_reaches_the_report_ledger() -> None:
