@@ -445,6 +445,7 @@ class _Judge:
     _in_ns: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
     _index: dict[str, SelectorIndex[Policy]] = field(default_factory=dict)
     _selecting: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
+    _isolating_cache: dict[tuple[str, str], list[Policy]] = field(default_factory=dict)
     _checked: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -518,34 +519,42 @@ class _Judge:
         same order, the same rules and reasons."""
         if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
             return Verdict(True, "loopback", "loopback")
-        chosen: list[Policy] = []
-        for end in (src, dst):
-            if isinstance(end, Pod):
-                for policy in self.selecting(end):
-                    if all(policy is not q for q in chosen):
-                        chosen.append(policy)
-        chosen.sort(key=lambda p: (p.namespace, p.name))  # a PolicySet's order
+        # The policies isolating the source for egress are those of its namespace selecting it
+        # (whatever the destination), likewise the destination for ingress; each list is kept
+        # per pod, in a PolicySet's order (namespace, name), as the evaluator reads them.
+        # (Through selecting(), the source's namespace is checked for unsupported policies
+        # first, then the destination's, as before.)
+        out_policies = self._isolating(src, "egress") if isinstance(src, Pod) else []
+        in_policies = self._isolating(dst, "ingress") if isinstance(dst, Pod) else []
         check = _Check(self.cluster, src, dst, protocol.upper(), port, False)
-        egress_ok, egress, out_by = _direction(check, chosen, "egress")
-        ingress_ok, ingress, in_by = _direction(check, chosen, "ingress")
+        egress_ok, egress, out_by = _direction(check, out_policies, "egress")
+        ingress_ok, ingress, in_by = _direction(check, in_policies, "ingress")
         return Verdict(
             egress_ok and ingress_ok, egress, ingress, tuple(sorted(set(out_by + in_by)))
         )
 
+    def _isolating(self, pod: Pod, direction: Direction) -> list[Policy]:
+        """The policies selecting ``pod`` with ``direction`` in their types, in a PolicySet's
+        order."""
+        key = (pod.key, direction)
+        found = self._isolating_cache.get(key)
+        if found is None:
+            found = sorted(
+                (p for p in self.selecting(pod) if direction in p.policy_types),
+                key=lambda p: (p.namespace, p.name),
+            )
+            self._isolating_cache[key] = found
+        return found
+
 
 def _direction(
-    check: _Check, chosen: list[Policy], direction: Direction
+    check: _Check, isolating: list[Policy], direction: Direction
 ) -> tuple[bool, str, list[str]]:
-    """:meth:`~recommender.evaluation.evaluator._Check.direction` over ``chosen`` (policies
-    already checked as supported)."""
+    """:meth:`~recommender.evaluation.evaluator._Check.direction` given the policies that
+    isolate the pod for ``direction`` (already checked as supported)."""
     pod, peer = (check.src, check.dst) if direction == "egress" else (check.dst, check.src)
     if not isinstance(pod, Pod):
         return True, "not a pod", []
-    isolating = [
-        p for p in chosen
-        if p.namespace == pod.namespace and direction in p.policy_types
-        and p.selector.matches(pod.labels)
-    ]  # fmt: skip
     if not isolating:
         return True, "not isolated", []
     reason = ""
