@@ -30,8 +30,7 @@ from .errors import ConfigError, FlowFormatError
 from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
-from .ingest._source import is_stream
-from .ingest.overlap import OverlapCheck, without_files
+from .ingest.checked import CheckedFlows
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
@@ -635,7 +634,6 @@ def recommend(
         started = time.perf_counter()
         holdout_input: pa.Table | Path
         reread: Path | None = None
-        dropped_files: tuple[str, ...] = ()
         if isinstance(flows, pa.Table):
             if config.last is not None:
                 config = _resolve_last(flows.to_batches(), config)
@@ -663,11 +661,15 @@ def recommend(
                 holdout_input = spill
         else:
             batches = iter_flow_batches(flows, format, workers=workers)
-            streamed = any(is_stream(path) for path, _ in batches.files)
-            formats = {fmt for _, fmt in batches.files}
-            # Read again later (held-out validation, the anomaly screen, --last, copies of one
-            # traffic in several formats): a pipe can be read once, so the canonical rows are kept.
-            keep_rows = validate or streamed or config.last is not None or len(formats) > 1
+            # The input checks (copies of one traffic in several formats, several clusters,
+            # far-apart windows, --last): recommender.ingest.checked, shared by every command.
+            # A pipe can be read once: rows read again later (held-out validation, the anomaly
+            # screen, --last, copies) are kept in a spill file.
+            checked = stack.enter_context(CheckedFlows(
+                None, batches=batches, last=config.last, since=config.since,
+                until=config.until, keep_rows=validate,
+            ))
+            keep_rows = checked.needs_spill
             if not keep_rows:
                 from .aggregate.parquet_scan import scannable_parquet
 
@@ -690,32 +692,24 @@ def recommend(
             if parquet is None:
                 if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
                     _import_later_stages()  # while this process mostly waits for its workers
-                source: Iterable[pa.RecordBatch] = batches
-                overlap = OverlapCheck() if len(batches.files) > 1 else None
-                if keep_rows:
-                    spill = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-                    spill /= "flows.parquet"
-                    source = _spilled(batches, spill)
-                    holdout_input = spill
-                    reread = spill
-                if config.last is not None:
-                    for _ in source:  # the whole input first: its window ends at its latest flow
-                        pass
-                    config = _resolve_last(pq_batches(spill), config)
-                    source = pq_batches(spill)
-                if overlap is not None:
-                    source = overlap.watch(source)
-                timed = _Timed(source, on_batch)
-                tables = aggregate_edges(timed, config)
-                if overlap is not None:
-                    found = overlap.findings()
-                    for message in found.warnings:
-                        _log.warning("%s", message)
-                    if found.dropped and reread is not None:  # count each connection once
-                        tables = aggregate_edges(
-                            without_files(pq_batches(reread), found.dropped), config
+                timed = _Timed((), None)
+
+                window: list[RecommendConfig] = [config]
+
+                def aggregate(rows: Iterable[pa.RecordBatch]) -> EdgeTables:
+                    nonlocal timed
+                    if window[0].last is not None:  # the input's window is known now
+                        window[0] = dataclasses.replace(
+                            window[0], since=checked.since, last=None
                         )
-                        dropped_files = found.dropped
+                    timed = _Timed(rows, on_batch)
+                    return aggregate_edges(timed, window[0])
+
+                tables = checked.consume(aggregate)
+                config = window[0]
+                if keep_rows:
+                    assert checked.spill is not None
+                    holdout_input = reread = checked.spill
             # The JSON round trip gives the same values a read_flows table's metadata holds.
             ledger = json.loads(json.dumps(batches.ledger.to_dict()))
         aggregated = time.perf_counter()
@@ -728,7 +722,7 @@ def recommend(
         rows: Any = (
             flows
             if isinstance(flows, pa.Table)
-            else (lambda: without_files(pq_batches(reread), dropped_files))
+            else (lambda: checked.rows())
             if reread is not None
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )

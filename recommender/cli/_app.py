@@ -294,6 +294,10 @@ def _print_ledger(ledger: dict[str, Any]) -> None:
         f"records read: {ledger['read']:,}  used: {ledger['used']:,}  "
         f"merged duplicates: {ledger['duplicate']:,}  replies dropped: {ledger['reply']:,}  "
         f"skipped: {ledger['skipped_total']:,}"
+        + (f"  overlap copies dropped: {ledger['overlap_dropped']:,}"
+           if ledger.get("overlap_dropped") else "")
+        + (f"  outside the window: {ledger['outside_window']:,}"
+           if ledger.get("outside_window") else "")
     )
     for name in ledger["ignored_files"]:
         typer.echo(f"  passed over (not a flow log): {name}")

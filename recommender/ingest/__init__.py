@@ -93,6 +93,9 @@ class FlowBatches:
         self.workers = default_workers(hubble) if workers is None else max(int(workers), 1)
         if any(is_stream(p) for p in hubble):
             self.workers = 1  # workers read files themselves; a stream can be read once
+        #: The input file being read while a batch is yielded (None for the batches readers
+        #: give at the end, whose rows name their file in ``source_file``).
+        self.reading: str | None = None
         self._iter = self._generate()
 
     def _generate(self) -> Iterator[pa.RecordBatch]:
@@ -111,9 +114,11 @@ class FlowBatches:
                     reader = _READERS[fmt](self.ledger, batch_rows=self.batch_rows)
                 readers[fmt] = reader
             self.ledger.open_file(str(path), fmt)
+            self.reading = str(path)
             for batch in reader.read(path):
                 if batch.num_rows:
                     yield batch
+            self.reading = None
             self.ledger.close_file(str(path))
         for fmt in sorted(readers):
             for batch in readers[fmt].finish():

@@ -1,33 +1,46 @@
-"""Input sanity: the same connections in several files of different formats, and far-apart
-windows.
+"""Input sanity: the same connections in several files of different formats, several clusters
+in one input, and far-apart windows.
 
 A cluster's traffic is often exported several ways at once (Hubble events and Calico flow logs
 of the same connections, or a canonical Parquet copy next to its source). Read together, each
 connection would count twice and the coarser copy (Calico's aggregated records) would add
 rules of its own. :class:`OverlapCheck` watches the canonical batches as they stream past and
 notes, per input file, its time window and the connections it holds (namespace, workload,
-protocol, port); :meth:`OverlapCheck.findings` then says which files of different formats hold
-mostly the same connections in overlapping windows, keeping the most detailed copy, and which
-inputs lie far apart in time.
+protocol, port); :meth:`InputCheck.findings` then says which files of different formats hold
+mostly the same connections in overlapping windows, keeping the most detailed copy.
+
+It also counts the rows of each cluster and each day. A row's cluster is what the flow log
+says of the cluster it was observed in (``docs/flow-schema.md``, "Clusters"): the ``cluster/``
+prefix of the node name (Hubble Relay in a ClusterMesh names nodes ``cluster/node``), else the
+``io.cilium.k8s.policy.cluster`` label Cilium gives every pod of the observing endpoint (the
+source for egress, the destination for ingress), else that of the other endpoint. Calico
+Enterprise and Goldmane records name no cluster (``host`` is a node), so their rows count as
+of no known cluster. Two or more clusters, or days more than :data:`FAR_APART` apart (within
+one file as well as across files), give one warning each, naming the parts and their rows.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["FIDELITY", "OverlapCheck", "OverlapFindings"]
+__all__ = ["CLUSTER_LABEL", "FIDELITY", "InputCheck", "InputFindings", "OverlapCheck",
+           "OverlapFindings", "without_files"]
 
 #: Formats from the most detailed (kept when copies overlap) to the coarsest.
 FIDELITY: Final = ("parquet", "csv", "hubble", "goldmane", "whisker", "calico", "calico-text")
 #: Share of the smaller file's connections the larger must hold for the two to be copies.
 OVERLAP_SHARE: Final = 0.5
-#: Windows further apart than this are worth a word.
+#: The label Cilium gives every pod with the name of its cluster.
+CLUSTER_LABEL: Final = "io.cilium.k8s.policy.cluster"
+#: Days with flows further apart than this are worth a word.
 FAR_APART: Final = timedelta(days=7)
 _KEY: Final = (
     "source_file", "source_format", "src_namespace", "src_workload", "dst_namespace",
@@ -44,29 +57,70 @@ class _File:
 
 
 @dataclass(frozen=True)
-class OverlapFindings:
-    """What :meth:`OverlapCheck.findings` found: the files left out (copies of others) and a
-    warning per finding."""
+class InputFindings:
+    """What :meth:`InputCheck.findings` found: the files left out (copies of others), a
+    warning per finding, and the rows of each named cluster (of the files kept)."""
 
     dropped: tuple[str, ...]
     warnings: tuple[str, ...]
+    clusters: dict[str, int] = field(default_factory=dict)
 
 
-class OverlapCheck:
-    """Watches canonical batches (see the module docstring)."""
+OverlapFindings = InputFindings
 
-    def __init__(self) -> None:
+
+class InputCheck:
+    """Watches canonical batches (see the module docstring).
+
+    ``connections`` notes each file's connections (for copies among files of different
+    formats); without it only rows, clusters and days are counted."""
+
+    def __init__(self, *, connections: bool = True) -> None:
         self._files: dict[str, _File] = {}
+        self._connections = connections
+        #: Rows per (file, cluster or None, day).
+        self._parts: Counter[tuple[str, str | None, date]] = Counter()
+        #: The input file of each ``source_file`` (a canonical file keeps its rows' origin).
+        self._origin: dict[str, str] = {}
 
     def watch(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Pass ``batches`` through, noting what each file holds."""
+        """Pass ``batches`` through, noting what each file holds (and, when ``batches`` says
+        which input file it is reading, as :class:`~recommender.ingest.FlowBatches` does, the
+        input file of each ``source_file``)."""
         for batch in batches:
+            reading = getattr(batches, "reading", None)
+            if reading is not None and batch.num_rows:
+                for name in pc.unique(batch.column("source_file")).to_pylist():
+                    self._origin.setdefault(str(name), reading)
             self.observe(batch)
             yield batch
+
+    def _named(self, name: str) -> str:
+        origin = self.origin(name)
+        return origin if origin == name else f"{origin} (rows of {name})"
+
+    def origin(self, name: str) -> str:
+        """The input file the rows naming ``name`` in ``source_file`` came from."""
+        return self._origin.get(name, name)
 
     def observe(self, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
             return
+        if self._connections:
+            self._observe_connections(batch)
+        if "node" in batch.schema.names:
+            self._observe_parts(batch)
+        else:  # a test's small batch: no cluster known
+            table = pa.table({
+                "source_file": batch.column("source_file"),
+                "day": pc.floor_temporal(batch.column("start_time"), unit="day"),
+            })
+            for row in table.group_by(["source_file", "day"], use_threads=False).aggregate(
+                [([], "count_all")]
+            ).to_pylist():
+                self._parts[(str(row["source_file"]), None, row["day"].date())] += row["count_all"]
+
+    def _observe_connections(self, batch: pa.RecordBatch) -> None:
         table = pa.Table.from_batches([batch]).select([*_KEY, "start_time"])
         grouped = table.group_by(list(_KEY), use_threads=False).aggregate(
             [("start_time", "min"), ("start_time", "max")]
@@ -81,8 +135,28 @@ class OverlapCheck:
             if high is not None and (entry.last is None or high > entry.last):
                 entry.last = high
 
-    def findings(self) -> OverlapFindings:
-        """Copies among files of different formats (the coarser left out), far-apart windows."""
+    def _observe_parts(self, batch: pa.RecordBatch) -> None:
+        table = pa.table({
+            "source_file": batch.column("source_file"),
+            "node": batch.column("node"),
+            "src": pc.map_lookup(batch.column("src_labels"), CLUSTER_LABEL, "first"),
+            "dst": pc.map_lookup(batch.column("dst_labels"), CLUSTER_LABEL, "first"),
+            "direction": batch.column("traffic_direction"),
+            "day": pc.floor_temporal(batch.column("start_time"), unit="day"),
+        })
+        keys = ["source_file", "node", "src", "dst", "direction", "day"]
+        grouped = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
+        for row in grouped.to_pylist():
+            cluster = row_cluster(row["node"], row["src"], row["dst"], row["direction"])
+            self._parts[(str(row["source_file"]), cluster, row["day"].date())] += row["count_all"]
+
+    def rows_of(self, name: str) -> int:
+        """Rows of the file ``name`` seen."""
+        return sum(n for (file, _, _), n in self._parts.items() if file == name)
+
+    def findings(self) -> InputFindings:
+        """Copies among files of different formats (the coarser left out), clusters and
+        far-apart windows of the rows kept."""
         files = sorted(self._files.items(), key=lambda kv: (_rank(kv[1].format), kv[0]))
         dropped: list[str] = []
         warnings: list[str] = []
@@ -98,21 +172,72 @@ class OverlapCheck:
                 if share >= OVERLAP_SHARE:
                     dropped.append(other)
                     warnings.append(
-                        f"{other} ({theirs.format}) holds the same connections as {name} "
-                        f"({mine.format}) in the same window ({share:.0%} of them): each "
-                        f"connection is counted once, from {name}; {other} is left out."
+                        f"{self._named(other)} ({theirs.format}) holds the same connections as "
+                        f"{self._named(name)} ({mine.format}) in the same window "
+                        f"({share:.0%} of them): each connection is counted once, from "
+                        f"{self.origin(name)}; {self.origin(other)} is left out "
+                        f"({self.rows_of(other):,} rows, counted as overlap copies)."
                     )
-        kept = [(n, f) for n, f in files if n not in dropped and f.first and f.last]
-        kept.sort(key=lambda kv: kv[1].first)  # type: ignore[arg-type,return-value]
-        for (a, fa), (b, fb) in itertools.pairwise(kept):
-            assert fa.last is not None and fb.first is not None
-            if fb.first - fa.last > FAR_APART:
-                warnings.append(
-                    f"{a} ends {fa.last:%Y-%m-%d} and {b} starts {fb.first:%Y-%m-%d}: windows "
-                    f"{(fb.first - fa.last).days} days apart (different clusters or "
-                    "deployments?); the policies allow what either saw."
-                )
-        return OverlapFindings(tuple(dropped), tuple(warnings))
+        kept = Counter[tuple[str | None, date]]()
+        for (file, cluster, day), n in self._parts.items():
+            if file not in dropped:
+                kept[(cluster, day)] += n
+        warnings.extend(_far_apart(kept))
+        clusters = Counter[str]()
+        for (cluster, _), n in kept.items():
+            if cluster is not None:
+                clusters[cluster] += n
+        if len(clusters) > 1:
+            named = ", ".join(f"{c} ({n:,} rows)" for c, n in sorted(clusters.items()))
+            unnamed = sum(n for (c, _), n in kept.items() if c is None)
+            rest = f"; {unnamed:,} rows name no cluster" if unnamed else ""
+            warnings.append(
+                f"the input mixes {len(clusters)} clusters: {named}{rest}. The policies allow "
+                "what any of them saw, in every cluster: give one cluster's flows per run."
+            )
+        return InputFindings(tuple(dropped), tuple(warnings), dict(sorted(clusters.items())))
+
+
+OverlapCheck = InputCheck
+
+
+def row_cluster(node: str | None, src: str | None, dst: str | None,
+                direction: str | None) -> str | None:
+    """The cluster a row was observed in (see the module docstring), or None."""
+    if node and "/" in node:
+        return node.split("/", 1)[0] or None
+    local, remote = (dst, src) if direction == "ingress" else (src, dst)
+    return local or remote or None
+
+
+def _far_apart(rows: Counter[tuple[str | None, date]]) -> list[str]:
+    """One warning when the days with rows fall in parts more than :data:`FAR_APART` apart."""
+    per_day = Counter[date]()
+    for (_, day), n in rows.items():
+        per_day[day] += n
+    days = sorted(per_day)
+    if len(days) < 2:
+        return []
+    parts: list[list[date]] = [[days[0]]]
+    gaps: list[int] = []
+    for before, after in itertools.pairwise(days):
+        if after - before > FAR_APART:
+            gaps.append((after - before).days)
+            parts.append([])
+        parts[-1].append(after)
+    if len(parts) < 2:
+        return []
+    described = [
+        (f"{p[0]:%Y-%m-%d}" if p[0] == p[-1] else f"{p[0]:%Y-%m-%d}..{p[-1]:%Y-%m-%d}")
+        + f" ({sum(per_day[d] for d in p):,} rows)"
+        for p in parts
+    ]
+    apart = " and ".join(f"{g} days" for g in gaps)
+    return [
+        f"the flows fall in {len(parts)} windows far apart: {', '.join(described)}; "
+        f"{apart} apart (different clusters or deployments?). The policies allow what "
+        "each saw: --last DURATION or --since/--until picks one window."
+    ]
 
 
 def _rank(fmt: str) -> int:
@@ -128,8 +253,6 @@ def _windows_meet(a: _File, b: _File) -> bool:
 def without_files(batches: Iterable[pa.RecordBatch], dropped: Iterable[str]
                   ) -> Iterator[pa.RecordBatch]:
     """``batches`` without the rows of the ``dropped`` files."""
-    import pyarrow.compute as pc
-
     names = pa.array(sorted(set(dropped)), pa.string())
     for batch in batches:
         keep = pc.invert(pc.is_in(batch.column("source_file"), value_set=names))

@@ -777,6 +777,17 @@ def _ingest(ingest: Mapping[str, Any]) -> str:
             ],
         )
     ]
+    warnings = list(ingest.get("warnings") or ())
+    if ingest.get("overlap_dropped"):
+        body.append(_table(["left out as copies of a more detailed input"],
+                           [[ingest.get("overlap_dropped")]]))
+    if ingest.get("outside_window"):
+        body.append(_table(["outside the window"], [[ingest.get("outside_window")]]))
+    clusters = ingest.get("clusters") or {}
+    if clusters:
+        body.append(_table(["cluster", "rows"], sorted(clusters.items(), key=str)))
+    if warnings:
+        body.append(_table(["warning"], [[w] for w in warnings]))
     skipped = ingest.get("skipped") or {}
     if skipped:
         body.append(_table(["skipped because", "records"], sorted(skipped.items(), key=str)))
