@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -170,19 +171,37 @@ def read_flows(
     *,
     ledger: IngestLedger | None = None,
     workers: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    last: timedelta | None = None,
 ) -> pa.Table:
     """Read flow files into one canonical :class:`pyarrow.Table`.
 
-    The ingest ledger is filled into ``ledger`` when given, and is also stored as JSON in the
-    table's schema metadata under ``recommender.ledger``. ``table.to_pandas()`` gives a DataFrame.
+    The input checks of :mod:`recommender.ingest.checked` apply: files of different formats
+    holding the same connections are read once, from the most detailed (the others' rows are
+    left out and counted as ``overlap_dropped``); several clusters and far-apart windows are
+    warned about. Only flows starting in ``[since, until)`` are kept (``last``: that long
+    before the input's latest flow start), the others counted as ``outside_window``. The
+    ingest ledger is filled into ``ledger`` when given, and is also stored as
+    JSON in the table's schema metadata under ``recommender.ledger``. ``table.to_pandas()``
+    gives a DataFrame.
 
     Examples
     --------
     >>> table = read_flows("sample_flows/flows.parquet")   # doctest: +SKIP
     >>> table.num_rows                                      # doctest: +SKIP
     """
+    from .checked import CheckedFlows
+
     batches = FlowBatches(paths, format, ledger=ledger, workers=workers)
-    table = pa.Table.from_batches(list(batches), schema=FLOW_SCHEMA)
+    # Through the input checks: copies of one traffic in several formats counted once (the
+    # rows of the coarser copies left out), several clusters and far-apart windows named.
+    with CheckedFlows(
+        None, batches=batches, since=since, until=until, last=last, filter_window=True
+    ) as checked:
+        table = checked.consume(
+            lambda rows: pa.Table.from_batches(list(rows), schema=FLOW_SCHEMA)
+        )
     metadata = dict(table.schema.metadata or {})
     metadata[b"recommender.ledger"] = json.dumps(batches.ledger.to_dict()).encode()
     return table.replace_schema_metadata(metadata)
