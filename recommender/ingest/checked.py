@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from ._source import is_stream
 from .ledger import IngestLedger
-from .overlap import InputCheck, InputFindings, without_files
+from .overlap import InputCheck, InputFindings
 
 __all__ = ["CheckedFlows"]
 
@@ -101,10 +101,12 @@ class CheckedFlows:
         self.read_first = len(formats) > 1 or last is not None
         self.needs_spill = keep_rows or self.streamed or self.read_first
         self.findings = InputFindings((), (), {})
-        self._check = InputCheck()
+        self._check = InputCheck(connections=len(formats) > 1)
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.spill: Path | None = None
         self._consumed = False
+        #: The input file of each batch read, in order (the spill's row groups).
+        self._origins: list[str] = []
 
     # -- context manager -------------------------------------------------------------------
 
@@ -137,9 +139,9 @@ class CheckedFlows:
         if self._consumed:
             raise RuntimeError("CheckedFlows.consume() reads the input once.")
         self._consumed = True
-        source: Iterable[pa.RecordBatch] = self._check.watch(self.batches)
+        source: Iterable[pa.RecordBatch] = self._watched()
         if self.needs_spill:
-            source = _spilled(source, self._spill_path())
+            source = self._spilled(source)
         if self.read_first:
             for _ in source:
                 pass
@@ -149,20 +151,72 @@ class CheckedFlows:
         self._finish()
         return result
 
+    def _watched(self) -> Iterator[pa.RecordBatch]:
+        """The input's batches, each from one input file (:attr:`_origins` in step), noted by
+        the checks."""
+        formats = {str(path): fmt for path, fmt in self.files}
+        batches = self.batches
+        for batch in batches:
+            # A row names its input file (a reader may give a file's last rows while reading
+            # the next one), except a canonical file's, whose rows name their own origin (which
+            # may be another input: a copy next to its source): those are the file's read.
+            reading = getattr(batches, "reading", None)
+            column = batch.column("source_file")
+            names = pc.unique(column).to_pylist()
+            owners: dict[str, list[str]] = {}
+            canonical = formats.get(reading or "") in ("parquet", "csv")
+            for name in names:
+                owner = (
+                    reading if reading is not None and (canonical or name not in formats)
+                    else name
+                )
+                owners.setdefault(str(owner), []).append(name)
+            parts = (
+                [(next(iter(owners)), batch)]
+                if len(owners) == 1
+                else [
+                    (owner, batch.filter(pc.is_in(column, value_set=pa.array(mine, pa.string()))))
+                    for owner, mine in sorted(owners.items())
+                ]
+            )
+            for name, part in parts:
+                self._check.observe(part, name, formats.get(name))
+                self._origins.append(name)
+                yield part
+
+    def _spilled(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Pass ``batches`` through while writing them to the spill, one row group each."""
+        import pyarrow.parquet as pq
+
+        from .schema import FLOW_SCHEMA
+
+        with pq.ParquetWriter(self._spill_path(), FLOW_SCHEMA, compression="zstd") as writer:
+            for batch in batches:
+                writer.write_table(
+                    pa.Table.from_batches([batch], schema=FLOW_SCHEMA),
+                    row_group_size=max(batch.num_rows, 1),
+                )
+                yield batch
+
     def rows(self, *, window: bool | None = None) -> Iterator[pa.RecordBatch]:
         """The kept rows again, from the spill (after :meth:`consume`): the copies left out,
         the window applied when ``window`` (default: ``filter_window``)."""
+        use_window = self.filter_window if window is None else window
+        batches = self._kept()
+        return self._windowed(batches) if use_window else batches
+
+    def _kept(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         if self.spill is None:
             raise RuntimeError("the input was not kept; ask for keep_rows.")
         import pyarrow.parquet as pq
 
-        batches: Iterator[pa.RecordBatch] = pq.ParquetFile(self.spill).iter_batches(
-            batch_size=65536
+        dropped = set(self.findings.dropped)
+        groups = [i for i, name in enumerate(self._origins) if name not in dropped]
+        if not groups:
+            return
+        yield from pq.ParquetFile(self.spill).iter_batches(
+            batch_size=65536, row_groups=groups, columns=columns
         )
-        if self.findings.dropped:
-            batches = without_files(batches, self.findings.dropped)
-        use_window = self.filter_window if window is None else window
-        return self._windowed(batches) if use_window else batches
 
     def _spill_path(self) -> Path:
         if self.spill is None:
@@ -175,7 +229,7 @@ class CheckedFlows:
         found = self._check.findings()
         self.findings = found
         for name in found.dropped:
-            self.ledger.drop_copies(self._check.origin(name), self._check.rows_of(name))
+            self.ledger.drop_copies(name, self._check.rows_of(name))
         self.ledger.warnings.extend(found.warnings)
         self.ledger.clusters.update(found.clusters)
         for message in found.warnings:
@@ -189,20 +243,11 @@ class CheckedFlows:
 
     def _latest(self) -> datetime | None:
         """The latest flow start of the rows kept (before ``until``)."""
-        import pyarrow.parquet as pq
-
         if self.spill is None:
             return None
         latest = None
-        dropped = pa.array(sorted(self.findings.dropped), pa.string())
-        for batch in pq.ParquetFile(self.spill).iter_batches(
-            batch_size=65536, columns=["start_time", "source_file"]
-        ):
+        for batch in self._kept(["start_time"]):
             starts = batch.column("start_time")
-            if len(dropped):
-                starts = starts.filter(
-                    pc.invert(pc.is_in(batch.column("source_file"), value_set=dropped))
-                )
             if self.until is not None:
                 starts = starts.filter(pc.less(starts, pa.scalar(self.until, starts.type)))
             value = pc.max(starts).as_py()
@@ -232,14 +277,3 @@ class CheckedFlows:
             if kept.num_rows:
                 yield kept
 
-
-def _spilled(batches: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
-    """Pass ``batches`` through while writing them to a canonical Parquet file at ``path``."""
-    import pyarrow.parquet as pq
-
-    from .schema import FLOW_SCHEMA
-
-    with pq.ParquetWriter(path, FLOW_SCHEMA, compression="zstd") as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-            yield batch

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = ["CLUSTER_LABEL", "FIDELITY", "InputCheck", "InputFindings", "OverlapCheck",
-           "OverlapFindings", "without_files"]
+           "OverlapFindings", "row_cluster"]
 
 #: Formats from the most detailed (kept when copies overlap) to the coarsest.
 FIDELITY: Final = ("parquet", "csv", "hubble", "goldmane", "whisker", "calico", "calico-text")
@@ -43,17 +42,29 @@ CLUSTER_LABEL: Final = "io.cilium.k8s.policy.cluster"
 #: Days with flows further apart than this are worth a word.
 FAR_APART: Final = timedelta(days=7)
 _KEY: Final = (
-    "source_file", "source_format", "src_namespace", "src_workload", "dst_namespace",
+    "src_namespace", "src_workload", "dst_namespace",
     "dst_workload", "protocol", "dst_port",
 )
 
 
 @dataclass
 class _File:
+    """An input file: the format it was read as, that of its rows' origin (a canonical file
+    keeps its rows' ``source_format``), its connections and window."""
+
     format: str
+    detail: str
     keys: set[tuple[Any, ...]] = field(default_factory=set)
     first: datetime | None = None
     last: datetime | None = None
+
+    def rank(self, name: str) -> tuple[int, int, str]:
+        """Most detailed first: by the rows' origin, then by the format read (a canonical
+        copy before its source), then by name."""
+        return (_rank(self.detail), _rank(self.format), name)
+
+    def described(self) -> str:
+        return self.format if self.detail == self.format else f"{self.format} of {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ OverlapFindings = InputFindings
 
 
 class InputCheck:
-    """Watches canonical batches (see the module docstring).
+    """Watches canonical batches, each from one input file (see the module docstring).
 
     ``connections`` notes each file's connections (for copies among files of different
     formats); without it only rows, clusters and days are counted."""
@@ -78,86 +89,68 @@ class InputCheck:
     def __init__(self, *, connections: bool = True) -> None:
         self._files: dict[str, _File] = {}
         self._connections = connections
-        #: Rows per (file, cluster or None, day).
+        #: Rows per (input file, cluster or None, day).
         self._parts: Counter[tuple[str, str | None, date]] = Counter()
-        #: The input file of each ``source_file`` (a canonical file keeps its rows' origin).
-        self._origin: dict[str, str] = {}
 
-    def watch(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Pass ``batches`` through, noting what each file holds (and, when ``batches`` says
-        which input file it is reading, as :class:`~recommender.ingest.FlowBatches` does, the
-        input file of each ``source_file``)."""
-        for batch in batches:
-            reading = getattr(batches, "reading", None)
-            if reading is not None and batch.num_rows:
-                for name in pc.unique(batch.column("source_file")).to_pylist():
-                    self._origin.setdefault(str(name), reading)
-            self.observe(batch)
-            yield batch
-
-    def _named(self, name: str) -> str:
-        origin = self.origin(name)
-        return origin if origin == name else f"{origin} (rows of {name})"
-
-    def origin(self, name: str) -> str:
-        """The input file the rows naming ``name`` in ``source_file`` came from."""
-        return self._origin.get(name, name)
-
-    def observe(self, batch: pa.RecordBatch) -> None:
+    def observe(self, batch: pa.RecordBatch, file: str | None = None,
+                fmt: str | None = None) -> None:
+        """Note the rows of ``batch``, all from the input file ``file`` read as format ``fmt``
+        (None: each row's ``source_file`` and ``source_format``)."""
         if not batch.num_rows:
             return
+        if file is None:
+            for name in pc.unique(batch.column("source_file")).to_pylist():
+                part = batch.filter(pc.equal(batch.column("source_file"), name))
+                self.observe(part, str(name), str(part.column("source_format")[0]))
+            return
+        detail = str(batch.column("source_format")[0])
+        entry = self._files.setdefault(file, _File(fmt or detail, detail))
         if self._connections:
-            self._observe_connections(batch)
+            self._observe_connections(batch, entry)
         if "node" in batch.schema.names:
-            self._observe_parts(batch)
+            self._observe_parts(batch, file)
         else:  # a test's small batch: no cluster known
-            table = pa.table({
-                "source_file": batch.column("source_file"),
-                "day": pc.floor_temporal(batch.column("start_time"), unit="day"),
-            })
-            for row in table.group_by(["source_file", "day"], use_threads=False).aggregate(
+            days = pc.floor_temporal(batch.column("start_time"), unit="day")
+            for row in pa.table({"day": days}).group_by(["day"], use_threads=False).aggregate(
                 [([], "count_all")]
             ).to_pylist():
-                self._parts[(str(row["source_file"]), None, row["day"].date())] += row["count_all"]
+                self._parts[(file, None, row["day"].date())] += row["count_all"]
 
-    def _observe_connections(self, batch: pa.RecordBatch) -> None:
+    def _observe_connections(self, batch: pa.RecordBatch, entry: _File) -> None:
         table = pa.Table.from_batches([batch]).select([*_KEY, "start_time"])
         grouped = table.group_by(list(_KEY), use_threads=False).aggregate(
             [("start_time", "min"), ("start_time", "max")]
         )
         for row in grouped.to_pylist():
-            name = str(row["source_file"])
-            entry = self._files.setdefault(name, _File(str(row["source_format"])))
-            entry.keys.add(tuple(row[k] for k in _KEY[2:]))
+            entry.keys.add(tuple(row[k] for k in _KEY))
             low, high = row["start_time_min"], row["start_time_max"]
             if low is not None and (entry.first is None or low < entry.first):
                 entry.first = low
             if high is not None and (entry.last is None or high > entry.last):
                 entry.last = high
 
-    def _observe_parts(self, batch: pa.RecordBatch) -> None:
+    def _observe_parts(self, batch: pa.RecordBatch, file: str) -> None:
         table = pa.table({
-            "source_file": batch.column("source_file"),
             "node": batch.column("node"),
             "src": pc.map_lookup(batch.column("src_labels"), CLUSTER_LABEL, "first"),
             "dst": pc.map_lookup(batch.column("dst_labels"), CLUSTER_LABEL, "first"),
             "direction": batch.column("traffic_direction"),
             "day": pc.floor_temporal(batch.column("start_time"), unit="day"),
         })
-        keys = ["source_file", "node", "src", "dst", "direction", "day"]
+        keys = ["node", "src", "dst", "direction", "day"]
         grouped = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
         for row in grouped.to_pylist():
             cluster = row_cluster(row["node"], row["src"], row["dst"], row["direction"])
-            self._parts[(str(row["source_file"]), cluster, row["day"].date())] += row["count_all"]
+            self._parts[(file, cluster, row["day"].date())] += row["count_all"]
 
     def rows_of(self, name: str) -> int:
-        """Rows of the file ``name`` seen."""
+        """Rows of the input file ``name`` seen."""
         return sum(n for (file, _, _), n in self._parts.items() if file == name)
 
     def findings(self) -> InputFindings:
         """Copies among files of different formats (the coarser left out), clusters and
         far-apart windows of the rows kept."""
-        files = sorted(self._files.items(), key=lambda kv: (_rank(kv[1].format), kv[0]))
+        files = sorted(self._files.items(), key=lambda kv: kv[1].rank(kv[0]))
         dropped: list[str] = []
         warnings: list[str] = []
         for i, (name, mine) in enumerate(files):
@@ -172,10 +165,9 @@ class InputCheck:
                 if share >= OVERLAP_SHARE:
                     dropped.append(other)
                     warnings.append(
-                        f"{self._named(other)} ({theirs.format}) holds the same connections as "
-                        f"{self._named(name)} ({mine.format}) in the same window "
-                        f"({share:.0%} of them): each connection is counted once, from "
-                        f"{self.origin(name)}; {self.origin(other)} is left out "
+                        f"{other} ({theirs.described()}) holds the same connections as {name} "
+                        f"({mine.described()}) in the same window ({share:.0%} of them): each "
+                        f"connection is counted once, from {name}; {other} is left out "
                         f"({self.rows_of(other):,} rows, counted as overlap copies)."
                     )
         kept = Counter[tuple[str | None, date]]()
@@ -248,14 +240,3 @@ def _windows_meet(a: _File, b: _File) -> bool:
     if a.first is None or a.last is None or b.first is None or b.last is None:
         return True
     return a.first <= b.last and b.first <= a.last
-
-
-def without_files(batches: Iterable[pa.RecordBatch], dropped: Iterable[str]
-                  ) -> Iterator[pa.RecordBatch]:
-    """``batches`` without the rows of the ``dropped`` files."""
-    names = pa.array(sorted(set(dropped)), pa.string())
-    for batch in batches:
-        keep = pc.invert(pc.is_in(batch.column("source_file"), value_set=names))
-        filtered = batch.filter(keep)
-        if filtered.num_rows:
-            yield filtered
