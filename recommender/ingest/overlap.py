@@ -168,7 +168,7 @@ class InputCheck:
                         f"{other} ({theirs.described()}) holds the same connections as {name} "
                         f"({mine.described()}) in the same window ({share:.0%} of them): each "
                         f"connection is counted once, from {name}; {other} is left out "
-                        f"({self.rows_of(other):,} rows, counted as overlap copies)."
+                        f"({_rows(self.rows_of(other))}, counted as overlap copies)."
                     )
         kept = Counter[tuple[str | None, date]]()
         for (file, cluster, day), n in self._parts.items():
@@ -180,9 +180,9 @@ class InputCheck:
             if cluster is not None:
                 clusters[cluster] += n
         if len(clusters) > 1:
-            named = ", ".join(f"{c} ({n:,} rows)" for c, n in sorted(clusters.items()))
+            named = ", ".join(f"{c} ({_rows(n)})" for c, n in sorted(clusters.items()))
             unnamed = sum(n for (c, _), n in kept.items() if c is None)
-            rest = f"; {unnamed:,} rows name no cluster" if unnamed else ""
+            rest = f"; {_rows(unnamed)} name no cluster" if unnamed else ""
             warnings.append(
                 f"the input mixes {len(clusters)} clusters: {named}{rest}. The policies allow "
                 "what any of them saw, in every cluster: give one cluster's flows per run."
@@ -200,6 +200,10 @@ def row_cluster(node: str | None, src: str | None, dst: str | None,
         return node.split("/", 1)[0] or None
     local, remote = (dst, src) if direction == "ingress" else (src, dst)
     return local or remote or None
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
 
 
 def _far_apart(rows: Counter[tuple[str | None, date]]) -> list[str]:
@@ -221,7 +225,7 @@ def _far_apart(rows: Counter[tuple[str | None, date]]) -> list[str]:
         return []
     described = [
         (f"{p[0]:%Y-%m-%d}" if p[0] == p[-1] else f"{p[0]:%Y-%m-%d}..{p[-1]:%Y-%m-%d}")
-        + f" ({sum(per_day[d] for d in p):,} rows)"
+        + f" ({_rows(sum(per_day[d] for d in p))})"
         for p in parts
     ]
     apart = " and ".join(f"{g} days" for g in gaps)
