@@ -18,10 +18,10 @@ import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from _flowlogs import hubble_line
 
 from recommender import IngestLedger, read_flows
 from recommender.ingest.overlap import InputCheck, row_cluster
@@ -29,40 +29,6 @@ from recommender.ingest.overlap import InputCheck, row_cluster
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_flows"
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
-
-
-def _endpoint(ns: str, app: str, cluster: str | None, ident: int) -> dict[str, Any]:
-    labels = [f"k8s:app={app}", f"k8s:io.kubernetes.pod.namespace={ns}"]
-    if cluster is not None:
-        labels.append(f"k8s:io.cilium.k8s.policy.cluster={cluster}")
-    out: dict[str, Any] = {
-        "ID": ident, "identity": 10000 + ident, "namespace": ns, "labels": sorted(labels),
-        "pod_name": f"{app}-7d9f8c6b5-x{ident}", "workloads": [{"name": app, "kind": "Deployment"}],
-    }
-    if cluster is not None:
-        out["cluster_name"] = cluster
-    return out
-
-
-def hubble_line(when: datetime, sport: int, *, cluster: str | None, node: str,
-                src: str = "web", dst: str = "api", port: int = 8080) -> str:
-    """One ``hubble observe -o json`` line: a new TCP connection (SYN) seen at its source."""
-    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
-    flow = {
-        "time": stamp,
-        "verdict": "FORWARDED",
-        "IP": {"source": "10.0.1.5", "destination": "10.0.2.7", "ipVersion": "IPv4"},
-        "l4": {"TCP": {"source_port": sport, "destination_port": port, "flags": {"SYN": True}}},
-        "source": _endpoint("shop", src, cluster, 101),
-        "destination": _endpoint("shop", dst, cluster, 202),
-        "Type": "L3_L4",
-        "node_name": node,
-        "event_type": {"type": 4},
-        "traffic_direction": "EGRESS",
-        "trace_observation_point": "FROM_ENDPOINT",
-        "is_reply": False,
-    }
-    return json.dumps({"flow": flow, "node_name": node, "time": stamp})
 
 
 def test_row_cluster_truth_table() -> None:
