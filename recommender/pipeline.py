@@ -689,6 +689,10 @@ def recommend(
                 else:
                     timed = _Timed((), None)
                     timed.seconds = scanned
+                    from .aggregate.parquet_scan import parquet_input_parts
+
+                    # One file format: no copies to tell; several clusters, far-apart windows.
+                    checked.add_counts(parquet_input_parts(parquet))
             if parquet is None:
                 if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
                     _import_later_stages()  # while this process mostly waits for its workers

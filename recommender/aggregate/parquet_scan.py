@@ -33,6 +33,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -348,6 +349,34 @@ def aggregate_parquet_files(
         ledger.close_file(str(path))
     partial = merge_partials(scan.partial for scan in scans)
     return finish_edges(partial, config), scanned
+
+
+def parquet_input_parts(
+    paths: Sequence[Path],
+) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """Per :func:`scannable_parquet` file, its valid rows counted by node, the two endpoints'
+    cluster labels, direction and day: what the input checks need
+    (:meth:`recommender.ingest.overlap.InputCheck.add_counts`), without decoding the rest."""
+    from ..ingest.overlap import CLUSTER_LABEL
+
+    label = "'" + CLUSTER_LABEL + "'"
+    con = _connect()
+    try:
+        for path in paths:
+            query = (
+                f"SELECT node, map_extract(src_labels, {label})[1], "
+                f"map_extract(dst_labels, {label})[1], traffic_direction, "
+                "epoch_us(start_time) // 86400000000, count(*) "
+                f"FROM {_source(path)} WHERE {valid_row_sql()} GROUP BY ALL"
+            )
+            try:
+                rows = con.sql(query).fetchall()
+            except duckdb.Error:  # an older canonical file: nothing to say
+                continue
+            epoch = date(1970, 1, 1)
+            yield str(path), [(*r[:4], epoch + timedelta(days=int(r[4])), r[5]) for r in rows]
+    finally:
+        con.close()
 
 
 def parquet_rows(paths: Sequence[Path], columns: Sequence[str]) -> Iterator[pa.RecordBatch]:

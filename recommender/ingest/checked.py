@@ -105,8 +105,10 @@ class CheckedFlows:
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.spill: Path | None = None
         self._consumed = False
-        #: The input file of each batch read, in order (the spill's row groups).
-        self._origins: list[str] = []
+        self._finished = False
+        #: The input file of each batch read, in order (the spill's row groups): one name, or
+        #: one per row when a batch holds rows of several files.
+        self._origins: list[str | pa.Array] = []
 
     # -- context manager -------------------------------------------------------------------
 
@@ -147,13 +149,20 @@ class CheckedFlows:
                 pass
             self._finish()
             return fn(self.rows())
-        result = fn(self._windowed(source) if self.filter_window else source)
-        self._finish()
+        result = fn(self._finishing(self._windowed(source) if self.filter_window else source))
+        if not self._finished:  # fn stopped early
+            self._finish()
         return result
 
+    def _finishing(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """``batches``, then the findings (before the consumer sees the end: a Parquet
+        writer's ledger, written at the end, holds them)."""
+        yield from batches
+        self._finish()
+
     def _watched(self) -> Iterator[pa.RecordBatch]:
-        """The input's batches, each from one input file (:attr:`_origins` in step), noted by
-        the checks."""
+        """The input's batches as read, noted by the checks per input file (:attr:`_origins`
+        in step)."""
         formats = {str(path): fmt for path, fmt in self.files}
         batches = self.batches
         for batch in batches:
@@ -171,18 +180,23 @@ class CheckedFlows:
                     else name
                 )
                 owners.setdefault(str(owner), []).append(name)
-            parts = (
-                [(next(iter(owners)), batch)]
-                if len(owners) == 1
-                else [
-                    (owner, batch.filter(pc.is_in(column, value_set=pa.array(mine, pa.string()))))
-                    for owner, mine in sorted(owners.items())
-                ]
-            )
-            for name, part in parts:
-                self._check.observe(part, name, formats.get(name))
-                self._origins.append(name)
-                yield part
+            if len(owners) == 1:
+                owner = next(iter(owners))
+                self._check.observe(batch, owner, formats.get(owner))
+                self._origins.append(owner)
+                yield batch
+                continue
+            # Rows of several input files: noted per file; the batch passes in its order.
+            per_row = pa.array(
+                [owner for owner, mine in owners.items() for _ in mine], pa.string()
+            ).take(pc.index_in(column, value_set=pa.array(
+                [name for mine in owners.values() for name in mine], pa.string()
+            )))
+            for owner in sorted(owners):
+                part = batch.filter(pc.equal(per_row, owner))
+                self._check.observe(part, owner, formats.get(owner))
+            self._origins.append(per_row)
+            yield batch
 
     def _spilled(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Pass ``batches`` through while writing them to the spill, one row group each."""
@@ -198,6 +212,15 @@ class CheckedFlows:
                 )
                 yield batch
 
+    def add_counts(self, counts: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Instead of :meth:`consume`: the input was read elsewhere (DuckDB scans canonical
+        Parquet files itself); the checks take its counts per file (see
+        :meth:`~recommender.ingest.overlap.InputCheck.add_counts`) and give their findings."""
+        self._consumed = True
+        for name, rows in counts:
+            self._check.add_counts(name, rows)
+        self._finish()
+
     def rows(self, *, window: bool | None = None) -> Iterator[pa.RecordBatch]:
         """The kept rows again, from the spill (after :meth:`consume`): the copies left out,
         the window applied when ``window`` (default: ``filter_window``)."""
@@ -211,12 +234,19 @@ class CheckedFlows:
         import pyarrow.parquet as pq
 
         dropped = set(self.findings.dropped)
-        groups = [i for i, name in enumerate(self._origins) if name not in dropped]
-        if not groups:
+        if not dropped:
+            yield from pq.ParquetFile(self.spill).iter_batches(batch_size=65536, columns=columns)
             return
-        yield from pq.ParquetFile(self.spill).iter_batches(
-            batch_size=65536, row_groups=groups, columns=columns
-        )
+        spill = pq.ParquetFile(self.spill)
+        gone = pa.array(sorted(dropped), pa.string())
+        for index, origin in enumerate(self._origins):
+            if isinstance(origin, str):
+                if origin not in dropped:
+                    yield from spill.read_row_group(index, columns=columns).to_batches()
+                continue
+            group = spill.read_row_group(index, columns=columns)
+            kept = group.filter(pc.invert(pc.is_in(origin, value_set=gone)))
+            yield from kept.to_batches()
 
     def _spill_path(self) -> Path:
         if self.spill is None:
@@ -226,6 +256,7 @@ class CheckedFlows:
 
     def _finish(self) -> None:
         """Findings, the ledger's share of them, ``last`` resolved into :attr:`since`."""
+        self._finished = True
         found = self._check.findings()
         self.findings = found
         for name in found.dropped:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
@@ -142,6 +143,12 @@ class InputCheck:
         for row in grouped.to_pylist():
             cluster = row_cluster(row["node"], row["src"], row["dst"], row["direction"])
             self._parts[(file, cluster, row["day"].date())] += row["count_all"]
+
+    def add_counts(self, file: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Rows of ``file`` counted elsewhere (a DuckDB scan), as (node, source cluster label,
+        destination cluster label, direction, day, rows) tuples."""
+        for node, src, dst, direction, day, n in rows:
+            self._parts[(file, row_cluster(node, src, dst, direction), day)] += int(n)
 
     def rows_of(self, name: str) -> int:
         """Rows of the input file ``name`` seen."""
