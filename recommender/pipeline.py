@@ -713,7 +713,8 @@ def recommend(
                 config = window[0]
                 if keep_rows:
                     assert checked.spill is not None
-                    holdout_input = reread = checked.spill
+                    reread = checked.spill
+                    holdout_input = checked.kept_file() if validate else checked.spill
             # The JSON round trip gives the same values a read_flows table's metadata holds.
             ledger = json.loads(json.dumps(batches.ledger.to_dict()))
         aggregated = time.perf_counter()

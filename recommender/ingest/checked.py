@@ -228,6 +228,24 @@ class CheckedFlows:
         batches = self._kept()
         return self._windowed(batches) if use_window else batches
 
+    def kept_file(self) -> Path:
+        """A canonical Parquet file of the kept rows (the spill itself when no copy was left
+        out), for a stage that reads a file (held-out validation)."""
+        if self.spill is None:
+            raise RuntimeError("the input was not kept; ask for keep_rows.")
+        if not self.findings.dropped:
+            return self.spill
+        import pyarrow.parquet as pq
+
+        from .schema import FLOW_SCHEMA
+
+        kept = self.spill.with_name("kept.parquet")
+        if not kept.exists():
+            with pq.ParquetWriter(kept, FLOW_SCHEMA, compression="zstd") as writer:
+                for batch in self._kept():
+                    writer.write_batch(batch)
+        return kept
+
     def _kept(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         if self.spill is None:
             raise RuntimeError("the input was not kept; ask for keep_rows.")

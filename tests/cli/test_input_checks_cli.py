@@ -165,3 +165,15 @@ def test_two_clusters_reach_the_report(
     assert any("mixes 2 clusters (east, west)" in r for r in reasons)
     ingest = _json(capsys, "ingest", str(capture), "-o", str(tmp_path / "x.parquet"))
     assert ingest["ledger"]["clusters"] == {"east": 3, "west": 2}
+
+
+def test_holdout_reads_each_connection_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Held-out validation reads the kept rows, not the copies left out."""
+    reports = []
+    for name, flows in (("one", HUBBLE), ("all", str(SAMPLES))):
+        status, _, err = _run(capsys, flows, "--holdout", "0.2", "-o", str(tmp_path / name), "-q")
+        assert status == 0, err
+        reports.append(json.loads((tmp_path / name / "report.json").read_text())["holdout"])
+    assert reports[0] == reports[1]
