@@ -793,11 +793,13 @@ def _ingest(ingest: Mapping[str, Any]) -> str:
         body.append(_table(["skipped because", "records"], sorted(skipped.items(), key=str)))
     files = ingest.get("files") or {}
     if files:
+        copies = any(f.get("overlap_dropped") for f in files.values())
         body.append(
             _table(
-                ["file", "format", "read", "used"],
+                ["file", "format", "read", "used", *(["left out as copies"] if copies else [])],
                 [
-                    [name, f.get("format"), f.get("read"), f.get("used")]
+                    [name, f.get("format"), f.get("read"), f.get("used"),
+                     *([f.get("overlap_dropped", 0)] if copies else [])]
                     for name, f in sorted(files.items())
                 ],
             )
