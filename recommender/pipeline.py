@@ -30,6 +30,7 @@ from .errors import ConfigError, FlowFormatError
 from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
+from .ingest._source import is_stream
 from .ingest.checked import CheckedFlows
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
@@ -667,7 +668,8 @@ def recommend(
             # screen, --last, copies) are kept in a spill file.
             checked = stack.enter_context(CheckedFlows(
                 None, batches=batches, last=config.last, since=config.since,
-                until=config.until, keep_rows=validate,
+                until=config.until,
+                keep_rows=validate or any(is_stream(path) for path, _ in batches.files),
             ))
             keep_rows = checked.needs_spill
             if not keep_rows:

@@ -14,10 +14,11 @@
 - **--last**: the latest part of the input's own window, that long.
 
 The input is read once. It is kept in a temporary canonical Parquet file (the *spill*) when it
-must be read again: a pipe (read once), ``--last`` (the window ends at the input's latest flow),
-inputs of several formats (copies are known only once everything was read), or when the caller
-asks for it (held-out validation, the anomaly screen). Each warning is logged and also kept in
-the ledger (``warnings``, ``clusters``), so that reports and ``--json`` outputs carry it.
+must be read again: ``--last`` (the window ends at the input's latest flow), inputs of several
+formats (copies are known only once everything was read), or when the caller asks for it
+(``run``: held-out validation, or a pipe, which can be read once, for the anomaly screen).
+Each warning is logged and also kept in the ledger (``warnings``, ``clusters``), so that
+reports and ``--json`` outputs carry it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._source import is_stream
 from .ledger import IngestLedger
 from .overlap import InputCheck, InputFindings
 
@@ -96,10 +96,9 @@ class CheckedFlows:
         self.until = until
         self.filter_window = filter_window
         formats = {fmt for _, fmt in self.files}
-        self.streamed = any(is_stream(path) for path, _ in self.files)
         #: Copies can only be told once everything was read: several formats, read first.
         self.read_first = len(formats) > 1 or last is not None
-        self.needs_spill = keep_rows or self.streamed or self.read_first
+        self.needs_spill = keep_rows or self.read_first
         self.findings = InputFindings((), (), {})
         self._check = InputCheck(connections=len(formats) > 1)
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
