@@ -150,6 +150,20 @@ class InputCheck:
         for node, src, dst, direction, day, n in rows:
             self._parts[(file, row_cluster(node, src, dst, direction), day)] += int(n)
 
+    def merge(self, other: InputCheck) -> None:
+        """Add ``other``'s counts (of other files, or other parts of the same files)."""
+        self._parts.update(other._parts)
+        for name, theirs in other._files.items():
+            mine = self._files.get(name)
+            if mine is None:
+                self._files[name] = theirs
+                continue
+            mine.keys |= theirs.keys
+            if theirs.first is not None and (mine.first is None or theirs.first < mine.first):
+                mine.first = theirs.first
+            if theirs.last is not None and (mine.last is None or theirs.last > mine.last):
+                mine.last = theirs.last
+
     def rows_of(self, name: str) -> int:
         """Rows of the input file ``name`` seen."""
         return sum(n for (file, _, _), n in self._parts.items() if file == name)
