@@ -682,19 +682,18 @@ def recommend(
 
                 # Canonical Parquet: DuckDB reads only the columns it needs, the window pushed
                 # down; the same edges and ledger as the stream (docs/scaling.md).
+                counts: list[Any] = []
                 try:
                     tables, scanned = aggregate_parquet_files(
-                        parquet, config, batches.ledger, on_batch
+                        parquet, config, batches.ledger, on_batch, counts
                     )
                 except FlowFormatError:
                     parquet = None  # the stream reads the files, and says what is wrong
                 else:
                     timed = _Timed((), None)
                     timed.seconds = scanned
-                    from .aggregate.parquet_scan import parquet_input_parts
-
                     # One file format: no copies to tell; several clusters, far-apart windows.
-                    checked.add_counts(parquet_input_parts(parquet))
+                    checked.add_counts(counts)
             if parquet is None:
                 if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
                     _import_later_stages()  # while this process mostly waits for its workers

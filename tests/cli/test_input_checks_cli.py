@@ -179,27 +179,34 @@ def test_holdout_reads_each_connection_once(
     assert reports[0] == reports[1]
 
 
+@pytest.mark.parametrize("same_pods", [False, True])
 def test_the_parquet_scan_path_names_the_clusters_too(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    same_pods: bool,
 ) -> None:
     """A canonical Parquet file is scanned by DuckDB, not streamed: its clusters and far-apart
-    windows are still told, with the same rows as the stream gives."""
+    windows are still told, with the same rows as the stream gives; also when one pod name is
+    in both clusters (then the labels are read once more)."""
     t0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
     capture = tmp_path / "mesh.json"
+    west = {} if same_pods else {"src": "batch", "dst": "db", "port": 5432}
     lines = [hubble_line(t0 + timedelta(seconds=i), 40000 + i, cluster="east",
                          node="worker-1") for i in range(3)]
     lines += [hubble_line(t0 + timedelta(days=60, seconds=i), 41000 + i, cluster="west",
-                          node="west/worker-9", src="batch", dst="db", port=5432)
+                          node="worker-9", **west)
               for i in range(2)]
     capture.write_text("\n".join(lines) + "\n")
     canonical = tmp_path / "mesh.parquet"
     assert main(["ingest", str(capture), "-o", str(canonical), "-q"]) == 0
     from recommender.aggregate import parquet_scan
 
-    scanned: list[Any] = []
-    counts = parquet_scan.parquet_input_parts
+    scans: list[Any] = []
+    again: list[Any] = []
+    counted, parts = parquet_scan._check_counts, parquet_scan.parquet_input_parts
+    monkeypatch.setattr(parquet_scan, "_check_counts",
+                        lambda *a: scans.append(counted(*a)) or scans[-1])
     monkeypatch.setattr(parquet_scan, "parquet_input_parts",
-                        lambda paths: scanned.append(paths) or counts(paths))
+                        lambda paths: again.append(paths) or parts(paths))
     reports = []
     for name, flows in (("stream", capture), ("scan", canonical)):
         status, _, err = _run(capsys, str(flows), "-o", str(tmp_path / name), "-q")
@@ -211,4 +218,5 @@ def test_the_parquet_scan_path_names_the_clusters_too(
             "the flows fall in 2 windows far apart", "the input mixes 2 clusters"
         ]
     assert reports[0]["warnings"] == reports[1]["warnings"]
-    assert len(scanned) == 1  # the Parquet file went the DuckDB way
+    assert len(scans) == 1  # the Parquet file went the DuckDB way
+    assert (scans[0] is None) == same_pods and len(again) == same_pods
