@@ -201,7 +201,7 @@ class InputCheck:
             if cluster is not None:
                 clusters[cluster] += n
         if len(clusters) > 1:
-            named = ", ".join(f"{c} ({_rows(n)})" for c, n in sorted(clusters.items()))
+            named = ", ".join(f"{_shown(c)} ({_rows(n)})" for c, n in sorted(clusters.items()))
             unnamed = sum(n for (c, _), n in kept.items() if c is None)
             rest = f"; {_rows(unnamed)} name no cluster" if unnamed else ""
             warnings.append(
@@ -221,6 +221,13 @@ def row_cluster(node: str | None, src: str | None, dst: str | None,
         return node.split("/", 1)[0] or None
     local, remote = (dst, src) if direction == "ingress" else (src, dst)
     return local or remote or None
+
+
+def _shown(name: str) -> str:
+    """A cluster name from the flows, safe on a terminal: control characters escaped, long
+    names cut (the name comes from labels and node names anyone may set)."""
+    text = name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _rows(n: int) -> str:

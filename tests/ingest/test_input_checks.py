@@ -205,3 +205,17 @@ def test_input_check_without_a_file_uses_each_rows_file() -> None:
     found = check.findings()
     assert found.dropped == ()  # same connections, not in the same window: no copies
     assert len(found.warnings) == 1 and "150 days apart" in found.warnings[0]
+
+
+def test_hostile_cluster_names_are_shown_escaped(tmp_path: Path) -> None:
+    capture = tmp_path / "hostile.json"
+    capture.write_text("\n".join([
+        hubble_line(T0, 40000, cluster="east\x1b[2J", node="w1"),
+        hubble_line(T0, 40001, cluster="w" * 300, node="w2"),
+    ]) + "\n")
+    ledger = IngestLedger()
+    read_flows(capture, ledger=ledger)
+    [warning] = ledger.warnings
+    assert "\x1b" not in warning and "east\\x1b[2J (1 row)" in warning
+    assert len(warning) < 400
+    assert set(ledger.clusters) == {"east\x1b[2J", "w" * 300}  # kept as they are in the JSON
