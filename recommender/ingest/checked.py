@@ -127,11 +127,6 @@ class CheckedFlows:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def use_spill(self, path: Path) -> None:
-        """Spill to ``path`` (a file in a folder the caller removes) instead of a folder of
-        this object's own."""
-        self.spill = path
-
     def consume(self, fn: Callable[[Iterable[pa.RecordBatch]], T]) -> T:
         """``fn`` of the checked rows: each connection once, in the window of ``last``.
 
