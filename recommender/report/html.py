@@ -784,7 +784,7 @@ def _ingest(ingest: Mapping[str, Any]) -> str:
     if ingest.get("outside_window"):
         body.append(_table(["outside the window"], [[ingest.get("outside_window")]]))
     clusters = ingest.get("clusters") or {}
-    if clusters:
+    if len(clusters) > 1:  # one cluster: nothing to say
         body.append(_table(["cluster", "rows"], sorted(clusters.items(), key=str)))
     if warnings:
         body.append(_table(["warning"], [[w] for w in warnings]))

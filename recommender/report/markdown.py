@@ -383,7 +383,7 @@ def _input(report: Mapping[str, Any]) -> list[str]:
         + "."
     ]
     clusters = ingest.get("clusters") or {}
-    if clusters:
+    if len(clusters) > 1:  # one cluster: nothing to say
         out.append(
             "- clusters: "
             + ", ".join(f"{_md_escape(c)} ({n:,} rows)" for c, n in clusters.items())
