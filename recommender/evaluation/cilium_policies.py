@@ -19,11 +19,25 @@ own namespace) and CiliumClusterwideNetworkPolicy (every namespace); a ``nodeSel
   ``io.cilium.k8s.namespace.labels.<key>``; CIDR rules match addresses outside the cluster
   only; entities ``world``, ``cluster``, ``kube-apiserver``, ``host``, ``remote-node``,
   ``all`` are judged by what the flows saw; ``toFQDNs`` by the DNS names the flows resolved;
-* L7 rules (``rules.http``, ``rules.dns``) are judged at L4: the connection is allowed.
+* L7 rules (``rules.http``, ``rules.dns``) are judged at L4: the connection is allowed;
+* ``fromRequires``/``toRequires`` of every rule of every policy selecting the endpoint are ANDed
+  into each ``fromEndpoints``/``toEndpoints`` selector of that endpoint's rules of the same
+  kind (allow with allow, deny with deny), as Cilium's
+  ``GetSourceEndpointSelectorsWithRequirements`` does; they grant nothing themselves and do not
+  narrow entities, CIDRs or a rule with ports only;
+* ``toServices`` with ``k8sService`` matches a connection whose destination Service, as the
+  flows name it (``dst_service_name``: Hubble ``destination_service``, Calico
+  ``dst_service_name``), has that name, and whose destination pod is in the Service's
+  namespace (the policy's when not given; an address outside the cluster is matched by the
+  name alone); a connection whose flows name no Service is not matched;
+* ``cidrGroupRef`` names a CiliumCIDRGroup of the tree (its ``externalCIDRs``, less the rule's
+  ``except``), ``cidrGroupSelector`` selects them by their labels;
+* ``toPorts`` ``endPort`` is a range.
 
-What cannot be judged faithfully (``fromRequires``, ``toServices``, ``toGroups``,
-``reserved:`` labels, CIDR group references) raises
-:class:`~recommender.errors.UnsupportedDialectError`.
+Refused with :class:`~recommender.errors.UnsupportedDialectError` (exit 2), saying why:
+``toGroups``/``fromGroups`` (cloud provider security groups: the flows carry no cloud
+metadata), ``toNodes``/``fromNodes`` (node labels are not in the flows), ``k8sServiceSelector``
+(the flows carry no Service labels), ``reserved:`` labels (use entities).
 """
 
 from __future__ import annotations
@@ -46,10 +60,14 @@ _NAMESPACE: Final = "io.kubernetes.pod.namespace"
 _NS_LABELS: Final = "io.cilium.k8s.namespace.labels."
 _NAMESPACE_NAME: Final = "kubernetes.io/metadata.name"
 _IGNORED_KEYS: Final = ("io.cilium.k8s.policy.cluster",)
-_UNSUPPORTED: Final = (
-    "fromRequires", "toRequires", "toServices", "toGroups", "fromGroups", "fromNodes",
-    "toNodes",
-)
+_UNSUPPORTED: Final = {
+    "toGroups": "cloud provider security groups; the flows carry no cloud metadata",
+    "fromGroups": "cloud provider security groups; the flows carry no cloud metadata",
+    "fromNodes": "node selectors; the flows carry no node labels",
+    "toNodes": "node selectors; the flows carry no node labels",
+}
+#: A requirement on the peer: (namespace selector or None, pod selector).
+Requirement = tuple[LabelSelector | None, LabelSelector]
 _ENTITIES: Final = frozenset(
     ("all", "world", "cluster", "host", "remote-node", "kube-apiserver", "health", "init",
      "unmanaged", "ingress")
@@ -68,6 +86,11 @@ class CiliumPolicy:
     ingress_deny: tuple[Rule, ...] = ()
     egress_deny: tuple[Rule, ...] = ()
     default_deny: tuple[Direction, ...] = ()
+    #: fromRequires/toRequires of its rules, by field (``ingress``, ``egressDeny``...).
+    requires: tuple[tuple[str, tuple[Requirement, ...]], ...] = ()
+
+    def requirements(self, field_name: str) -> tuple[Requirement, ...]:
+        return next((r for f, r in self.requires if f == field_name), ())
 
     @property
     def key(self) -> str:
@@ -181,14 +204,23 @@ def _cidr(text: Any, where: str) -> str:
 
 
 def _rule(
-    raw: Any, direction: Direction, action: str, clusterwide: bool, where: str
+    raw: Any,
+    direction: Direction,
+    action: str,
+    clusterwide: bool,
+    where: str,
+    groups: Mapping[str, tuple[Mapping[str, str], tuple[str, ...]]],
+    namespace: str | None,
+    requires: list[Requirement],
 ) -> Rule | None:
     if not isinstance(raw, dict):
         raise InputError(f"{where} is not a mapping.")
-    for key in _UNSUPPORTED:
+    for key, why in _UNSUPPORTED.items():
         if raw.get(key):
-            raise UnsupportedDialectError(f"{where} uses {key}, which is not evaluated.")
+            raise UnsupportedDialectError(f"{where} uses {key}, which is not evaluated ({why}).")
     side = "from" if direction == "ingress" else "to"
+    for selector in raw.get(f"{side}Requires") or []:
+        requires.append(_split_selector(selector, where))
     peers: list[Peer] = []
     has_l3 = False
     for selector in raw.get(f"{side}Endpoints") or []:
@@ -202,10 +234,9 @@ def _rule(
         peers.append(Peer("cidr", cidr=_cidr(cidr, where)))
     for item in raw.get(f"{side}CIDRSet") or []:
         has_l3 = True
-        if "cidr" not in item:
-            raise UnsupportedDialectError(f"{where}: CIDR groups (cidrGroupRef) are not evaluated.")
         excepts = tuple(_cidr(e, where) for e in item.get("except") or ())
-        peers.append(Peer("cidr", cidr=_cidr(item["cidr"], where), except_=excepts))
+        for cidr in _cidr_set(item, groups, where):
+            peers.append(Peer("cidr", cidr=cidr, except_=excepts))
     for entity in raw.get(f"{side}Entities") or []:
         has_l3 = True
         if entity not in _ENTITIES:
@@ -218,6 +249,10 @@ def _rule(
             for item in raw["toFQDNs"]
         )
         peers.append(Peer("entity", entity="fqdn", dns_names=names))
+    if direction == "egress":
+        for item in raw.get("toServices") or []:
+            has_l3 = True
+            peers.append(_service(item, namespace, clusterwide, where))
     ports = _ports(raw.get("toPorts"), where)
     if raw.get("icmps"):
         ports = (ports or ()) + (PortSpec("ICMP"), PortSpec("ICMPv6"))
@@ -226,12 +261,80 @@ def _rule(
     return Rule(direction, tuple(peers), ports or (), action)  # type: ignore[arg-type]
 
 
+#: The entity name of a toServices peer: ``service:<namespace or *>/<name>``.
+_SERVICE: Final = "service:"
+
+
+def _service(item: Any, namespace: str | None, clusterwide: bool, where: str) -> Peer:
+    if not isinstance(item, dict):
+        raise InputError(f"{where}: a toServices item is not a mapping.")
+    if item.get("k8sServiceSelector") is not None:
+        raise UnsupportedDialectError(
+            f"{where}: toServices k8sServiceSelector is not evaluated (it selects Services by "
+            "their labels, which the flows do not carry); name the Service with k8sService."
+        )
+    service = item.get("k8sService")
+    if not isinstance(service, dict) or not service.get("serviceName"):
+        raise InputError(f"{where}: a toServices item needs k8sService.serviceName.")
+    ns = service.get("namespace") or namespace
+    if ns is None and not clusterwide:
+        ns = "default"
+    return Peer("entity", entity=f"{_SERVICE}{ns or '*'}/{service['serviceName']}")
+
+
+def _cidr_set(
+    item: Any, groups: Mapping[str, tuple[Mapping[str, str], tuple[str, ...]]], where: str
+) -> tuple[str, ...]:
+    """The CIDRs of one ``CIDRSet`` entry: its ``cidr``, or those of the CiliumCIDRGroups it
+    names (``cidrGroupRef``) or selects (``cidrGroupSelector``)."""
+    if not isinstance(item, dict):
+        raise InputError(f"{where}: a CIDR set entry is not a mapping.")
+    if item.get("cidr"):
+        return (_cidr(item["cidr"], where),)
+    if item.get("cidrGroupRef"):
+        name = str(item["cidrGroupRef"])
+        if name not in groups:
+            raise InputError(
+                f"{where}: cidrGroupRef {name!r} names no CiliumCIDRGroup in POLICIES; add it."
+            )
+        return groups[name][1]
+    if item.get("cidrGroupSelector") is not None:
+        ns, selector = _split_selector(item["cidrGroupSelector"], where)
+        if ns is not None:
+            raise InputError(f"{where}: a cidrGroupSelector has no namespace labels.")
+        return tuple(
+            cidr for name in sorted(groups)
+            if selector.matches(dict(groups[name][0])) for cidr in groups[name][1]
+        )
+    raise InputError(f"{where}: a CIDR set entry needs cidr, cidrGroupRef or cidrGroupSelector.")
+
+
+def _groups(
+    docs: Iterable[tuple[str, Mapping[str, Any]]],
+) -> dict[str, tuple[Mapping[str, str], tuple[str, ...]]]:
+    """CiliumCIDRGroups by name: their labels and ``externalCIDRs``."""
+    out: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {}
+    for where, doc in docs:
+        if doc.get("kind") != "CiliumCIDRGroup":
+            continue
+        meta = doc.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        if not name:
+            raise InputError(f"{where}: a CiliumCIDRGroup has no metadata.name.")
+        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        cidrs = tuple(_cidr(c, where) for c in (doc.get("spec") or {}).get("externalCIDRs") or ())
+        out[name] = (labels, cidrs)
+    return out
+
+
 def read_cilium_policies(
     docs: Iterable[tuple[str, Mapping[str, Any]]],
 ) -> tuple[tuple[CiliumPolicy, ...], tuple[str, ...]]:
     """The Cilium policies of ``docs`` and notes on what was assumed or left out."""
     out: list[CiliumPolicy] = []
     notes: list[str] = []
+    docs = list(docs)
+    groups = _groups(docs)
     for where, doc in docs:
         kind = doc.get("kind")
         if kind not in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"):
@@ -252,17 +355,27 @@ def read_cilium_policies(
             ns, pods = _split_selector(spec.get("endpointSelector"), here)
             subject = Subject(ns or LabelSelector(), pods)
             rules: dict[str, tuple[Rule, ...]] = {}
+            requires: list[tuple[str, tuple[Requirement, ...]]] = []
             for field_name, direction, action in (
                 ("ingress", "ingress", "allow"),
                 ("egress", "egress", "allow"),
                 ("ingressDeny", "ingress", "deny"),
                 ("egressDeny", "egress", "deny"),
             ):
-                parsed = (
-                    _rule(r, direction, action, clusterwide, f"{here} {field_name} rule {i}")  # type: ignore[arg-type]
+                found: list[Requirement] = []
+                parsed = [
+                    _rule(
+                        r, direction, action, clusterwide,  # type: ignore[arg-type]
+                        f"{here} {field_name} rule {i}", groups, namespace, found,
+                    )
                     for i, r in enumerate(spec.get(field_name) or [])
-                )
+                ]
                 rules[field_name] = tuple(r for r in parsed if r is not None)
+                if found:
+                    requires.append((field_name, tuple(found)))
+                if any(p.entity and p.entity.startswith(_SERVICE) for r in rules[field_name]
+                       for p in r.peers) and _NOTE_SERVICES not in notes:
+                    notes.append(_NOTE_SERVICES)
             enable = spec.get("enableDefaultDeny") or {}
             default_deny = tuple(
                 d
@@ -279,9 +392,58 @@ def read_cilium_policies(
                     rules["ingressDeny"],
                     rules["egressDeny"],
                     default_deny,  # type: ignore[arg-type]
+                    tuple(requires),
                 )
             )
     return tuple(out), tuple(notes)
+
+
+_NOTE_SERVICES: Final = (
+    "Cilium toServices judged by the destination Service the flows name (Hubble "
+    "destination_service, Calico dst_service_name) and the destination pod's namespace."
+)
+
+
+def _matches(
+    check: _Check,
+    policy: CiliumPolicy,
+    rule: Rule,
+    peer: Pod | Endpoint,
+    requires: tuple[Requirement, ...],
+    service: str | None,
+) -> bool:
+    """Whether ``rule`` of ``policy`` matches, with the endpoint's requirements ANDed into its
+    endpoint selectors and toServices judged on ``service``."""
+    if rule.peers and not any(
+        _peer_matches(check, policy, p, peer, requires, service) for p in rule.peers
+    ):
+        return False
+    return not rule.ports or any(check._port_matches(p) for p in rule.ports)
+
+
+def _peer_matches(
+    check: _Check,
+    policy: CiliumPolicy,
+    peer: Peer,
+    other: Pod | Endpoint,
+    requires: tuple[Requirement, ...],
+    service: str | None,
+) -> bool:
+    if peer.kind == "entity" and (peer.entity or "").startswith(_SERVICE):
+        namespace, _, name = (peer.entity or "")[len(_SERVICE):].partition("/")
+        if service is None or service != name:
+            return False
+        return not isinstance(other, Pod) or namespace in ("*", other.namespace)
+    if not check._peer_matches(policy.context(), peer, other):
+        return False
+    if peer.kind != "pods" or not requires:
+        return True
+    assert isinstance(other, Pod)
+    ns_labels = dict(check.cluster.namespaces[other.namespace].labels)
+    return all(
+        (ns is None or ns.matches(ns_labels)) and pods.matches(dict(other.labels))
+        for ns, pods in requires
+    )
 
 
 def evaluate_cilium(
@@ -293,9 +455,12 @@ def evaluate_cilium(
     dst: Pod | Endpoint | str,
     protocol: str,
     port: int | None,
+    *,
+    service: str | None = None,
 ) -> Verdict:
     """Whether Cilium policies, Kubernetes NetworkPolicies and (admin) guardrails allow a
-    connection under Cilium's precedence (see the module docstring)."""
+    connection under Cilium's precedence (see the module docstring); ``service`` is the
+    destination Service's name as the flows give it (toServices)."""
     guards = guardrails or Guardrails()
     if guards.baseline:
         raise UnsupportedDialectError(
@@ -315,10 +480,13 @@ def evaluate_cilium(
             reason = _cilium_deny(check, guards, g, peer, direction)
             if reason:
                 return False, reason, []
+        deny_field = f"{direction}Deny"
+        deny_requires = tuple(r for p in selecting for r in p.requirements(deny_field))
+        allow_requires = tuple(r for p in selecting for r in p.requirements(direction))
         for p in selecting:
             deny = p.ingress_deny if direction == "ingress" else p.egress_deny
             for index, rule in enumerate(deny):
-                if check._rule_matches(p.context(), rule, peer):
+                if _matches(check, p, rule, peer, deny_requires, service):
                     return False, f"denied by {p.key} {direction}Deny rule {index}", []
         k8s_ok, k8s_reason, k8s_by = check.direction(network_policies, direction)
         enforced = [p.key for p in selecting if direction in p.default_deny]
@@ -327,7 +495,7 @@ def evaluate_cilium(
         for p in selecting:
             allow = p.ingress if direction == "ingress" else p.egress
             for index, rule in enumerate(allow):
-                if check._rule_matches(p.context(), rule, peer):
+                if _matches(check, p, rule, peer, allow_requires, service):
                     return True, f"allowed by {p.key} {direction} rule {index}", [p.key]
         if k8s_ok and k8s_reason.startswith("allowed"):
             return True, k8s_reason, k8s_by
