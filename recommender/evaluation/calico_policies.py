@@ -22,9 +22,11 @@ semantics, as in its documentation, Felix's rule conversion and
   on either side, ``protocol``, ``notProtocol``, ``ipVersion``, ``icmp``/``notICMP`` (ICMP
   connections are not judged), ``domains`` (the DNS names the flows resolved) and ``http``.
 
-Refused with :class:`~recommender.errors.UnsupportedDialectError` (exit 2), saying why:
-``services`` matches (the edges keep no Service of the source, nor the destination's
-Service namespace), source ports covering part of the ephemeral range or named,
+``services`` (source or destination) is judged on the Service endpoints the flows show
+(:mod:`.services`).
+
+Refused with :class:`~recommender.errors.UnsupportedDialectError` (exit 2), saying why: source
+ports covering part of the ephemeral range or named,
 service-account selectors on labels other than the name (the flows carry names only),
 ``domains`` beside a selector or nets, and host-endpoint options (``doNotTrack``, ``preDNAT``,
 ``applyOnForward``). A selector Calico would reject is an :class:`~recommender.errors.InputError`.
@@ -76,6 +78,11 @@ _NOTE_HTTP: Final = (
 _NOTE_SOURCE_PORTS: Final = (
     "Calico source ports judged on the client's ephemeral port (32768-60999): the flows' edges "
     "keep no source port."
+)
+_NOTE_SERVICES: Final = (
+    "Calico services judged on the Service endpoints the flows show (destinations reached "
+    "through the Service, on those ports); an endpoint never reached through it is not known "
+    "to back it."
 )
 _NOTE_NETS: Final = (
     "Calico nets/notNets judged on addresses outside the cluster: the flows give no address per "
@@ -318,11 +325,13 @@ def _rule(
     for side, entity in (("source", source), ("destination", destination)):
         if not isinstance(entity, dict):
             raise InputError(f"{where}: {side} is not a mapping.")
-        if entity.get("services"):
-            raise UnsupportedDialectError(
-                f"{where}: {side}.services is not evaluated (the flows' edges keep the "
-                "destination Service's name only, not its namespace, and no source Service); "
-                "select the pods behind it instead."
+        if entity.get("services") and any(
+            entity.get(k) for k in ("selector", "notSelector", "namespaceSelector", "nets",
+                                    "notNets", "serviceAccounts")
+        ):
+            raise InputError(
+                f"{where}: {side}.services cannot go with selectors, nets or service accounts "
+                "(Calico refuses it)."
             )
     src_ports = _ports(source.get("ports"), proto, where)
     src_not_ports = _ports(source.get("notPorts"), proto, where)
@@ -415,7 +424,19 @@ def _entity(
         selector = _and(scope, selector)
     ports = _ports(entity.get("ports"), proto, here) if side == "destination" else ()
     not_ports = _ports(entity.get("notPorts"), proto, here) if side == "destination" else ()
-    return EntityMatch(selector, not_selector, nets, not_nets, ports, not_ports, domains, sets)
+    service = None
+    raw_service = entity.get("services")
+    if raw_service:
+        if not isinstance(raw_service, dict) or not raw_service.get("name"):
+            raise InputError(f"{here}: services needs a name.")
+        service_ns = raw_service.get("namespace") or namespace
+        if service_ns is None:
+            raise InputError(f"{here}: services in a global policy needs a namespace.")
+        service = (str(service_ns), str(raw_service["name"]))
+        _note(notes, _NOTE_SERVICES)
+    return EntityMatch(
+        selector, not_selector, nets, not_nets, ports, not_ports, domains, sets, service
+    )
 
 
 def _ports(raw: Any, proto: str | None, where: str) -> tuple[PortSpec, ...]:

@@ -33,6 +33,8 @@ What the flows cannot tell, judged and stated:
 * **HTTP** (``http.methods``, ``http.paths`` exact or prefix) is matched request by request
   where the flows carry L7 records (an edge is allowed when each of its requests is); on a
   connection without them it is judged at L4: the clause matches.
+* **services** (a Service's endpoints; in a destination, on the ports they serve it on) are
+  the endpoints the flows show reached through the Service (:mod:`.services`).
 * **ipVersion** is the family of the connection's addresses (an external end's, else the
   family of the edge's pod addresses in the flows); unknown: the clause matches.
 """
@@ -47,6 +49,7 @@ from typing import Final
 from ..policy.model import Action, Direction, PortSpec
 from .calico_selector import All, And, Global, Has, Not, Or, Selector
 from .evaluator import Cluster, Endpoint, Pod, _Check, dns_matches
+from .services import ServiceMap
 
 __all__ = [
     "EPHEMERAL_PORTS",
@@ -96,6 +99,7 @@ class Flow:
 
     request: tuple[str, str] | None = None  # (method, path) of one HTTP request
     family: int | None = None  # 4 or 6: the address family of the edge's pod addresses
+    services: ServiceMap | None = None  # the Service endpoints the flows show
 
 
 _LABELS: dict[int, tuple[Pod, Cluster, dict[str, str]]] = {}
@@ -155,6 +159,7 @@ class EntityMatch:
     not_ports: tuple[PortSpec, ...] = ()
     domains: tuple[str, ...] = ()
     sets: tuple[NetworkSet, ...] = field(default=(), repr=False)
+    service: tuple[str, str] | None = None  # ``services``: (namespace, name)
 
     def _selected(self, selector: Selector, end: Pod | Endpoint, cluster: Cluster) -> bool:
         if isinstance(end, Pod):
@@ -227,6 +232,18 @@ class CalicoRule:
             return False
         if not self.destination.matches(check.dst, check.cluster):
             return False
+        services = flow.services
+        if self.source.service is not None and (
+            services is None or not services.backs(*self.source.service, check.src)
+        ):
+            return False
+        if self.destination.service is not None:
+            # Felix's destination Service IP set holds each endpoint with its port
+            served = None if services is None else services.ports(
+                *self.destination.service, check.dst
+            )
+            if served is None or (check.protocol, check.port) not in served:
+                return False
         if self.has_http and flow.request is not None:
             method, path = flow.request
             if self.http_methods and method.upper() not in self.http_methods:

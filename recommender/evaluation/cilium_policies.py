@@ -25,11 +25,10 @@ own namespace) and CiliumClusterwideNetworkPolicy (every namespace); a ``nodeSel
   kind (allow with allow, deny with deny), as Cilium's
   ``GetSourceEndpointSelectorsWithRequirements`` does; they grant nothing themselves and do not
   narrow entities, CIDRs or a rule with ports only;
-* ``toServices`` with ``k8sService`` matches a connection whose destination Service, as the
-  flows name it (``dst_service_name``: Hubble ``destination_service``, Calico
-  ``dst_service_name``), has that name, and whose destination pod is in the Service's
-  namespace (the policy's when not given; an address outside the cluster is matched by the
-  name alone); a connection whose flows name no Service is not matched;
+* ``toServices`` with ``k8sService`` matches the Service's endpoints as the flows show them
+  (:mod:`.services`: every destination reached through the Service, by the name the flows
+  give, Hubble ``destination_service``, Calico ``dst_service_name``), in its ``namespace``
+  (the policy's when not given; any for a clusterwide policy without one);
 * ``cidrGroupRef`` names a CiliumCIDRGroup of the tree (its ``externalCIDRs``, less the rule's
   ``except``), ``cidrGroupSelector`` selects them by their labels;
 * ``toPorts`` ``endPort`` is a range.
@@ -52,6 +51,7 @@ from ..guardrails.model import Guardrails, Subject
 from ..policy.model import Direction, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .evaluator import Cluster, Endpoint, Pod, Verdict, _Check
 from .precedence import _CLUSTER_WIDE, _both_ends, _cilium_deny
+from .services import ServiceMap
 
 __all__ = ["CILIUM_GROUP", "CiliumPolicy", "evaluate_cilium", "read_cilium_policies"]
 
@@ -399,8 +399,8 @@ def read_cilium_policies(
 
 
 _NOTE_SERVICES: Final = (
-    "Cilium toServices judged by the destination Service the flows name (Hubble "
-    "destination_service, Calico dst_service_name) and the destination pod's namespace."
+    "Cilium toServices judged on the Service endpoints the flows show (destinations reached "
+    "through the Service); an endpoint never reached through it is not known to back it."
 )
 
 
@@ -410,12 +410,12 @@ def _matches(
     rule: Rule,
     peer: Pod | Endpoint,
     requires: tuple[Requirement, ...],
-    service: str | None,
+    services: ServiceMap | None,
 ) -> bool:
     """Whether ``rule`` of ``policy`` matches, with the endpoint's requirements ANDed into its
-    endpoint selectors and toServices judged on ``service``."""
+    endpoint selectors and toServices judged on ``services``."""
     if rule.peers and not any(
-        _peer_matches(check, policy, p, peer, requires, service) for p in rule.peers
+        _peer_matches(check, policy, p, peer, requires, services) for p in rule.peers
     ):
         return False
     return not rule.ports or any(check._port_matches(p) for p in rule.ports)
@@ -427,13 +427,11 @@ def _peer_matches(
     peer: Peer,
     other: Pod | Endpoint,
     requires: tuple[Requirement, ...],
-    service: str | None,
+    services: ServiceMap | None,
 ) -> bool:
     if peer.kind == "entity" and (peer.entity or "").startswith(_SERVICE):
         namespace, _, name = (peer.entity or "")[len(_SERVICE):].partition("/")
-        if service is None or service != name:
-            return False
-        return not isinstance(other, Pod) or namespace in ("*", other.namespace)
+        return services is not None and services.backs(namespace, name, other)
     if not check._peer_matches(policy.context(), peer, other):
         return False
     if peer.kind != "pods" or not requires:
@@ -456,11 +454,11 @@ def evaluate_cilium(
     protocol: str,
     port: int | None,
     *,
-    service: str | None = None,
+    services: ServiceMap | None = None,
 ) -> Verdict:
     """Whether Cilium policies, Kubernetes NetworkPolicies and (admin) guardrails allow a
-    connection under Cilium's precedence (see the module docstring); ``service`` is the
-    destination Service's name as the flows give it (toServices)."""
+    connection under Cilium's precedence (see the module docstring); ``services`` are the
+    Service endpoints the flows show (toServices)."""
     guards = guardrails or Guardrails()
     if guards.baseline:
         raise UnsupportedDialectError(
@@ -486,7 +484,7 @@ def evaluate_cilium(
         for p in selecting:
             deny = p.ingress_deny if direction == "ingress" else p.egress_deny
             for index, rule in enumerate(deny):
-                if _matches(check, p, rule, peer, deny_requires, service):
+                if _matches(check, p, rule, peer, deny_requires, services):
                     return False, f"denied by {p.key} {direction}Deny rule {index}", []
         k8s_ok, k8s_reason, k8s_by = check.direction(network_policies, direction)
         enforced = [p.key for p in selecting if direction in p.default_deny]
@@ -495,7 +493,7 @@ def evaluate_cilium(
         for p in selecting:
             allow = p.ingress if direction == "ingress" else p.egress
             for index, rule in enumerate(allow):
-                if _matches(check, p, rule, peer, allow_requires, service):
+                if _matches(check, p, rule, peer, allow_requires, services):
                     return True, f"allowed by {p.key} {direction} rule {index}", [p.key]
         if k8s_ok and k8s_reason.startswith("allowed"):
             return True, k8s_reason, k8s_by

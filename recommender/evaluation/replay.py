@@ -59,6 +59,7 @@ from .istio import ROOT_NAMESPACE, Identity, IstioVerdict, Request, authorize
 from .pair_classes import PAIR_BUDGET, count_allowed_pairs
 from .precedence import evaluate_stack, with_namespace_labels
 from .rule_analysis import RuleFinding, find_broad_rules, find_redundant_rules
+from .services import ServiceMap, service_map
 
 __all__ = [
     "Coverage",
@@ -444,6 +445,7 @@ class _Judge:
     dialect: str = "kubernetes"
     istio: _IstioLayer | None = None
     tree: Any = None  # a PolicyTree with Calico or Cilium policies: it judges every query
+    services: ServiceMap | None = None  # Service endpoints seen in the flows (for the tree)
     _by_ns: dict[tuple[str, ...], PolicySet] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
     _in_ns: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
@@ -487,13 +489,12 @@ class _Judge:
         port: int | None,
         requests: tuple[str, ...] = (),
         family: int | None = None,
-        service: str | None = None,
     ) -> Verdict:
         """The connection's verdict; with Istio policies, theirs too (on each HTTP request).
 
-        ``requests``, ``family`` (of the edge's addresses) and ``service`` (the destination
-        Service's name) are what Calico and Cilium trees may match on."""
-        found = self._network_verdict(src, dst, protocol, port, requests, family, service)
+        ``requests`` and ``family`` (of the edge's addresses) are what Calico and Cilium trees
+        may match on, besides :attr:`services`."""
+        found = self._network_verdict(src, dst, protocol, port, requests, family)
         if self.istio is None or not found.allowed:
             return found
         return self.istio.verdict(found, src, dst, protocol, port, requests)
@@ -506,17 +507,16 @@ class _Judge:
         port: int | None,
         requests: tuple[str, ...] = (),
         family: int | None = None,
-        service: str | None = None,
     ) -> Verdict:
         key: tuple[Any, ...] = (_key(src), _key(dst), protocol, port)
         if self.tree is not None:
-            key += (requests if self.tree.matches_requests else (), family, service)
+            key += (requests if self.tree.matches_requests else (), family)
         found = self._cache.get(key)
         if found is None:
             if self.tree is not None:  # Calico or Cilium: the tree judges the whole stack
                 found = self.tree.verdict(
                     self.cluster, src, dst, protocol, port, requests=requests, family=family,
-                    service=service,
+                    services=self.services,
                 )
             elif self.guardrails is None:
                 chosen: list[Policy] = []
@@ -676,7 +676,6 @@ class _Query:
     port: int | None
     requests: tuple[str, ...] = ()
     family: int | None = None  # 4 or 6 when all the edge's addresses are of one family
-    service: str | None = None  # the destination Service's name, when the flows name one
 
 
 def _family(row: Mapping[str, Any]) -> int | None:
@@ -712,10 +711,8 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
     port = row["dst_port"]
     wants = judge.istio is not None or (judge.tree is not None and judge.tree.matches_requests)
     requests = tuple(row.get("http_requests") or ()) if wants else ()
-    service = row.get("dst_service") if judge.tree is not None else None
     return _Query(
-        src, dst, protocol, None if port is None else int(port), requests, _family(row),
-        None if service is None else str(service),
+        src, dst, protocol, None if port is None else int(port), requests, _family(row)
     )
 
 
@@ -845,8 +842,6 @@ def _judge_table(
     wants = judge.istio is not None or (judge.tree is not None and judge.tree.matches_requests)
     if wants and "http_requests" in table.column_names:
         columns.append("http_requests")
-    if judge.tree is not None and "dst_service" in table.column_names:
-        columns.append("dst_service")
     columns += [c for c in ("src_name", "dst_name", "dns_names") if c in table.column_names]
     rows = table.select(columns).to_pylist()
     weights = np.maximum(
@@ -1044,6 +1039,8 @@ def replay(
         layer,
         tree,
     )
+    if tree is not None:
+        judge.services = service_map(tables.edges, tables.denied)
     rule_use = _RuleUse(judge)
 
     not_evaluated: list[EdgeVerdict] = []
@@ -1065,7 +1062,6 @@ def replay(
         judged[i] = True
         verdict = judge.verdict(
             query.src, query.dst, query.protocol, query.port, query.requests, query.family,
-            query.service,
         )
         allowed[i] = verdict.allowed
         evidence.append(query)
@@ -1089,7 +1085,6 @@ def replay(
         denied_judged += 1
         verdict = judge.verdict(
             query.src, query.dst, query.protocol, query.port, query.requests, query.family,
-            query.service,
         )
         if verdict.allowed:
             denied_but_allowed.append(

@@ -27,6 +27,7 @@ from .calico_rules import CalicoRule, Flow
 from .cilium_policies import CILIUM_GROUP, CiliumPolicy, evaluate_cilium, read_cilium_policies
 from .evaluator import Cluster, Endpoint, Pod, Verdict
 from .precedence import CalicoTier, evaluate_tiers
+from .services import ServiceMap
 
 __all__ = ["PolicyTree", "read_policy_tree"]
 
@@ -82,14 +83,15 @@ class PolicyTree:
         *,
         requests: tuple[str, ...] = (),
         family: int | None = None,
-        service: str | None = None,
+        services: ServiceMap | None = None,
     ) -> Verdict:
         """The verdict of the whole tree on one connection.
 
         ``requests`` (``"METHOD path"``) are the HTTP requests the flows recorded on it: when a
         Calico rule matches on HTTP, each is judged and the connection is allowed when every
         one is. ``family`` is the address family of its pod ends (Calico ``ipVersion``),
-        ``service`` the destination Service's name (Cilium ``toServices``).
+        ``services`` the Service endpoints the flows show (Calico ``services``, Cilium
+        ``toServices``; None: no endpoint is known to back any Service).
         """
         if self.calico:
             if requests and self.matches_requests:
@@ -98,18 +100,19 @@ class PolicyTree:
                     method, _, path = request.partition(" ")
                     verdict = evaluate_tiers(
                         self.calico, cluster, src, dst, protocol, port,
-                        flow=Flow((method, path), family),
+                        flow=Flow((method, path), family, services),
                     )
                     if not verdict.allowed:
                         return verdict
                 assert verdict is not None
                 return verdict
             return evaluate_tiers(
-                self.calico, cluster, src, dst, protocol, port, flow=Flow(None, family)
+                self.calico, cluster, src, dst, protocol, port,
+                flow=Flow(None, family, services),
             )
         return evaluate_cilium(
             self.cilium, self.network_policies, self.guardrails, cluster, src, dst, protocol,
-            port, service=service,
+            port, services=services,
         )
 
 

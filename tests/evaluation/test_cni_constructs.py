@@ -13,6 +13,7 @@ import pytest
 
 from recommender.errors import InputError, UnsupportedDialectError
 from recommender.evaluation.evaluator import Cluster, Endpoint, Namespace, Pod
+from recommender.evaluation.services import ServiceMap
 from recommender.evaluation.stack import read_policy_tree
 
 NS = {
@@ -237,8 +238,10 @@ def test_calico_http_match_request_by_request(tmp_path: Path) -> None:
          "not a Calico selector"),
         (_calico_db("[{action: Allow, source: {ports: [80]}}]"), InputError, "need protocol"),
         (_calico_db("[{action: Allow, ipVersion: 5}]"), InputError, "ipVersion"),
-        (_calico_db("[{action: Allow, destination: {services: {name: s, namespace: x}}}]"),
-         UnsupportedDialectError, "services is not evaluated"),
+        (_calico_db("[{action: Allow, source: {services: {name: s}, selector: a == 'b'}}]"),
+         InputError, "services cannot go with selectors"),
+        (_calico_db("[{action: Allow, protocol: GRE}]"), UnsupportedDialectError,
+         "protocol 'GRE' is not evaluated"),
         (_calico_db("[{action: Allow, protocol: TCP, source: {ports: ['40000:70000']}}]"),
          UnsupportedDialectError, "part of the ephemeral range"),
     ],
@@ -299,20 +302,55 @@ def test_cilium_to_requires_and_deny_requirements_stay_apart(tmp_path: Path) -> 
     assert not _allowed(tree, WEB, Pod("x", "web2", {"app": "x", "tier": "front"}), 80)
 
 
-def test_cilium_to_services_by_the_service_the_flows_name(tmp_path: Path) -> None:
+#: What the flows show: x/db reached through Service x/db on 5432, z/eu through z/search,
+#: 203.0.113.7 through a selectorless Service "search", and x/api through z/search's namesake
+#: in x (a different Service).
+SERVICES = ServiceMap({
+    ("x", "db"): {"x/db": frozenset({("TCP", 5432)})},
+    ("z", "search"): {"z/eu": frozenset({("TCP", 9200)})},
+    ("x", "search"): {"x/api": frozenset({("TCP", 9200)})},
+    ("*", "search"): {"203.0.113.7": frozenset({("TCP", 9200)})},
+})
+
+
+def test_cilium_to_services_by_the_endpoints_the_flows_show(tmp_path: Path) -> None:
     text = _cilium("""  endpointSelector: {matchLabels: {app: web}}
   egress:
   - toServices: [{k8sService: {serviceName: db}}]
     toPorts: [{ports: [{port: "5432", protocol: TCP}]}]
   - toServices: [{k8sService: {serviceName: search, namespace: z}}]""")
     tree = _tree(tmp_path, text)
-    assert _allowed(tree, WEB, DB, 5432, service="db")
-    assert not _allowed(tree, WEB, DB, 5433, service="db")  # toPorts
-    assert not _allowed(tree, WEB, DB, 5432)  # the flows name no Service
-    assert not _allowed(tree, WEB, DB, 5432, service="cache")
-    assert _allowed(tree, WEB, EU, 9200, service="search")
-    assert not _allowed(tree, WEB, DB, 9200, service="search")  # not in the Service's namespace
-    assert _allowed(tree, WEB, OUT, 9200, service="search")  # selectorless: by name
+    assert _allowed(tree, WEB, DB, 5432, services=SERVICES)
+    assert not _allowed(tree, WEB, DB, 5433, services=SERVICES)  # toPorts
+    assert not _allowed(tree, WEB, DB, 5432)  # no Service endpoints known
+    assert not _allowed(tree, WEB, API, 5432, services=SERVICES)  # not an endpoint of db
+    assert _allowed(tree, WEB, EU, 80, services=SERVICES)  # any port: no toPorts
+    assert not _allowed(tree, WEB, API, 9200, services=SERVICES)  # x/search is another one
+    assert _allowed(tree, WEB, OUT, 9200, services=SERVICES)  # selectorless: by name
+    assert any("toServices" in n for n in tree.notes)
+
+
+def test_calico_services_source_and_destination(tmp_path: Path) -> None:
+    """A destination Service matches its endpoints on the ports they serve it on (Felix's
+    IP-and-port set); a source Service its endpoints (Felix's IP set)."""
+    text = """
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  selector: app == 'web'
+  egress: [{action: Allow, destination: {services: {name: db}}},
+           {action: Allow, destination: {services: {name: search, namespace: z}}}]
+  ingress: [{action: Allow, source: {services: {name: db}}}]
+"""
+    tree = _tree(tmp_path, text)
+    assert _allowed(tree, WEB, DB, 5432, services=SERVICES)
+    assert not _allowed(tree, WEB, DB, 5433, services=SERVICES)  # not a port it serves db on
+    assert _allowed(tree, WEB, EU, 9200, services=SERVICES)
+    assert not _allowed(tree, WEB, API, 9200, services=SERVICES)
+    assert not _allowed(tree, WEB, DB, 5432)  # nothing known
+    assert _allowed(tree, DB, WEB, 8080, services=SERVICES)  # source: any port
+    assert not _allowed(tree, API, WEB, 8080, services=SERVICES)
 
 
 def test_cilium_cidr_groups_and_end_port(tmp_path: Path) -> None:

@@ -149,8 +149,8 @@ spec: {stagedAction: Delete, selector: all(), types: [Ingress]}
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("selector: all()\n  egress: [{action: Allow, destination: {services: {name: s}}}]",
-         "services is not evaluated"),
+        ("selector: all()\n  egress: [{action: Allow, protocol: GRE}]",
+         "protocol 'GRE' is not evaluated"),
         ("selector: all()\n  ingress: [{action: Allow, protocol: TCP, source: {ports: "
          "['40000:50000']}}]", "part of the ephemeral range"),
         ("selector: all()\n  ingress: [{action: Allow, protocol: TCP, source: {ports: [http]}}]",

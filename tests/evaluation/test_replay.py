@@ -395,9 +395,9 @@ def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
         # Calico is evaluated (issue 18), but not a selector Calico would reject
         "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: x}\n"
         "spec: {selector: a == b}\n",
-        # nor a rule matching a Service (the edges do not keep its namespace)
+        # nor source ports the flows cannot tell (part of the ephemeral range)
         "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: x}\n"
-        "spec: {egress: [{action: Allow, destination: {services: {name: s}}}]}\n",
+        "spec: {egress: [{action: Allow, protocol: TCP, source: {ports: ['40000:50000']}}]}\n",
         # a policy kind of no dialect the evaluator knows
         "apiVersion: crd.antrea.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {}\n",
     ],
