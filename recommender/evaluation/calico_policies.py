@@ -52,9 +52,10 @@ from .calico_rules import (
     EntityMatch,
     NetworkSet,
     namespace_scope,
+    replace_all,
     source_ports_match,
 )
-from .calico_selector import And, LabelOp, Selector, SelectorError, parse_selector
+from .calico_selector import And, Has, LabelOp, Selector, SelectorError, parse_selector
 from .precedence import (
     DEFAULT_TIER_ORDER,
     NETWORK_POLICY_ORDER,
@@ -251,15 +252,23 @@ def _policy(
             )
         accounts = accounts.prefixed(SA_PREFIX)
     if is_global:
+        # Felix (globalnetworkpolicyprocessor.go): append the pcns.-prefixed namespace
+        # selector and replace every all() with has(projectcalico.org/namespace), then the
+        # pcsa.-prefixed service-account selector, its all() meaning has(.../serviceaccount)
         ns_text = spec.get("namespaceSelector")
-        scope = (
-            _selector(ns_text, f"{where} namespaceSelector").prefixed("pcns.")
-            if ns_text
-            else None
-        )
+        endpoint_selector: Selector = selector
+        if ns_text:
+            scope = _selector(ns_text, f"{where} namespaceSelector").prefixed("pcns.")
+            endpoint_selector = replace_all(And((selector, scope)), Has(NAMESPACE_KEY))
+        if accounts is not None:
+            endpoint_selector = And(
+                (endpoint_selector, replace_all(accounts, Has(ACCOUNT_KEY)))
+            )
     else:
-        scope = LabelOp(NAMESPACE_KEY, "==", str(namespace))
-    endpoint_selector = _and(scope, selector, accounts)
+        endpoint_selector = And(
+            tuple(s for s in (selector, LabelOp(NAMESPACE_KEY, "==", str(namespace)), accounts)
+                  if s is not None)
+        )
     ingress_raw = list(spec.get("ingress") or [])
     egress_raw = list(spec.get("egress") or [])
     raw_types = spec.get("types")
@@ -294,7 +303,7 @@ def _policy(
         rules["ingress"],
         rules["egress"],
         namespace=namespace,
-        endpoint_selector=endpoint_selector or selector,
+        endpoint_selector=endpoint_selector,
     )
 
 

@@ -142,6 +142,20 @@ def namespace_scope(selector: Selector) -> Selector:
     return selector.prefixed(NS_PREFIX)
 
 
+def replace_all(selector: Selector, replacement: Selector) -> Selector:
+    """``selector`` with every ``all()`` replaced (Felix's textual ``strings.Replace`` of
+    ``all()`` in a GlobalNetworkPolicy's combined selector)."""
+    if isinstance(selector, All):
+        return replacement
+    if isinstance(selector, Not):
+        return Not(replace_all(selector.operand, replacement))
+    if isinstance(selector, And):
+        return And(tuple(replace_all(o, replacement) for o in selector.operands))
+    if isinstance(selector, Or):
+        return Or(tuple(replace_all(o, replacement) for o in selector.operands))
+    return selector
+
+
 def _address(end: Pod | Endpoint) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = end.ip if end.ip else None
     return ipaddress.ip_address(text) if text else None

@@ -393,3 +393,22 @@ def test_cilium_refusals_say_what_and_why(tmp_path: Path, rule: str, error: type
     text = _cilium(f"  endpointSelector: {{}}\n  egress:\n  - {rule}")
     with pytest.raises(error, match=message):
         _tree(tmp_path, text)
+
+
+def test_calico_global_policy_service_account_selector_all(tmp_path: Path) -> None:
+    """Felix rewrites all() in a GlobalNetworkPolicy's serviceAccountSelector as
+    has(projectcalico.org/serviceaccount): only pods with a (known) service account."""
+    text = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: g}
+spec:
+  serviceAccountSelector: all()
+  types: [Ingress]
+"""
+    tree = _tree(tmp_path, text)
+    assert not _allowed(tree, DB, WEB, 80) and not _allowed(tree, DB, API, 80)
+    assert _allowed(tree, WEB, DB, 80) and _allowed(tree, WEB, DEV, 80)
+    text = text.replace("all()", "\"projectcalico.org/name in {'api-sa'}\"")
+    tree = _tree(tmp_path, text)
+    assert not _allowed(tree, DB, API, 80) and _allowed(tree, DB, WEB, 80)
