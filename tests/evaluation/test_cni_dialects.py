@@ -5,6 +5,7 @@ one."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,7 @@ def test_written_trees_rewritten_with_new_constructs_are_judged_the_same(
     flows = str(SAMPLES / "hubble.jsonl.gz")
     assert main([flows, "-d", "kubernetes,calico,cilium", "-o", str(tmp_path)]) == 0
     capsys.readouterr()
+    shutil.copytree(tmp_path / "calico", tmp_path / "calico-as-written")
     assert _rewrite_calico(tmp_path / "calico") > 10
     met = {"matchExpressions": [{"key": _NEVER, "operator": "DoesNotExist"}]}
     assert _rewrite_cilium(tmp_path / "cilium", met) > 0
@@ -434,6 +436,11 @@ def test_written_trees_rewritten_with_new_constructs_are_judged_the_same(
         assert results[dialect]["over_permissive"]["allowed_unobserved"] == results[
             "kubernetes"]["over_permissive"]["allowed_unobserved"]
     assert any("source ports" in n for n in results["calico"]["notes"])
+    # diff judges both trees the same way: no observed connection changes verdict
+    status = main(["diff", str(tmp_path / "calico-as-written"), str(tmp_path / "calico"), flows,
+                   "--json"])
+    changes = json.loads(capsys.readouterr().out)
+    assert status == 0 and changes["newly_denied"] == changes["newly_allowed"] == [], changes
 
     never = {"matchLabels": {_NEVER: "yes"}}
     _rewrite_cilium(tmp_path / "cilium", never)
