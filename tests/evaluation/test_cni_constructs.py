@@ -412,3 +412,39 @@ spec:
     text = text.replace("all()", "\"projectcalico.org/name in {'api-sa'}\"")
     tree = _tree(tmp_path, text)
     assert not _allowed(tree, DB, API, 80) and _allowed(tree, DB, WEB, 80)
+
+
+def test_calico_http_and_services_through_evaluate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through `recommend evaluate` on the bundled Hubble sample: an http rule is judged on
+    the edges' recorded requests (frontend -> catalog only GETs /api/products...: allowed;
+    frontend -> cart also POSTs: denied), and a destination Service match on the Service
+    endpoints the flows show (frontend reaches checkout through Service checkout)."""
+    import json
+
+    from recommender.cli import main
+
+    sample = Path(__file__).resolve().parents[2] / "sample_flows" / "hubble.jsonl.gz"
+    (tmp_path / "p.yaml").write_text("""
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: backends, namespace: shop}
+spec:
+  selector: "app == 'cart' || app.kubernetes.io/name in {'catalog', 'checkout'}"
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    http: {methods: [GET], paths: [{prefix: /api/products}, {exact: /api/cart}]}
+  - action: Allow
+    protocol: TCP
+    destination: {services: {name: checkout}}
+""")
+    status = main(["evaluate", str(tmp_path / "p.yaml"), str(sample), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 1
+    denied = {(e["source"], e["destination"]) for e in report["false_denies"]}
+    assert denied == {("shop/frontend", "shop/cart")}, report["false_denies"]
+    assert any("http" in n for n in report["notes"])
+    assert any("services" in n for n in report["notes"])
