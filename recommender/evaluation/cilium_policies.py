@@ -36,7 +36,8 @@ own namespace) and CiliumClusterwideNetworkPolicy (every namespace); a ``nodeSel
 Refused with :class:`~recommender.errors.UnsupportedDialectError` (exit 2), saying why:
 ``toGroups``/``fromGroups`` (cloud provider security groups: the flows carry no cloud
 metadata), ``toNodes``/``fromNodes`` (node labels are not in the flows), ``k8sServiceSelector``
-(the flows carry no Service labels), ``reserved:`` labels (use entities).
+(the flows carry no Service labels), ``reserved:`` labels other than one
+``reserved:<entity>`` alone in a peer selector (judged as that entity).
 """
 
 from __future__ import annotations
@@ -172,6 +173,18 @@ def _split_selector(raw: Any, where: str) -> tuple[LabelSelector | None, LabelSe
     return ns, LabelSelector(tuple(sorted(pod_labels)), tuple(sorted(pod_exprs)))
 
 
+def _reserved(selector: Any) -> str | None:
+    """The entity an endpoint selector of one reserved label names (``reserved:host``...),
+    None for any other selector."""
+    if not isinstance(selector, dict) or selector.get("matchExpressions"):
+        return None
+    labels = list((selector.get("matchLabels") or {}).keys())
+    if len(labels) != 1 or not str(labels[0]).startswith("reserved:"):
+        return None
+    entity = str(labels[0]).removeprefix("reserved:")
+    return entity if entity in _ENTITIES and entity not in ("all", "cluster") else None
+
+
 def _ports(raw: Any, where: str) -> tuple[PortSpec, ...] | None:
     """The ports of ``toPorts`` (None: the rule has none, every port)."""
     if not raw:
@@ -225,6 +238,10 @@ def _rule(
     has_l3 = False
     for selector in raw.get(f"{side}Endpoints") or []:
         has_l3 = True
+        entity = _reserved(selector)
+        if entity is not None:
+            peers.append(Peer("entity", entity=entity))
+            continue
         ns, pods = _split_selector(selector, where)
         if ns is None and clusterwide:
             ns = LabelSelector()

@@ -448,3 +448,18 @@ spec:
     assert denied == {("shop/frontend", "shop/cart")}, report["false_denies"]
     assert any("http" in n for n in report["notes"])
     assert any("services" in n for n in report["notes"])
+
+
+def test_cilium_reserved_label_alone_is_its_entity(tmp_path: Path) -> None:
+    text = _cilium("""  endpointSelector: {matchLabels: {app: db}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {"reserved:host": ""}}, {matchLabels: {"reserved:world": ""}}]""")
+    tree = _tree(tmp_path, text)
+    assert _allowed(tree, Endpoint("172.18.0.3", "host"))
+    assert _allowed(tree, OUT)
+    assert not _allowed(tree, WEB)
+    mixed = _cilium("""  endpointSelector: {}
+  ingress:
+  - fromEndpoints: [{matchLabels: {"reserved:host": "", app: web}}]""")
+    with pytest.raises(UnsupportedDialectError, match="reserved"):
+        _tree(tmp_path, mixed)
