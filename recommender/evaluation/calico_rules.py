@@ -59,6 +59,8 @@ __all__ = [
     "NetworkSet",
     "endpoint_labels",
     "namespace_scope",
+    "replace_all",
+    "source_ports_match",
 ]
 
 #: Linux's default ``net.ipv4.ip_local_port_range``: the source ports of client connections.
