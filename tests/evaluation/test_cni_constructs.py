@@ -463,3 +463,26 @@ def test_cilium_reserved_label_alone_is_its_entity(tmp_path: Path) -> None:
   - fromEndpoints: [{matchLabels: {"reserved:host": "", app: web}}]""")
     with pytest.raises(UnsupportedDialectError, match="reserved"):
         _tree(tmp_path, mixed)
+
+
+def test_calico_alp_tutorial_yaobank(shared: Path) -> None:
+    """Calico Enterprise's application-layer policy tutorial (shared/datasets/calico-yaobank):
+    customer takes GETs only, summary only the customer service account, database only the
+    summary one; each workload runs as the service account of its name (10-yaobank.yaml)."""
+    base = shared / "datasets" / "calico-yaobank"
+    tree = read_policy_tree(base / "alp-tutorial.globalnetworkpolicies.yaml")
+    pods = {
+        name: Pod("default", name, {"app": name, SA: name}) for name in ("customer", "summary",
+                                                                          "database")
+    }
+    cluster = Cluster({}, tuple(pods.values()))
+    outside = Endpoint("198.51.100.20", "external")
+
+    def allowed(src: Any, dst: str, requests: tuple[str, ...] = ()) -> bool:
+        return bool(tree.verdict(cluster, src, pods[dst], "TCP", 80, requests=requests).allowed)
+
+    assert allowed(outside, "customer", ("GET /",))
+    assert not allowed(outside, "customer", ("POST /",))
+    assert allowed(pods["customer"], "summary") and allowed(pods["summary"], "database")
+    assert not allowed(pods["customer"], "database")
+    assert not allowed(outside, "summary") and not allowed(pods["database"], "summary")
