@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Final
 
 from lark import Lark, Token, Transformer
-from lark.exceptions import LarkError, VisitError
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedToken, VisitError
 
 __all__ = [
     "All",
@@ -317,6 +317,15 @@ def parse_selector(text: str) -> Selector:
         if isinstance(exc.orig_exc, SelectorError):
             raise exc.orig_exc from None
         raise SelectorError(str(exc.orig_exc)) from None
+    except UnexpectedToken as exc:
+        if exc.token.type == "$END":
+            raise SelectorError("the selector ends too early") from None
+        raise SelectorError(f"unexpected {str(exc.token)!r} at column {exc.column}") from None
+    except UnexpectedCharacters as exc:
+        where = exc.pos_in_stream or 0
+        raise SelectorError(
+            f"unexpected character {text[where:where + 1]!r} at column {exc.column}"
+        ) from None
     except LarkError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SelectorError(first) from None
