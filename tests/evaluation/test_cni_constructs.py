@@ -486,3 +486,27 @@ def test_calico_alp_tutorial_yaobank(shared: Path) -> None:
     assert allowed(pods["customer"], "summary") and allowed(pods["summary"], "database")
     assert not allowed(pods["customer"], "database")
     assert not allowed(outside, "summary") and not allowed(pods["database"], "summary")
+
+
+def test_service_map_from_edges() -> None:
+    """Destinations reached through a Service are its endpoints, on the ports reached; an
+    outside address is recorded by the Service's name alone; edges naming no Service add
+    nothing."""
+    import pyarrow as pa
+
+    from recommender.evaluation.services import service_map
+
+    edges = pa.table({
+        "dst_service": ["db", "db", None, "search", "kubernetes"],
+        "dst_kind": ["workload", "workload", "workload", "workload", "cluster-entity"],
+        "dst_namespace": ["x", "x", "x", "z", None],
+        "dst_id": ["db", "db", "api", "eu", "172.18.0.2"],
+        "protocol": ["TCP", "UDP", "TCP", "TCP", "TCP"],
+        "dst_port": [5432, 5432, 80, 9200, 6443],
+    })
+    found = service_map(edges)
+    assert found.ports("x", "db", DB) == {("TCP", 5432), ("UDP", 5432)}
+    assert not found.backs("x", "db", API) and not found.backs("y", "db", DB)
+    assert found.backs("*", "search", EU) and not found.backs("x", "search", EU)
+    assert found.backs("default", "kubernetes", Endpoint("172.18.0.2"))
+    assert len(service_map(edges.drop_columns(["dst_service"]))) == 0
