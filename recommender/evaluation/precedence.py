@@ -92,6 +92,8 @@ class CalicoPolicy:
     def selects(self, pod: Pod, cluster: Cluster) -> bool:
         """Whether the policy applies to ``pod``."""
         if self.endpoint_selector is not None:
+            if self.namespace is not None and pod.namespace != self.namespace:
+                return False  # what its selector's projectcalico.org/namespace term says
             return self.endpoint_selector.evaluate(endpoint_labels(pod, cluster))
         if self.subject is not None:
             labels = cluster.namespaces[pod.namespace].labels
@@ -180,9 +182,13 @@ def evaluate_tiers(
     *,
     ipblock_matches_pods: bool = False,
     flow: Flow | None = None,
+    selection: dict[tuple[str, str], tuple[tuple[CalicoTier, tuple[CalicoPolicy, ...]], ...]]
+    | None = None,
 ) -> Verdict:
     """Whether Calico tiers allow ``src`` to reach ``dst`` (semantics in the module doc);
     ``flow`` is what the flows tell Calico rules beyond that (an HTTP request, the family).
+    ``selection``, when given, keeps the policies that select each pod (by ``namespace/name``
+    and direction) from one call to the next: it must belong to these tiers and this cluster.
 
     Examples
     --------
@@ -196,16 +202,30 @@ def evaluate_tiers(
     """
     ordered = tuple(sorted(tiers, key=lambda t: (t.order, t.name)))
 
+    def selecting(pod: Pod, direction: Direction
+                  ) -> tuple[tuple[CalicoTier, tuple[CalicoPolicy, ...]], ...]:
+        key = (pod.key, direction)
+        found = None if selection is None else selection.get(key)
+        if found is None:
+            found = tuple(
+                (tier, applicable)
+                for tier in ordered
+                for applicable in (tuple(sorted(
+                    (p for p in tier.policies
+                     if direction in p.types and p.selects(pod, check_cluster)),
+                    key=lambda p: (p.order, p.name),
+                )),)
+                if applicable
+            )
+            if selection is not None:
+                selection[key] = found
+        return found
+
+    check_cluster = cluster
+
     def decide(check: _Check, pod: Pod, peer: Pod | Endpoint, direction: Direction
                ) -> tuple[bool, str, list[str]]:
-        for tier in ordered:
-            applicable = sorted(
-                (p for p in tier.policies
-                 if direction in p.types and p.selects(pod, cluster)),
-                key=lambda p: (p.order, p.name),
-            )
-            if not applicable:
-                continue
+        for tier, applicable in selecting(pod, direction):
             action, reason, by = _first_match(
                 check, applicable, peer, direction, tier.name, flow
             )

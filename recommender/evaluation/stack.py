@@ -12,7 +12,7 @@ chosen precedence does not enforce (Calico objects under ``cilium`` and the reve
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,19 @@ class PolicyTree:
     calico: tuple[CalicoTier, ...] = ()
     cilium: tuple[CiliumPolicy, ...] = ()
     notes: tuple[str, ...] = ()
+    #: Per cluster (by identity), the Calico policies selecting each pod: replay asks about
+    #: the same pods thousands of times.
+    _selections: dict[int, tuple[Cluster, dict[Any, Any]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def _selection(self, cluster: Cluster) -> dict[Any, Any]:
+        found = self._selections.get(id(cluster))
+        if found is None or found[0] is not cluster:
+            self._selections.clear()
+            found = (cluster, {})
+            self._selections[id(cluster)] = found
+        return found[1]
 
     @property
     def native(self) -> bool:
@@ -101,6 +114,7 @@ class PolicyTree:
                     verdict = evaluate_tiers(
                         self.calico, cluster, src, dst, protocol, port,
                         flow=Flow((method, path), family, services),
+                        selection=self._selection(cluster),
                     )
                     if not verdict.allowed:
                         return verdict
@@ -108,7 +122,7 @@ class PolicyTree:
                 return verdict
             return evaluate_tiers(
                 self.calico, cluster, src, dst, protocol, port,
-                flow=Flow(None, family, services),
+                flow=Flow(None, family, services), selection=self._selection(cluster),
             )
         return evaluate_cilium(
             self.cilium, self.network_policies, self.guardrails, cluster, src, dst, protocol,
