@@ -472,10 +472,12 @@ def evaluate_cilium(
     port: int | None,
     *,
     services: ServiceMap | None = None,
+    selection: dict[str, tuple[CiliumPolicy, ...]] | None = None,
 ) -> Verdict:
     """Whether Cilium policies, Kubernetes NetworkPolicies and (admin) guardrails allow a
     connection under Cilium's precedence (see the module docstring); ``services`` are the
-    Service endpoints the flows show (toServices)."""
+    Service endpoints the flows show (toServices); ``selection``, when given, keeps the
+    policies selecting each pod (by ``namespace/name``) for these policies and this cluster."""
     guards = guardrails or Guardrails()
     if guards.baseline:
         raise UnsupportedDialectError(
@@ -486,7 +488,11 @@ def evaluate_cilium(
     def decide(
         check: _Check, pod: Pod, peer: Pod | Endpoint, direction: Direction
     ) -> tuple[bool, str, list[str]]:
-        selecting = [p for p in policies if p.selects(pod, cluster)]
+        selecting = None if selection is None else selection.get(pod.key)
+        if selecting is None:
+            selecting = tuple(p for p in policies if p.selects(pod, cluster))
+            if selection is not None:
+                selection[pod.key] = selecting
         governing = [
             g for g in guards.admin
             if g.subject.matches(cluster.namespaces[pod.namespace].labels, pod.labels)

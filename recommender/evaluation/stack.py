@@ -126,7 +126,7 @@ class PolicyTree:
             )
         return evaluate_cilium(
             self.cilium, self.network_policies, self.guardrails, cluster, src, dst, protocol,
-            port, services=services,
+            port, services=services, selection=self._selection(cluster),
         )
 
 
