@@ -202,8 +202,8 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
                 "excluded",
                 f"{plural(later, 'edge')} allowed earlier in the window "
                 f"{'was' if later == 1 else 'were'} denied later in the window: no rule (the "
-                f"policy in force at the end refuses {'it' if later == 1 else 'them'}); allow "
-                "it with a decision if it is wanted.",
+                f"policy in force at the end refuses {'it' if later == 1 else 'them'}); check "
+                f"that {'it' if later == 1 else 'they'} should stay closed.",
             )
         mixed = check.get("mixed_verdicts") or {}
         if mixed:
