@@ -310,7 +310,7 @@ def _segments(tables: EdgeTables, cache: dict[str, Any]) -> dict[str, Any]:
 
 #: Reasons of excluded edges that are observed allowed traffic left out on purpose (the
 #: self-check replays them as their own kind); the others are replies and ephemeral ports.
-_ON_PURPOSE: Final = ("never-established", "below-min-connections")
+_ON_PURPOSE: Final = ("never-established", "below-min-connections", "denied-later")
 
 
 def _on_purpose(tables: EdgeTables, evidence: EdgeTables) -> pa.Table:
@@ -418,6 +418,15 @@ def _self_check(
         )
 
     refused_allowed = [v for v in coverage.denied_but_allowed if governed(v.source, v.destination)]
+    # An edge both allowed (established) and denied in the input: the policy in force changed
+    # during the window. Its allowed connections are evidence and its rule must allow it, so
+    # it is no widening that admits refused traffic: listed for review, not a failure.
+    mixed = _mixed_verdicts(refused_allowed, evidence) if refused_allowed else []
+    if mixed:
+        seen = {(v.source, v.destination, v.protocol, v.port) for v in mixed}
+        refused_allowed = [
+            v for v in refused_allowed if (v.source, v.destination, v.protocol, v.port) not in seen
+        ]
     failed_allowed = [x for x in failed_allowed if governed(x["source"], x["destination"])]
     totals = {
         name: sum(v[name] for v in by_reason.values())
@@ -466,7 +475,38 @@ def _self_check(
         "excluded_on_purpose": {**totals, "by_reason": dict(sorted(by_reason.items()))},
         "passed": not problems,
         "problems": problems,
+        **(
+            {
+                "mixed_verdicts": {
+                    "edges": len(mixed),
+                    "denied_connections": sum(v.connections for v in mixed),
+                    "examples": [
+                        {"source": v.source, "destination": v.destination,
+                         "protocol": v.protocol, "port": v.port,
+                         "denied_connections": v.connections}
+                        for v in mixed[:20]
+                    ],
+                }
+            }
+            if mixed
+            else {}
+        ),
     }
+
+
+def _mixed_verdicts(refused_allowed: list[Any], evidence: EdgeTables) -> list[Any]:
+    """The refused edges the policies allow that are also evidence (allowed and established
+    in the input): the same source, destination, protocol and port."""
+    rows = evidence.edges.select(
+        ["src_kind", "src_namespace", "src_id", "dst_kind", "dst_namespace", "dst_id",
+         "protocol", "dst_port"]
+    ).to_pylist()  # fmt: skip
+    learned = {
+        (_describe(r["src_kind"], r["src_namespace"], r["src_id"]),
+         _describe(r["dst_kind"], r["dst_namespace"], r["dst_id"]), r["protocol"], r["dst_port"])
+        for r in rows
+    }  # fmt: skip
+    return [v for v in refused_allowed if (v.source, v.destination, v.protocol, v.port) in learned]
 
 
 def _describe(kind: str, namespace: str | None, ident: str | None) -> str:
@@ -854,6 +894,9 @@ def recommend_edges(
         tables = screening.tables  # (its time counts in "synthesize")
     if decided is not None:  # rejected edges and excluded workloads: no allow rule
         tables = decided.apply_to_observed(tables)
+    from .aggregate.latest import latest_verdicts
+
+    tables = latest_verdicts(tables)  # denied after its last allowed connection: no rule
     evidence, conflicts, refused = tables, None, None
     if guardrails is not None:
         from .evaluation.guardrail_checks import find_conflicts, keep_edges

@@ -368,9 +368,13 @@ def run(
     )
     if result.report.get("ingest"):
         _print_ledger(result.report["ingest"])
+    mixed = int(((result.report.get("self_check") or {}).get("mixed_verdicts") or {}).get(
+        "edges") or 0)  # fmt: skip
+    both = f" ({mixed} also allowed in the input, so allowed)" if mixed else ""
     typer.echo(
-        f"{summary['flagged_rules']} rules flagged for review, {summary['denied_edges']} denied "
-        f"edges not allowed, {summary['excluded_edges']} edges left out; see {output}/report.md"
+        f"{summary['flagged_rules']} rules flagged for review, {summary['denied_edges'] - mixed} "
+        f"denied edges not allowed{both}, {summary['excluded_edges']} edges left out; see "
+        f"{output}/report.md"
     )
     anomalies = result.report.get("anomalies")
     if anomalies and anomalies["flagged"]:
