@@ -44,6 +44,7 @@ _log = logging.getLogger("recommender")
 
 if TYPE_CHECKING:
     from .policy.dialects import DialectOptions
+    from .policy.writer import TreeWriter
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -202,27 +203,57 @@ class Recommendation:
 
         return pd.DataFrame(self.report["rules"])
 
+    @property
+    def written(self) -> list[Path]:
+        """The files :func:`recommend` wrote when given ``output`` (sorted; else ``[]``)."""
+        return list(self._cache.get("written", ()))
+
     def write(self, out_dir: PathLike, dialects: Iterable[str] | str | None = None) -> list[Path]:
         """Write the policy tree (a folder per namespace, kustomizations) and the reports.
 
         ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
-        ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
+        ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``. The policy
+        files are written on a background thread while the reports are rendered
+        (:class:`~recommender.policy.writer.TreeWriter`); the folder is replaced as a whole
+        once everything is written, or left as it was.
         """
-        with _few_collections():
-            return self._write(out_dir, dialects)
+        from .policy.dialects import parse_dialects
+        from .policy.writer import TreeWriter
 
-    def _write(self, out_dir: PathLike, dialects: Iterable[str] | str | None) -> list[Path]:
-        from .policy.dialects import group_by_namespace, parse_dialects
-        from .policy.writer import write_policy_trees
-
-        started = time.perf_counter()
         names = parse_dialects(dialects) if dialects is not None else self.config.dialects
-        trees = {name: group_by_namespace(self.manifests(name)) for name in names}
+        with _few_collections(), TreeWriter(Path(out_dir)) as tree:
+            started = time.perf_counter()
+            tree.start(self._trees(names))
+            return self._finish_write(tree, started)
+
+    def _trees(self, names: Iterable[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """The manifests of each dialect in ``names`` by namespace folder (guardrails too)."""
+        from .policy.dialects import group_by_namespace
+
+        trees = {}
+        for name in names:
+            manifests = self.manifests(name)
+            if name != "kubernetes":  # rendered once, for the report's parts too
+                self._cache.setdefault(f"dialect:{name}", manifests)
+            trees[name] = group_by_namespace(manifests)
         if self.guardrails is not None:
             from .policy.writer import GUARDRAILS_FOLDER
 
             for name, tree in trees.items():
                 tree[GUARDRAILS_FOLDER] = self.guardrail_manifests(name)
+        return trees
+
+    def _finish_write(self, tree: TreeWriter, started: float) -> list[Path]:
+        """Render the report files, add them to ``tree`` and swap it into place."""
+        extra = self._report_files()
+        rendered = time.perf_counter()
+        self.timings["report_files"] = rendered - started
+        written = tree.finish(extra)
+        self.timings["write"] = time.perf_counter() - rendered
+        return written
+
+    def _report_files(self) -> dict[str, str]:
+        """``graph.svg``, ``report.html``, ``report.json`` and ``report.md``."""
         from .analysis.graph import graph_from_edges
         from .report.graph_svg import render_svg
         from .report.html import report_html
@@ -245,11 +276,7 @@ class Recommendation:
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report, graph_file="graph.svg"),
         }
-        rendered = time.perf_counter()
-        self.timings["report_files"] = rendered - started
-        written = write_policy_trees(trees, Path(out_dir), extra_files=extra)
-        self.timings["write"] = time.perf_counter() - rendered
-        return written
+        return extra
 
 
 def dialect_options(config: RecommendConfig) -> DialectOptions:
@@ -542,6 +569,7 @@ def recommend(
     on_batch: Callable[[int], None] | None = None,
     guardrails: Guardrails | PathLike | None = None,
     decisions: Decisions | PathLike | None = None,
+    output: PathLike | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -583,6 +611,12 @@ def recommend(
         guardrail denies get no allow rule and are listed in ``report["guardrails"]`` as
         conflicts, with compliance checks; :meth:`Recommendation.write` adds the rendered
         guardrails in ``_guardrails/``.
+    output
+        Also write the result there, as :meth:`Recommendation.write` does (the folder is
+        checked first, before anything is read). The policy files are written on a background
+        thread while the self-check and the report are computed, and the folder is replaced
+        only when everything is written: an error or Ctrl-C leaves it as it was.
+        :attr:`Recommendation.written` lists the files.
 
     Returns
     -------
@@ -631,6 +665,11 @@ def recommend(
     timings: dict[str, float] = {}
     parquet: list[Path] | None = None  # canonical Parquet files DuckDB reads itself
     with ExitStack() as stack:
+        tree: TreeWriter | None = None
+        if output is not None:  # a folder that may not be replaced: say so before reading
+            from .policy.writer import TreeWriter
+
+            tree = stack.enter_context(TreeWriter(Path(output)))
         stack.enter_context(_few_collections())
         started = time.perf_counter()
         holdout_input: pa.Table | Path
@@ -773,6 +812,12 @@ def recommend(
         cache: dict[str, Any] = {}
         if "kubernetes" in config.dialects:  # the other dialects render when written
             cache["kubernetes"] = render_kubernetes(policy_set)
+        if tree is not None:  # written in the background from now on
+            tree.start(
+                Recommendation(
+                    policy_set, {}, tables, findings, config, cache, timings, guardrails
+                )._trees(config.dialects)
+            )
         mark = _stage(timings, "render", mark)
         self_check = _self_check(policy_set, evidence, guardrails, _precedence(config), tables)
         if decided is not None:
@@ -817,17 +862,21 @@ def recommend(
                 holdout_input, config, holdout=holdout, split_at=split_at
             )
             _stage(timings, "holdout", mark)
-    result = Recommendation(
-        policy_set, report, tables, findings, config, cache, timings, guardrails
-    )
-    if "istio" in config.dialects:  # rendered now: its flagged rules belong in the report
-        from .report.model import istio_section
+        result = Recommendation(
+            policy_set, report, tables, findings, config, cache, timings, guardrails
+        )
+        if "istio" in config.dialects:  # rendered now: its flagged rules belong in the report
+            from .report.model import istio_section
 
-        manifests = result.manifests("istio")
-        cache["dialect:istio"] = manifests
-        report["istio"] = istio_section(manifests, config.trust_domain)
-        report["istio"]["self_check"] = _istio_self_check(manifests, policy_set, evidence, config)
-    finish_report(report)  # the verdict weighs every part: the held-out and the Istio ones too
+            manifests = result.manifests("istio")
+            cache["dialect:istio"] = manifests
+            report["istio"] = istio_section(manifests, config.trust_domain)
+            report["istio"]["self_check"] = _istio_self_check(
+                manifests, policy_set, evidence, config
+            )
+        finish_report(report)  # the verdict weighs every part: the held-out and Istio ones too
+        if tree is not None:
+            cache["written"] = result._finish_write(tree, time.perf_counter())
     return result
 
 
