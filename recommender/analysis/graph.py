@@ -312,8 +312,38 @@ def _labels(workload_labels: pa.Table | None) -> dict[tuple[str, str], dict[str,
     """The labels every observed pod of each workload shares."""
     if workload_labels is None or workload_labels.num_rows == 0:
         return {}
+    column = workload_labels.column("labels")
+    if not pa.types.is_map(column.type):  # pragma: no cover - the aggregation writes maps
+        return _labels_of_rows(workload_labels.to_pylist())
+    labels = column.combine_chunks()
+    # The map's entries flattened (keys and values of every row, in order) and each row's
+    # slice of them: far cheaper than a dict of tuples per row. Pods of one workload mostly
+    # carry the same labels, so each distinct set is compared once.
+    keys, values = labels.keys.to_pylist(), labels.items.to_pylist()
+    offsets = labels.offsets.to_pylist()
+    # The offsets index the whole child arrays of a sliced map; if these are the slice's, shift.
+    base = offsets[0] if len(keys) == offsets[-1] - offsets[0] else 0
+    valid = labels.is_valid().to_pylist()
+    maps: dict[tuple[str, str], dict[tuple[tuple[str, str], ...], None]] = {}
+    for i, (namespace, workload) in enumerate(
+        zip(
+            workload_labels.column("namespace").to_pylist(),
+            workload_labels.column("workload").to_pylist(),
+            strict=True,
+        )
+    ):
+        if not valid[i]:
+            continue
+        start, end = offsets[i] - base, offsets[i + 1] - base
+        pairs = tuple(zip(keys[start:end], values[start:end], strict=True))
+        maps.setdefault((namespace or "", workload), {})[pairs] = None
+    return {key: common_labels(dict(p) for p in sets) for key, sets in maps.items()}
+
+
+def _labels_of_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
+    """:func:`_labels` of rows as dicts (labels a dict or a list of pairs)."""
     maps: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for row in workload_labels.to_pylist():
+    for row in rows:
         labels = row["labels"]
         if labels is None:
             continue

@@ -16,6 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 import pyarrow as pa
@@ -90,6 +91,8 @@ summary{cursor:pointer;color:var(--accent)}
 
 def _text(value: Any) -> str:
     """Escaped text for element content and quoted attributes."""
+    if type(value) is str:  # most values: names, often repeated
+        return _escaped(value)
     if value is None:
         return "\u2014"
     if isinstance(value, bool):
@@ -99,6 +102,12 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.4g}"
     return html.escape(_UNSAFE.sub("\ufffd", str(value)), quote=True)
+
+
+@lru_cache(maxsize=1 << 16)
+def _escaped(text: str) -> str:
+    """:func:`_text` of a string (remembered: a report repeats its names many times)."""
+    return html.escape(_UNSAFE.sub("\ufffd", text), quote=True)
 
 
 def _cell(value: Any) -> str:

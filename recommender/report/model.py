@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
+from functools import cache
 from typing import Any, Final
 
 import pyarrow as pa
@@ -112,6 +113,33 @@ def _config_dict(config: RecommendConfig) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else _iso(v)) for k, v in sorted(data.items())}
 
 
+#: Values :func:`_record` passes through as they are (asdict would not copy them either).
+_PLAIN: Final = (str, int, float, bool, type(None))
+
+
+def _record(record: Any) -> dict[str, Any]:
+    """``asdict(record)`` with datetimes as ISO text, for flat records (a rule's fields are
+    text, numbers, times and lists of text) without asdict's deep copy of every value; any
+    other value still goes through asdict."""
+    out: dict[str, Any] = {}
+    for name in _field_names(type(record)):
+        value = getattr(record, name)
+        if isinstance(value, _PLAIN):
+            out[name] = value
+        elif isinstance(value, datetime):
+            out[name] = value.isoformat()
+        elif type(value) is list and all(type(v) is str for v in value):
+            out[name] = list(value)
+        else:
+            out[name] = _iso(asdict(record)[name])
+    return out
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 def _partial_workloads(tables: EdgeTables, in_scope: list[str]) -> list[dict[str, Any]]:
     """Workloads in scope whose observed traffic spans less than half the window (new,
     scaled down or rolled out during it): their rules may be incomplete."""
@@ -121,22 +149,37 @@ def _partial_workloads(tables: EdgeTables, in_scope: list[str]) -> list[dict[str
     window = (last - first).total_seconds()
     if window < 3600:
         return []
+    import pyarrow.compute as pc
+
     spans: dict[tuple[str, str], list[datetime]] = {}
-    scope = set(in_scope)
-    cols = tables.edges.select(
-        ["src_kind", "src_namespace", "src_id", "dst_kind", "dst_namespace", "dst_id",
-         "first_seen", "last_seen"]
-    ).to_pylist()
-    for row in cols:
-        for side in ("src", "dst"):
-            if row[f"{side}_kind"] != "workload" or row[f"{side}_namespace"] not in scope:
-                continue
-            key = (row[f"{side}_namespace"], row[f"{side}_id"])
-            seen = spans.setdefault(key, [row["first_seen"], row["last_seen"]])
-            if row["first_seen"] is not None and (seen[0] is None or row["first_seen"] < seen[0]):
-                seen[0] = row["first_seen"]
-            if row["last_seen"] is not None and (seen[1] is None or row["last_seen"] > seen[1]):
-                seen[1] = row["last_seen"]
+    scope = pa.array(sorted(set(in_scope)), pa.string())
+    edges = tables.edges
+    for side in ("src", "dst"):  # earliest first and latest last time per workload end
+        ns = edges.column(f"{side}_namespace")
+        mask = pc.and_(
+            pc.equal(edges.column(f"{side}_kind"), "workload"), pc.is_in(ns, value_set=scope)
+        )
+        ends = pa.table(
+            {
+                "ns": ns,
+                "id": edges.column(f"{side}_id"),
+                "first": edges.column("first_seen"),
+                "last": edges.column("last_seen"),
+            }
+        ).filter(pc.fill_null(mask, False))
+        grouped = ends.group_by(["ns", "id"]).aggregate([("first", "min"), ("last", "max")])
+        for key_ns, key_id, a, b in zip(
+            grouped.column("ns").to_pylist(),
+            grouped.column("id").to_pylist(),
+            grouped.column("first_min").to_pylist(),
+            grouped.column("last_max").to_pylist(),
+            strict=True,
+        ):
+            seen = spans.setdefault((key_ns, key_id), [a, b])
+            if a is not None and (seen[0] is None or a < seen[0]):
+                seen[0] = a
+            if b is not None and (seen[1] is None or b > seen[1]):
+                seen[1] = b
     out = []
     for (ns, wl), (a, b) in sorted(spans.items()):
         if a is None or b is None:
@@ -228,7 +271,7 @@ def build_report(
         "ingest": ledger,
         "namespaces": per_ns,
         "selectors": selectors,
-        "rules": [{**{k: _iso(v) for k, v in asdict(r).items()}} for r in rules],
+        "rules": [_record(r) for r in rules],
         "flagged": flagged,
         "selector_fallbacks": [s for s in selectors if s["source"] != "labels" or s["ambiguous"]],
         "node_local": findings.node_local,
