@@ -122,7 +122,8 @@ def _record(record: Any) -> dict[str, Any]:
     text, numbers, times and lists of text) without asdict's deep copy of every value; any
     other value still goes through asdict."""
     out: dict[str, Any] = {}
-    for name in _field_names(type(record)):
+    cls: Any = type(record)
+    for name in _field_names(cls):
         value = getattr(record, name)
         if isinstance(value, _PLAIN):
             out[name] = value
