@@ -8,7 +8,6 @@ time, so the same input gives the same bytes. The schema is documented in ``docs
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import asdict, fields
 from datetime import datetime
@@ -326,5 +325,98 @@ def istio_section(manifests: list[dict[str, Any]], trust_domain: str) -> dict[st
 
 
 def report_json(report: dict[str, Any]) -> str:
-    """``report.json``: sorted keys, two-space indent, a final newline."""
-    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    """``report.json``: sorted keys, two-space indent, a final newline.
+
+    The bytes of ``json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False,
+    default=str)``, written by :func:`_indented_json` (the standard library's encoder is pure
+    Python once it indents: 0.2 s for the report of 2,000 workloads).
+    """
+    return _indented_json(report) + "\n"
+
+
+def _indented_json(value: Any) -> str:
+    """``json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)``."""
+    from json.encoder import encode_basestring  # type: ignore[attr-defined]
+
+    parts: list[str] = []
+    append = parts.append
+    pads = ["\n"]
+
+    def pad(level: int) -> str:
+        while len(pads) <= level:
+            pads.append("\n" + "  " * len(pads))
+        return pads[level]
+
+    def encode(o: Any, level: int) -> None:
+        if isinstance(o, str):
+            append(encode_basestring(o))
+        elif o is None:
+            append("null")
+        elif o is True:
+            append("true")
+        elif o is False:
+            append("false")
+        elif isinstance(o, int):
+            append(int.__repr__(o))
+        elif isinstance(o, float):
+            append(_float_text(o))
+        elif isinstance(o, list | tuple):
+            if not o:
+                append("[]")
+                return
+            inner = pad(level + 1)
+            append("[")
+            lead = inner
+            for item in o:
+                append(lead)
+                lead = "," + inner
+                encode(item, level + 1)
+            append(pad(level))
+            append("]")
+        elif isinstance(o, dict):
+            if not o:
+                append("{}")
+                return
+            inner = pad(level + 1)
+            append("{")
+            lead = inner
+            for key, item in sorted(o.items()):
+                append(lead)
+                lead = "," + inner
+                append(encode_basestring(_key_text(key)))
+                append(": ")
+                encode(item, level + 1)
+            append(pad(level))
+            append("}")
+        else:
+            encode(str(o), level)  # default=str
+
+    encode(value, 0)
+    return "".join(parts)
+
+
+def _float_text(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value == float("inf"):
+        return "Infinity"
+    if value == -float("inf"):
+        return "-Infinity"
+    return float.__repr__(value)
+
+
+def _key_text(key: Any) -> str:
+    """A mapping key as ``json`` writes it (keys are text, numbers, booleans or None)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, float):
+        return _float_text(key)
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")

@@ -392,3 +392,28 @@ def test_rule_records_are_asdict_with_iso_times(rec: Any) -> None:
     for r in rec.findings.rules:
         assert _record(r) == {k: _iso(v) for k, v in asdict(r).items()}
     assert rec.report["rules"] == [_record(r) for r in rec.findings.rules]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+    | st.datetimes(timezones=st.just(UTC)) | st.sets(st.integers(), max_size=2),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    | st.dictionaries(st.integers() | st.booleans() | st.none() | st.floats(), inner,
+                      max_size=3),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_values)
+def test_report_json_is_the_standard_librarys_indented_json(value: Any) -> None:
+    from recommender.report.model import _indented_json
+
+    try:
+        expected = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    except TypeError:  # keys of mixed types cannot be sorted: the same error
+        with pytest.raises(TypeError):
+            _indented_json(value)
+        return
+    assert _indented_json(value) == expected
