@@ -336,7 +336,7 @@ def report_json(report: dict[str, Any]) -> str:
 
 def _indented_json(value: Any) -> str:
     """``json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)``."""
-    from json.encoder import encode_basestring  # type: ignore[attr-defined]
+    from json.encoder import encode_basestring
 
     parts: list[str] = []
     append = parts.append
