@@ -125,6 +125,13 @@ def _matches(namespace: str | None, patterns: Sequence[str]) -> bool:
     return namespace is not None and any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
 
+#: The columns that name one end of an edge row, per side.
+_SIDE_COLUMNS: Final = {
+    side: tuple(f"{side}_{c}" for c in ("kind", "namespace", "id", "name", "workload_kind"))
+    for side in ("src", "dst")
+}
+
+
 class _Builder:
     """Collects nodes and merged edges, then inserts them into a graph in sorted order."""
 
@@ -136,13 +143,8 @@ class _Builder:
 
     def endpoint(self, row: Mapping[str, Any], side: str) -> str:
         """The node id of one end of ``row``, adding the node when new."""
-        cache = (
-            row.get(f"{side}_kind"),
-            row.get(f"{side}_namespace"),
-            row.get(f"{side}_id"),
-            row.get(f"{side}_name"),
-            row.get(f"{side}_workload_kind"),
-        )
+        get = row.get
+        cache = tuple(get(column) for column in _SIDE_COLUMNS[side])
         nid = self.seen.get(cache)
         if nid is None or self.external == "class":
             nid = self.seen[cache] = self._endpoint(row, side)
