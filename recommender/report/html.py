@@ -132,8 +132,18 @@ def _time(value: Any) -> Any:
 
 def _flags(flags: Iterable[Any]) -> str:
     return "".join(
-        f'<span class="flag" title="{_text(flag_help(str(f)))}">{_text(f)}</span>' for f in flags
+        _flag(f) if type(f) is str else _flag_markup(f) for f in flags
     )
+
+
+@lru_cache(maxsize=4096)
+def _flag(flag: str) -> str:
+    """:func:`_flag_markup` of a flag's text (a report repeats a few flags many times)."""
+    return _flag_markup(flag)
+
+
+def _flag_markup(flag: Any) -> str:
+    return f'<span class="flag" title="{_text(flag_help(str(flag)))}">{_text(flag)}</span>'
 
 
 def _flag_legend(flag_lists: Iterable[Iterable[Any]]) -> str:
@@ -166,7 +176,9 @@ def _table(
     for row in rows:
         out.append("<tr>")
         for value in row:
-            if isinstance(value, _Html):
+            if type(value) is str:  # most cells (what _cell does with text)
+                out.append(f"<td>{_escaped(value)}</td>")
+            elif isinstance(value, _Html):
                 out.append(f"<td>{value.markup}</td>")
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 out.append(f'<td class="num">{_text(value)}</td>')
