@@ -33,6 +33,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..aggregate.owners import resolve_batch_owners
 from ..ingest.schema import PENDING_PREFIX
 
 __all__ = [
@@ -220,7 +221,14 @@ def staged_evidence(
     StagedEvidence
     """
     scope = set(in_scope) if in_scope is not None else None
-    rows = _with_staged_verdicts(flows).select(list(_COLUMNS)).to_pylist()
+    staged = _with_staged_verdicts(flows)
+    # Owners, not runs or rollouts: the edges name a CronJob's pods by the CronJob and a
+    # ReplicaSet's by its Deployment, so the rows must too, or a would-deny on the nightly
+    # run of a wanted edge would pass as unwanted traffic.
+    staged = pa.Table.from_batches(
+        [resolve_batch_owners(b) for b in staged.to_batches()], staged.schema
+    )
+    rows = staged.select(list(_COLUMNS)).to_pylist()
     keys: set[tuple[str, str, str, str, str, str, str, int | None]] = set()
     if wanted is not None and wanted.num_rows:
         for e in wanted.select(

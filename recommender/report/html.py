@@ -903,13 +903,23 @@ def _flagged(report: Mapping[str, Any]) -> str:
                         f.get("peers") or [],
                         f.get("ports") or [],
                         f.get("connections"),
-                        _Html(_flags(f.get("flags") or [])),
+                        _Html(
+                            _flags(f.get("flags") or [])
+                            + (" <em>(accepted)</em>" if f.get("accepted") else "")
+                        ),
                     ]
                     for f in flagged
                 ],
                 caption="Rules flagged for review",
             )
         )
+        accepted = sum(1 for f in flagged if f.get("accepted"))
+        if accepted:
+            out.append(
+                f"<p>{plural(accepted, 'rule')} marked <em>(accepted)</em> "
+                f"{'was' if accepted == 1 else 'were'} reviewed and kept by <code>accept</code> "
+                "entries of the decisions file: they no longer hold the verdict.</p>"
+            )
         out.append(_flag_legend(f.get("flags") or [] for f in flagged))
     else:
         out.append("<p>No rule is flagged.</p>")

@@ -491,12 +491,20 @@ def _flagged(report: Mapping[str, Any]) -> list[str]:
                     r["peers"],
                     r["ports"],
                     r["connections"],
-                    r["flags"],
+                    [*r["flags"], "(accepted)"] if r.get("accepted") else r["flags"],
                 ]
                 for r in flagged
             ],
             "rules",
         )
+        accepted = sum(1 for r in flagged if r.get("accepted"))
+        if accepted:
+            out += [
+                f"{plural(accepted, 'rule')} marked (accepted) {'was' if accepted == 1 else 'were'}"
+                " reviewed and kept by `accept` entries of the decisions file: "
+                f"{'it no longer holds' if accepted == 1 else 'they no longer hold'} the verdict.",
+                "",
+            ]
         out += _flag_legend(r["flags"] for r in flagged)
     else:
         out.append("No rule is flagged.")

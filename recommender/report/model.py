@@ -20,6 +20,7 @@ from ..aggregate.edges import EDGE_KEY, EdgeTables
 from ..config import RecommendConfig
 from ..policy.model import PolicySet
 from ..synthesis.synthesizer import Findings
+from .accepted import apply_accepts
 from .markdown import report_markdown
 from .sections import group_flows, report_sections
 from .verdict import build_verdict
@@ -296,6 +297,7 @@ def finish_report(report: dict[str, Any]) -> dict[str, Any]:
     ready, with reasons; :func:`~recommender.report.verdict.build_verdict`) and ``sections``
     (the id and title of every section, in the order all three forms render them). Call it
     after every stage has added its part; returns ``report``."""
+    apply_accepts(report)  # flagged rules a reviewer accepted, before the verdict weighs them
     report["verdict"] = build_verdict(report)
     report["sections"] = [{"id": a, "title": t} for a, t in report_sections(report)]
     return report

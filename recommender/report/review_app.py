@@ -40,6 +40,7 @@ from ..synthesis.decisions import (
     load_decisions,
     write_decisions_atomic,
 )
+from .rule_entries import _rule_key, rule_decisions, rule_id
 from .text import flag_help, plural, when
 
 __all__ = [
@@ -79,78 +80,6 @@ def _e(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- rules and edges
-
-
-def rule_id(rule: Mapping[str, Any]) -> str:
-    """A short stable id of a rule (its workload, direction, peers and ports)."""
-    key = json.dumps(
-        [rule.get("namespace"), rule.get("workload"), rule.get("direction"),
-         list(rule.get("peers") or []), list(rule.get("ports") or [])],
-        sort_keys=True,
-    )  # fmt: skip
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def _rule_key(rule: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (
-        rule.get("namespace"),
-        rule.get("workload"),
-        rule.get("direction"),
-        tuple(rule.get("peers") or ()),
-        tuple(rule.get("ports") or ()),
-    )
-
-
-def _peer_ends(peer: str, namespace: str, report: Mapping[str, Any]) -> list[str]:
-    """The decision endpoints a rule's peer stands for: the workloads its selector was made
-    for (``report["selectors"]``), ``namespace/*`` when it selects a whole namespace or pods
-    the report does not name, or the CIDR of an ipBlock."""
-    if peer.startswith("ipBlock "):
-        return [peer[len("ipBlock ") :].split(" ", 1)[0]]
-    head, slash, rest = peer.partition("/")
-    if slash and not any(c in head for c in ".=,"):
-        peer_ns, pods = head, rest
-    else:
-        peer_ns, pods = namespace, peer
-    wanted = ",".join(sorted(p for p in pods.split(",") if p and p != "*"))
-    found = []
-    for sel in report.get("selectors") or []:
-        labels = sel.get("selector") or {}
-        text = ",".join(sorted(f"{k}={v}" for k, v in labels.items()))
-        if str(sel.get("namespace")) == peer_ns and text == wanted:
-            found.append(f"{peer_ns}/{sel.get('workload')}")
-    return sorted(set(found)) or [f"{peer_ns}/*"]
-
-
-def _port(text: str) -> tuple[int | None, str | None]:
-    """``TCP/8080`` -> (8080, "TCP"); a range or ``TCP/*`` -> (None, "TCP")."""
-    protocol, _, port = str(text).partition("/")
-    protocol = protocol.upper() if protocol.upper() in ("TCP", "UDP", "SCTP") else ""
-    return (int(port) if port.isdigit() else None), (protocol or None)
-
-
-def rule_decisions(rule: Mapping[str, Any], report: Mapping[str, Any]) -> list[Decision]:
-    """The ``reject`` entries that take ``rule`` away: one per peer and port.
-
-    A peer selector stands for the workloads it was made for, a peer selecting every pod of a
-    namespace for ``namespace/*``; a port range or a rule for every port rejects the protocol
-    (any port) between the same ends. Ends no decision can name are left out.
-    """
-    namespace = str(rule.get("namespace"))
-    owner = f"{namespace}/{rule.get('workload')}"
-    ports = [_port(p) for p in rule.get("ports") or []] or [(None, None)]
-    out: list[Decision] = []
-    for peer in rule.get("peers") or []:
-        for end in _peer_ends(str(peer), namespace, report):
-            src, dst = (end, owner) if rule.get("direction") == "ingress" else (owner, end)
-            for port, protocol in ports:
-                try:
-                    d = Decision("reject", from_=src, to=dst, port=port, protocol=protocol)
-                except ConfigError:  # a name no decision can hold (not a namespace name...)
-                    continue
-                if d not in out:
-                    out.append(d)
-    return out
 
 
 def _end(row: Mapping[str, Any], side: str) -> str | None:
@@ -216,8 +145,9 @@ def diff_reports(before: Mapping[str, Any], after: Mapping[str, Any]) -> Change:
 @dataclass
 class ReviewState:
     """What the app works on: the run's folder, the decisions file and its entries, the
-    reviewer's accepted rules (kept for the session: an accepted rule needs no entry), and
-    the last re-run's changes."""
+    reviewer's accepted unflagged rules (kept for the session: such a rule needs no entry; a
+    flagged rule's acceptance is written as ``accept`` entries), and the last re-run's
+    changes."""
 
     out_dir: Path
     decisions_path: Path
@@ -499,6 +429,12 @@ class _Page:
         wanted = rule_decisions(rule, self.s.report)
         if wanted and all(d in self.s.decisions.entries for d in wanted):
             return "rejected"
+        if rule.get("flags"):
+            kept = rule_decisions(rule, self.s.report, "accept")
+            if rule.get("accepted") or (
+                kept and all(d in self.s.decisions.entries for d in kept)
+            ):
+                return "accepted"
         return "accepted" if rid in self.s.accepted else ""
 
     def policies(self) -> str:
@@ -509,9 +445,11 @@ class _Page:
             by_workload.setdefault(key, []).append(rule)
         excluded = {d.workload for d in self.s.decisions if d.action == "exclude"}
         out = ['<h2 id="policies">Policies and rules</h2>',
-               '<p class="muted">Accept keeps a rule (nothing is written: it is what the run '
-               "already does); reject writes a <code>reject</code> entry for each of its edges, "
-               "so the next run denies them.</p>"]  # fmt: skip
+               '<p class="muted">Accept keeps a rule: for a flagged rule it writes an '
+               "<code>accept</code> entry for each of its edges, so the next run no longer asks "
+               "about it (until it allows a new edge or gains a flag); reject writes a "
+               "<code>reject</code> entry for each of its edges, so the next run denies them."
+               "</p>"]  # fmt: skip
         for (ns, wl), rules in sorted(by_workload.items()):
             policy = rules[0].get("policy")
             anchor = f"w-{hashlib.sha256(f'{ns}/{wl}'.encode()).hexdigest()[:10]}"
@@ -547,6 +485,9 @@ class _Page:
                 elif state == "rejected":
                     actions = self.button("undo reject", {"do": "accept", "rule": rid}, "accept",
                                           anchor=f"r-{rid}")  # fmt: skip
+                elif state == "accepted" and rule.get("flags"):
+                    actions = self.button("undo accept", {"do": "unaccept", "rule": rid},
+                                          "reject", anchor=f"r-{rid}")  # fmt: skip
                 else:
                     actions = (
                         self.button("accept", {"do": "accept", "rule": rid}, "accept",
@@ -702,22 +643,43 @@ def _decide(state: ReviewState, form: Mapping[str, str]) -> str:
     what = form.get("do", "")
     decisions = state.decisions
     rules = {rule_id(r): r for r in state.report.get("rules") or []}
-    if what in ("reject", "accept"):
+    if what in ("reject", "accept", "unaccept"):
         rule = rules.get(form.get("rule", ""))
         if rule is None:
             raise InputError("No such rule in this report (was the page reloaded after a re-run?).")
         wanted = rule_decisions(rule, state.report)
+        kept = rule_decisions(rule, state.report, "accept") if rule.get("flags") else []
         name = f"{rule.get('namespace')}/{rule.get('workload')} {rule.get('direction')}"
         if what == "reject":
             state.accepted.discard(rule_id(rule))
+            for d in kept:
+                decisions = decisions.without_entry(d)
             for d in wanted:
                 decisions = decisions.with_entry(d)
             state.save(decisions, f"Rejected a rule of {name}: {plural(len(wanted), 'entry', 'entries')} written.")  # noqa: E501
+        elif what == "unaccept":
+            state.accepted.discard(rule_id(rule))
+            rule.pop("accepted", None)
+            for d in kept:
+                decisions = decisions.without_entry(d)
+            if decisions != state.decisions:
+                state.save(decisions, f"Took back the acceptance of a rule of {name}.")
+            else:
+                state.message = f"The rule of {name} is no longer accepted (nothing to write)."
         else:
             for d in wanted:
                 decisions = decisions.without_entry(d)
+            for d in kept:  # a flagged rule: the next run must know it was reviewed
+                decisions = decisions.with_entry(d)
             state.accepted.add(rule_id(rule))
-            if decisions != state.decisions:
+            if kept:
+                state.save(
+                    decisions,
+                    f"Accepted a rule of {name}: "
+                    f"{plural(len(kept), 'accept entry', 'accept entries')} written; the next "
+                    "run no longer flags it for review.",
+                )
+            elif decisions != state.decisions:
                 state.save(decisions, f"Accepted a rule of {name}: its reject entries removed.")
             else:
                 state.message = f"Accepted a rule of {name} (nothing to write)."
@@ -758,8 +720,8 @@ def _decide(state: ReviewState, form: Mapping[str, str]) -> str:
         if not 0 <= index < len(decisions):
             raise InputError("No such decision in the file.")
         gone = decisions.entries[index]
-        kept = Decisions(tuple(d for i, d in enumerate(decisions.entries) if i != index))
-        state.save(kept, f"Removed: {gone.describe()}.")
+        rest = Decisions(tuple(d for i, d in enumerate(decisions.entries) if i != index))
+        state.save(rest, f"Removed: {gone.describe()}.")
         return state.message
     raise InputError(f"Unknown action {what[:40]!r}.")
 

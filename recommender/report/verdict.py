@@ -221,7 +221,8 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
                 f"{'is' if missing == 1 else 'are'} not allowed by the policies.",
             )
     # --- rules that need a decision
-    flagged = report.get("flagged") or []
+    # (rules a reviewer accepted, report.accepted, no longer hold the verdict)
+    flagged = [rule for rule in report.get("flagged") or [] if not rule.get("accepted")]
     flags: Counter[str] = Counter(f for rule in flagged for f in rule.get("flags") or [])
     rare = flags.pop("rare", 0)
     flags.pop("decision:allow", None)

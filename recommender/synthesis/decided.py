@@ -359,6 +359,8 @@ def _stale_note(d: Decision) -> str:
         return "no such workload or namespace in the flows"
     if d.action == "trust":
         return "anomaly screening excluded no edge it names"
+    if d.action == "accept":
+        return "no flagged rule allows this edge now"
     return "no observed allowed edge matches it"
 
 

@@ -22,6 +22,12 @@ flows show::
       to: "*"                   # any peer
     - action: exclude           # no policy for this workload or namespace
       workload: shop/debug      # or namespace: sandbox
+    - action: accept            # a flagged rule, reviewed and kept as it is
+      from: shop/frontend
+      to: shop/cart
+      port: 7070
+      protocol: TCP
+      flags: [rare]             # the flags accepted; a new flag asks for review again
 
 :func:`load_decisions` reads and checks one (every problem is a
 :class:`~recommender.errors.ConfigError` naming the entry's index and field),
@@ -71,7 +77,7 @@ __all__ = [
 API_VERSION: Final = "recommender.io/v1"
 KIND: Final = "Decisions"
 #: What a decision may do, in the order the report lists them.
-ACTIONS: Final = ("reject", "allow", "trust", "exclude")
+ACTIONS: Final = ("reject", "allow", "trust", "exclude", "accept")
 #: The flag on rules that exist because an ``allow`` decision names an unobserved edge.
 ALLOW_FLAG: Final = "decision:allow"
 #: A decision's status after a run: it changed something, it matched nothing, or it expired.
@@ -79,7 +85,8 @@ STATUSES: Final = ("applied", "stale", "expired")
 _PROTOCOLS: Final = ("TCP", "UDP", "SCTP")
 #: The fields of an entry in file order (``from`` is ``from_`` in Python).
 _FIELDS: Final = (
-    "action", "from", "to", "port", "protocol", "workload", "namespace", "reason", "expires",
+    "action", "from", "to", "port", "protocol", "flags", "workload", "namespace", "reason",
+    "expires",
 )  # fmt: skip
 #: Which fields each action takes (besides ``action``, ``reason`` and ``expires``).
 _REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
@@ -87,16 +94,19 @@ _REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
     "allow": ("from", "to", "port", "protocol"),
     "trust": ("from", "to"),
     "exclude": (),
+    "accept": ("from", "to"),
 }
 _ALLOWED: Final[Mapping[str, tuple[str, ...]]] = {
     "reject": ("from", "to", "port", "protocol"),
     "allow": ("from", "to", "port", "protocol"),
     "trust": ("from", "to", "port", "protocol"),
     "exclude": ("workload", "namespace"),
+    "accept": ("from", "to", "port", "protocol", "flags"),
 }
 #: Most entries in one file (a review, not a policy language).
 MAX_DECISIONS: Final = 10_000
 _MAX_TEXT: Final = 500
+_FLAG: Final = re.compile(r"[a-z0-9][a-z0-9:._/=*-]{0,99}")
 _UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -186,6 +196,10 @@ class Decision:
         Why, for the next reviewer.
     expires : datetime.date or None
         From this day on (UTC) the entry is reported as expired and ignored.
+    flags : tuple of str or None
+        For ``accept``: the rule flags the reviewer accepted (``rare``, ``broad:...``). A
+        rule that later carries a flag not listed is flagged for review again; None accepts
+        whatever flags the rule has.
     """
 
     action: str
@@ -197,6 +211,7 @@ class Decision:
     namespace: str | None = None
     reason: str | None = None
     expires: date | None = None
+    flags: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _check(self, None)
@@ -224,6 +239,7 @@ class Decision:
             "to": self.to,
             "port": self.port,
             "protocol": self.protocol,
+            "flags": list(self.flags) if self.flags is not None else None,
             "workload": self.workload,
             "namespace": self.namespace,
             "reason": self.reason,
@@ -241,7 +257,8 @@ class Decision:
             if self.port is None and self.protocol is None
             else (f" {self.protocol or 'any'}/{'*' if self.port is None else self.port}")
         )
-        return f"{self.action} {self.from_} -> {self.to}{port}"
+        flags = f" [{', '.join(self.flags)}]" if self.flags else ""
+        return f"{self.action} {self.from_} -> {self.to}{port}{flags}"
 
 
 @dataclass(frozen=True)
@@ -373,6 +390,13 @@ def _check(d: Decision, index: int | None) -> None:
         raise _fail(
             index, "reason", f"expected one line of text of at most {_MAX_TEXT} characters."
         )
+    if d.flags is not None and (
+        not isinstance(d.flags, tuple)
+        or not all(isinstance(f, str) and _FLAG.fullmatch(f) for f in d.flags)
+    ):
+        raise _fail(
+            index, "flags", "expected a list of rule flags as the report names them (rare, ...)."
+        )
     if d.expires is not None and (
         isinstance(d.expires, datetime) or not isinstance(d.expires, date)
     ):
@@ -407,6 +431,10 @@ def _entry(raw: Any, index: int) -> Decision:
                     raise _fail(index, key, f"{value[:40]!r} is not a date (YYYY-MM-DD).") from None
             elif isinstance(value, datetime):
                 value = value.astimezone(UTC).date() if value.tzinfo else value.date()
+        if key == "flags":
+            if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+                raise _fail(index, key, f"expected a list of flags, got {value!r:.80}.")
+            value = tuple(sorted(set(value)))
         values["from_" if key == "from" else key] = value
     decision = Decision.__new__(Decision)
     for name in (
@@ -419,6 +447,7 @@ def _entry(raw: Any, index: int) -> Decision:
         "namespace",
         "reason",
         "expires",
+        "flags",
     ):
         object.__setattr__(decision, name, values.get(name))
     _check(decision, index)
@@ -516,8 +545,8 @@ def load_decisions(path: str | os.PathLike[str]) -> Decisions:
 
 def dump_decisions(decisions: Decisions) -> str:
     """The decisions as YAML in the documented format: ``apiVersion``, ``kind``, then each
-    entry's fields in the order ``action, from, to, port, protocol, workload, namespace,
-    reason, expires``. The same decisions give the same bytes, and
+    entry's fields in the order ``action, from, to, port, protocol, flags, workload,
+    namespace, reason, expires``. The same decisions give the same bytes, and
     ``parse_decisions(dump_decisions(d)) == d``.
 
     Examples

@@ -238,3 +238,21 @@ def test_rollout_options_are_checked(tmp_path: Path) -> None:
         parse_job_section({**job, "rollout": {"promote_after_days": -1}})
     with pytest.raises(ConfigError, match="rollout"):
         parse_job_section({**job, "rollout": {"stagd": True}})
+
+
+def test_a_cronjob_run_that_would_break_counts_as_wanted_traffic() -> None:
+    """The edges name a CronJob's pods by the CronJob; the staged rows must too, or a
+    would-deny on tonight's run (a new Job name) would pass as traffic nobody wants."""
+    from recommender.aggregate.edges import aggregate_edges
+    from recommender.config import RecommendConfig
+
+    def run(minute: int, job: str, **values: Any) -> dict[str, Any]:
+        return _row(DAY1, minute, src_workload=job, src_workload_kind="Job",
+                    src_pod=f"{job}-x7k2p", src_labels={"app": "report"}, **values)  # fmt: skip
+
+    learned = make_table([run(0, "report-29383920"), run(1, "report-29383920")])
+    tables = aggregate_edges(learned, RecommendConfig())
+    assert tables.edges.column("src_id").to_pylist() == ["report"]
+    tonight = make_table([run(10, "report-29385360", policies=[DENY], connections=4)])
+    (breaking,) = staged_evidence(tonight, tables.edges).would_deny
+    assert breaking.line().startswith("would break: shop/report -> shop/db TCP/5432, 4 connections")

@@ -152,8 +152,14 @@ def test_actions_write_the_decisions_file(state: ReviewState) -> None:
     post(do="allow", **{"from": "shop/frontend", "to": "shop/redis", "port": "x"})
     assert state.decisions_path.read_bytes() == before
     assert "Not written" in client.get(f"/?token={t}").text
-    # accept takes a reject back; remove drops an entry by index
-    assert reject not in post(do="accept", rule=rid)
+    # accept takes a reject back and, the rule being flagged (rare), writes its accept entry
+    accept = Decision("accept", from_="shop/cart", to="shop/catalog", port=9000,
+                      protocol="TCP", flags=("rare",))  # fmt: skip
+    assert post(do="accept", rule=rid) == (Decision("exclude", workload="shop/redis"), allow,
+                                           accept)  # fmt: skip
+    assert f'<tr id="r-{rid}" class="accepted"' in client.get(f"/?token={t}").text
+    # undo accept takes it back; remove drops an entry by index
+    assert accept not in post(do="unaccept", rule=rid)
     assert post(do="remove", entry="0") == (allow,)
     post(do="reject", rule="no-such-rule")
     assert "Not written: No such rule" in client.get(f"/?token={t}").text

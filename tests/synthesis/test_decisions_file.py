@@ -139,6 +139,11 @@ def _entry(body: str) -> str:
         ("- action: exclude\n  namespace: a\n  colour: red\n", "decisions[1].colour"),
         ("- action: exclude\n  namespace: a\n  reason: [x]\n", "decisions[1].reason"),
         ("- just text\n", "decisions[1].action"),
+        ("- action: accept\n  from: a/b\n  flags: [rare]\n", "decisions[1].to"),
+        ("- action: accept\n  from: a/b\n  to: c/d\n  flags: rare\n", "decisions[1].flags"),
+        ("- action: accept\n  from: a/b\n  to: c/d\n  flags: ['Rare!']\n",
+         "decisions[1].flags"),
+        ("- action: reject\n  from: a/b\n  to: c/d\n  flags: [rare]\n", "decisions[1].flags"),
     ],
 )
 def test_errors_name_the_entry_and_the_field(entry: str, where: str) -> None:
@@ -206,7 +211,7 @@ _dates = st.one_of(st.none(), st.dates(date(2000, 1, 1), date(2100, 1, 1)))
 
 @st.composite
 def _decision(draw: st.DrawFn) -> Decision:
-    action = draw(st.sampled_from(["reject", "allow", "trust", "exclude"]))
+    action = draw(st.sampled_from(["reject", "allow", "trust", "exclude", "accept"]))
     reason, expires = draw(_reason), draw(_dates)
     if action == "exclude":
         if draw(st.booleans()):
@@ -220,8 +225,14 @@ def _decision(draw: st.DrawFn) -> Decision:
         else draw(st.one_of(st.none(), st.integers(1, 65535)))
     )
     protocol = draw(st.sampled_from(["TCP", "UDP", "SCTP"])) if port is not None else None
+    flags = (
+        tuple(sorted(draw(st.sets(st.sampled_from(["rare", "broad:namespace", "entity:world"])))))
+        if action == "accept" and draw(st.booleans())
+        else None
+    )
     return Decision(
-        action, from_=src, to=dst, port=port, protocol=protocol, reason=reason, expires=expires
+        action, from_=src, to=dst, port=port, protocol=protocol, reason=reason, expires=expires,
+        flags=flags,
     )
 
 
