@@ -272,7 +272,7 @@ class Recommendation:
                 in_scope=in_scope,
                 segments={m: s["name"] for s in segments for m in s["members"]},
             ),
-            "report.html": report_html(self.report, self.edges),
+            "report.html": report_html(self.report, self.edges, graph),
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report, graph_file="graph.svg"),
         }

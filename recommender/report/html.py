@@ -307,14 +307,16 @@ def _rules_graph(report: Mapping[str, Any]) -> Any:
     return g
 
 
-def _graph_svg(report: Mapping[str, Any], edges: pa.Table | None) -> str:
+def _graph_svg(report: Mapping[str, Any], edges: pa.Table | None, built: Any = None) -> str:
     import networkx as nx
 
     from ..analysis.graph import graph_from_edges
     from .graph_svg import layout_graph, render_svg
 
     denied = report.get("denied") or []
-    if edges is not None:
+    if edges is not None and built is not None and not denied:
+        graph = built  # the same nodes, edges and drawn attributes
+    elif edges is not None:
         graph = graph_from_edges(edges, denied)
     else:
         graph = nx.compose(_rules_graph(report), graph_from_edges(None, denied))
@@ -1223,7 +1225,9 @@ def _config(report: Mapping[str, Any]) -> str:
     )
 
 
-def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
+def report_html(
+    report: dict[str, Any], edges: pa.Table | None = None, graph: Any = None
+) -> str:
     """Render the report (see ``docs/report.md``) as one self-contained HTML page.
 
     Parameters
@@ -1235,6 +1239,10 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         The observed edges (``Recommendation.edges``) to draw the communication graph from;
         without them the graph is drawn from the report's rules, resolving peers through the
         report's selectors.
+    graph
+        :func:`~recommender.analysis.graph.graph_from_edges` of the same ``edges`` (with their
+        denied table and labels), when the caller has built it: drawn instead of building the
+        graph again when the report lists no denied flows (the drawing is then the same).
 
     Returns
     -------
@@ -1256,7 +1264,7 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         "istio": lambda: _istio(report["istio"]),
         "mesh": lambda: _mesh(report["mesh"]),
         "input": lambda: _ingest(report["ingest"]),
-        "graph": lambda: _graph_svg(report, edges),
+        "graph": lambda: _graph_svg(report, edges, graph),
         "segments": lambda: _segments(report["segments"]),
         "namespaces": lambda: _namespaces(report),
         "rules": lambda: _rules(report),
