@@ -147,6 +147,18 @@ def _names_job_file(args: list[str]) -> bool:
     return isinstance(data, dict) and "job" in data
 
 
+def _few_collections_for_good() -> None:
+    """Keep the cyclic garbage collector's thresholds as high as ``recommend()`` sets them
+    for its stages (:func:`recommender.pipeline._few_collections`), for the rest of this
+    process. ``recommend()`` puts the previous thresholds back when it returns, and the next
+    allocations then set off a full collection of the run's millions of objects (0.3 s at
+    2,000 workloads) just before the process exits, which frees them all anyway."""
+    import gc
+
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 100_000), max(old[1], 50), max(old[2], 100))
+
+
 def _prestart_workers(args: list[str]) -> None:
     """Start the Hubble reader's worker processes before the command line is parsed and the
     pipeline imported (about a second), when the files named look like a large Hubble input:
@@ -288,6 +300,7 @@ def _dispatch(args: list[str], own_process: bool) -> int:
             # spins for a while; no stage does linear algebra large enough to gain from it.
             for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
                 os.environ.setdefault(name, "1")
+            _few_collections_for_good()
         with contextlib.suppress(Exception):  # an optimisation only: `run` reports problems
             _prestart_workers(args[1:])
     try:
