@@ -66,6 +66,8 @@ _LAZY = {
     "profile_flows": "ingest.profile",
     "Recommendation": "pipeline",
     "recommend": "pipeline",
+    "recommend_edges": "pipeline",
+    "resolve_guardrails": "pipeline",
     "FLOW_SCHEMA": "ingest.schema",
     "SCHEMA_VERSION": "ingest.schema",
     "synthesize": "synthesis.synthesizer",
@@ -125,7 +127,7 @@ if TYPE_CHECKING:
     from .ingest.schema import FLOW_SCHEMA, SCHEMA_VERSION
     from .job.config import JobConfig, load_job_config
     from .job.runner import JobResult, run_job
-    from .pipeline import Recommendation, recommend
+    from .pipeline import Recommendation, recommend, recommend_edges, resolve_guardrails
     from .policy import Evidence, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
     from .policy.dialects import DialectOptions, render_dialect
     from .policy.reader import read_policies
@@ -245,9 +247,11 @@ __all__ = [
     "read_flows",
     "read_policies",
     "recommend",
+    "recommend_edges",
     "render_dialect",
     "render_guardrails",
     "replay",
+    "resolve_guardrails",
     "run_job",
     "screen_flows",
     "synthesize",

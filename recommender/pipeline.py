@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import pyarrow as pa
 
@@ -43,10 +43,11 @@ from .synthesis.synthesizer import Findings, synthesize
 _log = logging.getLogger("recommender")
 
 if TYPE_CHECKING:
+    from .analysis.anomaly import Screening
     from .policy.dialects import DialectOptions
     from .policy.writer import TreeWriter
 
-__all__ = ["Recommendation", "recommend"]
+__all__ = ["Recommendation", "recommend", "recommend_edges", "resolve_guardrails"]
 
 #: What the stages after the read import (about a second: SciPy, networkx, the report's parts).
 _LATER_MODULES = (
@@ -143,6 +144,13 @@ class Recommendation:
         """The evidence edges."""
         return self.tables.edges
 
+    @property
+    def evidence(self) -> EdgeTables:
+        """The aggregation the policies were learned from: :attr:`tables` less the edges a
+        guardrail denies (the same without guardrails)."""
+        evidence = self._cache.get("evidence")
+        return evidence if isinstance(evidence, EdgeTables) else self.tables
+
     def manifests(self, dialect: str | None = None) -> list[dict[str, Any]]:
         """The manifests of one dialect (``kubernetes``, ``calico``, ``cilium`` or ``istio``;
         default the first of ``config.dialects``), all rendered from :attr:`policy_set`.
@@ -217,25 +225,22 @@ class Recommendation:
         (:class:`~recommender.policy.writer.TreeWriter`); the folder is replaced as a whole
         once everything is written, or left as it was.
         """
-        from .policy.dialects import parse_dialects
         from .policy.writer import TreeWriter
 
-        names = parse_dialects(dialects) if dialects is not None else self.config.dialects
         with _few_collections(), TreeWriter(Path(out_dir)) as tree:
             started = time.perf_counter()
-            tree.start(self._trees(names))
+            tree.start(self.trees(dialects))
             return self._finish_write(tree, started)
 
-    def _trees(self, names: Iterable[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """The manifests of each dialect in ``names`` by namespace folder (guardrails too)."""
-        from .policy.dialects import group_by_namespace
+    def trees(
+        self, dialects: Iterable[str] | str | None = None
+    ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """Per dialect (default ``config.dialects``), the manifests by namespace folder that
+        :meth:`write` writes, the guardrails in ``_guardrails/`` included."""
+        from .policy.dialects import group_by_namespace, parse_dialects
 
-        trees = {}
-        for name in names:
-            manifests = self.manifests(name)
-            if name != "kubernetes":  # rendered once, for the report's parts too
-                self._cache.setdefault(f"dialect:{name}", manifests)
-            trees[name] = group_by_namespace(manifests)
+        names = parse_dialects(dialects) if dialects is not None else self.config.dialects
+        trees = {name: group_by_namespace(self.manifests(name)) for name in names}
         if self.guardrails is not None:
             from .policy.writer import GUARDRAILS_FOLDER
 
@@ -243,17 +248,9 @@ class Recommendation:
                 tree[GUARDRAILS_FOLDER] = self.guardrail_manifests(name)
         return trees
 
-    def _finish_write(self, tree: TreeWriter, started: float) -> list[Path]:
-        """Render the report files, add them to ``tree`` and swap it into place."""
-        extra = self._report_files()
-        rendered = time.perf_counter()
-        self.timings["report_files"] = rendered - started
-        written = tree.finish(extra)
-        self.timings["write"] = time.perf_counter() - rendered
-        return written
-
-    def _report_files(self) -> dict[str, str]:
-        """``graph.svg``, ``report.html``, ``report.json`` and ``report.md``."""
+    def report_files(self) -> dict[str, bytes | str]:
+        """The files :meth:`write` puts beside the policies: ``graph.svg``, ``report.html``,
+        ``report.json`` and ``report.md``, by name."""
         from .analysis.graph import graph_from_edges
         from .report.graph_svg import render_svg
         from .report.html import report_html
@@ -265,7 +262,7 @@ class Recommendation:
             )
         in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
         segments = (self.report.get("segments") or {}).get("segments") or []
-        extra = {
+        return {
             "graph.svg": render_svg(
                 graph,
                 max_nodes=GRAPH_SVG_MAX_NODES,
@@ -276,7 +273,15 @@ class Recommendation:
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report, graph_file="graph.svg"),
         }
-        return extra
+
+    def _finish_write(self, tree: TreeWriter, started: float) -> list[Path]:
+        """Render the report files, add them to ``tree`` and swap it into place."""
+        extra = self.report_files()
+        rendered = time.perf_counter()
+        self.timings["report_files"] = rendered - started
+        written = tree.finish(extra)
+        self.timings["write"] = time.perf_counter() - rendered
+        return written
 
 
 def dialect_options(config: RecommendConfig) -> DialectOptions:
@@ -642,17 +647,7 @@ def recommend(
     from .engine import check_engine
 
     check_engine(engine, scheduler)
-    if guardrails is None and config.guardrails:
-        guardrails = config.guardrails
-    if guardrails is not None and not isinstance(guardrails, Guardrails):
-        from .guardrails import load_guardrails
-
-        guardrails = load_guardrails(os.fspath(guardrails))
-    if guardrails is not None:
-        from .guardrails.render import render_guardrails
-
-        for name in config.dialects:  # refuse a format that cannot express them, before reading
-            render_guardrails(guardrails, guardrails_format(config, name))
+    guardrails = resolve_guardrails(config, guardrails)
     if decisions is None and config.decisions:
         decisions = config.decisions
     if decisions is not None and not isinstance(decisions, Decisions):
@@ -760,8 +755,6 @@ def recommend(
         aggregated = time.perf_counter()
         timings["read"] = timed.seconds
         timings["aggregate"] = aggregated - started - timed.seconds
-        from .analysis.anomaly import screen_flows
-
         # Scans and lateral movement get no allow rule (unless trust_all_flows); the sibling
         # rule reads flow rows again only for workloads it suspects: docs/clustering.md.
         rows: Any = (
@@ -777,106 +770,209 @@ def recommend(
 
             scanned_files = parquet
             rows = lambda: parquet_rows(scanned_files, FLOW_COLUMNS)  # noqa: E731
-        trusted = decided.trusted() if decided is not None else None
-        screening = screen_flows(tables, rows, config, trusted=trusted)
-        tables = screening.tables  # (its time counts in "synthesize")
-        if decided is not None:  # rejected edges and excluded workloads: no allow rule
-            tables = decided.apply_to_observed(tables)
-        evidence, conflicts, refused = tables, None, None
-        if guardrails is not None:
-            from .evaluation.guardrail_checks import find_conflicts, keep_edges
-
-            conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
-            evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
-            if not keep.all():  # nor let a widening admit it
-                from .synthesis.refused import RefusedSet
-
-                dropped = tables.edges.filter(pa.array(~keep))
-                refused = RefusedSet.from_tables(tables) | RefusedSet.from_edges(
-                    dropped, "guardrail"
-                )
-        if decided is not None:
-            learned = decided.evidence_with_allows(evidence, config.dns_both_protocols)
-            policy_set, findings = synthesize(
-                learned,
-                config,
-                refused,
-                unmanaged=decided.unmanaged,
-                allowed=decided.allowed_keys(),
-                rejected=decided.rejected_keys(),
-            )
-        else:
-            policy_set, findings = synthesize(evidence, config, refused)
-        policy_set = _beyond_pods(policy_set, tables, findings, config)
-        mark = _stage(timings, "synthesize", aggregated)
-        cache: dict[str, Any] = {}
-        if "kubernetes" in config.dialects:  # the other dialects render when written
-            cache["kubernetes"] = render_kubernetes(policy_set)
-        if tree is not None:  # written in the background from now on
-            tree.start(
-                Recommendation(
-                    policy_set, {}, tables, findings, config, cache, timings, guardrails
-                )._trees(config.dialects)
-            )
-        mark = _stage(timings, "render", mark)
-        self_check = _self_check(policy_set, evidence, guardrails, _precedence(config), tables)
-        if decided is not None:
-            from .evaluation.decision_check import judge_decided
-
-            self_check["decisions"] = judge_decided(
-                decided, policy_set, evidence, guardrails, _precedence(config)
-            )
-        mark = _stage(timings, "self_check", mark)
-        report = build_report(policy_set, findings, tables, config, ledger)
-        report["self_check"] = self_check
-        report["anomalies"] = screening.to_dict()
-        from .report.sections import group_anomalies
-
-        report["anomalies"]["groups"] = group_anomalies(a.to_dict() for a in screening.anomalies)
-        report["summary"]["anomalies"] = len(screening.anomalies)
-        from .synthesis.granularity import granularity_report
-
-        report["compaction"] = findings.compaction
-        report["granularity"] = granularity_report(findings, tables, config).to_dict()
-        if guardrails is not None and conflicts is not None:
-            from .report.guardrails import guardrails_report
-
-            report["guardrails"] = guardrails_report(
-                guardrails, conflicts, policy_set, findings, tables, config,
-                _precedence(config),
-            )
-        if config.mtls == "strict":
-            from .policy.istio import ROOT_NAMESPACE
-            from .synthesis.mesh import mesh_report
-
-            strict = [ns for ns in findings.namespaces_in_scope if ns != ROOT_NAMESPACE]
-            report["mesh"] = mesh_report(tables, strict)
-        report["segments"] = _segments(tables, cache)
-        if decided is not None:
-            report["decisions"] = decided.report()
-        mark = _stage(timings, "report", mark)
+        hold: Callable[[], dict[str, Any]] | None = None
         if validate:
             from .evaluation.validation import holdout_report
 
-            report["holdout"] = holdout_report(
-                holdout_input, config, holdout=holdout, split_at=split_at
-            )
-            _stage(timings, "holdout", mark)
-        result = Recommendation(
-            policy_set, report, tables, findings, config, cache, timings, guardrails
-        )
-        if "istio" in config.dialects:  # rendered now: its flagged rules belong in the report
-            from .report.model import istio_section
+            def hold() -> dict[str, Any]:
+                return holdout_report(
+                    holdout_input, config, holdout=holdout, split_at=split_at
+                )
 
-            manifests = result.manifests("istio")
-            cache["dialect:istio"] = manifests
-            report["istio"] = istio_section(manifests, config.trust_domain)
-            report["istio"]["self_check"] = _istio_self_check(
-                manifests, policy_set, evidence, config
-            )
-        finish_report(report)  # the verdict weighs every part: the held-out and Istio ones too
+        result = recommend_edges(
+            tables,
+            config,
+            ledger=ledger,
+            rows=rows,
+            guardrails=guardrails,
+            decided=decided,
+            timings=timings,
+            holdout=hold,
+            tree=tree,
+        )
         if tree is not None:
-            cache["written"] = result._finish_write(tree, time.perf_counter())
+            result._cache["written"] = result._finish_write(tree, time.perf_counter())
+        return result
+
+
+def resolve_guardrails(
+    config: RecommendConfig, guardrails: Guardrails | PathLike | None = None
+) -> Guardrails | None:
+    """The guardrails a run respects: ``guardrails`` (an object or a file), else
+    ``config.guardrails``; loaded, and checked renderable in every configured dialect's format
+    (a format that cannot express them is refused before anything is read)."""
+    if guardrails is None and config.guardrails:
+        guardrails = config.guardrails
+    if guardrails is not None and not isinstance(guardrails, Guardrails):
+        from .guardrails import load_guardrails
+
+        guardrails = load_guardrails(os.fspath(guardrails))
+    if guardrails is not None:
+        from .guardrails.render import render_guardrails
+
+        for name in config.dialects:  # refuse a format that cannot express them, before reading
+            render_guardrails(guardrails, guardrails_format(config, name))
+    return guardrails
+
+
+#: Flow rows to read again: a canonical table, or a function returning its record batches.
+FlowRows: TypeAlias = pa.Table | Callable[[], Iterable[pa.RecordBatch]]
+
+
+def recommend_edges(
+    tables: EdgeTables,
+    config: RecommendConfig,
+    *,
+    ledger: dict[str, Any] | None = None,
+    rows: FlowRows | None = None,
+    screening: Screening | None = None,
+    guardrails: Guardrails | None = None,
+    decided: DecisionRun | None = None,
+    timings: dict[str, float] | None = None,
+    holdout: Callable[[], dict[str, Any]] | None = None,
+    finish: bool = True,
+    tree: TreeWriter | None = None,
+) -> Recommendation:
+    """Policies and the report from aggregated edges: the step of :func:`recommend` after the
+    read, shared with the scheduled job (:mod:`recommender.job`).
+
+    In order: the anomaly screen, the reviewer's decisions, the guardrails (conflicts, and the
+    refused set no widening may admit), synthesis, host policies and inventory names, the
+    Kubernetes rendering, the self-check, the report (anomalies, compaction, granularity,
+    guardrails, mesh, segments, decisions), the held-out validation, the Istio section and the
+    verdict.
+
+    Parameters
+    ----------
+    tables
+        The aggregation (:func:`~recommender.aggregate.edges.aggregate_edges`), not yet
+        screened unless ``screening`` is given.
+    config
+        The run's options (guardrails and decisions come as objects, below).
+    ledger
+        The ingest ledger (``recommender.ledger`` metadata as JSON values), for the report.
+    rows
+        The canonical flow rows ``tables`` came from, or a function returning them again as
+        record batches: the anomaly screen's sibling rule reads them (skipped without).
+    screening
+        An anomaly screen already done (``tables`` then being its result, possibly merged
+        with remembered edges): not screened again.
+    guardrails
+        From :func:`resolve_guardrails`.
+    decided
+        The reviewer's decisions being applied (:class:`~recommender.synthesis.decided.
+        DecisionRun`).
+    timings
+        Filled with the seconds of ``synthesize``, ``render``, ``self_check``, ``report`` (and
+        ``holdout``).
+    holdout
+        Returns the report's ``holdout`` section (held-out validation), when asked.
+    finish
+        Call :func:`~recommender.report.model.finish_report` (the verdict); a caller adding
+        sections of its own calls it afterwards.
+    tree
+        A :class:`~recommender.policy.writer.TreeWriter` to start writing the policy trees
+        of ``config.dialects`` into as soon as they are rendered (in the background, while the
+        self-check and the report run); the caller finishes it.
+    """
+    timings = {} if timings is None else timings
+    aggregated = time.perf_counter()
+    if screening is None:
+        from .analysis.anomaly import screen_flows
+
+        trusted = decided.trusted() if decided is not None else None
+        screening = screen_flows(tables, rows, config, trusted=trusted)
+        tables = screening.tables  # (its time counts in "synthesize")
+    if decided is not None:  # rejected edges and excluded workloads: no allow rule
+        tables = decided.apply_to_observed(tables)
+    evidence, conflicts, refused = tables, None, None
+    if guardrails is not None:
+        from .evaluation.guardrail_checks import find_conflicts, keep_edges
+
+        conflicts, keep = find_conflicts(guardrails, tables, dialect=_precedence(config))
+        evidence = keep_edges(tables, keep)  # never re-allow what a guardrail denies
+        if not keep.all():  # nor let a widening admit it
+            from .synthesis.refused import RefusedSet
+
+            dropped = tables.edges.filter(pa.array(~keep))
+            refused = RefusedSet.from_tables(tables) | RefusedSet.from_edges(
+                dropped, "guardrail"
+            )
+    if decided is not None:
+        learned = decided.evidence_with_allows(evidence, config.dns_both_protocols)
+        policy_set, findings = synthesize(
+            learned,
+            config,
+            refused,
+            unmanaged=decided.unmanaged,
+            allowed=decided.allowed_keys(),
+            rejected=decided.rejected_keys(),
+        )
+    else:
+        policy_set, findings = synthesize(evidence, config, refused)
+    policy_set = _beyond_pods(policy_set, tables, findings, config)
+    mark = _stage(timings, "synthesize", aggregated)
+    cache: dict[str, Any] = {"evidence": evidence}
+    if "kubernetes" in config.dialects:  # the other dialects render when written
+        cache["kubernetes"] = render_kubernetes(policy_set)
+    if tree is not None:  # written in the background from now on
+        tree.start(
+            Recommendation(
+                policy_set, {}, tables, findings, config, cache, timings, guardrails
+            ).trees(config.dialects)
+        )
+    mark = _stage(timings, "render", mark)
+    self_check = _self_check(policy_set, evidence, guardrails, _precedence(config), tables)
+    if decided is not None:
+        from .evaluation.decision_check import judge_decided
+
+        self_check["decisions"] = judge_decided(
+            decided, policy_set, evidence, guardrails, _precedence(config)
+        )
+    mark = _stage(timings, "self_check", mark)
+    report = build_report(policy_set, findings, tables, config, ledger)
+    report["self_check"] = self_check
+    report["anomalies"] = screening.to_dict()
+    from .report.sections import group_anomalies
+
+    report["anomalies"]["groups"] = group_anomalies(a.to_dict() for a in screening.anomalies)
+    report["summary"]["anomalies"] = len(screening.anomalies)
+    from .synthesis.granularity import granularity_report
+
+    report["compaction"] = findings.compaction
+    report["granularity"] = granularity_report(findings, tables, config).to_dict()
+    if guardrails is not None and conflicts is not None:
+        from .report.guardrails import guardrails_report
+
+        report["guardrails"] = guardrails_report(
+            guardrails, conflicts, policy_set, findings, tables, config,
+            _precedence(config),
+        )
+    if config.mtls == "strict":
+        from .policy.istio import ROOT_NAMESPACE
+        from .synthesis.mesh import mesh_report
+
+        strict = [ns for ns in findings.namespaces_in_scope if ns != ROOT_NAMESPACE]
+        report["mesh"] = mesh_report(tables, strict)
+    report["segments"] = _segments(tables, cache)
+    if decided is not None:
+        report["decisions"] = decided.report()
+    mark = _stage(timings, "report", mark)
+    if holdout is not None:
+        report["holdout"] = holdout()
+        _stage(timings, "holdout", mark)
+    result = Recommendation(
+        policy_set, report, tables, findings, config, cache, timings, guardrails
+    )
+    if "istio" in config.dialects:  # rendered now: its flagged rules belong in the report
+        from .report.model import istio_section
+
+        manifests = result.manifests("istio")
+        cache["dialect:istio"] = manifests
+        report["istio"] = istio_section(manifests, config.trust_domain)
+        report["istio"]["self_check"] = _istio_self_check(manifests, policy_set, evidence, config)
+    if finish:
+        finish_report(report)  # the verdict weighs every part: the held-out and the Istio ones too
     return result
 
 

@@ -301,6 +301,8 @@ def _print_ledger(ledger: dict[str, Any]) -> None:
         typer.echo(f"  skipped {reason}: {count:,}")
     for reason, count in (ledger.get("outcome_unknown") or {}).items():
         typer.echo(f"  outcome unknown ({reason}): {count:,}")
+    for name, count in (ledger.get("malformed_traces") or {}).items():
+        typer.echo(f"  malformed trace ({name}): {count:,}")
     for example in ledger["examples"][:5]:
         typer.echo(
             f"  e.g. {example['file']}:{example['row']}: {example['reason']}: {example['detail']}"

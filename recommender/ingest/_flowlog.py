@@ -404,6 +404,7 @@ __all__ = [
     "merge_key",
     "merge_reports",
     "micros_of",
+    "policy_string_ok",
     "reporter_of",
     "row_tuple",
     "strings_of",
@@ -441,6 +442,34 @@ _BARE_TCP_BYTES: Final = 40
 MISSING_COUNTERS: Final = "missing-counters"
 #: Row dicts may carry this key (not a column) with a ledger note about the outcome.
 OUTCOME_NOTE: Final = "_outcome_note"
+#: Row dicts may carry this key (not a column) naming the policy-trace field(s) of the staged
+#: rollout that were malformed (comma-separated), for the ledger's ``malformed_traces``.
+TRACE_NOTE: Final = "_trace_note"
+#: The actions of a Calico policy string (``index|tier|name|action|rule``).
+_TRACE_ACTIONS: Final = frozenset({"allow", "deny", "pass"})
+
+
+def policy_string_ok(entry: Any) -> bool:
+    """Whether ``entry`` is a policy string as Calico writes them:
+    ``index|tier|namespace/name|action|rule`` with an integer index, a name, an action of
+    allow, deny or pass, and an integer rule index (``-1``: the end of the tier) or ``-``.
+
+    >>> policy_string_ok("0|default|shop/staged:default.allow-db|deny|-1")
+    True
+    >>> policy_string_ok("garbage"), policy_string_ok("x|t|n|allow|0"), policy_string_ok(3)
+    (False, False, False)
+    """
+    if not isinstance(entry, str):
+        return False
+    parts = entry.split("|")
+    if len(parts) != 5 or not parts[2] or parts[3] not in _TRACE_ACTIONS:
+        return False
+    return _is_int(parts[0]) and (parts[4] == "-" or _is_int(parts[4]))
+
+
+def _is_int(text: str) -> bool:
+    digits = text[1:] if text.startswith("-") else text
+    return digits.isdigit()
 
 
 def counters_outcome(

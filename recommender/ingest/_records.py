@@ -20,6 +20,7 @@ from ._flowlog import (
     _RECORD_ERRORS,
     _SHAPE_PROBE,
     OUTCOME_NOTE,
+    TRACE_NOTE,
     ReportMerger,
     Row,
     _decode,
@@ -144,6 +145,9 @@ class JsonRecordReader(FlowReader):
         note = row.get(OUTCOME_NOTE)
         if note is not None:
             self.ledger.unknown_outcome(note)
+        trace = row.get(TRACE_NOTE)
+        if trace is not None:
+            self.ledger.malformed_trace(trace)
 
     # -- file shapes -------------------------------------------------------------------------
 

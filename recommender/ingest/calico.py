@@ -37,6 +37,7 @@ from ._flowlog import (
     _RECORD_ERRORS,
     _SHAPE_PROBE,
     OUTCOME_NOTE,
+    TRACE_NOTE,
     Endpoint,
     Row,
     RowTuple,
@@ -47,6 +48,7 @@ from ._flowlog import (
     endpoint_values,
     labels_from_any,
     micros_of,
+    policy_string_ok,
     reporter_of,
     strings_of,
     text_or_none,
@@ -100,14 +102,17 @@ def _calico_endpoint_values(
     )
 
 
-def _calico_policies(raw: Any) -> list[str] | None:
+def _calico_policies(raw: Any) -> tuple[list[str] | None, str | None]:
     """The enforced trace (else all, else transit policies), then the pending (staged-inclusive)
     trace with each entry prefixed :data:`~recommender.ingest.schema.PENDING_PREFIX`: what the
-    staged policies would have done (see docs/flow-schema.md)."""
+    staged policies would have done (see docs/flow-schema.md); and ``"pending_policies"`` when
+    the pending trace is malformed (not a list of policy strings, or an entry that is not one:
+    :func:`~recommender.ingest._flowlog.policy_string_ok`), for the ledger, else None. The
+    entries are kept as they are either way (a malformed last entry decides nothing)."""
     if isinstance(raw, list):  # the text log's policies column
-        return strings_of(raw)
+        return strings_of(raw), None
     if not isinstance(raw, dict):
-        return None
+        return None, None
     out: list[str] = []
     for name in ("enforced_policies", "all_policies", "transit_policies"):
         value = raw.get(name)
@@ -115,9 +120,17 @@ def _calico_policies(raw: Any) -> list[str] | None:
             out = strings_of(value) or []
             break
     pending = raw.get("pending_policies")
-    if pending:
-        out += [PENDING_PREFIX + p for p in strings_of(pending) or []]
-    return out or None
+    note = None
+    if pending is not None and pending != [] and pending != "-":
+        entries = strings_of(pending) or []
+        out += [PENDING_PREFIX + p for p in entries]
+        if (
+            not isinstance(pending, list | str)
+            or (isinstance(pending, list) and len(entries) != len(pending))
+            or not all(map(policy_string_ok, entries))
+        ):
+            note = "pending_policies"
+    return out or None, note
 
 
 def _calico_times(start_raw: Any, end_raw: Any, stamp: Any) -> tuple[int, int]:
@@ -147,6 +160,7 @@ def calico_row(rec: Mapping[str, Any], fmt: str, file: str, row_no: int) -> Row:
     """The canonical row of one Calico Enterprise flow-log record (JSON field names)."""
     start, end = _calico_times(rec.get("start_time"), rec.get("end_time"), rec.get("@timestamp"))
     protocol = norm_protocol(rec["proto"])
+    policies, trace_note = _calico_policies(rec.get("policies"))
     row: Row = {
         "start_time": start,
         "end_time": end,
@@ -161,7 +175,7 @@ def calico_row(rec: Mapping[str, Any], fmt: str, file: str, row_no: int) -> Row:
         "protocol": protocol,
         "verdict": verdict_of(rec["action"]),
         "reporter": reporter_of(rec.get("reporter")),
-        "policies": _calico_policies(rec.get("policies")),
+        "policies": policies,
         "dst_service_namespace": text_or_none(rec.get("dest_service_namespace")),
         "dst_service_name": text_or_none(rec.get("dest_service_name")),
         "dst_service_port": text_or_none(rec.get("dest_service_port")),
@@ -184,6 +198,8 @@ def calico_row(rec: Mapping[str, Any], fmt: str, file: str, row_no: int) -> Row:
     row["connections"] = started if started else (flows if flows else 1)
     if note is not None:
         row[OUTCOME_NOTE] = note
+    if trace_note is not None:
+        row[TRACE_NOTE] = trace_note
     return row
 
 
@@ -223,6 +239,7 @@ class CalicoReader(JsonRecordReader):
         self._ips: dict[str, str] = {}
         self._tails: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._note: str | None = None  # the ledger note of the last _fast_row, if any
+        self._trace: str | None = None  # its malformed pending trace, if any
 
     def _read_lines(self, file: str, first: int, lines: list[bytes]) -> None:
         """The fast path: each line decoded into a :class:`_CalicoRecord`, which reads only the
@@ -260,6 +277,8 @@ class CalicoReader(JsonRecordReader):
                 ledger.used += 1
             if self._note is not None:
                 ledger.unknown_outcome(self._note)
+            if self._trace is not None:
+                ledger.malformed_trace(self._trace)
 
     def _fast_row(self, r: _CalicoRecord, file: str, row_no: int) -> RowTuple:
         """:func:`calico_row` of a decoded record, as a tuple, with the same checks in the same
@@ -344,7 +363,8 @@ class CalicoReader(JsonRecordReader):
             tail = _calico_tail(
                 action, rep, policies_raw, svc_ns, svc_name, svc_port, domains_raw, host
             )
-        verdict, reporter, policies, svc_ns, svc_name, svc_port, domains, node = tail
+        verdict, reporter, policies, svc_ns, svc_name, svc_port, domains, node, trace = tail
+        self._trace = trace
         p_in = r.packets_in
         if p_in is not None and not (type(p_in) is int and 0 <= p_in < _MAX_COUNT):
             p_in = count_or_none(p_in, "packets_in")
@@ -515,16 +535,19 @@ def _calico_tail(
     host: Any,
 ) -> tuple[Any, ...]:
     """Verdict, reporter, policies, service namespace, name and port, domains and node, in
-    :func:`calico_row`'s order (policies and domains from their raw JSON, as tuples)."""
+    :func:`calico_row`'s order (policies and domains from their raw JSON, as tuples), then the
+    ledger note of a malformed pending trace (or None)."""
+    trace, trace_note = _calico_policies(_decode(policies) if policies else None)
     return (
         verdict_of(action),
         reporter_of(reporter),
-        _frozen(_calico_policies(_decode(policies) if policies else None)),
+        _frozen(trace),
         text_or_none(svc_ns),
         text_or_none(svc_name),
         text_or_none(svc_port),
         _frozen(strings_of(_decode(domains) if domains else None)),
         text_or_none(host),
+        trace_note,
     )
 
 

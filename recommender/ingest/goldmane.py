@@ -18,6 +18,7 @@ from ._common import BadValue, norm_port, norm_protocol
 from ._flowlog import (
     MISSING_COUNTERS,
     OUTCOME_NOTE,
+    TRACE_NOTE,
     Row,
     add_counts,
     count_or_none,
@@ -25,6 +26,7 @@ from ._flowlog import (
     endpoint_columns,
     labels_from_any,
     micros_of,
+    policy_string_ok,
     reporter_of,
     text_or_none,
 )
@@ -140,24 +142,40 @@ def _int_or_zero(value: Any) -> int:
     return 0
 
 
-def _policies(trace: Any, *names: str) -> list[str] | None:
+def _named(hit: Any) -> bool:
+    name = hit.get("name") if isinstance(hit, Mapping) else None
+    return isinstance(name, str) and bool(name.strip())
+
+
+def _policies(trace: Any, *names: str) -> tuple[list[str] | None, str | None]:
     """The enforced trace (the first of ``names`` present), then the pending trace
     (``pending_policies``, Whisker's ``pending``), each of its entries prefixed
-    :data:`~recommender.ingest.schema.PENDING_PREFIX`."""
+    :data:`~recommender.ingest.schema.PENDING_PREFIX`; and the name of the pending trace's
+    field when it is malformed (not a list, or a hit that is not a ``PolicyHit`` with a name and
+    an allow, deny or pass action), for the ledger, else None. Hits that are not objects are
+    left out, as before."""
     if not isinstance(trace, Mapping):
-        return None
+        return None, None
     out: list[str] = []
     for name in names:
         hits = trace.get(name)
         if isinstance(hits, list) and hits:
             out = [p for p in map(render_policy_hit, hits) if p is not None]
             break
+    note = None
     for name in ("pending_policies", "pending"):
         hits = trace.get(name)
-        if isinstance(hits, list) and hits:
-            out += [PENDING_PREFIX + p for p in map(render_policy_hit, hits) if p is not None]
+        if hits is None or hits == []:
+            continue
+        if not isinstance(hits, list):
+            note = name
             break
-    return out or None
+        pending = [render_policy_hit(hit) for hit in hits]
+        out += [PENDING_PREFIX + p for p in pending if p is not None]
+        if not all(map(policy_string_ok, pending)) or not all(_named(hit) for hit in hits):
+            note = name
+        break
+    return out or None, note
 
 
 def _namespace(value: Any) -> str | None:
@@ -247,6 +265,7 @@ class GoldmaneReader(JsonRecordReader):
         service_port = text_or_none(key.get("dest_service_port_name"))
         if service_port is None and key.get("dest_service_port"):
             service_port = text_or_none(key.get("dest_service_port"))
+        policies, trace_note = _policies(key.get("policies"), "enforced_policies")
         out: Row = {
             "start_time": start,
             "end_time": end,
@@ -256,7 +275,7 @@ class GoldmaneReader(JsonRecordReader):
             "protocol": protocol,
             "verdict": _verdict(key.get("action")),
             "reporter": _reporter(key.get("reporter")),
-            "policies": _policies(key.get("policies"), "enforced_policies"),
+            "policies": policies,
             "dst_service_namespace": _namespace(key.get("dest_service_namespace")),
             "dst_service_name": text_or_none(key.get("dest_service_name")),
             "dst_service_port": service_port,
@@ -267,6 +286,8 @@ class GoldmaneReader(JsonRecordReader):
             "source_row": row,
         }
         out.update(_counters(rec, protocol, out["reporter"]))
+        if trace_note is not None:
+            out[TRACE_NOTE] = trace_note
         return out
 
     @staticmethod
@@ -303,6 +324,7 @@ class WhiskerReader(JsonRecordReader):
     def convert(self, rec: dict[str, Any], file: str, row: int) -> Row:
         start, end = _times(rec)
         protocol = norm_protocol(rec.get("protocol", rec.get("proto")))
+        policies, trace_note = _policies(rec.get("policies"), "enforced", "enforced_policies")
         out: Row = {
             "start_time": start,
             "end_time": end,
@@ -312,7 +334,7 @@ class WhiskerReader(JsonRecordReader):
             "protocol": protocol,
             "verdict": _verdict(rec.get("action")),
             "reporter": _reporter(rec.get("reporter")),
-            "policies": _policies(rec.get("policies"), "enforced", "enforced_policies"),
+            "policies": policies,
             "dst_service_namespace": _namespace(rec.get("dest_service_namespace")),
             "dst_service_name": text_or_none(rec.get("dest_service_name")),
             "dst_service_port": text_or_none(
@@ -325,6 +347,8 @@ class WhiskerReader(JsonRecordReader):
             "source_row": row,
         }
         out.update(_counters(rec, protocol, out["reporter"]))
+        if trace_note is not None:
+            out[TRACE_NOTE] = trace_note
         return out
 
     @staticmethod

@@ -153,25 +153,58 @@ class _Flow(msgspec.Struct, gc=False):
     trace_observation_point: str | int = ""
     destination_service: _Service | None = None
     # Set on drops and on AUDIT verdicts (policy audit mode): the policies that denied (would
-    # deny) the flow, and how the policy matched.
-    ingress_denied_by: list[_Policy] = []
-    egress_denied_by: list[_Policy] = []
-    policy_match_type: int | str = 0
+    # deny) the flow, and how the policy matched. Raw JSON, read only for a denied or audited
+    # flow (:func:`_denied_by`), so that a malformed trace is counted, not the flow lost.
+    ingress_denied_by: msgspec.Raw = msgspec.Raw(b"")
+    egress_denied_by: msgspec.Raw = msgspec.Raw(b"")
+    policy_match_type: msgspec.Raw = msgspec.Raw(b"")
 
 
-def _denied_by(f: _Flow) -> list[str] | None:
+_RAW_LIST: Final = msgspec.json.Decoder(list[msgspec.Raw] | None)
+_POLICY: Final = msgspec.json.Decoder(_Policy)
+_MATCH_TYPE: Final = msgspec.json.Decoder(int | str | None)
+_TRACE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                        RecursionError)  # fmt: skip
+
+
+def _denied_by(f: _Flow) -> tuple[list[str] | None, str | None]:
     """The ``policies`` of a denied or audited flow: ``denied-by:<direction>|<kind>|<ns/name>``
-    per policy Hubble names, and ``policy-match:<type>`` when it says how the policy matched."""
-    out = [
-        f"denied-by:{direction}|{p.kind}|{p.namespace + '/' if p.namespace else ''}{p.name}"
-        for direction, policies in (("ingress", f.ingress_denied_by),
-                                    ("egress", f.egress_denied_by))
-        for p in policies
-        if p.name
-    ]
+    per policy Hubble names, and ``policy-match:<type>`` when it says how the policy matched;
+    and the malformed fields (comma-separated, for the ledger's ``malformed_traces``) or None.
+    A malformed field gives what could be read of it: the well-formed policies of a list."""
+    out: list[str] = []
+    bad: list[str] = []
+    for direction, raw in (("ingress", f.ingress_denied_by), ("egress", f.egress_denied_by)):
+        if not raw:
+            continue
+        try:
+            items = _RAW_LIST.decode(raw) or []
+        except _TRACE_ERRORS:
+            bad.append(f"{direction}_denied_by")
+            continue
+        broken = False
+        for item in items:
+            try:
+                p = _POLICY.decode(item)
+            except _TRACE_ERRORS:
+                broken = True
+                continue
+            if p.name:
+                out.append(
+                    f"denied-by:{direction}|{p.kind}|"
+                    f"{p.namespace + '/' if p.namespace else ''}{p.name}"
+                )
+        if broken:
+            bad.append(f"{direction}_denied_by")
     if f.policy_match_type:
-        out.append(f"policy-match:{f.policy_match_type}")
-    return out or None
+        try:
+            match = _MATCH_TYPE.decode(f.policy_match_type)
+        except _TRACE_ERRORS:
+            bad.append("policy_match_type")
+        else:
+            if match:
+                out.append(f"policy-match:{match}")
+    return out or None, ",".join(bad) or None
 
 
 class _Line(msgspec.Struct, gc=False):
@@ -955,7 +988,9 @@ class HubbleReader(FlowReader):
             waiting[_VERDICT_AT] = verdict
             if verdict == "denied" and f.drop_reason_desc:
                 waiting[_VERDICT_AT + 1] = str(f.drop_reason_desc)
-            denied_by = _denied_by(f)
+            denied_by, malformed = _denied_by(f)
+            if malformed:
+                self.ledger.malformed_trace(malformed)
             if denied_by:
                 waiting[_POLICIES_AT] = denied_by
 
@@ -1153,7 +1188,11 @@ class HubbleReader(FlowReader):
                 return
         if verdict == "denied" and f.drop_reason_desc:
             drop_reason = str(f.drop_reason_desc)
-        denied_by = _denied_by(f) if verdict in ("denied", "audit") else None
+        denied_by = None
+        if verdict in ("denied", "audit"):
+            denied_by, malformed = _denied_by(f)
+            if malformed:
+                ledger.malformed_trace(malformed)
         if f.destination_names:
             dns_names = sorted(set(f.destination_names))
         svc = f.destination_service

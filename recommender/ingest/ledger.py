@@ -8,7 +8,11 @@ per file and in total, and is checked by the tests.
 
 Besides, ``outcome_unknown`` counts records that were used but whose connection outcome (see
 ``docs/flow-schema.md``) could not be read, by reason (``malformed-tcp-flags``,
-``impossible-tcp-flags``, ``missing-counters``): the row says ``unknown`` instead.
+``impossible-tcp-flags``, ``missing-counters``): the row says ``unknown`` instead; and
+``malformed_traces`` counts records that were read but whose policy trace of the staged
+rollout could not be read whole (a Calico ``pending_policies``, a Goldmane/Whisker pending
+trace, Hubble's ``ingress_denied_by``/``egress_denied_by``/``policy_match_type``), by field: the
+row keeps what could be read of it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ class IngestLedger:
     outcome_unknown
         Records whose connection outcome could not be read (their rows say ``unknown``), by
         reason; notes, not outcomes: these records are counted above too.
+    malformed_traces
+        Records whose pending (staged) or audit policy trace was malformed in whole or part, by
+        field (``pending_policies``, ``pending``, ``ingress_denied_by``, ``egress_denied_by``,
+        ``policy_match_type``); notes too: the records are counted above and their rows keep
+        the well-formed part of the trace.
     files
         Per input file: its detected format and its own counts.
     examples
@@ -57,6 +66,7 @@ class IngestLedger:
     reply: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     outcome_unknown: Counter[str] = field(default_factory=Counter)
+    malformed_traces: Counter[str] = field(default_factory=Counter)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     examples: list[SkipExample] = field(default_factory=list)
     ignored_files: dict[str, str] = field(default_factory=dict)
@@ -93,6 +103,12 @@ class IngestLedger:
         stable key such as ``malformed-tcp-flags``)."""
         self.outcome_unknown[reason] += 1
 
+    def malformed_trace(self, fields: str) -> None:
+        """Count a record whose staged or audit policy trace was malformed: ``fields`` names
+        the field (several joined with ``,``)."""
+        for name in fields.split(","):
+            self.malformed_traces[name] += 1
+
     def ignore_file(self, file: str, reason: str) -> None:
         """Note a file found in a folder that is not a flow log (it holds no records)."""
         self.ignored_files[file] = reason
@@ -115,6 +131,7 @@ class IngestLedger:
         self.reply += other.reply
         self.skipped.update(other.skipped)
         self.outcome_unknown.update(other.outcome_unknown)
+        self.malformed_traces.update(other.malformed_traces)
         self.files.update(other.files)
         self.ignored_files.update(other.ignored_files)
         room = _MAX_EXAMPLES - len(self.examples)
@@ -130,6 +147,7 @@ class IngestLedger:
             "skipped": dict(sorted(self.skipped.items())),
             "skipped_total": self.skipped_total,
             "outcome_unknown": dict(sorted(self.outcome_unknown.items())),
+            "malformed_traces": dict(sorted(self.malformed_traces.items())),
             "balanced": self.balanced,
             "files": {k: self.files[k] for k in sorted(self.files)},
             "ignored_files": sorted(self.ignored_files),

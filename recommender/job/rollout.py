@@ -13,7 +13,9 @@ written in a form the cluster evaluates without enforcing:
   docs/deployment.md); plain Kubernetes has no staged mode, so ``_staged/`` is for review (or a
   staging cluster).
 
-Cluster-scoped manifests (host policies) are enforcing only when every namespace is.
+Cluster-scoped manifests (host policies) are enforcing only when every namespace is. The
+guardrails (``_guardrails/``) are the organisation's own rules, not a proposal: they are written
+as ``recommend run`` writes them, enforcing, whatever the rollout.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def render_trees(
     trees: dict[str, Tree] = {}
     staged: dict[str, Tree] = {}
     for dialect in rec.config.dialects:
-        enforcing = group_by_namespace(rec.manifests(dialect))
+        enforcing = rec.trees([dialect])[dialect]  # as `recommend run` writes it
         if staged_namespaces is None:
             trees[dialect] = enforcing
             continue

@@ -43,13 +43,12 @@ from ..config import RecommendConfig
 from ..errors import ConfigError, NoFlowsError
 from ..evaluation.diff import compare_rules, diff_policies, rule_dict
 from ..evaluation.staged import staged_evidence
-from ..pipeline import Recommendation
+from ..pipeline import recommend_edges, resolve_guardrails
 from ..policy.model import PolicySet
 from ..policy.writer import MARKER_FILE, STAGED_FOLDER, write_policy_trees
-from ..report.model import build_report, finish_report, report_json, report_markdown
+from ..report.model import finish_report
 from ..synthesis.decided import DecisionRun
 from ..synthesis.decisions import dump_decisions, load_decisions
-from ..synthesis.synthesizer import synthesize
 from .config import JobConfig, load_job_config
 from .rollout import render_trees
 from .state import (
@@ -184,6 +183,7 @@ def run_job(
             "stable, which works with one dialect only; with several dialects use "
             "job.rollout.staged: true instead (docs/deployment.md)."
         )
+    guardrails = resolve_guardrails(config)  # a file that cannot be read fails before any work
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     run_id = f"{as_of:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     _event("run started", "job.start", run_id=run_id, as_of=as_of.isoformat())
@@ -202,38 +202,33 @@ def run_job(
         )
         table, inputs = _read_window(source, job, as_of, work)
         window = aggregate_edges(table, config)
+        decided = None
+        if config.decisions:  # judged on the run's own day, so a re-run gives the same result
+            decided = DecisionRun.start(load_decisions(config.decisions), as_of.date())
         from ..analysis.anomaly import screen_flows
 
         # Scans, one replica's peers and raw-IP egress get no rule from the job either, and are
         # never remembered in the state (docs/concepts.md, "Learning from a dirty window").
-        screening = screen_flows(window, table, config)
+        screening = screen_flows(
+            window, table, config, trusted=decided.trusted() if decided is not None else None
+        )
         window = screening.tables
         merge = merge_edges(state, window, as_of, job.lifecycle)
-        tables = merge.tables(window)
-        decided = None
-        if config.decisions:  # judged on the run's own day, so a re-run gives the same result
-            decided = DecisionRun.start(load_decisions(config.decisions), as_of.date())
-            tables = decided.apply_to_observed(tables)
-            policy_set, findings = synthesize(
-                decided.evidence_with_allows(tables, config.dns_both_protocols),
-                config,
-                unmanaged=decided.unmanaged,
-                allowed=decided.allowed_keys(),
-                rejected=decided.rejected_keys(),
-            )
-        else:
-            policy_set, findings = synthesize(tables, config)
         ledger = json.loads((table.schema.metadata or {}).get(b"recommender.ledger", b"null"))
-        staged_seen = staged_evidence(table, tables.edges)
+        # The step `recommend run` takes after its read: decisions, guardrails, synthesis,
+        # host policies, self-check and report (pipeline.recommend_edges).
+        rec = recommend_edges(
+            merge.tables(window),
+            config,
+            ledger=ledger,
+            screening=screening,
+            guardrails=guardrails,
+            decided=decided,
+            finish=False,
+        )
+        policy_set, report, tables = rec.policy_set, rec.report, rec.tables
+        staged_seen = staged_evidence(table, rec.evidence.edges)
         del table
-        report = build_report(policy_set, findings, tables, config, ledger)
-        from ..pipeline import _self_check
-
-        report["self_check"] = _self_check(policy_set, tables)
-        if decided is not None:
-            report["decisions"] = decided.report()
-        report["anomalies"] = screening.to_dict()
-        report["summary"]["anomalies"] = len(screening.anomalies)
         lifecycle, moves = update_lifecycle(
             state.namespaces, namespace_digests(policy_set), as_of, job.lifecycle
         )
@@ -287,19 +282,14 @@ def run_job(
             run_at=as_of,
             runs=state.runs + 1,
         )
-        rec = Recommendation(policy_set, report, tables, findings, config)
         trees, staged_trees = render_trees(
             rec,
             [ns for ns in sorted(lifecycle) if not lifecycle[ns].enforcing]
             if job.rollout.staged
             else None,
         )
-        from ..report.html import report_html
-
         extra: dict[str, bytes | str] = {
-            "report.html": report_html(report, tables.edges),
-            "report.json": report_json(report),
-            "report.md": report_markdown(report),
+            **rec.report_files(),  # as `recommend run` writes them
             "changes.json": json.dumps(changes, indent=2, sort_keys=True) + "\n",
             "changes.md": _changes_markdown(changes),
             **new_state.to_files(),
@@ -762,6 +752,21 @@ def _commit_message(changes: dict[str, Any]) -> str:
             f"recommender: {rules['added_total']} rules added, {rules['removed_total']} removed"
             + (f" in {where}" if where else "")
         )
+    rollout = changes.get("rollout") or {}
+    moves = [m for m in rollout.get("moves") or () if "enforcing" in (m["from"], m["to"])]
+    if moves and not changes["first_run"]:  # what this commit does: a promotion, a step back
+        promoted = [m["namespace"] for m in moves if m["to"] == "enforcing"]
+        staged_again = [m["namespace"] for m in moves if m["from"] == "enforcing"]
+        parts = []
+        if promoted:
+            parts.append(f"enforce {', '.join(promoted[:5])}"
+                         f"{' and more' if len(promoted) > 5 else ''}")
+        if staged_again:
+            parts.append(f"stage {', '.join(staged_again[:5])} again"
+                         f"{' and more' if len(staged_again) > 5 else ''}")
+        if rules["added_total"] or rules["removed_total"]:
+            parts.append(f"{rules['added_total']} rules added, {rules['removed_total']} removed")
+        head = "recommender: " + "; ".join(parts)
     run = changes["run"]
     body = [
         head,
@@ -769,10 +774,21 @@ def _commit_message(changes: dict[str, Any]) -> str:
         f"Run {run['id']} as of {run['as_of']}, "
         f"{changes['input']['files']} flow files from {changes['input']['uri']}.",
         "",
-        "Namespaces:",
     ]
+    if rollout.get("would_break"):
+        body += [w["line"] for w in rollout["would_break"]] + [""]
+    if moves:
+        body += ["Rollout:"]
+        body += [f"  {m['namespace']}: {m['from']} -> {m['to']} ({m['reason']})" for m in moves]
+        body += [""]
+    form = {}
+    if rollout.get("staged"):
+        form = {ns: ", enforcing" for ns in rollout.get("enforcing") or ()}
+        form |= {ns: ", staged" for ns in rollout.get("staged_namespaces") or ()}
+    body += ["Namespaces:"]
     body += [
-        f"  {n['namespace']}: {n['status']}, {n['policies']} policies, {n['rules']} rules"
+        f"  {n['namespace']}: {n['status']}{form.get(n['namespace'], '')}, "
+        f"{n['policies']} policies, {n['rules']} rules"
         for n in namespaces
     ]
     if held:

@@ -381,6 +381,8 @@ def _input(report: Mapping[str, Any]) -> list[str]:
         out.append(f"- skipped {reason}: {count:,}")
     for reason, count in (ingest.get("outcome_unknown") or {}).items():
         out.append(f"- outcome unknown ({reason}): {count:,}")
+    for name, count in (ingest.get("malformed_traces") or {}).items():
+        out.append(f"- malformed trace ({name}): {count:,}")
     return out
 
 

@@ -167,19 +167,49 @@ def test_a_week_staged_reset_by_a_would_deny_promoted_when_clean(
     )
     seen: list[tuple[str, bool, int]] = []
     trees: list[dict[str, str]] = []
+    commits: list[bool] = []
+    evidence: list[list[tuple[int, int, int]]] = []
+    line = (
+        "would break: shop/web -> shop/db TCP/5432, 37 connections since 2026-03-03 12:10:00 "
+        "(by shop/staged:default.allow-db)"
+    )
     for i in range(7):
         result = run_job(config, as_of=noon(DAY1 + timedelta(days=i)))
         (ns,) = result.changes["namespaces"]
         seen.append((ns["status"], ns["enforcing"], ns["would_deny"]))
         trees.append(tree())
-        changes_md = text("changes.md")
-        if i == 1:  # the would-deny is the first thing the day's changes say
+        commits.append(result.commit is not None)
+        rollout = json.loads(text("changes.json"))["rollout"]
+        evidence.append([(r["rule"], r["would_deny"], r["would_allow"]) for r in rollout["rules"]])
+        changes_md, report_md = text("changes.md"), text("report.md")
+        # The staged policies come first in changes.md, before the namespaces and rules.
+        assert changes_md.index("## Staged policies") < changes_md.index("## Namespaces")
+        if i == 1:  # the would-deny is the first thing the day's changes and report say
             first = changes_md.split("## Staged policies", 1)[1].strip().splitlines()[0]
-            assert first == (
-                "- **would break: shop/web -> shop/db TCP/5432, 37 connections since "
-                "2026-03-03 12:10:00 (by shop/staged:default.allow-db)**"
+            assert first == f"- **{line}**"
+            assert rollout["moves"] == [{
+                "namespace": "shop", "from": "stabilising", "to": "stabilising",
+                "reason": "would deny 37 connections of wanted traffic",
+            }]  # fmt: skip
+            sections = [x for x in report_md.splitlines() if x.startswith("## ")]
+            assert sections[:3] == [
+                "## Verdict", "## Staged policies would break wanted traffic", "## Summary"
+            ]
+            after = report_md.split("## Staged policies would break wanted traffic", 1)[1]
+            assert next(x for x in after.splitlines() if x.startswith("- ")) == f"- {line}"
+            assert report_md.split("## Verdict", 1)[1].split("\n- ", 1)[1].startswith(
+                "not ready: The staged policies would break wanted traffic"
             )
-            assert "Staged policies would break wanted traffic" in text("report.md")
+        else:
+            assert "would break" not in changes_md and "would break" not in report_md
+        # Days 1-5 staged (the cluster evaluates them: would-deny evidence), then enforcing.
+        staged_form = "kubernetes/_staged/shop/allow-db.yaml" in trees[-1]
+        assert staged_form == (i < 5) != ("kubernetes/shop/allow-db.yaml" in trees[-1])
+    # The cluster's staged verdicts, every day: the refused SSH probe (2 connections) would be
+    # denied by the end of the tier, and on day 2 the 37 wanted connections too; rule 0 allows.
+    assert evidence == [[(-1, 2, 0), (0, 0, 5)]] + [[(-1, 39, 0), (0, 0, 5)]] + [
+        [(-1, 2, 0), (0, 0, 5)]
+    ] * 5
     assert seen == [
         ("learning", False, 0),
         ("stabilising", False, 37),  # reset: the clean period starts again on day 2
@@ -210,9 +240,13 @@ def test_a_week_staged_reset_by_a_would_deny_promoted_when_clean(
     for doc in calico_staged:  # staged and enforcing forms: the same rules
         spec = {k: v for k, v in doc["spec"].items() if k != "stagedAction"}
         assert calico[doc["metadata"]["name"]]["spec"] == spec
-    # One commit per change: the first staged tree, then the promotion.
+    # One commit per change: the first staged tree, then the promotion, and no other day.
+    assert commits == [True, False, False, False, False, True, False]
     log = git("--git-dir", str(remote), "log", "--format=%s", "recs").splitlines()
-    assert len(log) == 2
+    assert log == ["recommender: enforce shop", "recommender: policies for 1 namespaces (2 rules)"]
+    message = git("--git-dir", str(remote), "log", "-1", "--format=%B", "recs")
+    assert "  shop: stable -> enforcing (stable, and no would-deny since 2026-03-03)" in message
+    assert "  shop: stable, enforcing, 3 policies, 2 rules" in message
     listed = git("--git-dir", str(remote), "ls-tree", "-r", "--name-only", "recs").split()
     assert "netpol/kubernetes/shop/allow-db.yaml" in listed
     assert not any("_staged" in name for name in listed)
@@ -224,6 +258,33 @@ def test_a_week_staged_reset_by_a_would_deny_promoted_when_clean(
             check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_without_the_would_deny_the_same_week_is_promoted_a_day_earlier(tmp_path: Path) -> None:
+    """The control of the week above: the would-deny of day 2 is what restarted the clean
+    period (promotion on day 6, not day 5) and the count of unchanged runs."""
+    flows = tmp_path / "flows"
+    for i in range(7):
+        write_day(flows, DAY1 + timedelta(days=i), would_break=False)
+    config = job_file(
+        tmp_path / "job.yaml",
+        {
+            "input": {"uri": str(flows), "window_days": 1},
+            "output": {"uri": str(tmp_path / "out")},
+            "lifecycle": {"stable_runs": 2},
+            "rollout": {"staged": True, "promote_after_days": 4},
+        },
+        dialects=["kubernetes"],
+        namespaces=["shop"],
+    )
+    seen = []
+    for i in range(7):
+        (ns,) = run_job(config, as_of=noon(DAY1 + timedelta(days=i))).changes["namespaces"]
+        seen.append((ns["status"], ns["enforcing"]))
+    assert seen == [
+        ("learning", False), ("stabilising", False), ("stable", False), ("stable", False),
+        ("stable", True), ("stable", True), ("stable", True),
+    ]  # fmt: skip
 
 
 def test_rollout_options_are_checked(tmp_path: Path) -> None:
@@ -256,3 +317,44 @@ def test_a_cronjob_run_that_would_break_counts_as_wanted_traffic() -> None:
     tonight = make_table([run(10, "report-29385360", policies=[DENY], connections=4)])
     (breaking,) = staged_evidence(tonight, tables.edges).would_deny
     assert breaking.line().startswith("would break: shop/report -> shop/db TCP/5432, 4 connections")
+
+
+def test_the_commit_message_says_what_the_rollout_did() -> None:
+    """A promotion and a step back are what their commits are about, first line and body."""
+    from recommender.job.runner import _commit_message
+
+    def changes(moves: list[dict[str, str]], added: int = 0) -> dict[str, Any]:
+        rule = {"namespace": "shop", "policy": "allow-db", "direction": "ingress",
+                "peers": ["app=web"], "ports": ["TCP/5432"]}  # fmt: skip
+        return {
+            "first_run": False,
+            "rules": {"added": [rule] * added, "added_total": added, "removed": [],
+                      "removed_total": 0},
+            "namespaces": [{"namespace": n, "status": "stable", "policies": 2, "rules": 3}
+                           for n in ("pay", "shop")],
+            "run": {"id": "r1", "as_of": "2026-03-07T12:00:00+00:00"},
+            "input": {"files": 1, "uri": "s3://b/flows"},
+            "rollout": {
+                "staged": True, "moves": moves, "enforcing": ["pay"],
+                "staged_namespaces": ["shop"],
+                "would_break": [{"line": "would break: shop/web -> shop/db TCP/5432, 3 "
+                                         "connections since 2026-03-07 10:00:00"}],
+            },
+        }  # fmt: skip
+
+    back = {"namespace": "shop", "from": "enforcing", "to": "stabilising",
+            "reason": "would deny 3 connections of wanted traffic"}  # fmt: skip
+    up = {"namespace": "pay", "from": "stable", "to": "enforcing",
+          "reason": "stable, and no would-deny since 2026-03-03"}  # fmt: skip
+    message = _commit_message(changes([up, back], added=1))
+    lines = message.splitlines()
+    assert lines[0] == "recommender: enforce pay; stage shop again; 1 rules added, 0 removed"
+    assert lines[4].startswith("would break: shop/web -> shop/db TCP/5432")
+    assert "  shop: enforcing -> stabilising (would deny 3 connections of wanted traffic)" in lines
+    assert "  pay: stable, enforcing, 2 policies, 3 rules" in lines
+    assert "  shop: stable, staged, 2 policies, 3 rules" in lines
+    # A reset that keeps a namespace staged changes no file: no rollout line in a head.
+    still = {"namespace": "shop", "from": "stabilising", "to": "stabilising", "reason": "x"}
+    assert _commit_message(changes([still], added=1)).startswith(
+        "recommender: 1 rules added, 0 removed in shop\n"
+    )
