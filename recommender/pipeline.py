@@ -31,7 +31,7 @@ from .guardrails.model import Guardrails
 from .guardrails.render import guardrails_format
 from .ingest import iter_flow_batches
 from .ingest._source import is_stream
-from .ingest.overlap import OverlapCheck, without_files
+from .ingest.checked import CheckedFlows
 from .policy.kubernetes import render_kubernetes
 from .policy.model import PolicySet
 from .policy.writer import write_yaml_stream
@@ -669,7 +669,6 @@ def recommend(
         started = time.perf_counter()
         holdout_input: pa.Table | Path
         reread: Path | None = None
-        dropped_files: tuple[str, ...] = ()
         if isinstance(flows, pa.Table):
             if config.last is not None:
                 config = _resolve_last(flows.to_batches(), config)
@@ -697,11 +696,16 @@ def recommend(
                 holdout_input = spill
         else:
             batches = iter_flow_batches(flows, format, workers=workers)
-            streamed = any(is_stream(path) for path, _ in batches.files)
-            formats = {fmt for _, fmt in batches.files}
-            # Read again later (held-out validation, the anomaly screen, --last, copies of one
-            # traffic in several formats): a pipe can be read once, so the canonical rows are kept.
-            keep_rows = validate or streamed or config.last is not None or len(formats) > 1
+            # The input checks (copies of one traffic in several formats, several clusters,
+            # far-apart windows, --last): recommender.ingest.checked, shared by every command.
+            # A pipe can be read once: rows read again later (held-out validation, the anomaly
+            # screen, --last, copies) are kept in a spill file.
+            checked = stack.enter_context(CheckedFlows(
+                None, batches=batches, last=config.last, since=config.since,
+                until=config.until,
+                keep_rows=validate or any(is_stream(path) for path, _ in batches.files),
+            ))
+            keep_rows = checked.needs_spill
             if not keep_rows:
                 from .aggregate.parquet_scan import scannable_parquet
 
@@ -712,44 +716,40 @@ def recommend(
 
                 # Canonical Parquet: DuckDB reads only the columns it needs, the window pushed
                 # down; the same edges and ledger as the stream (docs/scaling.md).
+                counts: list[Any] = []
                 try:
                     tables, scanned = aggregate_parquet_files(
-                        parquet, config, batches.ledger, on_batch
+                        parquet, config, batches.ledger, on_batch, counts
                     )
                 except FlowFormatError:
                     parquet = None  # the stream reads the files, and says what is wrong
                 else:
                     timed = _Timed((), None)
                     timed.seconds = scanned
+                    # One file format: no copies to tell; several clusters, far-apart windows.
+                    checked.add_counts(counts)
             if parquet is None:
                 if batches.workers > 1 and any(fmt == "hubble" for _, fmt in batches.files):
                     _import_later_stages()  # while this process mostly waits for its workers
-                source: Iterable[pa.RecordBatch] = batches
-                overlap = OverlapCheck() if len(batches.files) > 1 else None
-                if keep_rows:
-                    spill = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-                    spill /= "flows.parquet"
-                    source = _spilled(batches, spill)
-                    holdout_input = spill
-                    reread = spill
-                if config.last is not None:
-                    for _ in source:  # the whole input first: its window ends at its latest flow
-                        pass
-                    config = _resolve_last(pq_batches(spill), config)
-                    source = pq_batches(spill)
-                if overlap is not None:
-                    source = overlap.watch(source)
-                timed = _Timed(source, on_batch)
-                tables = aggregate_edges(timed, config)
-                if overlap is not None:
-                    found = overlap.findings()
-                    for message in found.warnings:
-                        _log.warning("%s", message)
-                    if found.dropped and reread is not None:  # count each connection once
-                        tables = aggregate_edges(
-                            without_files(pq_batches(reread), found.dropped), config
+                timed = _Timed((), None)
+
+                window: list[RecommendConfig] = [config]
+
+                def aggregate(rows: Iterable[pa.RecordBatch]) -> EdgeTables:
+                    nonlocal timed
+                    if window[0].last is not None:  # the input's window is known now
+                        window[0] = dataclasses.replace(
+                            window[0], since=checked.since, last=None
                         )
-                        dropped_files = found.dropped
+                    timed = _Timed(rows, on_batch)
+                    return aggregate_edges(timed, window[0])
+
+                tables = checked.consume(aggregate)
+                config = window[0]
+                if keep_rows:
+                    assert checked.spill is not None
+                    reread = checked.spill
+                    holdout_input = checked.kept_file() if validate else checked.spill
             # The JSON round trip gives the same values a read_flows table's metadata holds.
             ledger = json.loads(json.dumps(batches.ledger.to_dict()))
         aggregated = time.perf_counter()
@@ -760,7 +760,7 @@ def recommend(
         rows: Any = (
             flows
             if isinstance(flows, pa.Table)
-            else (lambda: without_files(pq_batches(reread), dropped_files))
+            else (lambda: checked.rows())
             if reread is not None
             else lambda: iter_flow_batches(flows, format, workers=workers)
         )

@@ -33,6 +33,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -67,6 +68,7 @@ _GLOB: Final = frozenset("*?[]{}")
 _FINE_KEYS: Final = (
     "src_kind, src_namespace, src_workload, src_name, dst_kind, dst_namespace, dst_workload, "
     "dst_name, protocol, dst_port, class, src_pod, dst_pod, src_ip, dst_ip, node, hour, "
+    "traffic_direction, "
     "dst_dns_names, "
     "http_method, http_path, dst_service_name, src_workload_kind, dst_workload_kind"
 )
@@ -138,6 +140,9 @@ class _FileScan:
     rows: int
     invalid: int
     invalid_rows: list[int]
+    #: The input checks' counts (:meth:`~recommender.ingest.overlap.InputCheck.add_counts`) of
+    #: the rows in the window, or None when a pod's cluster is not one (then a pass of its own).
+    parts: list[tuple[Any, ...]] | None = None
 
 
 def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConfig) -> _FileScan:
@@ -166,7 +171,8 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
             SELECT src_kind, src_namespace, src_name, src_pod, src_ip, src_workload_kind,
                    dst_kind, dst_namespace, dst_name, dst_pod, dst_ip, dst_workload_kind,
                    src_workload, dst_workload,
-                   protocol, dst_port, node, connections, {outcome}, bytes, start_time, end_time,
+                   protocol, dst_port, node, traffic_direction, connections, {outcome}, bytes,
+                   start_time, end_time,
                    dst_service_name, dst_dns_names, http_method, http_path, file_row_number,
                    date_trunc('hour', start_time) AS hour,
                 CASE
@@ -210,10 +216,37 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
     ).to_arrow_table()
     parquet = pq.ParquetFile(path, pre_buffer=False)
     picks = _label_picks(con, parquet)
+    parts = _check_counts(con, picks)
     con.execute("DROP VIEW named").fetchall()
     con.execute("DROP TABLE fine").fetchall()
     rows = parquet.metadata.num_rows
-    return _FileScan(PartialEdges(groups, picks, rows), rows, count, first_bad)
+    return _FileScan(PartialEdges(groups, picks, rows), rows, count, first_bad, parts)
+
+
+def _check_counts(
+    con: duckdb.DuckDBPyConnection, picks: LabelPicks
+) -> list[tuple[Any, ...]] | None:
+    """The input checks' counts from the fine groups, each pod's cluster read from the label
+    maps its picks hold (every pod endpoint has one): no second read of the labels. None when
+    a pod's maps name two clusters (one pod name in two clusters: a StatefulSet's ``db-0``)."""
+    from ..ingest.overlap import CLUSTER_LABEL
+
+    clusters: dict[tuple[str, Any, Any], Any] = {}
+    for (side, ns, _, pod), (_, first, _, last) in picks.items():
+        named = {dict(m or ()).get(CLUSTER_LABEL) for m in (first, last)}
+        if len(named) > 1 or clusters.setdefault((side, ns, pod), *named) not in named:
+            return None
+    out = []
+    for src_kind, src_ns, src_pod, dst_kind, dst_ns, dst_pod, *rest in con.execute(
+        "SELECT src_kind, src_namespace, src_pod, dst_kind, dst_namespace, dst_pod, node, "
+        "traffic_direction, CAST(date_trunc('day', hour) AS DATE), sum(rows)::BIGINT "
+        "FROM fine WHERE class <> 'invalid' GROUP BY ALL"
+    ).fetchall():
+        node, direction, day, n = rest
+        src = clusters.get(("src", src_ns, src_pod)) if src_kind == "workload" else None
+        dst = clusters.get(("dst", dst_ns, dst_pod)) if dst_kind == "workload" else None
+        out.append((node, src, dst, direction, day, n))
+    return out
 
 
 def _resolve_owners(con: duckdb.DuckDBPyConnection) -> None:
@@ -313,13 +346,15 @@ def aggregate_parquet_files(
     config: RecommendConfig,
     ledger: IngestLedger,
     on_file: Callable[[int], None] | None = None,
+    counts: list[tuple[str, list[tuple[Any, ...]]]] | None = None,
 ) -> tuple[EdgeTables, float]:
     """The edge tables of canonical Parquet files (see the module docstring), and the seconds
     spent scanning the files (reading and the fine grouping, which DuckDB does in one pass).
 
     ``paths`` must be :func:`scannable_parquet`'s. ``ledger`` gets every row's outcome, per
     file, as the streaming reader would count it, once every file has been scanned;
-    ``on_file`` is called with each file's row count.
+    ``on_file`` is called with each file's row count; ``counts`` gets each file's counts for
+    the input checks (of the rows in the window).
 
     Raises
     ------
@@ -346,8 +381,42 @@ def aggregate_parquet_files(
         ledger.skip_rows(str(path), scan.invalid_rows, scan.invalid, INVALID_REASON, INVALID_DETAIL)
         ledger.used += scan.rows - scan.invalid
         ledger.close_file(str(path))
+    if counts is not None:
+        for path, scan in zip(paths, scans, strict=True):
+            if scan.parts is not None:
+                counts.append((str(path), scan.parts))
+            else:  # a pod name in two clusters: count from the labels themselves
+                counts.extend(parquet_input_parts([path]))
     partial = merge_partials(scan.partial for scan in scans)
     return finish_edges(partial, config), scanned
+
+
+def parquet_input_parts(
+    paths: Sequence[Path],
+) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """Per :func:`scannable_parquet` file, its valid rows counted by node, the two endpoints'
+    cluster labels, direction and day: what the input checks need
+    (:meth:`recommender.ingest.overlap.InputCheck.add_counts`), without decoding the rest."""
+    from ..ingest.overlap import CLUSTER_LABEL
+
+    label = "'" + CLUSTER_LABEL + "'"
+    con = _connect()
+    try:
+        for path in paths:
+            query = (
+                f"SELECT node, map_extract(src_labels, {label})[1], "
+                f"map_extract(dst_labels, {label})[1], traffic_direction, "
+                "epoch_us(start_time) // 86400000000, count(*) "
+                f"FROM {_source(path)} WHERE {valid_row_sql()} GROUP BY ALL"
+            )
+            try:
+                rows = con.sql(query).fetchall()
+            except duckdb.Error:  # an older canonical file: nothing to say
+                continue
+            epoch = date(1970, 1, 1)
+            yield str(path), [(*r[:4], epoch + timedelta(days=int(r[4])), r[5]) for r in rows]
+    finally:
+        con.close()
 
 
 def parquet_rows(paths: Sequence[Path], columns: Sequence[str]) -> Iterator[pa.RecordBatch]:

@@ -465,12 +465,12 @@ def build_graph(
         raise ConfigError("config must be a RecommendConfig.")
     if isinstance(flows, EdgeTables):
         tables = flows
-    else:
-        if not isinstance(flows, pa.Table):
-            from ..ingest import read_flows
-
-            flows = read_flows(flows, format, workers=workers)
+    elif isinstance(flows, pa.Table):
         tables = aggregate_edges(flows, config)
+    else:  # streamed through the input checks: copies counted once, the window of --last
+        from ..aggregate.checked import aggregate_flow_files
+
+        tables = aggregate_flow_files(flows, config, format, workers=workers)[0]
     attrs: dict[str, Any] = {"rows_used": tables.rows_used}
     if tables.first_seen is not None:
         attrs["first_seen"] = tables.first_seen.isoformat()

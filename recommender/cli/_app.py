@@ -178,7 +178,7 @@ def _guardrails_summary(section: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# Options shared by the commands that read flows and aggregate them (`run`, `graph`).
+# Options shared by the commands that read flows (`run`, `ingest`, `graph`, `evaluate`, `diff`).
 _Since = Annotated[
     str | None,
     typer.Option(
@@ -206,6 +206,21 @@ _Last = Annotated[
 _MinConnections = Annotated[
     int | None, typer.Option(help="Leave out edges with fewer connections.")
 ]
+
+
+def window_config(
+    since: str | None, until: str | None, last: str | None, config: Any = None
+) -> Any:
+    """``config`` (a RecommendConfig; None: the defaults) with the time window options of the
+    command line (--since, --until, --last: the same meaning for every command that reads
+    flows); None when neither is given."""
+    from ..config import RecommendConfig, coerce_options
+
+    given = {k: v for k, v in {"since": since, "until": until, "last": last}.items()
+             if v is not None}
+    if not given and config is None:
+        return None
+    return (config or RecommendConfig()).replace(**coerce_options(given, "command line"))
 
 
 def _err(message: str) -> None:
@@ -294,6 +309,10 @@ def _print_ledger(ledger: dict[str, Any]) -> None:
         f"records read: {ledger['read']:,}  used: {ledger['used']:,}  "
         f"merged duplicates: {ledger['duplicate']:,}  replies dropped: {ledger['reply']:,}  "
         f"skipped: {ledger['skipped_total']:,}"
+        + (f"  overlap copies dropped: {ledger['overlap_dropped']:,}"
+           if ledger.get("overlap_dropped") else "")
+        + (f"  outside the window: {ledger['outside_window']:,}"
+           if ledger.get("outside_window") else "")
     )
     for name in ledger["ignored_files"]:
         typer.echo(f"  passed over (not a flow log): {name}")

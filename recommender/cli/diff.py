@@ -8,7 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import DecisionsOpt, FlowsArg, FormatOpt, RootNamespaceOpt, TrustDomainOpt, app
+from ._app import (
+    DecisionsOpt,
+    FlowsArg,
+    FormatOpt,
+    RootNamespaceOpt,
+    TrustDomainOpt,
+    _Last,
+    _Since,
+    _Until,
+    app,
+    window_config,
+)
 from ._hints import swap_hint
 
 
@@ -32,6 +43,9 @@ def diff(
     ],
     flows: FlowsArg,
     format: FormatOpt = None,
+    since: _Since = None,
+    until: _Until = None,
+    last: _Last = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the diff as JSON.")] = False,
     examples: Annotated[
         int, typer.Option("--examples", min=0, help="Examples printed per list.")
@@ -58,6 +72,7 @@ def diff(
     from ..evaluation.stack import read_policy_tree
     from ..policy.reader import read_istio_policies
 
+    window = window_config(since, until, last)  # a bad window fails before anything is read
     decided: Any = None
     if decisions is not None:
         from ..synthesis.decisions import load_decisions
@@ -69,6 +84,7 @@ def diff(
             read_policy_tree(new),
             flows,
             format=format,
+            config=window,
             existing_istio=read_istio_policies(existing),
             new_istio=read_istio_policies(new),
             trust_domain=trust_domain,

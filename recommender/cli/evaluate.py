@@ -15,7 +15,11 @@ from ._app import (
     GuardrailsOpt,
     RootNamespaceOpt,
     TrustDomainOpt,
+    _Last,
+    _Since,
+    _Until,
     app,
+    window_config,
 )
 from ._hints import swap_hint
 
@@ -34,6 +38,9 @@ def evaluate(
     ],
     flows: FlowsArg,
     format: FormatOpt = None,
+    since: _Since = None,
+    until: _Until = None,
+    last: _Last = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the coverage report as JSON.")
     ] = False,
@@ -95,6 +102,7 @@ def evaluate(
 
     if dialect not in (None, "kubernetes", "calico", "cilium"):
         raise typer.BadParameter("--precedence must be kubernetes, calico or cilium.")
+    window = window_config(since, until, last)  # a bad window fails before anything is read
     stack: Any = None
     decided: Any = None
     if decisions is not None:
@@ -113,10 +121,10 @@ def evaluate(
             skip=("_guardrails",) if stack is not None else (),
         )
         if staged_verdicts:
-            _compare_staged(tree.network_policies, flows, format, json_out, examples)
+            _compare_staged(tree.network_policies, flows, format, json_out, examples, window)
             return
         istio = read_istio_policies(policies)
-        tables = _edge_tables(flows, None, format)
+        tables = _edge_tables(flows, window, format)
         coverage = replay(
             tree.network_policies,
             tables,
@@ -168,13 +176,20 @@ def evaluate(
 
 
 def _compare_staged(
-    policy_set: Any, flows: list[Path], format: str | None, json_out: bool, examples: int
+    policy_set: Any, flows: list[Path], format: str | None, json_out: bool, examples: int,
+    window: Any = None,
 ) -> None:
     """``--staged-verdicts``: the cluster's staged verdicts against this evaluator's."""
     from ..evaluation.staged import judge_staged, staged_evidence
     from ..ingest import read_flows
 
-    table = read_flows([str(f) for f in flows], format=format)
+    table = read_flows(
+        [str(f) for f in flows],
+        format=format,
+        since=window.since if window else None,
+        until=window.until if window else None,
+        last=window.last if window else None,
+    )
     disagreements = judge_staged(policy_set, table)
     judged = staged_evidence(table).flows
     if json_out:
@@ -258,5 +273,6 @@ def _print_coverage(coverage: Any, examples: int) -> None:
         )
     for note in coverage.notes:
         typer.echo(f"note: {note}")
+
 
 

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import FlowsArg, FormatOpt, WorkersOpt, _MinConnections, _Since, _Until, app
+from ._app import (
+    FlowsArg,
+    FormatOpt,
+    WorkersOpt,
+    _Last,
+    _MinConnections,
+    _Since,
+    _Until,
+    app,
+)
 
 
 @app.command()
@@ -48,6 +57,7 @@ def graph(
     ] = None,
     since: _Since = None,
     until: _Until = None,
+    last: _Last = None,
     min_connections: _MinConnections = None,
     external: Annotated[
         str,
@@ -99,6 +109,7 @@ def graph(
                 "namespaces": namespace or None,
                 "since": since,
                 "until": until,
+                "last": last,
                 "min_connections": min_connections,
             }.items()
             if v is not None

@@ -20,6 +20,7 @@ or time may count such a connection twice here (see ``docs/scaling.md``).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,7 @@ from ..aggregate.edges import EdgeTables, PartialEdges, finish_edges, merge_part
 from ..config import RecommendConfig
 from ..errors import ConfigError, FlowFormatError, FlowSourceError, InputError
 from ..ingest.ledger import IngestLedger
+from ..ingest.overlap import InputCheck
 
 __all__ = ["Task", "dask_edges", "plan_tasks"]
 
@@ -45,6 +47,8 @@ ROW_GROUPS_PER_TASK: Final = 8
 CONNECT_TIMEOUT: Final = 15
 
 PathLike = str | os.PathLike[str]
+
+_log = logging.getLogger("recommender.engine")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class _Part:
     seconds: float
     rows: int
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The input checks' counts (clusters, days) of the part.
+    check: InputCheck = field(default_factory=lambda: InputCheck(connections=False))
 
 
 def _is_uri(text: str) -> bool:
@@ -209,12 +215,14 @@ def run_task(task: Task, config: RecommendConfig) -> _Part:
                 return _Part(partial_edges([], config), ledger, 0.0, 0)
         ledger.open_file(task.source, fmt)
         rows = 0
+        check = InputCheck(connections=False)
 
         def counted() -> Iterator[pa.RecordBatch]:
             nonlocal rows
             for batch in _batches(task, path, fmt, ledger):
                 if batch.num_rows:
                     rows += batch.num_rows
+                    check.observe(batch, task.source, fmt)
                     yield batch
 
         partial = partial_edges(counted(), config)
@@ -226,7 +234,7 @@ def run_task(task: Task, config: RecommendConfig) -> _Part:
                 SkipExample(task.source, e.row, e.reason, e.detail) for e in ledger.examples
             ]
         files = {task.source: ledger.files.pop(task.source)}
-        return _Part(partial, ledger, time.perf_counter() - started, rows, files)
+        return _Part(partial, ledger, time.perf_counter() - started, rows, files, check)
     finally:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
@@ -236,8 +244,10 @@ def merge_parts(*parts: _Part) -> _Part:
     """Merge consecutive parts in order (runs on a worker)."""
     ledger = IngestLedger()
     files: dict[str, dict[str, Any]] = {}
+    check = InputCheck(connections=False)
     for part in parts:
         ledger.merge(part.ledger)
+        check.merge(part.check)
         for name, entry in part.files.items():
             mine = files.get(name)
             if mine is None:
@@ -251,6 +261,7 @@ def merge_parts(*parts: _Part) -> _Part:
         sum(p.seconds for p in parts),
         sum(p.rows for p in parts),
         files,
+        check,
     )
 
 
@@ -346,4 +357,11 @@ def dask_edges(
     seconds = time.perf_counter() - started
     ledger = whole.ledger
     ledger.files = {**ledger.files, **whole.files}
+    # Several clusters and far-apart windows, as the embedded engine tells them (copies among
+    # inputs of several formats are not told here: that needs a second pass over the files).
+    found = whole.check.findings()
+    ledger.warnings.extend(found.warnings)
+    ledger.clusters.update(found.clusters)
+    for message in found.warnings:
+        _log.warning("%s", message)
     return finish_edges(whole.partial, config), ledger, seconds

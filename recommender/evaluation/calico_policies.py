@@ -4,7 +4,8 @@ Kinds: Tier, NetworkPolicy, GlobalNetworkPolicy, their staged forms (StagedNetwo
 StagedGlobalNetworkPolicy, StagedKubernetesNetworkPolicy: judged as if enforced, which is what
 a staged rollout previews; ``stagedAction: Delete`` removes nothing and is skipped),
 NetworkSet and GlobalNetworkSet (rules that select them match their ``nets``). Calico's
-semantics, as in its documentation and ``shared/tools/examples/semantics`` case T:
+semantics, as in its documentation, Felix's rule conversion and
+``shared/tools/examples/semantics`` case T:
 
 * tiers by ascending ``order`` (none: last), policies in a tier by ``order`` (none: last),
   rules in order; the first Allow or Deny decides, Pass jumps to the next tier, and a tier
@@ -13,17 +14,22 @@ semantics, as in its documentation and ``shared/tools/examples/semantics`` case 
   1000; no tier applying (or every tier passing) leaves the namespace profile: allow;
 * a policy without ``types`` applies to Ingress, to Egress when it has only egress rules, and
   to both when it has both;
-* in a rule, ``selector`` without ``namespaceSelector`` means the policy's own namespace
-  (every namespace for a global policy), ``namespaceSelector: global()`` the global network
-  sets; a selector matches pods and network sets by their labels; ``nets``/``notNets`` match
-  addresses; ``domains`` match the DNS names the flows resolved; destination ``ports`` need a
-  ``protocol``.
+* a policy selects the endpoints its ``selector`` (the whole selector language,
+  :mod:`.calico_selector`), ``serviceAccountSelector`` and, for a global policy,
+  ``namespaceSelector`` match; a namespaced policy only those of its namespace;
+* rules match as Felix matches them (:mod:`.calico_rules`): ``selector``, ``notSelector``,
+  ``namespaceSelector``, ``serviceAccounts``, ``nets``, ``notNets``, ``ports``, ``notPorts``
+  on either side, ``protocol``, ``notProtocol``, ``ipVersion``, ``icmp``/``notICMP`` (ICMP
+  connections are not judged), ``domains`` (the DNS names the flows resolved) and ``http``.
 
-Selectors are Calico expressions joined by ``&&`` (``==``, ``!=``, ``in``, ``not in``,
-``has()``, ``!has()``, ``all()``); what the tiers cannot express faithfully (``||``,
-``notSelector``, source ports, ``http`` or ``ipVersion`` matches, a rule narrowing the
-policy's own endpoints) raises :class:`~recommender.errors.UnsupportedDialectError` rather
-than being judged wrongly.
+``services`` (source or destination) is judged on the Service endpoints the flows show
+(:mod:`.services`).
+
+Refused with :class:`~recommender.errors.UnsupportedDialectError` (exit 2), saying why: source
+ports covering part of the ephemeral range or named,
+service-account selectors on labels other than the name (the flows carry names only),
+``domains`` beside a selector or nets, and host-endpoint options (``doNotTrack``, ``preDNAT``,
+``applyOnForward``). A selector Calico would reject is an :class:`~recommender.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -32,13 +38,24 @@ import ipaddress
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import InputError, UnsupportedDialectError
-from ..guardrails.model import Guardrails, Subject
-from ..policy.model import Direction, LabelSelector, Peer, PolicySet, PortSpec, Rule
+from ..guardrails.model import Guardrails
+from ..policy.model import Direction, PolicySet, PortSpec
 from ..policy.reader import parse_networkpolicy
+from .calico_rules import (
+    ACCOUNT_KEY,
+    NAMESPACE_KEY,
+    SA_PREFIX,
+    CalicoRule,
+    EntityMatch,
+    NetworkSet,
+    namespace_scope,
+    replace_all,
+    source_ports_match,
+)
+from .calico_selector import And, Has, LabelOp, Selector, SelectorError, parse_selector
 from .precedence import (
     DEFAULT_TIER_ORDER,
     NETWORK_POLICY_ORDER,
@@ -47,165 +64,70 @@ from .precedence import (
     guardrail_tiers,
 )
 
-__all__ = ["CALICO_GROUP", "parse_calico_selector", "read_calico_tiers"]
+__all__ = ["CALICO_GROUP", "read_calico_tiers"]
 
 CALICO_GROUP: Final = "projectcalico.org"
-_NAMESPACE_NAME: Final = "kubernetes.io/metadata.name"
 _ACTIONS: Final = {"Allow": "allow", "Deny": "deny", "Pass": "pass"}
 _PROTOCOLS: Final = {
     "tcp": "TCP", "udp": "UDP", "sctp": "SCTP", "icmp": "ICMP", "icmpv6": "ICMPv6",
     "udplite": "UDPLite", "6": "TCP", "17": "UDP", "132": "SCTP", "1": "ICMP", "58": "ICMPv6",
 }
-_TOKEN: Final = re.compile(
-    r"\s*(?:(?P<all>all\(\))|(?P<global>global\(\))|(?P<nothas>!\s*has\(\s*(?P<nk>[^)\s]+)\s*\))"
-    r"|(?P<has>has\(\s*(?P<hk>[^)\s]+)\s*\))"
-    r"|(?P<key>[A-Za-z0-9_./-]+)\s*(?P<op>==|!=|not\s+in|in)\s*"
-    r"(?:'(?P<sq>[^']*)'|\"(?P<dq>[^\"]*)\"|\{(?P<set>[^}]*)\}))\s*"
+_NOTE_HTTP: Final = (
+    "Calico http matches judged on each HTTP request the flows recorded; a connection "
+    "without L7 records is judged at L4 (the http clause matches)."
 )
-_SET_ITEM: Final = re.compile(r"\s*(?:'([^']*)'|\"([^\"]*)\")\s*(?:,|$)")
+_NOTE_SOURCE_PORTS: Final = (
+    "Calico source ports judged on the client's ephemeral port (32768-60999): the flows' edges "
+    "keep no source port."
+)
+_NOTE_SERVICES: Final = (
+    "Calico services judged on the Service endpoints the flows show (destinations reached "
+    "through the Service, on those ports); an endpoint never reached through it is not known "
+    "to back it."
+)
+_NOTE_NETS: Final = (
+    "Calico nets/notNets judged on addresses outside the cluster: the flows give no address per "
+    "pod, so nets never hold a pod and notNets never exclude one."
+)
 
 
-def parse_calico_selector(text: str | None, where: str = "selector") -> LabelSelector | None:
-    """A Calico selector expression as a label selector; None for ``global()``.
+def _selector(text: Any, where: str) -> Selector:
+    try:
+        return parse_selector(str(text))
+    except SelectorError as exc:
+        raise InputError(
+            f"{where}: {text!r} is not a Calico selector ({exc}); Calico would reject it."
+        ) from None
 
-    Examples
-    --------
-    >>> parse_calico_selector("app == 'web' && has(tier) && env != 'dev'")
-    LabelSelector(match_labels=(('app', 'web'),), match_expressions=(('env', 'NotIn', ('dev',)), ('tier', 'Exists', ())))
-    """  # noqa: E501
-    text = (text or "").strip()
-    if not text:
-        return LabelSelector()
-    labels: list[tuple[str, str]] = []
-    expressions: list[tuple[str, str, tuple[str, ...]]] = []
-    is_global = False
-    for part in _split_and(text, where):
-        match = _TOKEN.fullmatch(part)
-        if match is None:
-            raise UnsupportedDialectError(
-                f"{where}: the Calico selector {text!r} uses {part.strip()!r}, which is not "
-                "evaluated (==, !=, in, not in, has(), !has(), all() joined by && are)."
-            )
-        if match["all"]:
-            continue
-        if match["global"]:
-            is_global = True
-        elif match["nothas"]:
-            expressions.append((match["nk"], "DoesNotExist", ()))
-        elif match["has"]:
-            expressions.append((match["hk"], "Exists", ()))
-        else:
-            key, op = match["key"], " ".join(match["op"].split())
-            if match["set"] is not None:
-                values = _set_values(match["set"], text, where)
-                expressions.append((key, "In" if op == "in" else "NotIn", values))
-            else:
-                value = match["sq"] if match["sq"] is not None else match["dq"]
-                if op == "==":
-                    labels.append((key, value))
-                elif op == "!=":
-                    expressions.append((key, "NotIn", (value,)))
-                else:
-                    raise UnsupportedDialectError(f"{where}: {op} needs a set in {text!r}.")
-    if is_global:
+
+def _and(*parts: Selector | None) -> Selector | None:
+    kept = tuple(p for p in parts if p is not None)
+    if not kept:
         return None
-    return LabelSelector(tuple(sorted(labels)), tuple(sorted(expressions)))
+    return kept[0] if len(kept) == 1 else And(kept)
 
 
-def _split_and(text: str, where: str) -> list[str]:
-    """The terms of ``a && b && c`` (quotes respected); ``||`` and parentheses are refused."""
-    parts, current, quote = [], [], ""
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            quote = "" if c == quote else quote
-            current.append(c)
-        elif c in "'\"":
-            quote = c
-            current.append(c)
-        elif text.startswith("&&", i):
-            parts.append("".join(current))
-            current = []
-            i += 1
-        elif text.startswith("||", i) or (c == "(" and not "".join(current).strip().endswith(
-            ("has", "all", "global"))):
+def _accounts(raw: Any, where: str) -> Selector | None:
+    """``serviceAccounts`` (names and selector) as Felix writes it: ``pcsa.``-prefixed selector
+    AND ``projectcalico.org/serviceaccount in {names}``."""
+    if not raw:
+        return None
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: serviceAccounts is not a mapping.")
+    text = raw.get("selector")
+    selector = None
+    if text:
+        parsed = _selector(text, f"{where} service account selector")
+        others = sorted(set(parsed.keys()) - {"projectcalico.org/name"})
+        if others:
             raise UnsupportedDialectError(
-                f"{where}: the Calico selector {text!r} uses || or parentheses, which are not "
-                "evaluated; write it as several rules."
+                f"{where}: the service account selector reads {', '.join(others)}; the flows "
+                "carry service-account names only (projectcalico.org/name is judged)."
             )
-        else:
-            current.append(c)
-        i += 1
-    parts.append("".join(current))
-    return parts
-
-
-def _set_values(body: str, text: str, where: str) -> tuple[str, ...]:
-    values, pos = [], 0
-    body = body.strip()
-    while pos < len(body):
-        match = _SET_ITEM.match(body, pos)
-        if match is None or match.end() == pos:
-            raise UnsupportedDialectError(f"{where}: cannot read the set in {text!r}.")
-        values.append(match[1] if match[1] is not None else match[2])
-        pos = match.end()
-    return tuple(sorted(values))
-
-
-#: The pod label a service account is judged by (set from the flows' labels: Hubble's
-#: ``io.cilium.k8s.policy.serviceaccount``, Calico's own).
-SERVICE_ACCOUNT_LABEL: Final = "projectcalico.org/serviceaccount"
-
-
-def _service_accounts(text: str | None, names: tuple[str, ...], where: str) -> LabelSelector:
-    """A service-account selector (``projectcalico.org/name`` terms) and names as a selector
-    over the pods' service-account label."""
-    terms: list[tuple[str, str, tuple[str, ...]]] = []
-    labels: list[tuple[str, str]] = []
-    if names:
-        terms.append((SERVICE_ACCOUNT_LABEL, "In", tuple(sorted(names))))
-    parsed = parse_calico_selector(text, f"{where} service account selector") if text else None
-    if parsed is not None:
-        for key, value in parsed.match_labels:
-            if key != "projectcalico.org/name":
-                raise UnsupportedDialectError(
-                    f"{where}: service accounts are judged by name only, not by {key!r}."
-                )
-            labels.append((SERVICE_ACCOUNT_LABEL, value))
-        for key, op, values in parsed.match_expressions:
-            if key != "projectcalico.org/name":
-                raise UnsupportedDialectError(
-                    f"{where}: service accounts are judged by name only, not by {key!r}."
-                )
-            terms.append((SERVICE_ACCOUNT_LABEL, op, values))
-    return LabelSelector(tuple(sorted(labels)), tuple(sorted(terms)))
-
-
-def _and(a: LabelSelector, b: LabelSelector) -> LabelSelector:
-    return LabelSelector(
-        tuple(sorted(a.match_labels + b.match_labels)),
-        tuple(sorted(a.match_expressions + b.match_expressions)),
-    )
-
-
-def _namespace_selector(selector: LabelSelector) -> LabelSelector:
-    """Calico names a namespace ``projectcalico.org/name``; Kubernetes labels it by name too."""
-
-    def key(k: str) -> str:
-        return _NAMESPACE_NAME if k == "projectcalico.org/name" else k
-
-    return LabelSelector(
-        tuple(sorted((key(k), v) for k, v in selector.match_labels)),
-        tuple(sorted((key(k), op, vs) for k, op, vs in selector.match_expressions)),
-    )
-
-
-@dataclass(frozen=True)
-class _NetworkSet:
-    namespace: str | None  # None: a GlobalNetworkSet
-    labels: Mapping[str, str]
-    nets: tuple[str, ...]
+        selector = parsed.prefixed(SA_PREFIX)
+    names = tuple(str(n) for n in raw.get("names") or ())
+    by_name = LabelOp(ACCOUNT_KEY, "in", values=frozenset(names)) if names else None
+    return _and(selector, by_name)
 
 
 def read_calico_tiers(
@@ -225,7 +147,7 @@ def read_calico_tiers(
     """
     docs = list(docs)
     tiers: dict[str, tuple[float, str]] = {"default": (DEFAULT_TIER_ORDER, "deny")}
-    sets: list[_NetworkSet] = []
+    sets: list[NetworkSet] = []
     notes: list[str] = []
     for where, doc in docs:
         kind = doc.get("kind")
@@ -239,12 +161,10 @@ def read_calico_tiers(
                 raise InputError(f"{where}: Tier {name!r} defaultAction must be Deny or Pass.")
             tiers[name] = (math.inf if order is None else float(order), action.lower())
         elif kind in ("NetworkSet", "GlobalNetworkSet"):
-            nets = tuple(str(n) for n in spec.get("nets") or ())
-            for net in nets:
-                _network(net, where)
+            nets = tuple(_network(str(n), where) for n in spec.get("nets") or ())
             labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
             namespace = str(meta.get("namespace") or "default") if kind == "NetworkSet" else None
-            sets.append(_NetworkSet(namespace, labels, nets))
+            sets.append(NetworkSet(namespace, labels, nets))
     members: dict[str, list[CalicoPolicy]] = {name: [] for name in tiers}
     staged = 0
     for where, doc in docs:
@@ -264,7 +184,7 @@ def read_calico_tiers(
             policy = parse_networkpolicy({**doc, "kind": "NetworkPolicy"})
             members["default"].append(_knp(policy))
             continue
-        policy_obj = _policy(where, doc, sets)
+        policy_obj = _policy(where, doc, tuple(sets), notes)
         tier = str(spec.get("tier") or "default")
         if tier not in members:
             raise InputError(
@@ -297,7 +217,11 @@ def _knp(policy: Any) -> CalicoPolicy:
     )
 
 
-def _policy(where: str, doc: Mapping[str, Any], sets: list[_NetworkSet]) -> CalicoPolicy:
+
+
+def _policy(
+    where: str, doc: Mapping[str, Any], sets: tuple[NetworkSet, ...], notes: list[str]
+) -> CalicoPolicy:
     kind = str(doc.get("kind"))
     meta = doc.get("metadata") or {}
     spec = doc.get("spec") or {}
@@ -313,12 +237,38 @@ def _policy(where: str, doc: Mapping[str, Any], sets: list[_NetworkSet]) -> Cali
                 f"{where} sets {unsupported}, which applies to host endpoints; those are not "
                 "evaluated."
             )
-    selector = parse_calico_selector(spec.get("selector"), f"{where} selector")
-    if selector is None:
-        raise InputError(f"{where}: global() is not a policy selector.")
-    sa_text = spec.get("serviceAccountSelector")
-    if sa_text:
-        selector = _and(selector, _service_accounts(sa_text, (), where))
+    selector = _selector(spec.get("selector") or "", f"{where} selector")
+    accounts = (
+        _selector(spec["serviceAccountSelector"], f"{where} serviceAccountSelector")
+        if spec.get("serviceAccountSelector")
+        else None
+    )
+    if accounts is not None:
+        others = sorted(set(accounts.keys()) - {"projectcalico.org/name"})
+        if others:
+            raise UnsupportedDialectError(
+                f"{where}: serviceAccountSelector reads {', '.join(others)}; the flows carry "
+                "service-account names only (projectcalico.org/name is judged)."
+            )
+        accounts = accounts.prefixed(SA_PREFIX)
+    if is_global:
+        # Felix (globalnetworkpolicyprocessor.go): append the pcns.-prefixed namespace
+        # selector and replace every all() with has(projectcalico.org/namespace), then the
+        # pcsa.-prefixed service-account selector, its all() meaning has(.../serviceaccount)
+        ns_text = spec.get("namespaceSelector")
+        endpoint_selector: Selector = selector
+        if ns_text:
+            scope = _selector(ns_text, f"{where} namespaceSelector").prefixed("pcns.")
+            endpoint_selector = replace_all(And((selector, scope)), Has(NAMESPACE_KEY))
+        if accounts is not None:
+            endpoint_selector = And(
+                (endpoint_selector, replace_all(accounts, Has(ACCOUNT_KEY)))
+            )
+    else:
+        endpoint_selector = And(
+            tuple(s for s in (selector, LabelOp(NAMESPACE_KEY, "==", str(namespace)), accounts)
+                  if s is not None)
+        )
     ingress_raw = list(spec.get("ingress") or [])
     egress_raw = list(spec.get("egress") or [])
     raw_types = spec.get("types")
@@ -332,21 +282,19 @@ def _policy(where: str, doc: Mapping[str, Any], sets: list[_NetworkSet]) -> Cali
     else:
         types = ("ingress",)
     order = spec.get("order")
-    rules: dict[Direction, tuple[Rule, ...]] = {}
+    rules: dict[Direction, tuple[CalicoRule, ...]] = {}
     sides: tuple[tuple[Direction, list[Any]], ...] = (
         ("ingress", ingress_raw), ("egress", egress_raw)
     )
     for direction, raw in sides:
-        out: list[Rule] = []
+        out: list[CalicoRule] = []
         for index, item in enumerate(raw):
-            rule = _rule(item, direction, namespace, sets, f"{where} {direction} rule {index}")
+            rule = _rule(
+                item, direction, namespace, sets, f"{where} {direction} rule {index}", notes
+            )
             if rule is not None:
                 out.append(rule)
         rules[direction] = tuple(out)
-    subject = None
-    if is_global:
-        ns = parse_calico_selector(spec.get("namespaceSelector"), f"{where} namespaceSelector")
-        subject = Subject(_namespace_selector(ns or LabelSelector()), selector)
     key = name if is_global else f"{namespace}/{name}"
     return CalicoPolicy(
         key,
@@ -354,15 +302,19 @@ def _policy(where: str, doc: Mapping[str, Any], sets: list[_NetworkSet]) -> Cali
         types,
         rules["ingress"],
         rules["egress"],
-        subject=subject,
         namespace=namespace,
-        selector=selector,
+        endpoint_selector=endpoint_selector,
     )
 
 
 def _rule(
-    raw: Any, direction: Direction, namespace: str | None, sets: list[_NetworkSet], where: str
-) -> Rule | None:
+    raw: Any,
+    direction: Direction,
+    namespace: str | None,
+    sets: tuple[NetworkSet, ...],
+    where: str,
+    notes: list[str],
+) -> CalicoRule | None:
     if not isinstance(raw, dict):
         raise InputError(f"{where} is not a mapping.")
     action = raw.get("action")
@@ -370,45 +322,139 @@ def _rule(
         return None  # logs, decides nothing
     if action not in _ACTIONS:
         raise InputError(f"{where}: action {action!r} is not Allow, Deny, Pass or Log.")
-    for key in ("http", "ipVersion", "notProtocol", "notICMP"):
-        if raw.get(key) is not None:
-            raise UnsupportedDialectError(f"{where} matches on {key}, which is not evaluated.")
-    protocol = raw.get("protocol")
-    proto = None
-    if protocol is not None:
-        proto = _PROTOCOLS.get(str(protocol).lower())
-        if proto is None:
-            raise UnsupportedDialectError(f"{where}: protocol {protocol!r} is not evaluated.")
+    proto = _protocol(raw.get("protocol"), where)
+    not_proto = _protocol(raw.get("notProtocol"), where)
+    version = raw.get("ipVersion")
+    if version is not None and version not in (4, 6, "4", "6"):
+        raise InputError(f"{where}: ipVersion must be 4 or 6, not {version!r}.")
+    if (raw.get("icmp") or raw.get("notICMP")) and proto not in ("ICMP", "ICMPv6"):
+        raise InputError(f"{where}: icmp and notICMP need protocol ICMP or ICMPv6.")
     source = raw.get("source") or {}
     destination = raw.get("destination") or {}
-    peer_side, own_side = (source, destination) if direction == "ingress" else (
-        destination, source)
-    own = {k: v for k, v in own_side.items() if k != "ports" or direction == "egress"}
-    if direction == "egress" and own:
-        raise UnsupportedDialectError(
-            f"{where}: an egress rule with source {sorted(own)} narrows the policy's own "
-            "endpoints, which is not evaluated."
-        )
-    if direction == "ingress" and {k for k in own if k != "ports"}:
-        raise UnsupportedDialectError(
-            f"{where}: an ingress rule with destination "
-            f"{sorted(k for k in own if k != 'ports')} narrows the policy's own endpoints, which "
-            "is not evaluated."
-        )
-    if source.get("ports") or source.get("notPorts") or destination.get("notPorts"):
-        raise UnsupportedDialectError(f"{where}: source ports and notPorts are not evaluated.")
-    ports = _ports(destination.get("ports"), proto, where)
-    peers = _peers(peer_side, direction, namespace, sets, where)
-    if peers is None:
-        return None  # selects nothing (global() with no network set)
-    return Rule(direction, peers, ports, _ACTIONS[action])  # type: ignore[arg-type]
+    for side, entity in (("source", source), ("destination", destination)):
+        if not isinstance(entity, dict):
+            raise InputError(f"{where}: {side} is not a mapping.")
+        if entity.get("services") and any(
+            entity.get(k) for k in ("selector", "notSelector", "namespaceSelector", "nets",
+                                    "notNets", "serviceAccounts")
+        ):
+            raise InputError(
+                f"{where}: {side}.services cannot go with selectors, nets or service accounts "
+                "(Calico refuses it)."
+            )
+    src_ports = _ports(source.get("ports"), proto, where)
+    src_not_ports = _ports(source.get("notPorts"), proto, where)
+    ports_ok = source_ports_match(src_ports, src_not_ports)
+    if isinstance(ports_ok, str):
+        raise UnsupportedDialectError(f"{where}: {ports_ok}.")
+    if src_ports or src_not_ports:
+        _note(notes, _NOTE_SOURCE_PORTS)
+    http = raw.get("http")
+    methods: tuple[str, ...] = ()
+    paths: list[tuple[str, str]] = []
+    if http:
+        if not isinstance(http, dict):
+            raise InputError(f"{where}: http is not a mapping.")
+        methods = tuple(str(m).upper() for m in http.get("methods") or ())
+        for item in http.get("paths") or ():
+            if not isinstance(item, dict) or len(item) != 1 or not (
+                set(item) <= {"exact", "prefix"}
+            ):
+                raise InputError(f"{where}: an http path is one of exact or prefix.")
+            kind, value = next(iter(item.items()))
+            paths.append((str(kind), str(value)))
+        _note(notes, _NOTE_HTTP)
+    src = _entity(source, direction, "source", namespace, sets, proto, where, notes)
+    dst = _entity(destination, direction, "destination", namespace, sets, proto, where, notes)
+    return CalicoRule(
+        direction,
+        _ACTIONS[action],  # type: ignore[arg-type]
+        src,
+        dst,
+        proto,
+        not_proto,
+        None if version is None else int(version),
+        ports_ok,
+        methods,
+        tuple(paths),
+        bool(http),
+    )
+
+
+def _note(notes: list[str], text: str) -> None:
+    if text not in notes:
+        notes.append(text)
+
+
+def _protocol(raw: Any, where: str) -> str | None:
+    if raw is None:
+        return None
+    proto = _PROTOCOLS.get(str(raw).lower())
+    if proto is None:
+        raise UnsupportedDialectError(f"{where}: protocol {raw!r} is not evaluated.")
+    return proto
+
+
+def _entity(
+    entity: Mapping[str, Any],
+    direction: Direction,
+    side: str,
+    namespace: str | None,
+    sets: tuple[NetworkSet, ...],
+    proto: str | None,
+    where: str,
+    notes: list[str],
+) -> EntityMatch:
+    """One side of a rule, as Felix's ``getEndpointSelector`` builds it."""
+    here = f"{where} {side}"
+    domains = tuple(str(d) for d in entity.get("domains") or ())
+    if domains and (
+        side != "destination" or direction != "egress" or entity.get("selector")
+        or entity.get("namespaceSelector") or entity.get("nets")
+    ):
+        raise UnsupportedDialectError(f"{where}: domains go alone in an egress destination.")
+    nets = tuple(_network(str(n), here) for n in entity.get("nets") or ())
+    not_nets = tuple(_network(str(n), here) for n in entity.get("notNets") or ())
+    if nets or not_nets:
+        _note(notes, _NOTE_NETS)
+    ns_text = entity.get("namespaceSelector")
+    sel_text = entity.get("selector")
+    not_text = entity.get("notSelector")
+    accounts = _accounts(entity.get("serviceAccounts"), here)
+    pods = _selector(sel_text, f"{here} selector") if sel_text else None
+    not_selector = _selector(not_text, f"{here} notSelector") if not_text else None
+    scope: Selector | None = None
+    if ns_text:
+        scope = namespace_scope(_selector(ns_text, f"{here} namespaceSelector"))
+    elif namespace is not None:
+        scope = LabelOp(NAMESPACE_KEY, "==", namespace)
+    selector = _and(accounts, pods)
+    if scope is not None and (selector is not None or not_text or ns_text):
+        selector = _and(scope, selector)
+    ports = _ports(entity.get("ports"), proto, here) if side == "destination" else ()
+    not_ports = _ports(entity.get("notPorts"), proto, here) if side == "destination" else ()
+    service = None
+    raw_service = entity.get("services")
+    if raw_service:
+        if not isinstance(raw_service, dict) or not raw_service.get("name"):
+            raise InputError(f"{here}: services needs a name.")
+        service_ns = raw_service.get("namespace") or namespace
+        if service_ns is None:
+            raise InputError(f"{here}: services in a global policy needs a namespace.")
+        service = (str(service_ns), str(raw_service["name"]))
+        _note(notes, _NOTE_SERVICES)
+    return EntityMatch(
+        selector, not_selector, nets, not_nets, ports, not_ports, domains, sets, service
+    )
 
 
 def _ports(raw: Any, proto: str | None, where: str) -> tuple[PortSpec, ...]:
     if not raw:
-        return (PortSpec(proto),) if proto is not None else ()
-    if proto is None:
-        raise InputError(f"{where}: ports need a protocol (Calico refuses them without one).")
+        return ()
+    if proto not in ("TCP", "UDP", "SCTP"):
+        raise InputError(
+            f"{where}: ports need protocol TCP, UDP or SCTP (Calico refuses them otherwise)."
+        )
     out = []
     for item in raw:
         text = str(item)
@@ -422,75 +468,8 @@ def _ports(raw: Any, proto: str | None, where: str) -> tuple[PortSpec, ...]:
     return tuple(out)
 
 
-def _network(text: str, where: str) -> str:
+def _network(text: str, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
-        return str(ipaddress.ip_network(text, strict=False))
+        return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise InputError(f"{where}: {text!r} is not a CIDR.") from None
-
-
-def _peers(
-    entity: Mapping[str, Any],
-    direction: Direction,
-    namespace: str | None,
-    sets: list[_NetworkSet],
-    where: str,
-) -> tuple[Peer, ...] | None:
-    """The rule's peers (() for every peer); None when they select nothing at all."""
-    for key in ("notSelector", "services"):
-        if entity.get(key):
-            raise UnsupportedDialectError(f"{where} matches on {key}, which is not evaluated.")
-    accounts = entity.get("serviceAccounts")
-    nets = [_network(str(n), where) for n in entity.get("nets") or ()]
-    not_nets = tuple(_network(str(n), where) for n in entity.get("notNets") or ())
-    selector_text = entity.get("selector")
-    ns_text = entity.get("namespaceSelector")
-    domains = tuple(str(d) for d in entity.get("domains") or ())
-    if domains:
-        if direction != "egress" or selector_text or ns_text or nets:
-            raise UnsupportedDialectError(f"{where}: domains go alone in an egress destination.")
-        return (Peer("entity", entity="fqdn", dns_names=domains),)
-    if nets and (selector_text or ns_text):
-        raise UnsupportedDialectError(
-            f"{where}: a selector together with nets (both must match) is not evaluated."
-        )
-    if not_nets and not nets:
-        raise UnsupportedDialectError(f"{where}: notNets without nets is not evaluated.")
-    if nets:
-        return tuple(Peer("cidr", cidr=n, except_=not_nets) for n in nets)
-    if selector_text is None and ns_text is None and not accounts:
-        return ()
-    pods = parse_calico_selector(selector_text, f"{where} selector") if selector_text else None
-    if selector_text and pods is None:
-        raise InputError(f"{where}: global() belongs in namespaceSelector.")
-    if accounts:
-        if nets:
-            raise UnsupportedDialectError(f"{where}: serviceAccounts with nets is not evaluated.")
-        by_account = _service_accounts(
-            accounts.get("selector"), tuple(str(n) for n in accounts.get("names") or ()), where
-        )
-        pods = by_account if pods is None else _and(pods, by_account)
-    ns_sel = parse_calico_selector(ns_text, f"{where} namespaceSelector") if ns_text else None
-    peers: list[Peer] = []
-    if ns_text and ns_sel is None:  # global(): the global network sets only
-        scope: list[_NetworkSet] = [s for s in sets if s.namespace is None]
-    elif ns_sel is not None:
-        ns_sel = _namespace_selector(ns_sel)
-        peers.append(Peer("pods", namespace_selector=ns_sel, pod_selector=pods))
-        scope = [s for s in sets if s.namespace is not None]  # judged by namespace label below
-    elif namespace is None:  # a global policy: every namespace, and the global sets
-        peers.append(Peer("pods", namespace_selector=LabelSelector(), pod_selector=pods))
-        scope = [s for s in sets if s.namespace is None]
-    else:
-        peers.append(Peer("pods", pod_selector=pods))
-        scope = [s for s in sets if s.namespace == namespace]
-    for network_set in scope:
-        if ns_sel is not None and not ns_sel.matches(
-            {_NAMESPACE_NAME: network_set.namespace or ""}
-        ):
-            continue
-        if pods is None or pods.matches(dict(network_set.labels)):
-            peers.extend(Peer("cidr", cidr=_network(n, where)) for n in network_set.nets)
-    if not peers:
-        return None
-    return tuple(peers)

@@ -19,11 +19,25 @@ own namespace) and CiliumClusterwideNetworkPolicy (every namespace); a ``nodeSel
   ``io.cilium.k8s.namespace.labels.<key>``; CIDR rules match addresses outside the cluster
   only; entities ``world``, ``cluster``, ``kube-apiserver``, ``host``, ``remote-node``,
   ``all`` are judged by what the flows saw; ``toFQDNs`` by the DNS names the flows resolved;
-* L7 rules (``rules.http``, ``rules.dns``) are judged at L4: the connection is allowed.
+* L7 rules (``rules.http``, ``rules.dns``) are judged at L4: the connection is allowed;
+* ``fromRequires``/``toRequires`` of every rule of every policy selecting the endpoint are ANDed
+  into each ``fromEndpoints``/``toEndpoints`` selector of that endpoint's rules of the same
+  kind (allow with allow, deny with deny), as Cilium's
+  ``GetSourceEndpointSelectorsWithRequirements`` does; they grant nothing themselves and do not
+  narrow entities, CIDRs or a rule with ports only;
+* ``toServices`` with ``k8sService`` matches the Service's endpoints as the flows show them
+  (:mod:`.services`: every destination reached through the Service, by the name the flows
+  give, Hubble ``destination_service``, Calico ``dst_service_name``), in its ``namespace``
+  (the policy's when not given; any for a clusterwide policy without one);
+* ``cidrGroupRef`` names a CiliumCIDRGroup of the tree (its ``externalCIDRs``, less the rule's
+  ``except``), ``cidrGroupSelector`` selects them by their labels;
+* ``toPorts`` ``endPort`` is a range.
 
-What cannot be judged faithfully (``fromRequires``, ``toServices``, ``toGroups``,
-``reserved:`` labels, CIDR group references) raises
-:class:`~recommender.errors.UnsupportedDialectError`.
+Refused with :class:`~recommender.errors.UnsupportedDialectError` (exit 2), saying why:
+``toGroups``/``fromGroups`` (cloud provider security groups: the flows carry no cloud
+metadata), ``toNodes``/``fromNodes`` (node labels are not in the flows), ``k8sServiceSelector``
+(the flows carry no Service labels), ``reserved:`` labels other than one
+``reserved:<entity>`` alone in a peer selector (judged as that entity).
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ from ..guardrails.model import Guardrails, Subject
 from ..policy.model import Direction, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .evaluator import Cluster, Endpoint, Pod, Verdict, _Check
 from .precedence import _CLUSTER_WIDE, _both_ends, _cilium_deny
+from .services import ServiceMap
 
 __all__ = ["CILIUM_GROUP", "CiliumPolicy", "evaluate_cilium", "read_cilium_policies"]
 
@@ -46,10 +61,14 @@ _NAMESPACE: Final = "io.kubernetes.pod.namespace"
 _NS_LABELS: Final = "io.cilium.k8s.namespace.labels."
 _NAMESPACE_NAME: Final = "kubernetes.io/metadata.name"
 _IGNORED_KEYS: Final = ("io.cilium.k8s.policy.cluster",)
-_UNSUPPORTED: Final = (
-    "fromRequires", "toRequires", "toServices", "toGroups", "fromGroups", "fromNodes",
-    "toNodes",
-)
+_UNSUPPORTED: Final = {
+    "toGroups": "cloud provider security groups; the flows carry no cloud metadata",
+    "fromGroups": "cloud provider security groups; the flows carry no cloud metadata",
+    "fromNodes": "node selectors; the flows carry no node labels",
+    "toNodes": "node selectors; the flows carry no node labels",
+}
+#: A requirement on the peer: (namespace selector or None, pod selector).
+Requirement = tuple[LabelSelector | None, LabelSelector]
 _ENTITIES: Final = frozenset(
     ("all", "world", "cluster", "host", "remote-node", "kube-apiserver", "health", "init",
      "unmanaged", "ingress")
@@ -68,6 +87,11 @@ class CiliumPolicy:
     ingress_deny: tuple[Rule, ...] = ()
     egress_deny: tuple[Rule, ...] = ()
     default_deny: tuple[Direction, ...] = ()
+    #: fromRequires/toRequires of its rules, by field (``ingress``, ``egressDeny``...).
+    requires: tuple[tuple[str, tuple[Requirement, ...]], ...] = ()
+
+    def requirements(self, field_name: str) -> tuple[Requirement, ...]:
+        return next((r for f, r in self.requires if f == field_name), ())
 
     @property
     def key(self) -> str:
@@ -149,6 +173,18 @@ def _split_selector(raw: Any, where: str) -> tuple[LabelSelector | None, LabelSe
     return ns, LabelSelector(tuple(sorted(pod_labels)), tuple(sorted(pod_exprs)))
 
 
+def _reserved(selector: Any) -> str | None:
+    """The entity an endpoint selector of one reserved label names (``reserved:host``...),
+    None for any other selector."""
+    if not isinstance(selector, dict) or selector.get("matchExpressions"):
+        return None
+    labels = list((selector.get("matchLabels") or {}).keys())
+    if len(labels) != 1 or not str(labels[0]).startswith("reserved:"):
+        return None
+    entity = str(labels[0]).removeprefix("reserved:")
+    return entity if entity in _ENTITIES and entity not in ("all", "cluster") else None
+
+
 def _ports(raw: Any, where: str) -> tuple[PortSpec, ...] | None:
     """The ports of ``toPorts`` (None: the rule has none, every port)."""
     if not raw:
@@ -181,18 +217,31 @@ def _cidr(text: Any, where: str) -> str:
 
 
 def _rule(
-    raw: Any, direction: Direction, action: str, clusterwide: bool, where: str
+    raw: Any,
+    direction: Direction,
+    action: str,
+    clusterwide: bool,
+    where: str,
+    groups: Mapping[str, tuple[Mapping[str, str], tuple[str, ...]]],
+    namespace: str | None,
+    requires: list[Requirement],
 ) -> Rule | None:
     if not isinstance(raw, dict):
         raise InputError(f"{where} is not a mapping.")
-    for key in _UNSUPPORTED:
+    for key, why in _UNSUPPORTED.items():
         if raw.get(key):
-            raise UnsupportedDialectError(f"{where} uses {key}, which is not evaluated.")
+            raise UnsupportedDialectError(f"{where} uses {key}, which is not evaluated ({why}).")
     side = "from" if direction == "ingress" else "to"
+    for selector in raw.get(f"{side}Requires") or []:
+        requires.append(_split_selector(selector, where))
     peers: list[Peer] = []
     has_l3 = False
     for selector in raw.get(f"{side}Endpoints") or []:
         has_l3 = True
+        entity = _reserved(selector)
+        if entity is not None:
+            peers.append(Peer("entity", entity=entity))
+            continue
         ns, pods = _split_selector(selector, where)
         if ns is None and clusterwide:
             ns = LabelSelector()
@@ -202,10 +251,9 @@ def _rule(
         peers.append(Peer("cidr", cidr=_cidr(cidr, where)))
     for item in raw.get(f"{side}CIDRSet") or []:
         has_l3 = True
-        if "cidr" not in item:
-            raise UnsupportedDialectError(f"{where}: CIDR groups (cidrGroupRef) are not evaluated.")
         excepts = tuple(_cidr(e, where) for e in item.get("except") or ())
-        peers.append(Peer("cidr", cidr=_cidr(item["cidr"], where), except_=excepts))
+        for cidr in _cidr_set(item, groups, where):
+            peers.append(Peer("cidr", cidr=cidr, except_=excepts))
     for entity in raw.get(f"{side}Entities") or []:
         has_l3 = True
         if entity not in _ENTITIES:
@@ -218,6 +266,10 @@ def _rule(
             for item in raw["toFQDNs"]
         )
         peers.append(Peer("entity", entity="fqdn", dns_names=names))
+    if direction == "egress":
+        for item in raw.get("toServices") or []:
+            has_l3 = True
+            peers.append(_service(item, namespace, clusterwide, where))
     ports = _ports(raw.get("toPorts"), where)
     if raw.get("icmps"):
         ports = (ports or ()) + (PortSpec("ICMP"), PortSpec("ICMPv6"))
@@ -226,12 +278,80 @@ def _rule(
     return Rule(direction, tuple(peers), ports or (), action)  # type: ignore[arg-type]
 
 
+#: The entity name of a toServices peer: ``service:<namespace or *>/<name>``.
+_SERVICE: Final = "service:"
+
+
+def _service(item: Any, namespace: str | None, clusterwide: bool, where: str) -> Peer:
+    if not isinstance(item, dict):
+        raise InputError(f"{where}: a toServices item is not a mapping.")
+    if item.get("k8sServiceSelector") is not None:
+        raise UnsupportedDialectError(
+            f"{where}: toServices k8sServiceSelector is not evaluated (it selects Services by "
+            "their labels, which the flows do not carry); name the Service with k8sService."
+        )
+    service = item.get("k8sService")
+    if not isinstance(service, dict) or not service.get("serviceName"):
+        raise InputError(f"{where}: a toServices item needs k8sService.serviceName.")
+    ns = service.get("namespace") or namespace
+    if ns is None and not clusterwide:
+        ns = "default"
+    return Peer("entity", entity=f"{_SERVICE}{ns or '*'}/{service['serviceName']}")
+
+
+def _cidr_set(
+    item: Any, groups: Mapping[str, tuple[Mapping[str, str], tuple[str, ...]]], where: str
+) -> tuple[str, ...]:
+    """The CIDRs of one ``CIDRSet`` entry: its ``cidr``, or those of the CiliumCIDRGroups it
+    names (``cidrGroupRef``) or selects (``cidrGroupSelector``)."""
+    if not isinstance(item, dict):
+        raise InputError(f"{where}: a CIDR set entry is not a mapping.")
+    if item.get("cidr"):
+        return (_cidr(item["cidr"], where),)
+    if item.get("cidrGroupRef"):
+        name = str(item["cidrGroupRef"])
+        if name not in groups:
+            raise InputError(
+                f"{where}: cidrGroupRef {name!r} names no CiliumCIDRGroup in POLICIES; add it."
+            )
+        return groups[name][1]
+    if item.get("cidrGroupSelector") is not None:
+        ns, selector = _split_selector(item["cidrGroupSelector"], where)
+        if ns is not None:
+            raise InputError(f"{where}: a cidrGroupSelector has no namespace labels.")
+        return tuple(
+            cidr for name in sorted(groups)
+            if selector.matches(dict(groups[name][0])) for cidr in groups[name][1]
+        )
+    raise InputError(f"{where}: a CIDR set entry needs cidr, cidrGroupRef or cidrGroupSelector.")
+
+
+def _groups(
+    docs: Iterable[tuple[str, Mapping[str, Any]]],
+) -> dict[str, tuple[Mapping[str, str], tuple[str, ...]]]:
+    """CiliumCIDRGroups by name: their labels and ``externalCIDRs``."""
+    out: dict[str, tuple[Mapping[str, str], tuple[str, ...]]] = {}
+    for where, doc in docs:
+        if doc.get("kind") != "CiliumCIDRGroup":
+            continue
+        meta = doc.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        if not name:
+            raise InputError(f"{where}: a CiliumCIDRGroup has no metadata.name.")
+        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        cidrs = tuple(_cidr(c, where) for c in (doc.get("spec") or {}).get("externalCIDRs") or ())
+        out[name] = (labels, cidrs)
+    return out
+
+
 def read_cilium_policies(
     docs: Iterable[tuple[str, Mapping[str, Any]]],
 ) -> tuple[tuple[CiliumPolicy, ...], tuple[str, ...]]:
     """The Cilium policies of ``docs`` and notes on what was assumed or left out."""
     out: list[CiliumPolicy] = []
     notes: list[str] = []
+    docs = list(docs)
+    groups = _groups(docs)
     for where, doc in docs:
         kind = doc.get("kind")
         if kind not in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"):
@@ -252,17 +372,27 @@ def read_cilium_policies(
             ns, pods = _split_selector(spec.get("endpointSelector"), here)
             subject = Subject(ns or LabelSelector(), pods)
             rules: dict[str, tuple[Rule, ...]] = {}
+            requires: list[tuple[str, tuple[Requirement, ...]]] = []
             for field_name, direction, action in (
                 ("ingress", "ingress", "allow"),
                 ("egress", "egress", "allow"),
                 ("ingressDeny", "ingress", "deny"),
                 ("egressDeny", "egress", "deny"),
             ):
-                parsed = (
-                    _rule(r, direction, action, clusterwide, f"{here} {field_name} rule {i}")  # type: ignore[arg-type]
+                found: list[Requirement] = []
+                parsed = [
+                    _rule(
+                        r, direction, action, clusterwide,  # type: ignore[arg-type]
+                        f"{here} {field_name} rule {i}", groups, namespace, found,
+                    )
                     for i, r in enumerate(spec.get(field_name) or [])
-                )
+                ]
                 rules[field_name] = tuple(r for r in parsed if r is not None)
+                if found:
+                    requires.append((field_name, tuple(found)))
+                if any(p.entity and p.entity.startswith(_SERVICE) for r in rules[field_name]
+                       for p in r.peers) and _NOTE_SERVICES not in notes:
+                    notes.append(_NOTE_SERVICES)
             enable = spec.get("enableDefaultDeny") or {}
             default_deny = tuple(
                 d
@@ -279,9 +409,56 @@ def read_cilium_policies(
                     rules["ingressDeny"],
                     rules["egressDeny"],
                     default_deny,  # type: ignore[arg-type]
+                    tuple(requires),
                 )
             )
     return tuple(out), tuple(notes)
+
+
+_NOTE_SERVICES: Final = (
+    "Cilium toServices judged on the Service endpoints the flows show (destinations reached "
+    "through the Service); an endpoint never reached through it is not known to back it."
+)
+
+
+def _matches(
+    check: _Check,
+    policy: CiliumPolicy,
+    rule: Rule,
+    peer: Pod | Endpoint,
+    requires: tuple[Requirement, ...],
+    services: ServiceMap | None,
+) -> bool:
+    """Whether ``rule`` of ``policy`` matches, with the endpoint's requirements ANDed into its
+    endpoint selectors and toServices judged on ``services``."""
+    if rule.peers and not any(
+        _peer_matches(check, policy, p, peer, requires, services) for p in rule.peers
+    ):
+        return False
+    return not rule.ports or any(check._port_matches(p) for p in rule.ports)
+
+
+def _peer_matches(
+    check: _Check,
+    policy: CiliumPolicy,
+    peer: Peer,
+    other: Pod | Endpoint,
+    requires: tuple[Requirement, ...],
+    services: ServiceMap | None,
+) -> bool:
+    if peer.kind == "entity" and (peer.entity or "").startswith(_SERVICE):
+        namespace, _, name = (peer.entity or "")[len(_SERVICE):].partition("/")
+        return services is not None and services.backs(namespace, name, other)
+    if not check._peer_matches(policy.context(), peer, other):
+        return False
+    if peer.kind != "pods" or not requires:
+        return True
+    assert isinstance(other, Pod)
+    ns_labels = dict(check.cluster.namespaces[other.namespace].labels)
+    return all(
+        (ns is None or ns.matches(ns_labels)) and pods.matches(dict(other.labels))
+        for ns, pods in requires
+    )
 
 
 def evaluate_cilium(
@@ -293,9 +470,14 @@ def evaluate_cilium(
     dst: Pod | Endpoint | str,
     protocol: str,
     port: int | None,
+    *,
+    services: ServiceMap | None = None,
+    selection: dict[str, tuple[CiliumPolicy, ...]] | None = None,
 ) -> Verdict:
     """Whether Cilium policies, Kubernetes NetworkPolicies and (admin) guardrails allow a
-    connection under Cilium's precedence (see the module docstring)."""
+    connection under Cilium's precedence (see the module docstring); ``services`` are the
+    Service endpoints the flows show (toServices); ``selection``, when given, keeps the
+    policies selecting each pod (by ``namespace/name``) for these policies and this cluster."""
     guards = guardrails or Guardrails()
     if guards.baseline:
         raise UnsupportedDialectError(
@@ -306,7 +488,11 @@ def evaluate_cilium(
     def decide(
         check: _Check, pod: Pod, peer: Pod | Endpoint, direction: Direction
     ) -> tuple[bool, str, list[str]]:
-        selecting = [p for p in policies if p.selects(pod, cluster)]
+        selecting = None if selection is None else selection.get(pod.key)
+        if selecting is None:
+            selecting = tuple(p for p in policies if p.selects(pod, cluster))
+            if selection is not None:
+                selection[pod.key] = selecting
         governing = [
             g for g in guards.admin
             if g.subject.matches(cluster.namespaces[pod.namespace].labels, pod.labels)
@@ -315,10 +501,13 @@ def evaluate_cilium(
             reason = _cilium_deny(check, guards, g, peer, direction)
             if reason:
                 return False, reason, []
+        deny_field = f"{direction}Deny"
+        deny_requires = tuple(r for p in selecting for r in p.requirements(deny_field))
+        allow_requires = tuple(r for p in selecting for r in p.requirements(direction))
         for p in selecting:
             deny = p.ingress_deny if direction == "ingress" else p.egress_deny
             for index, rule in enumerate(deny):
-                if check._rule_matches(p.context(), rule, peer):
+                if _matches(check, p, rule, peer, deny_requires, services):
                     return False, f"denied by {p.key} {direction}Deny rule {index}", []
         k8s_ok, k8s_reason, k8s_by = check.direction(network_policies, direction)
         enforced = [p.key for p in selecting if direction in p.default_deny]
@@ -327,7 +516,7 @@ def evaluate_cilium(
         for p in selecting:
             allow = p.ingress if direction == "ingress" else p.egress
             for index, rule in enumerate(allow):
-                if check._rule_matches(p.context(), rule, peer):
+                if _matches(check, p, rule, peer, allow_requires, services):
                     return True, f"allowed by {p.key} {direction} rule {index}", [p.key]
         if k8s_ok and k8s_reason.startswith("allowed"):
             return True, k8s_reason, k8s_by

@@ -319,10 +319,10 @@ def _tables(flows: Any, config: RecommendConfig | None, format: str | None) -> E
         return flows
     if isinstance(flows, pa.Table):
         return aggregate_edges(flows, config)
-    from ..ingest import iter_flow_batches
+    from ..aggregate.checked import aggregate_flow_files
 
-    # Streamed: the flows are aggregated as they are read, never held whole.
-    return aggregate_edges(iter_flow_batches(flows, format), config)
+    # Streamed through the input checks: copies counted once, the window of --last.
+    return aggregate_flow_files(flows, config, format)[0]
 
 
 def _replay(

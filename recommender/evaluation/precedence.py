@@ -40,6 +40,8 @@ from typing import Final, Literal
 from ..errors import UnsupportedDialectError
 from ..guardrails.model import Guardrail, Guardrails, Subject
 from ..policy.model import Action, Direction, LabelSelector, Policy, PolicySet, Rule
+from .calico_rules import CalicoRule, Flow, endpoint_labels
+from .calico_selector import Selector
 from .evaluator import Cluster, Endpoint, Namespace, Pod, Verdict, _Check, _supported
 
 __all__ = [
@@ -70,21 +72,29 @@ class CalicoPolicy:
     """A policy inside a Calico tier: who it selects, its order, its ordered rules.
 
     ``subject`` selects pods cluster-wide (a GlobalNetworkPolicy); ``namespace`` with
-    ``selector`` selects pods of one namespace (a NetworkPolicy). ``types`` lists the
-    directions it applies to.
+    ``selector`` selects pods of one namespace (a NetworkPolicy); ``endpoint_selector``, when
+    set, is a Calico selector over the endpoint labels Calico gives the pod
+    (:func:`~recommender.evaluation.calico_rules.endpoint_labels`) and replaces both. ``types``
+    lists the directions it applies to. Rules are Kubernetes-model rules or Calico rules
+    (:class:`~recommender.evaluation.calico_rules.CalicoRule`).
     """
 
     name: str
     order: float
     types: tuple[Direction, ...]
-    ingress: tuple[Rule, ...] = ()
-    egress: tuple[Rule, ...] = ()
+    ingress: tuple[Rule | CalicoRule, ...] = ()
+    egress: tuple[Rule | CalicoRule, ...] = ()
     subject: Subject | None = None
     namespace: str | None = None
     selector: LabelSelector = field(default_factory=LabelSelector)
+    endpoint_selector: Selector | None = None
 
     def selects(self, pod: Pod, cluster: Cluster) -> bool:
         """Whether the policy applies to ``pod``."""
+        if self.endpoint_selector is not None:
+            if self.namespace is not None and pod.namespace != self.namespace:
+                return False  # what its selector's projectcalico.org/namespace term says
+            return self.endpoint_selector.evaluate(endpoint_labels(pod, cluster))
         if self.subject is not None:
             labels = cluster.namespaces[pod.namespace].labels
             return self.subject.matches(labels, pod.labels)
@@ -171,8 +181,14 @@ def evaluate_tiers(
     port: int | None,
     *,
     ipblock_matches_pods: bool = False,
+    flow: Flow | None = None,
+    selection: dict[tuple[str, str], tuple[tuple[CalicoTier, tuple[CalicoPolicy, ...]], ...]]
+    | None = None,
 ) -> Verdict:
-    """Whether Calico tiers allow ``src`` to reach ``dst`` (semantics in the module doc).
+    """Whether Calico tiers allow ``src`` to reach ``dst`` (semantics in the module doc);
+    ``flow`` is what the flows tell Calico rules beyond that (an HTTP request, the family).
+    ``selection``, when given, keeps the policies that select each pod (by ``namespace/name``
+    and direction) from one call to the next: it must belong to these tiers and this cluster.
 
     Examples
     --------
@@ -186,17 +202,33 @@ def evaluate_tiers(
     """
     ordered = tuple(sorted(tiers, key=lambda t: (t.order, t.name)))
 
+    def selecting(pod: Pod, direction: Direction
+                  ) -> tuple[tuple[CalicoTier, tuple[CalicoPolicy, ...]], ...]:
+        key = (pod.key, direction)
+        found = None if selection is None else selection.get(key)
+        if found is None:
+            found = tuple(
+                (tier, applicable)
+                for tier in ordered
+                for applicable in (tuple(sorted(
+                    (p for p in tier.policies
+                     if direction in p.types and p.selects(pod, check_cluster)),
+                    key=lambda p: (p.order, p.name),
+                )),)
+                if applicable
+            )
+            if selection is not None:
+                selection[key] = found
+        return found
+
+    check_cluster = cluster
+
     def decide(check: _Check, pod: Pod, peer: Pod | Endpoint, direction: Direction
                ) -> tuple[bool, str, list[str]]:
-        for tier in ordered:
-            applicable = sorted(
-                (p for p in tier.policies
-                 if direction in p.types and p.selects(pod, cluster)),
-                key=lambda p: (p.order, p.name),
+        for tier, applicable in selecting(pod, direction):
+            action, reason, by = _first_match(
+                check, applicable, peer, direction, tier.name, flow
             )
-            if not applicable:
-                continue
-            action, reason, by = _first_match(check, applicable, peer, direction, tier.name)
             if action == "allow":
                 return True, reason, by
             if action == "deny":
@@ -214,12 +246,17 @@ def _first_match(
     peer: Pod | Endpoint,
     direction: Direction,
     tier: str,
+    flow: Flow | None = None,
 ) -> tuple[Action | None, str, list[str]]:
     """The action of the first matching rule of ``policies`` (None: no rule matches)."""
     for policy in policies:
         rules = policy.ingress if direction == "ingress" else policy.egress
         for index, rule in enumerate(rules):
-            if check._rule_matches(policy.as_policy(), rule, peer):
+            if (
+                rule.matches(check, flow)
+                if isinstance(rule, CalicoRule)
+                else check._rule_matches(policy.as_policy(), rule, peer)
+            ):
                 verb = {"allow": "allowed", "deny": "denied", "pass": "passed"}[rule.action]
                 key = policy.name if policy.namespace is not None else f"{tier}/{policy.name}"
                 return rule.action, f"{verb} by {key} {direction} rule {index}", [key]

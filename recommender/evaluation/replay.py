@@ -59,6 +59,7 @@ from .istio import ROOT_NAMESPACE, Identity, IstioVerdict, Request, authorize
 from .pair_classes import PAIR_BUDGET, count_allowed_pairs
 from .precedence import evaluate_stack, with_namespace_labels
 from .rule_analysis import RuleFinding, find_broad_rules, find_redundant_rules
+from .services import ServiceMap, service_map
 
 __all__ = [
     "Coverage",
@@ -352,10 +353,10 @@ def _edge_tables(flows: Any, config: RecommendConfig | None, format: str | None)
         return flows
     if isinstance(flows, pa.Table):
         return aggregate_edges(flows, config)
-    from ..ingest import iter_flow_batches
+    from ..aggregate.checked import aggregate_flow_files
 
-    # Streamed: the flows are aggregated as they are read, never held whole.
-    return aggregate_edges(iter_flow_batches(flows, format), config)
+    # Streamed through the input checks: copies counted once, the window of --last.
+    return aggregate_flow_files(flows, config, format)[0]
 
 
 def cluster_from_flows(
@@ -444,6 +445,7 @@ class _Judge:
     dialect: str = "kubernetes"
     istio: _IstioLayer | None = None
     tree: Any = None  # a PolicyTree with Calico or Cilium policies: it judges every query
+    services: ServiceMap | None = None  # Service endpoints seen in the flows (for the tree)
     _by_ns: dict[tuple[str, ...], PolicySet] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
     _in_ns: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
@@ -486,21 +488,36 @@ class _Judge:
         protocol: str,
         port: int | None,
         requests: tuple[str, ...] = (),
+        family: int | None = None,
     ) -> Verdict:
-        """The connection's verdict; with Istio policies, theirs too (on each HTTP request)."""
-        found = self._network_verdict(src, dst, protocol, port)
+        """The connection's verdict; with Istio policies, theirs too (on each HTTP request).
+
+        ``requests`` and ``family`` (of the edge's addresses) are what Calico and Cilium trees
+        may match on, besides :attr:`services`."""
+        found = self._network_verdict(src, dst, protocol, port, requests, family)
         if self.istio is None or not found.allowed:
             return found
         return self.istio.verdict(found, src, dst, protocol, port, requests)
 
     def _network_verdict(
-        self, src: Pod | Endpoint, dst: Pod | Endpoint, protocol: str, port: int | None
+        self,
+        src: Pod | Endpoint,
+        dst: Pod | Endpoint,
+        protocol: str,
+        port: int | None,
+        requests: tuple[str, ...] = (),
+        family: int | None = None,
     ) -> Verdict:
-        key = (_key(src), _key(dst), protocol, port)
+        key: tuple[Any, ...] = (_key(src), _key(dst), protocol, port)
+        if self.tree is not None:
+            key += (requests if self.tree.matches_requests else (), family)
         found = self._cache.get(key)
         if found is None:
             if self.tree is not None:  # Calico or Cilium: the tree judges the whole stack
-                found = self.tree.verdict(self.cluster, src, dst, protocol, port)
+                found = self.tree.verdict(
+                    self.cluster, src, dst, protocol, port, requests=requests, family=family,
+                    services=self.services,
+                )
             elif self.guardrails is None:
                 chosen: list[Policy] = []
                 for end in (src, dst):
@@ -658,6 +675,14 @@ class _Query:
     protocol: str
     port: int | None
     requests: tuple[str, ...] = ()
+    family: int | None = None  # 4 or 6 when all the edge's addresses are of one family
+
+
+def _family(row: Mapping[str, Any]) -> int | None:
+    versions = set()
+    for text in (row.get("src_ips") or []) + (row.get("dst_ips") or []):
+        versions.add(6 if ":" in str(text) else 4)
+    return versions.pop() if len(versions) == 1 else None
 
 
 def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
@@ -684,8 +709,11 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
             # Two pods of one workload: not loopback, judge it between two of its pods.
             dst = Pod(dst.namespace, f"{dst.name}{_OTHER_POD}", dst.labels)
     port = row["dst_port"]
-    requests = tuple(row.get("http_requests") or ()) if judge.istio is not None else ()
-    return _Query(src, dst, protocol, None if port is None else int(port), requests)
+    wants = judge.istio is not None or (judge.tree is not None and judge.tree.matches_requests)
+    requests = tuple(row.get("http_requests") or ()) if wants else ()
+    return _Query(
+        src, dst, protocol, None if port is None else int(port), requests, _family(row)
+    )
 
 
 # --------------------------------------------------------------------------- rules used
@@ -811,7 +839,8 @@ def _judge_table(
     if table.num_rows == 0:
         return [], np.zeros(0, dtype=np.int64)
     columns = [*EDGE_KEY, "src_ips", "dst_ips"]
-    if judge.istio is not None and "http_requests" in table.column_names:
+    wants = judge.istio is not None or (judge.tree is not None and judge.tree.matches_requests)
+    if wants and "http_requests" in table.column_names:
         columns.append("http_requests")
     columns += [c for c in ("src_name", "dst_name", "dns_names") if c in table.column_names]
     rows = table.select(columns).to_pylist()
@@ -1010,6 +1039,8 @@ def replay(
         layer,
         tree,
     )
+    if tree is not None:
+        judge.services = service_map(tables.edges, tables.denied)
     rule_use = _RuleUse(judge)
 
     not_evaluated: list[EdgeVerdict] = []
@@ -1030,7 +1061,7 @@ def replay(
             continue
         judged[i] = True
         verdict = judge.verdict(
-            query.src, query.dst, query.protocol, query.port, query.requests
+            query.src, query.dst, query.protocol, query.port, query.requests, query.family,
         )
         allowed[i] = verdict.allowed
         evidence.append(query)
@@ -1053,7 +1084,7 @@ def replay(
             continue
         denied_judged += 1
         verdict = judge.verdict(
-            query.src, query.dst, query.protocol, query.port, query.requests
+            query.src, query.dst, query.protocol, query.port, query.requests, query.family,
         )
         if verdict.allowed:
             denied_but_allowed.append(

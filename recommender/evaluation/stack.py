@@ -12,7 +12,8 @@ chosen precedence does not enforce (Calico objects under ``cilium`` and the reve
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ from ..guardrails.reader import CLUSTER_POLICY_KINDS, parse_cluster_policies
 from ..policy.model import PolicySet
 from ..policy.reader import iter_manifests, parse_networkpolicy
 from .calico_policies import CALICO_GROUP, read_calico_tiers
+from .calico_rules import CalicoRule, Flow
 from .cilium_policies import CILIUM_GROUP, CiliumPolicy, evaluate_cilium, read_cilium_policies
 from .evaluator import Cluster, Endpoint, Pod, Verdict
 from .precedence import CalicoTier, evaluate_tiers
+from .services import ServiceMap
 
 __all__ = ["PolicyTree", "read_policy_tree"]
 
@@ -48,11 +51,33 @@ class PolicyTree:
     calico: tuple[CalicoTier, ...] = ()
     cilium: tuple[CiliumPolicy, ...] = ()
     notes: tuple[str, ...] = ()
+    #: Per cluster (by identity), the Calico policies selecting each pod: replay asks about
+    #: the same pods thousands of times.
+    _selections: dict[int, tuple[Cluster, dict[Any, Any]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def _selection(self, cluster: Cluster) -> dict[Any, Any]:
+        found = self._selections.get(id(cluster))
+        if found is None or found[0] is not cluster:
+            self._selections.clear()
+            found = (cluster, {})
+            self._selections[id(cluster)] = found
+        return found[1]
 
     @property
     def native(self) -> bool:
         """True when Calico or Cilium objects are judged (not NetworkPolicies alone)."""
         return bool(self.calico or self.cilium)
+
+    @cached_property
+    def matches_requests(self) -> bool:
+        """Whether some Calico rule matches HTTP requests (the flows' L7 records are then
+        judged one by one)."""
+        return any(
+            isinstance(r, CalicoRule) and r.has_http
+            for t in self.calico for p in t.policies for r in p.ingress + p.egress
+        )
 
     @property
     def rules(self) -> int:
@@ -68,13 +93,40 @@ class PolicyTree:
         dst: Pod | Endpoint | str,
         protocol: str,
         port: int | None,
+        *,
+        requests: tuple[str, ...] = (),
+        family: int | None = None,
+        services: ServiceMap | None = None,
     ) -> Verdict:
-        """The verdict of the whole tree on one connection."""
+        """The verdict of the whole tree on one connection.
+
+        ``requests`` (``"METHOD path"``) are the HTTP requests the flows recorded on it: when a
+        Calico rule matches on HTTP, each is judged and the connection is allowed when every
+        one is. ``family`` is the address family of its pod ends (Calico ``ipVersion``),
+        ``services`` the Service endpoints the flows show (Calico ``services``, Cilium
+        ``toServices``; None: no endpoint is known to back any Service).
+        """
         if self.calico:
-            return evaluate_tiers(self.calico, cluster, src, dst, protocol, port)
+            if requests and self.matches_requests:
+                verdict = None
+                for request in requests:
+                    method, _, path = request.partition(" ")
+                    verdict = evaluate_tiers(
+                        self.calico, cluster, src, dst, protocol, port,
+                        flow=Flow((method, path), family, services),
+                        selection=self._selection(cluster),
+                    )
+                    if not verdict.allowed:
+                        return verdict
+                assert verdict is not None
+                return verdict
+            return evaluate_tiers(
+                self.calico, cluster, src, dst, protocol, port,
+                flow=Flow(None, family, services), selection=self._selection(cluster),
+            )
         return evaluate_cilium(
             self.cilium, self.network_policies, self.guardrails, cluster, src, dst, protocol,
-            port,
+            port, services=services, selection=self._selection(cluster),
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -93,6 +94,9 @@ class FlowBatches:
         self.workers = default_workers(hubble) if workers is None else max(int(workers), 1)
         if any(is_stream(p) for p in hubble):
             self.workers = 1  # workers read files themselves; a stream can be read once
+        #: The input file being read while a batch is yielded (None for the batches readers
+        #: give at the end, whose rows name their file in ``source_file``).
+        self.reading: str | None = None
         self._iter = self._generate()
 
     def _generate(self) -> Iterator[pa.RecordBatch]:
@@ -111,9 +115,11 @@ class FlowBatches:
                     reader = _READERS[fmt](self.ledger, batch_rows=self.batch_rows)
                 readers[fmt] = reader
             self.ledger.open_file(str(path), fmt)
+            self.reading = str(path)
             for batch in reader.read(path):
                 if batch.num_rows:
                     yield batch
+            self.reading = None
             self.ledger.close_file(str(path))
         for fmt in sorted(readers):
             for batch in readers[fmt].finish():
@@ -165,19 +171,37 @@ def read_flows(
     *,
     ledger: IngestLedger | None = None,
     workers: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    last: timedelta | None = None,
 ) -> pa.Table:
     """Read flow files into one canonical :class:`pyarrow.Table`.
 
-    The ingest ledger is filled into ``ledger`` when given, and is also stored as JSON in the
-    table's schema metadata under ``recommender.ledger``. ``table.to_pandas()`` gives a DataFrame.
+    The input checks of :mod:`recommender.ingest.checked` apply: files of different formats
+    holding the same connections are read once, from the most detailed (the others' rows are
+    left out and counted as ``overlap_dropped``); several clusters and far-apart windows are
+    warned about. Only flows starting in ``[since, until)`` are kept (``last``: that long
+    before the input's latest flow start), the others counted as ``outside_window``. The
+    ingest ledger is filled into ``ledger`` when given, and is also stored as
+    JSON in the table's schema metadata under ``recommender.ledger``. ``table.to_pandas()``
+    gives a DataFrame.
 
     Examples
     --------
     >>> table = read_flows("sample_flows/flows.parquet")   # doctest: +SKIP
     >>> table.num_rows                                      # doctest: +SKIP
     """
+    from .checked import CheckedFlows
+
     batches = FlowBatches(paths, format, ledger=ledger, workers=workers)
-    table = pa.Table.from_batches(list(batches), schema=FLOW_SCHEMA)
+    # Through the input checks: copies of one traffic in several formats counted once (the
+    # rows of the coarser copies left out), several clusters and far-apart windows named.
+    with CheckedFlows(
+        None, batches=batches, since=since, until=until, last=last, filter_window=True
+    ) as checked:
+        table = checked.consume(
+            lambda rows: pa.Table.from_batches(list(rows), schema=FLOW_SCHEMA)
+        )
     metadata = dict(table.schema.metadata or {})
     metadata[b"recommender.ledger"] = json.dumps(batches.ledger.to_dict()).encode()
     return table.replace_schema_metadata(metadata)

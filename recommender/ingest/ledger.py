@@ -3,8 +3,12 @@
 Each record a reader sees ends in exactly one outcome: ``used`` (a row of the canonical table),
 ``duplicate`` (merged into a row already kept: a second observation point, the other end's
 report of the same connection), ``reply`` (a reply-direction event, never a connection start),
-or ``skipped`` with a reason. The invariant ``read == used + duplicate + reply + skipped`` holds
-per file and in total, and is checked by the tests.
+``overlap_dropped`` (a row of a file that holds the same connections as a more detailed file of
+another format: left out, each connection counted once from the other file),
+``outside_window`` (a row outside the time window ``ingest --since/--until/--last`` asked for),
+or ``skipped`` with a reason. The invariant
+``read == used + duplicate + reply + overlap_dropped + outside_window + skipped`` holds in total
+(and ``read`` and ``used`` per file), and is checked by the tests.
 
 Besides, ``outcome_unknown`` counts records that were used but whose connection outcome (see
 ``docs/flow-schema.md``) could not be read, by reason (``malformed-tcp-flags``,
@@ -12,7 +16,9 @@ Besides, ``outcome_unknown`` counts records that were used but whose connection 
 ``malformed_traces`` counts records that were read but whose policy trace of the staged
 rollout could not be read whole (a Calico ``pending_policies``, a Goldmane/Whisker pending
 trace, Hubble's ``ingress_denied_by``/``egress_denied_by``/``policy_match_type``), by field: the
-row keeps what could be read of it.
+row keeps what could be read of it. ``warnings`` holds the input checks' warnings (copies,
+several clusters, far-apart windows: :mod:`recommender.ingest.overlap`) and ``clusters`` the
+rows of each named cluster.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class IngestLedger:
 
     Attributes
     ----------
-    read, used, duplicate, reply
+    read, used, duplicate, reply, overlap_dropped, outside_window
         Record counts; ``skipped`` holds the rest by reason.
     outcome_unknown
         Records whose connection outcome could not be read (their rows say ``unknown``), by
@@ -58,18 +64,24 @@ class IngestLedger:
         Per input file: its detected format and its own counts.
     examples
         The first few skipped records, with file and row, for the report.
+    warnings, clusters
+        The input checks' warnings, and the rows of each cluster the rows name.
     """
 
     read: int = 0
     used: int = 0
     duplicate: int = 0
     reply: int = 0
+    overlap_dropped: int = 0
+    outside_window: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     outcome_unknown: Counter[str] = field(default_factory=Counter)
     malformed_traces: Counter[str] = field(default_factory=Counter)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     examples: list[SkipExample] = field(default_factory=list)
     ignored_files: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    clusters: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped_total(self) -> int:
@@ -79,7 +91,25 @@ class IngestLedger:
     @property
     def balanced(self) -> bool:
         """True when every record read has exactly one outcome."""
-        return self.read == self.used + self.duplicate + self.reply + self.skipped_total
+        return self.read == (
+            self.used + self.duplicate + self.reply + self.overlap_dropped + self.outside_window
+            + self.skipped_total
+        )
+
+    def drop_copies(self, file: str, rows: int) -> None:
+        """Move the ``rows`` used rows of ``file`` to ``overlap_dropped``: the file holds the
+        same connections as a more detailed one (:mod:`recommender.ingest.overlap`)."""
+        self.used -= rows
+        self.overlap_dropped += rows
+        entry = self.files.get(file)
+        if entry is not None:
+            entry["used"] = entry.get("used", 0) - rows
+            entry["overlap_dropped"] = entry.get("overlap_dropped", 0) + rows
+
+    def leave_outside_window(self, rows: int) -> None:
+        """Move ``rows`` used rows to ``outside_window`` (left out by ``ingest``'s window)."""
+        self.used -= rows
+        self.outside_window += rows
 
     def skip(self, file: str, row: int, reason: str, detail: str = "") -> None:
         """Count one skipped record (``reason`` is a short stable key such as ``invalid-ip``)."""
@@ -129,6 +159,11 @@ class IngestLedger:
         self.used += other.used
         self.duplicate += other.duplicate
         self.reply += other.reply
+        self.overlap_dropped += other.overlap_dropped
+        self.outside_window += other.outside_window
+        self.warnings.extend(other.warnings)
+        for name, rows in other.clusters.items():
+            self.clusters[name] = self.clusters.get(name, 0) + rows
         self.skipped.update(other.skipped)
         self.outcome_unknown.update(other.outcome_unknown)
         self.malformed_traces.update(other.malformed_traces)
@@ -144,6 +179,10 @@ class IngestLedger:
             "used": self.used,
             "duplicate": self.duplicate,
             "reply": self.reply,
+            "overlap_dropped": self.overlap_dropped,
+            "outside_window": self.outside_window,
+            "warnings": list(self.warnings),
+            "clusters": dict(sorted(self.clusters.items())),
             "skipped": dict(sorted(self.skipped.items())),
             "skipped_total": self.skipped_total,
             "outcome_unknown": dict(sorted(self.outcome_unknown.items())),

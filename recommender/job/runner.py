@@ -200,7 +200,7 @@ def run_job(
             edges=0 if state.edges is None else state.edges.num_rows,
             namespaces=len(state.namespaces),
         )
-        table, inputs = _read_window(source, job, as_of, work)
+        table, inputs = _read_window(source, job, as_of, work, config.last)
         window = aggregate_edges(table, config)
         decided = None
         if config.decisions:  # judged on the run's own day, so a re-run gives the same result
@@ -347,9 +347,12 @@ def run_job(
 
 
 def _read_window(
-    source: Location, job: JobConfig, as_of: datetime, work: Path
+    source: Location, job: JobConfig, as_of: datetime, work: Path,
+    last: timedelta | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
-    """The window's flows as a canonical table, and a description of what was read."""
+    """The window's flows as a canonical table, and a description of what was read; with
+    ``last`` (the option ``last`` of the job file) only the latest part of the flows read, that
+    long, as ``run --last`` keeps (docs/conventions.md)."""
     from ..ingest import read_flows
 
     files = list_window(source, job.partition, as_of.date(), job.window_days)
@@ -373,12 +376,12 @@ def _read_window(
         )
     if source.is_local:
         local = [Path(path) for path, _ in files]
-        table = read_flows(local, job.format)
+        table = read_flows(local, job.format, last=last)
     else:
         stage = work / "input"
         local = fetch(source, [path for path, _ in files], stage)
         _event("input copied", "job.fetched", files=len(local))
-        table = read_flows(local, job.format)
+        table = read_flows(local, job.format, last=last)
         table = _rename_files(table, stage.as_posix(), source.uri.rstrip("/"))
     _event("flows read", "job.read", rows=table.num_rows)
     if table.num_rows == 0:

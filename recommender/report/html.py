@@ -800,16 +800,29 @@ def _ingest(ingest: Mapping[str, Any]) -> str:
             ],
         )
     ]
+    warnings = list(ingest.get("warnings") or ())
+    if ingest.get("overlap_dropped"):
+        body.append(_table(["left out as copies of a more detailed input"],
+                           [[ingest.get("overlap_dropped")]]))
+    if ingest.get("outside_window"):
+        body.append(_table(["outside the window"], [[ingest.get("outside_window")]]))
+    clusters = ingest.get("clusters") or {}
+    if len(clusters) > 1:  # one cluster: nothing to say
+        body.append(_table(["cluster", "rows"], sorted(clusters.items(), key=str)))
+    if warnings:
+        body.append(_table(["warning"], [[w] for w in warnings]))
     skipped = ingest.get("skipped") or {}
     if skipped:
         body.append(_table(["skipped because", "records"], sorted(skipped.items(), key=str)))
     files = ingest.get("files") or {}
     if files:
+        copies = any(f.get("overlap_dropped") for f in files.values())
         body.append(
             _table(
-                ["file", "format", "read", "used"],
+                ["file", "format", "read", "used", *(["left out as copies"] if copies else [])],
                 [
-                    [name, f.get("format"), f.get("read"), f.get("used")]
+                    [name, f.get("format"), f.get("read"), f.get("used"),
+                     *([f.get("overlap_dropped", 0)] if copies else [])]
                     for name, f in sorted(files.items())
                 ],
             )

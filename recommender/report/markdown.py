@@ -375,8 +375,21 @@ def _input(report: Mapping[str, Any]) -> list[str]:
         f"{plural(ingest['read'], 'record')} read, {ingest['used']:,} used, "
         f"{ingest['duplicate']:,} merged as duplicates, "
         f"{plural(ingest['reply'], 'reply', 'replies')} dropped, "
-        f"{ingest['skipped_total']:,} skipped."
+        f"{ingest['skipped_total']:,} skipped"
+        + (f", {ingest['overlap_dropped']:,} left out as copies of a more detailed input"
+           if ingest.get("overlap_dropped") else "")
+        + (f", {ingest['outside_window']:,} outside the window"
+           if ingest.get("outside_window") else "")
+        + "."
     ]
+    clusters = ingest.get("clusters") or {}
+    if len(clusters) > 1:  # one cluster: nothing to say
+        out.append(
+            "- clusters: "
+            + ", ".join(f"{_md_escape(c)} ({n:,} rows)" for c, n in clusters.items())
+        )
+    for warning in ingest.get("warnings") or ():
+        out.append(f"- warning: {_md_escape(warning)}")
     for reason, count in ingest["skipped"].items():
         out.append(f"- skipped {reason}: {count:,}")
     for reason, count in (ingest.get("outcome_unknown") or {}).items():

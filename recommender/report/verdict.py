@@ -307,6 +307,14 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
     if ingest.get("skipped_total"):
         n = int(ingest["skipped_total"])
         add("review first", "input", f"{plural(n, 'input record')} could not be used.")
+    clusters = ingest.get("clusters") or {}
+    if len(clusters) > 1:
+        add(
+            "review first",
+            "input",
+            f"The input mixes {len(clusters)} clusters ({', '.join(sorted(clusters))}): the "
+            "policies allow what any of them saw.",
+        )
     decisions = report.get("decisions") or {}
     if decisions.get("stale") or decisions.get("expired"):
         add(

@@ -176,3 +176,29 @@ def test_partials_of_any_split_merge_into_the_whole() -> None:
         slices = [table.slice(i, size) for i in range(0, table.num_rows, size)]
         parts = [partial_edges(pa.Table.from_batches(s.to_batches(), s.schema)) for s in slices]
         _same_tables(finish_edges(merge_partials(parts)), whole)
+
+
+def test_dask_names_clusters_and_far_apart_windows_as_embedded(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """A capture of two clusters, two months apart, split over two files: the Dask engine's
+    ledger gives the embedded engine's clusters and warnings (docs/conventions.md)."""
+    from datetime import UTC, datetime, timedelta
+
+    from _flowlogs import hubble_line
+
+    from recommender import IngestLedger, read_flows
+
+    t0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    (tmp_path / "east.json").write_text("\n".join(
+        hubble_line(t0 + timedelta(seconds=i), 40000 + i, cluster="east", node="w1")
+        for i in range(3)) + "\n")
+    (tmp_path / "west.json").write_text("\n".join(
+        hubble_line(t0 + timedelta(days=60, seconds=i), 41000 + i, cluster="west",
+                    node="west/w9", src="batch", dst="db", port=5432)
+        for i in range(2)) + "\n")
+    _, ledger, _ = dask_edges(tmp_path, _config(), client=cluster)
+    embedded = IngestLedger()
+    read_flows(tmp_path, ledger=embedded)
+    assert ledger.clusters == embedded.clusters == {"east": 3, "west": 2}
+    assert ledger.warnings == embedded.warnings and len(ledger.warnings) == 2

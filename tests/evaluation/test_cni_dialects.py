@@ -5,6 +5,7 @@ one."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +150,20 @@ spec: {stagedAction: Delete, selector: all(), types: [Ingress]}
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("selector: app == 'a' || app == 'b'", "||"),
-        ("selector: all()\n  ingress: [{action: Allow, source: {notSelector: a == 'b'}}]",
-         "notSelector"),
-        ("selector: all()\n  ingress: [{action: Allow, http: {methods: [GET]}}]", "http"),
+        ("selector: all()\n  egress: [{action: Allow, protocol: GRE}]",
+         "protocol 'GRE' is not evaluated"),
+        ("selector: all()\n  ingress: [{action: Allow, protocol: TCP, source: {ports: "
+         "['40000:50000']}}]", "part of the ephemeral range"),
+        ("selector: all()\n  ingress: [{action: Allow, protocol: TCP, source: {ports: [http]}}]",
+         "named source port"),
+        ("selector: all()\n  ingress: [{action: Allow, source: {serviceAccounts: "
+         "{selector: team == 'a'}}}]", "reads pcsa.team|reads team"),
+        ("selector: all()\n  doNotTrack: true", "host endpoints"),
     ],
 )
 def test_calico_what_cannot_be_judged_is_refused(tmp_path: Path, spec: str, message: str) -> None:
     text = f"apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: x}}\nspec:\n  {spec}\n"  # noqa: E501
-    with pytest.raises(UnsupportedDialectError, match=message.replace("|", r"\|")):
+    with pytest.raises(UnsupportedDialectError, match=message):
         _tree(tmp_path, text)
 
 
@@ -327,3 +333,117 @@ def test_a_calico_tree_that_denies_is_reported(
     out, _ = capsys.readouterr()
     assert status == 1
     assert "shop/cart" in out and "end of tier recommendations" in out
+
+
+# --- the written trees, rewritten with the constructs issue 18 made judged ----------------------
+
+_NEVER = "i18.example/never"
+
+
+def _de_morgan(selector: str) -> str:
+    """``a && b`` as ``!(!(a) || !(b)) || has(never)``: the same endpoints, through ||, !,
+    parentheses and has()."""
+    if selector.strip() in ("", "all()"):
+        return f"all() || has({_NEVER})"
+    terms = selector.split(" && ")
+    return "!(" + " || ".join(f"!({t})" for t in terms) + f") || has({_NEVER})"
+
+
+def _rewrite_calico(root: Path) -> int:
+    """Rewrite every Calico policy of ``root`` with equivalent selectors, a notSelector that
+    excludes nothing and source ports that cover every ephemeral port; the rules rewritten."""
+    count = 0
+    for path in sorted(root.rglob("*.yaml")):
+        docs = list(yaml.safe_load_all(path.read_text()))
+        changed = False
+        for doc in docs:
+            if not isinstance(doc, dict) or doc.get("kind") not in (
+                "NetworkPolicy", "GlobalNetworkPolicy"
+            ) or not str(doc.get("apiVersion", "")).startswith("projectcalico.org/"):
+                continue
+            spec = doc["spec"]
+            if "selector" in spec:
+                spec["selector"] = _de_morgan(spec["selector"])
+            for rule in (spec.get("ingress") or []) + (spec.get("egress") or []):
+                for side in ("source", "destination"):
+                    entity = rule.setdefault(side, {})
+                    if "selector" in entity:
+                        entity["selector"] = _de_morgan(entity["selector"])
+                        entity["notSelector"] = f"has({_NEVER})"
+                        count += 1
+                if rule.get("protocol") in ("TCP", "UDP"):
+                    rule["source"]["notPorts"] = ["1:1023"]
+                if not rule["source"]:
+                    del rule["source"]
+            changed = True
+        if changed:
+            path.write_text(yaml.safe_dump_all(docs, sort_keys=True))
+    return count
+
+
+def _rewrite_cilium(root: Path, requirement: dict[str, Any]) -> int:
+    """Move every toCIDRSet cidr into a CiliumCIDRGroup referenced by name, and add a
+    clusterwide policy whose fromRequires (``requirement``) narrows every ingress
+    fromEndpoints; the CIDR entries moved."""
+    groups: dict[str, str] = {}
+    for path in sorted(root.rglob("*.yaml")):
+        docs = list(yaml.safe_load_all(path.read_text()))
+        for doc in docs:
+            if not isinstance(doc, dict) or doc.get("kind") != "CiliumNetworkPolicy":
+                continue
+            for rule in doc["spec"].get("egress") or []:
+                for item in rule.get("toCIDRSet") or []:
+                    if "cidr" in item:
+                        name = groups.setdefault(item["cidr"], f"group-{len(groups)}")
+                        item["cidrGroupRef"] = name
+                        del item["cidr"]
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=True))
+    if groups:
+        (root / "_groups.yaml").write_text(yaml.safe_dump_all([
+            {"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumCIDRGroup",
+             "metadata": {"name": name}, "spec": {"externalCIDRs": [cidr]}}
+            for cidr, name in groups.items()
+        ], sort_keys=True))
+    (root / "_requirements.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": "requirements"},
+        "spec": {"endpointSelector": {}, "enableDefaultDeny": {"ingress": False},
+                 "ingress": [{"fromRequires": [requirement]}]},
+    }, sort_keys=True))
+    return len(groups)
+
+
+def test_written_trees_rewritten_with_new_constructs_are_judged_the_same(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Equivalent rewrites through ||, !, parentheses, notSelector, source notPorts,
+    cidrGroupRef and an always-met fromRequires keep every measure of the Kubernetes tree;
+    a requirement nobody meets (not a tautology) denies what fromEndpoints allowed."""
+    flows = str(SAMPLES / "hubble.jsonl.gz")
+    assert main([flows, "-d", "kubernetes,calico,cilium", "-o", str(tmp_path)]) == 0
+    capsys.readouterr()
+    shutil.copytree(tmp_path / "calico", tmp_path / "calico-as-written")
+    assert _rewrite_calico(tmp_path / "calico") > 10
+    met = {"matchExpressions": [{"key": _NEVER, "operator": "DoesNotExist"}]}
+    assert _rewrite_cilium(tmp_path / "cilium", met) > 0
+    results = {d: _coverage(capsys, tmp_path / d, flows) for d in ("kubernetes", "calico",
+                                                                     "cilium")}
+    keys = ("coverage", "observed_edges", "allowed_edges", "false_deny_connections",
+            "denied_edges", "allowed_connections")
+    base = {k: results["kubernetes"][k] for k in keys}
+    for dialect in ("calico", "cilium"):
+        assert {k: results[dialect][k] for k in keys} == base, dialect
+        assert results[dialect]["over_permissive"]["allowed_unobserved"] == results[
+            "kubernetes"]["over_permissive"]["allowed_unobserved"]
+    assert any("source ports" in n for n in results["calico"]["notes"])
+    # diff judges both trees the same way: no observed connection changes verdict
+    status = main(["diff", str(tmp_path / "calico-as-written"), str(tmp_path / "calico"), flows,
+                   "--json"])
+    changes = json.loads(capsys.readouterr().out)
+    assert status == 0 and changes["newly_denied"] == changes["newly_allowed"] == [], changes
+
+    never = {"matchLabels": {_NEVER: "yes"}}
+    _rewrite_cilium(tmp_path / "cilium", never)
+    status = main(["evaluate", str(tmp_path / "cilium"), flows, "--json"])
+    narrowed = json.loads(capsys.readouterr().out)
+    assert status == 1 and narrowed["false_deny_connections"] > base["false_deny_connections"]

@@ -392,9 +392,12 @@ def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
 @pytest.mark.parametrize(
     "manifest",
     [
-        # Calico is evaluated (issue 18), but not a selector with ||
+        # Calico is evaluated (issue 18), but not a selector Calico would reject
         "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: x}\n"
-        "spec: {selector: a == 'b' || c == 'd'}\n",
+        "spec: {selector: a == b}\n",
+        # nor source ports the flows cannot tell (part of the ephemeral range)
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: x}\n"
+        "spec: {egress: [{action: Allow, protocol: TCP, source: {ports: ['40000:50000']}}]}\n",
         # a policy kind of no dialect the evaluator knows
         "apiVersion: crd.antrea.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {}\n",
     ],

@@ -327,3 +327,20 @@ def test_the_job_screens_its_window_too(tmp_path: Path) -> None:
     assert scan["source"] == "shop/debug" and scan["refused"] == 11
     files = [p.name for p in (tmp_path / "out").rglob("*.yaml")]
     assert "allow-web.yaml" in files and "allow-debug.yaml" not in files
+
+
+def test_the_option_last_keeps_the_latest_part_of_the_window(tmp_path: Path) -> None:
+    """``last: 6h`` in the job file means what ``run --last 6h`` means: the latest six hours of
+    the flows read (the day before is in the window_days window, not in the last six hours)."""
+    flows = tmp_path / "flows"
+    write_day(flows, D1 - timedelta(days=1), [WEB_DB, CRON_DB])
+    write_day(flows, D1, [WEB_DB, WEB_DNS])
+    allowed = {}
+    for name, options in (("all", {}), ("last", {"last": "6h"})):
+        job = {"input": {"uri": str(flows), "window_days": 2},
+               "output": {"uri": str(tmp_path / name)}}
+        config = job_file(tmp_path / f"{name}.yaml", job, **options)
+        run_job(config, as_of=noon(D1))
+        allowed[name] = "\n".join(p.read_text() for p in sorted((tmp_path / name).rglob("*.yaml")))
+    assert "cron" in allowed["all"]
+    assert "cron" not in allowed["last"] and "web" in allowed["last"]
