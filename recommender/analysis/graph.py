@@ -125,6 +125,13 @@ def _matches(namespace: str | None, patterns: Sequence[str]) -> bool:
     return namespace is not None and any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
 
+#: The columns that name one end of an edge row, per side.
+_SIDE_COLUMNS: Final = {
+    side: tuple(f"{side}_{c}" for c in ("kind", "namespace", "id", "name", "workload_kind"))
+    for side in ("src", "dst")
+}
+
+
 class _Builder:
     """Collects nodes and merged edges, then inserts them into a graph in sorted order."""
 
@@ -136,13 +143,8 @@ class _Builder:
 
     def endpoint(self, row: Mapping[str, Any], side: str) -> str:
         """The node id of one end of ``row``, adding the node when new."""
-        cache = (
-            row.get(f"{side}_kind"),
-            row.get(f"{side}_namespace"),
-            row.get(f"{side}_id"),
-            row.get(f"{side}_name"),
-            row.get(f"{side}_workload_kind"),
-        )
+        get = row.get
+        cache = tuple(get(column) for column in _SIDE_COLUMNS[side])
         nid = self.seen.get(cache)
         if nid is None or self.external == "class":
             nid = self.seen[cache] = self._endpoint(row, side)
@@ -312,8 +314,38 @@ def _labels(workload_labels: pa.Table | None) -> dict[tuple[str, str], dict[str,
     """The labels every observed pod of each workload shares."""
     if workload_labels is None or workload_labels.num_rows == 0:
         return {}
+    column = workload_labels.column("labels")
+    if not pa.types.is_map(column.type):  # pragma: no cover - the aggregation writes maps
+        return _labels_of_rows(workload_labels.to_pylist())
+    labels = column.combine_chunks()
+    # The map's entries flattened (keys and values of every row, in order) and each row's
+    # slice of them: far cheaper than a dict of tuples per row. Pods of one workload mostly
+    # carry the same labels, so each distinct set is compared once.
+    keys, values = labels.keys.to_pylist(), labels.items.to_pylist()
+    offsets = labels.offsets.to_pylist()
+    # The offsets index the whole child arrays of a sliced map; if these are the slice's, shift.
+    base = offsets[0] if len(keys) == offsets[-1] - offsets[0] else 0
+    valid = labels.is_valid().to_pylist()
+    maps: dict[tuple[str, str], dict[tuple[tuple[str, str], ...], None]] = {}
+    for i, (namespace, workload) in enumerate(
+        zip(
+            workload_labels.column("namespace").to_pylist(),
+            workload_labels.column("workload").to_pylist(),
+            strict=True,
+        )
+    ):
+        if not valid[i]:
+            continue
+        start, end = offsets[i] - base, offsets[i + 1] - base
+        pairs = tuple(zip(keys[start:end], values[start:end], strict=True))
+        maps.setdefault((namespace or "", workload), {})[pairs] = None
+    return {key: common_labels(dict(p) for p in sets) for key, sets in maps.items()}
+
+
+def _labels_of_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
+    """:func:`_labels` of rows as dicts (labels a dict or a list of pairs)."""
     maps: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for row in workload_labels.to_pylist():
+    for row in rows:
         labels = row["labels"]
         if labels is None:
             continue

@@ -308,6 +308,7 @@ def run(
             engine=engine,
             scheduler=scheduler,
             on_batch=progress.callback,
+            output=None if dry_run else output,  # written while the report is computed
         )
     if dry_run and json_out:  # the policies as JSON, with the report summary; nothing written
         payload = {
@@ -330,7 +331,7 @@ def run(
         typer.echo(verdict_line(result.report["verdict"]), err=True)  # stdout holds the YAML
         _fail_on_self_check(result.report)
         return
-    written = result.write(output)
+    written = result.written
     if profile or verbosity() > 0:
         _print_timings(result.timings)
     summary = result.report["summary"]
