@@ -45,6 +45,7 @@ _log = logging.getLogger("recommender")
 if TYPE_CHECKING:
     from .analysis.anomaly import Screening
     from .policy.dialects import DialectOptions
+    from .policy.writer import TreeWriter
 
 __all__ = ["Recommendation", "recommend", "recommend_edges", "resolve_guardrails"]
 
@@ -210,14 +211,26 @@ class Recommendation:
 
         return pd.DataFrame(self.report["rules"])
 
+    @property
+    def written(self) -> list[Path]:
+        """The files :func:`recommend` wrote when given ``output`` (sorted; else ``[]``)."""
+        return list(self._cache.get("written", ()))
+
     def write(self, out_dir: PathLike, dialects: Iterable[str] | str | None = None) -> list[Path]:
         """Write the policy tree (a folder per namespace, kustomizations) and the reports.
 
         ``dialects`` (default ``config.dialects``): with one, the tree is at the top of
-        ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``.
+        ``out_dir``; with several, each dialect's tree is in ``out_dir/<dialect>/``. The policy
+        files are written on a background thread while the reports are rendered
+        (:class:`~recommender.policy.writer.TreeWriter`); the folder is replaced as a whole
+        once everything is written, or left as it was.
         """
-        with _few_collections():
-            return self._write(out_dir, dialects)
+        from .policy.writer import TreeWriter
+
+        with _few_collections(), TreeWriter(Path(out_dir)) as tree:
+            started = time.perf_counter()
+            tree.start(self.trees(dialects))
+            return self._finish_write(tree, started)
 
     def trees(
         self, dialects: Iterable[str] | str | None = None
@@ -256,20 +269,17 @@ class Recommendation:
                 in_scope=in_scope,
                 segments={m: s["name"] for s in segments for m in s["members"]},
             ),
-            "report.html": report_html(self.report, self.edges),
+            "report.html": report_html(self.report, self.edges, graph),
             "report.json": report_json(self.report),
             "report.md": report_markdown(self.report, graph_file="graph.svg"),
         }
 
-    def _write(self, out_dir: PathLike, dialects: Iterable[str] | str | None) -> list[Path]:
-        from .policy.writer import write_policy_trees
-
-        started = time.perf_counter()
-        trees = self.trees(dialects)
+    def _finish_write(self, tree: TreeWriter, started: float) -> list[Path]:
+        """Render the report files, add them to ``tree`` and swap it into place."""
         extra = self.report_files()
         rendered = time.perf_counter()
         self.timings["report_files"] = rendered - started
-        written = write_policy_trees(trees, Path(out_dir), extra_files=extra)
+        written = tree.finish(extra)
         self.timings["write"] = time.perf_counter() - rendered
         return written
 
@@ -310,7 +320,7 @@ def _segments(tables: EdgeTables, cache: dict[str, Any]) -> dict[str, Any]:
 
 #: Reasons of excluded edges that are observed allowed traffic left out on purpose (the
 #: self-check replays them as their own kind); the others are replies and ephemeral ports.
-_ON_PURPOSE: Final = ("never-established", "below-min-connections")
+_ON_PURPOSE: Final = ("never-established", "below-min-connections", "denied-later")
 
 
 def _on_purpose(tables: EdgeTables, evidence: EdgeTables) -> pa.Table:
@@ -418,6 +428,15 @@ def _self_check(
         )
 
     refused_allowed = [v for v in coverage.denied_but_allowed if governed(v.source, v.destination)]
+    # An edge both allowed (established) and denied in the input: the policy in force changed
+    # during the window. Its allowed connections are evidence and its rule must allow it, so
+    # it is no widening that admits refused traffic: listed for review, not a failure.
+    mixed = _mixed_verdicts(refused_allowed, evidence) if refused_allowed else []
+    if mixed:
+        seen = {(v.source, v.destination, v.protocol, v.port) for v in mixed}
+        refused_allowed = [
+            v for v in refused_allowed if (v.source, v.destination, v.protocol, v.port) not in seen
+        ]
     failed_allowed = [x for x in failed_allowed if governed(x["source"], x["destination"])]
     totals = {
         name: sum(v[name] for v in by_reason.values())
@@ -466,7 +485,38 @@ def _self_check(
         "excluded_on_purpose": {**totals, "by_reason": dict(sorted(by_reason.items()))},
         "passed": not problems,
         "problems": problems,
+        **(
+            {
+                "mixed_verdicts": {
+                    "edges": len(mixed),
+                    "denied_connections": sum(v.connections for v in mixed),
+                    "examples": [
+                        {"source": v.source, "destination": v.destination,
+                         "protocol": v.protocol, "port": v.port,
+                         "denied_connections": v.connections}
+                        for v in mixed[:20]
+                    ],
+                }
+            }
+            if mixed
+            else {}
+        ),
     }
+
+
+def _mixed_verdicts(refused_allowed: list[Any], evidence: EdgeTables) -> list[Any]:
+    """The refused edges the policies allow that are also evidence (allowed and established
+    in the input): the same source, destination, protocol and port."""
+    rows = evidence.edges.select(
+        ["src_kind", "src_namespace", "src_id", "dst_kind", "dst_namespace", "dst_id",
+         "protocol", "dst_port"]
+    ).to_pylist()  # fmt: skip
+    learned = {
+        (_describe(r["src_kind"], r["src_namespace"], r["src_id"]),
+         _describe(r["dst_kind"], r["dst_namespace"], r["dst_id"]), r["protocol"], r["dst_port"])
+        for r in rows
+    }  # fmt: skip
+    return [v for v in refused_allowed if (v.source, v.destination, v.protocol, v.port) in learned]
 
 
 def _describe(kind: str, namespace: str | None, ident: str | None) -> str:
@@ -564,6 +614,7 @@ def recommend(
     on_batch: Callable[[int], None] | None = None,
     guardrails: Guardrails | PathLike | None = None,
     decisions: Decisions | PathLike | None = None,
+    output: PathLike | None = None,
     **options: Any,
 ) -> Recommendation:
     """Recommend least-privilege Kubernetes NetworkPolicies from flows.
@@ -605,6 +656,12 @@ def recommend(
         guardrail denies get no allow rule and are listed in ``report["guardrails"]`` as
         conflicts, with compliance checks; :meth:`Recommendation.write` adds the rendered
         guardrails in ``_guardrails/``.
+    output
+        Also write the result there, as :meth:`Recommendation.write` does (the folder is
+        checked first, before anything is read). The policy files are written on a background
+        thread while the self-check and the report are computed, and the folder is replaced
+        only when everything is written: an error or Ctrl-C leaves it as it was.
+        :attr:`Recommendation.written` lists the files.
 
     Returns
     -------
@@ -643,6 +700,11 @@ def recommend(
     timings: dict[str, float] = {}
     parquet: list[Path] | None = None  # canonical Parquet files DuckDB reads itself
     with ExitStack() as stack:
+        tree: TreeWriter | None = None
+        if output is not None:  # a folder that may not be replaced: say so before reading
+            from .policy.writer import TreeWriter
+
+            tree = stack.enter_context(TreeWriter(Path(output)))
         stack.enter_context(_few_collections())
         started = time.perf_counter()
         holdout_input: pa.Table | Path
@@ -758,7 +820,7 @@ def recommend(
                     holdout_input, config, holdout=holdout, split_at=split_at
                 )
 
-        return recommend_edges(
+        result = recommend_edges(
             tables,
             config,
             ledger=ledger,
@@ -767,7 +829,11 @@ def recommend(
             decided=decided,
             timings=timings,
             holdout=hold,
+            tree=tree,
         )
+        if tree is not None:
+            result._cache["written"] = result._finish_write(tree, time.perf_counter())
+        return result
 
 
 def resolve_guardrails(
@@ -806,6 +872,7 @@ def recommend_edges(
     timings: dict[str, float] | None = None,
     holdout: Callable[[], dict[str, Any]] | None = None,
     finish: bool = True,
+    tree: TreeWriter | None = None,
 ) -> Recommendation:
     """Policies and the report from aggregated edges: the step of :func:`recommend` after the
     read, shared with the scheduled job (:mod:`recommender.job`).
@@ -844,6 +911,10 @@ def recommend_edges(
     finish
         Call :func:`~recommender.report.model.finish_report` (the verdict); a caller adding
         sections of its own calls it afterwards.
+    tree
+        A :class:`~recommender.policy.writer.TreeWriter` to start writing the policy trees
+        of ``config.dialects`` into as soon as they are rendered (in the background, while the
+        self-check and the report run); the caller finishes it.
     """
     timings = {} if timings is None else timings
     aggregated = time.perf_counter()
@@ -855,6 +926,9 @@ def recommend_edges(
         tables = screening.tables  # (its time counts in "synthesize")
     if decided is not None:  # rejected edges and excluded workloads: no allow rule
         tables = decided.apply_to_observed(tables)
+    from .aggregate.latest import latest_verdicts
+
+    tables = latest_verdicts(tables)  # denied after its last allowed connection: no rule
     evidence, conflicts, refused = tables, None, None
     if guardrails is not None:
         from .evaluation.guardrail_checks import find_conflicts, keep_edges
@@ -885,6 +959,12 @@ def recommend_edges(
     cache: dict[str, Any] = {"evidence": evidence}
     if "kubernetes" in config.dialects:  # the other dialects render when written
         cache["kubernetes"] = render_kubernetes(policy_set)
+    if tree is not None:  # written in the background from now on
+        tree.start(
+            Recommendation(
+                policy_set, {}, tables, findings, config, cache, timings, guardrails
+            ).trees(config.dialects)
+        )
     mark = _stage(timings, "render", mark)
     self_check = _self_check(policy_set, evidence, guardrails, _precedence(config), tables)
     if decided is not None:

@@ -125,6 +125,13 @@ def _matches(namespace: str | None, patterns: Sequence[str]) -> bool:
     return namespace is not None and any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
 
+#: The columns that name one end of an edge row, per side.
+_SIDE_COLUMNS: Final = {
+    side: tuple(f"{side}_{c}" for c in ("kind", "namespace", "id", "name", "workload_kind"))
+    for side in ("src", "dst")
+}
+
+
 class _Builder:
     """Collects nodes and merged edges, then inserts them into a graph in sorted order."""
 
@@ -136,13 +143,8 @@ class _Builder:
 
     def endpoint(self, row: Mapping[str, Any], side: str) -> str:
         """The node id of one end of ``row``, adding the node when new."""
-        cache = (
-            row.get(f"{side}_kind"),
-            row.get(f"{side}_namespace"),
-            row.get(f"{side}_id"),
-            row.get(f"{side}_name"),
-            row.get(f"{side}_workload_kind"),
-        )
+        get = row.get
+        cache = tuple(get(column) for column in _SIDE_COLUMNS[side])
         nid = self.seen.get(cache)
         if nid is None or self.external == "class":
             nid = self.seen[cache] = self._endpoint(row, side)
@@ -312,13 +314,32 @@ def _labels(workload_labels: pa.Table | None) -> dict[tuple[str, str], dict[str,
     """The labels every observed pod of each workload shares."""
     if workload_labels is None or workload_labels.num_rows == 0:
         return {}
+    column = workload_labels.column("labels")
+    if not pa.types.is_map(column.type):  # pragma: no cover - the aggregation writes maps
+        return _labels_of_rows(workload_labels.to_pylist())
     from ..aggregate.label_maps import label_rows
 
+    # The maps as the aggregation handed them over (converted at most once per table, equal
+    # maps shared: recommender.aggregate.label_maps). Pods of one workload mostly carry the
+    # same labels, so each distinct set is compared once.
+    maps: dict[tuple[str, str], dict[tuple[tuple[str, str], ...], None]] = {}
+    for namespace, workload, pairs in label_rows(workload_labels):
+        if pairs is None:
+            continue
+        maps.setdefault((namespace or "", workload), {})[pairs] = None
+    return {key: common_labels(dict(p) for p in sets) for key, sets in maps.items()}
+
+
+def _labels_of_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
+    """:func:`_labels` of rows as dicts (labels a dict or a list of pairs)."""
     maps: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for namespace, workload, labels in label_rows(workload_labels):
+    for row in rows:
+        labels = row["labels"]
         if labels is None:
             continue
-        maps.setdefault((namespace or "", workload), []).append(dict(labels))
+        maps.setdefault((row["namespace"] or "", row["workload"]), []).append(
+            dict(labels) if not isinstance(labels, dict) else labels
+        )
     return {key: common_labels(sets) for key, sets in maps.items()}
 
 

@@ -80,10 +80,37 @@ def _set_logging(level: int) -> None:
 
 
 def _commands() -> set[str]:
-    import typer.main
+    """The command names, without building the Click group (which evaluates the signature of
+    every command: a quarter of a second)."""
+    from typer.main import get_command_name
 
-    group = typer.main.get_group(app)
-    return set(group.commands)
+    names = {
+        info.name or get_command_name(info.callback.__name__)
+        for info in app.registered_commands
+        if info.callback is not None
+    }
+    return names | {info.name for info in app.registered_groups if info.name}
+
+
+def _app_for(command: str) -> typer.Typer:
+    """``app`` with only ``command`` (and the root options): Typer builds every registered
+    command's Click parameters from its signature on each call, so a run of one command need
+    not pay for the others. Help, usage errors and behaviour are those of the full app."""
+    import copy
+
+    from typer.main import get_command_name
+
+    only = [
+        info
+        for info in app.registered_commands
+        if info.callback is not None
+        and (info.name or get_command_name(info.callback.__name__)) == command
+    ]
+    if len(only) != 1 or app.registered_groups:
+        return app
+    slim = copy.copy(app)
+    slim.registered_commands = only
+    return slim
 
 
 def _command_typo(word: str) -> str | None:
@@ -118,6 +145,18 @@ def _names_job_file(args: list[str]) -> bool:
     except Exception:  # unreadable or not YAML: `run` reports the file's problem
         return False
     return isinstance(data, dict) and "job" in data
+
+
+def _few_collections_for_good() -> None:
+    """Keep the cyclic garbage collector's thresholds as high as ``recommend()`` sets them
+    for its stages (:func:`recommender.pipeline._few_collections`), for the rest of this
+    process. ``recommend()`` puts the previous thresholds back when it returns, and the next
+    allocations then set off a full collection of the run's millions of objects (0.3 s at
+    2,000 workloads) just before the process exits, which frees them all anyway."""
+    import gc
+
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 100_000), max(old[1], 50), max(old[2], 100))
 
 
 def _prestart_workers(args: list[str]) -> None:
@@ -261,10 +300,12 @@ def _dispatch(args: list[str], own_process: bool) -> int:
             # spins for a while; no stage does linear algebra large enough to gain from it.
             for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
                 os.environ.setdefault(name, "1")
+            _few_collections_for_good()
         with contextlib.suppress(Exception):  # an optimisation only: `run` reports problems
             _prestart_workers(args[1:])
     try:
-        status = app(args=args, prog_name="recommend", standalone_mode=False)
+        target = _app_for(args[0]) if args[0] not in _ROOT_OPTIONS else app
+        status = target(args=args, prog_name="recommend", standalone_mode=False)
         if status == 130 and not isinstance(status, bool):
             # Typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM as Terminated) into
             # Exit(130), which it returns instead of raising when not in standalone mode.

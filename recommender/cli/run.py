@@ -308,6 +308,7 @@ def run(
             engine=engine,
             scheduler=scheduler,
             on_batch=progress.callback,
+            output=None if dry_run else output,  # written while the report is computed
         )
     if dry_run and json_out:  # the policies as JSON, with the report summary; nothing written
         payload = {
@@ -330,7 +331,7 @@ def run(
         typer.echo(verdict_line(result.report["verdict"]), err=True)  # stdout holds the YAML
         _fail_on_self_check(result.report)
         return
-    written = result.write(output)
+    written = result.written
     if profile or verbosity() > 0:
         _print_timings(result.timings)
     summary = result.report["summary"]
@@ -368,9 +369,13 @@ def run(
     )
     if result.report.get("ingest"):
         _print_ledger(result.report["ingest"])
+    mixed = int(((result.report.get("self_check") or {}).get("mixed_verdicts") or {}).get(
+        "edges") or 0)  # fmt: skip
+    both = f" ({mixed} also allowed in the input, so allowed)" if mixed else ""
     typer.echo(
-        f"{summary['flagged_rules']} rules flagged for review, {summary['denied_edges']} denied "
-        f"edges not allowed, {summary['excluded_edges']} edges left out; see {output}/report.md"
+        f"{summary['flagged_rules']} rules flagged for review, {summary['denied_edges'] - mixed} "
+        f"denied edges not allowed{both}, {summary['excluded_edges']} edges left out; see "
+        f"{output}/report.md"
     )
     anomalies = result.report.get("anomalies")
     if anomalies and anomalies["flagged"]:

@@ -52,9 +52,33 @@ def run(*args: Any) -> None:
     # (and says so once); a worker that took it too would print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the CLI's handler
+    _die_with_parent()
     gc.disable()
     block_pandas()
     serve(*args)
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel send this worker SIGTERM when its parent ends, however it ends
+    (killed, crashed, ``os._exit``): the parent's own clean-up (``close`` at exit) does not run
+    then, and a worker blocked writing to a full queue nobody reads would live on forever."""
+    import multiprocessing
+    import os
+    import signal
+    import sys
+
+    parent = multiprocessing.parent_process()
+    if not sys.platform.startswith("linux") or parent is None:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent.pid:  # the parent ended before the request took effect
+        os._exit(0)
 
 
 def serve(

@@ -126,9 +126,22 @@ def validate_k8s_names(policy: Policy) -> None:
                 _check_selector(peer.pod_selector, f"{where}: {rule.direction} peer")
 
 
+#: Label keys and values already found valid: a cluster's policies repeat the same few keys
+#: and values thousands of times. Bounded: cleared when it grows past :data:`_VALID_MAX`.
+_VALID_KEYS: set[str] = set()
+_VALID_VALUES: set[str] = set()
+_VALID_MAX: Final = 1 << 16
+
+
 def _check_key(key: str, what: str) -> None:
     """Raise unless ``key`` is a valid label or annotation key."""
-    if not is_label_key(key):
+    if key in _VALID_KEYS:
+        return
+    if is_label_key(key):
+        if len(_VALID_KEYS) >= _VALID_MAX:
+            _VALID_KEYS.clear()
+        _VALID_KEYS.add(key)
+    else:
         raise SynthesisError(
             f"{what} key {key!r} is not a valid Kubernetes label key ([prefix/]name: the name "
             "at most 63 characters of letters, digits, '-', '_' and '.', alphanumeric at both "
@@ -145,7 +158,13 @@ def _check_labels(labels: Iterable[tuple[str, str]], what: str) -> None:
 
 def _check_value(key: str, value: str, what: str) -> None:
     """Raise unless ``value`` is a valid label value."""
-    if not is_label_value(value):
+    if value in _VALID_VALUES:
+        return
+    if is_label_value(value):
+        if len(_VALID_VALUES) >= _VALID_MAX:
+            _VALID_VALUES.clear()
+        _VALID_VALUES.add(value)
+    else:
         raise SynthesisError(
             f"{what} {key!r} has value {value!r}, which is not a valid Kubernetes label value "
             "(empty, or at most 63 characters of letters, digits, '-', '_' and '.', "

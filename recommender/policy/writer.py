@@ -8,6 +8,11 @@ listing the namespace folders, any extra files (reports) at the top level, and a
 The whole tree is built in a hidden sibling folder and swapped into place with renames, so a
 failure part-way leaves the previous tree as it was. A non-empty folder without the marker is
 never replaced: it may hold the user's own files.
+
+:class:`TreeWriter` does the same in two steps: the policy files are written into the hidden
+folder on a background thread while the caller still computes the reports (creating thousands
+of small files is kernel time, during which the thread does not hold the GIL), then the reports
+are added and the folder swapped in, with the same guarantees.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +35,7 @@ __all__ = [
     "GUARDRAILS_FOLDER",
     "STAGED_FOLDER",
     "MARKER_FILE",
+    "TreeWriter",
     "write_policy_tree",
     "write_policy_trees",
     "write_yaml_stream",
@@ -180,43 +187,185 @@ def write_policy_trees(
     ...     [p.relative_to(tmp).as_posix() for p in paths][:3]
     ['out/.recommender-output', 'out/calico/kustomization.yaml', 'out/calico/shop/kustomization.yaml']
     """  # noqa: E501
-    staged = staged or {}
+    files, taken = _plan_trees(trees, staged or {})
+    _plan_extra(files, extra_files or {}, taken)
+    return _write(files, out_dir)
+
+
+def _plan_trees(
+    trees: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+    staged: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+) -> tuple[dict[tuple[str, ...], _Content], list[str]]:
+    """The files of :func:`write_policy_trees` but the extra ones, all names checked, and the
+    top-level names extra files may not take."""
+    files: dict[tuple[str, ...], _Content]
     if len(trees) == 1:
         ((key, only),) = trees.items()
-        return write_policy_tree(only, out_dir, extra_files=extra_files, staged=staged.get(key))
-    files: dict[tuple[str, ...], _Content] = {(MARKER_FILE,): _MARKER_TEXT}
+        files = _plan(only, {})
+        if staged.get(key):
+            _plan_tree(files, (STAGED_FOLDER,), staged[key])
+        return files, list(only)
+    files = {(MARKER_FILE,): _MARKER_TEXT}
     for key in sorted(trees):
         if not is_dns1123_label(key):
             raise SynthesisError(f"Dialect folder name {key!r} is not a DNS-1123 label.")
         _plan_tree(files, (key,), trees[key])
         if staged.get(key):
             _plan_tree(files, (key, STAGED_FOLDER), staged[key])
-    _plan_extra(files, extra_files or {}, trees)
-    return _write(files, out_dir)
+    return files, list(trees)
+
+
+class TreeWriter:
+    """:func:`write_policy_trees` in two steps, the policy files written in the background.
+
+    :meth:`start` checks every name and begins writing the trees into a hidden sibling of
+    ``out_dir`` on a background thread; :meth:`finish` adds the extra files (the reports, which
+    the caller computes meanwhile), waits for the thread and swaps the folder into place. Until
+    then nothing at ``out_dir`` changes: :meth:`abort` (or leaving the ``with`` block by an
+    exception, Ctrl-C included) stops the thread and deletes the hidden folder. The files and
+    their bytes are those :func:`write_policy_trees` writes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> m = {"kind": "NetworkPolicy", "metadata": {"name": "web", "namespace": "shop"}}
+    >>> with tempfile.TemporaryDirectory() as tmp, TreeWriter(Path(tmp) / "out") as tree:
+    ...     tree.start({"kubernetes": {"shop": [m]}})
+    ...     paths = tree.finish({"report.md": "# Report\\n"})
+    ...     [p.relative_to(tmp).as_posix() for p in paths]
+    ['out/.recommender-output', 'out/kustomization.yaml', 'out/report.md', 'out/shop/kustomization.yaml', 'out/shop/web.yaml']
+    """  # noqa: E501
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        _check_target(self.out_dir)  # early: a folder that may not be replaced is refused now
+        self._files: dict[tuple[str, ...], _Content] = {}
+        self._taken: list[str] = []
+        self._tmp: Path | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._done = False
+
+    def __enter__(self) -> TreeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done:
+            self.abort()
+
+    def start(
+        self,
+        trees: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+        staged: Mapping[str, Mapping[str, list[dict[str, Any]]]] | None = None,
+    ) -> None:
+        """Check the names and the target, then start writing the trees (as
+        :func:`write_policy_trees` lays them out) in the background."""
+        if self._tmp is not None:
+            raise RuntimeError("TreeWriter.start was called twice.")
+        self._files, self._taken = _plan_trees(trees, staged or {})
+        self._tmp = _staging_folder(self.out_dir)
+        files = list(self._files.items())
+        self._thread = threading.Thread(
+            target=self._run, args=(self._tmp, files), name="recommender-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, tmp: Path, files: list[tuple[tuple[str, ...], _Content]]) -> None:
+        try:
+            _write_files(tmp, files, self._stop)
+        except BaseException as exc:  # handed to the caller by finish()
+            self._error = exc
+
+    def finish(self, extra_files: Mapping[str, bytes | str] | None = None) -> list[Path]:
+        """Add ``extra_files`` at the top, wait for the trees, swap the folder into place;
+        returns every file written, sorted (as :func:`write_policy_trees` does)."""
+        if self._tmp is None or self._thread is None:
+            raise RuntimeError("TreeWriter.finish needs start first.")
+        planned = dict(self._files)
+        try:
+            _plan_extra(planned, extra_files or {}, self._taken)
+        except BaseException:
+            self.abort()
+            raise
+        extra = {k: v for k, v in planned.items() if k not in self._files}
+        try:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+            _write_files(self._tmp, list(extra.items()), None)
+            _swap(self._tmp, self.out_dir)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return sorted(self.out_dir.joinpath(*r) for r in [*self._files, *extra])
+
+    def abort(self) -> None:
+        """Stop writing and delete the hidden folder; ``out_dir`` stays as it was."""
+        self._done = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def _write(files: dict[tuple[str, ...], _Content], out_dir: Path) -> list[Path]:
     """Write planned ``files`` under ``out_dir`` through a temporary sibling and a swap."""
-    _check_target(out_dir)
-
-    parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{out_dir.name}.tmp-{secrets.token_hex(6)}"
-    tmp.mkdir()
+    tmp = _staging_folder(out_dir)
     try:
-        root = tmp.resolve()
-        for relative, content in files.items():
-            path = tmp.joinpath(*relative)
-            if not path.resolve().is_relative_to(root):  # pragma: no cover - names are checked
-                raise SynthesisError(f"The output path {path} would leave {out_dir}.")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = content() if callable(content) else content
-            path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        _write_files(tmp, list(files.items()), None)
         _swap(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return sorted(out_dir.joinpath(*relative) for relative in files)
+
+
+def _staging_folder(out_dir: Path) -> Path:
+    """Check ``out_dir`` may be replaced, then make the hidden sibling the tree is built in."""
+    _check_target(out_dir)
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{out_dir.name}.tmp-{secrets.token_hex(6)}"
+    tmp.mkdir()
+    return tmp
+
+
+def _write_files(
+    tmp: Path,
+    files: list[tuple[tuple[str, ...], _Content]],
+    stop: threading.Event | None,
+) -> None:
+    """Write ``files`` under ``tmp`` (folders made as needed); stop early when ``stop`` is set."""
+    root = tmp.resolve()
+    made: set[tuple[str, ...]] = set()
+    for relative, content in files:
+        if stop is not None and stop.is_set():
+            return
+        folder = relative[:-1]
+        if folder not in made:
+            path = tmp.joinpath(*relative)
+            if not path.resolve().is_relative_to(root):  # pragma: no cover - names are checked
+                raise SynthesisError(f"The output path {path} would leave {tmp}.")
+            tmp.joinpath(*folder).mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        data = content() if callable(content) else content
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        fd = os.open(
+            os.path.join(tmp, *relative), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o666
+        )
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+
+#: How each file is opened: as ``Path.write_bytes`` does (binary, not inherited by children).
+_O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
 #: File content: bytes, text, or YAML rendered only when the file is written.

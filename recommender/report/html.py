@@ -16,6 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 import pyarrow as pa
@@ -90,6 +91,8 @@ summary{cursor:pointer;color:var(--accent)}
 
 def _text(value: Any) -> str:
     """Escaped text for element content and quoted attributes."""
+    if type(value) is str:  # most values: names, often repeated
+        return _escaped(value)
     if value is None:
         return "\u2014"
     if isinstance(value, bool):
@@ -99,6 +102,12 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.4g}"
     return html.escape(_UNSAFE.sub("\ufffd", str(value)), quote=True)
+
+
+@lru_cache(maxsize=1 << 16)
+def _escaped(text: str) -> str:
+    """:func:`_text` of a string (remembered: a report repeats its names many times)."""
+    return html.escape(_UNSAFE.sub("\ufffd", text), quote=True)
 
 
 def _cell(value: Any) -> str:
@@ -123,8 +132,18 @@ def _time(value: Any) -> Any:
 
 def _flags(flags: Iterable[Any]) -> str:
     return "".join(
-        f'<span class="flag" title="{_text(flag_help(str(f)))}">{_text(f)}</span>' for f in flags
+        _flag(f) if type(f) is str else _flag_markup(f) for f in flags
     )
+
+
+@lru_cache(maxsize=4096)
+def _flag(flag: str) -> str:
+    """:func:`_flag_markup` of a flag's text (a report repeats a few flags many times)."""
+    return _flag_markup(flag)
+
+
+def _flag_markup(flag: Any) -> str:
+    return f'<span class="flag" title="{_text(flag_help(str(flag)))}">{_text(flag)}</span>'
 
 
 def _flag_legend(flag_lists: Iterable[Iterable[Any]]) -> str:
@@ -157,7 +176,9 @@ def _table(
     for row in rows:
         out.append("<tr>")
         for value in row:
-            if isinstance(value, _Html):
+            if type(value) is str:  # most cells (what _cell does with text)
+                out.append(f"<td>{_escaped(value)}</td>")
+            elif isinstance(value, _Html):
                 out.append(f"<td>{value.markup}</td>")
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 out.append(f'<td class="num">{_text(value)}</td>')
@@ -286,14 +307,16 @@ def _rules_graph(report: Mapping[str, Any]) -> Any:
     return g
 
 
-def _graph_svg(report: Mapping[str, Any], edges: pa.Table | None) -> str:
+def _graph_svg(report: Mapping[str, Any], edges: pa.Table | None, built: Any = None) -> str:
     import networkx as nx
 
     from ..analysis.graph import graph_from_edges
     from .graph_svg import layout_graph, render_svg
 
     denied = report.get("denied") or []
-    if edges is not None:
+    if edges is not None and built is not None and not denied:
+        graph = built  # the same nodes, edges and drawn attributes
+    elif edges is not None:
         graph = graph_from_edges(edges, denied)
     else:
         graph = nx.compose(_rules_graph(report), graph_from_edges(None, denied))
@@ -1215,7 +1238,9 @@ def _config(report: Mapping[str, Any]) -> str:
     )
 
 
-def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
+def report_html(
+    report: dict[str, Any], edges: pa.Table | None = None, graph: Any = None
+) -> str:
     """Render the report (see ``docs/report.md``) as one self-contained HTML page.
 
     Parameters
@@ -1227,6 +1252,10 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         The observed edges (``Recommendation.edges``) to draw the communication graph from;
         without them the graph is drawn from the report's rules, resolving peers through the
         report's selectors.
+    graph
+        :func:`~recommender.analysis.graph.graph_from_edges` of the same ``edges`` (with their
+        denied table and labels), when the caller has built it: drawn instead of building the
+        graph again when the report lists no denied flows (the drawing is then the same).
 
     Returns
     -------
@@ -1248,7 +1277,7 @@ def report_html(report: dict[str, Any], edges: pa.Table | None = None) -> str:
         "istio": lambda: _istio(report["istio"]),
         "mesh": lambda: _mesh(report["mesh"]),
         "input": lambda: _ingest(report["ingest"]),
-        "graph": lambda: _graph_svg(report, edges),
+        "graph": lambda: _graph_svg(report, edges, graph),
         "segments": lambda: _segments(report["segments"]),
         "namespaces": lambda: _namespaces(report),
         "rules": lambda: _rules(report),

@@ -194,6 +194,29 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
                     f"{plural(wrongly, 'edge')} denied in the input would be allowed by these "
                     "policies.",
                 )
+        excluded = report.get("excluded") or []
+        later = sum(1 for row in excluded if row.get("reason") == "denied-later")
+        if later:
+            add(
+                "review first",
+                "excluded",
+                f"{plural(later, 'edge')} allowed earlier in the window "
+                f"{'was' if later == 1 else 'were'} denied later in the window: no rule (the "
+                f"policy in force at the end refuses {'it' if later == 1 else 'them'}); check "
+                f"that {'it' if later == 1 else 'they'} should stay closed.",
+            )
+        mixed = check.get("mixed_verdicts") or {}
+        if mixed:
+            n = int(mixed.get("edges") or 0)
+            wrongly -= n
+            add(
+                "review first",
+                "self-check",
+                f"{plural(n, 'edge')} {'was' if n == 1 else 'were'} both allowed and denied in "
+                "the input (a policy changed during the window?): the policies allow "
+                f"{'it' if n == 1 else 'them'}, as the allowed connections show; check the "
+                "denial was not meant to stay.",
+            )
         if wrongly > governed:  # only between namespaces these policies leave alone
             add(
                 "review first",

@@ -347,3 +347,27 @@ def test_the_run_process_keeps_pandas_out(tmp_path: Path):
         own_text = (tmp_path / "own" / name).read_text().replace(str(tmp_path / "own"), "OUT")
         lib_text = (tmp_path / "lib" / name).read_text().replace(str(tmp_path / "lib"), "OUT")
         assert own_text == lib_text
+
+
+def test_a_command_runs_on_an_app_with_only_that_command(capsys) -> None:
+    """Only the command asked for is built (Typer evaluates every command's signature):
+    the names, the help and the usage errors are those of the full application."""
+    import typer.main
+
+    from recommender.cli._app import app
+    from recommender.cli._main import _app_for, _commands
+
+    assert _commands() == set(typer.main.get_group(app).commands)
+    for name in sorted(_commands()):
+        slim = typer.main.get_group(_app_for(name))
+        assert list(slim.commands) == [name]
+        full = typer.main.get_group(app).commands[name]
+        assert [p.opts for p in slim.commands[name].params] == [p.opts for p in full.params]
+        for args in ([name, "--help"], [name, "--no-such-option"]):
+            outputs = []
+            for target in (app, _app_for(name)):
+                with pytest.raises(SystemExit):
+                    target(args=args, prog_name="recommend")
+                outputs.append(capsys.readouterr())
+            assert outputs[0] == outputs[1]
+    assert _app_for("no-such-command") is app

@@ -171,3 +171,39 @@ def test_stopped_one_second_in(
     # nothing half-written, earlier output untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]
     assert (earlier / "keep.yaml").read_text() == _DENY
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found.update(int(x) for x in task.read_text().split())
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_reader_workers_end_with_a_killed_parent(large_hubble: Path, tmp_path: Path) -> None:
+    # SIGKILL (the OOM killer, a CI timeout) runs none of the parent's clean-up: the kernel
+    # must end its reader workers, or they would wait on their queues forever.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recommender", str(large_hubble), "-o", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**_env(), "RECOMMENDER_NO_SCANNER": "1"},
+        start_new_session=True,
+    )
+    workers: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        workers = _children(proc.pid)
+    assert len(workers) >= 2, "the reader workers did not start"
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = {w for w in workers if Path(f"/proc/{w}").exists()
+                 and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]}  # fmt: skip
+    assert not alive, f"reader workers outlived their parent: {sorted(alive)}"

@@ -26,9 +26,39 @@ def _flows(tmp_path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
-def test_denied_flows_the_policies_allow_fail_the_run(tmp_path: Path, capsys) -> None:
-    # web -> db:5432 allowed in the morning, denied in the afternoon (a policy came and went):
-    # the recommendation allows what the input shows denied.
+def test_an_edge_denied_after_it_was_allowed_gets_no_rule(tmp_path: Path, capsys) -> None:
+    # web -> db:5432 allowed in the morning, denied in the afternoon (someone closed it): the
+    # policy in force at the end of the window refuses it, so it is not learned.
+    rows = [_web_db("allowed", 0), _web_db("denied", 300), _web_db("allowed", 10, 6379)]
+    flows = _flows(tmp_path, rows)
+    out = tmp_path / "out"
+    assert main(["run", flows, "-o", str(out), "--json"]) == 0
+    report = recommend(make_table(rows)).report
+    assert report["self_check"]["passed"] and "mixed_verdicts" not in report["self_check"]
+    assert [(r["dst_port"], r["reason"]) for r in report["excluded"]] == [(5432, "denied-later")]
+    assert {p for r in report["rules"] for p in r["ports"]} == {"TCP/6379"}
+    assert any("denied later in the window" in r["text"] for r in report["verdict"]["reasons"])
+
+
+def test_an_edge_allowed_again_after_its_denial_is_kept_for_review(tmp_path: Path) -> None:
+    # denied in the morning, allowed in the afternoon (the denial was lifted): learned, and the
+    # verdict asks for review; the self-check does not fail.
+    flows = _flows(tmp_path, [_web_db("denied", 0), _web_db("allowed", 300)])
+    assert main(["run", flows, "-o", str(tmp_path / "out")]) == 0
+    report = recommend(make_table([_web_db("denied", 0), _web_db("allowed", 300)])).report
+    check = report["self_check"]
+    assert check["passed"] and check["mixed_verdicts"]["edges"] == 1
+    assert {p for r in report["rules"] for p in r["ports"]} == {"TCP/5432"}
+    assert report["verdict"]["verdict"] == "review first"
+    assert any("both allowed and denied" in r["text"] for r in report["verdict"]["reasons"])
+
+
+def test_denied_flows_the_policies_allow_fail_the_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    # Without the latest-verdict rule and the mixed-verdict allowance, web -> db:5432 allowed
+    # in the morning and denied in the afternoon would be learned: the recommendation would
+    # allow what the input shows denied, and the self-check must say so loudly.
+    monkeypatch.setattr("recommender.aggregate.latest.latest_verdicts", lambda tables: tables)
+    monkeypatch.setattr("recommender.pipeline._mixed_verdicts", lambda refused, evidence: [])
     flows = _flows(tmp_path, [_web_db("allowed", 0), _web_db("denied", 300)])
     out = tmp_path / "out"
     status = main(["run", flows, "-o", str(out)])

@@ -455,3 +455,45 @@ def test_hostile_l7_and_dns_evidence_never_reaches_a_manifest() -> None:
         {"operation": {"ports": ["8080"], "methods": ["GET"]}},
     ]
     assert "DELETE" not in rec.to_yaml("istio") and "rm -rf" not in rec.to_yaml("istio")
+
+
+@pytest.mark.parametrize("dialects", [("kubernetes",), ("calico", "cilium", "kubernetes")])
+def test_recommend_output_writes_what_write_writes(
+    tmp_path: Path, dialects: tuple[str, ...]
+) -> None:
+    """recommend(output=) writes the policy files while the report is computed: the same
+    files and bytes as write() afterwards."""
+    options: dict[str, Any] = {"dialects": dialects, "domains": True, "l7": True}
+    early = recommend(_flows(), output=tmp_path / "early", **options)
+    late = recommend(_flows(), **options)
+    written = late.write(tmp_path / "late")
+    assert [p.relative_to(tmp_path / "early") for p in early.written] == [
+        p.relative_to(tmp_path / "late") for p in written
+    ]
+    for path in written:
+        assert (tmp_path / "early" / path.relative_to(tmp_path / "late")).read_bytes() == (
+            path.read_bytes()
+        )
+    assert set(early.timings) >= {"report", "report_files", "write"}
+    assert late.written == [] and recommend(_flows()).written == []
+
+
+def test_recommend_output_failing_late_keeps_earlier_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error after the policy files started (here in the report files) leaves the earlier
+    tree as it was and no hidden folder behind."""
+    import recommender.report.html as html
+
+    out = tmp_path / "out"
+    recommend(_flows(), output=out)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("report broke")
+
+    monkeypatch.setattr(html, "report_html", broken)
+    with pytest.raises(RuntimeError, match="report broke"):
+        recommend(_flows(), output=out)
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -430,3 +430,83 @@ def test_written_tree_passes_validator(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 valid, 0 invalid" in result.stdout
+
+
+# --- the two-step writer (policy files in the background) ------------------------------------
+
+
+def _two_dialects() -> dict[str, dict[str, list[dict[str, Any]]]]:
+    return {"kubernetes": by_namespace(policy_set()), "calico": by_namespace(policy_set())}
+
+
+@pytest.mark.parametrize("dialects", [("kubernetes",), ("calico", "kubernetes")])
+def test_tree_writer_writes_what_write_policy_trees_writes(
+    tmp_path: Path, dialects: tuple[str, ...]
+) -> None:
+    trees = {k: v for k, v in _two_dialects().items() if k in dialects}
+    staged = {dialects[0]: {"shop": by_namespace(policy_set())["shop"]}}
+    extra = {"report.json": "{}\n", "report.md": "# R\n"}
+    expected = writer.write_policy_trees(trees, tmp_path / "a", extra_files=extra, staged=staged)
+    with writer.TreeWriter(tmp_path / "b") as tree:
+        tree.start(trees, staged)
+        written = tree.finish(extra)
+    assert [p.relative_to(tmp_path / "b") for p in written] == [
+        p.relative_to(tmp_path / "a") for p in expected
+    ]
+    assert snapshot(tmp_path / "b") == snapshot(tmp_path / "a")
+    assert siblings(tmp_path / "b") == ["a"]
+
+
+def test_tree_writer_error_in_the_background_keeps_old_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    write_policy_tree(by_namespace(policy_set()), out)
+    before = snapshot(out)
+    calls = []
+
+    def failing_dump(docs: list[dict[str, Any]]) -> str:
+        calls.append(docs)
+        if len(calls) == 2:
+            raise RuntimeError("disk on fire")
+        return dump_yaml(docs)
+
+    monkeypatch.setattr(writer, "dump_yaml", failing_dump)
+    with writer.TreeWriter(out) as tree:
+        tree.start({"kubernetes": by_namespace(policy_set())})
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            tree.finish({"report.json": "{}"})
+    assert len(calls) == 2  # the thread stopped at its first error
+    assert snapshot(out) == before
+    assert siblings(out) == []
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, ValueError])
+def test_tree_writer_interrupted_before_finish_leaves_nothing(
+    tmp_path: Path, error: type[BaseException]
+) -> None:
+    out = tmp_path / "out"
+    write_policy_tree(by_namespace(policy_set()), out)
+    before = snapshot(out)
+    many = {"shop": [m for i in range(300) for m in render_kubernetes(
+        PolicySet((Policy(f"p{i}", "shop", LabelSelector.of({"app": f"a{i}"})),))
+    )]}  # fmt: skip
+    with pytest.raises(error), writer.TreeWriter(out) as tree:
+        tree.start({"kubernetes": many})
+        raise error()  # Ctrl-C (or a bug) while the report is computed
+    assert snapshot(out) == before
+    assert siblings(out) == []
+
+
+def test_tree_writer_refuses_bad_names_first(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="not empty"):
+        writer.TreeWriter(out)  # before anything is computed
+    with writer.TreeWriter(tmp_path / "out") as tree:
+        tree.start({"kubernetes": by_namespace(policy_set())})
+        with pytest.raises(SynthesisError, match="Extra file name"):
+            tree.finish({"kustomization.yaml": "x"})
+    assert not (tmp_path / "out").exists()
+    assert siblings(tmp_path / "out") == ["mine"]

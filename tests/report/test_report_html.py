@@ -472,3 +472,20 @@ def test_holdout_values_are_escaped_and_long_lists_folded(held: Any) -> None:
     assert not [name for name, _ in checker.attrs if name.startswith("on")]
     assert "<details><summary>Show 30 edges</summary>" in section
     assert "30 edges of the later window the learned policies deny (of 40)" in section
+
+
+def test_a_graph_built_already_gives_the_same_page(rec: Any) -> None:
+    """The pipeline hands its graph to report_html: the page is the same as when the page
+    builds its own, with denied flows in the report (the graph is then built again) and
+    without (the graph given is drawn)."""
+    from recommender.analysis.graph import graph_from_edges
+
+    tables = rec.tables
+    assert tables.denied.num_rows  # the sample has denied flows
+    graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
+    assert report_html(rec.report, rec.edges, graph) == report_html(rec.report, rec.edges)
+    none_denied = {**rec.report, "denied": []}
+    alone = graph_from_edges(tables.edges, tables.denied.slice(0, 0), tables.workload_labels)
+    page = report_html(none_denied, rec.edges, alone)
+    assert page == report_html(none_denied, rec.edges)
+    assert "<svg" in page

@@ -327,3 +327,93 @@ def test_a_staged_rollout_that_would_break_traffic_comes_right_after_the_verdict
     assert html_ids[:3] == ["verdict", "staged", "summary"]
     assert md_titles[1] == "Staged policies would break wanted traffic"
     assert f"- {line}" in report_markdown(report)
+
+
+# --- the report's faster parts equal the straightforward ones ---------------------------------
+
+
+def _reference_partial_spans(edges: Any, scope: set[str]) -> dict[tuple[str, str], list[Any]]:
+    """Each in-scope workload's earliest first and latest last time, row by row."""
+    spans: dict[tuple[str, str], list[Any]] = {}
+    for row in edges.to_pylist():
+        for side in ("src", "dst"):
+            if row[f"{side}_kind"] != "workload" or row[f"{side}_namespace"] not in scope:
+                continue
+            seen = spans.setdefault((row[f"{side}_namespace"], row[f"{side}_id"]),
+                                    [row["first_seen"], row["last_seen"]])  # fmt: skip
+            if row["first_seen"] is not None and (seen[0] is None or row["first_seen"] < seen[0]):
+                seen[0] = row["first_seen"]
+            if row["last_seen"] is not None and (seen[1] is None or row["last_seen"] > seen[1]):
+                seen[1] = row["last_seen"]
+    return spans
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ends=st.lists(
+        st.tuples(st.sampled_from(["web", "api", "db"]), st.sampled_from(["shop", "ops"]),
+                  st.integers(0, 20), st.integers(0, 20)),
+        min_size=1, max_size=12,
+    ),
+    scope=st.sets(st.sampled_from(["shop", "ops", "other"])),
+)  # fmt: skip
+def test_partial_workloads_equal_a_row_by_row_reading(
+    ends: list[tuple[str, str, int, int]], scope: set[str]
+) -> None:
+    from recommender.aggregate.edges import aggregate_edges
+    from recommender.config import RecommendConfig
+    from recommender.report.model import _partial_workloads
+
+    rows = []
+    for src, ns, start, length in ends:
+        rows.append(flow_row(src_namespace=ns, src_workload=src, dst_namespace="shop",
+                             dst_workload="db", start_time=T0 + timedelta(hours=start),
+                             end_time=T0 + timedelta(hours=start + length)))  # fmt: skip
+    rows.append(flow_row(src_namespace="edge", src_workload="lb", dst_namespace="edge",
+                         dst_workload="gw", start_time=T0,
+                         end_time=T0 + timedelta(hours=41)))  # a window of 41 hours; fmt: skip
+    tables = aggregate_edges(make_table(rows).to_batches(), RecommendConfig())
+    got = _partial_workloads(tables, sorted(scope))
+    spans = _reference_partial_spans(tables.edges, scope)
+    window = (tables.last_seen - tables.first_seen).total_seconds()
+    want = [
+        f"{ns}/{wl}"
+        for (ns, wl), (a, b) in sorted(spans.items())
+        if a is not None and b is not None and (b - a).total_seconds() / window < 0.5
+    ]
+    assert [p["workload"] for p in got] == want
+
+
+def test_rule_records_are_asdict_with_iso_times(rec: Any) -> None:
+    from dataclasses import asdict
+
+    from recommender.report.model import _iso, _record
+
+    for r in rec.findings.rules:
+        assert _record(r) == {k: _iso(v) for k, v in asdict(r).items()}
+    assert rec.report["rules"] == [_record(r) for r in rec.findings.rules]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+    | st.datetimes(timezones=st.just(UTC)) | st.sets(st.integers(), max_size=2),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    | st.dictionaries(st.integers() | st.booleans() | st.none() | st.floats(), inner,
+                      max_size=3),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_values)
+def test_report_json_is_the_standard_librarys_indented_json(value: Any) -> None:
+    from recommender.report.model import _indented_json
+
+    try:
+        expected = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    except TypeError:  # keys of mixed types cannot be sorted: the same error
+        with pytest.raises(TypeError):
+            _indented_json(value)
+        return
+    assert _indented_json(value) == expected
