@@ -796,7 +796,8 @@ def recommend(
         timings["read"] = timed.seconds
         timings["aggregate"] = aggregated - started - timed.seconds
         # Scans and lateral movement get no allow rule (unless trust_all_flows); the sibling
-        # rule reads flow rows again only for workloads it suspects: docs/clustering.md.
+        # rule's per-pod figures come from the aggregation (tables.pod_peers), the rows below
+        # are read again only without them: docs/clustering.md.
         rows: Any = (
             flows
             if isinstance(flows, pa.Table)

@@ -36,12 +36,14 @@ import pyarrow.parquet as pq
 from ..config import RecommendConfig
 from ..ingest.schema import FLOW_SCHEMA
 from ..policy.mesh import CAPTURE_PORTS
+from .label_maps import map_values, remember_label_rows
 from .owners import resolve_batch_owners
 
 __all__ = [
     "EDGE_KEY",
     "EVIDENCE_VERDICTS",
     "MAX_HTTP_REQUESTS",
+    "POD_PEER_COLUMNS",
     "EdgeTables",
     "PartialEdges",
     "aggregate_edges",
@@ -104,6 +106,13 @@ class EdgeTables:
         Per workload (namespace, name): each distinct label map seen and its row count.
     rows_used
         Connection rows that passed the time window and became edges, denied or excluded.
+    pod_peers
+        Per source workload pod (its name, else its address) and destination endpoint
+        (``ns``, ``wl``, ``pod``, ``dst_kind``, ``dst_namespace``, ``dst_id``): the owner
+        kind ``wk``, connections ``n``, first start ``first`` and last end (or start)
+        ``last`` of its evidence rows, replies excluded (:data:`POD_PEER_COLUMNS`): what
+        the anomaly screen's sibling rule needs, gathered in the same pass over the rows
+        (None when the aggregation did not keep them: the rule then reads the rows again).
     """
 
     edges: pa.Table
@@ -113,6 +122,7 @@ class EdgeTables:
     rows_used: int
     first_seen: datetime | None
     last_seen: datetime | None
+    pod_peers: pa.Table | None = None
 
 
 _IDS: Final = f"{_ident('src')} AS src_id, {_ident('dst')} AS dst_id"
@@ -180,6 +190,99 @@ _MERGE: Final = f"""
     list_slice(list_sort({_union("http_requests")}), 1, {MAX_HTTP_REQUESTS + 1}) AS http_requests
 """
 
+#: The columns of :attr:`EdgeTables.pod_peers`: the grouping keys, then the aggregates.
+POD_PEER_KEYS: Final = ("ns", "wl", "pod", "dst_kind", "dst_namespace", "dst_id")
+POD_PEER_COLUMNS: Final = (*POD_PEER_KEYS, "wk", "n", "first", "last")
+_POD_PEER_AGGREGATES: Final = (("wk", "max"), ("n", "sum"), ("first", "min"), ("last", "max"))
+#: Rows of per-pod partial groups held before they are grouped again.
+_POD_PEER_SLACK: Final = 1_000_000
+
+
+def _coalesce(*arrays: Any) -> Any:
+    return pc.coalesce(*arrays, pa.scalar("?"))
+
+
+def _pod_peer_rows(batch: pa.RecordBatch, window: pa.Array | None) -> pa.Table:
+    """The pod-level groups of one batch (:attr:`EdgeTables.pod_peers`): its evidence rows
+    from workload pods (verdicts of :data:`EVIDENCE_VERDICTS`, not flagged as replies) in the
+    window, the endpoints named as :func:`_ident` names them."""
+    pod = pc.coalesce(batch.column("src_pod"), batch.column("src_ip"))
+    mask = pc.and_(
+        pc.equal(batch.column("src_kind"), "workload"),
+        pc.is_in(batch.column("verdict"), pa.array(EVIDENCE_VERDICTS, pa.string())),
+    )
+    mask = pc.and_(mask, pc.invert(pc.fill_null(batch.column("is_reply"), False)))
+    mask = pc.and_(mask, pc.is_valid(pod))
+    if window is not None:
+        mask = pc.and_(mask, window)
+    mask = pc.fill_null(mask, False)
+    if not pc.any(mask).as_py():
+        return _empty_pod_peers()
+    col = batch.column
+    dst_id = pc.if_else(
+        pc.equal(col("dst_kind"), "workload"),
+        _coalesce(col("dst_workload"), col("dst_pod"), col("dst_ip")),
+        _coalesce(col("dst_ip"), col("dst_name")),
+    )
+    rows = pa.table(
+        {
+            "ns": col("src_namespace").cast(pa.string()),
+            "wl": _coalesce(col("src_workload"), col("src_pod"), col("src_ip")).cast(pa.string()),
+            "pod": pod.cast(pa.string()),
+            "dst_kind": col("dst_kind").cast(pa.string()),
+            "dst_namespace": col("dst_namespace").cast(pa.string()),
+            "dst_id": dst_id.cast(pa.string()),
+            "wk": col("src_workload_kind").cast(pa.string()),
+            "n": col("connections").cast(pa.int64()),
+            "first": col("start_time"),
+            "last": pc.coalesce(col("end_time"), col("start_time")),
+        }
+    ).filter(mask)
+    return _group_pod_peers([rows])
+
+
+def _empty_pod_peers() -> pa.Table:
+    ts = FLOW_SCHEMA.field("start_time").type
+    types = [pa.string()] * 7 + [pa.int64(), ts, ts]
+    return pa.schema(list(zip(POD_PEER_COLUMNS, types, strict=True))).empty_table()
+
+
+def _group_pod_peers(parts: list[pa.Table]) -> pa.Table:
+    """Per-pod groups of several parts grouped into one (sums, minima, maxima)."""
+    parts = [p for p in parts if p.num_rows]
+    if not parts:
+        return _empty_pod_peers()
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    grouped = table.group_by(list(POD_PEER_KEYS), use_threads=False).aggregate(
+        list(_POD_PEER_AGGREGATES)
+    )
+    return grouped.rename_columns(
+        [c if c in POD_PEER_KEYS else c.rsplit("_", 1)[0] for c in grouped.column_names]
+    ).select(list(POD_PEER_COLUMNS))
+
+
+@dataclass
+class _PodPeers:
+    """Per-pod groups gathered batch by batch, grouped again whenever they pile up."""
+
+    parts: list[pa.Table]
+    rows: int = 0
+    limit: int = _POD_PEER_SLACK
+
+    def add(self, part: pa.Table) -> None:
+        if not part.num_rows:
+            return
+        self.parts.append(part)
+        self.rows += part.num_rows
+        if self.rows > self.limit:
+            merged = _group_pod_peers(self.parts)
+            self.parts, self.rows = [merged], merged.num_rows
+            self.limit = max(self.limit, 2 * merged.num_rows)
+
+    def table(self) -> pa.Table:
+        return _group_pod_peers(self.parts)
+
+
 #: Per (side, namespace, workload, pod): [first row, its labels, last row, its labels].
 LabelPicks = dict[tuple[str, str | None, str, str | None], list[Any]]
 
@@ -201,11 +304,15 @@ class PartialEdges:
         last row in the time window; row numbers count every input row of this part.
     input_rows
         Rows of this part, inside the time window or not (to number the rows of the next part).
+    pod_peers
+        Per source pod and peer, the sibling rule's aggregates (:attr:`EdgeTables.pod_peers`;
+        None: not kept).
     """
 
     groups: pa.Table
     labels: LabelPicks
     input_rows: int
+    pod_peers: pa.Table | None = None
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -252,6 +359,7 @@ def _pick_labels(
     """
     n = batch.num_rows
     rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+    shared: dict[Any, Any] = {}
     for side in ("src", "dst"):
         mask = pc.equal(batch.column(f"{side}_kind"), "workload")
         if window is not None:
@@ -284,14 +392,21 @@ def _pick_labels(
         labels = batch.column(f"{side}_labels")
         new = [i for i, k in enumerate(zip(namespaces, workloads, pods, strict=True))
                if (side, *k) not in picks]  # fmt: skip
-        first_maps = labels.take(pa.array([firsts[i] - offset for i in new], pa.int64()))
-        for i, first_map in zip(new, first_maps.to_pylist(), strict=True):
-            picks[(side, namespaces[i], workloads[i], pods[i])] = [firsts[i], first_map, -1, None]
-        last_maps = labels.take(pa.array([r - offset for r in lasts], pa.int64())).to_pylist()
-        for i, last_map in enumerate(last_maps):
+        # The maps of the new pods' first rows and of every pod's last row, each row once.
+        wanted = sorted({firsts[i] - offset for i in new} | {r - offset for r in lasts})
+        taken = labels.take(pa.array(wanted, pa.int64()))
+        values = (
+            map_values(taken, shared) if pa.types.is_map(taken.type) else taken.to_pylist()
+        )
+        maps = dict(zip(wanted, values, strict=True))
+        for i in new:
+            picks[(side, namespaces[i], workloads[i], pods[i])] = [
+                firsts[i], maps[firsts[i] - offset], -1, None,
+            ]  # fmt: skip
+        for i, last in enumerate(lasts):
             pick = picks[(side, namespaces[i], workloads[i], pods[i])]
-            if lasts[i] > pick[2]:
-                pick[2], pick[3] = lasts[i], last_map
+            if last > pick[2]:
+                pick[2], pick[3] = last, maps[last - offset]
 
 
 def _as_batches(
@@ -338,6 +453,7 @@ def _partial(
     config: RecommendConfig,
 ) -> PartialEdges:
     picks: LabelPicks = {}
+    pod_peers = _PodPeers([])
     seen = 0
     columns = list(_COLUMNS)
     schema = pa.schema([FLOW_SCHEMA.field(c) for c in columns])
@@ -360,7 +476,9 @@ def _partial(
                     batch = batch.append_column(
                         "outcome", pa.array(["unknown"] * batch.num_rows, pa.string())
                     )
-                yield batch.select(columns).cast(schema)
+                batch = batch.select(columns).cast(schema)
+                pod_peers.add(_pod_peer_rows(batch, window))
+                yield batch
         except BaseException as exc:
             failed.append(exc)
             raise
@@ -392,16 +510,21 @@ def _partial(
             raise failed[0] from None
         raise
     con.unregister("raw")
-    return PartialEdges(groups, picks, seen)
+    return PartialEdges(groups, picks, seen, pod_peers.table())
 
 
 def merge_partials(partials: Iterable[PartialEdges]) -> PartialEdges:
     """Combine the partials of consecutive parts of one input, in input order."""
     tables: list[pa.Table] = []
     picks: LabelPicks = {}
+    pod_peers: _PodPeers | None = _PodPeers([])
     offset = 0
     for part in partials:
         tables.append(part.groups)
+        if pod_peers is not None and part.pod_peers is not None:
+            pod_peers.add(part.pod_peers)
+        else:  # a part without them: none for the whole
+            pod_peers = None
         for key, (first, first_map, last, last_map) in part.labels.items():
             mine = picks.get(key)
             if mine is None:
@@ -417,7 +540,9 @@ def merge_partials(partials: Iterable[PartialEdges]) -> PartialEdges:
         groups = con.sql(f"SELECT {_KEYS}, {_MERGE} FROM parts GROUP BY ALL").to_arrow_table()
     finally:
         con.close()
-    return PartialEdges(groups, picks, offset)
+    return PartialEdges(
+        groups, picks, offset, pod_peers.table() if pod_peers is not None else None
+    )
 
 
 def _labels_table(picks: LabelPicks) -> pa.Table:
@@ -429,18 +554,34 @@ def _labels_table(picks: LabelPicks) -> pa.Table:
         return (side != "src", ns is None, ns or "", wl, first)
 
     namespaces, workloads, maps = [], [], []
+    offsets, keys, values, nulls = [0], [], [], []
     for (_, ns, wl, _), (_, first_map, _, last_map) in sorted(picks.items(), key=order):
         for labels in (first_map, last_map):
             namespaces.append(ns)
             workloads.append(wl)
-            maps.append(labels)
-    return pa.table(
+            pairs = None if labels is None else tuple(labels)
+            maps.append(pairs)
+            nulls.append(pairs is None)
+            for key, value in pairs or ():
+                keys.append(key)
+                values.append(value)
+            offsets.append(len(keys))
+    column = pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.array(keys, pa.string()),
+        pa.array(values, pa.string()),
+        mask=pa.array(nulls, pa.bool_()) if any(nulls) else None,
+    )
+    table = pa.table(
         {
             "namespace": pa.array(namespaces, pa.string()),
             "workload": pa.array(workloads, pa.string()),
-            "labels": pa.array(maps, pa.map_(pa.string(), pa.string())),
+            "labels": column,
         }
     )
+    # The consumers (synthesis, self-check, graph) need these very values back in Python.
+    remember_label_rows(table, list(zip(namespaces, workloads, maps, strict=True)))
+    return table
 
 
 def finish_edges(partial: PartialEdges, config: RecommendConfig | None = None) -> EdgeTables:
@@ -519,7 +660,9 @@ def _finish(
         con.execute(f"DROP TABLE {name}")
     con.unregister("parts")
     labels = _labels_table(partial.labels)
-    return EdgeTables(edges, denied, excluded, labels, int(rows_used), first, last)
+    return EdgeTables(
+        edges, denied, excluded, labels, int(rows_used), first, last, partial.pod_peers
+    )
 
 
 def aggregate_edges(

@@ -160,13 +160,16 @@ def _resolve_side(batch: pa.RecordBatch, side: str) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, schema.metadata))
 
 
-def resolve_batch_owners(batch: pa.RecordBatch) -> pa.RecordBatch:
+def resolve_batch_owners(
+    batch: pa.RecordBatch, sides: tuple[str, ...] = ("src", "dst")
+) -> pa.RecordBatch:
     """``batch`` with ``{src,dst}_workload`` and ``_workload_kind`` mapped by :func:`resolve_owner`.
 
     Only the distinct (name, kind) pairs of the batch go through Python; a batch with nothing
     to resolve is returned as it is. Pod names, labels and every other column are untouched.
+    ``sides`` limits the mapping to one side's columns (a batch may hold only those).
     """
-    for side in ("src", "dst"):
+    for side in sides:
         batch = _resolve_side(batch, side)
     return batch
 

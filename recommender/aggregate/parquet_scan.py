@@ -54,6 +54,7 @@ from .edges import (
     LabelPicks,
     PartialEdges,
     _connect,
+    _empty_pod_peers,
     finish_edges,
     merge_partials,
 )
@@ -165,7 +166,9 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
                sum(connections) FILTER (WHERE outcome = 'failed') AS failed,
                count(*) AS rows,
                sum(coalesce(bytes, 0)) AS bytes, min(start_time) AS first_seen,
-               max(end_time) AS last_seen, min(file_row_number) AS first_row,
+               max(end_time) AS last_seen,
+               max(coalesce(end_time, start_time)) AS pod_last,
+               min(file_row_number) AS first_row,
                max(file_row_number) AS last_row
         FROM (
             SELECT src_kind, src_namespace, src_name, src_pod, src_ip, src_workload_kind,
@@ -214,13 +217,25 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
     groups = con.sql(
         f"SELECT {_KEYS}, {_FROM_FINE} FROM named WHERE class <> 'invalid' GROUP BY ALL"
     ).to_arrow_table()
+    pod_peers = con.sql(
+        """
+        SELECT src_namespace AS ns, src_id AS wl, coalesce(src_pod, src_ip) AS pod, dst_kind,
+               dst_namespace, dst_id, max(src_workload_kind) AS wk,
+               sum(connections)::BIGINT AS n, min(first_seen) AS first, max(pod_last) AS last
+        FROM named
+        WHERE src_kind = 'workload' AND class IN ('evidence', 'suspected-reply')
+          AND coalesce(src_pod, src_ip) IS NOT NULL
+        GROUP BY ALL
+        """
+    ).to_arrow_table()
+    pod_peers = pod_peers.cast(_empty_pod_peers().schema)
     parquet = pq.ParquetFile(path, pre_buffer=False)
     picks = _label_picks(con, parquet)
     parts = _check_counts(con, picks)
     con.execute("DROP VIEW named").fetchall()
     con.execute("DROP TABLE fine").fetchall()
     rows = parquet.metadata.num_rows
-    return _FileScan(PartialEdges(groups, picks, rows), rows, count, first_bad, parts)
+    return _FileScan(PartialEdges(groups, picks, rows, pod_peers), rows, count, first_bad, parts)
 
 
 def _check_counts(

@@ -495,7 +495,8 @@ def _sibling_candidates(
 FLOW_COLUMNS: Final = (
     "src_kind", "src_namespace", "src_workload", "src_pod", "src_ip", "src_name",
     "dst_kind", "dst_namespace", "dst_workload", "dst_pod", "dst_ip", "dst_name",
-    "src_workload_kind", "start_time", "end_time", "verdict", "is_reply", "connections",
+    "src_workload_kind", "dst_workload_kind", "start_time", "end_time", "verdict", "is_reply",
+    "connections",
 )  # fmt: skip
 
 
@@ -535,25 +536,40 @@ def _evidence_rows(
     return result
 
 
+def _owned(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with its endpoints named by their owners, as the aggregation names them (a
+    CronJob's runs as the CronJob: :func:`~recommender.aggregate.owners.resolve_owner`)."""
+    from ..aggregate.owners import resolve_batch_owners
+
+    names = batch.schema.names
+    sides = tuple(s for s in ("src", "dst") if f"{s}_workload_kind" in names)
+    return resolve_batch_owners(batch, sides=sides)
+
+
 def _sibling_deviations(
     flows: pa.Table | Callable[[], Iterable[pa.RecordBatch]],
     candidates: pa.Table,
     peers: _Peers,
     config: RecommendConfig,
+    pod_peers: pa.Table | None = None,
 ) -> dict[tuple[str, str, _Endpoint], str]:
     """(namespace, workload, peer) -> reason with the statistic, for peers only one pod talks
-    to while its concurrent siblings had the chance (see the module docstring)."""
+    to while its concurrent siblings had the chance (see the module docstring). The per-pod
+    rows come from the aggregation's ``pod_peers`` when it kept them, else from ``flows``,
+    read again."""
     if candidates.num_rows == 0:
         return {}
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("candidates", candidates)
-    if isinstance(flows, pa.Table):
-        parts = [_evidence_rows(con, flows, config)]
+    if pod_peers is not None:  # gathered by the aggregation, in the same pass
+        con.register("pod_peers", pod_peers)
+        parts = [con.sql("SELECT * FROM pod_peers JOIN candidates USING (ns, wl)").to_arrow_table()]
     else:  # read again, batch by batch, keeping only the candidates' rows
+        batches = flows.to_batches() if isinstance(flows, pa.Table) else flows()
         parts = [
-            _evidence_rows(con, pa.Table.from_batches([batch]), config)
-            for batch in flows()
+            _evidence_rows(con, pa.Table.from_batches([_owned(batch)]), config)
+            for batch in batches
             if batch.num_rows
         ]
         if not parts:
@@ -720,7 +736,7 @@ def screen_flows(
     flags: dict[int, tuple[str, str]] = {i: ("scan", why) for i, why in scan_flags.items()}
     if flows is not None and (callable(flows) or flows.num_rows):
         candidates = _sibling_candidates(evidence, peers, config)
-        deviations = _sibling_deviations(flows, candidates, peers, config)
+        deviations = _sibling_deviations(flows, candidates, peers, config, tables.pod_peers)
         for i, row in enumerate(evidence):
             key = (row["src_namespace"], row["src_id"], _dst(row))
             if row["src_kind"] == "workload" and key in deviations and i not in flags:

@@ -317,27 +317,15 @@ def _labels(workload_labels: pa.Table | None) -> dict[tuple[str, str], dict[str,
     column = workload_labels.column("labels")
     if not pa.types.is_map(column.type):  # pragma: no cover - the aggregation writes maps
         return _labels_of_rows(workload_labels.to_pylist())
-    labels = column.combine_chunks()
-    # The map's entries flattened (keys and values of every row, in order) and each row's
-    # slice of them: far cheaper than a dict of tuples per row. Pods of one workload mostly
-    # carry the same labels, so each distinct set is compared once.
-    keys, values = labels.keys.to_pylist(), labels.items.to_pylist()
-    offsets = labels.offsets.to_pylist()
-    # The offsets index the whole child arrays of a sliced map; if these are the slice's, shift.
-    base = offsets[0] if len(keys) == offsets[-1] - offsets[0] else 0
-    valid = labels.is_valid().to_pylist()
+    from ..aggregate.label_maps import label_rows
+
+    # The maps as the aggregation handed them over (converted at most once per table, equal
+    # maps shared: recommender.aggregate.label_maps). Pods of one workload mostly carry the
+    # same labels, so each distinct set is compared once.
     maps: dict[tuple[str, str], dict[tuple[tuple[str, str], ...], None]] = {}
-    for i, (namespace, workload) in enumerate(
-        zip(
-            workload_labels.column("namespace").to_pylist(),
-            workload_labels.column("workload").to_pylist(),
-            strict=True,
-        )
-    ):
-        if not valid[i]:
+    for namespace, workload, pairs in label_rows(workload_labels):
+        if pairs is None:
             continue
-        start, end = offsets[i] - base, offsets[i + 1] - base
-        pairs = tuple(zip(keys[start:end], values[start:end], strict=True))
         maps.setdefault((namespace or "", workload), {})[pairs] = None
     return {key: common_labels(dict(p) for p in sets) for key, sets in maps.items()}
 

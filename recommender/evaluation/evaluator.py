@@ -389,7 +389,7 @@ class _Check:
         isolating = []
         for policy in policy_set.in_namespace(pod.namespace):
             _supported(policy)
-            if direction in policy.policy_types and policy.selector.matches(dict(pod.labels)):
+            if direction in policy.policy_types and policy.selector.matches(pod.labels):
                 isolating.append(policy)
         if not isolating:
             return True, "not isolated", []
@@ -422,10 +422,10 @@ class _Check:
             if peer.namespace_selector is None:
                 in_namespace = other.namespace == policy.namespace
             else:
-                labels = dict(self.cluster.namespaces[other.namespace].labels)
+                labels = self.cluster.namespaces[other.namespace].labels
                 in_namespace = peer.namespace_selector.matches(labels)
             return in_namespace and (
-                peer.pod_selector is None or peer.pod_selector.matches(dict(other.labels))
+                peer.pod_selector is None or peer.pod_selector.matches(other.labels)
             )
         if peer.kind == "entity":  # Cilium entities and DNS names (never plain Kubernetes)
             return entity_matches(peer, other)

@@ -73,6 +73,12 @@ class _Classes:
             self.by_ns.setdefault(pod.namespace, []).append(i)
             for pair in pod.labels.items():
                 self.by_pair.setdefault((pod.namespace, *pair), []).append(i)
+        # Namespaces with pods, by label pair: a namespace selector's candidates are those
+        # carrying its rarest matchLabels pair, not every namespace.
+        self.ns_by_pair: dict[tuple[str, str], list[str]] = {}
+        for name in self.by_ns:
+            for pair in self.ns_labels[name].items():
+                self.ns_by_pair.setdefault(pair, []).append(name)
         self.ids: dict[_ClassKey, int] = {}
         self.keys: list[_ClassKey] = []
         self.sets: list[frozenset[int] | None] = []
@@ -109,13 +115,22 @@ class _Classes:
             namespaces = [own] if own in self.by_ns else []
         else:
             assert ns_selector is not None
-            namespaces = [n for n in self.by_ns if ns_selector.matches(self.ns_labels[n])]
+            if ns_selector.match_labels:
+                candidates: list[str] = min(
+                    (self.ns_by_pair.get(pair, []) for pair in ns_selector.match_labels), key=len
+                )
+            else:
+                candidates = list(self.by_ns)
+            namespaces = [n for n in candidates if ns_selector.matches(self.ns_labels[n])]
         for ns in namespaces:
             if pod_selector is None or pod_selector.is_empty:
                 yield from self.by_ns[ns]
             elif pod_selector.match_labels:
-                first = pod_selector.match_labels[0]
-                for i in self.by_pair.get((ns, *first), ()):
+                rarest = min(
+                    (self.by_pair.get((ns, *pair), []) for pair in pod_selector.match_labels),
+                    key=len,
+                )
+                for i in rarest:
                     if pod_selector.matches(self.labels[i]):
                         yield i
             else:

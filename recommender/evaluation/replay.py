@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..aggregate.edges import EDGE_KEY, EdgeTables, aggregate_edges
+from ..aggregate.label_maps import label_rows
 from ..config import RecommendConfig
 from ..guardrails.model import Guardrails
 from ..policy.authz import IstioPolicies
@@ -52,8 +53,8 @@ from .evaluator import (
     Namespace,
     Pod,
     Verdict,
+    _Check,
     _supported,
-    evaluate,
 )
 from .istio import ROOT_NAMESPACE, Identity, IstioVerdict, Request, authorize
 from .pair_classes import PAIR_BUDGET, count_allowed_pairs
@@ -322,12 +323,7 @@ def _with_service_accounts(cluster: Cluster) -> Cluster:
 def _label_maps(workload_labels: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
     """Per (namespace, workload), every label map observed (empty list: none observed)."""
     maps: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for ns, wl, labels in zip(
-        workload_labels["namespace"].to_pylist(),
-        workload_labels["workload"].to_pylist(),
-        workload_labels["labels"].to_pylist(),
-        strict=True,
-    ):
+    for ns, wl, labels in label_rows(workload_labels):
         if ns is None or wl is None:
             continue
         entry = maps.setdefault((ns, wl), [])
@@ -451,6 +447,7 @@ class _Judge:
     _in_ns: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
     _index: dict[str, SelectorIndex[Policy]] = field(default_factory=dict)
     _selecting: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
+    _isolating_cache: dict[tuple[str, str], list[Policy]] = field(default_factory=dict)
     _checked: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -519,13 +516,7 @@ class _Judge:
                     services=self.services,
                 )
             elif self.guardrails is None:
-                chosen: list[Policy] = []
-                for end in (src, dst):
-                    if isinstance(end, Pod):
-                        for policy in self.selecting(end):
-                            if all(policy is not q for q in chosen):
-                                chosen.append(policy)
-                found = evaluate(PolicySet(tuple(chosen)), self.cluster, src, dst, protocol, port)
+                found = self._indexed_verdict(src, dst, protocol, port)
             else:  # the whole stack: guardrails above and below the NetworkPolicies
                 namespaces = [e.namespace for e in (src, dst) if isinstance(e, Pod)]
                 found = evaluate_stack(
@@ -534,6 +525,69 @@ class _Judge:
                 )
             self._cache[key] = found
         return found
+
+
+    def _indexed_verdict(
+        self, src: Pod | Endpoint, dst: Pod | Endpoint, protocol: str, port: int | None
+    ) -> Verdict:
+        """What :func:`~recommender.evaluation.evaluator.evaluate` says on the policies that
+        select either pod (every policy of their namespaces already checked as supported by
+        :meth:`selecting`), without building a policy set per query: the same policies, in the
+        same order, the same rules and reasons."""
+        if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
+            return Verdict(True, "loopback", "loopback")
+        # The policies isolating the source for egress are those of its namespace selecting it
+        # (whatever the destination), likewise the destination for ingress; each list is kept
+        # per pod, in a PolicySet's order (namespace, name), as the evaluator reads them.
+        # (Through selecting(), the source's namespace is checked for unsupported policies
+        # first, then the destination's, as before.)
+        out_policies = self._isolating(src, "egress") if isinstance(src, Pod) else []
+        in_policies = self._isolating(dst, "ingress") if isinstance(dst, Pod) else []
+        check = _Check(self.cluster, src, dst, protocol.upper(), port, False)
+        egress_ok, egress, out_by = _direction(check, out_policies, "egress")
+        ingress_ok, ingress, in_by = _direction(check, in_policies, "ingress")
+        return Verdict(
+            egress_ok and ingress_ok, egress, ingress, tuple(sorted(set(out_by + in_by)))
+        )
+
+    def _isolating(self, pod: Pod, direction: Direction) -> list[Policy]:
+        """The policies selecting ``pod`` with ``direction`` in their types, in a PolicySet's
+        order."""
+        key = (pod.key, direction)
+        found = self._isolating_cache.get(key)
+        if found is None:
+            found = sorted(
+                (p for p in self.selecting(pod) if direction in p.policy_types),
+                key=lambda p: (p.namespace, p.name),
+            )
+            self._isolating_cache[key] = found
+        return found
+
+
+def _direction(
+    check: _Check, isolating: list[Policy], direction: Direction
+) -> tuple[bool, str, list[str]]:
+    """:meth:`~recommender.evaluation.evaluator._Check.direction` given the policies that
+    isolate the pod for ``direction`` (already checked as supported)."""
+    pod, peer = (check.src, check.dst) if direction == "egress" else (check.dst, check.src)
+    if not isinstance(pod, Pod):
+        return True, "not a pod", []
+    if not isolating:
+        return True, "not isolated", []
+    reason = ""
+    allowed_by: list[str] = []
+    for policy in isolating:
+        rules = policy.egress if direction == "egress" else policy.ingress
+        for index, rule in enumerate(rules):
+            if check._rule_matches(policy, rule, peer):
+                key = f"{policy.namespace}/{policy.name}"
+                reason = reason or f"allowed by {key} {direction} rule {index}"
+                allowed_by.append(key)
+                break
+    if reason:
+        return True, reason, allowed_by
+    names = ", ".join(f"{p.namespace}/{p.name}" for p in isolating)
+    return False, f"isolated by {names}; no rule matches", []
 
 
 @dataclass
@@ -721,7 +775,9 @@ def _query(judge: _Judge, row: Mapping[str, Any]) -> _Query | str:
 
 @dataclass
 class _RuleUse:
-    """Which evidence edges each rule matches; each rule is checked with a one-rule policy.
+    """Which evidence edges each rule matches: what a one-rule policy of it would allow. The
+    policies come from a label index per namespace and direction (they select the pod), so a
+    rule is used exactly when it matches the peer and the port.
 
     Every rule of a policy selecting an edge's pod is checked on every evidence edge (not only until
     it is first used), so that :func:`~recommender.evaluation.rule_analysis.find_broad_rules` can
@@ -729,7 +785,7 @@ class _RuleUse:
     """
 
     judge: _Judge
-    rules: dict[RuleKey, PolicySet] = field(default_factory=dict)
+    rules: dict[RuleKey, tuple[Policy, Rule]] = field(default_factory=dict)
     used: set[RuleKey] = field(default_factory=set)
     traffic: dict[RuleKey, set[tuple[str, str, int | None]]] = field(default_factory=dict)
     _by_side: dict[tuple[str, Direction], list[RuleKey]] = field(default_factory=dict)
@@ -737,6 +793,7 @@ class _RuleUse:
         default_factory=dict
     )
     _pod_keys: dict[tuple[str, Direction], list[RuleKey]] = field(default_factory=dict)
+    _supported: set[RuleKey] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         directions: tuple[Direction, ...] = ("ingress", "egress")
@@ -745,7 +802,7 @@ class _RuleUse:
                 rules = policy.ingress if direction == "ingress" else policy.egress
                 for index, rule in enumerate(rules):
                     key = (policy.namespace, policy.name, direction, index)
-                    self.rules[key] = PolicySet((_one_rule(policy, direction, rule),))
+                    self.rules[key] = (policy, rule)
                     if direction in policy.policy_types:
                         self._by_side.setdefault((policy.namespace, direction), []).append(key)
         for (namespace, direction), keys in self._by_side.items():
@@ -754,7 +811,7 @@ class _RuleUse:
             for key in keys:
                 by_policy.setdefault(key[1], []).append(key)
             for policy_keys in by_policy.values():
-                selectors.add(self.rules[policy_keys[0]].policies[0].selector, policy_keys)
+                selectors.add(self.rules[policy_keys[0]][0].selector, policy_keys)
             self._by_selector[(namespace, direction)] = selectors
 
     def _keys(self, pod: Pod, direction: Direction) -> list[RuleKey]:
@@ -771,16 +828,22 @@ class _RuleUse:
             ("egress", query.src, query.dst),
             ("ingress", query.dst, query.src),
         )
+        src, dst = query.src, query.dst
+        if isinstance(src, Pod) and isinstance(dst, Pod) and src.key == dst.key:
+            return  # loopback: allowed, but by no rule
+        # A rule is used when its one-rule policy allows the query (evaluate's "allowed by"):
+        # the policy selects the pod for the direction (the index found it), so exactly when
+        # the rule matches the peer and port.
+        check = _Check(self.judge.cluster, src, dst, query.protocol.upper(), query.port, False)
         for direction, pod, peer in sides:
             if not isinstance(pod, Pod):
                 continue
             for key in self._keys(pod, direction):
-                single = self.rules[key]
-                verdict = evaluate(
-                    single, self.judge.cluster, query.src, query.dst, query.protocol, query.port
-                )
-                reason = verdict.egress if direction == "egress" else verdict.ingress
-                if reason.startswith("allowed by"):
+                policy, rule = self.rules[key]
+                if key not in self._supported:  # what evaluating the one-rule policy checks
+                    _supported(_one_rule(policy, direction, rule))
+                    self._supported.add(key)
+                if check._rule_matches(policy, rule, peer):
                     self.used.add(key)
                     self.traffic.setdefault(key, set()).add(
                         (_peer_key(peer), query.protocol, query.port)
@@ -788,10 +851,9 @@ class _RuleUse:
 
     def unused(self) -> list[dict[str, Any]]:
         out = []
-        for key, single in self.rules.items():
+        for key, (_, rule) in self.rules.items():
             if key in self.used:
                 continue
-            rule = single.policies[0].rules[0]
             out.append(
                 {
                     "direction": key[2],

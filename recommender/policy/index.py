@@ -51,12 +51,12 @@ class SelectorIndex(Generic[T]):
 
     def matching(self, labels: Mapping[str, str]) -> list[T]:
         """The payloads whose selector matches ``labels``, in the order they were added."""
-        found = [i for i in self._always if i[1].matches(labels)]  # type: ignore[arg-type]
+        found = [i for i in self._always if i[1].matches(labels)]
         by_pair = self._by_pair
         for pair in labels.items():
             bucket = by_pair.get(pair)
             if bucket:
-                found.extend(i for i in bucket if i[1].matches(labels))  # type: ignore[arg-type]
+                found.extend(i for i in bucket if i[1].matches(labels))
         if len(found) > 1:
             found.sort(key=lambda i: i[0])
         return [i[2] for i in found]

@@ -12,6 +12,7 @@ Peers within a rule are OR-ed; in one peer, a namespace selector and a pod selec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -55,7 +56,7 @@ class LabelSelector:
         """True for the selector that matches everything."""
         return not self.match_labels and not self.match_expressions
 
-    def matches(self, labels: dict[str, str]) -> bool:
+    def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether a pod or namespace with ``labels`` is selected."""
         for key, value in self.match_labels:
             if labels.get(key) != value:

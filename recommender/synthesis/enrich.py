@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from ..aggregate.edges import MAX_HTTP_REQUESTS, EdgeTables
+from ..aggregate.label_maps import label_rows
 from ..aggregate.selectors import SelectorChoice
 from ..policy._names import is_label_value
 from ..policy.model import HttpRule, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
@@ -57,9 +58,9 @@ def service_accounts(
     it does (the workload then has no known account).
     """
     seen: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for row in tables.workload_labels.to_pylist():
-        key = (row["namespace"], row["workload"])
-        labels = dict(row["labels"] or ())
+    for namespace, workload, pairs in label_rows(tables.workload_labels):
+        key = (namespace, workload)
+        labels = dict(pairs or ())
         values = {labels[k] for k in SERVICE_ACCOUNT_LABELS if k in labels}
         if partial and not values:
             seen.setdefault(key, set())

@@ -23,12 +23,12 @@ baseline. See ``docs/clustering.md``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..aggregate.edges import EdgeTables
-from ..analysis.clustering.compaction import added_grants, grants, union_rules
+from ..analysis.clustering.compaction import Grant, grants
 from ..config import RecommendConfig
 from ..policy.model import Policy
 from .synthesizer import Findings
@@ -88,13 +88,25 @@ def _level(
     groups: Mapping[Any, list[Policy]],
     default_denies: int,
     observed: int,
+    grants_of: Callable[[Policy], set[Grant]],
 ) -> GranularityLevel:
+    """The level's counts: per group, the rules of
+    :func:`~recommender.analysis.clustering.compaction.union_rules` (equal rules once: only
+    their number is needed, so their evidence is not merged) and
+    :func:`~recommender.analysis.clustering.compaction.added_grants` (none
+    for a group of one), each policy's grants computed once for all levels."""
     rules = 0
     unobserved = 0
     for members in groups.values():
-        ingress, egress = union_rules(members)
-        rules += len(ingress) + len(egress)
-        unobserved += added_grants(members)
+        if len(members) == 1:
+            (policy,) = members
+            rules += len(set(policy.ingress)) + len(set(policy.egress))
+            continue
+        rules += len({r for p in members for r in p.ingress})
+        rules += len({r for p in members for r in p.egress})
+        own = [grants_of(p) for p in members]
+        union = set().union(*own)
+        unobserved += sum(len(union) - len(mine) for mine in own)
     return GranularityLevel(name, len(groups) + default_denies, rules, unobserved, observed)
 
 
@@ -143,7 +155,15 @@ def granularity_report(
             clusters = dict(zip(features.workloads, labels.tolist(), strict=True))
     clusters = clusters or {}
     default_denies = len(findings.namespaces_in_scope)
-    observed = sum(len(grants(p.rules)) for p in policies.values())
+    known: dict[int, set[Grant]] = {}
+
+    def grants_of(policy: Policy) -> set[Grant]:
+        found = known.get(id(policy))
+        if found is None:
+            found = known[id(policy)] = grants(policy.rules)
+        return found
+
+    observed = sum(len(grants_of(p)) for p in policies.values())
     per_workload = {owner: [p] for owner, p in policies.items()}
     per_cluster: dict[Any, list[Policy]] = defaultdict(list)
     per_namespace: dict[str, list[Policy]] = defaultdict(list)
@@ -153,8 +173,8 @@ def granularity_report(
         per_namespace[owner[0]].append(policy)
     return GranularityReport(
         (
-            _level("workload", per_workload, default_denies, observed),
-            _level("cluster", per_cluster, default_denies, observed),
-            _level("namespace", per_namespace, default_denies, observed),
+            _level("workload", per_workload, default_denies, observed, grants_of),
+            _level("cluster", per_cluster, default_denies, observed, grants_of),
+            _level("namespace", per_namespace, default_denies, observed, grants_of),
         )
     )

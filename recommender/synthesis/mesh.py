@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import Any, Final
 
 from ..aggregate.edges import EdgeTables
+from ..aggregate.label_maps import label_rows
 from ..policy.mesh import mesh_port
 
 __all__ = ["MESH_LABELS", "mesh_report", "mesh_workloads"]
@@ -43,9 +44,9 @@ def _labelled(labels: dict[str, str]) -> bool:
 def mesh_workloads(tables: EdgeTables) -> set[tuple[str, str]]:
     """The (namespace, workload) pairs the flows show a mesh proxy for (module docstring)."""
     found: set[tuple[str, str]] = set()
-    for row in tables.workload_labels.to_pylist():
-        if row["namespace"] and row["workload"] and _labelled(dict(row["labels"] or ())):
-            found.add((row["namespace"], row["workload"]))
+    for namespace, workload, labels in label_rows(tables.workload_labels):
+        if namespace and workload and _labelled(dict(labels or ())):
+            found.add((namespace, workload))
     columns = ["src_kind", "src_namespace", "src_id", "dst_kind", "dst_namespace", "dst_id",
                "protocol", "dst_port"]  # fmt: skip
     for edge in tables.edges.select(columns).to_pylist():

@@ -28,6 +28,7 @@ from ..aggregate.addresses import (
     public_universe,
 )
 from ..aggregate.edges import EDGE_KEY, EdgeTables
+from ..aggregate.label_maps import label_rows
 from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
@@ -116,6 +117,14 @@ def _absorb(target: _Acc, acc: _Acc) -> None:
     target.flags.update(acc.flags)
 
 
+#: The edge columns synthesis reads (the lists of nodes, hours and HTTP requests it leaves to
+#: the enrichment and the report, and converting them was most of the cost of the edges).
+_EDGE_COLUMNS: Final = (
+    *EDGE_KEY, "src_name", "dst_name", "src_ips", "dst_ips", "dns_names", "connections",
+    "first_seen", "last_seen", "windows",
+)  # fmt: skip
+
+
 def _in_scope(namespace: str, config: RecommendConfig) -> bool:
     explicit = namespace in config.namespaces
     if config.namespaces and not any(fnmatch.fnmatchcase(namespace, p) for p in config.namespaces):
@@ -127,9 +136,8 @@ def _in_scope(namespace: str, config: RecommendConfig) -> bool:
 
 def _label_sets(table: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
     sets: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for row in table.to_pylist():
-        key = (row["namespace"], row["workload"])
-        labels = row["labels"]
+    for namespace, workload, labels in label_rows(table):
+        key = (namespace, workload)
         if labels:
             sets[key].append(dict(labels))
         else:
@@ -608,7 +616,8 @@ def synthesize(
         return Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
 
     builder = _Builder(config, findings, get_refused, label_sets, rejected)
-    edges = tables.edges.to_pylist()
+    present = set(tables.edges.column_names)
+    edges = tables.edges.select([c for c in _EDGE_COLUMNS if c in present]).to_pylist()
 
     # Public ingress sources per (workload, ports): many distinct clients => "the internet".
     public_sources: dict[tuple[str, str, str, Any], set[str]] = defaultdict(set)

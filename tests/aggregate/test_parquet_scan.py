@@ -105,6 +105,10 @@ windows = st.tuples(st.sampled_from([None, 0, 60, 150]), st.sampled_from([None, 
 )
 
 
+def _sorted_rows(table: Any) -> list[tuple[Any, ...]]:
+    return sorted((tuple(r.values()) for r in table.to_pylist()), key=repr)
+
+
 def _write(rows: list[dict[str, Any]], folder: Path, files: int, group_rows: int) -> list[Path]:
     """The rows as ``files`` canonical Parquet files of row groups of ``group_rows`` rows."""
     paths = []
@@ -142,6 +146,8 @@ def test_scan_gives_the_edges_labels_and_ledger_of_the_full_read(
 
     for name in ("edges", "denied", "excluded", "workload_labels"):
         assert getattr(got, name).equals(getattr(expected, name)), name
+    assert got.pod_peers is not None and expected.pod_peers is not None
+    assert _sorted_rows(got.pod_peers) == _sorted_rows(expected.pod_peers)
     assert (got.rows_used, got.first_seen, got.last_seen) == (
         expected.rows_used,
         expected.first_seen,
@@ -368,3 +374,36 @@ def test_folder_names_do_not_stand_in_for_columns(tmp_path: Path) -> None:
     assert tables.edges["src_namespace"].to_pylist() == ["shop"]
     rows = pa.Table.from_batches(list(parquet_rows([path], ("src_namespace",))))
     assert rows["src_namespace"].to_pylist() == ["shop"]
+
+
+@settings(max_examples=40)
+@given(rows=st.lists(flow_rows(), max_size=60), window=windows)
+def test_pod_peers_are_the_rows_the_sibling_rule_read_again(
+    rows: list[dict[str, Any]], window: Any
+) -> None:
+    # The aggregation gathers, in its one pass, what the sibling rule used to read the flow
+    # rows again for: per source pod and peer, connections and times of the evidence rows,
+    # the sources named by their owners.
+    import duckdb
+
+    from recommender.analysis.anomaly import _evidence_rows, _owned
+
+    since, until = window
+    if since is not None and until is not None and since >= until:
+        until = None
+    config = RecommendConfig(since=since, until=until)
+    table = make_table(rows) if rows else FLOW_SCHEMA.empty_table()
+    tables = aggregate_edges(table, config)
+    assert tables.pod_peers is not None
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    owned = pa.Table.from_batches([_owned(b) for b in table.to_batches()] or [], table.schema)
+    con.register("candidates", pa.table({"ns": pa.array([], pa.string()),
+                                         "wl": pa.array([], pa.string())}))  # fmt: skip
+    everyone = con.sql(
+        "SELECT DISTINCT src_namespace AS ns, "
+        "coalesce(src_workload, src_pod, src_ip, '?') AS wl FROM owned"
+    ).to_arrow_table()
+    con.register("candidates", everyone)
+    expected = _evidence_rows(con, owned, config)
+    assert _sorted_rows(tables.pod_peers) == _sorted_rows(expected)

@@ -195,3 +195,54 @@ def test_cronjob_runs_judge_only_raw_ip_egress_across_runs() -> None:
     # The same to a raw public address: flagged, the runs being its siblings.
     item = recommend(make_table(runs(OUTSIDE, 4444))).report["anomalies"]["items"][0]
     assert item["rule"] == "sibling-deviation" and "runs of the same CronJob" in item["reason"]
+
+
+def _job_runs(peer: str, port: int, *, kind: str, name: str) -> list[dict[str, Any]]:
+    """shop() plus three runs of a CronJob, its pods named as the controller names them, the
+    workload as a reader gives it (``name`` may hold ``{run}``); one run also talks to
+    ``peer``."""
+    rows = shop()
+    for run, at in (("29383920", 0), ("29384280", 360), ("29384640", 720)):
+        pod = f"report-{run}-abcde"
+        row = conn("shop/report", "shop/db", 5432, n=4, at=at + 1, pod=pod, kind=kind)
+        row["src_workload"] = name.format(run=run)
+        rows.append(row)
+    for k in range(8):
+        row = conn("shop/report", peer, port, at=721 + k, pod="report-29384640-abcde", kind=kind)
+        row["src_workload"] = name.format(run="29384640")
+        rows.append(row)
+    return rows
+
+
+def test_cronjob_runs_named_by_their_job_are_one_workload_for_the_sibling_rule() -> None:
+    # Hubble names a CronJob's pods by their Job (report-<scheduled minutes>): aggregation
+    # resolves every run to the CronJob, and so does the sibling rule, which used to name
+    # workloads from the raw rows and found no siblings across runs.
+    by_job = recommend(make_table(_job_runs(OUTSIDE, 4444, kind="Job", name="report-{run}")))
+    by_cronjob = recommend(make_table(_job_runs(OUTSIDE, 4444, kind="CronJob", name="report")))
+    for rec in (by_job, by_cronjob):
+        items = rec.report["anomalies"]["items"]
+        assert [(i["rule"], i["source"], i["destination"]) for i in items] == [
+            ("sibling-deviation", "shop/report", f"external:{OUTSIDE}")
+        ]
+        assert "runs of the same CronJob" in items[0]["reason"]
+    assert by_job.report["anomalies"] == by_cronjob.report["anomalies"]
+
+
+def test_sibling_rule_reading_rows_again_resolves_owners_too() -> None:
+    # Without the aggregation's per-pod rows (an EdgeTables built elsewhere), the rule reads
+    # the flow rows again: with the same owners, the same finding.
+    from dataclasses import replace
+
+    from recommender.aggregate.edges import aggregate_edges
+    from recommender.analysis.anomaly import screen_flows
+
+    table = make_table(_job_runs(OUTSIDE, 4444, kind="Job", name="report-{run}"))
+    tables = aggregate_edges(table)
+    assert tables.pod_peers is not None
+    kept = screen_flows(tables, table)
+    read_again = screen_flows(replace(tables, pod_peers=None), table)
+    batches = screen_flows(replace(tables, pod_peers=None), lambda: iter(table.to_batches(7)))
+    assert [a.to_dict() for a in kept.anomalies] == [a.to_dict() for a in read_again.anomalies]
+    assert [a.to_dict() for a in kept.anomalies] == [a.to_dict() for a in batches.anomalies]
+    assert [a.rule for a in kept.anomalies] == ["sibling-deviation"]

@@ -220,3 +220,81 @@ def test_class_count_matches_pairwise(data: Any) -> None:
     bound = count_allowed_pairs(policy_set, cluster, cluster.pods, ports, observed, budget=0)
     if not bound.exact:
         assert bound.allowed >= allowed and bound.examples == ()
+
+
+# ------------------------------------------------------------------ the replay's indexed judge
+
+
+@st.composite
+def named_port_clusters(draw: Any) -> Cluster:
+    """:func:`clusters`, some pods with a named container port."""
+    cluster = draw(clusters())
+    pods = tuple(
+        Pod(p.namespace, p.name, p.labels, None,
+            {"http": ("TCP", draw(st.sampled_from((80, 443))))} if draw(st.booleans()) else {})
+        for p in cluster.pods
+    )  # fmt: skip
+    return Cluster(cluster.namespaces, pods)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_indexed_judge_and_rule_use_match_the_evaluator(data: Any) -> None:
+    """The replay judges a query on the policies selecting its pods, straight from their
+    rules, and marks a rule used when it matches: the verdict (reasons and allowing policies
+    included) must be the evaluator's on the whole policy set, and the used rules those
+    whose one-rule policy the evaluator says allows the query."""
+    from recommender.evaluation.evaluator import Endpoint
+    from recommender.evaluation.replay import _Judge, _one_rule, _Query, _RuleUse
+
+    policy_set = data.draw(policy_sets())
+    if data.draw(st.booleans()):  # a default deny, named after the others, selecting every pod
+        deny = Policy("zz-deny", data.draw(st.sampled_from(NAMESPACES)), LabelSelector(),
+                      ("ingress", "egress"))  # fmt: skip
+        policy_set = PolicySet((*policy_set.policies, deny))
+    cluster = data.draw(named_port_clusters())
+    ends: list[Pod | Endpoint] = [*cluster.pods, *(Endpoint(a) for a in ADDRESSES[:3])]
+    judge = _Judge(policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods})
+    used = _RuleUse(judge)
+    queries = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(ends), st.sampled_from(ends), st.sampled_from(PORTS)),
+            max_size=12,
+        )
+    ) if cluster.pods else []
+    expected_used = set()
+    for src, dst, (protocol, port) in queries:
+        if not isinstance(src, Pod) and not isinstance(dst, Pod):
+            continue
+        assert judge.verdict(src, dst, protocol, port) == evaluate(
+            policy_set, cluster, src, dst, protocol, port
+        )
+        used.observe(_Query(src, dst, protocol, port))
+        for policy in policy_set.policies:
+            for direction, rules_ in (("ingress", policy.ingress), ("egress", policy.egress)):
+                if direction not in policy.policy_types:
+                    continue
+                for index, rule in enumerate(rules_):
+                    single = PolicySet((_one_rule(policy, direction, rule),))  # type: ignore[arg-type]
+                    verdict = evaluate(single, cluster, src, dst, protocol, port)
+                    reason = verdict.egress if direction == "egress" else verdict.ingress
+                    if reason.startswith("allowed by"):
+                        expected_used.add((policy.namespace, policy.name, direction, index))
+    assert used.used == expected_used
+
+
+def test_indexed_judge_lists_isolating_policies_in_policy_set_order() -> None:
+    # The judge gathers the source's policies, then the destination's; the evaluator reads a
+    # PolicySet, sorted by namespace and name: the reasons must list them in that order.
+    from recommender.evaluation.replay import _Judge
+
+    policy_set = PolicySet((
+        Policy("allow-db", "a", LabelSelector.of({"app": "db"}), ("ingress",)),
+        Policy("default-deny", "a", LabelSelector(), ("ingress", "egress")),
+    ))  # fmt: skip
+    web, db = Pod("a", "web", {"app": "web"}), Pod("a", "db", {"app": "db"})
+    cluster = Cluster({}, (db, web))
+    judge = _Judge(policy_set, cluster, {(p.namespace, p.name): p for p in cluster.pods})
+    verdict = judge.verdict(web, db, "TCP", 80)
+    assert verdict.ingress == "isolated by a/allow-db, a/default-deny; no rule matches"
+    assert verdict == evaluate(policy_set, cluster, web, db, "TCP", 80)
