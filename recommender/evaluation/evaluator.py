@@ -383,7 +383,7 @@ class _Check:
 
     def direction(self, policy_set: PolicySet, direction: Direction) -> tuple[bool, str, list[str]]:
         """(allowed, reason, allowing policies) at the source (egress) or destination."""
-        pod, peer = (self.src, self.dst) if direction == "egress" else (self.dst, self.src)
+        pod = self.src if direction == "egress" else self.dst
         if not isinstance(pod, Pod):
             return True, "not a pod", []
         isolating = []
@@ -391,6 +391,17 @@ class _Check:
             _supported(policy)
             if direction in policy.policy_types and policy.selector.matches(pod.labels):
                 isolating.append(policy)
+        return self.judge_isolated(isolating, direction)
+
+    def judge_isolated(
+        self, isolating: list[Policy], direction: Direction
+    ) -> tuple[bool, str, list[str]]:
+        """:meth:`direction` given the policies that isolate the pod for ``direction`` (in
+        policy-set order, already checked as supported): the replay finds them from its own
+        index and judges with this."""
+        pod, peer = (self.src, self.dst) if direction == "egress" else (self.dst, self.src)
+        if not isinstance(pod, Pod):
+            return True, "not a pod", []
         if not isolating:
             return True, "not isolated", []
         reason = ""

@@ -569,25 +569,7 @@ def _direction(
 ) -> tuple[bool, str, list[str]]:
     """:meth:`~recommender.evaluation.evaluator._Check.direction` given the policies that
     isolate the pod for ``direction`` (already checked as supported)."""
-    pod, peer = (check.src, check.dst) if direction == "egress" else (check.dst, check.src)
-    if not isinstance(pod, Pod):
-        return True, "not a pod", []
-    if not isolating:
-        return True, "not isolated", []
-    reason = ""
-    allowed_by: list[str] = []
-    for policy in isolating:
-        rules = policy.egress if direction == "egress" else policy.ingress
-        for index, rule in enumerate(rules):
-            if check._rule_matches(policy, rule, peer):
-                key = f"{policy.namespace}/{policy.name}"
-                reason = reason or f"allowed by {key} {direction} rule {index}"
-                allowed_by.append(key)
-                break
-    if reason:
-        return True, reason, allowed_by
-    names = ", ".join(f"{p.namespace}/{p.name}" for p in isolating)
-    return False, f"isolated by {names}; no rule matches", []
+    return check.judge_isolated(isolating, direction)
 
 
 @dataclass
