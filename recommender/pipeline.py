@@ -354,6 +354,7 @@ def _self_check(
     guardrails: Guardrails | None = None,
     dialect: str = "kubernetes",
     tables: EdgeTables | None = None,
+    intended: Iterable[tuple[Any, ...]] = (),
 ) -> dict[str, Any]:
     """Replay every observed allowed edge against the emitted policies with the project's own
     evaluator (Kubernetes semantics; with guardrails, the whole stack): the evidence, whose
@@ -361,7 +362,9 @@ def _self_check(
     (:func:`_on_purpose`, from ``tables``: the screened aggregation before guardrails), counted
     as their own kind. ``problems`` lists what makes the self-check fail: false denies,
     flows denied in the input that the policies allow, and flows that never established that
-    they allow (``docs/cli.md``: exit status 3)."""
+    they allow (``docs/cli.md``: exit status 3). ``intended``: edge keys
+    (:data:`~recommender.aggregate.edges.EDGE_KEY`) a reviewer's ``allow`` decision asks for:
+    refused flows on them are allowed on purpose, counted as ``denied_but_decided``."""
     from dataclasses import replace as _replace
 
     from .evaluation.replay import replay
@@ -431,6 +434,18 @@ def _self_check(
     # An edge both allowed (established) and denied in the input: the policy in force changed
     # during the window. Its allowed connections are evidence and its rule must allow it, so
     # it is no widening that admits refused traffic: listed for review, not a failure.
+    decided_keys = {
+        (_describe(k[0], k[1], k[2]), _describe(k[3], k[4], k[5]), k[6], k[7]) for k in intended
+    }
+    on_purpose = [
+        v for v in refused_allowed
+        if (v.source, v.destination, v.protocol, v.port) in decided_keys
+    ]  # fmt: skip
+    if on_purpose:
+        refused_allowed = [
+            v for v in refused_allowed
+            if (v.source, v.destination, v.protocol, v.port) not in decided_keys
+        ]  # fmt: skip
     mixed = _mixed_verdicts(refused_allowed, evidence) if refused_allowed else []
     if mixed:
         seen = {(v.source, v.destination, v.protocol, v.port) for v in mixed}
@@ -485,6 +500,7 @@ def _self_check(
         "excluded_on_purpose": {**totals, "by_reason": dict(sorted(by_reason.items()))},
         "passed": not problems,
         "problems": problems,
+        **({"denied_but_decided": len(on_purpose)} if on_purpose else {}),
         **(
             {
                 "mixed_verdicts": {
@@ -966,7 +982,10 @@ def recommend_edges(
             ).trees(config.dialects)
         )
     mark = _stage(timings, "render", mark)
-    self_check = _self_check(policy_set, evidence, guardrails, _precedence(config), tables)
+    self_check = _self_check(
+        policy_set, evidence, guardrails, _precedence(config), tables,
+        decided.allowed_keys() if decided is not None else (),
+    )  # fmt: skip
     if decided is not None:
         from .evaluation.decision_check import judge_decided
 

@@ -112,3 +112,19 @@ def test_failed_flows_allowed_is_a_problem() -> None:
     check = _self_check(lenient.policy_set, strict.tables, tables=strict.tables)
     (problem,) = check["problems"]
     assert problem["kind"] == "failed-flows-allowed" and problem["edges"] == 1
+
+
+def test_a_reviewer_may_open_again_what_was_denied_later(tmp_path: Path) -> None:
+    # The verdict asks whether a denied-later edge should stay closed; a reviewer who says no
+    # writes an allow decision: the rule comes back and the self-check does not fail.
+    from recommender.synthesis.decisions import Decision, Decisions
+
+    rows = [_web_db("allowed", 0), _web_db("denied", 300)]
+    allow = Decision("allow", from_="shop/web", to="shop/db", port=5432, protocol="TCP")
+    report = recommend(make_table(rows), decisions=Decisions((allow,))).report
+    check = report["self_check"]
+    assert check["passed"] and check["problems"] == [] and check["denied_but_decided"] == 1
+    assert {p for r in report["rules"] for p in r["ports"]} == {"TCP/5432"}
+    # without the decision, no rule and no failure either
+    plain = recommend(make_table(rows)).report
+    assert plain["self_check"]["passed"] and plain["rules"] == []
