@@ -141,18 +141,9 @@ _KEYS: Final = (
     "dst_namespace, dst_id, dst_name, protocol, dst_port, class"
 )
 
-#: Partial aggregates of one stream of rows, grouped by edge key and class. Every column merges
-#: with :data:`_MERGE` (sums, minima, maxima, unions of distinct values), so partials of any
-#: split of the rows combine into exactly the aggregates of all of them.
-_PARTIAL: Final = f"""
-    sum(connections)::BIGINT AS connections,
-    coalesce(sum(connections) FILTER (WHERE outcome = 'established'), 0)::BIGINT AS established,
-    coalesce(sum(connections) FILTER (WHERE outcome = 'failed'), 0)::BIGINT AS failed,
-    count(*)::BIGINT AS rows,
-    sum(coalesce(bytes, 0))::BIGINT AS bytes,
-    min(start_time) AS first_seen,
-    max(end_time) AS last_seen,
-    list(DISTINCT date_trunc('hour', start_time)) FILTER (WHERE start_time IS NOT NULL) AS hours,
+#: The partial aggregates of an edge's details: addresses, nodes, names, DNS names and HTTP
+#: requests (the same SQL over rows and over :mod:`.parquet_scan`'s fine groups).
+_DETAILS: Final = f"""
     list(DISTINCT src_ip) FILTER (WHERE src_ip IS NOT NULL) AS src_ips,
     list(DISTINCT dst_ip) FILTER (WHERE dst_ip IS NOT NULL) AS dst_ips,
     list(DISTINCT node) FILTER (WHERE node IS NOT NULL) AS nodes,
@@ -165,6 +156,20 @@ _PARTIAL: Final = f"""
         ORDER BY http_method || ' ' || coalesce(http_path, ''))
         FILTER (WHERE http_method IS NOT NULL), 1, {MAX_HTTP_REQUESTS + 1}) AS http_requests
 """
+
+#: Partial aggregates of one stream of rows, grouped by edge key and class. Every column merges
+#: with :data:`_MERGE` (sums, minima, maxima, unions of distinct values), so partials of any
+#: split of the rows combine into exactly the aggregates of all of them.
+_PARTIAL: Final = f"""
+    sum(connections)::BIGINT AS connections,
+    coalesce(sum(connections) FILTER (WHERE outcome = 'established'), 0)::BIGINT AS established,
+    coalesce(sum(connections) FILTER (WHERE outcome = 'failed'), 0)::BIGINT AS failed,
+    count(*)::BIGINT AS rows,
+    sum(coalesce(bytes, 0))::BIGINT AS bytes,
+    min(start_time) AS first_seen,
+    max(end_time) AS last_seen,
+    list(DISTINCT date_trunc('hour', start_time)) FILTER (WHERE start_time IS NOT NULL) AS hours,
+{_DETAILS}"""
 
 
 def _union(column: str) -> str:

@@ -45,11 +45,11 @@ from ..errors import FlowFormatError
 from ..ingest.canonical import INVALID_DETAIL, INVALID_REASON, reads_as_is, valid_row_sql
 from ..ingest.ledger import MAX_EXAMPLES, IngestLedger
 from .edges import (
+    _DETAILS,
     _EPHEMERAL,
     _IDS,
     _KEYS,
     EVIDENCE_VERDICTS,
-    MAX_HTTP_REQUESTS,
     EdgeTables,
     LabelPicks,
     PartialEdges,
@@ -85,18 +85,7 @@ _FROM_FINE: Final = f"""
     min(first_seen) AS first_seen,
     max(last_seen) AS last_seen,
     list(DISTINCT hour) FILTER (WHERE hour IS NOT NULL) AS hours,
-    list(DISTINCT src_ip) FILTER (WHERE src_ip IS NOT NULL) AS src_ips,
-    list(DISTINCT dst_ip) FILTER (WHERE dst_ip IS NOT NULL) AS dst_ips,
-    list(DISTINCT node) FILTER (WHERE node IS NOT NULL) AS nodes,
-    max(dst_service_name) AS dst_service,
-    max(src_workload_kind) AS src_workload_kind,
-    max(dst_workload_kind) AS dst_workload_kind,
-    list_distinct(flatten(list(dst_dns_names) FILTER (WHERE dst_dns_names IS NOT NULL)))
-        AS dns_names,
-    list_slice(list(DISTINCT http_method || ' ' || coalesce(http_path, '')
-        ORDER BY http_method || ' ' || coalesce(http_path, ''))
-        FILTER (WHERE http_method IS NOT NULL), 1, {MAX_HTTP_REQUESTS + 1}) AS http_requests
-"""
+{_DETAILS}"""
 
 
 def scannable_parquet(files: Sequence[tuple[Path, str]]) -> list[Path] | None:
