@@ -17,6 +17,7 @@ import yaml
 
 from .errors import ConfigError
 from .policy._names import is_dns1123_label
+from .policy._yaml import config_yaml_errors
 from .policy.istio import is_trust_domain
 
 __all__ = ["DEFAULT_EXCLUDED_NAMESPACES", "RecommendConfig", "load_config"]
@@ -429,15 +430,11 @@ def load_config(path: str | Path) -> RecommendConfig:
     settings, see ``docs/deployment.md``) is kept in ``extra["job"]``.
     """
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}.") from None
-    except yaml.YAMLError as exc:
-        # One line: PyYAML's own text spans several (with a caret under the spot).
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"{path}: not valid YAML: {problem}{where}.") from None
+    with config_yaml_errors(str(path)):
+        data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values.")
     extra = data.pop("cli", {}) or {}

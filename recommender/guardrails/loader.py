@@ -16,9 +16,9 @@ from typing import Any, Final, NoReturn
 
 import yaml
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value
-from ..policy._yaml import _Loader
+from ..policy._yaml import _Loader, config_yaml_errors
 from ..policy.model import Action, Direction, LabelSelector, Peer, PortSpec, Rule
 from .model import NAMESPACE_NAME_LABEL, Guardrail, Guardrails, Subject, Tier
 
@@ -90,17 +90,8 @@ def parse_guardrails(text: str, origin: str = "guardrails") -> Guardrails:
     >>> g.guardrails[0].egress[0].peers[0].cidr
     '169.254.169.254/32'
     """
-    try:
+    with config_yaml_errors(origin):
         node = yaml.compose(text, Loader=_Loader)  # a SafeLoader: no tags, no object aliases
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"{origin}: not valid YAML: {problem}{where}.") from None
-    except InputError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{origin}: the YAML is nested too deeply.") from None
     return _Parser(origin).file(node)
 
 

@@ -8,14 +8,16 @@ would decide, because kubectl (go-yaml) and PyYAML disagree on several of them.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any, Final
 
 import yaml
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
-__all__ = ["dump_yaml", "load_yaml_documents"]
+__all__ = ["config_yaml_errors", "dump_yaml", "load_yaml_documents"]
 
 #: Plain scalars that some YAML parser (1.1 or 1.2 core, PyYAML or go-yaml) reads as a
 #: null, bool, int, float or merge/value key rather than a string.
@@ -320,3 +322,22 @@ def load_yaml_documents(text: str) -> list[dict[str, Any]]:
             )
         docs.append(doc)
     return docs
+
+
+@contextlib.contextmanager
+def config_yaml_errors(origin: str) -> Iterator[None]:
+    """Turn what a YAML parser raises inside the block into one-line
+    :class:`~recommender.errors.ConfigError` naming ``origin``: ``origin: not valid YAML:
+    PROBLEM at line L, column C.`` (PyYAML's own text spans several lines, with a caret), the
+    loader's own refusals (aliases, :class:`InputError`) and too deep nesting."""
+    try:
+        yield
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{origin}: not valid YAML: {problem}{where}.") from None
+    except InputError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: the YAML is nested too deeply.") from None

@@ -54,9 +54,9 @@ from typing import Any, Final
 
 import yaml
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..policy._names import is_dns1123_label
-from ..policy._yaml import _Loader, dump_yaml
+from ..policy._yaml import _Loader, config_yaml_errors, dump_yaml
 
 __all__ = [
     "ACTIONS",
@@ -469,17 +469,8 @@ def parse_decisions(text: str, origin: str = "decisions") -> Decisions:
     >>> d.entries[0].namespace
     'sandbox'
     """
-    try:
+    with config_yaml_errors(origin):
         data = yaml.load(text, Loader=_Loader)  # a SafeLoader: no tags, no object aliases
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"{origin}: not valid YAML: {problem}{where}.") from None
-    except InputError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{origin}: the YAML is nested too deeply.") from None
     if data is None:
         data = {"apiVersion": API_VERSION, "kind": KIND, "decisions": []}
     if not isinstance(data, dict):
