@@ -55,6 +55,7 @@ from .edges import (
     PartialEdges,
     _connect,
     _empty_pod_peers,
+    _window,
     finish_edges,
     merge_partials,
 )
@@ -111,17 +112,6 @@ def _source(path: Path, row_numbers: bool = False) -> str:
     )
 
 
-def _window(config: RecommendConfig) -> tuple[str | None, list[Any]]:
-    where, params = [], []
-    if config.since is not None:
-        where.append("start_time >= ?")
-        params.append(config.since)
-    if config.until is not None:
-        where.append("start_time < ?")
-        params.append(config.until)
-    return (" AND ".join(where) if where else None), params
-
-
 @dataclass
 class _FileScan:
     """What one file gave: its partial aggregates and its ledger counts."""
@@ -142,7 +132,8 @@ def _scan_file(con: duckdb.DuckDBPyConnection, path: Path, config: RecommendConf
     # A file written before the outcome column existed reads as "outcome unknown".
     outcome = "outcome" if "outcome" in pq.read_schema(path).names else "NULL::VARCHAR AS outcome"
     valid = valid_row_sql()
-    window, params = _window(config)
+    clause, params = _window(config)
+    window = clause if params else None  # no since/until: no window
     verdicts = ", ".join(f"'{v}'" for v in EVIDENCE_VERDICTS)
     # Rows with impossible values are a class of their own (counted, never aggregated); rows
     # outside the window are not read, except for the value checks just below.

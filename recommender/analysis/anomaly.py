@@ -56,7 +56,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ..aggregate.edges import EDGE_KEY, EVIDENCE_VERDICTS, EdgeTables, _ident
+from ..aggregate.edges import EDGE_KEY, EVIDENCE_VERDICTS, EdgeTables, _ident, _window
 from ..config import RecommendConfig
 
 __all__ = ["ANOMALY_RULES", "FLOW_COLUMNS", "Anomaly", "Scan", "Screening", "screen_flows"]
@@ -505,14 +505,8 @@ def _evidence_rows(
 ) -> pa.Table:
     """The candidates' evidence rows of ``flows``, per pod and peer: connections and times."""
     con.register("raw", flows)
-    where = ["src_kind = 'workload'", "coalesce(src_pod, src_ip) IS NOT NULL"]
-    params: list[Any] = []
-    if config.since is not None:
-        where.append("start_time >= ?")
-        params.append(config.since)
-    if config.until is not None:
-        where.append("start_time < ?")
-        params.append(config.until)
+    window, params = _window(config)
+    where = ["src_kind = 'workload'", "coalesce(src_pod, src_ip) IS NOT NULL", window]
     verdicts = ", ".join(f"'{v}'" for v in EVIDENCE_VERDICTS)
     where.append(f"verdict IN ({verdicts})")
     where.append("NOT coalesce(is_reply, false)")
