@@ -307,8 +307,11 @@ def build_verdict(report: Mapping[str, Any]) -> dict[str, Any]:
             "movement were kept (trust_all_flows).",
         )
     excluded = int(s.get("excluded_edges") or 0) - int(anomalies.get("excluded_edges") or 0)
+    # (decisions, and edges denied later in the window, have reasons of their own)
     decided = sum(
-        1 for x in report.get("excluded") or [] if str(x.get("reason", "")).startswith("decision:")
+        1
+        for x in report.get("excluded") or []
+        if str(x.get("reason", "")).startswith("decision:") or x.get("reason") == "denied-later"
     )
     if excluded - decided > 0:
         add(

@@ -38,6 +38,8 @@ def test_an_edge_denied_after_it_was_allowed_gets_no_rule(tmp_path: Path, capsys
     assert [(r["dst_port"], r["reason"]) for r in report["excluded"]] == [(5432, "denied-later")]
     assert {p for r in report["rules"] for p in r["ports"]} == {"TCP/6379"}
     assert any("denied later in the window" in r["text"] for r in report["verdict"]["reasons"])
+    # its own reason, not also counted among the edges left out as replies or ephemeral ports
+    assert not any("suspected replies" in r["text"] for r in report["verdict"]["reasons"])
 
 
 def test_an_edge_allowed_again_after_its_denial_is_kept_for_review(tmp_path: Path) -> None:
