@@ -70,6 +70,16 @@ def apply_accepts(report: dict[str, Any]) -> int:
     ]  # fmt: skip
     if not items:
         return 0
+    # Entries naming both ends exactly are found by their ends; the few with a wildcard end
+    # (``*``, ``namespace/*``) are tried on every edge.
+    exact: dict[tuple[str, str], list[int]] = {}
+    wild: list[int] = []
+    for i, item in enumerate(items):
+        ends = (str(item.get("from")), str(item.get("to")))
+        if any(end == "*" or end.endswith("/*") for end in ends):
+            wild.append(i)
+        else:
+            exact.setdefault(ends, []).append(i)
     accepted_rules = []
     for rule in report.get("rules") or []:
         flags = frozenset(rule.get("flags") or ())
@@ -80,7 +90,8 @@ def apply_accepts(report: dict[str, Any]) -> int:
         covered = 0
         flags_ok = True
         for entry in entries:
-            found = [i for i, item in enumerate(items) if _covers(item, entry)]
+            near = exact.get((str(entry.from_), str(entry.to)), [])
+            found = [i for i in (*near, *wild) if _covers(items[i], entry)]
             hits.update(found)
             covered += bool(found)
             flags_ok = flags_ok and any(_flags_accepted(items[i], flags) for i in found)
