@@ -70,15 +70,23 @@ def stable_labels(labels: Mapping[str, str]) -> dict[str, str]:
 
 
 def common_labels(label_sets: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """The stable labels every one of ``label_sets`` carries with the same value."""
+    """The stable labels every one of ``label_sets`` carries with the same value.
+
+    A map given several times (one object per distinct map, as synthesis shares them) is
+    looked at once.
+    """
     common: dict[str, str] | None = None
+    seen: dict[int, Mapping[str, str]] = {}  # id -> map (kept, so no id is reused meanwhile)
     for labels in label_sets:
-        stable = stable_labels(labels)
+        if id(labels) in seen:
+            continue
+        seen[id(labels)] = labels
         if common is None:
-            common = dict(stable)
-        else:
-            common = {k: v for k, v in common.items() if stable.get(k) == v}
+            common = stable_labels(labels)
+        elif common:
+            common = {k: v for k, v in common.items() if labels.get(k) == v}
     return common or {}
+
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from ..aggregate.addresses import (
 )
 from ..aggregate.edges import EDGE_KEY, EdgeTables
 from ..aggregate.label_maps import label_rows
-from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels, stable_labels
+from ..aggregate.pyrows import table_rows
+from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
 from ..policy.mesh import MESH_PORTS_ANNOTATION, mesh_port
@@ -135,21 +136,38 @@ def _in_scope(namespace: str, config: RecommendConfig) -> bool:
 
 
 def _label_sets(table: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """Every workload's observed label maps, a row each; equal maps (one tuple in
+    :func:`~recommender.aggregate.label_maps.label_rows`) as one shared, read-only dict."""
     sets: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    as_dict: dict[int, dict[str, str]] = {}  # id of a pairs tuple (alive in label_rows' list)
     for namespace, workload, labels in label_rows(table):
         key = (namespace, workload)
         if labels:
-            sets[key].append(dict(labels))
+            found = as_dict.get(id(labels))
+            if found is None:
+                found = as_dict[id(labels)] = dict(labels)
+            sets[key].append(found)
         else:
             sets.setdefault(key, [])
     return sets
 
 
-def _valid_labels(labels: dict[str, str], where: str, findings: Findings) -> dict[str, str]:
+def _valid_labels(
+    labels: dict[str, str],
+    where: str,
+    findings: Findings,
+    known: set[tuple[str, str]] | None = None,
+) -> dict[str, str]:
+    """``labels`` with valid keys and values; the others reported. ``known`` remembers the
+    valid pairs across calls (a cluster repeats the same few thousands times)."""
     valid = {}
     for key, value in labels.items():
-        if is_label_key(key) and is_label_value(value):
+        if known is not None and (key, value) in known:
             valid[key] = value
+        elif is_label_key(key) and is_label_value(value):
+            valid[key] = value
+            if known is not None:
+                known.add((key, value))
         else:
             findings.invalid_labels.append(
                 {"workload": where, "key": key[:100], "value": value[:100]}
@@ -289,15 +307,47 @@ class _Builder:
         self.internet_members: dict[tuple[str, str], dict[int, dict[str, list[Any]]]] = defaultdict(
             lambda: defaultdict(dict)
         )
-        # (namespace, workload) -> direction -> (Peer, mesh role) -> _Acc; Istio's own ports
-        # (policy.mesh) are kept apart from the application ports under their role.
-        self.peers: dict[tuple[str, str], dict[str, dict[tuple[Peer, str], _Acc]]] = defaultdict(
+        # (namespace, workload) -> direction -> (peer id, mesh role) -> _Acc; Istio's own ports
+        # (policy.mesh) are kept apart from the application ports under their role. A peer is
+        # keyed by the id of the one object kept for all equal peers (:meth:`_peer_id`), so
+        # that adding evidence hashes two small values, not the peer's selectors.
+        self.peers: dict[tuple[str, str], dict[str, dict[tuple[int, str], _Acc]]] = defaultdict(
             lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)}
         )
+        self._canonical: dict[Peer, Peer] = {}
+        self._peer_of: dict[int, Peer] = {}  # id -> the kept peer (kept alive here)
+        # (protocol, port) -> the ports and mesh role of an edge (when no port is rejected)
+        self._port_roles: dict[tuple[Any, Any], tuple[tuple[PortSpec, ...], str]] = {}
+        # per kept peer (by id) and per distinct port tuple: what rules sort and print by
+        self._peer_keys: dict[int, tuple[Any, ...]] = {}
+        self._peer_texts: dict[int, str] = {}
+        self._compressed: dict[tuple[frozenset[PortSpec], bool], tuple[PortSpec, ...]] = {}
+        self._port_tuples: dict[tuple[PortSpec, ...], tuple[PortSpec, ...]] = {}
+        self._port_keys: dict[int, list[tuple[str, int, int]]] = {}
+        self._port_texts: dict[int, list[str]] = {}
         # (namespace, workload) -> direction -> (ip, mesh role) -> _Acc (external addresses)
         self.addresses: dict[tuple[str, str], dict[str, dict[tuple[str, str], _Acc]]] = (
             defaultdict(lambda: {"ingress": defaultdict(_Acc), "egress": defaultdict(_Acc)})
         )
+
+    def _peer_id(self, peer: Peer) -> int:
+        """The id of the kept object equal to ``peer`` (``peer`` itself when it is the first)."""
+        key = id(peer)
+        if self._peer_of.get(key) is not peer:
+            peer = self._canonical.setdefault(peer, peer)
+            key = id(peer)
+            self._peer_of[key] = peer
+        return key
+
+    def _ports_role(self, edge: dict[str, Any]) -> tuple[Sequence[PortSpec], str]:
+        """:func:`_ports` and :func:`_mesh_role` of ``edge``, once per (protocol, port)."""
+        key = (edge["protocol"], edge["dst_port"])
+        found = self._port_roles.get(key)
+        if found is None:
+            found = self._port_roles[key] = (tuple(_ports(edge, self.config)), _mesh_role(edge))
+        if self.rejected:  # the ports then depend on the edge's ends
+            return _ports(edge, self.config, self.rejected), found[1]
+        return found
 
     def pods(
         self,
@@ -307,9 +357,9 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        ports = _ports(edge, self.config, self.rejected)
+        ports, role = self._ports_role(edge)
         if ports:  # (an empty port list would read as every port)
-            self.peers[owner][direction][(peer, _mesh_role(edge))].add(edge, ports, flags)
+            self.peers[owner][direction][(self._peer_id(peer), role)].add(edge, ports, flags)
 
     def address(
         self,
@@ -319,9 +369,9 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        ports = _ports(edge, self.config, self.rejected)
+        ports, role = self._ports_role(edge)
         if ports:
-            self.addresses[owner][direction][(ip, _mesh_role(edge))].add(edge, ports, flags)
+            self.addresses[owner][direction][(ip, role)].add(edge, ports, flags)
 
     def cidr(
         self,
@@ -388,7 +438,8 @@ class _Builder:
             if found is None:
                 continue
             cidr, except_ = found
-            target = self.peers[owner]["ingress"][(Peer("cidr", cidr=cidr, except_=except_), "")]
+            peer = Peer("cidr", cidr=cidr, except_=except_)
+            target = self.peers[owner]["ingress"][(self._peer_id(peer), "")]
             _absorb(target, acc)
             target.flags.add("internet")
             if any(classify_address(ip) == "public" for ip in refused):
@@ -417,11 +468,54 @@ class _Builder:
                 for cidr in merge_cidrs(ips, budget=budget, forbidden=sorted(forbidden)):
                     net = ipaddress.ip_network(cidr)
                     covered = [ip for ip in ips if ipaddress.ip_address(ip) in net]
-                    target = peers[(Peer("cidr", cidr=cidr), role)]
+                    target = peers[(self._peer_id(Peer("cidr", cidr=cidr)), role)]
                     for ip in covered:
                         _absorb(target, members[ip])
                     if net.num_addresses > len(covered):
                         target.flags.add("merged-cidr")
+
+    def _compress(
+        self, owner: tuple[str, str], direction: str, pid: int, role: str, acc: _Acc
+    ) -> tuple[PortSpec, ...]:
+        """:func:`_compress_ports` of a peer's ports, one tuple object per distinct result:
+        without a range budget it depends on the port set only, so it is made once per set."""
+        budget = 0 if role else self.config.port_range_budget  # mesh ports join no range
+        if budget > 0:
+            blocked = partial(self._blocked, owner, direction, self._peer_of[pid])
+            ports = _compress_ports(acc.ports, budget, blocked)
+            return self._port_tuples.setdefault(ports, ports)
+        key = (frozenset(acc.ports), bool(role))
+        found = self._compressed.get(key)
+        if found is None:
+            ports = _compress_ports(key[0], 0)
+            found = self._compressed[key] = self._port_tuples.setdefault(ports, ports)
+        return found
+
+    def _peer_key(self, pid: int) -> tuple[Any, ...]:
+        found = self._peer_keys.get(pid)
+        if found is None:
+            found = self._peer_keys[pid] = _peer_key(self._peer_of[pid])
+        return found
+
+    def _peer_text(self, pid: int) -> str:
+        found = self._peer_texts.get(pid)
+        if found is None:
+            found = self._peer_texts[pid] = _describe_peer(self._peer_of[pid])
+        return found
+
+    def _ports_key(self, ports: tuple[PortSpec, ...]) -> list[tuple[str, int, int]]:
+        found = self._port_keys.get(id(ports))  # (kept alive in _port_tuples)
+        if found is None:
+            found = self._port_keys[id(ports)] = [
+                (p.protocol, p.port or 0, p.end_port or 0) for p in ports
+            ]
+        return found
+
+    def _ports_text(self, ports: tuple[PortSpec, ...]) -> list[str]:
+        found = self._port_texts.get(id(ports))
+        if found is None:
+            found = self._port_texts[id(ports)] = _describe_ports(ports)
+        return list(found)
 
     def policies(self, selectors: dict[tuple[str, str], SelectorChoice]) -> list[Policy]:
         config = self.config
@@ -429,25 +523,28 @@ class _Builder:
         owners = sorted(set(self.peers) | set(self.addresses) | set(self.internet))
         for owner in owners:
             namespace, workload = owner
-            self._internet(owner)
-            for direction in ("ingress", "egress"):
-                self._merge_addresses(owner, direction)
+            if owner in self.internet:
+                self._internet(owner)
+            if owner in self.addresses:
+                for direction in ("ingress", "egress"):
+                    self._merge_addresses(owner, direction)
             name = safe_name(f"{config.policy_prefix}{workload}")
             rules: dict[str, list[Rule]] = {"ingress": [], "egress": []}
             for direction in ("ingress", "egress"):
-                grouped: dict[tuple[tuple[PortSpec, ...], str], list[tuple[Peer, _Acc]]] = (
-                    defaultdict(list)
-                )
-                for (peer, role), acc in self.peers[owner][direction].items():
-                    ports = _compress_ports(
-                        acc.ports,
-                        0 if role else config.port_range_budget,  # mesh ports join no range
-                        partial(self._blocked, owner, direction, peer),
-                    )
-                    grouped[(ports, role)].append((peer, acc))
-                for (ports, role), members in grouped.items():
-                    members.sort(key=lambda m: _peer_key(m[0]))
-                    peers = tuple(m[0] for m in members)
+                # (id of the ports tuple, role) -> (ports, [(peer id, evidence)])
+                grouped: dict[
+                    tuple[int, str], tuple[tuple[PortSpec, ...], list[tuple[int, _Acc]]]
+                ] = {}
+                for (pid, role), acc in self.peers[owner][direction].items():
+                    ports = self._compress(owner, direction, pid, role, acc)
+                    group = grouped.get((id(ports), role))
+                    if group is None:
+                        group = grouped[(id(ports), role)] = (ports, [])
+                    group[1].append((pid, acc))
+                keyed: list[tuple[tuple[Any, ...], Rule, list[str]]] = []
+                for (_, role), (ports, members) in grouped.items():
+                    members.sort(key=lambda m: self._peer_key(m[0]))
+                    peers = tuple(self._peer_of[m[0]] for m in members)
                     connections = sum(m[1].connections for m in members)
                     firsts = [m[1].first for m in members if m[1].first]
                     lasts = [m[1].last for m in members if m[1].last]
@@ -465,22 +562,19 @@ class _Builder:
                         flags=tuple(sorted(flags)),
                     )
                     rule = Rule(direction, peers, ports, evidence=evidence)  # type: ignore[arg-type]
+                    sort_key = (self._ports_key(ports), [self._peer_key(m[0]) for m in members])
+                    keyed.append((sort_key, rule, [self._peer_text(m[0]) for m in members]))
+                keyed.sort(key=lambda k: k[0])  # (stable: equal keys keep their order)
+                for _, rule, described in keyed:
                     rules[direction].append(rule)
-                rules[direction].sort(
-                    key=lambda r: (
-                        [(p.protocol, p.port or 0, p.end_port or 0) for p in r.ports],
-                        [_peer_key(p) for p in r.peers],
-                    )
-                )
-                for rule in rules[direction]:
                     self.findings.rules.append(
                         RuleRecord(
                             namespace,
                             name,
                             workload,
                             direction,
-                            [_describe_peer(p) for p in rule.peers],
-                            _describe_ports(rule.ports),
+                            described,
+                            self._ports_text(rule.ports),
                             rule.evidence.connections,
                             rule.evidence.first_seen,
                             rule.evidence.last_seen,
@@ -580,6 +674,7 @@ def synthesize(
     # Workload identities and selectors, for every workload seen (peers out of scope too).
     label_sets = _label_sets(tables.workload_labels)
     common: dict[tuple[str, str], dict[str, str]] = {}
+    known_valid: set[tuple[str, str]] = set()
     for key, sets in label_sets.items():
         namespace, workload = key
         if namespace is None or workload is None:
@@ -588,8 +683,10 @@ def synthesize(
             if namespace not in findings.invalid_namespaces:
                 findings.invalid_namespaces.append(namespace)
             continue
-        valid = _valid_labels(common_labels(sets), f"{namespace}/{workload}", findings)
-        if not stable_labels(valid) and not is_label_value(workload):
+        valid = _valid_labels(
+            common_labels(sets), f"{namespace}/{workload}", findings, known_valid
+        )
+        if not valid and not is_label_value(workload):  # (common labels are all stable)
             # The fallback selector app=<workload> cannot carry this name: leave the workload
             # out (its traffic gets no rule) and report it, rather than fail the whole run.
             findings.invalid_labels.append(
@@ -608,16 +705,24 @@ def synthesize(
     ]
     in_scope = set(findings.namespaces_in_scope)
 
+    made: dict[tuple[str, str, bool], Peer | None] = {}
+
     def pod_peer(namespace: str, workload: str, owner_ns: str) -> Peer | None:
+        """The peer standing for a workload, made once per workload and side of a namespace."""
+        key = (namespace, workload, namespace == owner_ns)
+        if key in made:
+            return made[key]
         choice = selectors.get((namespace, workload))
-        if choice is None:
-            return None
-        ns_sel = None if namespace == owner_ns else LabelSelector.of({NAMESPACE_LABEL: namespace})
-        return Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
+        peer = None
+        if choice is not None:
+            ns_sel = None if key[2] else LabelSelector.of({NAMESPACE_LABEL: namespace})
+            peer = Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
+        made[key] = peer
+        return peer
 
     builder = _Builder(config, findings, get_refused, label_sets, rejected)
     present = set(tables.edges.column_names)
-    edges = tables.edges.select([c for c in _EDGE_COLUMNS if c in present]).to_pylist()
+    edges = table_rows(tables.edges, [c for c in _EDGE_COLUMNS if c in present])
 
     # Public ingress sources per (workload, ports): many distinct clients => "the internet".
     public_sources: dict[tuple[str, str, str, Any], set[str]] = defaultdict(set)
