@@ -57,6 +57,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..aggregate.edges import EDGE_KEY, EVIDENCE_VERDICTS, EdgeTables, _ident, _window
+from ..aggregate.pyrows import table_rows
 from ..config import RecommendConfig
 
 __all__ = ["ANOMALY_RULES", "FLOW_COLUMNS", "Anomaly", "Scan", "Screening", "screen_flows"]
@@ -243,8 +244,7 @@ _ROW_COLUMNS: Final = (*EDGE_KEY, "connections", "first_seen", "last_seen", "src
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
     cols = [c for c in (*_ROW_COLUMNS, "established", "dns_names", "dst_service", "reason")
             if c in table.column_names]  # fmt: skip
-    rows: list[dict[str, Any]] = table.select(cols).to_pylist()
-    return rows
+    return table_rows(table, cols)
 
 
 def _src(row: dict[str, Any]) -> _Endpoint:
@@ -279,13 +279,15 @@ class _Peers:
         common: set[_Endpoint] = set()
         for row in (*evidence, *others):
             peer = _dst(row)
-            self.users[peer].add(_src(row))
-            self.port_users[_target(row)].add(_src(row))
-            if row["dst_port"] == 53 or _is_api_server(row):
+            source = _src(row)
+            self.users[peer].add(source)
+            port = row["dst_port"]
+            self.port_users[(*peer, row["protocol"], port)].add(source)
+            if port == 53 or _is_api_server(row):
                 self.protected.add(peer)
             if row.get("dns_names"):
                 named.add(peer)
-            if row["dst_port"] in _COMMON_PORTS:
+            if port in _COMMON_PORTS:
                 common.add(peer)
         self.raw_ip = {
             peer
@@ -296,10 +298,15 @@ class _Peers:
 
     def shared(self, peer: _Endpoint, source: _Endpoint) -> bool:
         """Another source than ``source`` uses ``peer``."""
-        return bool(self.users.get(peer, set()) - {source})
+        return _others(self.users.get(peer), source)
 
     def prior(self, peer: _Endpoint, config: RecommendConfig) -> float:
         return config.sibling_raw_ip_prior if peer in self.raw_ip else 1.0
+
+
+def _others(users: set[_Endpoint] | None, source: _Endpoint) -> bool:
+    """Whether ``users`` holds another endpoint than ``source`` (``users - {source}``)."""
+    return users is not None and (len(users) > 1 or (len(users) == 1 and source not in users))
 
 
 def _public(text: str) -> bool:
@@ -343,9 +350,10 @@ def _scans(
             return
         last = row["last_seen"] or first
         mine = tries[_src(row)]
-        t = mine.get(_target(row))
+        target = _target(row)
+        t = mine.get(target)
         if t is None:
-            t = mine[_target(row)] = _Try(first, last, rows=[])
+            t = mine[target] = _Try(first, last, rows=[])
         t.first, t.last = min(t.first, first), max(t.last, last)
         t.connections += int(row["connections"] or 0)
         if kind == "denied":
@@ -380,7 +388,7 @@ def _scans(
             return (
                 t.answered and not t.established and not refused(t)
                 and t.connections < config.rare_connections
-                and not (peers.port_users.get(target, set()) - {src})
+                and not _others(peers.port_users.get(target), src)
             )  # fmt: skip
 
         ordered = sorted(mine.items(), key=lambda kv: (kv[1].first, str(kv[0])))
