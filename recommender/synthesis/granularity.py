@@ -25,12 +25,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from ..aggregate.edges import EdgeTables
-from ..analysis.clustering.compaction import Grant, grants
 from ..config import RecommendConfig
-from ..policy.model import Policy
+from ..policy.model import Policy, Rule
 from .synthesizer import Findings
 
 __all__ = ["GranularityLevel", "GranularityReport", "granularity_report"]
@@ -83,28 +83,86 @@ class GranularityReport:
         return {"levels": [level.to_dict() for level in self.levels]}
 
 
+class _Numbered:
+    """Each policy's rules and grants as numbers (equal rules and grants, equal numbers):
+    comparing them costs a hash of a small tuple of ints, not of the peers' selectors.
+
+    Peers and ports are numbered by value, found by the object's identity first so that each
+    object is hashed once; the policies must outlive the instance (no id is reused).
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, int] = {}  # id of a peer or port -> its number
+        self._by_value: dict[Any, int] = {}
+        self._rules: dict[int, tuple[int, tuple[int, ...], tuple[int, ...]]] = {}  # by id
+        self._rule_numbers: dict[tuple[Any, ...], int] = {}
+        self._policies: dict[int, tuple[list[int], list[int], set[tuple[str, int, int]]]] = {}
+
+    def _number(self, obj: Any) -> int:
+        found = self._by_id.get(id(obj))
+        if found is None:
+            found = self._by_value.setdefault(obj, len(self._by_value))
+            self._by_id[id(obj)] = found
+        return found
+
+    def _rule(self, rule: Rule) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+        """(its number, its peers' numbers, its ports' numbers)."""
+        known = self._by_id.get
+        peers: tuple[int, ...] = tuple(map(known, map(id, rule.peers)))  # type: ignore[arg-type]
+        if None in peers:
+            peers = tuple(map(self._number, rule.peers))
+        ports: tuple[int, ...] = tuple(map(known, map(id, rule.ports)))  # type: ignore[arg-type]
+        if None in ports:
+            ports = tuple(map(self._number, rule.ports))
+        # Rule equality: direction, peers, ports and action (evidence and comment aside).
+        key = (rule.direction, peers, ports, rule.action)
+        found = (self._rule_numbers.setdefault(key, len(self._rule_numbers)), peers, ports)
+        self._rules[id(rule)] = found
+        return found
+
+    def of(self, policy: Policy) -> tuple[list[int], list[int], set[tuple[str, int, int]]]:
+        """(ingress rule numbers, egress rule numbers, grant numbers) of ``policy``: the
+        grants are :func:`~recommender.analysis.clustering.compaction.grants`' triples."""
+        found = self._policies.get(id(policy))
+        if found is not None:
+            return found
+        known = self._rules
+        grants: set[tuple[str, int, int]] = set()
+        sides: tuple[list[int], list[int]] = ([], [])
+        for side, rules in zip(sides, (policy.ingress, policy.egress), strict=True):
+            for rule in rules:
+                number, peers, ports = known.get(id(rule)) or self._rule(rule)
+                side.append(number)
+                direction = rule.direction
+                for port in ports or (-1,):  # -1: every port
+                    grants.update(zip(repeat(direction), peers, repeat(port)))
+        found = self._policies[id(policy)] = (sides[0], sides[1], grants)
+        return found
+
+
 def _level(
     name: str,
     groups: Mapping[Any, list[Policy]],
     default_denies: int,
     observed: int,
-    grants_of: Callable[[Policy], set[Grant]],
+    numbered: Callable[[Policy], tuple[list[int], list[int], set[tuple[str, int, int]]]],
 ) -> GranularityLevel:
     """The level's counts: per group, the rules of
     :func:`~recommender.analysis.clustering.compaction.union_rules` (equal rules once: only
     their number is needed, so their evidence is not merged) and
     :func:`~recommender.analysis.clustering.compaction.added_grants` (none
-    for a group of one), each policy's grants computed once for all levels."""
+    for a group of one), each policy's rules and grants numbered once for all levels."""
     rules = 0
     unobserved = 0
     for members in groups.values():
         if len(members) == 1:
-            (policy,) = members
-            rules += len(set(policy.ingress)) + len(set(policy.egress))
+            ingress, egress, _ = numbered(members[0])
+            rules += len(set(ingress)) + len(set(egress))
             continue
-        rules += len({r for p in members for r in p.ingress})
-        rules += len({r for p in members for r in p.egress})
-        own = [grants_of(p) for p in members]
+        sides = [numbered(p) for p in members]
+        rules += len({r for side in sides for r in side[0]})
+        rules += len({r for side in sides for r in side[1]})
+        own = [side[2] for side in sides]
         union = set().union(*own)
         unobserved += sum(len(union) - len(mine) for mine in own)
     return GranularityLevel(name, len(groups) + default_denies, rules, unobserved, observed)
@@ -155,15 +213,8 @@ def granularity_report(
             clusters = dict(zip(features.workloads, labels.tolist(), strict=True))
     clusters = clusters or {}
     default_denies = len(findings.namespaces_in_scope)
-    known: dict[int, set[Grant]] = {}
-
-    def grants_of(policy: Policy) -> set[Grant]:
-        found = known.get(id(policy))
-        if found is None:
-            found = known[id(policy)] = grants(policy.rules)
-        return found
-
-    observed = sum(len(grants_of(p)) for p in policies.values())
+    numbered = _Numbered().of  # (the policies outlive it)
+    observed = sum(len(numbered(p)[2]) for p in policies.values())
     per_workload = {owner: [p] for owner, p in policies.items()}
     per_cluster: dict[Any, list[Policy]] = defaultdict(list)
     per_namespace: dict[str, list[Policy]] = defaultdict(list)
@@ -173,8 +224,8 @@ def granularity_report(
         per_namespace[owner[0]].append(policy)
     return GranularityReport(
         (
-            _level("workload", per_workload, default_denies, observed, grants_of),
-            _level("cluster", per_cluster, default_denies, observed, grants_of),
-            _level("namespace", per_namespace, default_denies, observed, grants_of),
+            _level("workload", per_workload, default_denies, observed, numbered),
+            _level("cluster", per_cluster, default_denies, observed, numbered),
+            _level("namespace", per_namespace, default_denies, observed, numbered),
         )
     )
