@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -30,7 +30,7 @@ from ..aggregate.addresses import (
 from ..aggregate.edges import EDGE_KEY, EdgeTables
 from ..aggregate.label_maps import label_rows
 from ..aggregate.pyrows import table_rows
-from ..aggregate.selectors import SelectorChoice, choose_selectors, common_labels
+from ..aggregate.selectors import SelectorChoice, choose_selectors, stable_labels
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
 from ..policy.mesh import MESH_PORTS_ANNOTATION, mesh_port
@@ -83,18 +83,20 @@ class Findings:
     compaction: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
 class _Acc:
-    """Evidence accumulated for one (policy, direction, peer)."""
+    """Evidence accumulated for one (policy, direction, peer): one is made per peer of
+    every policy, so it is a slotted class with only the sets it needs."""
 
-    ports: set[PortSpec] = field(default_factory=set)
-    connections: int = 0
-    first: datetime | None = None
-    last: datetime | None = None
-    windows: int = 0
-    flags: set[str] = field(default_factory=set)
-    describe: set[str] = field(default_factory=set)
-    edge_ids: set[int] = field(default_factory=set)
+    __slots__ = ("connections", "edge_ids", "first", "flags", "last", "ports", "windows")
+
+    def __init__(self) -> None:
+        self.ports: set[PortSpec] = set()
+        self.connections = 0
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.windows = 0
+        self.flags: set[str] = set()
+        self.edge_ids: set[int] | None = None  # ("internet" evidence only)
 
     def add(
         self, edge: dict[str, Any], ports: Iterable[PortSpec], flags: Iterable[str] = ()
@@ -135,21 +137,75 @@ def _in_scope(namespace: str, config: RecommendConfig) -> bool:
     return not any(fnmatch.fnmatchcase(namespace, p) for p in config.exclude_namespaces)
 
 
-def _label_sets(table: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
-    """Every workload's observed label maps, a row each; equal maps (one tuple in
-    :func:`~recommender.aggregate.label_maps.label_rows`) as one shared, read-only dict."""
-    sets: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    as_dict: dict[int, dict[str, str]] = {}  # id of a pairs tuple (alive in label_rows' list)
-    for namespace, workload, labels in label_rows(table):
-        key = (namespace, workload)
-        if labels:
-            found = as_dict.get(id(labels))
-            if found is None:
-                found = as_dict[id(labels)] = dict(labels)
-            sets[key].append(found)
-        else:
-            sets.setdefault(key, [])
-    return sets
+Pairs = tuple[tuple[str, str], ...]
+
+
+def _workload_maps(table: pa.Table) -> dict[tuple[str, str], list[Pairs | None]]:
+    """Every workload's observed label maps as (key, value) pairs (None: a row without
+    labels), in the order first seen, each map object once: a pod's rows repeat its map,
+    and every consumer asks only whether some map matches, or for the first one."""
+    rows = label_rows(table)
+    out: dict[tuple[str, str], list[Pairs | None]] = {}
+    if not rows:
+        return out
+    namespaces, workloads, maps = zip(*rows, strict=True)
+    # (namespace, workload, id of the map) -> map: the distinct rows, first seen first (the
+    # maps stay alive in label_rows' list, so no id is reused meanwhile)
+    keys = zip(namespaces, workloads, map(id, maps), strict=True)
+    for (namespace, workload, _), labels in dict(zip(keys, maps, strict=True)).items():
+        found = out.get((namespace, workload))
+        if found is None:
+            found = out[(namespace, workload)] = []
+        found.append(labels)
+    return out
+
+
+class _LabelSets(Mapping[tuple[str, str], list[dict[str, str]]]):
+    """Every workload's observed label maps as dicts (empty list: none observed), made on
+    first use: only a widening, a compaction or a refused-flow check reads them, and making
+    a dict of every pod's map was a tenth of synthesis on a wide cluster."""
+
+    def __init__(self, maps: dict[tuple[str, str], list[Pairs | None]]) -> None:
+        self._maps = maps
+        self._sets: dict[tuple[str, str], list[dict[str, str]]] | None = None
+
+    def _made(self) -> dict[tuple[str, str], list[dict[str, str]]]:
+        if self._sets is None:
+            as_dict: dict[int, dict[str, str]] = {}  # one dict per map object
+            self._sets = {
+                key: [
+                    as_dict.get(id(m)) or as_dict.setdefault(id(m), dict(m)) for m in maps if m
+                ]
+                for key, maps in self._maps.items()
+            }
+        return self._sets
+
+    def __getitem__(self, key: tuple[str, str]) -> list[dict[str, str]]:
+        return self._made()[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._maps)
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+
+def _common_of(maps: Sequence[Pairs | None]) -> dict[str, str]:
+    """:func:`~recommender.aggregate.selectors.common_labels` of the maps (as dicts; None
+    maps left out), without a dict of a map equal to the first."""
+    present = [m for m in maps if m]
+    if not present:
+        return {}
+    first = present[0]
+    common = stable_labels(dict(first))
+    for other in present[1:]:
+        if not common:
+            break
+        if other == first:
+            continue
+        labels = dict(other)
+        common = {k: v for k, v in common.items() if labels.get(k) == v}
+    return common
 
 
 def _valid_labels(
@@ -300,7 +356,7 @@ class _Builder:
         self.findings = findings
         self.rejected = rejected
         self._refused = refused
-        self.labels = labels or {}
+        self.labels = labels if labels is not None else {}
         # (namespace, workload) -> IP version -> the "internet" evidence, and per public
         # source address the edges it was seen in (to name it exactly when it is carved out)
         self.internet: dict[tuple[str, str], dict[int, _Acc]] = defaultdict(dict)
@@ -357,9 +413,13 @@ class _Builder:
         edge: dict[str, Any],
         flags: Iterable[str] = (),
     ) -> None:
-        ports, role = self._ports_role(edge)
+        found = self._port_roles.get((edge["protocol"], edge["dst_port"]))
+        ports, role = found if found is not None and not self.rejected else self._ports_role(edge)
         if ports:  # (an empty port list would read as every port)
-            self.peers[owner][direction][(self._peer_id(peer), role)].add(edge, ports, flags)
+            key = id(peer)
+            if self._peer_of.get(key) is not peer:
+                key = self._peer_id(peer)
+            self.peers[owner][direction][(key, role)].add(edge, ports, flags)
 
     def address(
         self,
@@ -398,6 +458,8 @@ class _Builder:
         members = self.internet_members[owner][version]
         if not any(e is edge for e, _ in members.get(ip, ())):
             members.setdefault(ip, []).append((edge, tuple(flags)))
+        if acc.edge_ids is None:
+            acc.edge_ids = set()
         if id(edge) not in acc.edge_ids:  # edges live as long as synthesis: ids stay unique
             acc.edge_ids.add(id(edge))
             acc.add(edge, _ports(edge, self.config), flags)
@@ -543,12 +605,21 @@ class _Builder:
                     group[1].append((pid, acc))
                 keyed: list[tuple[tuple[Any, ...], Rule, list[str]]] = []
                 for (_, role), (ports, members) in grouped.items():
-                    members.sort(key=lambda m: self._peer_key(m[0]))
-                    peers = tuple(self._peer_of[m[0]] for m in members)
-                    connections = sum(m[1].connections for m in members)
-                    firsts = [m[1].first for m in members if m[1].first]
-                    lasts = [m[1].last for m in members if m[1].last]
-                    flags = set().union(*(m[1].flags for m in members))
+                    if len(members) == 1:  # (most rules: the same as below, more directly)
+                        acc = members[0][1]
+                        peers: tuple[Peer, ...] = (self._peer_of[members[0][0]],)
+                        connections, first, last = acc.connections, acc.first, acc.last
+                        windows, flags = acc.windows, set(acc.flags)
+                    else:
+                        members.sort(key=lambda m: self._peer_key(m[0]))
+                        peers = tuple(self._peer_of[m[0]] for m in members)
+                        connections = sum(m[1].connections for m in members)
+                        firsts = [m[1].first for m in members if m[1].first]
+                        lasts = [m[1].last for m in members if m[1].last]
+                        first = min(firsts) if firsts else None
+                        last = max(lasts) if lasts else None
+                        windows = max(m[1].windows for m in members)
+                        flags = set().union(*(m[1].flags for m in members))
                     decided_only = ALLOW_FLAG in flags and connections == 0
                     if connections < config.rare_connections and not decided_only:
                         flags.add("rare")
@@ -556,9 +627,9 @@ class _Builder:
                         flags.add(f"mesh:{role}")
                     evidence = Evidence(
                         connections=connections,
-                        first_seen=min(firsts) if firsts else None,
-                        last_seen=max(lasts) if lasts else None,
-                        windows=max((m[1].windows for m in members), default=0),
+                        first_seen=first or None,
+                        last_seen=last or None,
+                        windows=windows,
                         flags=tuple(sorted(flags)),
                     )
                     rule = Rule(direction, peers, ports, evidence=evidence)  # type: ignore[arg-type]
@@ -672,10 +743,11 @@ def synthesize(
         return refused_set
 
     # Workload identities and selectors, for every workload seen (peers out of scope too).
-    label_sets = _label_sets(tables.workload_labels)
+    workload_maps = _workload_maps(tables.workload_labels)
+    label_sets = _LabelSets(workload_maps)
     common: dict[tuple[str, str], dict[str, str]] = {}
     known_valid: set[tuple[str, str]] = set()
-    for key, sets in label_sets.items():
+    for key, maps in workload_maps.items():
         namespace, workload = key
         if namespace is None or workload is None:
             continue
@@ -683,9 +755,7 @@ def synthesize(
             if namespace not in findings.invalid_namespaces:
                 findings.invalid_namespaces.append(namespace)
             continue
-        valid = _valid_labels(
-            common_labels(sets), f"{namespace}/{workload}", findings, known_valid
-        )
+        valid = _valid_labels(_common_of(maps), f"{namespace}/{workload}", findings, known_valid)
         if not valid and not is_label_value(workload):  # (common labels are all stable)
             # The fallback selector app=<workload> cannot carry this name: leave the workload
             # out (its traffic gets no rule) and report it, rather than fail the whole run.
@@ -749,26 +819,33 @@ def synthesize(
         flags = [] if e["dst_port"] is not None else ["all-ports"]
         if allowed and tuple(e[k] for k in EDGE_KEY) in allowed:
             flags.append(ALLOW_FLAG)
-        # Egress side: the source workload's policy.
-        if (
-            e["src_kind"] == "workload"
-            and e["src_namespace"] in in_scope
-            and (e["src_namespace"], e["src_id"]) in selectors
-        ):
+        src_kind, dst_kind = e["src_kind"], e["dst_kind"]
+        # Egress side: the source workload's policy (a workload peer directly, as _add_peer).
+        if src_kind == "workload" and e["src_namespace"] in in_scope:
             owner = (e["src_namespace"], e["src_id"])
-            _add_peer(
-                builder, owner, "egress", e, flags, pod_peer, public_sources, config, findings
-            )
+            if owner in selectors:
+                if dst_kind == "workload":
+                    peer = pod_peer(e["dst_namespace"], e["dst_id"], owner[0])
+                    if peer is not None:
+                        builder.pods(owner, "egress", peer, e, flags)
+                else:
+                    _add_peer(
+                        builder, owner, "egress", e, flags, pod_peer, public_sources, config,
+                        findings,
+                    )  # fmt: skip
         # Ingress side: the destination workload's policy.
-        if (
-            e["dst_kind"] == "workload"
-            and e["dst_namespace"] in in_scope
-            and (e["dst_namespace"], e["dst_id"]) in selectors
-        ):
+        if dst_kind == "workload" and e["dst_namespace"] in in_scope:
             owner = (e["dst_namespace"], e["dst_id"])
-            _add_peer(
-                builder, owner, "ingress", e, flags, pod_peer, public_sources, config, findings
-            )
+            if owner in selectors:
+                if src_kind == "workload":
+                    peer = pod_peer(e["src_namespace"], e["src_id"], owner[0])
+                    if peer is not None:
+                        builder.pods(owner, "ingress", peer, e, flags)
+                else:
+                    _add_peer(
+                        builder, owner, "ingress", e, flags, pod_peer, public_sources, config,
+                        findings,
+                    )  # fmt: skip
         if e["dst_kind"] == "external":
             for ip in e["dst_ips"] or ():
                 findings.external.append(
@@ -824,7 +901,7 @@ def _compact(
     owners: list[tuple[str, str]],
     tables: EdgeTables,
     common: dict[tuple[str, str], dict[str, str]],
-    label_sets: dict[tuple[str, str], list[dict[str, str]]],
+    label_sets: Mapping[tuple[str, str], list[dict[str, str]]],
     config: RecommendConfig,
     findings: Findings,
     refused: Callable[[], RefusedSet],
