@@ -343,13 +343,24 @@ def _scans(
     """The scanning sources, the flagged evidence rows (index -> reason) and the listed refused
     rows (row, verdict, reason) of each."""
     tries: dict[_Endpoint, dict[tuple[Any, ...], _Try]] = defaultdict(dict)
+    # Only a source with scan_min_targets distinct targets or more can be scanning: those
+    # are found first, so that no per-target state is built for the others (most sources).
+    tried: dict[_Endpoint, set[tuple[Any, ...]]] = defaultdict(set)
+    for rows in (evidence, denied, failed):
+        for row in rows:
+            if row["first_seen"] is not None:
+                tried[_src(row)].add(_target(row))
+    wide = {s for s, found in tried.items() if len(found) >= config.scan_min_targets}
 
     def add(row: dict[str, Any], kind: str, index: int | None = None) -> None:
         first = row["first_seen"]
         if first is None:
             return
+        source = _src(row)
+        if source not in wide:
+            return
         last = row["last_seen"] or first
-        mine = tries[_src(row)]
+        mine = tries[source]
         target = _target(row)
         t = mine.get(target)
         if t is None:
