@@ -581,6 +581,9 @@ class _Builder:
 
     def policies(self, selectors: dict[tuple[str, str], SelectorChoice]) -> list[Policy]:
         config = self.config
+        rare = config.rare_connections
+        peer_of = self._peer_of
+        record = self.findings.rules.append
         out: list[Policy] = []
         owners = sorted(set(self.peers) | set(self.addresses) | set(self.internet))
         for owner in owners:
@@ -592,27 +595,30 @@ class _Builder:
                     self._merge_addresses(owner, direction)
             name = safe_name(f"{config.policy_prefix}{workload}")
             rules: dict[str, list[Rule]] = {"ingress": [], "egress": []}
-            for direction in ("ingress", "egress"):
+            mesh_rules = False
+            for direction, entries in self.peers[owner].items():
+                if not entries:
+                    continue
                 # (id of the ports tuple, role) -> (ports, [(peer id, evidence)])
                 grouped: dict[
                     tuple[int, str], tuple[tuple[PortSpec, ...], list[tuple[int, _Acc]]]
                 ] = {}
-                for (pid, role), acc in self.peers[owner][direction].items():
+                for (pid, role), acc in entries.items():
                     ports = self._compress(owner, direction, pid, role, acc)
                     group = grouped.get((id(ports), role))
                     if group is None:
                         group = grouped[(id(ports), role)] = (ports, [])
                     group[1].append((pid, acc))
-                keyed: list[tuple[tuple[Any, ...], Rule, list[str]]] = []
+                built: list[tuple[list[tuple[int, _Acc]], Rule]] = []
                 for (_, role), (ports, members) in grouped.items():
                     if len(members) == 1:  # (most rules: the same as below, more directly)
                         acc = members[0][1]
-                        peers: tuple[Peer, ...] = (self._peer_of[members[0][0]],)
+                        peers: tuple[Peer, ...] = (peer_of[members[0][0]],)
                         connections, first, last = acc.connections, acc.first, acc.last
                         windows, flags = acc.windows, set(acc.flags)
                     else:
                         members.sort(key=lambda m: self._peer_key(m[0]))
-                        peers = tuple(self._peer_of[m[0]] for m in members)
+                        peers = tuple(peer_of[m[0]] for m in members)
                         connections = sum(m[1].connections for m in members)
                         firsts = [m[1].first for m in members if m[1].first]
                         lasts = [m[1].last for m in members if m[1].last]
@@ -621,50 +627,54 @@ class _Builder:
                         windows = max(m[1].windows for m in members)
                         flags = set().union(*(m[1].flags for m in members))
                     decided_only = ALLOW_FLAG in flags and connections == 0
-                    if connections < config.rare_connections and not decided_only:
+                    if connections < rare and not decided_only:
                         flags.add("rare")
                     if role:
                         flags.add(f"mesh:{role}")
+                        mesh_rules = True
                     evidence = Evidence(
-                        connections=connections,
-                        first_seen=first or None,
-                        last_seen=last or None,
-                        windows=windows,
-                        flags=tuple(sorted(flags)),
+                        connections, first or None, last or None, windows, tuple(sorted(flags))
                     )
                     rule = Rule(direction, peers, ports, evidence=evidence)  # type: ignore[arg-type]
-                    sort_key = (self._ports_key(ports), [self._peer_key(m[0]) for m in members])
-                    keyed.append((sort_key, rule, [self._peer_text(m[0]) for m in members]))
-                keyed.sort(key=lambda k: k[0])  # (stable: equal keys keep their order)
-                for _, rule, described in keyed:
-                    rules[direction].append(rule)
-                    self.findings.rules.append(
+                    built.append((members, rule))
+                if len(built) > 1:  # (stable: equal keys keep their order)
+                    built.sort(
+                        key=lambda b: (
+                            self._ports_key(b[1].ports),
+                            [self._peer_key(m[0]) for m in b[0]],
+                        )
+                    )
+                kept = rules[direction]
+                for members, rule in built:
+                    kept.append(rule)
+                    evidence = rule.evidence
+                    record(
                         RuleRecord(
                             namespace,
                             name,
                             workload,
                             direction,
-                            described,
+                            [self._peer_text(m[0]) for m in members],
                             self._ports_text(rule.ports),
-                            rule.evidence.connections,
-                            rule.evidence.first_seen,
-                            rule.evidence.last_seen,
-                            rule.evidence.windows,
-                            list(rule.evidence.flags),
+                            evidence.connections,
+                            evidence.first_seen,
+                            evidence.last_seen,
+                            evidence.windows,
+                            list(evidence.flags),
                         )
                     )
-            choice = selectors[owner]
             annotations: tuple[tuple[str, str], ...] = (
                 ("recommender.io/workload", workload[:253]),
             )
-            mesh = _mesh_annotation(rules["ingress"] + rules["egress"])
-            if mesh:
-                annotations = tuple(sorted((*annotations, (MESH_PORTS_ANNOTATION, mesh))))
+            if mesh_rules:  # (only a rule on a mesh port has a mesh: flag)
+                mesh = _mesh_annotation(rules["ingress"] + rules["egress"])
+                if mesh:
+                    annotations = tuple(sorted((*annotations, (MESH_PORTS_ANNOTATION, mesh))))
             out.append(
                 Policy(
                     name=name,
                     namespace=namespace,
-                    selector=choice.selector,
+                    selector=selectors[owner].selector,
                     ingress=tuple(rules["ingress"]),
                     egress=tuple(rules["egress"]),
                     labels=MANAGED_BY,
