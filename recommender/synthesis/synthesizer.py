@@ -785,22 +785,30 @@ def synthesize(
     ]
     in_scope = set(findings.namespaces_in_scope)
 
-    made: dict[tuple[str, str, bool], Peer | None] = {}
+    made: dict[tuple[str, str, bool], int | None] = {}
 
-    def pod_peer(namespace: str, workload: str, owner_ns: str) -> Peer | None:
-        """The peer standing for a workload, made once per workload and side of a namespace."""
+    def pod_pid(namespace: str, workload: str, owner_ns: str) -> int | None:
+        """The builder's id of the peer standing for a workload (None: no selector), the
+        peer made once per workload and side of a namespace."""
         key = (namespace, workload, namespace == owner_ns)
-        if key in made:
-            return made[key]
+        found = made.get(key, -1)
+        if found != -1:
+            return found
         choice = selectors.get((namespace, workload))
-        peer = None
+        pid = None
         if choice is not None:
             ns_sel = None if key[2] else LabelSelector.of({NAMESPACE_LABEL: namespace})
             peer = Peer("pods", namespace_selector=ns_sel, pod_selector=choice.selector)
-        made[key] = peer
-        return peer
+            pid = builder._peer_id(peer)
+        made[key] = pid
+        return pid
+
+    def pod_peer(namespace: str, workload: str, owner_ns: str) -> Peer | None:
+        pid = pod_pid(namespace, workload, owner_ns)
+        return None if pid is None else builder._peer_of[pid]
 
     builder = _Builder(config, findings, get_refused, label_sets, rejected)
+    by_owner = builder.peers
     present = set(tables.edges.column_names)
     edges = table_rows(tables.edges, [c for c in _EDGE_COLUMNS if c in present])
 
@@ -830,14 +838,20 @@ def synthesize(
         if allowed and tuple(e[k] for k in EDGE_KEY) in allowed:
             flags.append(ALLOW_FLAG)
         src_kind, dst_kind = e["src_kind"], e["dst_kind"]
-        # Egress side: the source workload's policy (a workload peer directly, as _add_peer).
+        ports_role = None  # (the edge's ports and mesh role, as builder.pods finds them)
+        # Egress side: the source workload's policy (a workload peer directly, as _add_peer
+        # and builder.pods would add it).
         if src_kind == "workload" and e["src_namespace"] in in_scope:
             owner = (e["src_namespace"], e["src_id"])
             if owner in selectors:
                 if dst_kind == "workload":
-                    peer = pod_peer(e["dst_namespace"], e["dst_id"], owner[0])
-                    if peer is not None:
-                        builder.pods(owner, "egress", peer, e, flags)
+                    pid = pod_pid(e["dst_namespace"], e["dst_id"], owner[0])
+                    if pid is not None:
+                        ports_role = builder._ports_role(e)
+                        if ports_role[0]:  # (an empty port list would read as every port)
+                            by_owner[owner]["egress"][(pid, ports_role[1])].add(
+                                e, ports_role[0], flags
+                            )
                 else:
                     _add_peer(
                         builder, owner, "egress", e, flags, pod_peer, public_sources, config,
@@ -848,9 +862,13 @@ def synthesize(
             owner = (e["dst_namespace"], e["dst_id"])
             if owner in selectors:
                 if src_kind == "workload":
-                    peer = pod_peer(e["src_namespace"], e["src_id"], owner[0])
-                    if peer is not None:
-                        builder.pods(owner, "ingress", peer, e, flags)
+                    pid = pod_pid(e["src_namespace"], e["src_id"], owner[0])
+                    if pid is not None:
+                        ports_role = ports_role or builder._ports_role(e)
+                        if ports_role[0]:
+                            by_owner[owner]["ingress"][(pid, ports_role[1])].add(
+                                e, ports_role[0], flags
+                            )
                 else:
                     _add_peer(
                         builder, owner, "ingress", e, flags, pod_peer, public_sources, config,
