@@ -60,6 +60,9 @@ PREFERRED_KEYS: Final = (
 )
 
 
+_PREFERRED: Final = frozenset(PREFERRED_KEYS)
+
+
 def stable_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """``labels`` without the volatile ones."""
     return {
@@ -146,18 +149,25 @@ def choose_selectors(
                     LabelSelector.of({"app": name}), "fallback"
                 )
                 continue
-            order: list[str] = [k for k in PREFERRED_KEYS if k in labels]
-            order += sorted(k for k in labels if k not in PREFERRED_KEYS)
             chosen: dict[str, str] = {}
             also: list[int] = []  # other members the chosen labels also select
-            for key in order:
-                chosen[key] = labels[key]
-                if len(chosen) == 1:
-                    also = [j for j in index[(key, labels[key])] if j != position]
-                else:
-                    also = [j for j in also if members[j][1].get(key) == labels[key]]
-                if not also:
+            # The preferred keys in order, then the others sorted (only when the preferred
+            # ones do not single the workload out: most workloads stop at the first key).
+            for phase in range(2):
+                if phase == 0:
+                    order: list[str] = [k for k in PREFERRED_KEYS if k in labels]
+                elif chosen and not also:
                     break
+                else:
+                    order = sorted(k for k in labels if k not in _PREFERRED)
+                for key in order:
+                    chosen[key] = labels[key]
+                    if len(chosen) == 1:
+                        also = [j for j in index[(key, labels[key])] if j != position]
+                    else:
+                        also = [j for j in also if members[j][1].get(key) == labels[key]]
+                    if not also:
+                        break
             result[(namespace, name)] = SelectorChoice(
                 LabelSelector.of(chosen), "labels", bool(also)
             )

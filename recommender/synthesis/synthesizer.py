@@ -30,7 +30,12 @@ from ..aggregate.addresses import (
 from ..aggregate.edges import EDGE_KEY, EdgeTables
 from ..aggregate.label_maps import label_rows
 from ..aggregate.pyrows import table_rows
-from ..aggregate.selectors import SelectorChoice, choose_selectors, stable_labels
+from ..aggregate.selectors import (
+    VOLATILE_LABELS,
+    VOLATILE_PREFIXES,
+    SelectorChoice,
+    choose_selectors,
+)
 from ..config import RecommendConfig
 from ..policy._names import is_dns1123_label, is_label_key, is_label_value, safe_name
 from ..policy.mesh import MESH_PORTS_ANNOTATION, mesh_port
@@ -197,7 +202,10 @@ def _common_of(maps: Sequence[Pairs | None]) -> dict[str, str]:
     if not present:
         return {}
     first = present[0]
-    common = stable_labels(dict(first))
+    # stable_labels(dict(first)) in one step (a key given twice: its last value, first place)
+    common = {
+        k: v for k, v in first if k not in VOLATILE_LABELS and not k.startswith(VOLATILE_PREFIXES)
+    }
     for other in present[1:]:
         if not common:
             break
@@ -757,11 +765,15 @@ def synthesize(
     label_sets = _LabelSets(workload_maps)
     common: dict[tuple[str, str], dict[str, str]] = {}
     known_valid: set[tuple[str, str]] = set()
+    namespace_ok: dict[str, bool] = {}
     for key, maps in workload_maps.items():
         namespace, workload = key
         if namespace is None or workload is None:
             continue
-        if not is_dns1123_label(namespace):
+        ok = namespace_ok.get(namespace)
+        if ok is None:
+            ok = namespace_ok[namespace] = is_dns1123_label(namespace)
+        if not ok:
             if namespace not in findings.invalid_namespaces:
                 findings.invalid_namespaces.append(namespace)
             continue
