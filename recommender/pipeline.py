@@ -1027,10 +1027,12 @@ def recommend_edges(
         report["decisions"] = decided.report()
     mark = _stage(timings, "report", mark)
     report["self_check"] = checking.result()
+    reporting = timings.pop("report")  # the stages keep their order: the self-check first
     timings["self_check"] = (
         checking.child_seconds if checking.child_seconds is not None
         else time.perf_counter() - mark
     )  # fmt: skip
+    timings["report"] = reporting
     mark = time.perf_counter()
     if holdout is not None:
         report["holdout"] = holdout()
