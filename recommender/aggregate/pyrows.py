@@ -5,11 +5,14 @@
 per cell through the scalar (a twentieth of a second per 16,000 edges, and synthesis and the
 anomaly screen read two such columns of every edge). :func:`column_values` converts UTC and
 naive timestamps from their integers instead, to the very same datetimes (same ``tzinfo``
-object as pyarrow's); :func:`table_rows` builds the row dicts from the converted columns.
+object as pyarrow's); :func:`table_rows` builds the row dicts from the converted columns,
+each column of a table converted once for as long as the table lives (the anomaly screen and
+synthesis read the same edges).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -45,11 +48,38 @@ def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
         return column.to_pylist()  # type: ignore[no-any-return]
 
 
+#: id(table) -> (a weak reference to it, column name -> its values): each column converted
+#: once per table object, the entry dropped with the table.
+_CACHE: dict[int, tuple[weakref.ref[pa.Table], dict[str, list[Any]]]] = {}
+
+
+def _forget(key: int) -> Any:
+    return lambda _ref: _CACHE.pop(key, None)
+
+
+def _columns(table: pa.Table) -> dict[str, list[Any]]:
+    """The converted columns of ``table`` so far (read-only lists)."""
+    key = id(table)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0]() is table:
+        return hit[1]
+    found: dict[str, list[Any]] = {}
+    _CACHE[key] = (weakref.ref(table, _forget(key)), found)
+    return found
+
+
 def table_rows(table: pa.Table, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """``table.select(columns).to_pylist()`` (every column by default), converted by
-    :func:`column_values`."""
+    :func:`column_values`; new dicts each call, each column converted once per table (so a
+    list value, such as an edge's addresses, is one object for every caller: read-only)."""
     names = list(table.column_names if columns is None else columns)
     if not names:
         return table.select([]).to_pylist()  # type: ignore[no-any-return]
-    values = [column_values(table.column(name)) for name in names]
+    known = _columns(table)
+    values = []
+    for name in names:
+        found = known.get(name)
+        if found is None:
+            found = known[name] = column_values(table.column(name))
+        values.append(found)
     return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]

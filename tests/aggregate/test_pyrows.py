@@ -84,3 +84,14 @@ def test_table_rows_is_to_pylist(rows, columns):
         if a.get("t") is not None:
             assert a["t"].tzinfo is b["t"].tzinfo
             assert a["t"].tzinfo.utcoffset(None) == UTC.utcoffset(None)
+
+
+def test_a_table_is_converted_once_and_each_call_gets_its_own_rows():
+    table = pa.table({"a": [1, 2], "t": pa.array([0, None], pa.int64()).cast(pa.timestamp("us"))})
+    first = table_rows(table, ["a", "t"])
+    first[0]["a"] = 99
+    again = table_rows(table, ["t", "a"])
+    assert again == [{"t": datetime(1970, 1, 1), "a": 1}, {"t": None, "a": 2}]
+    assert list(again[0]) == ["t", "a"]
+    other = pa.table({"a": [3]})  # another table: its own values
+    assert table_rows(other) == [{"a": 3}]
