@@ -30,7 +30,7 @@ from typing import Any
 
 from ..aggregate.edges import EdgeTables
 from ..config import RecommendConfig
-from ..policy.model import Policy, Rule
+from ..policy.model import Policy
 from .synthesizer import Findings
 
 __all__ = ["GranularityLevel", "GranularityReport", "granularity_report"]
@@ -83,6 +83,12 @@ class GranularityReport:
         return {"levels": [level.to_dict() for level in self.levels]}
 
 
+#: A rule as numbers: (direction, its peers' numbers, its ports' numbers, action), equal
+#: for equal rules (Rule equality leaves evidence and comment aside).
+RuleKey = tuple[str, tuple[int, ...], tuple[int, ...], str]
+Numbers = tuple[list[RuleKey], list[RuleKey], set[tuple[str, int, int]]]
+
+
 class _Numbered:
     """Each policy's rules and grants as numbers (equal rules and grants, equal numbers):
     comparing them costs a hash of a small tuple of ints, not of the peers' selectors.
@@ -94,9 +100,7 @@ class _Numbered:
     def __init__(self) -> None:
         self._by_id: dict[int, int] = {}  # id of a peer or port -> its number
         self._by_value: dict[Any, int] = {}
-        self._rules: dict[int, tuple[int, tuple[int, ...], tuple[int, ...]]] = {}  # by id
-        self._rule_numbers: dict[tuple[Any, ...], int] = {}
-        self._policies: dict[int, tuple[list[int], list[int], set[tuple[str, int, int]]]] = {}
+        self._policies: dict[int, Numbers] = {}
 
     def _number(self, obj: Any) -> int:
         found = self._by_id.get(id(obj))
@@ -105,35 +109,25 @@ class _Numbered:
             self._by_id[id(obj)] = found
         return found
 
-    def _rule(self, rule: Rule) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
-        """(its number, its peers' numbers, its ports' numbers)."""
-        known = self._by_id.get
-        peers: tuple[int, ...] = tuple(map(known, map(id, rule.peers)))  # type: ignore[arg-type]
-        if None in peers:
-            peers = tuple(map(self._number, rule.peers))
-        ports: tuple[int, ...] = tuple(map(known, map(id, rule.ports)))  # type: ignore[arg-type]
-        if None in ports:
-            ports = tuple(map(self._number, rule.ports))
-        # Rule equality: direction, peers, ports and action (evidence and comment aside).
-        key = (rule.direction, peers, ports, rule.action)
-        found = (self._rule_numbers.setdefault(key, len(self._rule_numbers)), peers, ports)
-        self._rules[id(rule)] = found
-        return found
-
-    def of(self, policy: Policy) -> tuple[list[int], list[int], set[tuple[str, int, int]]]:
-        """(ingress rule numbers, egress rule numbers, grant numbers) of ``policy``: the
-        grants are :func:`~recommender.analysis.clustering.compaction.grants`' triples."""
+    def of(self, policy: Policy) -> Numbers:
+        """(ingress rule keys, egress rule keys, grants) of ``policy``, the grants as
+        :func:`~recommender.analysis.clustering.compaction.grants`' triples, numbered."""
         found = self._policies.get(id(policy))
         if found is not None:
             return found
-        known = self._rules
+        known = self._by_id.get
         grants: set[tuple[str, int, int]] = set()
-        sides: tuple[list[int], list[int]] = ([], [])
+        sides: tuple[list[RuleKey], list[RuleKey]] = ([], [])
         for side, rules in zip(sides, (policy.ingress, policy.egress), strict=True):
             for rule in rules:
-                number, peers, ports = known.get(id(rule)) or self._rule(rule)
-                side.append(number)
+                peers: tuple[int, ...] = tuple(map(known, map(id, rule.peers)))  # type: ignore[arg-type]
+                if None in peers:
+                    peers = tuple(map(self._number, rule.peers))
+                ports: tuple[int, ...] = tuple(map(known, map(id, rule.ports)))  # type: ignore[arg-type]
+                if None in ports:
+                    ports = tuple(map(self._number, rule.ports))
                 direction = rule.direction
+                side.append((direction, peers, ports, rule.action))
                 for port in ports or (-1,):  # -1: every port
                     grants.update(zip(repeat(direction), peers, repeat(port)))
         found = self._policies[id(policy)] = (sides[0], sides[1], grants)
@@ -145,7 +139,7 @@ def _level(
     groups: Mapping[Any, list[Policy]],
     default_denies: int,
     observed: int,
-    numbered: Callable[[Policy], tuple[list[int], list[int], set[tuple[str, int, int]]]],
+    numbered: Callable[[Policy], Numbers],
 ) -> GranularityLevel:
     """The level's counts: per group, the rules of
     :func:`~recommender.analysis.clustering.compaction.union_rules` (equal rules once: only
