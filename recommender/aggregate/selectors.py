@@ -108,6 +108,8 @@ class SelectorChoice:
 
 def choose_selectors(
     workloads: Mapping[tuple[str, str], Mapping[str, str]],
+    *,
+    stable: bool = False,
 ) -> dict[tuple[str, str], SelectorChoice]:
     """Choose a selector for each ``(namespace, workload)`` from its common stable labels.
 
@@ -116,6 +118,9 @@ def choose_selectors(
     workloads
         For every workload, the labels all its observed pods share (see :func:`common_labels`);
         an empty mapping when no labels were observed.
+    stable
+        The labels hold no volatile label already (as :func:`common_labels` gives them): they
+        are not filtered again.
 
     Returns
     -------
@@ -134,7 +139,8 @@ def choose_selectors(
     """
     by_namespace: dict[str, list[tuple[str, dict[str, str]]]] = {}
     for (namespace, name), labels in sorted(workloads.items()):
-        by_namespace.setdefault(namespace, []).append((name, stable_labels(labels)))
+        kept = dict(labels) if stable else stable_labels(labels)
+        by_namespace.setdefault(namespace, []).append((name, kept))
     result: dict[tuple[str, str], SelectorChoice] = {}
     for namespace, members in by_namespace.items():
         # (key, value) -> members carrying it: the others a one-label selector would also

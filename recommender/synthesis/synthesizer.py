@@ -777,7 +777,9 @@ def synthesize(
             if namespace not in findings.invalid_namespaces:
                 findings.invalid_namespaces.append(namespace)
             continue
-        valid = _valid_labels(_common_of(maps), f"{namespace}/{workload}", findings, known_valid)
+        valid = _common_of(maps)
+        if not known_valid.issuperset(valid.items()):  # (else every pair is known valid)
+            valid = _valid_labels(valid, f"{namespace}/{workload}", findings, known_valid)
         if not valid and not is_label_value(workload):  # (common labels are all stable)
             # The fallback selector app=<workload> cannot carry this name: leave the workload
             # out (its traffic gets no rule) and report it, rather than fail the whole run.
@@ -786,7 +788,7 @@ def synthesize(
             )
             continue
         common[key] = valid
-    findings.selectors = choose_selectors(common)
+    findings.selectors = choose_selectors(common, stable=True)  # (common labels are stable)
     selectors = findings.selectors
     namespaces = sorted({ns for ns, _ in selectors})
     findings.namespaces_in_scope = [

@@ -82,3 +82,19 @@ def test_label_sets_hold_each_workloads_maps_as_the_rows_do(rows) -> None:
         assert got[:1] == dicts[:1]
         assert _common_of(maps[key]) == _straight_common([tuple(d.items()) for d in dicts])
     assert sets.get(("nowhere", "w")) is None
+
+
+@given(
+    st.dictionaries(
+        st.tuples(st.sampled_from(["n1", "n2"]), st.sampled_from(["w1", "w2", "w3", "w4"])),
+        st.dictionaries(
+            st.sampled_from(["app", "app.kubernetes.io/name", "tier", "team", "x"]),
+            st.sampled_from(["a", "b"]),
+            max_size=3,
+        ),
+    )
+)
+def test_choosing_among_stable_labels_skips_no_workload(workloads) -> None:
+    from recommender.aggregate.selectors import choose_selectors
+
+    assert choose_selectors(workloads, stable=True) == choose_selectors(workloads)
