@@ -268,7 +268,6 @@ class Recommendation:
         """The files :meth:`write` puts beside the policies: ``graph.svg``, ``report.html``,
         ``report.json`` and ``report.md``, by name."""
         from .analysis.graph import graph_from_edges
-        from .report.graph_svg import render_svg
         from .report.html import report_html
 
         graph = self._cache.get("graph")  # built once by recommend() for the segments
@@ -276,18 +275,18 @@ class Recommendation:
             graph = graph_from_edges(
                 self.tables.edges, self.tables.denied, self.tables.workload_labels
             )
-        in_scope = self.report.get("summary", {}).get("namespaces_in_scope") or []
-        segments = (self.report.get("segments") or {}).get("segments") or []
+        # On a wide cluster a child renders the picture, the JSON and the Markdown while the
+        # HTML, the largest, is rendered here.
+        others = _in_child_if_large(
+            self.tables.edges.num_rows, _report_files_but_html, self.report, graph
+        )
+        html = report_html(self.report, self.edges, graph)
+        files = others.result()
         return {
-            "graph.svg": render_svg(
-                graph,
-                max_nodes=GRAPH_SVG_MAX_NODES,
-                in_scope=in_scope,
-                segments={m: s["name"] for s in segments for m in s["members"]},
-            ),
-            "report.html": report_html(self.report, self.edges, graph),
-            "report.json": report_json(self.report),
-            "report.md": report_markdown(self.report, graph_file="graph.svg"),
+            "graph.svg": files["graph.svg"],
+            "report.html": html,
+            "report.json": files["report.json"],
+            "report.md": files["report.md"],
         }
 
     def _finish_write(self, tree: TreeWriter, started: float) -> list[Path]:
@@ -298,6 +297,24 @@ class Recommendation:
         written = tree.finish(extra)
         self.timings["write"] = time.perf_counter() - rendered
         return written
+
+
+def _report_files_but_html(report: dict[str, Any], graph: nx.MultiDiGraph) -> dict[str, str]:
+    """``graph.svg``, ``report.json`` and ``report.md`` of :meth:`Recommendation.report_files`."""
+    from .report.graph_svg import render_svg
+
+    in_scope = report.get("summary", {}).get("namespaces_in_scope") or []
+    segments = (report.get("segments") or {}).get("segments") or []
+    return {
+        "graph.svg": render_svg(
+            graph,
+            max_nodes=GRAPH_SVG_MAX_NODES,
+            in_scope=in_scope,
+            segments={m: s["name"] for s in segments for m in s["members"]},
+        ),
+        "report.json": report_json(report),
+        "report.md": report_markdown(report, graph_file="graph.svg"),
+    }
 
 
 def dialect_options(config: RecommendConfig) -> DialectOptions:
@@ -323,7 +340,7 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
     )
 
 
-def _segments(tables: EdgeTables) -> tuple[dict[str, Any], nx.Graph]:
+def _segments(tables: EdgeTables) -> tuple[dict[str, Any], nx.MultiDiGraph]:
     """Proposed segments (:func:`recommender.propose_segments`) for the report, and the
     communication graph they were found in, kept for ``graph.svg`` and ``report.html``
     (:meth:`Recommendation.write`), which draw the same."""
