@@ -64,7 +64,6 @@ def render_kubernetes(policy_set: PolicySet) -> list[dict[str, Any]]:
     """
     seen: set[tuple[str, str]] = set()
     manifests: list[dict[str, Any]] = []
-    memo = _Memo()
     for policy in policy_set.policies:
         key = (policy.namespace, policy.name)
         if key in seen:
@@ -73,22 +72,8 @@ def render_kubernetes(policy_set: PolicySet) -> list[dict[str, Any]]:
                 "policy names must be unique within a namespace."
             )
         seen.add(key)
-        manifests.append(_render_policy(policy, memo))
+        manifests.append(_render_policy(policy))
     return manifests
-
-
-class _Memo:
-    """What one :func:`render_kubernetes` call has already checked and rendered, by object
-    identity: a policy set shares its selectors, peers and ports among thousands of policies.
-    Only objects held by the policy set are remembered (it outlives the call, so no id is
-    reused); every manifest still gets dicts and lists of its own."""
-
-    def __init__(self) -> None:
-        self.checked: set[int] = set()  # selectors, peers and label tuples found valid
-        self.labels: dict[int, tuple[tuple[str, str], ...]] = {}  # sorted match labels
-        self.peers: dict[int, tuple[Any, ...]] = {}  # how to rebuild a rendered peer
-        self.ports: dict[int, tuple[tuple[str, Any], ...]] = {}  # a rendered port's items
-        self.types: dict[int, list[str]] = {}  # the policyTypes of a policy_types tuple
 
 
 def validate_k8s_names(policy: Policy) -> None:
@@ -115,53 +100,30 @@ def validate_k8s_names(policy: Policy) -> None:
     ...
     recommender.errors.SynthesisError: Policy 'web' has namespace '../etc', which is not a DNS-1123 label (lowercase letters, digits and '-', alphanumeric at both ends, at most 63 characters).
     """  # noqa: E501
-    _validate(policy, None)
-
-
-def _validate(policy: Policy, memo: _Memo | None) -> None:
-    """:func:`validate_k8s_names`, skipping what ``memo`` already found valid (and building
-    the messages only for what is checked)."""
     if not is_dns1123_subdomain(policy.name):
         raise SynthesisError(
             f"Policy name {policy.name!r} (namespace {policy.namespace!r}) is not a DNS-1123 "
             "subdomain (lowercase letters, digits, '-' and '.', alphanumeric at both ends of "
             "each dot-separated part, at most 253 characters)."
         )
+    where = f"Policy {policy.name!r}"
     if not is_dns1123_label(policy.namespace):
         raise SynthesisError(
-            f"Policy {policy.name!r} has namespace {policy.namespace!r}, which is not a "
-            "DNS-1123 label (lowercase letters, digits and '-', alphanumeric at both ends, at "
-            "most 63 characters)."
+            f"{where} has namespace {policy.namespace!r}, which is not a DNS-1123 label "
+            "(lowercase letters, digits and '-', alphanumeric at both ends, at most 63 "
+            "characters)."
         )
-    checked = memo.checked if memo is not None else set()
-    remember = checked.add if memo is not None else _ignore
-    if id(policy.labels) not in checked:
-        _check_labels(policy.labels, f"{_where(policy)}: metadata label")
-        remember(id(policy.labels))
+    where = f"Policy {policy.name!r} in namespace {policy.namespace!r}"
+    _check_labels(policy.labels, f"{where}: metadata label")
     for key, _value in policy.annotations:
-        if key not in _VALID_KEYS:
-            _check_key(key, f"{_where(policy)}: metadata annotation")
-    if id(policy.selector) not in checked:
-        _check_selector(policy.selector, f"{_where(policy)}: pod selector")
-        remember(id(policy.selector))
-    for rules in (policy.ingress, policy.egress):
-        for rule in rules:
-            for peer in rule.peers:
-                if id(peer) in checked:
-                    continue
-                for selector in (peer.namespace_selector, peer.pod_selector):
-                    if selector is not None and id(selector) not in checked:
-                        _check_selector(selector, f"{_where(policy)}: {rule.direction} peer")
-                        remember(id(selector))
-                remember(id(peer))
-
-
-def _where(policy: Policy) -> str:
-    return f"Policy {policy.name!r} in namespace {policy.namespace!r}"
-
-
-def _ignore(_key: int) -> None:
-    """Remember nothing (no memo)."""
+        _check_key(key, f"{where}: metadata annotation")
+    _check_selector(policy.selector, f"{where}: pod selector")
+    for rule in policy.rules:
+        for peer in rule.peers:
+            if peer.namespace_selector is not None:
+                _check_selector(peer.namespace_selector, f"{where}: {rule.direction} peer")
+            if peer.pod_selector is not None:
+                _check_selector(peer.pod_selector, f"{where}: {rule.direction} peer")
 
 
 #: Label keys and values already found valid: a cluster's policies repeat the same few keys
@@ -219,32 +181,26 @@ def _check_selector(selector: LabelSelector, what: str) -> None:
             _check_value(key, value, what)
 
 
-def _render_policy(policy: Policy, memo: _Memo | None = None) -> dict[str, Any]:
+def _render_policy(policy: Policy) -> dict[str, Any]:
     """One NetworkPolicy manifest."""
-    memo = memo if memo is not None else _Memo()
-    _validate(policy, memo)
-    where = _where(policy)
+    validate_k8s_names(policy)
+    where = f"Policy {policy.name!r} in namespace {policy.namespace!r}"
     metadata: dict[str, Any] = {"name": policy.name, "namespace": policy.namespace}
     if policy.labels:
-        metadata["labels"] = dict(_sorted_pairs(policy.labels, memo))
+        metadata["labels"] = dict(sorted(policy.labels))
     if policy.annotations:
         metadata["annotations"] = dict(sorted(policy.annotations))
 
-    types = memo.types.get(id(policy.policy_types))
-    if types is None:
-        unknown = sorted(set(policy.policy_types) - set(_POLICY_TYPES))
-        if unknown:
-            raise SynthesisError(f"{where} has unknown policy types {unknown}.")
-        if not policy.policy_types:
-            raise SynthesisError(
-                f"{where} isolates no direction (empty policy_types); Kubernetes would guess "
-                "one."
-            )
-        types = [v for k, v in _POLICY_TYPES.items() if k in policy.policy_types]
-        memo.types[id(policy.policy_types)] = types
+    unknown = sorted(set(policy.policy_types) - set(_POLICY_TYPES))
+    if unknown:
+        raise SynthesisError(f"{where} has unknown policy types {unknown}.")
+    if not policy.policy_types:
+        raise SynthesisError(
+            f"{where} isolates no direction (empty policy_types); Kubernetes would guess one."
+        )
     spec: dict[str, Any] = {
-        "podSelector": _selector_of(policy.selector, where, memo),
-        "policyTypes": list(types),
+        "podSelector": _selector(policy.selector, where),
+        "policyTypes": [v for k, v in _POLICY_TYPES.items() if k in policy.policy_types],
     }
     for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
         if not rules:
@@ -254,26 +210,8 @@ def _render_policy(policy: Policy, memo: _Memo | None = None) -> dict[str, Any]:
                 f"{where} has {direction} rules but does not list {direction} in its policy "
                 "types, so Kubernetes would ignore them."
             )
-        spec[direction] = [_rule(rule, direction, where, memo) for rule in rules]
+        spec[direction] = [_rule(rule, direction, where) for rule in rules]
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
-
-
-def _sorted_pairs(
-    pairs: tuple[tuple[str, str], ...], memo: _Memo
-) -> tuple[tuple[str, str], ...]:
-    """``tuple(sorted(pairs))``, once per tuple object."""
-    found = memo.labels.get(id(pairs))
-    if found is None:
-        found = memo.labels[id(pairs)] = tuple(sorted(pairs))
-    return found
-
-
-def _selector_of(selector: LabelSelector, where: str, memo: _Memo) -> dict[str, Any]:
-    """:func:`_selector` of a selector held by the policy set."""
-    if selector.match_expressions:
-        return _selector(selector, where)
-    labels = _sorted_pairs(selector.match_labels, memo)
-    return {"matchLabels": dict(labels)} if labels else {}
 
 
 def _selector(selector: LabelSelector, where: str) -> dict[str, Any]:
@@ -304,7 +242,7 @@ def _selector(selector: LabelSelector, where: str) -> dict[str, Any]:
     return out
 
 
-def _rule(rule: Rule, direction: str, where: str, memo: _Memo | None = None) -> dict[str, Any]:
+def _rule(rule: Rule, direction: str, where: str) -> dict[str, Any]:
     """One rule: ``from``/``to`` omitted for all peers, ``ports`` omitted for all ports."""
     if rule.direction != direction:
         raise SynthesisError(
@@ -316,65 +254,13 @@ def _rule(rule: Rule, direction: str, where: str, memo: _Memo | None = None) -> 
             "allow traffic. Use the calico or adminnetworkpolicy dialect for deny and pass rules."
         )
     out: dict[str, Any] = {}
-    if memo is None:
-        memo = _Memo()
     if rule.peers:
         out["from" if direction == "ingress" else "to"] = [
-            _peer_of(peer, where, memo) for peer in rule.peers
+            _peer(peer, where) for peer in rule.peers
         ]
     if rule.ports:
-        ports = memo.ports
-        out["ports"] = [
-            dict(ports[id(port)]) if id(port) in ports else _port_of(port, where, memo)
-            for port in rule.ports
-        ]
+        out["ports"] = [_port(port, where) for port in rule.ports]
     return out
-
-
-def _port_of(port: PortSpec, where: str, memo: _Memo) -> dict[str, Any]:
-    """:func:`_port`, remembered for the port object."""
-    rendered = _port(port, where)
-    memo.ports[id(port)] = tuple(rendered.items())
-    return rendered
-
-
-def _peer_of(peer: Peer, where: str, memo: _Memo) -> dict[str, Any]:
-    """:func:`_peer`, checked and sorted once per peer object and rebuilt afresh after."""
-    recipe = memo.peers.get(id(peer))
-    if recipe is None:
-        rendered = _peer(peer, where)
-        if peer.kind == "pods" and not any(
-            s is not None and s.match_expressions
-            for s in (peer.namespace_selector, peer.pod_selector)
-        ):
-            recipe = (
-                "pods",
-                None if "namespaceSelector" not in rendered
-                else tuple(rendered["namespaceSelector"].get("matchLabels", {}).items()),
-                None if "podSelector" not in rendered
-                else tuple(rendered["podSelector"].get("matchLabels", {}).items()),
-            )  # fmt: skip
-        else:
-            recipe = ("copy", _thaw(rendered))
-        memo.peers[id(peer)] = recipe
-        return rendered
-    if recipe[0] == "pods":
-        out: dict[str, Any] = {}
-        if recipe[1] is not None:
-            out["namespaceSelector"] = {"matchLabels": dict(recipe[1])} if recipe[1] else {}
-        if recipe[2] is not None:
-            out["podSelector"] = {"matchLabels": dict(recipe[2])} if recipe[2] else {}
-        return out
-    return _thaw(recipe[1])  # type: ignore[no-any-return]
-
-
-def _thaw(value: Any) -> Any:
-    """A copy of rendered JSON-like ``value`` sharing no dict or list with it."""
-    if isinstance(value, dict):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_thaw(v) for v in value]
-    return value
 
 
 def _peer(peer: Peer, where: str) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""render_kubernetes remembers what it checked per shared selector, peer and port: the
-manifests must be those of rendering every policy on its own, share no dict or list, and a
-bad value must still be reported in the policy that holds it."""
+"""render_kubernetes over a policy set whose policies share selector, peer and port objects
+(as synthesis makes them): the manifests must be those of rendering every policy on its own,
+share no dict or list (a caller may change one manifest), and a bad value must be reported in
+the policy that holds it even after good uses of its neighbours. A guard for any memoisation
+of the renderer (one was tried and bought nothing: making the manifests' dicts is the cost)."""
 
 from __future__ import annotations
 
