@@ -408,12 +408,44 @@ _json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(value=_json_values)
 def test_report_json_is_the_standard_librarys_indented_json(value: Any) -> None:
-    from recommender.report.model import _indented_json
+    # Both writers: the C encoder re-indented by msgspec (report_json's path) and the Python
+    # one it falls back to for NaN, infinities and lone surrogates.
+    from recommender.report.model import _fast_indented_json, _indented_json
 
     try:
         expected = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     except TypeError:  # keys of mixed types cannot be sorted: the same error
         with pytest.raises(TypeError):
             _indented_json(value)
+        with pytest.raises(TypeError):
+            _fast_indented_json(value)
         return
     assert _indented_json(value) == expected
+    assert _fast_indented_json(value) == expected
+
+
+_finite_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text() | st.datetimes(timezones=st.just(UTC)),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    | st.dictionaries(st.integers(), inner, max_size=3),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_finite_json_values)
+def test_report_json_fast_path_needs_no_fallback(value: Any) -> None:
+    # Finite numbers and well-formed text never reach the Python writer: msgspec's indenting
+    # alone gives the standard library's bytes.
+    from recommender.report import model
+
+    def fallback(value: Any) -> str:
+        raise AssertionError("fell back to the Python writer")
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(model, "_indented_json", fallback)
+        got = model.report_json(value)
+    want = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    assert got == want + "\n"
