@@ -21,6 +21,7 @@ order, so the same flows give the same graph and the same files
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -125,15 +126,12 @@ def _matches(namespace: str | None, patterns: Sequence[str]) -> bool:
     return namespace is not None and any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
 
-#: The columns that name one end of an edge row, per side.
-_SIDE_COLUMNS: Final = {
-    side: tuple(f"{side}_{c}" for c in ("kind", "namespace", "id", "name", "workload_kind"))
-    for side in ("src", "dst")
-}
-
-
 class _Builder:
-    """Collects nodes and merged edges, then inserts them into a graph in sorted order."""
+    """Collects nodes and merged edges, then inserts them into a graph in sorted order.
+
+    Rows are tuples of :data:`_COLUMNS` (see :func:`_rows`): one end is ``row[0:5]``, the
+    other ``row[5:10]`` (kind, namespace, id, name, workload kind).
+    """
 
     def __init__(self, external: str) -> None:
         self.external = external
@@ -141,22 +139,21 @@ class _Builder:
         self.edges: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.seen: dict[tuple[Any, ...], str] = {}
 
-    def endpoint(self, row: Mapping[str, Any], side: str) -> str:
-        """The node id of one end of ``row``, adding the node when new."""
-        get = row.get
-        cache = tuple(get(column) for column in _SIDE_COLUMNS[side])
-        nid = self.seen.get(cache)
+    def endpoint(self, end: tuple[Any, ...]) -> str:
+        """The node id of one end (kind, namespace, id, name, workload kind), adding the node
+        when new."""
+        nid = self.seen.get(end)
         if nid is None or self.external == "class":
-            nid = self.seen[cache] = self._endpoint(row, side)
+            nid = self.seen[end] = self._endpoint(*end)
         return nid
 
-    def _endpoint(self, row: Mapping[str, Any], side: str) -> str:
-        kind = str(row.get(f"{side}_kind") or "unknown")
-        ident = str(row.get(f"{side}_id") or "?")
-        name = row.get(f"{side}_name")
+    def _endpoint(
+        self, kind_value: Any, ns: Any, ident_value: Any, name: Any, wkind: Any
+    ) -> str:
+        kind = str(kind_value or "unknown")
+        ident = str(ident_value or "?")
         attrs: dict[str, Any]
         if kind == "workload":
-            ns = row.get(f"{side}_namespace")
             nid = node_id(kind, ident, ns)
             attrs = {
                 "kind": kind,
@@ -165,7 +162,6 @@ class _Builder:
                 "namespace": ns or "",
                 "name": ident,
             }
-            wkind = row.get(f"{side}_workload_kind")
             if wkind:
                 attrs["workload_kind"] = str(wkind)
         elif kind == "external":
@@ -207,43 +203,51 @@ class _Builder:
                 known.setdefault(key, value)
         return nid
 
-    def add(self, row: Mapping[str, Any], verdict: str) -> None:
-        src, dst = self.endpoint(row, "src"), self.endpoint(row, "dst")
-        protocol = str(row.get("protocol") or "?")
-        port = row.get("dst_port")
-        key = f"{verdict} {protocol}/{'*' if port is None else port}"
-        edge = self.edges.get((src, dst, key))
-        first, last = _micros(row.get("first_seen")), _micros(row.get("last_seen"))
-        if edge is None:
-            edge = {"verdict": verdict, "protocol": protocol}
-            if port is not None:
-                edge["port"] = int(port)
-            edge.update(connections=0, bytes=0, rows=0, windows=0)
-            self.edges[(src, dst, key)] = edge
-        edge["connections"] += int(row.get("connections") or 0)
-        edge["bytes"] += int(row.get("bytes") or 0)
-        edge["rows"] += int(row.get("rows") or 0)
-        edge["windows"] = max(edge["windows"], int(row.get("windows") or 0))
-        if first is not None:
-            edge["first_seen"] = min(edge.get("first_seen", first), first)
-        if last is not None:
-            edge["last_seen"] = max(edge.get("last_seen", last), last)
-        for attr in ("dns_names", "src_ips", "dst_ips", "nodes"):
-            values = row.get(attr)
-            if values:
-                known = edge.get(attr)
-                edge[attr] = sorted(set(known) | set(values)) if known else sorted(values)
-        service = row.get("dst_service")
-        if service:
-            edge["service"] = str(service)
+    def add_rows(self, rows: Iterable[tuple[Any, ...]], verdict: str) -> None:
+        """Merge edge rows (tuples of :data:`_COLUMNS`) into the edges."""
+        endpoint, edges = self.endpoint, self.edges
+        for row in rows:
+            src, dst = endpoint(row[0:5]), endpoint(row[5:10])
+            (
+                protocol, port, connections, nbytes, nrows, windows, first, last,
+                dns_names, src_ips, dst_ips, nodes, service,
+            ) = row[10:]  # fmt: skip
+            protocol = str(protocol or "?")
+            key = f"{verdict} {protocol}/{'*' if port is None else port}"
+            edge = edges.get((src, dst, key))
+            first, last = _micros(first), _micros(last)
+            if edge is None:
+                edge = {"verdict": verdict, "protocol": protocol}
+                if port is not None:
+                    edge["port"] = int(port)
+                edge.update(connections=0, bytes=0, rows=0, windows=0)
+                edges[(src, dst, key)] = edge
+            edge["connections"] += int(connections or 0)
+            edge["bytes"] += int(nbytes or 0)
+            edge["rows"] += int(nrows or 0)
+            edge["windows"] = max(edge["windows"], int(windows or 0))
+            if first is not None:
+                edge["first_seen"] = min(edge.get("first_seen", first), first)
+            if last is not None:
+                edge["last_seen"] = max(edge.get("last_seen", last), last)
+            for attr, values in (
+                ("dns_names", dns_names), ("src_ips", src_ips), ("dst_ips", dst_ips),
+                ("nodes", nodes),
+            ):  # fmt: skip
+                if values:
+                    known = edge.get(attr)
+                    edge[attr] = sorted(set(known) | set(values)) if known else sorted(values)
+            if service:
+                edge["service"] = str(service)
 
     def graph(self, attrs: dict[str, Any]) -> nx.MultiDiGraph:
         g = nx.MultiDiGraph(**attrs)
-        for nid in sorted(self.nodes):
-            node = self.nodes[nid]
+        nodes = self.nodes
+        for nid in sorted(nodes):
+            node = nodes[nid]
             if "addresses" in node:
                 node["addresses"] = sorted(set(node["addresses"]))
-            g.add_node(nid, **node)
+        g.add_nodes_from((nid, nodes[nid]) for nid in sorted(nodes))
         for edge in self.edges.values():
             for attr in ("first_seen", "last_seen"):
                 if attr in edge:
@@ -270,7 +274,22 @@ def _micros(value: Any) -> int | None:
 
 
 def _iso(micros: int) -> str:
-    return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+    """``(_EPOCH + timedelta(microseconds=micros)).isoformat()``, from the day's date text
+    (remembered) and the time of day by arithmetic: 2.5x faster, one call per edge end."""
+    seconds, fraction = divmod(micros, 1_000_000)
+    day, of_day = divmod(seconds, 86_400)
+    date = _DATES.get(day)
+    if date is None:
+        date = _DATES[day] = (_EPOCH + timedelta(days=day)).date().isoformat()
+    hours, rest = divmod(of_day, 3600)
+    minutes, secs = divmod(rest, 60)
+    if fraction:
+        return f"{date}T{hours:02d}:{minutes:02d}:{secs:02d}.{fraction:06d}+00:00"
+    return f"{date}T{hours:02d}:{minutes:02d}:{secs:02d}+00:00"
+
+
+#: Date texts of :func:`_iso`, by days since the epoch.
+_DATES: dict[int, str] = {}
 
 
 def _group(attrs: Mapping[str, Any]) -> str:
@@ -292,22 +311,25 @@ _COLUMNS: Final = (
 )  # fmt: skip
 
 
-def _rows(table: pa.Table | Sequence[Mapping[str, Any]] | None) -> Iterable[dict[str, Any]]:
-    """Rows as dicts of the columns the graph uses; times as microseconds (fast to convert)."""
+def _rows(
+    table: pa.Table | Sequence[Mapping[str, Any]] | None,
+) -> Iterable[tuple[Any, ...]]:
+    """Rows as tuples of :data:`_COLUMNS` (None where a column is absent); times as
+    microseconds (fast to convert)."""
     if table is None:
         return []
     if not isinstance(table, pa.Table):
-        return [dict(r) for r in table]
-    columns: dict[str, list[Any]] = {}
+        return [tuple(r.get(c) for c in _COLUMNS) for r in table]
+    columns: list[Any] = []
     for name in _COLUMNS:
         if name not in table.column_names:
+            columns.append(itertools.repeat(None, table.num_rows))
             continue
         column = table.column(name)
         if pa.types.is_timestamp(column.type):
             column = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-        columns[name] = column.to_pylist()
-    names = list(columns)
-    return (dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
+        columns.append(column.to_pylist())
+    return zip(*columns, strict=False)
 
 
 def _labels(workload_labels: pa.Table | None) -> dict[tuple[str, str], dict[str, str]]:
@@ -381,13 +403,10 @@ def graph_from_edges(
     builder = _Builder(external)
     labels = _labels(workload_labels)
 
-    def wanted(row: Mapping[str, Any]) -> bool:
-        if not namespaces and not exclude_namespaces:
-            return True
-        for side in ("src", "dst"):
-            if row.get(f"{side}_kind") != "workload":
+    def wanted(row: tuple[Any, ...]) -> bool:
+        for kind, ns in ((row[0], row[1]), (row[5], row[6])):  # src, dst kind and namespace
+            if kind != "workload":
                 continue
-            ns = row.get(f"{side}_namespace")
             if namespaces and not _matches(ns, namespaces):
                 continue
             if _matches(ns, exclude_namespaces):
@@ -396,9 +415,10 @@ def graph_from_edges(
         return False
 
     for verdict, table in (("allowed", edges), ("denied", denied)):
-        for row in _rows(table):
-            if wanted(row):
-                builder.add(row, verdict)
+        rows = _rows(table)
+        if namespaces or exclude_namespaces:
+            rows = filter(wanted, rows)
+        builder.add_rows(rows, verdict)
     for attrs in builder.nodes.values():
         if attrs["kind"] == "workload":
             common = labels.get((attrs["namespace"], attrs["name"]), {})
