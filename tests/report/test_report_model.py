@@ -377,11 +377,12 @@ def test_partial_workloads_equal_a_row_by_row_reading(
     spans = _reference_partial_spans(tables.edges, scope)
     window = (tables.last_seen - tables.first_seen).total_seconds()
     want = [
-        f"{ns}/{wl}"
+        {"workload": f"{ns}/{wl}", "first_seen": a.isoformat(), "last_seen": b.isoformat(),
+         "share": round((b - a).total_seconds() / window, 4)}
         for (ns, wl), (a, b) in sorted(spans.items())
         if a is not None and b is not None and (b - a).total_seconds() / window < 0.5
-    ]
-    assert [p["workload"] for p in got] == want
+    ]  # fmt: skip
+    assert got == want
 
 
 def test_rule_records_are_asdict_with_iso_times(rec: Any) -> None:
@@ -449,3 +450,41 @@ def test_report_json_fast_path_needs_no_fallback(value: Any) -> None:
         got = model.report_json(value)
     want = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     assert got == want + "\n"
+
+
+def test_records_of_any_field_kind_are_asdict_with_iso_times() -> None:
+    from dataclasses import asdict, dataclass, field
+
+    from recommender.report.model import _iso, _record
+
+    class Text(str):
+        pass
+
+    @dataclass
+    class Many:
+        text: str = "a"
+        sub: str = Text("b")
+        flag: bool = True
+        number: float = 1.5
+        nothing: None = None
+        when: datetime = datetime(2024, 5, 1, 10, tzinfo=UTC)
+        texts: list[str] = field(default_factory=lambda: ["x", "y"])
+        mixed: list[Any] = field(default_factory=lambda: ["x", 1, Text("z")])
+        nested: list[Any] = field(default_factory=lambda: [["x"], {"k": [1]}])
+        mapping: dict[str, Any] = field(default_factory=lambda: {"k": ["v"]})
+        empty: list[str] = field(default_factory=list)
+
+    @dataclass
+    class One:
+        only: list[str] = field(default_factory=lambda: ["x"])
+
+    @dataclass
+    class Nothing:
+        pass
+
+    for record in (Many(), One(), Nothing()):
+        got = _record(record)
+        assert got == {k: _iso(v) for k, v in asdict(record).items()}
+        assert list(got) == list(asdict(record))
+    many = _record(Many())
+    assert many["texts"] is not Many().texts and type(many["sub"]) is Text
