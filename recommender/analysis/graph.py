@@ -41,6 +41,7 @@ __all__ = [
     "NODE_GROUP_ORDER",
     "NODE_KINDS",
     "build_graph",
+    "edge_data",
     "graph_from_edges",
     "node_id",
     "pair_graph",
@@ -549,13 +550,32 @@ def workload_graph(graph: nx.MultiDiGraph, *, include: Iterable[str] = ("workloa
     out.add_nodes_from(
         (n, d) for n, d in graph.nodes(data=True) if d.get("kind") in kinds
     )
-    for src, dst, data in graph.edges(data=True):
-        if data["verdict"] != "allowed" or src == dst or src not in out or dst not in out:
+    kept = set(out)
+    # Pairs summed in edge order, then added in the order each first appeared: the same
+    # graph as adding edge by edge (a Graph keeps the order its edges were first added).
+    pairs: dict[tuple[Any, Any], dict[str, Any]] = {}
+    log10 = math.log10
+    for src, dst, data in edge_data(graph):
+        if data["verdict"] != "allowed" or src == dst or src not in kept or dst not in kept:
             continue
-        w = 1.0 + math.log10(1 + data["connections"])
-        if out.has_edge(src, dst):
-            out.edges[src, dst]["weight"] += w
-            out.edges[src, dst]["connections"] += data["connections"]
+        w = 1.0 + log10(1 + data["connections"])
+        pair = pairs.get((src, dst)) or pairs.get((dst, src))
+        if pair is not None:
+            pair["weight"] += w
+            pair["connections"] += data["connections"]
         else:
-            out.add_edge(src, dst, weight=w, connections=data["connections"])
+            pairs[(src, dst)] = {"weight": w, "connections": data["connections"]}
+    out.add_edges_from((src, dst, pair) for (src, dst), pair in pairs.items())
     return out
+
+
+def edge_data(graph: nx.Graph) -> Iterable[tuple[Any, Any, dict[str, Any]]]:
+    """``graph.edges(data=True)``, in the same order, read from the adjacency directly."""
+    if not (graph.is_multigraph() and graph.is_directed()):
+        return graph.edges(data=True)  # type: ignore[no-any-return]
+    return (
+        (src, dst, data)
+        for src, nbrs in graph.adjacency()
+        for dst, keyed in nbrs.items()
+        for data in keyed.values()
+    )

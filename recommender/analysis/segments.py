@@ -33,7 +33,7 @@ import networkx as nx
 
 from ..errors import ConfigError
 from ..policy._names import safe_name
-from .graph import workload_graph
+from .graph import edge_data, workload_graph
 from .louvain import louvain_communities
 
 __all__ = ["METHODS", "CrossSegmentFlow", "Segment", "SegmentProposal", "propose_segments"]
@@ -354,7 +354,7 @@ def propose_segments(
     # Internal edges and cross-segment flows, from the directed multigraph.
     internal: dict[str, dict[tuple[str, str], list[Any]]] = defaultdict(dict)
     cross: dict[tuple[str, str, str, int | None], list[Any]] = {}
-    for src, dst, data in graph.edges(data=True):
+    for src, dst, data in edge_data(graph):  # graph.edges(data=True), read directly
         if data["verdict"] != "allowed" or src == dst:
             continue
         s_seg = segment_of.get(src) or str(graph.nodes[src].get("group", "unknown"))

@@ -310,3 +310,15 @@ def test_iso_times_are_datetime_isoformat(micros: int) -> None:
     assert _iso(micros - micros % 1_000_000) == want.split(".")[0].removesuffix("+00:00") + (
         "+00:00"
     )
+
+
+@pytest.mark.parametrize("kind", [nx.MultiDiGraph, nx.DiGraph, nx.Graph, nx.MultiGraph])
+def test_edge_data_is_edges_with_data_in_order(kind: type) -> None:
+    from recommender.analysis.graph import edge_data
+
+    g = kind()
+    for i, (a, b) in enumerate([("x", "y"), ("y", "x"), ("x", "y"), ("z", "z"), ("y", "w")]):
+        g.add_edge(a, b, n=i)
+    assert list(edge_data(g)) == list(g.edges(data=True))
+    built = build_graph(SAMPLE)
+    assert list(edge_data(built)) == list(built.edges(data=True))
