@@ -118,3 +118,49 @@ def test_graph_without_nodes_is_the_subgraph_copy(g: nx.Graph, data: Any) -> Non
     assert [(u, list(v.items())) for u, v in got.adjacency()] == [
         (u, list(v.items())) for u, v in want.adjacency()
     ]
+
+
+def _wide_edges(workloads: int, namespaces: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(workloads):
+        ns = f"ns-{i % namespaces:02d}"
+        for _ in range(4):
+            j = rng.randrange(workloads)
+            if rng.random() < 0.8:
+                j = j - j % namespaces + i % namespaces  # mostly the same namespace
+            j = min(j, workloads - 1)
+            rows.append({
+                "src_kind": "workload", "src_namespace": ns, "src_id": f"svc-{i}",
+                "dst_kind": "workload", "dst_namespace": f"ns-{j % namespaces:02d}",
+                "dst_id": f"svc-{j}", "protocol": "TCP", "dst_port": 8000 + rng.randrange(3),
+                "connections": rng.randrange(1, 500),
+            })  # fmt: skip
+        rows.append({
+            "src_kind": "workload", "src_namespace": ns, "src_id": f"svc-{i}",
+            "dst_kind": "workload", "dst_namespace": "kube-system", "dst_id": "coredns",
+            "protocol": "UDP", "dst_port": 53, "connections": 10,
+        })  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize(("workloads", "namespaces", "seed"), [(60, 4, 0), (400, 12, 1)])
+def test_segments_are_those_of_networkx_louvain(
+    workloads: int, namespaces: int, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The whole proposal (members, names, cohesion, modularity, flows) with the port and with
+    # networkx's own Louvain.
+    from recommender.analysis import segments
+    from recommender.analysis.graph import graph_from_edges
+
+    graph = graph_from_edges(_wide_edges(workloads, namespaces, seed))
+    got = segments.propose_segments(graph).to_dict()
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            segments,
+            "louvain_communities",
+            lambda g, **kw: nx.community.louvain_communities(g, **kw),
+        )
+        want = segments.propose_segments(graph).to_dict()
+    assert got == want
+    assert len(got["segments"]) > 2
