@@ -206,9 +206,15 @@ class _Builder:
 
     def add_rows(self, rows: Iterable[tuple[Any, ...]], verdict: str) -> None:
         """Merge edge rows (tuples of :data:`_COLUMNS`) into the edges."""
-        endpoint, edges = self.endpoint, self.edges
+        endpoint, edges, seen = self.endpoint, self.edges, self.seen
+        every_time = self.external == "class"  # class nodes collect each row's address
         for row in rows:
-            src, dst = endpoint(row[0:5]), endpoint(row[5:10])
+            src = None if every_time else seen.get(row[0:5])
+            if src is None:
+                src = endpoint(row[0:5])
+            dst = None if every_time else seen.get(row[5:10])
+            if dst is None:
+                dst = endpoint(row[5:10])
             (
                 protocol, port, connections, nbytes, nrows, windows, first, last,
                 dns_names, src_ips, dst_ips, nodes, service,
@@ -216,7 +222,10 @@ class _Builder:
             protocol = str(protocol or "?")
             key = f"{verdict} {protocol}/{'*' if port is None else port}"
             edge = edges.get((src, dst, key))
-            first, last = _micros(first), _micros(last)
+            if first is not None and type(first) is not int:
+                first = _micros(first)
+            if last is not None and type(last) is not int:
+                last = _micros(last)
             if edge is None:
                 edge = {"verdict": verdict, "protocol": protocol}
                 if port is not None:
@@ -231,13 +240,14 @@ class _Builder:
                 edge["first_seen"] = min(edge.get("first_seen", first), first)
             if last is not None:
                 edge["last_seen"] = max(edge.get("last_seen", last), last)
-            for attr, values in (
-                ("dns_names", dns_names), ("src_ips", src_ips), ("dst_ips", dst_ips),
-                ("nodes", nodes),
-            ):  # fmt: skip
-                if values:
-                    known = edge.get(attr)
-                    edge[attr] = sorted(set(known) | set(values)) if known else sorted(values)
+            if dns_names:
+                _merge_list(edge, "dns_names", dns_names)
+            if src_ips:
+                _merge_list(edge, "src_ips", src_ips)
+            if dst_ips:
+                _merge_list(edge, "dst_ips", dst_ips)
+            if nodes:
+                _merge_list(edge, "nodes", nodes)
             if service:
                 edge["service"] = str(service)
 
@@ -255,6 +265,12 @@ class _Builder:
                     edge[attr] = _iso(edge[attr])
         g.add_edges_from((s, d, k, self.edges[(s, d, k)]) for s, d, k in sorted(self.edges))
         return g
+
+
+def _merge_list(edge: dict[str, Any], attr: str, values: Iterable[Any]) -> None:
+    """``edge[attr]``: the sorted union of the values so far and ``values``."""
+    known = edge.get(attr)
+    edge[attr] = sorted(set(known) | set(values)) if known else sorted(values)
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
