@@ -1000,6 +1000,7 @@ def replay(
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
     root_namespace: str = ROOT_NAMESPACE,
     tree: Any = None,
+    rule_findings: bool = True,
 ) -> Coverage:
     """Replay observed flows against ``policy_set`` and measure coverage.
 
@@ -1038,6 +1039,11 @@ def replay(
         (:func:`~recommender.evaluation.stack.read_policy_tree`): it judges every edge under its
         dialect's precedence; ``policy_set`` and ``guardrails`` should be its own. Unused,
         redundant and broad rules are then found among Kubernetes NetworkPolicies only.
+    rule_findings : bool, default True
+        Find which rules the evidence uses, and the unused, redundant and broad rules. False
+        leaves ``unused_rules``, ``redundant_rules``, ``broad_rules`` and ``rule_traffic``
+        empty (``rules`` still counts every rule) and skips that work: for callers that read
+        only the verdicts and over-permissiveness, such as the pipeline's self-check.
 
     Returns
     -------
@@ -1109,7 +1115,8 @@ def replay(
         )
         allowed[i] = verdict.allowed
         evidence.append(query)
-        rule_use.observe(query)
+        if rule_findings:
+            rule_use.observe(query)
         if not verdict.allowed:
             false_denies.append(_verdict_row(rows[i], int(weights[i]), _deny_reason(verdict)))
 
@@ -1166,7 +1173,7 @@ def replay(
         false_denies=_ordered(false_denies),
         denied_but_allowed=_ordered(denied_but_allowed),
         denied_edges=denied_judged,
-        unused_rules=tuple(rule_use.unused()),
+        unused_rules=tuple(rule_use.unused()) if rule_findings else (),
         rules=len(rule_use.rules) + (tree.rules if tree is not None else 0),
         over_permissive=_over_permissive(judge, evidence, synthetic_limit),
         not_evaluated=_ordered(not_evaluated),
@@ -1178,6 +1185,8 @@ def replay(
             e.ip for q in evidence for e in (q.src, q.dst) if isinstance(e, Endpoint)
         ),
     )
+    if not rule_findings:
+        return coverage
     return replace(
         coverage,
         redundant_rules=tuple(find_redundant_rules(policy_set, coverage)),
