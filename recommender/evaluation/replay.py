@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -320,28 +321,58 @@ def _with_service_accounts(cluster: Cluster) -> Cluster:
     return Cluster(cluster.namespaces, tuple(pods))
 
 
-def _label_maps(workload_labels: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
-    """Per (namespace, workload), every label map observed (empty list: none observed)."""
-    maps: dict[tuple[str, str], list[dict[str, str]]] = {}
+def _label_maps(
+    workload_labels: pa.Table,
+) -> dict[tuple[str, str], list[tuple[tuple[str, str], ...]]]:
+    """Per (namespace, workload), every distinct label map observed, as (key, value) pairs in
+    the order first seen (empty list: none observed). A pod's rows mostly repeat one map (the
+    rows share one tuple per distinct map, :func:`~recommender.aggregate.label_maps.label_rows`),
+    so each workload keeps one or two."""
+    maps: dict[tuple[str, str], list[tuple[tuple[str, str], ...]]] = {}
     for ns, wl, labels in label_rows(workload_labels):
         if ns is None or wl is None:
             continue
-        entry = maps.setdefault((ns, wl), [])
-        if labels:
-            entry.append(dict(labels))
+        entry = maps.get((ns, wl))
+        if entry is None:
+            entry = maps[(ns, wl)] = []
+        if labels and labels not in entry:
+            entry.append(labels)
     return maps
 
 
-def _shared(maps: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """The labels every map carries with the same value."""
+def _shared(maps: Iterable[Iterable[tuple[str, str]]]) -> dict[str, str]:
+    """The labels every map (as (key, value) pairs) carries with the same value."""
     common: dict[str, str] | None = None
-    for labels in maps:
+    for pairs in maps:
+        labels = dict(pairs)
         common = (
-            dict(labels)
+            labels
             if common is None
             else {k: v for k, v in common.items() if labels.get(k) == v}
         )
     return common or {}
+
+
+#: Per ``workload_labels`` table (by id, while it lives): its label maps and the cluster built
+#: from them with ``assume_app_label``, so that the self-check's second replay (the edges left
+#: out on purpose, the same workloads) does not build them again.
+_CLUSTERS: dict[int, tuple[Any, dict[tuple[str, str], list[Any]], Cluster]] = {}
+
+
+def _cluster_of(
+    workload_labels: pa.Table,
+) -> tuple[dict[tuple[str, str], list[tuple[tuple[str, str], ...]]], Cluster]:
+    """:func:`_label_maps` and :func:`_cluster` (app label assumed) of a table, once per table."""
+    key = id(workload_labels)
+    hit = _CLUSTERS.get(key)
+    if hit is not None and hit[0]() is workload_labels:
+        return hit[1], hit[2]
+    maps = _label_maps(workload_labels)
+    cluster = _cluster(maps, True)
+    _CLUSTERS[key] = (
+        weakref.ref(workload_labels, lambda _ref: _CLUSTERS.pop(key, None)), maps, cluster
+    )
+    return maps, cluster
 
 
 def _edge_tables(flows: Any, config: RecommendConfig | None, format: str | None) -> EdgeTables:
@@ -396,7 +427,9 @@ def cluster_from_flows(
     return _cluster(_label_maps(tables.workload_labels), assume_app_label)
 
 
-def _cluster(maps: dict[tuple[str, str], list[dict[str, str]]], assume_app_label: bool) -> Cluster:
+def _cluster(
+    maps: Mapping[tuple[str, str], list[tuple[tuple[str, str], ...]]], assume_app_label: bool
+) -> Cluster:
     """:func:`cluster_from_flows` from the label maps (:func:`_label_maps`)."""
     pods: list[Pod] = []
     ns_labels: dict[str, dict[str, str]] = {}
@@ -1067,8 +1100,8 @@ def replay(
     1.0
     """
     tables = _edge_tables(flows, config, format)
-    label_maps = _label_maps(tables.workload_labels)
-    cluster = with_namespace_labels(_cluster(label_maps, True), guardrails)
+    label_maps, cluster = _cluster_of(tables.workload_labels)
+    cluster = with_namespace_labels(cluster, guardrails)
     unlabelled = sorted(f"{ns}/{wl}" for (ns, wl), maps in label_maps.items() if not maps)
     layer = None
     if istio:
