@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -108,9 +109,9 @@ class Pod:
     ip: str | None = None
     ports: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """``namespace/name``."""
+        """``namespace/name`` (kept once computed: the replay asks for it per edge)."""
         return f"{self.namespace}/{self.name}"
 
 

@@ -577,8 +577,8 @@ class _Judge:
         out_policies = self._isolating(src, "egress") if isinstance(src, Pod) else []
         in_policies = self._isolating(dst, "ingress") if isinstance(dst, Pod) else []
         check = _Check(self.cluster, src, dst, protocol.upper(), port, False)
-        egress_ok, egress, out_by = _direction(check, out_policies, "egress")
-        ingress_ok, ingress, in_by = _direction(check, in_policies, "ingress")
+        egress_ok, egress, out_by = check.judge_isolated(out_policies, "egress")
+        ingress_ok, ingress, in_by = check.judge_isolated(in_policies, "ingress")
         return Verdict(
             egress_ok and ingress_ok, egress, ingress, tuple(sorted(set(out_by + in_by)))
         )
@@ -595,14 +595,6 @@ class _Judge:
             )
             self._isolating_cache[key] = found
         return found
-
-
-def _direction(
-    check: _Check, isolating: list[Policy], direction: Direction
-) -> tuple[bool, str, list[str]]:
-    """:meth:`~recommender.evaluation.evaluator._Check.direction` given the policies that
-    isolate the pod for ``direction`` (already checked as supported)."""
-    return check.judge_isolated(isolating, direction)
 
 
 @dataclass
@@ -881,6 +873,17 @@ class _RuleUse:
         return sorted(out, key=lambda r: (r["policy"], r["direction"], r["rule"]))
 
 
+def _rule_count(policy_set: PolicySet) -> int:
+    """How many rule keys :class:`_RuleUse` would hold: (namespace, name, direction, index),
+    two policies of one name counting once."""
+    longest: dict[tuple[str, str, str], int] = {}
+    for policy in policy_set.policies:
+        for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+            key = (policy.namespace, policy.name, direction)
+            longest[key] = max(longest.get(key, 0), len(rules))
+    return sum(longest.values())
+
+
 def _peer_key(endpoint: Pod | Endpoint) -> str:
     """``namespace/workload`` for a pod (its workload's key), the address otherwise."""
     if isinstance(endpoint, Pod):
@@ -995,6 +998,7 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
                 if port is not None
             },
             budget=PAIR_BUDGET,
+            isolating=lambda i, direction: judge._isolating(pods[i], direction),
         )
         estimate = "" if counted.exact else (
             f"upper bound: more than {PAIR_BUDGET:,} workloads in the allowed peer sets, so "
@@ -1124,7 +1128,7 @@ def replay(
     )
     if tree is not None:
         judge.services = service_map(tables.edges, tables.denied)
-    rule_use = _RuleUse(judge)
+    rule_use = _RuleUse(judge) if rule_findings else None
 
     not_evaluated: list[EdgeVerdict] = []
     false_denies: list[EdgeVerdict] = []
@@ -1148,7 +1152,7 @@ def replay(
         )
         allowed[i] = verdict.allowed
         evidence.append(query)
-        if rule_findings:
+        if rule_use is not None:
             rule_use.observe(query)
         if not verdict.allowed:
             false_denies.append(_verdict_row(rows[i], int(weights[i]), _deny_reason(verdict)))
@@ -1206,13 +1210,16 @@ def replay(
         false_denies=_ordered(false_denies),
         denied_but_allowed=_ordered(denied_but_allowed),
         denied_edges=denied_judged,
-        unused_rules=tuple(rule_use.unused()) if rule_findings else (),
-        rules=len(rule_use.rules) + (tree.rules if tree is not None else 0),
+        unused_rules=tuple(rule_use.unused()) if rule_use is not None else (),
+        rules=(len(rule_use.rules) if rule_use is not None else _rule_count(policy_set))
+        + (tree.rules if tree is not None else 0),
         over_permissive=_over_permissive(judge, evidence, synthetic_limit),
         not_evaluated=_ordered(not_evaluated),
         excluded_edges=tables.excluded.num_rows,
         notes=tuple(notes),
-        rule_traffic={k: frozenset(v) for k, v in rule_use.traffic.items()},
+        rule_traffic=(
+            {k: frozenset(v) for k, v in rule_use.traffic.items()} if rule_use is not None else {}
+        ),
         cluster=cluster,
         external_addresses=frozenset(
             e.ip for q in evidence for e in (q.src, q.dst) if isinstance(e, Endpoint)

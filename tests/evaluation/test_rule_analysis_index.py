@@ -298,3 +298,33 @@ def test_indexed_judge_lists_isolating_policies_in_policy_set_order() -> None:
     verdict = judge.verdict(web, db, "TCP", 80)
     assert verdict.ingress == "isolated by a/allow-db, a/default-deny; no rule matches"
     assert verdict == evaluate(policy_set, cluster, web, db, "TCP", 80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_class_count_with_the_callers_isolating_policies(data: Any) -> None:
+    """The replay tells the count each pod's isolating policies (its judge has them, in
+    policy-set order); the count must be the pairwise one, as with its own index."""
+    policy_set = data.draw(policy_sets())
+    cluster = data.draw(clusters())
+    ports = sorted(data.draw(st.lists(st.sampled_from(PORTS), min_size=1, unique=True)))
+    n = len(cluster.pods)
+    triples = [(i, j, k) for i in range(n) for j in range(n) if i != j for k in range(len(ports))]
+    observed = set(data.draw(st.lists(st.sampled_from(triples), max_size=6))) if triples else set()
+
+    def isolating(i: int, direction: str) -> list[Policy]:
+        pod = cluster.pods[i]
+        return [
+            p for p in policy_set.policies
+            if p.namespace == pod.namespace and direction in p.policy_types
+            and p.selector.matches(pod.labels)
+        ]  # fmt: skip
+
+    counted = count_allowed_pairs(
+        policy_set, cluster, cluster.pods, ports, observed, budget=10_000, isolating=isolating
+    )
+    allowed, expected = pairwise(policy_set, cluster, ports, observed)
+    assert counted.exact and counted.allowed == allowed and counted.examples == expected
+    assert counted == count_allowed_pairs(
+        policy_set, cluster, cluster.pods, ports, observed, budget=10_000
+    )
