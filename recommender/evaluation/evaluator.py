@@ -395,11 +395,16 @@ class _Check:
         return self.judge_isolated(isolating, direction)
 
     def judge_isolated(
-        self, isolating: list[Policy], direction: Direction
+        self,
+        isolating: list[Policy],
+        direction: Direction,
+        hits: list[tuple[Policy, int]] | None = None,
     ) -> tuple[bool, str, list[str]]:
         """:meth:`direction` given the policies that isolate the pod for ``direction`` (in
         policy-set order, already checked as supported): the replay finds them from its own
-        index and judges with this."""
+        index and judges with this. With ``hits``, every rule of those policies is tried and
+        each matching one appended as (policy, index): the replay's rule use, found in the
+        same pass (the verdict is the same)."""
         pod, peer = (self.src, self.dst) if direction == "egress" else (self.dst, self.src)
         if not isinstance(pod, Pod):
             return True, "not a pod", []
@@ -409,12 +414,18 @@ class _Check:
         allowed_by: list[str] = []
         for policy in isolating:
             rules = policy.egress if direction == "egress" else policy.ingress
+            matched = False
             for index, rule in enumerate(rules):
                 if self._rule_matches(policy, rule, peer):
-                    key = f"{policy.namespace}/{policy.name}"
-                    reason = reason or f"allowed by {key} {direction} rule {index}"
-                    allowed_by.append(key)
-                    break
+                    if hits is not None:
+                        hits.append((policy, index))
+                    if not matched:
+                        key = f"{policy.namespace}/{policy.name}"
+                        reason = reason or f"allowed by {key} {direction} rule {index}"
+                        allowed_by.append(key)
+                        matched = True
+                    if hits is None:
+                        break
         if reason:
             return True, reason, allowed_by
         names = ", ".join(f"{p.namespace}/{p.name}" for p in isolating)

@@ -482,6 +482,9 @@ class _Judge:
     _selecting: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
     _isolating_cache: dict[tuple[str, str], list[Policy]] = field(default_factory=dict)
     _checked: set[str] = field(default_factory=set)
+    #: While set, the indexed verdicts also record which rules each query uses (every rule of
+    #: the isolating policies is tried once, for the verdict and the use together).
+    rule_use: _RuleUse | None = None
 
     def __post_init__(self) -> None:
         grouped: dict[str, list[Policy]] = {}
@@ -577,8 +580,16 @@ class _Judge:
         out_policies = self._isolating(src, "egress") if isinstance(src, Pod) else []
         in_policies = self._isolating(dst, "ingress") if isinstance(dst, Pod) else []
         check = _Check(self.cluster, src, dst, protocol.upper(), port, False)
-        egress_ok, egress, out_by = check.judge_isolated(out_policies, "egress")
-        ingress_ok, ingress, in_by = check.judge_isolated(in_policies, "ingress")
+        use = self.rule_use
+        out_hits: list[tuple[Policy, int]] | None = [] if use is not None else None
+        in_hits: list[tuple[Policy, int]] | None = [] if use is not None else None
+        egress_ok, egress, out_by = check.judge_isolated(out_policies, "egress", out_hits)
+        ingress_ok, ingress, in_by = check.judge_isolated(in_policies, "ingress", in_hits)
+        if use is not None:
+            if out_hits:
+                use.record(out_hits, "egress", dst, protocol, port)
+            if in_hits:
+                use.record(in_hits, "ingress", src, protocol, port)
         return Verdict(
             egress_ok and ingress_ok, egress, ingress, tuple(sorted(set(out_by + in_by)))
         )
@@ -812,6 +823,10 @@ class _RuleUse:
                     self.rules[key] = (policy, rule)
                     if direction in policy.policy_types:
                         self._by_side.setdefault((policy.namespace, direction), []).append(key)
+
+    def _index(self) -> None:
+        """The rules by their policies' selectors, per (namespace, direction): for
+        :meth:`observe` (built on first use; the judge may record the use instead)."""
         for (namespace, direction), keys in self._by_side.items():
             selectors: SelectorIndex[list[RuleKey]] = SelectorIndex()
             by_policy: dict[str, list[RuleKey]] = {}
@@ -825,10 +840,31 @@ class _RuleUse:
         """The rules of the policies that select ``pod`` for ``direction``, in order."""
         found = self._pod_keys.get((pod.key, direction))
         if found is None:
+            if not self._by_selector and self._by_side:
+                self._index()
             index = self._by_selector.get((pod.namespace, direction))
             found = [k for ks in index.matching(dict(pod.labels)) for k in ks] if index else []
             self._pod_keys[(pod.key, direction)] = found
         return found
+
+    def record(
+        self,
+        hits: list[tuple[Policy, int]],
+        direction: Direction,
+        peer: Pod | Endpoint,
+        protocol: str,
+        port: int | None,
+    ) -> None:
+        """The rules ``hits`` (policy, index in ``direction``) matched a query with ``peer`` at
+        the other end: what :meth:`observe` finds, handed over by the judge's verdict."""
+        entry = (_peer_key(peer), protocol, port)
+        for policy, index in hits:
+            key = (policy.namespace, policy.name, direction, index)
+            self.used.add(key)
+            found = self.traffic.get(key)
+            if found is None:
+                found = self.traffic[key] = set()
+            found.add(entry)
 
     def observe(self, query: _Query) -> None:
         sides: tuple[tuple[Direction, Pod | Endpoint, Pod | Endpoint], ...] = (
@@ -1129,6 +1165,18 @@ def replay(
     if tree is not None:
         judge.services = service_map(tables.edges, tables.denied)
     rule_use = _RuleUse(judge) if rule_findings else None
+    # The indexed judge records rule use with each verdict (one pass over the rules); an edge
+    # whose verdict is cached has the key, so the use, of an edge already recorded. Policies
+    # sharing a name in a namespace share rule keys: those are observed apart.
+    recorded = (
+        rule_use is not None
+        and judge.tree is None
+        and guardrails is None
+        and len({(p.namespace, p.name) for p in policy_set.policies})
+        == len(policy_set.policies)
+    )
+    if recorded:
+        judge.rule_use = rule_use
 
     not_evaluated: list[EdgeVerdict] = []
     false_denies: list[EdgeVerdict] = []
@@ -1152,11 +1200,12 @@ def replay(
         )
         allowed[i] = verdict.allowed
         evidence.append(query)
-        if rule_use is not None:
+        if rule_use is not None and not recorded:
             rule_use.observe(query)
         if not verdict.allowed:
             false_denies.append(_verdict_row(rows[i], int(weights[i]), _deny_reason(verdict)))
 
+    judge.rule_use = None  # denied edges use no rule
     denied_queries, denied_weights = _judge_table(judge, tables.denied)
     denied_rows = _key_rows(tables.denied)
     denied_but_allowed: list[EdgeVerdict] = []

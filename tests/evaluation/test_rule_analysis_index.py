@@ -328,3 +328,35 @@ def test_class_count_with_the_callers_isolating_policies(data: Any) -> None:
     assert counted == count_allowed_pairs(
         policy_set, cluster, cluster.pods, ports, observed, budget=10_000
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_rule_use_recorded_with_the_verdict_is_the_observed_use(data: Any) -> None:
+    """The replay's judge records rule use while judging (every rule of the isolating
+    policies tried once): the same verdicts, used rules and traffic as judging and then
+    observing each query apart."""
+    from recommender.evaluation.evaluator import Endpoint
+    from recommender.evaluation.replay import _Judge, _Query, _RuleUse
+
+    policy_set = data.draw(policy_sets())
+    cluster = data.draw(named_port_clusters())
+    ends: list[Pod | Endpoint] = [*cluster.pods, *(Endpoint(a) for a in ADDRESSES[:3])]
+    queries = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(ends), st.sampled_from(ends), st.sampled_from(PORTS)),
+            max_size=12,
+        )
+    ) if cluster.pods else []
+    pods = {(p.namespace, p.name): p for p in cluster.pods}
+    apart, together = _Judge(policy_set, cluster, pods), _Judge(policy_set, cluster, pods)
+    observed, recorded = _RuleUse(apart), _RuleUse(together)
+    together.rule_use = recorded
+    for src, dst, (protocol, port) in queries:
+        if not isinstance(src, Pod) and not isinstance(dst, Pod):
+            continue
+        verdict = apart.verdict(src, dst, protocol, port)
+        observed.observe(_Query(src, dst, protocol, port))
+        assert together.verdict(src, dst, protocol, port) == verdict
+    assert recorded.used == observed.used
+    assert recorded.traffic == observed.traffic
