@@ -371,9 +371,10 @@ def evaluate(
     return Verdict(egress_ok and ingress_ok, egress, ingress, tuple(sorted(set(out_by + in_by))))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Check:
-    """One connection, checked against the policies of one direction at a time."""
+    """One connection, checked against the policies of one direction at a time (never
+    changed once made; not frozen, so that making one per edge stays cheap)."""
 
     cluster: Cluster
     src: Pod | Endpoint
@@ -433,9 +434,18 @@ class _Check:
 
     def _rule_matches(self, policy: Policy, rule: Rule, peer: Pod | Endpoint) -> bool:
         """Some peer and some port of the rule match (none listed = all)."""
-        if rule.peers and not any(self._peer_matches(policy, p, peer) for p in rule.peers):
-            return False
-        return not rule.ports or any(self._port_matches(p) for p in rule.ports)
+        if rule.peers:
+            for candidate in rule.peers:
+                if self._peer_matches(policy, candidate, peer):
+                    break
+            else:
+                return False
+        if not rule.ports:
+            return True
+        for spec in rule.ports:  # noqa: SIM110 (a loop, not any(): no generator per rule)
+            if self._port_matches(spec):
+                return True
+        return False
 
     def _peer_matches(self, policy: Policy, peer: Peer, other: Pod | Endpoint) -> bool:
         """Whether ``other`` is one of the rule peer's endpoints."""

@@ -225,9 +225,10 @@ def _sides(
                 part = by_policy[id(policy)] = _contribution(
                     policy, ports, classes, direction, rule_ports
                 )
-            parts.append(part)
-        if len(parts) == 1:
-            out.append(parts[0])
+            if part:  # a policy admitting nothing on these ports adds nothing
+                parts.append(part)
+        if len(parts) <= 1:
+            out.append(parts[0] if parts else {})
             continue
         side: dict[int, set[int] | None] = {}
         for part in parts:
@@ -350,17 +351,27 @@ def _exact(
         elif item > best[0]:
             heapq.heapreplace(best, item)
 
+    # Each side's pods bucketed per port once: "every peer" or explicit class ids, in pod order.
+    out_all: list[list[int]] = [[] for _ in range(n_ports)]
+    out_explicit: list[list[tuple[int, set[int]]]] = [[] for _ in range(n_ports)]
+    in_all: list[list[int]] = [[] for _ in range(n_ports)]
+    in_explicit: list[list[tuple[int, set[int]]]] = [[] for _ in range(n_ports)]
+    for sides, every, explicit in ((egress, out_all, out_explicit), (ingress, in_all, in_explicit)):
+        for i, side in enumerate(sides):
+            for k, ids in side.items():
+                if ids is None:
+                    every[k].append(i)
+                else:
+                    explicit[k].append((i, ids))
     total = 0
     for k in range(n_ports):
-        out_all = [i for i in range(n) if k in egress[i] and egress[i][k] is None]
-        in_all = [j for j in range(n) if k in ingress[j] and ingress[j][k] is None]
-        out_all_set, in_all_set = set(out_all), set(in_all)
+        out_all_set, in_all_set = set(out_all[k]), set(in_all[k])
         both = len(out_all_set & in_all_set)
-        total += len(out_all) * len(in_all) - both
+        total += len(out_all[k]) * len(in_all[k]) - both
         if examples:  # the smallest pairs of the "every pod" block
             taken = 0
-            for i in out_all:
-                for j in in_all:
+            for i in out_all[k]:
+                for j in in_all[k]:
                     if i != j and (i, j, k) not in observed:
                         offer(i, j, k)
                         taken += 1
@@ -370,20 +381,14 @@ def _exact(
                     continue
                 break
         outs: dict[int, frozenset[int]] = {}
-        for i in range(n):
-            out_ids = egress[i].get(k)
-            if out_ids is None:  # every destination, or none
-                continue
+        for i, out_ids in out_explicit[k]:
             reach = outs[i] = members(out_ids)
             hit = reach & in_all_set
             total += len(hit) - (i in hit)
             for j in hit:
                 if j != i:
                     offer(i, j, k)
-        for j in range(n):
-            in_ids = ingress[j].get(k)
-            if in_ids is None:  # every source, or none
-                continue
+        for j, in_ids in in_explicit[k]:
             admits = members(in_ids)
             for i in admits:
                 if i == j:

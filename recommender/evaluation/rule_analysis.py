@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
@@ -164,8 +165,23 @@ class _Entry:
     rule: Rule
 
 
+#: The last policy set's entries (a weak reference to it, and the list): the replay asks for
+#: the redundant and then the broad rules of one policy set.
+_LAST_ENTRIES: list[Any] = [None, []]
+
+
 def _entries(policy_set: PolicySet) -> list[_Entry]:
-    """Every allow rule in a direction its policy isolates, in canonical order."""
+    """Every allow rule in a direction its policy isolates, in canonical order (read-only:
+    shared by consecutive calls on the same policy set)."""
+    ref, known = _LAST_ENTRIES
+    if ref is not None and ref() is policy_set:
+        return known  # type: ignore[no-any-return]
+    out = _build_entries(policy_set)
+    _LAST_ENTRIES[:] = [weakref.ref(policy_set), out]
+    return out
+
+
+def _build_entries(policy_set: PolicySet) -> list[_Entry]:
     out = []
     for policy in policy_set.policies:
         for direction in _DIRECTIONS:
@@ -507,25 +523,46 @@ class _PeerSpace:
         self._addresses = {v: sorted(items) for v, items in by_version.items()}
         self._values = {v: [i for i, _ in items] for v, items in self._addresses.items()}
         self._cache: dict[tuple[object, ...], frozenset[str]] = {}
+        self._by_peer: dict[tuple[int, str], tuple[Peer, frozenset[str]]] = {}
+        self._own: dict[str, LabelSelector] = {}
         self._ns_cache: dict[LabelSelector, list[str]] = {}
         self._ns_by_name: dict[str, list[str]] = {}
         for ns, labels in self._ns_labels.items():
             self._ns_by_name.setdefault(labels[NAMESPACE_NAME_LABEL], []).append(ns)
 
-    def of(self, entry: _Entry) -> set[str]:
-        """The endpoints ``entry``'s rule allows (every endpoint when it has no peers)."""
+    def of(self, entry: _Entry) -> frozenset[str]:
+        """The endpoints ``entry``'s rule allows (every endpoint when it has no peers):
+        shared, read-only."""
         if not entry.rule.peers:
             if self._every is None:
                 self._every = frozenset(p.key for p in self._pods) | set(self._external)
-            return set(self._every)
+            return self._every
+        if len(entry.rule.peers) == 1:
+            return self._peer(entry.rule.peers[0], entry.policy.namespace)
         out: set[str] = set()
         for peer in entry.rule.peers:
-            if peer.kind == "pods":
-                ns_selector = _namespace_selector(peer, entry.policy.namespace)
-                out |= self._cached(("pods", ns_selector, peer.pod_selector), self._pods_of)
-            elif peer.kind == "cidr":
-                out |= self._cached(("cidr", peer.cidr, peer.except_), self._cidr_of)
-        return out
+            out |= self._peer(peer, entry.policy.namespace)
+        return frozenset(out)
+
+    def _peer(self, peer: Peer, namespace: str) -> frozenset[str]:
+        """One peer's endpoints, remembered per peer object (and namespace: a ``pods`` peer
+        without a namespace selector is its policy's namespace)."""
+        key = (id(peer), namespace)
+        hit = self._by_peer.get(key)
+        if hit is not None and hit[0] is peer:
+            return hit[1]
+        found: frozenset[str] = frozenset()
+        if peer.kind == "pods":
+            ns_selector = self._own.get(namespace) if peer.namespace_selector is None else None
+            if ns_selector is None:
+                ns_selector = _namespace_selector(peer, namespace)
+                if peer.namespace_selector is None:
+                    self._own[namespace] = ns_selector
+            found = self._cached(("pods", ns_selector, peer.pod_selector), self._pods_of)
+        elif peer.kind == "cidr":
+            found = self._cached(("cidr", peer.cidr, peer.except_), self._cidr_of)
+        self._by_peer[key] = (peer, found)
+        return found
 
     def _cached(
         self, key: tuple[object, ...], resolve: Callable[[tuple[object, ...]], Iterable[str]]
@@ -548,7 +585,10 @@ class _PeerSpace:
                 if pod_selector.match_labels
                 else self._by_ns[ns]
             )
-            yield from (p.key for p in pool if pod_selector.matches(dict(p.labels)))
+            if len(pod_selector.match_labels) == 1 and not pod_selector.match_expressions:
+                yield from (p.key for p in pool)  # the pool is exactly the pods it selects
+            else:
+                yield from (p.key for p in pool if pod_selector.matches(p.labels))
 
     def _namespaces(self, selector: LabelSelector) -> list[str]:
         """The namespaces (with pods) ``selector`` matches; by name when it names one."""
@@ -620,6 +660,7 @@ def find_broad_rules(
     external = sorted(coverage.external_addresses) if coverage is not None else []
     unused = _unused_keys(coverage) if coverage is not None else set()
     space = _PeerSpace(cluster, external) if cluster is not None else None
+    units_of: dict[tuple[PortSpec, ...], int] = {}
     out = []
     for entry in _entries(policy_set):
         namespace, name, direction, index = entry.key
@@ -638,14 +679,17 @@ def find_broad_rules(
         if coverage is not None and space is not None:
             endpoints = space.of(entry)
             used_pairs = {t for t in traffic.get(entry.key, frozenset()) if t[0] in endpoints}
-            allowed = len(endpoints) * _port_units(entry.rule)
+            units = units_of.get(entry.rule.ports, -1)
+            if units < 0:
+                units = units_of[entry.rule.ports] = _port_units(entry.rule)
+            allowed = len(endpoints) * units
             used = min(len(used_pairs), allowed)
             policy_key = (f"{namespace}/{name}", direction, index)
             if used and allowed and used / allowed < min_utilisation and policy_key not in unused:
                 reasons.append(
                     f"utilisation {used:,}/{allowed:,}: {used:,} of the {allowed:,} "
                     f"(peer x port) pairs it allows ({len(endpoints):,} observed peers x "
-                    f"{_port_units(entry.rule):,} ports) carried traffic"
+                    f"{units:,} ports) carried traffic"
                 )
         if reasons:
             out.append(
