@@ -39,6 +39,7 @@ neither cover nor are covered.
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -197,6 +198,8 @@ def _build_entries(policy_set: PolicySet) -> list[_Entry]:
 
 def _selector_covers(broad: LabelSelector, narrow: LabelSelector) -> bool:
     """Whether every labels map ``narrow`` selects is selected by ``broad`` (structurally)."""
+    if broad is narrow:
+        return True
     return set(broad.match_labels) <= set(narrow.match_labels) and set(
         broad.match_expressions
     ) <= set(narrow.match_expressions)
@@ -211,10 +214,17 @@ def _selector_text(selector: LabelSelector) -> str:
 def _namespace_selector(peer: Peer, namespace: str) -> LabelSelector:
     """The peer's namespace selector, None made explicit (the policy's own namespace)."""
     if peer.namespace_selector is None:
-        return LabelSelector.of({NAMESPACE_NAME_LABEL: namespace})
+        return _own_namespace(namespace)
     return peer.namespace_selector
 
 
+@functools.lru_cache(maxsize=4096)
+def _own_namespace(namespace: str) -> LabelSelector:
+    """``kubernetes.io/metadata.name=<namespace>`` (immutable: one per namespace)."""
+    return LabelSelector.of({NAMESPACE_NAME_LABEL: namespace})
+
+
+@functools.lru_cache(maxsize=4096)
 def _network(text: str | None) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     try:
         return ipaddress.ip_network(text or "", strict=False)
@@ -431,8 +441,8 @@ def _peer_breadth(peer: Peer, namespace: str) -> str | None:
     if peer.kind == "pods":
         every_pod = peer.pod_selector is None or peer.pod_selector.is_empty
         every_ns = peer.namespace_selector is not None and peer.namespace_selector.is_empty
-        pods = "every pod" if every_pod else f"pods {_selector_text(peer.pod_selector)}"  # type: ignore[arg-type]
         if every_ns:
+            pods = "every pod" if every_pod else f"pods {_selector_text(peer.pod_selector)}"  # type: ignore[arg-type]
             return f"{pods} in every namespace"
         if every_pod:
             where = (
