@@ -82,17 +82,26 @@ class _Classes:
         for name in self.by_ns:
             for pair in self.ns_labels[name].items():
                 self.ns_by_pair.setdefault(pair, []).append(name)
-        self.ids: dict[_ClassKey, int] = {}
+        self.ids: dict[tuple[object, ...], int] = {}
         self.keys: list[_ClassKey] = []
         self.sets: list[frozenset[int] | None] = []
 
     def class_id(self, policy: Policy, peer: Peer) -> int:
-        own = policy.namespace if peer.namespace_selector is None else None
-        key = (own, peer.namespace_selector, peer.pod_selector)
-        found = self.ids.get(key)
+        ns_selector, pod_selector = peer.namespace_selector, peer.pod_selector
+        own = policy.namespace if ns_selector is None else None
+        # Keyed by the selectors' fields (tuples hash in C; a selector's dataclass hash does
+        # not): equal selectors, one class.
+        content = (
+            own,
+            None if ns_selector is None else ns_selector.match_labels,
+            None if ns_selector is None else ns_selector.match_expressions,
+            None if pod_selector is None else pod_selector.match_labels,
+            None if pod_selector is None else pod_selector.match_expressions,
+        )
+        found = self.ids.get(content)
         if found is None:
-            found = self.ids[key] = len(self.keys)
-            self.keys.append(key)
+            found = self.ids[content] = len(self.keys)
+            self.keys.append((own, ns_selector, pod_selector))
             self.sets.append(None)
         return found
 
@@ -253,6 +262,7 @@ def count_allowed_pairs(
     budget: int,
     examples: int = 20,
     isolating: Callable[[int, Direction], Sequence[Policy]] | None = None,
+    observed_allowed: int | None = None,
 ) -> PairCount:
     """Allowed (source, destination, port) triples of distinct ``pods`` not in ``observed``.
 
@@ -276,6 +286,9 @@ def count_allowed_pairs(
         ``isolating(i, direction)``: the policies of ``policy_set`` that select ``pods[i]``
         with ``direction`` in their types (any order), when the caller already knows them
         (the replay's judge does); by default found through a label index.
+    observed_allowed : int, optional
+        How many of ``observed`` the policies allow, when the caller has judged them (the
+        replay has: they are its evidence); by default counted here.
     """
     classes = _Classes(cluster, pods)
     egress = _sides(policy_set, pods, ports, classes, "egress", isolating)
@@ -293,14 +306,16 @@ def count_allowed_pairs(
         total, found = _exact(egress, ingress, classes, len(pods), len(ports), observed,
                               budget, examples)
     except _OverBudget:
-        observed_allowed = sum(1 for t in observed if allowed(*t, classes.contains))
+        if observed_allowed is None:
+            observed_allowed = sum(1 for t in observed if allowed(*t, classes.contains))
         bound = _bound(egress, ingress, classes, len(pods), len(ports))
         return PairCount(max(bound - observed_allowed, 0), (), False)
 
     def member(c: int, i: int) -> bool:  # every class an explicit side names is resolved now
         return i in classes.members(c)
 
-    observed_allowed = sum(1 for t in observed if allowed(*t, member))
+    if observed_allowed is None:
+        observed_allowed = sum(1 for t in observed if allowed(*t, member))
     texts = tuple(
         f"{pods[i].key} -> {pods[j].key} {ports[k][0]}/{ports[k][1]}" for i, j, k in found
     )

@@ -1024,7 +1024,7 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
             skipped=f"{candidates:,} workload pair x port triples exceed the limit of {limit:,}",
         )
     if by_class:
-        for namespace in sorted({p.namespace for p in pods}):
+        for namespace in sorted({p.namespace for p in pods} - judge._checked):
             for policy in judge.policies_for(namespace).policies:
                 _supported(policy)
         index = {p.key: i for i, p in enumerate(pods)}
@@ -1041,6 +1041,11 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
             },
             budget=PAIR_BUDGET,
             isolating=lambda i, direction: judge._isolating(pods[i], direction),
+            # Every observed triple is an evidence edge, judged already (Kubernetes semantics
+            # only, as here: no tree, guardrails or Istio).
+            observed_allowed=sum(
+                judge._cache[(s, d, proto, port)].allowed for s, d, proto, port in observed
+            ),
         )
         estimate = "" if counted.exact else (
             f"upper bound: more than {PAIR_BUDGET:,} workloads in the allowed peer sets, so "
