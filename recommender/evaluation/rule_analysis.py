@@ -368,6 +368,36 @@ def _unused_keys(coverage: Coverage) -> set[tuple[str, str, int]]:
     return {(r["policy"], r["direction"], int(r["rule"])) for r in coverage.unused_rules}
 
 
+#: The last policy set's redundant rules (a weak reference to it, and the list): a replay's
+#: coverage changes only which of them are shadowed (the self-check replays twice).
+_LAST_REDUNDANT: list[Any] = [None, []]
+
+
+def _redundant(policy_set: PolicySet) -> list[tuple[RuleKey, str]]:
+    """Each redundant rule's key and the kept rules covering it (``covered_by``), in
+    canonical order; remembered for the last policy set (read-only)."""
+    ref, known = _LAST_REDUNDANT
+    if ref is not None and ref() is policy_set:
+        return known  # type: ignore[no-any-return]
+    entries = _entries(policy_set)
+    candidates = _Candidates(entries)
+    removed: set[RuleKey] = set()
+    found: dict[RuleKey, list[RuleKey]] = {}
+    for entry in reversed(entries):
+        coverers = _coverers(entry, candidates.of(entry, removed))
+        if coverers is not None:
+            found[entry.key] = coverers
+            removed.add(entry.key)
+    out = []
+    for entry in entries:
+        if entry.key in found:
+            # Name rules that stay: containment is transitive, so the kept rules cover it too.
+            final = _coverers(entry, candidates.of(entry, removed)) or found[entry.key]
+            out.append((entry.key, ", ".join(rule_label(k) for k in final)))
+    _LAST_REDUNDANT[:] = [weakref.ref(policy_set), out]
+    return out
+
+
 def find_redundant_rules(
     policy_set: PolicySet, coverage: Coverage | None = None
 ) -> list[RuleFinding]:
@@ -397,24 +427,9 @@ def find_redundant_rules(
     >>> [(f.kind, f.rule_index, f.covered_by) for f in find_redundant_rules(PolicySet((api,)))]
     [('redundant', 1, 'shop/api ingress rule 0')]
     """
-    entries = _entries(policy_set)
-    candidates = _Candidates(entries)
-    removed: set[RuleKey] = set()
-    found: dict[RuleKey, list[RuleKey]] = {}
-    for entry in reversed(entries):
-        coverers = _coverers(entry, candidates.of(entry, removed))
-        if coverers is not None:
-            found[entry.key] = coverers
-            removed.add(entry.key)
     unused = _unused_keys(coverage) if coverage is not None else set()
     out = []
-    for entry in entries:
-        key = entry.key
-        if key not in found:
-            continue
-        # Name rules that stay: containment is transitive, so the kept rules cover it too.
-        final = _coverers(entry, candidates.of(entry, removed)) or found[key]
-        covered_by = ", ".join(rule_label(k) for k in final)
+    for key, covered_by in _redundant(policy_set):
         policy = f"{key[0]}/{key[1]}"
         shadowed = (policy, key[2], key[3]) in unused
         reason = f"everything it allows is also allowed by {covered_by}"

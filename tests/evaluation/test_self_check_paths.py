@@ -136,3 +136,33 @@ def test_cluster_from_distinct_maps_is_the_row_by_row_cluster(rows: list[Any]) -
     assert [list(p.labels.items()) for p in built.pods] == [
         list(p.labels.items()) for p in expected.pods
     ]
+
+
+# ------------------------------------------------------------------ redundant rules, twice
+
+
+def test_redundant_rules_remembered_per_policy_set_shadowed_per_coverage() -> None:
+    """The self-check asks for the redundant rules of one policy set twice (the evidence,
+    the edges left out on purpose): the second answer comes from memory, but whether a
+    redundant rule is shadowed follows each call's coverage."""
+    from recommender.evaluation.rule_analysis import find_redundant_rules
+    from recommender.policy.model import Peer, PortSpec
+
+    web = Peer("pods", pod_selector=LabelSelector.of({"app": "web"}))
+    rule = Rule("ingress", (web,), (PortSpec("TCP", 8080),))
+    api = Policy("api", "shop", LabelSelector.of({"app": "api"}), ("ingress",), (rule, rule))
+    policy_set = PolicySet((api,))
+
+    @dataclasses.dataclass(frozen=True)
+    class Fake:
+        unused_rules: tuple[dict[str, Any], ...]
+
+    unused = Fake(({"policy": "shop/api", "direction": "ingress", "rule": 1},))
+    first = find_redundant_rules(policy_set, unused)  # type: ignore[arg-type]
+    second = find_redundant_rules(policy_set, Fake(()))  # type: ignore[arg-type]
+    assert [(f.kind, f.rule_index) for f in first] == [("shadowed", 1)]
+    assert [(f.kind, f.rule_index) for f in second] == [("redundant", 1)]
+    assert first[0].covered_by == second[0].covered_by == "shop/api ingress rule 0"
+    # An equal but distinct policy set is analysed afresh, with the same answer.
+    again = PolicySet((dataclasses.replace(api),))
+    assert find_redundant_rules(again, Fake(())) == second  # type: ignore[arg-type]
