@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import pyarrow as pa
 
@@ -41,8 +41,12 @@ from .synthesis.decisions import Decisions
 from .synthesis.synthesizer import Findings, synthesize
 
 _log = logging.getLogger("recommender")
+T = TypeVar("T")
 
 if TYPE_CHECKING:
+    import networkx as nx
+
+    from ._forked import Forked
     from .analysis.anomaly import Screening
     from .policy.dialects import DialectOptions
     from .policy.writer import TreeWriter
@@ -72,12 +76,16 @@ def _import_later_stages() -> None:
     import importlib
     import threading
 
+    from ._forked import join_before_fork
+
     def run() -> None:
         for name in _LATER_MODULES:
             with contextlib.suppress(Exception):  # the stage itself reports a real problem
                 importlib.import_module(name)
 
-    threading.Thread(target=run, name="recommender-imports", daemon=True).start()
+    thread = threading.Thread(target=run, name="recommender-imports", daemon=True)
+    thread.start()
+    join_before_fork(thread)  # a child must not inherit an import half done
 
 
 PathLike = str | os.PathLike[str]
@@ -307,15 +315,15 @@ def dialect_options(config: RecommendConfig) -> DialectOptions:
     )
 
 
-def _segments(tables: EdgeTables, cache: dict[str, Any]) -> dict[str, Any]:
-    """Proposed segments (:func:`recommender.propose_segments`) for the report; the graph is
-    kept in ``cache`` for ``graph.svg`` (:meth:`Recommendation.write`), which draws the same."""
+def _segments(tables: EdgeTables) -> tuple[dict[str, Any], nx.Graph]:
+    """Proposed segments (:func:`recommender.propose_segments`) for the report, and the
+    communication graph they were found in, kept for ``graph.svg`` and ``report.html``
+    (:meth:`Recommendation.write`), which draw the same."""
     from .analysis.graph import graph_from_edges
     from .analysis.segments import propose_segments
 
     graph = graph_from_edges(tables.edges, tables.denied, tables.workload_labels)
-    cache["graph"] = graph
-    return propose_segments(graph).to_dict()
+    return propose_segments(graph).to_dict(), graph
 
 
 #: Reasons of excluded edges that are observed allowed traffic left out on purpose (the
@@ -945,6 +953,9 @@ def recommend_edges(
     from .aggregate.latest import latest_verdicts
 
     tables = latest_verdicts(tables)  # denied after its last allowed connection: no rule
+    # The segments need only these edges: on a wide cluster a child process finds them while
+    # the policies are made here.
+    segmenting = _in_child_if_large(tables.edges.num_rows, _segments, tables)
     evidence, conflicts, refused = tables, None, None
     if guardrails is not None:
         from .evaluation.guardrail_checks import find_conflicts, keep_edges
@@ -975,6 +986,12 @@ def recommend_edges(
     cache: dict[str, Any] = {"evidence": evidence}
     if "kubernetes" in config.dialects:  # the other dialects render when written
         cache["kubernetes"] = render_kubernetes(policy_set)
+    # The self-check reads what the report does not change: on a wide cluster it runs in a
+    # child process, on the other core, while the report is built here.
+    checking = _in_child_if_large(
+        evidence.edges.num_rows, _checks, policy_set, evidence, guardrails,
+        _precedence(config), tables, decided,
+    )  # fmt: skip
     if tree is not None:  # written in the background from now on
         tree.start(
             Recommendation(
@@ -982,19 +999,7 @@ def recommend_edges(
             ).trees(config.dialects)
         )
     mark = _stage(timings, "render", mark)
-    self_check = _self_check(
-        policy_set, evidence, guardrails, _precedence(config), tables,
-        decided.allowed_keys() if decided is not None else (),
-    )  # fmt: skip
-    if decided is not None:
-        from .evaluation.decision_check import judge_decided
-
-        self_check["decisions"] = judge_decided(
-            decided, policy_set, evidence, guardrails, _precedence(config)
-        )
-    mark = _stage(timings, "self_check", mark)
     report = build_report(policy_set, findings, tables, config, ledger)
-    report["self_check"] = self_check
     report["anomalies"] = screening.to_dict()
     from .report.sections import group_anomalies
 
@@ -1017,10 +1022,18 @@ def recommend_edges(
 
         strict = [ns for ns in findings.namespaces_in_scope if ns != ROOT_NAMESPACE]
         report["mesh"] = mesh_report(tables, strict)
-    report["segments"] = _segments(tables, cache)
+    report["segments"], cache["graph"] = segmenting.result()
     if decided is not None:
         report["decisions"] = decided.report()
     mark = _stage(timings, "report", mark)
+    report["self_check"] = checking.result()
+    reporting = timings.pop("report")  # the stages keep their order: the self-check first
+    timings["self_check"] = (
+        checking.child_seconds if checking.child_seconds is not None
+        else time.perf_counter() - mark
+    )  # fmt: skip
+    timings["report"] = reporting
+    mark = time.perf_counter()
     if holdout is not None:
         report["holdout"] = holdout()
         _stage(timings, "holdout", mark)
@@ -1037,6 +1050,42 @@ def recommend_edges(
     if finish:
         finish_report(report)  # the verdict weighs every part: the held-out and the Istio ones too
     return result
+
+
+#: Edges from which the self-check runs in a child process (:func:`_in_child_if_large`):
+#: below, forking costs more than it saves.
+FORK_MIN_EDGES: Final = 1000
+
+
+def _in_child_if_large(edges: int, fn: Callable[..., T], *args: Any) -> Forked[T]:
+    """``fn(*args)`` computed in a forked child (:mod:`recommender._forked`) when the run has
+    at least :data:`FORK_MIN_EDGES` edges, else here when its result is asked for."""
+    from ._forked import Forked, forked
+
+    if edges >= FORK_MIN_EDGES:
+        return forked(fn, *args)
+    return Forked(fn, *args)
+
+
+def _checks(
+    policy_set: PolicySet,
+    evidence: EdgeTables,
+    guardrails: Guardrails | None,
+    dialect: str,
+    tables: EdgeTables,
+    decided: DecisionRun | None,
+) -> dict[str, Any]:
+    """The report's ``self_check`` section: :func:`_self_check`, and with decisions how the
+    policies treat each one (:func:`~recommender.evaluation.decision_check.judge_decided`)."""
+    self_check = _self_check(
+        policy_set, evidence, guardrails, dialect, tables,
+        decided.allowed_keys() if decided is not None else (),
+    )  # fmt: skip
+    if decided is not None:
+        from .evaluation.decision_check import judge_decided
+
+        self_check["decisions"] = judge_decided(decided, policy_set, evidence, guardrails, dialect)
+    return self_check
 
 
 def _istio_self_check(

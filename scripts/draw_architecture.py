@@ -195,7 +195,7 @@ def render() -> str:
 #: The package layers, lowest first, with what each holds: a package imports only the layers
 #: below it (tests/test_layout.py checks the code against the same list).
 LAYERS: tuple[tuple[tuple[str, str], ...], ...] = (
-    (("errors", "the one exception tree"),),
+    (("errors", "the one exception tree"), ("_forked", "child processes")),
     (("policy", "model · dialect writers · YAML"),),
     (("config", "RecommendConfig"),),
     (("ingest", "readers · schema · ledger"), ("samples", "generators (not at run time)")),
@@ -210,6 +210,10 @@ LAYERS: tuple[tuple[tuple[str, str], ...], ...] = (
     (("job", "the scheduled job"),),
     (("cli", "the recommend command"),),
 )
+
+
+#: The layers that are single modules at the top of the package, not sub-packages.
+_MODULES = ("pipeline", "config", "errors", "_forked")
 
 
 def render_packages() -> str:
@@ -232,13 +236,13 @@ def render_packages() -> str:
             w = box_w if len(layer) > 1 else 2 * box_w + gap
             x = MARGIN_X + j * (box_w + gap)
             fill, stroke = STYLES["data" if "." not in name else "step"]
-            if name in ("pipeline", "config", "errors"):
+            if name in _MODULES:
                 fill, stroke = STYLES["step"]
             out.append(
                 f'<rect x="{x}" y="{y}" width="{w}" height="{box_h}" rx="6" fill="{fill}" '
                 f'stroke="{stroke}" stroke-width="1.4"/>'
             )
-            label = f"{name}/" if name not in ("pipeline", "config", "errors") else f"{name}.py"
+            label = f"{name}.py" if name in _MODULES else f"{name}/"
             out.append(
                 f'<text x="{x + 12}" y="{y + 23}" font-size="13" font-weight="bold" '
                 f'fill="#222">{escape(label)}</text>'

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "recommender"
 
 #: Lowest first. A module of a layer may import its own layer and the layers before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors",),
+    ("errors", "_forked"),
     ("policy",),
     ("config",),
     ("ingest", "samples"),

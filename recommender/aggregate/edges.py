@@ -550,6 +550,10 @@ def merge_partials(partials: Iterable[PartialEdges]) -> PartialEdges:
     )
 
 
+#: The type of a label map column.
+_LABEL_MAP: Final = pa.map_(pa.string(), pa.string())
+
+
 def _labels_table(picks: LabelPicks) -> pa.Table:
     """Per workload the label maps of its pods, in the order of the former SQL: by namespace
     (missing last), workload, side, first row; each pod's first row's map, then its last's."""
@@ -559,24 +563,12 @@ def _labels_table(picks: LabelPicks) -> pa.Table:
         return (side != "src", ns is None, ns or "", wl, first)
 
     namespaces, workloads, maps = [], [], []
-    offsets, keys, values, nulls = [0], [], [], []
     for (_, ns, wl, _), (_, first_map, _, last_map) in sorted(picks.items(), key=order):
         for labels in (first_map, last_map):
             namespaces.append(ns)
             workloads.append(wl)
-            pairs = None if labels is None else tuple(labels)
-            maps.append(pairs)
-            nulls.append(pairs is None)
-            for key, value in pairs or ():
-                keys.append(key)
-                values.append(value)
-            offsets.append(len(keys))
-    column = pa.MapArray.from_arrays(
-        pa.array(offsets, pa.int32()),
-        pa.array(keys, pa.string()),
-        pa.array(values, pa.string()),
-        mask=pa.array(nulls, pa.bool_()) if any(nulls) else None,
-    )
+            maps.append(None if labels is None else tuple(labels))
+    column = pa.array(maps, _LABEL_MAP)  # converted in C: (key, value) pairs, None a null map
     table = pa.table(
         {
             "namespace": pa.array(namespaces, pa.string()),

@@ -59,26 +59,16 @@ def run(*args: Any) -> None:
 
 
 def _die_with_parent() -> None:
-    """On Linux, have the kernel send this worker SIGTERM when its parent ends, however it ends
-    (killed, crashed, ``os._exit``): the parent's own clean-up (``close`` at exit) does not run
-    then, and a worker blocked writing to a full queue nobody reads would live on forever."""
+    """End with the parent however it ends (:func:`recommender._forked.die_with_parent`): its
+    clean-up (``close`` at exit) does not run when it is killed, and a worker blocked writing
+    to a full queue nobody reads would live on forever."""
     import multiprocessing
-    import os
-    import signal
-    import sys
+
+    from .._forked import die_with_parent
 
     parent = multiprocessing.parent_process()
-    if not sys.platform.startswith("linux") or parent is None:
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent.pid:  # the parent ended before the request took effect
-        os._exit(0)
+    if parent is not None and parent.pid is not None:
+        die_with_parent(parent.pid)
 
 
 def serve(

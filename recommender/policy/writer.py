@@ -10,9 +10,11 @@ failure part-way leaves the previous tree as it was. A non-empty folder without 
 never replaced: it may hold the user's own files.
 
 :class:`TreeWriter` does the same in two steps: the policy files are written into the hidden
-folder on a background thread while the caller still computes the reports (creating thousands
-of small files is kernel time, during which the thread does not hold the GIL), then the reports
-are added and the folder swapped in, with the same guarantees.
+folder in the background while the caller still computes the reports, then the reports are
+added and the folder swapped in, with the same guarantees. A large tree is rendered and written
+by a forked child process (:mod:`recommender._forked`), on the other core: rendering YAML holds
+the GIL, so a thread would only take turns with the caller. A small one is written by a
+thread (creating a file is kernel time, during which the thread does not hold the GIL).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from .._forked import Forked, can_fork, forked
 from ..errors import ConfigError, SynthesisError
 from ._names import is_dns1123_label, is_dns1123_subdomain
 from ._yaml import dump_yaml
@@ -62,6 +65,8 @@ GUARDRAILS_FOLDER: Final = "_guardrails"
 #: its own that the top kustomization does not list, so ``kubectl apply -k`` leaves it out.
 STAGED_FOLDER: Final = "_staged"
 _CLUSTER_FOLDERS: Final = (CLUSTER_FOLDER, GUARDRAILS_FOLDER)
+#: Files from which :class:`TreeWriter` writes in a child process rather than a thread.
+FORK_MIN_FILES: Final = 200
 #: Longest file name most file systems accept (bytes; names here are ASCII).
 _NAME_MAX: Final = 255
 
@@ -243,6 +248,7 @@ class TreeWriter:
         self._taken: list[str] = []
         self._tmp: Path | None = None
         self._thread: threading.Thread | None = None
+        self._child: Forked[None] | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._done = False
@@ -266,6 +272,11 @@ class TreeWriter:
         self._files, self._taken = _plan_trees(trees, staged or {})
         self._tmp = _staging_folder(self.out_dir)
         files = list(self._files.items())
+        if len(files) >= FORK_MIN_FILES and can_fork():
+            # Rendering YAML holds the GIL: a child process renders and writes on the other
+            # core, where a thread would take turns with the caller's report.
+            self._child = forked(_write_files, self._tmp, files, None)
+            return
         self._thread = threading.Thread(
             target=self._run, args=(self._tmp, files), name="recommender-writer", daemon=True
         )
@@ -280,7 +291,7 @@ class TreeWriter:
     def finish(self, extra_files: Mapping[str, bytes | str] | None = None) -> list[Path]:
         """Add ``extra_files`` at the top, wait for the trees, swap the folder into place;
         returns every file written, sorted (as :func:`write_policy_trees` does)."""
-        if self._tmp is None or self._thread is None:
+        if self._tmp is None or (self._thread is None and self._child is None):
             raise RuntimeError("TreeWriter.finish needs start first.")
         planned = dict(self._files)
         try:
@@ -290,7 +301,10 @@ class TreeWriter:
             raise
         extra = {k: v for k, v in planned.items() if k not in self._files}
         try:
-            self._thread.join()
+            if self._child is not None:
+                self._child.result()  # a child that failed is done again here, and raises
+            if self._thread is not None:
+                self._thread.join()
             if self._error is not None:
                 raise self._error
             _write_files(self._tmp, list(extra.items()), None)
@@ -305,6 +319,8 @@ class TreeWriter:
         """Stop writing and delete the hidden folder; ``out_dir`` stays as it was."""
         self._done = True
         self._stop.set()
+        if self._child is not None:
+            self._child.cancel()
         if self._thread is not None:
             self._thread.join()
         if self._tmp is not None:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from recommender._forked import can_fork
 from recommender.errors import ConfigError, InputError, SynthesisError
 from recommender.policy import writer
 from recommender.policy._yaml import dump_yaml, load_yaml_documents
@@ -435,13 +436,23 @@ def test_written_tree_passes_validator(tmp_path: Path) -> None:
 # --- the two-step writer (policy files in the background) ------------------------------------
 
 
+@pytest.fixture(params=["thread", "child"])
+def background(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each two-step writer test twice: trees written by a thread (small trees), and by a
+    forked child process (large ones; :data:`writer.FORK_MIN_FILES`)."""
+    if request.param == "child" and not can_fork():
+        pytest.skip("forks only on Linux")
+    monkeypatch.setattr(writer, "FORK_MIN_FILES", 0 if request.param == "child" else 10**9)
+    return str(request.param)
+
+
 def _two_dialects() -> dict[str, dict[str, list[dict[str, Any]]]]:
     return {"kubernetes": by_namespace(policy_set()), "calico": by_namespace(policy_set())}
 
 
 @pytest.mark.parametrize("dialects", [("kubernetes",), ("calico", "kubernetes")])
 def test_tree_writer_writes_what_write_policy_trees_writes(
-    tmp_path: Path, dialects: tuple[str, ...]
+    tmp_path: Path, dialects: tuple[str, ...], background: str
 ) -> None:
     trees = {k: v for k, v in _two_dialects().items() if k in dialects}
     staged = {dialects[0]: {"shop": by_namespace(policy_set())["shop"]}}
@@ -458,7 +469,7 @@ def test_tree_writer_writes_what_write_policy_trees_writes(
 
 
 def test_tree_writer_error_in_the_background_keeps_old_tree(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: str
 ) -> None:
     out = tmp_path / "out"
     write_policy_tree(by_namespace(policy_set()), out)
@@ -476,14 +487,14 @@ def test_tree_writer_error_in_the_background_keeps_old_tree(
         tree.start({"kubernetes": by_namespace(policy_set())})
         with pytest.raises(RuntimeError, match="disk on fire"):
             tree.finish({"report.json": "{}"})
-    assert len(calls) == 2  # the thread stopped at its first error
+    assert len(calls) == 2  # stopped at its first error (a failed child's work is done again here)
     assert snapshot(out) == before
     assert siblings(out) == []
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, ValueError])
 def test_tree_writer_interrupted_before_finish_leaves_nothing(
-    tmp_path: Path, error: type[BaseException]
+    tmp_path: Path, error: type[BaseException], background: str
 ) -> None:
     out = tmp_path / "out"
     write_policy_tree(by_namespace(policy_set()), out)
