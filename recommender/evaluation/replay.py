@@ -510,7 +510,7 @@ class _Judge:
                     _supported(policy)
                 self._checked.add(pod.namespace)
             index = self._index.get(pod.namespace)
-            found = tuple(index.matching(dict(pod.labels))) if index is not None else ()
+            found = tuple(index.matching(pod.labels)) if index is not None else ()
             self._selecting[pod.key] = found
         return found
 
@@ -843,7 +843,7 @@ class _RuleUse:
             if not self._by_selector and self._by_side:
                 self._index()
             index = self._by_selector.get((pod.namespace, direction))
-            found = [k for ks in index.matching(dict(pod.labels)) for k in ks] if index else []
+            found = [k for ks in index.matching(pod.labels) for k in ks] if index else []
             self._pod_keys[(pod.key, direction)] = found
         return found
 
@@ -945,6 +945,20 @@ def _one_rule(policy: Policy, direction: Direction, rule: Rule) -> Policy:
 def _key_rows(table: pa.Table) -> list[dict[str, Any]]:
     """The naming columns of every edge, as dicts."""
     return _row_dicts(table, list(EDGE_KEY))
+
+
+class _KeyRows:
+    """:func:`_key_rows` of a table, built the first time a row is asked for: the replay
+    names only the edges it reports (false denies, edges not evaluated), usually none."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._rows is None:
+            self._rows = _key_rows(self._table)
+        return self._rows[i]
 
 
 def _row_dicts(table: pa.Table, columns: list[str]) -> list[dict[str, Any]]:
@@ -1192,7 +1206,7 @@ def replay(
     not_evaluated: list[EdgeVerdict] = []
     false_denies: list[EdgeVerdict] = []
     queries, weights = _judge_table(judge, tables.edges)
-    rows = _key_rows(tables.edges)
+    rows = _KeyRows(tables.edges)
     judged = np.zeros(len(queries), dtype=bool)
     allowed = np.zeros(len(queries), dtype=bool)
     evidence: list[_Query] = []
@@ -1218,7 +1232,7 @@ def replay(
 
     judge.rule_use = None  # denied edges use no rule
     denied_queries, denied_weights = _judge_table(judge, tables.denied)
-    denied_rows = _key_rows(tables.denied)
+    denied_rows = _KeyRows(tables.denied)
     denied_but_allowed: list[EdgeVerdict] = []
     denied_judged = 0
     for i, query in enumerate(denied_queries):
