@@ -44,7 +44,7 @@ import ipaddress
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from ..policy.model import Direction, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .evaluator import NAMESPACE_NAME_LABEL, Cluster, Pod
@@ -159,8 +159,9 @@ def rule_label(key: RuleKey) -> str:
 # --------------------------------------------------------------------------- shared helpers
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """One allow rule (a named tuple: one per rule of the policy set, made fast)."""
+
     key: RuleKey
     policy: Policy
     rule: Rule
@@ -583,7 +584,21 @@ class _PeerSpace:
                 ns_selector = _namespace_selector(peer, namespace)
                 if peer.namespace_selector is None:
                     self._own[namespace] = ns_selector
-            found = self._cached(("pods", ns_selector, peer.pod_selector), self._pods_of)
+            pod_selector = peer.pod_selector
+            # Keyed by the selectors' fields (tuples hash in C, the dataclasses in Python).
+            content = (
+                "pods",
+                ns_selector.match_labels,
+                ns_selector.match_expressions,
+                None if pod_selector is None else pod_selector.match_labels,
+                None if pod_selector is None else pod_selector.match_expressions,
+            )
+            known = self._cache.get(content)
+            if known is None:
+                known = self._cache[content] = frozenset(
+                    self._pods_of(("pods", ns_selector, pod_selector))
+                )
+            found = known
         elif peer.kind == "cidr":
             found = self._cached(("cidr", peer.cidr, peer.except_), self._cidr_of)
         self._by_peer[key] = (peer, found)
@@ -709,8 +724,12 @@ def find_broad_rules(
                 units = units_of[entry.rule.ports] = _port_units(entry.rule)
             allowed = len(endpoints) * units
             used = min(len(used_pairs), allowed)
-            policy_key = (f"{namespace}/{name}", direction, index)
-            if used and allowed and used / allowed < min_utilisation and policy_key not in unused:
+            if (
+                used
+                and allowed
+                and used / allowed < min_utilisation
+                and (f"{namespace}/{name}", direction, index) not in unused
+            ):
                 reasons.append(
                     f"utilisation {used:,}/{allowed:,}: {used:,} of the {allowed:,} "
                     f"(peer x port) pairs it allows ({len(endpoints):,} observed peers x "
