@@ -195,7 +195,9 @@ def test_a_run_with_children_writes_the_bytes_of_a_run_without(
     dialects = "kubernetes,calico,cilium"
     with_children = pipeline.recommend(SAMPLE / "hubble.jsonl.gz", dialects=dialects)
     with_children.write(tmp_path / "children")
-    assert sorted(started) == ["_checks:True", "_segments:True", "_write_files:True"]
+    assert sorted(started) == [
+        "_checks:True", "_report_files_but_html:True", "_segments:True", "_write_files:True"
+    ]
 
     monkeypatch.setenv(_forked.NO_FORK_ENV, "1")
     started.clear()
