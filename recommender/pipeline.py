@@ -408,6 +408,7 @@ def _self_check(
         synthetic_limit=_SELF_CHECK_TRIPLES,
         guardrails=guardrails,
         dialect=dialect,
+        rule_findings=False,  # unused, redundant and broad rules are not part of the answer
     )
     data = coverage.to_dict()
     purposeful = _on_purpose(tables or evidence, evidence)
@@ -424,6 +425,7 @@ def _self_check(
             synthetic_limit=0,
             guardrails=guardrails,
             dialect=dialect,
+            rule_findings=False,
         )
         denied_keys = {
             (v.source, v.destination, v.protocol, v.port) for v in replayed.false_denies

@@ -167,9 +167,8 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_flows"
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
 
 
 def test_a_run_with_children_writes_the_bytes_of_a_run_without(

@@ -33,7 +33,8 @@ import networkx as nx
 
 from ..errors import ConfigError
 from ..policy._names import safe_name
-from .graph import workload_graph
+from .graph import edge_data, workload_graph
+from .louvain import louvain_communities
 
 __all__ = ["METHODS", "CrossSegmentFlow", "Segment", "SegmentProposal", "propose_segments"]
 
@@ -208,13 +209,30 @@ def _communities(
 ) -> list[set[str]]:
     if g.number_of_edges() == 0:
         return [{n} for n in g.nodes]
-    if method == "louvain":
-        return [set(c) for c in nx.community.louvain_communities(
+    if method == "louvain":  # networkx's steps on plain lists: the same communities, faster
+        return [set(c) for c in louvain_communities(
             g, weight="weight", resolution=resolution, seed=seed
         )]  # fmt: skip
     return [set(c) for c in nx.community.greedy_modularity_communities(
         g, weight="weight", resolution=resolution
     )]  # fmt: skip
+
+
+def _without(g: nx.Graph, drop: set[str]) -> nx.Graph:
+    """``g.subgraph(nodes not in drop).copy()`` without the filtered views: the same nodes and
+    edges in the same order (the order Louvain's result depends on), at a fraction of the cost.
+    """
+    out = nx.Graph()
+    out.graph.update(g.graph)
+    out.add_nodes_from((n, d.copy()) for n, d in g.nodes(data=True) if n not in drop)
+    out.add_edges_from(
+        (u, v, d.copy())
+        for u, nbrs in g.adjacency()
+        if u not in drop
+        for v, d in nbrs.items()
+        if v not in drop
+    )
+    return out
 
 
 def _shared_services(
@@ -305,7 +323,7 @@ def propose_segments(
         raise ConfigError(f"shared_fraction must be in (0, 1], not {shared_fraction!r}.")
     full = workload_graph(graph)
     shared = _shared_services(full, graph, shared_fraction, shared_min_namespaces)
-    core = full.subgraph([n for n in full.nodes if n not in set(shared)]).copy()
+    core = _without(full, set(shared))
     found = _communities(core, method, resolution, seed)
     found.sort(key=lambda c: (-len(c), sorted(c)[0]))
     partition = [c for c in found if c]
@@ -336,7 +354,7 @@ def propose_segments(
     # Internal edges and cross-segment flows, from the directed multigraph.
     internal: dict[str, dict[tuple[str, str], list[Any]]] = defaultdict(dict)
     cross: dict[tuple[str, str, str, int | None], list[Any]] = {}
-    for src, dst, data in graph.edges(data=True):
+    for src, dst, data in edge_data(graph):  # graph.edges(data=True), read directly
         if data["verdict"] != "allowed" or src == dst:
             continue
         s_seg = segment_of.get(src) or str(graph.nodes[src].get("group", "unknown"))

@@ -110,7 +110,8 @@ def judge_decided(
             workload_labels=decided.labels or evidence.workload_labels,
         )
         coverage = replay(
-            policy_set, tables, synthetic_limit=0, guardrails=guardrails, dialect=dialect
+            policy_set, tables, synthetic_limit=0, guardrails=guardrails, dialect=dialect,
+            rule_findings=False,  # only the verdicts count here
         )
         return table.num_rows, coverage.allowed_edges, len(coverage.false_denies)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -108,9 +109,9 @@ class Pod:
     ip: str | None = None
     ports: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """``namespace/name``."""
+        """``namespace/name`` (kept once computed: the replay asks for it per edge)."""
         return f"{self.namespace}/{self.name}"
 
 
@@ -370,9 +371,10 @@ def evaluate(
     return Verdict(egress_ok and ingress_ok, egress, ingress, tuple(sorted(set(out_by + in_by))))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Check:
-    """One connection, checked against the policies of one direction at a time."""
+    """One connection, checked against the policies of one direction at a time (never
+    changed once made; not frozen, so that making one per edge stays cheap)."""
 
     cluster: Cluster
     src: Pod | Endpoint
@@ -394,11 +396,16 @@ class _Check:
         return self.judge_isolated(isolating, direction)
 
     def judge_isolated(
-        self, isolating: list[Policy], direction: Direction
+        self,
+        isolating: list[Policy],
+        direction: Direction,
+        hits: list[tuple[Policy, int]] | None = None,
     ) -> tuple[bool, str, list[str]]:
         """:meth:`direction` given the policies that isolate the pod for ``direction`` (in
         policy-set order, already checked as supported): the replay finds them from its own
-        index and judges with this."""
+        index and judges with this. With ``hits``, every rule of those policies is tried and
+        each matching one appended as (policy, index): the replay's rule use, found in the
+        same pass (the verdict is the same)."""
         pod, peer = (self.src, self.dst) if direction == "egress" else (self.dst, self.src)
         if not isinstance(pod, Pod):
             return True, "not a pod", []
@@ -408,12 +415,18 @@ class _Check:
         allowed_by: list[str] = []
         for policy in isolating:
             rules = policy.egress if direction == "egress" else policy.ingress
+            matched = False
             for index, rule in enumerate(rules):
                 if self._rule_matches(policy, rule, peer):
-                    key = f"{policy.namespace}/{policy.name}"
-                    reason = reason or f"allowed by {key} {direction} rule {index}"
-                    allowed_by.append(key)
-                    break
+                    if hits is not None:
+                        hits.append((policy, index))
+                    if not matched:
+                        key = f"{policy.namespace}/{policy.name}"
+                        reason = reason or f"allowed by {key} {direction} rule {index}"
+                        allowed_by.append(key)
+                        matched = True
+                    if hits is None:
+                        break
         if reason:
             return True, reason, allowed_by
         names = ", ".join(f"{p.namespace}/{p.name}" for p in isolating)
@@ -421,9 +434,18 @@ class _Check:
 
     def _rule_matches(self, policy: Policy, rule: Rule, peer: Pod | Endpoint) -> bool:
         """Some peer and some port of the rule match (none listed = all)."""
-        if rule.peers and not any(self._peer_matches(policy, p, peer) for p in rule.peers):
-            return False
-        return not rule.ports or any(self._port_matches(p) for p in rule.ports)
+        if rule.peers:
+            for candidate in rule.peers:
+                if self._peer_matches(policy, candidate, peer):
+                    break
+            else:
+                return False
+        if not rule.ports:
+            return True
+        for spec in rule.ports:  # noqa: SIM110 (a loop, not any(): no generator per rule)
+            if self._port_matches(spec):
+                return True
+        return False
 
     def _peer_matches(self, policy: Policy, peer: Peer, other: Pod | Endpoint) -> bool:
         """Whether ``other`` is one of the rule peer's endpoints."""

@@ -27,7 +27,7 @@ container ports (a named port then matches no pod) and ipBlocks that never match
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -59,11 +59,14 @@ class PairCount:
 
 
 class _Classes:
-    """Rule peers resolved to sets of pod indices, once per distinct peer."""
+    """Rule peers resolved to sets of pod indices, once per distinct peer (a *class*: the
+    namespace the peer is limited to or its namespace selector, and its pod selector), through
+    indexes of the pods by namespace and label pair and of the namespaces by label pair."""
 
     def __init__(self, cluster: Cluster, pods: Sequence[Pod]) -> None:
         self.pods = pods
-        self.labels = [dict(p.labels) for p in pods]
+        self._rules: dict[tuple[int, str], tuple[Rule, tuple[int, ...]]] = {}
+        self.labels = [p.labels for p in pods]
         self.ns_labels = {
             name: dict(ns.labels) for name, ns in cluster.namespaces.items()
         }
@@ -79,17 +82,26 @@ class _Classes:
         for name in self.by_ns:
             for pair in self.ns_labels[name].items():
                 self.ns_by_pair.setdefault(pair, []).append(name)
-        self.ids: dict[_ClassKey, int] = {}
+        self.ids: dict[tuple[object, ...], int] = {}
         self.keys: list[_ClassKey] = []
         self.sets: list[frozenset[int] | None] = []
 
     def class_id(self, policy: Policy, peer: Peer) -> int:
-        own = policy.namespace if peer.namespace_selector is None else None
-        key = (own, peer.namespace_selector, peer.pod_selector)
-        found = self.ids.get(key)
+        ns_selector, pod_selector = peer.namespace_selector, peer.pod_selector
+        own = policy.namespace if ns_selector is None else None
+        # Keyed by the selectors' fields (tuples hash in C; a selector's dataclass hash does
+        # not): equal selectors, one class.
+        content = (
+            own,
+            None if ns_selector is None else ns_selector.match_labels,
+            None if ns_selector is None else ns_selector.match_expressions,
+            None if pod_selector is None else pod_selector.match_labels,
+            None if pod_selector is None else pod_selector.match_expressions,
+        )
+        found = self.ids.get(content)
         if found is None:
-            found = self.ids[key] = len(self.keys)
-            self.keys.append(key)
+            found = self.ids[content] = len(self.keys)
+            self.keys.append((own, ns_selector, pod_selector))
             self.sets.append(None)
         return found
 
@@ -98,6 +110,18 @@ class _Classes:
         if found is None:
             found = self.sets[cid] = frozenset(self._resolve(self.keys[cid]))
         return found
+
+    def pod_classes(self, policy: Policy, rule: Rule) -> tuple[int, ...]:
+        """The class ids of the rule's ``pods`` peers (in ``policy``), once per rule object
+        and namespace."""
+        key = (id(rule), policy.namespace)
+        found = self._rules.get(key)
+        if found is None or found[0] is not rule:
+            ids = tuple(dict.fromkeys(
+                self.class_id(policy, p) for p in rule.peers if p.kind == "pods"
+            ))
+            found = self._rules[key] = (rule, ids)
+        return found[1]
 
     def contains(self, cid: int, i: int) -> bool:
         own, ns_selector, pod_selector = self.keys[cid]
@@ -125,6 +149,8 @@ class _Classes:
         for ns in namespaces:
             if pod_selector is None or pod_selector.is_empty:
                 yield from self.by_ns[ns]
+            elif len(pod_selector.match_labels) == 1 and not pod_selector.match_expressions:
+                yield from self.by_pair.get((ns, *pod_selector.match_labels[0]), ())
             elif pod_selector.match_labels:
                 rarest = min(
                     (self.by_pair.get((ns, *pair), []) for pair in pod_selector.match_labels),
@@ -139,46 +165,89 @@ class _Classes:
                         yield i
 
 
+def _contribution(
+    policy: Policy,
+    ports: Sequence[tuple[str, int]],
+    classes: _Classes,
+    direction: Direction,
+    rule_ports: dict[tuple[object, ...], list[int]],
+) -> dict[int, set[int] | None]:
+    """What one policy's rules of ``direction`` admit, per port index: None (every peer) or
+    class ids (absent: nothing)."""
+    side: dict[int, set[int] | None] = {}
+    rules: tuple[Rule, ...] = policy.ingress if direction == "ingress" else policy.egress
+    for rule in rules:
+        matched = rule_ports.get(rule.ports)
+        if matched is None:
+            matched = rule_ports[rule.ports] = [
+                k for k, (proto, port) in enumerate(ports)
+                if not rule.ports or any(s.contains(proto, port) for s in rule.ports)
+            ]
+        if not matched:
+            continue
+        ids = classes.pod_classes(policy, rule)
+        for k in matched:
+            if not rule.peers:
+                side[k] = None
+            elif ids and (k not in side or side[k] is not None):
+                side.setdefault(k, set()).update(ids)  # type: ignore[union-attr]
+    return side
+
+
 def _sides(
     policy_set: PolicySet,
     pods: Sequence[Pod],
     ports: Sequence[tuple[str, int]],
     classes: _Classes,
     direction: Direction,
+    isolating: Callable[[int, Direction], Sequence[Policy]] | None = None,
 ) -> list[dict[int, set[int] | None]]:
-    """Per pod, per port index: None (every peer) or the class ids it admits (absent: none)."""
-    index: dict[str, SelectorIndex[Policy]] = {}
-    for policy in policy_set.policies:
-        if direction in policy.policy_types:
-            index.setdefault(policy.namespace, SelectorIndex()).add(policy.selector, policy)
+    """Per pod, per port index: None (every peer) or the class ids it admits (absent: none).
+
+    A pod's side is the union of its isolating policies' sides, each computed once per policy
+    (pods selected by the same one policy share its dict: read-only)."""
+    if isolating is None:
+        index: dict[str, SelectorIndex[Policy]] = {}
+        for policy in policy_set.policies:
+            if direction in policy.policy_types:
+                index.setdefault(policy.namespace, SelectorIndex()).add(policy.selector, policy)
+
+        def by_index(i: int, _direction: Direction) -> Sequence[Policy]:
+            found = index.get(pods[i].namespace)
+            return found.matching(classes.labels[i]) if found is not None else []
+
+        isolating = by_index
+
     every = dict.fromkeys(range(len(ports)))
     rule_ports: dict[tuple[object, ...], list[int]] = {}
+    by_policy: dict[int, dict[int, set[int] | None]] = {}
     out: list[dict[int, set[int] | None]] = []
-    for i, pod in enumerate(pods):
-        found = index.get(pod.namespace)
-        isolating = found.matching(classes.labels[i]) if found is not None else []
-        if not isolating:
-            out.append(dict(every))
+    for i in range(len(pods)):
+        policies = isolating(i, direction)
+        if not policies:
+            out.append(every)
+            continue
+        parts = []
+        for policy in policies:
+            part = by_policy.get(id(policy))
+            if part is None:
+                part = by_policy[id(policy)] = _contribution(
+                    policy, ports, classes, direction, rule_ports
+                )
+            if part:  # a policy admitting nothing on these ports adds nothing
+                parts.append(part)
+        if len(parts) <= 1:
+            out.append(parts[0] if parts else {})
             continue
         side: dict[int, set[int] | None] = {}
-        for policy in isolating:
-            rules: tuple[Rule, ...] = policy.ingress if direction == "ingress" else policy.egress
-            for rule in rules:
-                matched = rule_ports.get(rule.ports)
-                if matched is None:
-                    matched = rule_ports[rule.ports] = [
-                        k for k, (proto, port) in enumerate(ports)
-                        if not rule.ports or any(s.contains(proto, port) for s in rule.ports)
-                    ]
-                if not matched:
-                    continue
-                pod_peers = [p for p in rule.peers if p.kind == "pods"]
-                ids = {classes.class_id(policy, p) for p in pod_peers}
-                for k in matched:
-                    if not rule.peers:
-                        side[k] = None
-                    elif ids and (k not in side or side[k] is not None):
-                        side.setdefault(k, set()).update(ids)  # type: ignore[union-attr]
+        for part in parts:
+            for k, ids in part.items():
+                if ids is None:
+                    side[k] = None
+                elif k not in side:
+                    side[k] = set(ids)
+                elif side[k] is not None:
+                    side[k].update(ids)  # type: ignore[union-attr]
         out.append(side)
     return out
 
@@ -192,6 +261,8 @@ def count_allowed_pairs(
     *,
     budget: int,
     examples: int = 20,
+    isolating: Callable[[int, Direction], Sequence[Policy]] | None = None,
+    observed_allowed: int | None = None,
 ) -> PairCount:
     """Allowed (source, destination, port) triples of distinct ``pods`` not in ``observed``.
 
@@ -211,26 +282,40 @@ def count_allowed_pairs(
         Most set members materialised for an exact count; beyond, a bound.
     examples : int, default 20
         How many examples to give.
+    isolating : callable, optional
+        ``isolating(i, direction)``: the policies of ``policy_set`` that select ``pods[i]``
+        with ``direction`` in their types (any order), when the caller already knows them
+        (the replay's judge does); by default found through a label index.
+    observed_allowed : int, optional
+        How many of ``observed`` the policies allow, when the caller has judged them (the
+        replay has: they are its evidence); by default counted here.
     """
     classes = _Classes(cluster, pods)
-    egress = _sides(policy_set, pods, ports, classes, "egress")
-    ingress = _sides(policy_set, pods, ports, classes, "ingress")
+    egress = _sides(policy_set, pods, ports, classes, "egress", isolating)
+    ingress = _sides(policy_set, pods, ports, classes, "ingress", isolating)
 
-    def allowed(i: int, j: int, k: int) -> bool:
+    def allowed(i: int, j: int, k: int, contains: Callable[[int, int], bool]) -> bool:
         if k not in egress[i] or k not in ingress[j]:
             return False
         out_ids, in_ids = egress[i][k], ingress[j][k]
-        return (out_ids is None or any(classes.contains(c, j) for c in out_ids)) and (
-            in_ids is None or any(classes.contains(c, i) for c in in_ids)
+        return (out_ids is None or any(contains(c, j) for c in out_ids)) and (
+            in_ids is None or any(contains(c, i) for c in in_ids)
         )
 
-    observed_allowed = sum(1 for t in observed if allowed(*t))
     try:
         total, found = _exact(egress, ingress, classes, len(pods), len(ports), observed,
                               budget, examples)
     except _OverBudget:
+        if observed_allowed is None:
+            observed_allowed = sum(1 for t in observed if allowed(*t, classes.contains))
         bound = _bound(egress, ingress, classes, len(pods), len(ports))
         return PairCount(max(bound - observed_allowed, 0), (), False)
+
+    def member(c: int, i: int) -> bool:  # every class an explicit side names is resolved now
+        return i in classes.members(c)
+
+    if observed_allowed is None:
+        observed_allowed = sum(1 for t in observed if allowed(*t, member))
     texts = tuple(
         f"{pods[i].key} -> {pods[j].key} {ports[k][0]}/{ports[k][1]}" for i, j, k in found
     )
@@ -281,17 +366,27 @@ def _exact(
         elif item > best[0]:
             heapq.heapreplace(best, item)
 
+    # Each side's pods bucketed per port once: "every peer" or explicit class ids, in pod order.
+    out_all: list[list[int]] = [[] for _ in range(n_ports)]
+    out_explicit: list[list[tuple[int, set[int]]]] = [[] for _ in range(n_ports)]
+    in_all: list[list[int]] = [[] for _ in range(n_ports)]
+    in_explicit: list[list[tuple[int, set[int]]]] = [[] for _ in range(n_ports)]
+    for sides, every, explicit in ((egress, out_all, out_explicit), (ingress, in_all, in_explicit)):
+        for i, side in enumerate(sides):
+            for k, ids in side.items():
+                if ids is None:
+                    every[k].append(i)
+                else:
+                    explicit[k].append((i, ids))
     total = 0
     for k in range(n_ports):
-        out_all = [i for i in range(n) if k in egress[i] and egress[i][k] is None]
-        in_all = [j for j in range(n) if k in ingress[j] and ingress[j][k] is None]
-        out_all_set, in_all_set = set(out_all), set(in_all)
+        out_all_set, in_all_set = set(out_all[k]), set(in_all[k])
         both = len(out_all_set & in_all_set)
-        total += len(out_all) * len(in_all) - both
+        total += len(out_all[k]) * len(in_all[k]) - both
         if examples:  # the smallest pairs of the "every pod" block
             taken = 0
-            for i in out_all:
-                for j in in_all:
+            for i in out_all[k]:
+                for j in in_all[k]:
                     if i != j and (i, j, k) not in observed:
                         offer(i, j, k)
                         taken += 1
@@ -301,20 +396,14 @@ def _exact(
                     continue
                 break
         outs: dict[int, frozenset[int]] = {}
-        for i in range(n):
-            out_ids = egress[i].get(k)
-            if out_ids is None:  # every destination, or none
-                continue
+        for i, out_ids in out_explicit[k]:
             reach = outs[i] = members(out_ids)
             hit = reach & in_all_set
             total += len(hit) - (i in hit)
             for j in hit:
                 if j != i:
                     offer(i, j, k)
-        for j in range(n):
-            in_ids = ingress[j].get(k)
-            if in_ids is None:  # every source, or none
-                continue
+        for j, in_ids in in_explicit[k]:
             admits = members(in_ids)
             for i in admits:
                 if i == j:

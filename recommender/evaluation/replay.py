@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -320,28 +321,58 @@ def _with_service_accounts(cluster: Cluster) -> Cluster:
     return Cluster(cluster.namespaces, tuple(pods))
 
 
-def _label_maps(workload_labels: pa.Table) -> dict[tuple[str, str], list[dict[str, str]]]:
-    """Per (namespace, workload), every label map observed (empty list: none observed)."""
-    maps: dict[tuple[str, str], list[dict[str, str]]] = {}
+def _label_maps(
+    workload_labels: pa.Table,
+) -> dict[tuple[str, str], list[tuple[tuple[str, str], ...]]]:
+    """Per (namespace, workload), every distinct label map observed, as (key, value) pairs in
+    the order first seen (empty list: none observed). A pod's rows mostly repeat one map (the
+    rows share one tuple per distinct map, :func:`~recommender.aggregate.label_maps.label_rows`),
+    so each workload keeps one or two."""
+    maps: dict[tuple[str, str], list[tuple[tuple[str, str], ...]]] = {}
     for ns, wl, labels in label_rows(workload_labels):
         if ns is None or wl is None:
             continue
-        entry = maps.setdefault((ns, wl), [])
-        if labels:
-            entry.append(dict(labels))
+        entry = maps.get((ns, wl))
+        if entry is None:
+            entry = maps[(ns, wl)] = []
+        if labels and labels not in entry:
+            entry.append(labels)
     return maps
 
 
-def _shared(maps: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """The labels every map carries with the same value."""
+def _shared(maps: Iterable[Iterable[tuple[str, str]]]) -> dict[str, str]:
+    """The labels every map (as (key, value) pairs) carries with the same value."""
     common: dict[str, str] | None = None
-    for labels in maps:
+    for pairs in maps:
+        labels = dict(pairs)
         common = (
-            dict(labels)
+            labels
             if common is None
             else {k: v for k, v in common.items() if labels.get(k) == v}
         )
     return common or {}
+
+
+#: Per ``workload_labels`` table (by id, while it lives): its label maps and the cluster built
+#: from them with ``assume_app_label``, so that the self-check's second replay (the edges left
+#: out on purpose, the same workloads) does not build them again.
+_CLUSTERS: dict[int, tuple[Any, dict[tuple[str, str], list[Any]], Cluster]] = {}
+
+
+def _cluster_of(
+    workload_labels: pa.Table,
+) -> tuple[dict[tuple[str, str], list[tuple[tuple[str, str], ...]]], Cluster]:
+    """:func:`_label_maps` and :func:`_cluster` (app label assumed) of a table, once per table."""
+    key = id(workload_labels)
+    hit = _CLUSTERS.get(key)
+    if hit is not None and hit[0]() is workload_labels:
+        return hit[1], hit[2]
+    maps = _label_maps(workload_labels)
+    cluster = _cluster(maps, True)
+    _CLUSTERS[key] = (
+        weakref.ref(workload_labels, lambda _ref: _CLUSTERS.pop(key, None)), maps, cluster
+    )
+    return maps, cluster
 
 
 def _edge_tables(flows: Any, config: RecommendConfig | None, format: str | None) -> EdgeTables:
@@ -396,7 +427,9 @@ def cluster_from_flows(
     return _cluster(_label_maps(tables.workload_labels), assume_app_label)
 
 
-def _cluster(maps: dict[tuple[str, str], list[dict[str, str]]], assume_app_label: bool) -> Cluster:
+def _cluster(
+    maps: Mapping[tuple[str, str], list[tuple[tuple[str, str], ...]]], assume_app_label: bool
+) -> Cluster:
     """:func:`cluster_from_flows` from the label maps (:func:`_label_maps`)."""
     pods: list[Pod] = []
     ns_labels: dict[str, dict[str, str]] = {}
@@ -449,6 +482,9 @@ class _Judge:
     _selecting: dict[str, tuple[Policy, ...]] = field(default_factory=dict)
     _isolating_cache: dict[tuple[str, str], list[Policy]] = field(default_factory=dict)
     _checked: set[str] = field(default_factory=set)
+    #: While set, the indexed verdicts also record which rules each query uses (every rule of
+    #: the isolating policies is tried once, for the verdict and the use together).
+    rule_use: _RuleUse | None = None
 
     def __post_init__(self) -> None:
         grouped: dict[str, list[Policy]] = {}
@@ -474,7 +510,7 @@ class _Judge:
                     _supported(policy)
                 self._checked.add(pod.namespace)
             index = self._index.get(pod.namespace)
-            found = tuple(index.matching(dict(pod.labels))) if index is not None else ()
+            found = tuple(index.matching(pod.labels)) if index is not None else ()
             self._selecting[pod.key] = found
         return found
 
@@ -544,8 +580,16 @@ class _Judge:
         out_policies = self._isolating(src, "egress") if isinstance(src, Pod) else []
         in_policies = self._isolating(dst, "ingress") if isinstance(dst, Pod) else []
         check = _Check(self.cluster, src, dst, protocol.upper(), port, False)
-        egress_ok, egress, out_by = _direction(check, out_policies, "egress")
-        ingress_ok, ingress, in_by = _direction(check, in_policies, "ingress")
+        use = self.rule_use
+        out_hits: list[tuple[Policy, int]] | None = [] if use is not None else None
+        in_hits: list[tuple[Policy, int]] | None = [] if use is not None else None
+        egress_ok, egress, out_by = check.judge_isolated(out_policies, "egress", out_hits)
+        ingress_ok, ingress, in_by = check.judge_isolated(in_policies, "ingress", in_hits)
+        if use is not None:
+            if out_hits:
+                use.record(out_hits, "egress", dst, protocol, port)
+            if in_hits:
+                use.record(in_hits, "ingress", src, protocol, port)
         return Verdict(
             egress_ok and ingress_ok, egress, ingress, tuple(sorted(set(out_by + in_by)))
         )
@@ -562,14 +606,6 @@ class _Judge:
             )
             self._isolating_cache[key] = found
         return found
-
-
-def _direction(
-    check: _Check, isolating: list[Policy], direction: Direction
-) -> tuple[bool, str, list[str]]:
-    """:meth:`~recommender.evaluation.evaluator._Check.direction` given the policies that
-    isolate the pod for ``direction`` (already checked as supported)."""
-    return check.judge_isolated(isolating, direction)
 
 
 @dataclass
@@ -704,7 +740,7 @@ def _allow_reason(verdict: Verdict) -> str:
     return f"egress: {verdict.egress}; ingress: {verdict.ingress}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Query:
     src: Pod | Endpoint
     dst: Pod | Endpoint
@@ -787,6 +823,10 @@ class _RuleUse:
                     self.rules[key] = (policy, rule)
                     if direction in policy.policy_types:
                         self._by_side.setdefault((policy.namespace, direction), []).append(key)
+
+    def _index(self) -> None:
+        """The rules by their policies' selectors, per (namespace, direction): for
+        :meth:`observe` (built on first use; the judge may record the use instead)."""
         for (namespace, direction), keys in self._by_side.items():
             selectors: SelectorIndex[list[RuleKey]] = SelectorIndex()
             by_policy: dict[str, list[RuleKey]] = {}
@@ -800,10 +840,31 @@ class _RuleUse:
         """The rules of the policies that select ``pod`` for ``direction``, in order."""
         found = self._pod_keys.get((pod.key, direction))
         if found is None:
+            if not self._by_selector and self._by_side:
+                self._index()
             index = self._by_selector.get((pod.namespace, direction))
-            found = [k for ks in index.matching(dict(pod.labels)) for k in ks] if index else []
+            found = [k for ks in index.matching(pod.labels) for k in ks] if index else []
             self._pod_keys[(pod.key, direction)] = found
         return found
+
+    def record(
+        self,
+        hits: list[tuple[Policy, int]],
+        direction: Direction,
+        peer: Pod | Endpoint,
+        protocol: str,
+        port: int | None,
+    ) -> None:
+        """The rules ``hits`` (policy, index in ``direction``) matched a query with ``peer`` at
+        the other end: what :meth:`observe` finds, handed over by the judge's verdict."""
+        entry = (_peer_key(peer), protocol, port)
+        for policy, index in hits:
+            key = (policy.namespace, policy.name, direction, index)
+            self.used.add(key)
+            found = self.traffic.get(key)
+            if found is None:
+                found = self.traffic[key] = set()
+            found.add(entry)
 
     def observe(self, query: _Query) -> None:
         sides: tuple[tuple[Direction, Pod | Endpoint, Pod | Endpoint], ...] = (
@@ -848,6 +909,17 @@ class _RuleUse:
         return sorted(out, key=lambda r: (r["policy"], r["direction"], r["rule"]))
 
 
+def _rule_count(policy_set: PolicySet) -> int:
+    """How many rule keys :class:`_RuleUse` would hold: (namespace, name, direction, index),
+    two policies of one name counting once."""
+    longest: dict[tuple[str, str, str], int] = {}
+    for policy in policy_set.policies:
+        for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+            key = (policy.namespace, policy.name, direction)
+            longest[key] = max(longest.get(key, 0), len(rules))
+    return sum(longest.values())
+
+
 def _peer_key(endpoint: Pod | Endpoint) -> str:
     """``namespace/workload`` for a pod (its workload's key), the address otherwise."""
     if isinstance(endpoint, Pod):
@@ -872,8 +944,28 @@ def _one_rule(policy: Policy, direction: Direction, rule: Rule) -> Policy:
 
 def _key_rows(table: pa.Table) -> list[dict[str, Any]]:
     """The naming columns of every edge, as dicts."""
-    rows: list[dict[str, Any]] = table.select(list(EDGE_KEY)).to_pylist()
-    return rows
+    return _row_dicts(table, list(EDGE_KEY))
+
+
+class _KeyRows:
+    """:func:`_key_rows` of a table, built the first time a row is asked for: the replay
+    names only the edges it reports (false denies, edges not evaluated), usually none."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._rows is None:
+            self._rows = _key_rows(self._table)
+        return self._rows[i]
+
+
+def _row_dicts(table: pa.Table, columns: list[str]) -> list[dict[str, Any]]:
+    """``table.select(columns).to_pylist()``, built from the columns converted whole (Arrow's
+    row-by-row conversion is several times slower)."""
+    values = table.select(columns).to_pydict()
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
 
 
 def _judge_table(
@@ -887,7 +979,7 @@ def _judge_table(
     if wants and "http_requests" in table.column_names:
         columns.append("http_requests")
     columns += [c for c in ("src_name", "dst_name", "dns_names") if c in table.column_names]
-    rows = table.select(columns).to_pylist()
+    rows = _row_dicts(table, columns)
     weights = np.maximum(
         table["connections"].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), 1
     )
@@ -946,7 +1038,7 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
             skipped=f"{candidates:,} workload pair x port triples exceed the limit of {limit:,}",
         )
     if by_class:
-        for namespace in sorted({p.namespace for p in pods}):
+        for namespace in sorted({p.namespace for p in pods} - judge._checked):
             for policy in judge.policies_for(namespace).policies:
                 _supported(policy)
         index = {p.key: i for i, p in enumerate(pods)}
@@ -962,6 +1054,12 @@ def _over_permissive(judge: _Judge, evidence: Iterable[_Query], limit: int) -> O
                 if port is not None
             },
             budget=PAIR_BUDGET,
+            isolating=lambda i, direction: judge._isolating(pods[i], direction),
+            # Every observed triple is an evidence edge, judged already (Kubernetes semantics
+            # only, as here: no tree, guardrails or Istio).
+            observed_allowed=sum(
+                judge._cache[(s, d, proto, port)].allowed for s, d, proto, port in observed
+            ),
         )
         estimate = "" if counted.exact else (
             f"upper bound: more than {PAIR_BUDGET:,} workloads in the allowed peer sets, so "
@@ -1000,6 +1098,7 @@ def replay(
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
     root_namespace: str = ROOT_NAMESPACE,
     tree: Any = None,
+    rule_findings: bool = True,
 ) -> Coverage:
     """Replay observed flows against ``policy_set`` and measure coverage.
 
@@ -1038,6 +1137,11 @@ def replay(
         (:func:`~recommender.evaluation.stack.read_policy_tree`): it judges every edge under its
         dialect's precedence; ``policy_set`` and ``guardrails`` should be its own. Unused,
         redundant and broad rules are then found among Kubernetes NetworkPolicies only.
+    rule_findings : bool, default True
+        Find which rules the evidence uses, and the unused, redundant and broad rules. False
+        leaves ``unused_rules``, ``redundant_rules``, ``broad_rules`` and ``rule_traffic``
+        empty (``rules`` still counts every rule) and skips that work: for callers that read
+        only the verdicts and over-permissiveness, such as the pipeline's self-check.
 
     Returns
     -------
@@ -1061,8 +1165,8 @@ def replay(
     1.0
     """
     tables = _edge_tables(flows, config, format)
-    label_maps = _label_maps(tables.workload_labels)
-    cluster = with_namespace_labels(_cluster(label_maps, True), guardrails)
+    label_maps, cluster = _cluster_of(tables.workload_labels)
+    cluster = with_namespace_labels(cluster, guardrails)
     unlabelled = sorted(f"{ns}/{wl}" for (ns, wl), maps in label_maps.items() if not maps)
     layer = None
     if istio:
@@ -1085,12 +1189,24 @@ def replay(
     )
     if tree is not None:
         judge.services = service_map(tables.edges, tables.denied)
-    rule_use = _RuleUse(judge)
+    rule_use = _RuleUse(judge) if rule_findings else None
+    # The indexed judge records rule use with each verdict (one pass over the rules); an edge
+    # whose verdict is cached has the key, so the use, of an edge already recorded. Policies
+    # sharing a name in a namespace share rule keys: those are observed apart.
+    recorded = (
+        rule_use is not None
+        and judge.tree is None
+        and guardrails is None
+        and len({(p.namespace, p.name) for p in policy_set.policies})
+        == len(policy_set.policies)
+    )
+    if recorded:
+        judge.rule_use = rule_use
 
     not_evaluated: list[EdgeVerdict] = []
     false_denies: list[EdgeVerdict] = []
     queries, weights = _judge_table(judge, tables.edges)
-    rows = _key_rows(tables.edges)
+    rows = _KeyRows(tables.edges)
     judged = np.zeros(len(queries), dtype=bool)
     allowed = np.zeros(len(queries), dtype=bool)
     evidence: list[_Query] = []
@@ -1109,12 +1225,14 @@ def replay(
         )
         allowed[i] = verdict.allowed
         evidence.append(query)
-        rule_use.observe(query)
+        if rule_use is not None and not recorded:
+            rule_use.observe(query)
         if not verdict.allowed:
             false_denies.append(_verdict_row(rows[i], int(weights[i]), _deny_reason(verdict)))
 
+    judge.rule_use = None  # denied edges use no rule
     denied_queries, denied_weights = _judge_table(judge, tables.denied)
-    denied_rows = _key_rows(tables.denied)
+    denied_rows = _KeyRows(tables.denied)
     denied_but_allowed: list[EdgeVerdict] = []
     denied_judged = 0
     for i, query in enumerate(denied_queries):
@@ -1166,18 +1284,23 @@ def replay(
         false_denies=_ordered(false_denies),
         denied_but_allowed=_ordered(denied_but_allowed),
         denied_edges=denied_judged,
-        unused_rules=tuple(rule_use.unused()),
-        rules=len(rule_use.rules) + (tree.rules if tree is not None else 0),
+        unused_rules=tuple(rule_use.unused()) if rule_use is not None else (),
+        rules=(len(rule_use.rules) if rule_use is not None else _rule_count(policy_set))
+        + (tree.rules if tree is not None else 0),
         over_permissive=_over_permissive(judge, evidence, synthetic_limit),
         not_evaluated=_ordered(not_evaluated),
         excluded_edges=tables.excluded.num_rows,
         notes=tuple(notes),
-        rule_traffic={k: frozenset(v) for k, v in rule_use.traffic.items()},
+        rule_traffic=(
+            {k: frozenset(v) for k, v in rule_use.traffic.items()} if rule_use is not None else {}
+        ),
         cluster=cluster,
         external_addresses=frozenset(
             e.ip for q in evidence for e in (q.src, q.dst) if isinstance(e, Endpoint)
         ),
     )
+    if not rule_findings:
+        return coverage
     return replace(
         coverage,
         redundant_rules=tuple(find_redundant_rules(policy_set, coverage)),

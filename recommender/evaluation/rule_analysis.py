@@ -39,10 +39,12 @@ neither cover nor are covered.
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from ..policy.model import Direction, LabelSelector, Peer, Policy, PolicySet, PortSpec, Rule
 from .evaluator import NAMESPACE_NAME_LABEL, Cluster, Pod
@@ -157,15 +159,31 @@ def rule_label(key: RuleKey) -> str:
 # --------------------------------------------------------------------------- shared helpers
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """One allow rule (a named tuple: one per rule of the policy set, made fast)."""
+
     key: RuleKey
     policy: Policy
     rule: Rule
 
 
+#: The last policy set's entries (a weak reference to it, and the list): the replay asks for
+#: the redundant and then the broad rules of one policy set.
+_LAST_ENTRIES: list[Any] = [None, []]
+
+
 def _entries(policy_set: PolicySet) -> list[_Entry]:
-    """Every allow rule in a direction its policy isolates, in canonical order."""
+    """Every allow rule in a direction its policy isolates, in canonical order (read-only:
+    shared by consecutive calls on the same policy set)."""
+    ref, known = _LAST_ENTRIES
+    if ref is not None and ref() is policy_set:
+        return known  # type: ignore[no-any-return]
+    out = _build_entries(policy_set)
+    _LAST_ENTRIES[:] = [weakref.ref(policy_set), out]
+    return out
+
+
+def _build_entries(policy_set: PolicySet) -> list[_Entry]:
     out = []
     for policy in policy_set.policies:
         for direction in _DIRECTIONS:
@@ -181,6 +199,8 @@ def _entries(policy_set: PolicySet) -> list[_Entry]:
 
 def _selector_covers(broad: LabelSelector, narrow: LabelSelector) -> bool:
     """Whether every labels map ``narrow`` selects is selected by ``broad`` (structurally)."""
+    if broad is narrow:
+        return True
     return set(broad.match_labels) <= set(narrow.match_labels) and set(
         broad.match_expressions
     ) <= set(narrow.match_expressions)
@@ -195,10 +215,17 @@ def _selector_text(selector: LabelSelector) -> str:
 def _namespace_selector(peer: Peer, namespace: str) -> LabelSelector:
     """The peer's namespace selector, None made explicit (the policy's own namespace)."""
     if peer.namespace_selector is None:
-        return LabelSelector.of({NAMESPACE_NAME_LABEL: namespace})
+        return _own_namespace(namespace)
     return peer.namespace_selector
 
 
+@functools.lru_cache(maxsize=4096)
+def _own_namespace(namespace: str) -> LabelSelector:
+    """``kubernetes.io/metadata.name=<namespace>`` (immutable: one per namespace)."""
+    return LabelSelector.of({NAMESPACE_NAME_LABEL: namespace})
+
+
+@functools.lru_cache(maxsize=4096)
 def _network(text: str | None) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     try:
         return ipaddress.ip_network(text or "", strict=False)
@@ -342,6 +369,36 @@ def _unused_keys(coverage: Coverage) -> set[tuple[str, str, int]]:
     return {(r["policy"], r["direction"], int(r["rule"])) for r in coverage.unused_rules}
 
 
+#: The last policy set's redundant rules (a weak reference to it, and the list): a replay's
+#: coverage changes only which of them are shadowed (the self-check replays twice).
+_LAST_REDUNDANT: list[Any] = [None, []]
+
+
+def _redundant(policy_set: PolicySet) -> list[tuple[RuleKey, str]]:
+    """Each redundant rule's key and the kept rules covering it (``covered_by``), in
+    canonical order; remembered for the last policy set (read-only)."""
+    ref, known = _LAST_REDUNDANT
+    if ref is not None and ref() is policy_set:
+        return known  # type: ignore[no-any-return]
+    entries = _entries(policy_set)
+    candidates = _Candidates(entries)
+    removed: set[RuleKey] = set()
+    found: dict[RuleKey, list[RuleKey]] = {}
+    for entry in reversed(entries):
+        coverers = _coverers(entry, candidates.of(entry, removed))
+        if coverers is not None:
+            found[entry.key] = coverers
+            removed.add(entry.key)
+    out = []
+    for entry in entries:
+        if entry.key in found:
+            # Name rules that stay: containment is transitive, so the kept rules cover it too.
+            final = _coverers(entry, candidates.of(entry, removed)) or found[entry.key]
+            out.append((entry.key, ", ".join(rule_label(k) for k in final)))
+    _LAST_REDUNDANT[:] = [weakref.ref(policy_set), out]
+    return out
+
+
 def find_redundant_rules(
     policy_set: PolicySet, coverage: Coverage | None = None
 ) -> list[RuleFinding]:
@@ -371,24 +428,9 @@ def find_redundant_rules(
     >>> [(f.kind, f.rule_index, f.covered_by) for f in find_redundant_rules(PolicySet((api,)))]
     [('redundant', 1, 'shop/api ingress rule 0')]
     """
-    entries = _entries(policy_set)
-    candidates = _Candidates(entries)
-    removed: set[RuleKey] = set()
-    found: dict[RuleKey, list[RuleKey]] = {}
-    for entry in reversed(entries):
-        coverers = _coverers(entry, candidates.of(entry, removed))
-        if coverers is not None:
-            found[entry.key] = coverers
-            removed.add(entry.key)
     unused = _unused_keys(coverage) if coverage is not None else set()
     out = []
-    for entry in entries:
-        key = entry.key
-        if key not in found:
-            continue
-        # Name rules that stay: containment is transitive, so the kept rules cover it too.
-        final = _coverers(entry, candidates.of(entry, removed)) or found[key]
-        covered_by = ", ".join(rule_label(k) for k in final)
+    for key, covered_by in _redundant(policy_set):
         policy = f"{key[0]}/{key[1]}"
         shadowed = (policy, key[2], key[3]) in unused
         reason = f"everything it allows is also allowed by {covered_by}"
@@ -415,8 +457,8 @@ def _peer_breadth(peer: Peer, namespace: str) -> str | None:
     if peer.kind == "pods":
         every_pod = peer.pod_selector is None or peer.pod_selector.is_empty
         every_ns = peer.namespace_selector is not None and peer.namespace_selector.is_empty
-        pods = "every pod" if every_pod else f"pods {_selector_text(peer.pod_selector)}"  # type: ignore[arg-type]
         if every_ns:
+            pods = "every pod" if every_pod else f"pods {_selector_text(peer.pod_selector)}"  # type: ignore[arg-type]
             return f"{pods} in every namespace"
         if every_pod:
             where = (
@@ -507,25 +549,60 @@ class _PeerSpace:
         self._addresses = {v: sorted(items) for v, items in by_version.items()}
         self._values = {v: [i for i, _ in items] for v, items in self._addresses.items()}
         self._cache: dict[tuple[object, ...], frozenset[str]] = {}
+        self._by_peer: dict[tuple[int, str], tuple[Peer, frozenset[str]]] = {}
+        self._own: dict[str, LabelSelector] = {}
         self._ns_cache: dict[LabelSelector, list[str]] = {}
         self._ns_by_name: dict[str, list[str]] = {}
         for ns, labels in self._ns_labels.items():
             self._ns_by_name.setdefault(labels[NAMESPACE_NAME_LABEL], []).append(ns)
 
-    def of(self, entry: _Entry) -> set[str]:
-        """The endpoints ``entry``'s rule allows (every endpoint when it has no peers)."""
+    def of(self, entry: _Entry) -> frozenset[str]:
+        """The endpoints ``entry``'s rule allows (every endpoint when it has no peers):
+        shared, read-only."""
         if not entry.rule.peers:
             if self._every is None:
                 self._every = frozenset(p.key for p in self._pods) | set(self._external)
-            return set(self._every)
+            return self._every
+        if len(entry.rule.peers) == 1:
+            return self._peer(entry.rule.peers[0], entry.policy.namespace)
         out: set[str] = set()
         for peer in entry.rule.peers:
-            if peer.kind == "pods":
-                ns_selector = _namespace_selector(peer, entry.policy.namespace)
-                out |= self._cached(("pods", ns_selector, peer.pod_selector), self._pods_of)
-            elif peer.kind == "cidr":
-                out |= self._cached(("cidr", peer.cidr, peer.except_), self._cidr_of)
-        return out
+            out |= self._peer(peer, entry.policy.namespace)
+        return frozenset(out)
+
+    def _peer(self, peer: Peer, namespace: str) -> frozenset[str]:
+        """One peer's endpoints, remembered per peer object (and namespace: a ``pods`` peer
+        without a namespace selector is its policy's namespace)."""
+        key = (id(peer), namespace)
+        hit = self._by_peer.get(key)
+        if hit is not None and hit[0] is peer:
+            return hit[1]
+        found: frozenset[str] = frozenset()
+        if peer.kind == "pods":
+            ns_selector = self._own.get(namespace) if peer.namespace_selector is None else None
+            if ns_selector is None:
+                ns_selector = _namespace_selector(peer, namespace)
+                if peer.namespace_selector is None:
+                    self._own[namespace] = ns_selector
+            pod_selector = peer.pod_selector
+            # Keyed by the selectors' fields (tuples hash in C, the dataclasses in Python).
+            content = (
+                "pods",
+                ns_selector.match_labels,
+                ns_selector.match_expressions,
+                None if pod_selector is None else pod_selector.match_labels,
+                None if pod_selector is None else pod_selector.match_expressions,
+            )
+            known = self._cache.get(content)
+            if known is None:
+                known = self._cache[content] = frozenset(
+                    self._pods_of(("pods", ns_selector, pod_selector))
+                )
+            found = known
+        elif peer.kind == "cidr":
+            found = self._cached(("cidr", peer.cidr, peer.except_), self._cidr_of)
+        self._by_peer[key] = (peer, found)
+        return found
 
     def _cached(
         self, key: tuple[object, ...], resolve: Callable[[tuple[object, ...]], Iterable[str]]
@@ -548,7 +625,10 @@ class _PeerSpace:
                 if pod_selector.match_labels
                 else self._by_ns[ns]
             )
-            yield from (p.key for p in pool if pod_selector.matches(dict(p.labels)))
+            if len(pod_selector.match_labels) == 1 and not pod_selector.match_expressions:
+                yield from (p.key for p in pool)  # the pool is exactly the pods it selects
+            else:
+                yield from (p.key for p in pool if pod_selector.matches(p.labels))
 
     def _namespaces(self, selector: LabelSelector) -> list[str]:
         """The namespaces (with pods) ``selector`` matches; by name when it names one."""
@@ -620,6 +700,7 @@ def find_broad_rules(
     external = sorted(coverage.external_addresses) if coverage is not None else []
     unused = _unused_keys(coverage) if coverage is not None else set()
     space = _PeerSpace(cluster, external) if cluster is not None else None
+    units_of: dict[tuple[PortSpec, ...], int] = {}
     out = []
     for entry in _entries(policy_set):
         namespace, name, direction, index = entry.key
@@ -638,14 +719,21 @@ def find_broad_rules(
         if coverage is not None and space is not None:
             endpoints = space.of(entry)
             used_pairs = {t for t in traffic.get(entry.key, frozenset()) if t[0] in endpoints}
-            allowed = len(endpoints) * _port_units(entry.rule)
+            units = units_of.get(entry.rule.ports, -1)
+            if units < 0:
+                units = units_of[entry.rule.ports] = _port_units(entry.rule)
+            allowed = len(endpoints) * units
             used = min(len(used_pairs), allowed)
-            policy_key = (f"{namespace}/{name}", direction, index)
-            if used and allowed and used / allowed < min_utilisation and policy_key not in unused:
+            if (
+                used
+                and allowed
+                and used / allowed < min_utilisation
+                and (f"{namespace}/{name}", direction, index) not in unused
+            ):
                 reasons.append(
                     f"utilisation {used:,}/{allowed:,}: {used:,} of the {allowed:,} "
                     f"(peer x port) pairs it allows ({len(endpoints):,} observed peers x "
-                    f"{_port_units(entry.rule):,} ports) carried traffic"
+                    f"{units:,} ports) carried traffic"
                 )
         if reasons:
             out.append(

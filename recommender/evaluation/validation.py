@@ -303,7 +303,7 @@ def holdout_report(
     learned, learned_findings = synthesize(learn_tables, config)
     later, later_findings = synthesize(test_tables, config)
     # Over-permissiveness is the self-check's business; here only the future's verdicts count.
-    coverage = replay(learned, test_tables, synthetic_limit=0)
+    coverage = replay(learned, test_tables, synthetic_limit=0, rule_findings=False)
     observed = coverage.observed_connections
     denied = coverage.false_deny_connections
     return {

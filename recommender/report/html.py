@@ -127,10 +127,13 @@ def _time(value: Any) -> Any:
     match = _UTC_TIME.fullmatch(value) if isinstance(value, str) else None
     if not match:
         return value
-    return _Html(f'<time datetime="{_text(value)}">{match[1]} {match[2]}</time>')
+    # A matched time is digits, "-", ":", "T", ".", "+" and "Z": its escaped text is itself.
+    return _Html(f'<time datetime="{value}">{match[1]} {match[2]}</time>')
 
 
 def _flags(flags: Iterable[Any]) -> str:
+    if not flags:  # most rules: nothing to mark
+        return ""
     return "".join(
         _flag(f) if type(f) is str else _flag_markup(f) for f in flags
     )
@@ -173,20 +176,36 @@ def _table(
     out.append("<thead><tr>")
     out += [f'<th scope="col">{_text(h)}</th>' for h in headers]
     out.append("</tr></thead><tbody>")
+    append = out.append
     for row in rows:
-        out.append("<tr>")
+        append("<tr>")
         for value in row:
-            if type(value) is str:  # most cells (what _cell does with text)
-                out.append(f"<td>{_escaped(value)}</td>")
+            kind = type(value)
+            if kind is str:  # most cells (what _cell does with text)
+                append(f"<td>{_escaped(value)}</td>")
+            elif kind is _Html:
+                append(f"<td>{value.markup}</td>")
+            elif kind is int:  # _text of a number
+                append(f'<td class="num">{value:,}</td>')
+            elif kind is list and _all_text(value):  # peers, ports: _cell of a list of text
+                append(f"<td>{'<br>'.join(map(_escaped, value))}</td>")
             elif isinstance(value, _Html):
-                out.append(f"<td>{value.markup}</td>")
+                append(f"<td>{value.markup}</td>")
             elif isinstance(value, int | float) and not isinstance(value, bool):
-                out.append(f'<td class="num">{_text(value)}</td>')
+                append(f'<td class="num">{_text(value)}</td>')
             else:
-                out.append(f"<td>{_cell(value)}</td>")
-        out.append("</tr>")
-    out.append("</tbody></table></div>")
+                append(f"<td>{_cell(value)}</td>")
+        append("</tr>")
+    append("</tbody></table></div>")
     return "".join(out)
+
+
+_JUST_TEXT: Final = frozenset((str,))
+
+
+def _all_text(values: list[Any]) -> bool:
+    """Whether every item of ``values`` is a ``str`` (not a subclass)."""
+    return not values or set(map(type, values)) == _JUST_TEXT
 
 
 def _endpoint(row: Mapping[str, Any], side: str) -> str:

@@ -335,3 +335,75 @@ def test_flat_clusters_group_as_scipy_does(
     same = {(a, b) for a in range(n) for b in range(n) if theirs[a] == theirs[b]}
     assert same == {(a, b) for a in range(n) for b in range(n) if ours[a] == ours[b]}
     assert ours[0] == 0 and max(ours) < n
+
+
+class _PerBlockCore:
+    """``BehaviourCore`` with the candidate search as it was: one sparse product per block."""
+
+    @staticmethod
+    def make(**params: object) -> object:
+        from recommender.analysis.clustering.core import BehaviourCore
+
+        class PerBlock(BehaviourCore):
+            def _candidates(self, U, V, blocks):  # type: ignore[no-untyped-def]
+                pairs_i, pairs_j, dists, large = [], [], [], []
+                order = np.argsort(blocks, kind="stable")
+                bounds = np.flatnonzero(np.diff(blocks[order])) + 1
+                sizes = np.diff(V.indptr).astype(np.float64)
+                for members in np.split(order, bounds):
+                    if len(members) < 2:
+                        continue
+                    if len(members) > self.exact_block_size:
+                        large.append(members)
+                        continue
+                    binary = V[members].copy()
+                    binary.data = np.ones_like(binary.data)
+                    overlap = sp.triu(binary @ binary.T, k=1).tocoo()
+                    a, b = members[overlap.row], members[overlap.col]
+                    if self.metric == "cosine":
+                        d = self._distance(V, a, b)
+                    else:
+                        d = self._from_dot(overlap.data.astype(np.float64), sizes[a], sizes[b])
+                    pairs_i.append(np.minimum(a, b))
+                    pairs_j.append(np.maximum(a, b))
+                    dists.append(d)
+                if large:
+                    a, b = self._lsh_pairs(U, np.concatenate(large), blocks)
+                    if len(a):
+                        pairs_i.append(a)
+                        pairs_j.append(b)
+                        dists.append(self._distance(V, a, b))
+                if not pairs_i:
+                    empty = np.zeros(0, dtype=np.int64)
+                    return empty, empty, np.zeros(0, dtype=np.float64)
+                return np.concatenate(pairs_i), np.concatenate(pairs_j), np.concatenate(dists)
+
+        return PerBlock(**params)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.integers(0, 9), max_size=5), min_size=1, max_size=40),
+    groups=st.lists(st.integers(0, 5), min_size=40, max_size=40),
+    metric=st.sampled_from(["jaccard", "cosine"]),
+    exact=st.sampled_from([2, 5, 2000]),
+    threshold=st.sampled_from([0.2, 0.5]),
+)
+def test_candidates_in_one_product_cluster_as_one_per_block(
+    rows: list[list[int]], groups: list[int], metric: str, exact: int, threshold: float
+) -> None:
+    from recommender.analysis.clustering.core import BehaviourCore
+
+    dense = np.zeros((len(rows), 10))
+    for r, cols in enumerate(rows):
+        for c in cols:
+            dense[r, c] += 1.0 + c
+    X = sp.csr_matrix(dense)
+    params = dict(metric=metric, distance_threshold=threshold, exact_block_size=exact,
+                  random_state=0)  # fmt: skip
+    got = BehaviourCore(**params).fit(X, groups=groups[: len(rows)])  # type: ignore[arg-type]
+    want = _PerBlockCore.make(**params).fit(X, groups=groups[: len(rows)])  # type: ignore[attr-defined]
+    assert got.n_candidate_pairs_ == want.n_candidate_pairs_
+    assert np.array_equal(got.labels_, want.labels_)
+    assert np.array_equal(got.silhouette_, want.silhouette_)
+    assert np.array_equal(got.cluster_confidence_, want.cluster_confidence_)

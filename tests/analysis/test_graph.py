@@ -14,6 +14,8 @@ from typing import Any
 import networkx as nx
 import pytest
 from conftest import T0, flow_row, make_table, minutes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recommender import build_graph, propose_segments, write_graph
 from recommender.cli import main
@@ -293,3 +295,30 @@ def test_report_embeds_the_graph_and_the_segments(tmp_path: Path) -> None:
     page = (tmp_path / "out" / "report.html").read_text()
     assert ">Proposed segments</h2>" in page
     assert "payments-api (" in page  # a member with its cohesion
+
+
+@settings(max_examples=500, deadline=None)
+@given(micros=st.integers(-62_135_596_800_000_000 + 86_400_000_000, 253_402_300_799_999_999))
+def test_iso_times_are_datetime_isoformat(micros: int) -> None:
+    # The graph writes edge times by arithmetic; the straightforward way is datetime's.
+    from datetime import UTC, datetime, timedelta
+
+    from recommender.analysis.graph import _iso
+
+    want = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).isoformat()
+    assert _iso(micros) == want
+    assert _iso(micros - micros % 1_000_000) == want.split(".")[0].removesuffix("+00:00") + (
+        "+00:00"
+    )
+
+
+@pytest.mark.parametrize("kind", [nx.MultiDiGraph, nx.DiGraph, nx.Graph, nx.MultiGraph])
+def test_edge_data_is_edges_with_data_in_order(kind: type) -> None:
+    from recommender.analysis.graph import edge_data
+
+    g = kind()
+    for i, (a, b) in enumerate([("x", "y"), ("y", "x"), ("x", "y"), ("z", "z"), ("y", "w")]):
+        g.add_edge(a, b, n=i)
+    assert list(edge_data(g)) == list(g.edges(data=True))
+    built = build_graph(SAMPLE)
+    assert list(edge_data(built)) == list(built.edges(data=True))

@@ -298,3 +298,65 @@ def test_indexed_judge_lists_isolating_policies_in_policy_set_order() -> None:
     verdict = judge.verdict(web, db, "TCP", 80)
     assert verdict.ingress == "isolated by a/allow-db, a/default-deny; no rule matches"
     assert verdict == evaluate(policy_set, cluster, web, db, "TCP", 80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_class_count_with_the_callers_isolating_policies(data: Any) -> None:
+    """The replay tells the count each pod's isolating policies (its judge has them, in
+    policy-set order); the count must be the pairwise one, as with its own index."""
+    policy_set = data.draw(policy_sets())
+    cluster = data.draw(clusters())
+    ports = sorted(data.draw(st.lists(st.sampled_from(PORTS), min_size=1, unique=True)))
+    n = len(cluster.pods)
+    triples = [(i, j, k) for i in range(n) for j in range(n) if i != j for k in range(len(ports))]
+    observed = set(data.draw(st.lists(st.sampled_from(triples), max_size=6))) if triples else set()
+
+    def isolating(i: int, direction: str) -> list[Policy]:
+        pod = cluster.pods[i]
+        return [
+            p for p in policy_set.policies
+            if p.namespace == pod.namespace and direction in p.policy_types
+            and p.selector.matches(pod.labels)
+        ]  # fmt: skip
+
+    counted = count_allowed_pairs(
+        policy_set, cluster, cluster.pods, ports, observed, budget=10_000, isolating=isolating
+    )
+    allowed, expected = pairwise(policy_set, cluster, ports, observed)
+    assert counted.exact and counted.allowed == allowed and counted.examples == expected
+    assert counted == count_allowed_pairs(
+        policy_set, cluster, cluster.pods, ports, observed, budget=10_000
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_rule_use_recorded_with_the_verdict_is_the_observed_use(data: Any) -> None:
+    """The replay's judge records rule use while judging (every rule of the isolating
+    policies tried once): the same verdicts, used rules and traffic as judging and then
+    observing each query apart."""
+    from recommender.evaluation.evaluator import Endpoint
+    from recommender.evaluation.replay import _Judge, _Query, _RuleUse
+
+    policy_set = data.draw(policy_sets())
+    cluster = data.draw(named_port_clusters())
+    ends: list[Pod | Endpoint] = [*cluster.pods, *(Endpoint(a) for a in ADDRESSES[:3])]
+    queries = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(ends), st.sampled_from(ends), st.sampled_from(PORTS)),
+            max_size=12,
+        )
+    ) if cluster.pods else []
+    pods = {(p.namespace, p.name): p for p in cluster.pods}
+    apart, together = _Judge(policy_set, cluster, pods), _Judge(policy_set, cluster, pods)
+    observed, recorded = _RuleUse(apart), _RuleUse(together)
+    together.rule_use = recorded
+    for src, dst, (protocol, port) in queries:
+        if not isinstance(src, Pod) and not isinstance(dst, Pod):
+            continue
+        verdict = apart.verdict(src, dst, protocol, port)
+        observed.observe(_Query(src, dst, protocol, port))
+        assert together.verdict(src, dst, protocol, port) == verdict
+    assert recorded.used == observed.used
+    assert recorded.traffic == observed.traffic

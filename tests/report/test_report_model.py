@@ -377,11 +377,12 @@ def test_partial_workloads_equal_a_row_by_row_reading(
     spans = _reference_partial_spans(tables.edges, scope)
     window = (tables.last_seen - tables.first_seen).total_seconds()
     want = [
-        f"{ns}/{wl}"
+        {"workload": f"{ns}/{wl}", "first_seen": a.isoformat(), "last_seen": b.isoformat(),
+         "share": round((b - a).total_seconds() / window, 4)}
         for (ns, wl), (a, b) in sorted(spans.items())
         if a is not None and b is not None and (b - a).total_seconds() / window < 0.5
-    ]
-    assert [p["workload"] for p in got] == want
+    ]  # fmt: skip
+    assert got == want
 
 
 def test_rule_records_are_asdict_with_iso_times(rec: Any) -> None:
@@ -408,12 +409,82 @@ _json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(value=_json_values)
 def test_report_json_is_the_standard_librarys_indented_json(value: Any) -> None:
-    from recommender.report.model import _indented_json
+    # Both writers: the C encoder re-indented by msgspec (report_json's path) and the Python
+    # one it falls back to for NaN, infinities and lone surrogates.
+    from recommender.report.model import _fast_indented_json, _indented_json
 
     try:
         expected = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     except TypeError:  # keys of mixed types cannot be sorted: the same error
         with pytest.raises(TypeError):
             _indented_json(value)
+        with pytest.raises(TypeError):
+            _fast_indented_json(value)
         return
     assert _indented_json(value) == expected
+    assert _fast_indented_json(value) == expected
+
+
+_finite_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text() | st.datetimes(timezones=st.just(UTC)),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    | st.dictionaries(st.integers(), inner, max_size=3),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_finite_json_values)
+def test_report_json_fast_path_needs_no_fallback(value: Any) -> None:
+    # Finite numbers and well-formed text never reach the Python writer: msgspec's indenting
+    # alone gives the standard library's bytes.
+    from recommender.report import model
+
+    def fallback(value: Any) -> str:
+        raise AssertionError("fell back to the Python writer")
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(model, "_indented_json", fallback)
+        got = model.report_json(value)
+    want = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    assert got == want + "\n"
+
+
+def test_records_of_any_field_kind_are_asdict_with_iso_times() -> None:
+    from dataclasses import asdict, dataclass, field
+
+    from recommender.report.model import _iso, _record
+
+    class Text(str):
+        pass
+
+    @dataclass
+    class Many:
+        text: str = "a"
+        sub: str = Text("b")
+        flag: bool = True
+        number: float = 1.5
+        nothing: None = None
+        when: datetime = datetime(2024, 5, 1, 10, tzinfo=UTC)
+        texts: list[str] = field(default_factory=lambda: ["x", "y"])
+        mixed: list[Any] = field(default_factory=lambda: ["x", 1, Text("z")])
+        nested: list[Any] = field(default_factory=lambda: [["x"], {"k": [1]}])
+        mapping: dict[str, Any] = field(default_factory=lambda: {"k": ["v"]})
+        empty: list[str] = field(default_factory=list)
+
+    @dataclass
+    class One:
+        only: list[str] = field(default_factory=lambda: ["x"])
+
+    @dataclass
+    class Nothing:
+        pass
+
+    for record in (Many(), One(), Nothing()):
+        got = _record(record)
+        assert got == {k: _iso(v) for k, v in asdict(record).items()}
+        assert list(got) == list(asdict(record))
+    many = _record(Many())
+    assert many["texts"] is not Many().texts and type(many["sub"]) is Text

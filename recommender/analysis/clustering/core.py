@@ -316,33 +316,46 @@ class BehaviourCore:
     def _candidates(
         self, U: sp.csr_matrix, V: sp.csr_matrix, blocks: IntArray
     ) -> tuple[IntArray, IntArray, FloatArray]:
-        """Candidate pairs ``i < j`` of distinct signatures and their distances."""
+        """Candidate pairs ``i < j`` of distinct signatures and their distances.
+
+        Blocks of at most ``exact_block_size`` rows are compared all at once: one product of
+        the binary rows with features numbered apart per block, so that rows of different
+        blocks share none (the pairs a product per block finds, in one sparse product
+        instead of one per namespace: the same pairs). Larger blocks go through MinHash.
+        """
         pairs_i: list[IntArray] = []
         pairs_j: list[IntArray] = []
         dists: list[FloatArray] = []
         order = np.argsort(blocks, kind="stable")
         bounds = np.flatnonzero(np.diff(blocks[order])) + 1
         large: list[IntArray] = []
+        small: list[IntArray] = []
         sizes = np.diff(V.indptr).astype(np.float64)
         for members in np.split(order, bounds):
             if len(members) < 2:
                 continue
-            if len(members) > self.exact_block_size:
-                large.append(members)
-                continue
-            sub = V[members]
-            binary = sub.copy()
-            binary.data = np.ones_like(binary.data)
+            (large if len(members) > self.exact_block_size else small).append(members)
+        if small:
+            rows = np.concatenate(small)
+            sub = V[rows]
+            # Each block's features numbered apart: rows of different blocks share none.
+            block = np.repeat(np.arange(len(small), dtype=np.int64), [len(m) for m in small])
+            columns = sub.indices.astype(np.int64) + np.repeat(
+                block * V.shape[1], np.diff(sub.indptr)
+            )
+            binary = sp.csr_matrix(
+                (np.ones(len(columns)), columns, sub.indptr.astype(np.int64)),
+                shape=(len(rows), len(small) * max(V.shape[1], 1)),
+            )
             # Pairs sharing at least one feature; the rest are at distance 1.
             overlap = sp.triu(binary @ binary.T, k=1).tocoo()
-            a, b = members[overlap.row], members[overlap.col]
+            a, b = rows[overlap.row], rows[overlap.col]
             if self.metric == "cosine":
                 d = self._distance(V, a, b)
             else:
                 d = self._from_dot(overlap.data.astype(np.float64), sizes[a], sizes[b])
-            lo, hi = np.minimum(a, b), np.maximum(a, b)
-            pairs_i.append(lo)
-            pairs_j.append(hi)
+            pairs_i.append(np.minimum(a, b))
+            pairs_j.append(np.maximum(a, b))
             dists.append(d)
         if large:
             a, b = self._lsh_pairs(U, np.concatenate(large), blocks)
