@@ -32,6 +32,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -74,6 +75,22 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
     return round(sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / den, 2)
 
 
+def new_file_ms(folder: Path, n: int = 500) -> float:
+    """Milliseconds to create, write and close one new small file under ``folder`` (the mean of
+    ``n``): both tools write one file per policy, and this cost differs by two orders of
+    magnitude between folders of the same disk on some machines (see docs/performance.md)."""
+    probe = folder / "probe"
+    probe.mkdir()
+    started = time.perf_counter()
+    for i in range(n):
+        fd = os.open(probe / f"f{i}.yaml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        os.write(fd, b"x" * 600)
+        os.close(fd)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(probe)
+    return seconds * 1000 / n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES,
@@ -82,13 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--workdir", type=Path,
+                        help="folder both tools write their outputs under (default: the system "
+                             "temporary folder); its cost per new file is measured and recorded")
     args = parser.parse_args(argv)
 
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",")]
     paths = {size: ensure_input(size[0], size[1], args.connections, args.seed) for size in sizes}
     compile_sources()
     peer = shutil.which("hubble-audit2policy")
-    work = Path(tempfile.mkdtemp(prefix="bench-wide-"))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-wide-", dir=args.workdir))
+    per_file_ms = new_file_ms(work)
+    print(f"outputs under {work}: {per_file_ms:.3f} ms per new file", flush=True)
     runs: dict[tuple[int, int], dict[str, list[dict[str, Any]]]] = {
         size: {"recommend": [], "hubble-audit2policy": []} for size in sizes
     }
@@ -155,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "command": "python benchmarks/bench_wide.py " + " ".join(sys.argv[1:] if argv is None
                                                                else argv),
+        "workdir": {"path": str(work.parent), "new_file_ms": round(per_file_ms, 3)},
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(),
                     "load_average_at_end": list(os.getloadavg())},
