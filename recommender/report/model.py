@@ -365,14 +365,14 @@ def report_json(report: dict[str, Any]) -> str:
     report is encoded compactly by it (the same escapes, number and key texts, key order and
     ``default``) and indented by ``msgspec.json.format``, which copies every string and
     number as it is and puts each item on its own line with ``": "`` after keys, as ``json``
-    does. What msgspec cannot take (NaN or infinite floats, lone surrogates) goes through
-    :func:`_indented_json`, the same layout written in Python.
+    does. What msgspec cannot take (NaN or infinite floats, lone surrogates) is written by
+    ``json.dumps`` itself (:func:`_indented_json`).
     """
     return _fast_indented_json(report) + "\n"
 
 
 def _fast_indented_json(value: Any) -> str:
-    """:func:`_indented_json` by the C encoders (see :func:`report_json`)."""
+    """:func:`_indented_json`'s bytes by the C encoders (see :func:`report_json`)."""
     import json
 
     import msgspec
@@ -388,88 +388,8 @@ def _fast_indented_json(value: Any) -> str:
 
 
 def _indented_json(value: Any) -> str:
-    """``json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)``."""
-    from json.encoder import encode_basestring
+    """The standard library's own indented writer (pure Python, slower): for what msgspec
+    cannot take."""
+    import json
 
-    parts: list[str] = []
-    append = parts.append
-    pads = ["\n"]
-
-    def pad(level: int) -> str:
-        while len(pads) <= level:
-            pads.append("\n" + "  " * len(pads))
-        return pads[level]
-
-    def encode(o: Any, level: int) -> None:
-        if isinstance(o, str):
-            append(encode_basestring(o))
-        elif o is None:
-            append("null")
-        elif o is True:
-            append("true")
-        elif o is False:
-            append("false")
-        elif isinstance(o, int):
-            append(int.__repr__(o))
-        elif isinstance(o, float):
-            append(_float_text(o))
-        elif isinstance(o, list | tuple):
-            if not o:
-                append("[]")
-                return
-            inner = pad(level + 1)
-            append("[")
-            lead = inner
-            for item in o:
-                append(lead)
-                lead = "," + inner
-                encode(item, level + 1)
-            append(pad(level))
-            append("]")
-        elif isinstance(o, dict):
-            if not o:
-                append("{}")
-                return
-            inner = pad(level + 1)
-            append("{")
-            lead = inner
-            for key, item in sorted(o.items()):
-                append(lead)
-                lead = "," + inner
-                append(encode_basestring(_key_text(key)))
-                append(": ")
-                encode(item, level + 1)
-            append(pad(level))
-            append("}")
-        else:
-            encode(str(o), level)  # default=str
-
-    encode(value, 0)
-    return "".join(parts)
-
-
-def _float_text(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if value == float("inf"):
-        return "Infinity"
-    if value == -float("inf"):
-        return "-Infinity"
-    return float.__repr__(value)
-
-
-def _key_text(key: Any) -> str:
-    """A mapping key as ``json`` writes it (keys are text, numbers, booleans or None)."""
-    if isinstance(key, str):
-        return key
-    if isinstance(key, float):
-        return _float_text(key)
-    if key is True:
-        return "true"
-    if key is False:
-        return "false"
-    if key is None:
-        return "null"
-    if isinstance(key, int):
-        return int.__repr__(key)
-    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
