@@ -23,14 +23,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from statistics import median
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_end_to_end import compile_sources, ensure_input, run  # noqa: E402
-from bench_wide import slope  # noqa: E402
+from bench_end_to_end import compile_sources, ensure_input  # noqa: E402
+from bench_wide import run_both, slope, summarise  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,52 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.connections.split(",")]
     paths = {n: ensure_input(n, args.seed) for n in sizes}
     compile_sources()
-    peer = shutil.which("hubble-audit2policy")
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-deep-", dir=args.workdir))
-    runs: dict[int, dict[str, list[dict[str, Any]]]] = {
-        n: {"recommend": [], "hubble-audit2policy": []} for n in sizes
-    }
     try:
-        for _ in range(max(args.repeat, 1)):
-            for n, path in paths.items():
-                with path.open("rb") as fh:  # warm the page cache, so no tool pays for the disk
-                    while fh.read(1 << 24):
-                        pass
-                commands = {
-                    "recommend": [sys.executable, "-m", "recommender", str(path), "-o",
-                                  str(work / "ours")],
-                    "hubble-audit2policy": [peer, str(path), "-o", str(work / "peer"),
-                                            "--no-enrich"] if peer else None,
-                }
-                for name, command in commands.items():
-                    if command is None:
-                        continue
-                    shutil.rmtree(work / "ours", ignore_errors=True)
-                    shutil.rmtree(work / "peer", ignore_errors=True)
-                    result = run(command)
-                    runs[n][name].append(result)
-                    print(f"{n:>8} connections {name:<20} {result['seconds']:>8.2f} s "
-                          f"{result['peak_rss_mb']:>7.0f} MB  exit {result['exit']}", flush=True)
+        runs = run_both(paths, work, args.repeat, lambda n: f"{n:>8} connections")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    rows = []
-    for n in sizes:
-        row: dict[str, Any] = {"connections": n, "input_bytes": paths[n].stat().st_size}
-        for name, results in runs[n].items():
-            if not results:
-                row[name] = None
-                continue
-            best = min(results, key=lambda r: r["seconds"])
-            row[name] = {**best, "runs": len(results),
-                         "seconds_median": median(r["seconds"] for r in results),
-                         "peak_rss_mb_max": max(r["peak_rss_mb"] for r in results)}
-        ours, theirs = row["recommend"], row["hubble-audit2policy"]
-        if ours and theirs:
-            row["peer_vs_recommend"] = round(theirs["seconds"] / ours["seconds"], 2)
-        rows.append(row)
+    rows = [
+        summarise({"connections": n, "input_bytes": paths[n].stat().st_size}, runs[n])
+        for n in sizes
+    ]
     slopes = {}
     for name in ("recommend", "hubble-audit2policy"):
         points = [(r["connections"], r[name]["seconds"]) for r in rows if r.get(name)]

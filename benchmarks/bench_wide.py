@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -91,6 +92,61 @@ def new_file_ms(folder: Path, n: int = 500) -> float:
     return seconds * 1000 / n
 
 
+def run_both(
+    paths: dict[Any, Path], work: Path, repeat: int, label: Callable[[Any], str]
+) -> dict[Any, dict[str, list[dict[str, Any]]]]:
+    """Run ``recommend FILE -o DIR`` and the peer on each input in turn, ``repeat`` rounds,
+    writing under ``work``; each run's :func:`bench_end_to_end.run` result, by input and tool.
+    ``label`` names an input in the progress lines."""
+    peer = shutil.which("hubble-audit2policy")
+    runs: dict[Any, dict[str, list[dict[str, Any]]]] = {
+        key: {"recommend": [], "hubble-audit2policy": []} for key in paths
+    }
+    for _ in range(max(repeat, 1)):
+        for key, path in paths.items():
+            with path.open("rb") as fh:  # warm the page cache, so no tool pays for the disk
+                while fh.read(1 << 24):
+                    pass
+            commands = {
+                "recommend": [sys.executable, "-m", "recommender", str(path), "-o",
+                              str(work / "ours")],
+                "hubble-audit2policy": [peer, str(path), "-o", str(work / "peer"),
+                                        "--no-enrich"] if peer else None,
+            }
+            for name, command in commands.items():
+                if command is None:
+                    continue
+                shutil.rmtree(work / "ours", ignore_errors=True)
+                shutil.rmtree(work / "peer", ignore_errors=True)
+                result = run(command)
+                runs[key][name].append(result)
+                print(f"{label(key)} {name:<20} {result['seconds']:>8.2f} s "
+                      f"{result['peak_rss_mb']:>7.0f} MB  exit {result['exit']}", flush=True)
+    return runs
+
+
+def summarise(row: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``row`` with each tool's fastest run (and its medians, minima and maxima) and the
+    peer's time over ours."""
+    for name, results in runs.items():
+        if not results:
+            row[name] = None
+            continue
+        best = min(results, key=lambda r: r["seconds"])
+        row[name] = {
+            **best,
+            "runs": len(results),
+            "seconds_min": best["seconds"],
+            "seconds_median": median(r["seconds"] for r in results),
+            "cpu_seconds_min": min(r["cpu_seconds"] for r in results),
+            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in results),
+        }
+    ours, theirs = row["recommend"], row["hubble-audit2policy"]
+    if ours and theirs:
+        row["peer_vs_recommend"] = round(theirs["seconds"] / ours["seconds"], 2)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES,
@@ -107,36 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",")]
     paths = {size: ensure_input(size[0], size[1], args.connections, args.seed) for size in sizes}
     compile_sources()
-    peer = shutil.which("hubble-audit2policy")
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-wide-", dir=args.workdir))
     per_file_ms = new_file_ms(work)
     print(f"outputs under {work}: {per_file_ms:.3f} ms per new file", flush=True)
-    runs: dict[tuple[int, int], dict[str, list[dict[str, Any]]]] = {
-        size: {"recommend": [], "hubble-audit2policy": []} for size in sizes
-    }
     try:
-        for _ in range(max(args.repeat, 1)):
-            for size, path in paths.items():
-                with path.open("rb") as fh:  # warm the page cache, so no tool pays for the disk
-                    while fh.read(1 << 24):
-                        pass
-                commands = {
-                    "recommend": [sys.executable, "-m", "recommender", str(path), "-o",
-                                  str(work / "ours")],
-                    "hubble-audit2policy": [peer, str(path), "-o", str(work / "peer"),
-                                            "--no-enrich"] if peer else None,
-                }
-                for name, command in commands.items():
-                    if command is None:
-                        continue
-                    shutil.rmtree(work / "ours", ignore_errors=True)
-                    shutil.rmtree(work / "peer", ignore_errors=True)
-                    result = run(command)
-                    runs[size][name].append(result)
-                    print(f"{size[0]:>6} workloads {name:<20} {result['seconds']:>8.2f} s "
-                          f"{result['peak_rss_mb']:>7.0f} MB  exit {result['exit']}", flush=True)
+        runs = run_both(paths, work, args.repeat, lambda size: f"{size[0]:>6} workloads")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -148,23 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "input": str(paths[size].relative_to(HERE.parent)),
             "input_bytes": paths[size].stat().st_size,
         }
-        for name, results in runs[size].items():
-            if not results:
-                row[name] = None
-                continue
-            best = min(results, key=lambda r: r["seconds"])
-            row[name] = {
-                **best,
-                "runs": len(results),
-                "seconds_min": best["seconds"],
-                "seconds_median": median(r["seconds"] for r in results),
-                "cpu_seconds_min": min(r["cpu_seconds"] for r in results),
-                "peak_rss_mb_max": max(r["peak_rss_mb"] for r in results),
-            }
-        ours, theirs = row["recommend"], row["hubble-audit2policy"]
-        if ours and theirs:
-            row["peer_vs_recommend"] = round(theirs["seconds"] / ours["seconds"], 2)
-        rows.append(row)
+        rows.append(summarise(row, runs[size]))
 
     slopes: dict[str, float | None] = {}
     for name in ("recommend", "hubble-audit2policy"):
